@@ -1,0 +1,198 @@
+"""`python build.py <command>`: argument parsing and the order stages run in."""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import traceback
+from pathlib import Path
+
+from . import ROOT
+from .config import Config, load_config
+from .errors import MissingResultError, TamrinError
+from .log import setup_console, stage_logger, use_stage_format
+from .runner import Paths, product_context, read_manifest, run_stage
+from .stages import COMPUTE_STAGES, STAGES, ancestors
+
+COMMANDS = {
+    "all": "run every stage in order (cached ones are skipped), then the report and the zip",
+    "report-only": "render the report and pack the zip from cached results; never trains",
+    "data": "build the CLEVR subset (or synthetic scenes) → results/data/",
+    "finetune": "QLoRA fine-tune PaliGemma on the train split → results/finetune/",
+    "eval": "ROUGE and exact match of the base and fine-tuned models → results/eval/",
+    "memory": "memory budget of full fine-tuning vs LoRA/QLoRA for PaliGemma-3B → results/memory/",
+    "flow": "flow-matching derivations (sympy-checked) and the OT experiment → results/flow/",
+    "report": "render figures and the Persian Typst report from cached results → report/report.pdf",
+    "zip": "pack the submission zip → dist/<name>.zip",
+    "notebook": "write the Colab/Kaggle notebook → dist/notebook.ipynb (+ .html)",
+    "status": "show each stage: cached / stale (why) / missing, with profile, duration, hardware",
+    "clean": "delete generated results/, figures/, report/ and dist/",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python build.py",
+        description="Tamrin — a reproducible answer to homework 4 of Deep Generative Models (University of Tehran).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="commands:\n" + "\n".join(f"  {c:<12} {h}" for c, h in COMMANDS.items()),
+    )
+    p.add_argument("command", choices=list(COMMANDS), metavar="command", help="one of the commands below")
+    p.add_argument("--profile", default="auto", choices=("auto", "paper", "demo"),
+                   help="paper = PaliGemma-3B on CUDA; demo = offline tiny model on CPU; auto = pick and say why")
+    p.add_argument("--config", type=Path, default=None, help="an extra TOML file layered over the profile's config")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one config value (repeatable), e.g. --set train.lr=1e-4")
+    p.add_argument("--force", action="append", default=[], metavar="STAGE", choices=list(COMPUTE_STAGES),
+                   help="re-run STAGE even when its cached result matches (repeatable)")
+    p.add_argument("--allow-demo", action="store_true",
+                   help="let `zip` pack results of the demo profile (they are not PaliGemma results)")
+    p.add_argument("-v", "--verbose", action="store_true", help="more log detail")
+    return p
+
+
+def _cached_profile(paths: Paths) -> str | None:
+    for name in COMPUTE_STAGES:
+        m = read_manifest(paths, name)
+        if m:
+            return m.get("profile")
+    return None
+
+
+def choose_profile(requested: str, command: str, paths: Paths) -> str:
+    """Compute commands resolve `auto` by hardware and hub access; the others follow the cached results."""
+    log = stage_logger("tamrin")
+    computes = command in COMPUTE_STAGES or command == "all"
+    if requested == "auto" and not computes:
+        cached = _cached_profile(paths)
+        if cached:
+            return cached
+    from .profiles import resolve_profile
+
+    profile, reason = resolve_profile(requested, light=not computes)
+    if requested == "auto":
+        log.info(f"profile: {profile} ({reason})")
+    return profile
+
+
+def warn_later_refusals(cfg: Config, allow_demo: bool) -> None:
+    """Before long work starts, say what the zip step at the end will refuse."""
+    log = stage_logger("zip")
+    if cfg.profile == "demo" and not allow_demo:
+        log.info("note: demo profile — the zip will be skipped at the end (its numbers are not PaliGemma "
+                 "results); pass --allow-demo to pack it anyway")
+        return
+    missing = cfg.student.missing_for_zip()
+    if missing:
+        log.warning(f"the zip will refuse at the end: set {', '.join(missing)} in configs/student.toml "
+                    f"(copy configs/student.example.toml)")
+
+
+def run_chain(target: str, cfg: Config, paths: Paths, force: list[str]) -> None:
+    for name in ancestors(target) + [target]:
+        run_stage(name, cfg, paths, force=name in force)
+
+
+def run_product(name: str, cfg: Config, paths: Paths, **kwargs) -> None:
+    from .runner import load_entry
+
+    for dep in STAGES[name].deps:
+        if STAGES[dep].cached and read_manifest(paths, dep) is None:
+            raise MissingResultError(f"missing {paths.rel(paths.stage_dir(dep) / 'manifest.json')}: run `python build.py {dep}` "
+                              f"(or `python build.py all`) to make it")
+    entry = load_entry(STAGES[name])
+    ctx = product_context(name, cfg, paths)
+    ctx.extra.update(kwargs)
+    entry(ctx)
+
+
+def cmd_status(cfg: Config, paths: Paths) -> None:
+    from .runner import expected_keys, staleness
+
+    keys = expected_keys(cfg)
+    rows = [("stage", "state", "profile", "seconds", "finished", "hardware")]
+    for name in COMPUTE_STAGES:
+        m = read_manifest(paths, name)
+        why = staleness(STAGES[name], m, keys[name])
+        state = "cached" if why is None else ("missing" if m is None else f"stale ({why})")
+        if m is None:
+            rows.append((name, state, "-", "-", "-", "-"))
+            continue
+        hw = m.get("hardware") or {}
+        rows.append((name, state, m.get("profile", "?"), f"{m.get('seconds', 0):.1f}",
+                     str(m.get("finished", "?"))[:19], hw.get("gpu") or (hw.get("cpu") or "?")[:40]))
+    pdf = paths.report / "report.pdf"
+    rows.append(("report", "built" if pdf.exists() else "missing", "-", "-", "-", "-"))
+    zips = sorted(paths.dist.glob("*.zip")) if paths.dist.exists() else []
+    rows.append(("zip", f"built ({zips[-1].name})" if zips else "missing", "-", "-", "-", "-"))
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    print(f"config profile: {cfg.profile}")
+    for r in rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+def cmd_clean(paths: Paths) -> None:
+    for d in (paths.results, paths.figures, paths.report, paths.dist):
+        if d.exists():
+            shutil.rmtree(d)
+            print(f"removed {paths.rel(d)}")
+
+
+def dispatch(args: argparse.Namespace, paths: Paths) -> int:
+    cmd = args.command
+    if cmd == "clean":
+        cmd_clean(paths)
+        return 0
+    profile = choose_profile(args.profile, cmd, paths)
+    cfg = load_config(profile, args.config, args.overrides, root=paths.root)
+    if cmd == "status":
+        cmd_status(cfg, paths)
+        return 0
+    if cmd == "all":
+        warn_later_refusals(cfg, args.allow_demo)
+        for name in COMPUTE_STAGES:
+            run_stage(name, cfg, paths, force=name in args.force)
+        run_product("report", cfg, paths)
+        run_product("zip", cfg, paths, allow_demo=args.allow_demo, skip_demo=True)
+        return 0
+    if cmd == "report-only":
+        run_product("report", cfg, paths)
+        run_product("zip", cfg, paths, allow_demo=args.allow_demo, skip_demo=True)
+        return 0
+    if cmd in COMPUTE_STAGES:
+        run_chain(cmd, cfg, paths, args.force)
+        return 0
+    if cmd == "report":
+        run_product("report", cfg, paths)
+        return 0
+    if cmd == "zip":
+        run_product("zip", cfg, paths, allow_demo=args.allow_demo, skip_demo=False)
+        return 0
+    if cmd == "notebook":
+        from .submit.notebook import run as write_notebook
+
+        write_notebook(product_context("zip", cfg, paths))
+        return 0
+    raise AssertionError(cmd)  # argparse restricts the choices
+
+
+def main(argv: list[str] | None = None, paths: Paths | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_console(args.verbose)
+    use_stage_format()
+    paths = paths or Paths(ROOT)
+    try:
+        return dispatch(args, paths)
+    except TamrinError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: completed stages are kept; the interrupted one will run again next time",
+              file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - a bug: one line on screen, the traceback in a file
+        trace = paths.results / "last-error.txt"
+        trace.parent.mkdir(parents=True, exist_ok=True)
+        trace.write_text(traceback.format_exc(), encoding="utf-8")
+        print(f"error: unexpected {type(e).__name__}: {e} (full traceback in {trace})", file=sys.stderr)
+        return 1

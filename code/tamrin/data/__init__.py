@@ -1,0 +1,1 @@
+"""Data stage: a CLEVR subset (HF hub or official layout) or synthetic CLEVR-like scenes → results/data/."""

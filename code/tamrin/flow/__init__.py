@@ -1,0 +1,1 @@
+"""Flow matching (assignment question 2): sympy-checked derivations and the I-CFM vs OT-CFM experiment."""

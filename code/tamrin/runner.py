@@ -1,0 +1,266 @@
+"""The one stage runner: cache keys, skipping cached stages, atomic outputs, manifests last.
+
+A stage writes into a private staging folder; only when its entry function returns does the runner
+write `manifest.json` (the last file) and swap the folder into `results/<stage>/`. A stage killed at any
+point therefore leaves either the previous complete result or nothing — never a manifest that claims
+completion of a partial output. Long-lived scratch (training checkpoints for resume) goes to
+`ctx.work_dir`, which survives a kill.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from . import ROOT
+from .atomic import read_json, write_json
+from .config import Config
+from .errors import MissingResultError, NotBuiltError, TamrinError
+from .log import attach_file, stage_logger
+from .provenance import code_version, hardware, hash_paths, packages, redact
+from .stages import STAGES, Stage
+
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class Paths:
+    """Where generated things go; tests point these at a temporary folder."""
+
+    root: Path = ROOT
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results"
+
+    @property
+    def figures(self) -> Path:
+        return self.root / "figures"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report"
+
+    @property
+    def dist(self) -> Path:
+        return self.root / "dist"
+
+    def rel(self, path: Path) -> str:
+        """`path` relative to the root when it lies inside it (for messages)."""
+        return str(path.relative_to(self.root)) if path.is_relative_to(self.root) else str(path)
+
+    def stage_dir(self, name: str) -> Path:
+        return self.results / name
+
+    def work_dir(self, name: str) -> Path:
+        return self.results / ".work" / name
+
+    def staging_root(self) -> Path:
+        return self.results / ".staging"
+
+
+@dataclass
+class StageContext:
+    """What a stage's entry function receives."""
+
+    stage: str
+    cfg: Config
+    out_dir: Path  # write every output here (staging; swapped in atomically on success)
+    work_dir: Path  # persistent scratch (checkpoints): survives a kill, keyed by cache key
+    inputs: dict[str, Path]  # upstream stage -> its completed results folder
+    paths: Paths
+    cache_key: str
+    log: logging.Logger
+    extra: dict[str, Any] = field(default_factory=dict)  # merged into the manifest (e.g. notes)
+
+    @property
+    def profile(self) -> str:
+        return self.cfg.profile
+
+    def section(self, name: str) -> Any:
+        return self.cfg.sections[name]
+
+
+def read_manifest(paths: Paths, name: str) -> dict | None:
+    path = paths.stage_dir(name) / MANIFEST
+    if not path.exists():
+        return None
+    try:
+        return read_json(path)
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def code_hash(stage: Stage) -> str:
+    return hash_paths([ROOT / "code" / "tamrin" / p for p in stage.code])
+
+
+def config_of(stage: Stage, cfg: Config) -> dict[str, Any]:
+    return {s: cfg.as_dict(s) for s in stage.sections}
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass
+class KeyParts:
+    key: str
+    config_hash: str
+    code_hash: str
+    inputs: dict[str, str]
+
+
+def cache_key(stage: Stage, cfg: Config, upstream_keys: dict[str, str]) -> KeyParts:
+    """Hash of the stage's config sections, profile, its code, and the upstream stages' keys."""
+    cfg_hash = _digest({"profile": cfg.profile, "config": config_of(stage, cfg)})
+    src_hash = code_hash(stage)
+    key = _digest({"stage": stage.name, "config": cfg_hash, "code": src_hash, "inputs": upstream_keys})
+    return KeyParts(key, cfg_hash, src_hash, dict(upstream_keys))
+
+
+def expected_keys(cfg: Config, names: list[str] | None = None) -> dict[str, KeyParts]:
+    """The cache key each compute stage would have now, upstream first."""
+    out: dict[str, KeyParts] = {}
+    for name, stage in STAGES.items():
+        if not stage.cached or (names is not None and name not in names):
+            continue
+        ups = {d: out[d].key if d in out else expected_keys(cfg, [d])[d].key for d in stage.deps}
+        out[name] = cache_key(stage, cfg, ups)
+    return out
+
+
+def staleness(stage: Stage, manifest: dict | None, parts: KeyParts) -> str | None:
+    """None when the cached result matches; otherwise why it does not."""
+    if manifest is None:
+        return "missing"
+    if manifest.get("cache_key") == parts.key:
+        return None
+    why = []
+    if manifest.get("config_hash") != parts.config_hash:
+        why.append("config changed")
+    if manifest.get("code_hash") != parts.code_hash:
+        why.append("code changed")
+    changed = [d for d, k in parts.inputs.items() if (manifest.get("inputs") or {}).get(d) != k]
+    if changed:
+        why.append("upstream changed: " + ", ".join(changed))
+    return "; ".join(why) or "key differs"
+
+
+def load_entry(stage: Stage) -> Callable[[StageContext], None]:
+    module, func = stage.entry.split(":")
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name == module:
+            raise NotBuiltError(f"stage '{stage.name}' is not built yet in this version of Tamrin "
+                                f"({module} is missing); nothing was run") from None
+        raise
+    return getattr(mod, func)
+
+
+def _clear_leftovers(paths: Paths, name: str) -> None:
+    """Remove staging/trash folders a killed earlier run of this stage left behind."""
+    for base in (paths.staging_root(), paths.results / ".trash"):
+        if base.exists():
+            for d in base.glob(f"{name}-*"):
+                shutil.rmtree(d, ignore_errors=True)
+
+
+def _swap_in(staging: Path, final: Path, trash_root: Path) -> None:
+    """Replace `final` with `staging`; the manifest inside `staging` is already complete."""
+    trash = None
+    if final.exists():
+        trash_root.mkdir(parents=True, exist_ok=True)
+        trash = trash_root / f"{final.name}-{os.getpid()}-{time.time_ns()}"
+        os.replace(final, trash)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(staging, final)
+    if trash is not None:
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class Outcome:
+    stage: str
+    status: str  # "cached" | "ran"
+    key: str
+    seconds: float
+
+
+def run_stage(name: str, cfg: Config, paths: Paths, *, force: bool = False) -> Outcome:
+    """Run one compute stage unless its cached result matches. Upstream results must already be current."""
+    stage = STAGES[name]
+    log = stage_logger(name)
+    upstream: dict[str, str] = {}
+    for dep in stage.deps:
+        m = read_manifest(paths, dep)
+        if m is None:
+            raise MissingResultError(f"missing {paths.rel(paths.stage_dir(dep) / MANIFEST)}: "
+                                     f"run `python build.py {dep}` first (or `python build.py all`)")
+        upstream[dep] = m["cache_key"]
+    parts = cache_key(stage, cfg, upstream)
+    previous = read_manifest(paths, name)
+    if not force and previous is not None and staleness(stage, previous, parts) is None:
+        log.info(f"cached: {name} (key {parts.key[:4]}…, {previous.get('seconds', 0):.0f} s saved)")
+        return Outcome(name, "cached", parts.key, 0.0)
+
+    entry = load_entry(stage)
+    _clear_leftovers(paths, name)
+    staging = paths.staging_root() / f"{name}-{os.getpid()}"
+    staging.mkdir(parents=True)
+    work = paths.work_dir(name) / parts.key[:16]
+    work.mkdir(parents=True, exist_ok=True)
+    handler = attach_file(name, staging / "log.txt")
+    ctx = StageContext(stage=name, cfg=cfg, out_dir=staging, work_dir=work,
+                       inputs={d: paths.stage_dir(d) for d in stage.deps}, paths=paths,
+                       cache_key=parts.key, log=log)
+    started, t0 = _now(), time.perf_counter()
+    log.info(f"running: {name} (profile {cfg.profile}, key {parts.key[:4]}…)")
+    try:
+        entry(ctx)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # the previous complete result stays untouched
+        raise
+    finally:
+        stage_logger(name).removeHandler(handler)
+        handler.close()
+    seconds = time.perf_counter() - t0
+    manifest = {
+        "stage": name, "profile": cfg.profile, "cache_key": parts.key,
+        "config": config_of(stage, cfg), "inputs": upstream,
+        "config_hash": parts.config_hash, "code_hash": parts.code_hash,
+        "code_version": code_version(), "started": started, "finished": _now(),
+        "seconds": round(seconds, 2), "hardware": hardware(), "packages": packages(),
+        "sources": cfg.sources, **ctx.extra,
+    }
+    try:
+        # The manifest is written last, and the folder swapped in atomically after it.
+        write_json(staging / MANIFEST, json.loads(redact(json.dumps(manifest, default=str))))
+        _swap_in(staging, paths.stage_dir(name), paths.results / ".trash")
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    log.info(f"done: {name} in {seconds:.1f} s")
+    # Work scratch of this key is no longer needed once the result is complete.
+    shutil.rmtree(work, ignore_errors=True)
+    return Outcome(name, "ran", parts.key, seconds)
+
+
+def product_context(name: str, cfg: Config, paths: Paths) -> StageContext:
+    """Context for the uncached product stages (report, zip): they write straight to their own folders."""
+    return StageContext(stage=name, cfg=cfg, out_dir=paths.root / name, work_dir=paths.work_dir(name),
+                        inputs={d: paths.stage_dir(d) for d in STAGES[name].deps}, paths=paths,
+                        cache_key="", log=stage_logger(name))

@@ -1,0 +1,1 @@
+"""Submission: the zip the course asks for, and a Colab/Kaggle notebook."""

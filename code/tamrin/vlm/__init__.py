@@ -1,0 +1,1 @@
+"""PaliGemma stages: QLoRA fine-tuning, evaluation, and the memory analysis."""
