@@ -1,0 +1,24 @@
+"""Cheap stand-in entry points for testing the runner's caching and atomicity (not product code)."""
+import os
+import time
+
+from tamrin.atomic import write_json
+
+
+def write_config(ctx) -> None:
+    """Write the stage's own config and upstream keys, so tests can see what ran with what."""
+    stage = ctx.stage
+    write_json(ctx.out_dir / "out.json", {"stage": stage, "inputs": {k: str(v) for k, v in ctx.inputs.items()}})
+
+
+def slow_writer(ctx) -> None:
+    """Writes a partial file, then signals and waits to be killed mid-stage."""
+    (ctx.out_dir / "partial.bin").write_bytes(b"x" * 1000)
+    marker = os.environ["TAMRIN_TEST_MARKER"]
+    open(marker, "w").close()
+    time.sleep(60)
+
+
+def failing(ctx) -> None:
+    (ctx.out_dir / "half.json").write_text("{")
+    raise RuntimeError("boom")

@@ -1,0 +1,262 @@
+"""The foundation: CLI, config validation, profiles, and the stage runner's cache and atomicity."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tamrin import cli, runner
+from tamrin.config import load_config, parse_set
+from tamrin.errors import ConfigError, MissingResultError
+from tamrin.provenance import redact
+from tamrin.runner import Paths, expected_keys, read_manifest, run_stage, staleness
+from tamrin.stages import STAGES, Stage, ancestors, descendants
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_root(tmp_path: Path) -> Path:
+    """A checkout-like folder: the real configs, nothing generated."""
+    root = tmp_path / "checkout"
+    shutil.copytree(ROOT / "configs", root / "configs", ignore=shutil.ignore_patterns("student.toml"))
+    return root
+
+
+def run_cli(args: list[str], cwd: Path = ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "build.py"), *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, **(env or {})})
+
+
+# ---------------------------------------------------------------- CLI
+
+def test_help_lists_every_command_with_a_line_each():
+    out = run_cli(["--help"]).stdout
+    for command in cli.COMMANDS:
+        assert f"  {command} " in out, command
+    for option in ("--profile", "--config", "--set", "--force", "--allow-demo"):
+        assert option in out
+
+
+def test_status_on_empty_checkout(tmp_path, capsys):
+    root = make_root(tmp_path)
+    assert cli.main(["status", "--profile", "demo"], paths=Paths(root)) == 0
+    out = capsys.readouterr().out
+    for name in ("data", "finetune", "eval", "memory", "flow", "report", "zip"):
+        assert any(line.startswith(name) and "missing" in line for line in out.splitlines()), name
+
+
+def test_report_only_on_empty_checkout_is_one_line_exit_2(tmp_path, capsys):
+    root = make_root(tmp_path)
+    assert cli.main(["report-only", "--profile", "demo"], paths=Paths(root)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: missing results/data/manifest.json")
+    assert "python build.py data" in err[-1]
+    assert not any("Traceback" in line for line in err)
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("train.lr=abc", "'train.lr': 'abc' is not a number"),
+    ("nosuch.key=1", "unknown config key 'nosuch.key'"),
+    ("train.nosuch=1", "unknown config key 'train.nosuch'"),
+    ("data.source=imagenet", "allowed: hub, clevr_dir, synthetic"),
+    ("train.batch_size=0", "below the minimum"),
+    ("train.lr", "expected section.key=value"),
+])
+def test_bad_set_is_one_clear_line_exit_2(override, needle):
+    proc = run_cli(["status", "--profile", "demo", "--set", override])
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and needle in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+# ---------------------------------------------------------------- config
+
+def test_config_precedence_profile_file_student_set(tmp_path):
+    root = make_root(tmp_path)
+    (root / "configs" / "student.toml").write_text('[student]\nlast_name_en = "Karimi"\nstudent_number = "810199"\n')
+    extra = tmp_path / "extra.toml"
+    extra.write_text("[train]\nlr = 1e-3\nbatch_size = 4\n")
+    cfg = load_config("demo", extra, ["train.batch_size=2", "lora.targets=q_proj,v_proj"], root=root)
+    assert cfg.train.lr == 1e-3  # --config over the profile
+    assert cfg.train.batch_size == 2  # --set over --config
+    assert cfg.lora.targets == ["q_proj", "v_proj"]
+    assert cfg.student.last_name_en == "Karimi"
+    assert cfg.data.source == "synthetic"  # from demo.toml
+    assert load_config("paper", root=root).data.source == "hub"
+    assert cfg.student.missing_for_zip() == ["student.first_name_fa", "student.last_name_fa"]
+
+
+def test_parse_set_reads_toml_literals():
+    assert parse_set("train.lr=2e-4") == ("train", "lr", 2e-4)
+    assert parse_set("flow.seeds=[1, 2]") == ("flow", "seeds", [1, 2])
+    assert parse_set("model.id=google/x") == ("model", "id", "google/x")
+    with pytest.raises(ConfigError):
+        parse_set("lr=1")
+
+
+def test_profiles_auto_without_gpu_says_why(monkeypatch):
+    from tamrin import profiles
+
+    monkeypatch.setattr(profiles, "cuda_available", lambda light=False: (False, "no CUDA GPU found"))
+    assert profiles.resolve_profile("auto") == ("demo", "no CUDA GPU found")
+    monkeypatch.setattr(profiles, "cuda_available", lambda light=False: (True, "Tesla T4"))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr(profiles, "hf_token", lambda: None)
+    profile, reason = profiles.resolve_profile("auto")
+    assert profile == "demo" and "no Hugging Face token" in reason
+    assert profiles.resolve_profile("paper") == ("paper", "chosen with --profile")
+
+
+def test_redact_hides_tokens(monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "secretvalue123")
+    text = redact("token hf_abcdefghijklmnopqrstuvwxyz0123 and secretvalue123")
+    assert "hf_abcdef" not in text and "secretvalue123" not in text
+
+
+def test_stage_graph():
+    assert ancestors("eval") == ["data", "finetune"]
+    assert descendants("data") == ["finetune", "eval", "report", "zip"]
+    assert ancestors("memory") == [] and ancestors("flow") == []
+
+
+# ---------------------------------------------------------------- runner: cache and invalidation
+
+@pytest.fixture
+def fake_graph(monkeypatch):
+    """The real stage graph and config sections, with cheap entry points."""
+    for name in ("data", "finetune", "eval", "memory", "flow"):
+        monkeypatch.setitem(STAGES, name, dataclasses.replace(STAGES[name], entry="fake_stages:write_config"))
+    sys.path.insert(0, str(Path(__file__).parent))
+    yield
+    sys.path.remove(str(Path(__file__).parent))
+
+
+COMPUTE = ["data", "finetune", "eval", "memory", "flow"]
+
+
+def run_all(root: Path, overrides: list[str] = ()) -> dict[str, str]:
+    cfg = load_config("demo", overrides=list(overrides), root=root)
+    return {n: run_stage(n, cfg, Paths(root)).status for n in COMPUTE}
+
+
+def test_cache_hit_skips_and_config_change_invalidates_downstream_only(tmp_path, fake_graph, caplog):
+    root = make_root(tmp_path)
+    assert run_all(root) == dict.fromkeys(COMPUTE, "ran")
+    first = {n: read_manifest(Paths(root), n) for n in COMPUTE}
+    assert run_all(root) == dict.fromkeys(COMPUTE, "cached")
+
+    statuses = run_all(root, ["data.seed=7"])
+    assert statuses == {"data": "ran", "finetune": "ran", "eval": "ran", "memory": "cached", "flow": "cached"}
+    statuses = run_all(root, ["data.seed=7", "flow.lr=0.01"])
+    assert statuses == {"data": "cached", "finetune": "cached", "eval": "cached", "memory": "cached", "flow": "ran"}
+    statuses = run_all(root, ["data.seed=7", "flow.lr=0.01", "eval.batch_size=3"])
+    assert [n for n, s in statuses.items() if s == "ran"] == ["eval"]
+
+    m = read_manifest(Paths(root), "eval")
+    for key in ("stage", "profile", "cache_key", "config", "inputs", "code_version", "started", "finished",
+                "seconds", "hardware", "packages"):
+        assert key in m, key
+    assert m["profile"] == "demo" and m["config"]["eval"]["batch_size"] == 3
+    assert m["inputs"]["data"] == read_manifest(Paths(root), "data")["cache_key"]
+    assert first["memory"]["cache_key"] == read_manifest(Paths(root), "memory")["cache_key"]
+
+
+def test_status_explains_staleness(tmp_path, fake_graph):
+    root = make_root(tmp_path)
+    run_all(root)
+    cfg = load_config("demo", overrides=["train.lr=0.5"], root=root)
+    keys = expected_keys(cfg)
+    why = {n: staleness(STAGES[n], read_manifest(Paths(root), n), keys[n]) for n in COMPUTE}
+    assert why["data"] is None and why["memory"] is None and why["flow"] is None
+    assert why["finetune"] == "config changed"
+    assert why["eval"] == "upstream changed: finetune"
+
+
+def test_missing_upstream_is_a_clear_error(tmp_path, fake_graph):
+    root = make_root(tmp_path)
+    cfg = load_config("demo", root=root)
+    with pytest.raises(MissingResultError, match=r"missing results/data/manifest.json: run `python build.py data`"):
+        run_stage("finetune", cfg, Paths(root))
+
+
+def test_failed_stage_keeps_previous_result_and_leaves_no_staging(tmp_path, fake_graph, monkeypatch):
+    root = make_root(tmp_path)
+    run_all(root)
+    before = read_manifest(Paths(root), "flow")
+    monkeypatch.setitem(STAGES, "flow", dataclasses.replace(STAGES["flow"], entry="fake_stages:failing"))
+    cfg = load_config("demo", overrides=["flow.lr=0.02"], root=root)
+    with pytest.raises(RuntimeError, match="boom"):
+        run_stage("flow", cfg, Paths(root))
+    assert read_manifest(Paths(root), "flow") == before
+    assert not (root / "results" / "flow" / "half.json").exists()
+    assert not list((root / "results" / ".staging").glob("flow-*"))
+
+
+KILL_SCRIPT = """
+import dataclasses, sys
+from pathlib import Path
+sys.path[:0] = [{code!r}, {tests!r}]
+from tamrin.stages import STAGES
+from tamrin.config import load_config
+from tamrin.runner import Paths, run_stage
+STAGES["flow"] = dataclasses.replace(STAGES["flow"], entry="fake_stages:slow_writer")
+root = Path({root!r})
+run_stage("flow", load_config("demo", overrides={overrides!r}, root=root), Paths(root))
+"""
+
+
+def test_killed_stage_leaves_no_completed_manifest_and_reruns(tmp_path, fake_graph):
+    root = make_root(tmp_path)
+    run_all(root)
+    before = read_manifest(Paths(root), "flow")
+    marker = tmp_path / "writing"
+    script = KILL_SCRIPT.format(code=str(ROOT / "code"), tests=str(ROOT / "tests"), root=str(root),
+                                overrides=["flow.lr=0.03"])
+    proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "TAMRIN_TEST_MARKER": str(marker)})
+    deadline = time.time() + 60
+    while not marker.exists():
+        assert proc.poll() is None and time.time() < deadline, "stage never started"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+    after = read_manifest(Paths(root), "flow")
+    assert after == before  # the previous complete result, not a manifest for the killed run
+    assert not (root / "results" / "flow" / "partial.bin").exists()
+    cfg = load_config("demo", overrides=["flow.lr=0.03"], root=root)
+    assert staleness(STAGES["flow"], after, expected_keys(cfg)["flow"]) == "config changed"
+    assert run_stage("flow", cfg, Paths(root)).status == "ran"  # redone, not taken as cached
+    assert not list((root / "results" / ".staging").glob("flow-*"))  # the killed run's leftovers are gone
+    assert run_stage("flow", cfg, Paths(root)).status == "cached"
+
+
+def test_first_run_killed_leaves_no_manifest(tmp_path, fake_graph):
+    root = make_root(tmp_path)
+    marker = tmp_path / "writing"
+    script = KILL_SCRIPT.format(code=str(ROOT / "code"), tests=str(ROOT / "tests"), root=str(root), overrides=[])
+    proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "TAMRIN_TEST_MARKER": str(marker)})
+    deadline = time.time() + 60
+    while not marker.exists():
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    assert read_manifest(Paths(root), "flow") is None
+    assert not (root / "results" / "flow").exists()
+
+
+def test_atomic_json_roundtrip(tmp_path):
+    from tamrin.atomic import read_json, write_json
+
+    write_json(tmp_path / "a" / "x.json", {"k": "مقدار"})
+    assert read_json(tmp_path / "a" / "x.json") == {"k": "مقدار"}
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["x.json"]
