@@ -1,0 +1,79 @@
+"""`notebook` command: dist/notebook.ipynb (Colab/Kaggle) and its HTML export (nbconvert, not executed)."""
+from __future__ import annotations
+
+import subprocess
+import warnings
+from pathlib import Path
+
+from ..atomic import write_text
+from ..errors import TamrinError
+from ..runner import StageContext
+from .notebook_cells import STUDENT_KEYS, NotebookSettings, build_notebook
+
+IPYNB, HTML = "notebook.ipynb", "notebook.html"
+
+
+def origin_url(root: Path) -> str:
+    """The checkout's `origin` remote when a notebook could clone it: https and without credentials."""
+    try:
+        res = subprocess.run(["git", "-C", str(root), "remote", "get-url", "origin"], capture_output=True,
+                             text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    url = res.stdout.strip() if res.returncode == 0 else ""
+    return url if url.startswith("https://") and "@" not in url else ""
+
+
+def settings(ctx: StageContext) -> NotebookSettings:
+    z = ctx.section("zip")
+    return NotebookSettings(repo_url=z.notebook_repo_url or origin_url(ctx.paths.root),
+                            batch_size=z.notebook_batch_size, grad_accum=z.notebook_grad_accum,
+                            max_minutes=z.notebook_max_minutes,
+                            student={k: str(getattr(ctx.cfg.student, k, "")) for k in STUDENT_KEYS})
+
+
+def export_html(nb) -> str:
+    """The notebook as a standalone HTML page, without executing it."""
+    from nbconvert import HTMLExporter
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # nbconvert's optional-lexer and deprecation chatter
+        body, _ = HTMLExporter().from_notebook_node(nb)
+    return body
+
+
+def write_notebook(ctx: StageContext) -> tuple[Path, Path]:
+    """(Re)write dist/notebook.ipynb and dist/notebook.html from the configuration."""
+    import nbformat
+
+    nb = build_notebook(settings(ctx))
+    ipynb, html = ctx.paths.dist / IPYNB, ctx.paths.dist / HTML
+    write_text(ipynb, nbformat.writes(nb))
+    write_text(html, export_html(nb))
+    return ipynb, html
+
+
+def ensure_notebook(ctx: StageContext) -> None:
+    """For the zip: build the notebook when dist/ has none; keep one that is there (it may be a copy the
+    student ran and saved with its outputs) and refresh only its HTML export when missing or older."""
+    import nbformat
+
+    ipynb, html = ctx.paths.dist / IPYNB, ctx.paths.dist / HTML
+    if not ipynb.is_file():
+        write_notebook(ctx)
+        ctx.log.info(f"wrote {ctx.paths.rel(ipynb)} and {ctx.paths.rel(html)}")
+        return
+    try:
+        nb = nbformat.read(ipynb, as_version=4)
+        nbformat.validate(nb)
+    except Exception as e:  # noqa: BLE001 - any parse or schema failure means the same to the user
+        raise TamrinError(f"{ctx.paths.rel(ipynb)} is not a valid notebook ({type(e).__name__}); delete it and "
+                          "the zip rebuilds it (or run `python build.py notebook`)") from None
+    if not html.is_file() or html.stat().st_mtime < ipynb.stat().st_mtime:
+        write_text(html, export_html(nb))
+        ctx.log.info(f"exported {ctx.paths.rel(ipynb)} → {ctx.paths.rel(html)}")
+
+
+def run(ctx: StageContext) -> None:
+    ipynb, html = write_notebook(ctx)
+    ctx.log.info(f"wrote {ctx.paths.rel(ipynb)} and {ctx.paths.rel(html)} (open the .ipynb in Colab or Kaggle)")

@@ -1,0 +1,85 @@
+"""`zip` stage: pack the report, the code, the results and the notebook into dist/<name>.zip.
+
+Refuses (one line, exit 2) when student details are missing, when the results come from the offline demo
+profile (unless --allow-demo), when a file holds a token, or when the zip exceeds zip.max_mb. Under
+`all`/`report-only` a demo run skips the zip with a notice instead, so the offline pipeline still succeeds.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import TamrinError
+from ..runner import MANIFEST, StageContext
+from .archive import human, summary, write_zip
+from .naming import missing_keys, zip_name
+from .secrets import scan
+from .select import REPORT_PDF, plan
+
+
+def result_profiles(results: Path) -> dict[str, str]:
+    """stage -> profile, from every results/<stage>/manifest.json."""
+    out = {}
+    for m in sorted(results.glob(f"*/{MANIFEST}")):
+        try:
+            out[m.parent.name] = str(json.loads(m.read_text(encoding="utf-8")).get("profile", "?"))
+        except (OSError, json.JSONDecodeError):
+            out[m.parent.name] = "?"
+    return out
+
+
+def demo_stages(profiles: dict[str, str]) -> list[str]:
+    return [s for s, p in profiles.items() if p == "demo"]
+
+
+def check_student(ctx: StageContext) -> None:
+    missing = missing_keys(ctx.cfg.student, ctx.section("zip").pattern_keys())
+    if missing:
+        raise TamrinError(f"the zip needs your details: set {', '.join(missing)} in configs/student.toml "
+                          "(copy configs/student.example.toml) or with --set student.KEY=VALUE")
+
+
+def check_report(pdf: Path, rel: str) -> None:
+    if not pdf.is_file():
+        raise TamrinError(f"missing {rel}: run `python build.py report` (or `python build.py report-only`) first")
+
+
+def run(ctx: StageContext) -> None:
+    paths, cfg = ctx.paths, ctx.section("zip")
+    allow_demo, skip_demo = bool(ctx.extra.get("allow_demo")), bool(ctx.extra.get("skip_demo"))
+    profiles = result_profiles(paths.results)
+    if not profiles:
+        raise TamrinError(f"no results found under {paths.rel(paths.results)}/: run `python build.py all` first")
+    demo = demo_stages(profiles)
+    if demo and not allow_demo:
+        if skip_demo:
+            ctx.log.info("zip skipped: the results come from the offline demo profile (not PaliGemma results); "
+                         "pass --allow-demo to pack them anyway")
+            return
+        raise TamrinError(f"refusing to pack demo results ({', '.join(demo)} ran with the offline demo profile, "
+                          "not PaliGemma): run with --profile paper, or pass --allow-demo to pack them anyway")
+    check_student(ctx)
+    pdf = paths.report / "report.pdf"
+    check_report(pdf, paths.rel(pdf))
+
+    from .notebook import ensure_notebook  # nbformat/nbconvert load only when the zip is really built
+
+    ensure_notebook(ctx)
+    entries = plan(paths.root, paths.results, paths.figures, pdf, paths.dist, cfg.include_adapter)
+    hits = scan([(e.src, e.arc) for e in entries])
+    if hits:
+        arc, what = hits[0]
+        more = f" (and {len(hits) - 1} more file(s): {', '.join(a for a, _ in hits[1:4])})" if len(hits) > 1 else ""
+        raise TamrinError(f"refusing to pack {arc}: it contains {what}{more}; remove the secret from the file "
+                          "(and revoke the token at huggingface.co/settings/tokens), then run the zip again")
+
+    dest = paths.dist / zip_name(cfg.name_pattern, ctx.cfg.student)
+    items = write_zip(entries, dest, cfg.max_mb, REPORT_PDF)
+    if demo:
+        ctx.log.warning(f"packed DEMO results ({', '.join(demo)}) because of --allow-demo: they are not "
+                        "PaliGemma results — do not hand this zip in as your answer")
+    ctx.log.info(f"wrote {paths.rel(dest)} ({human(dest.stat().st_size)}); contents:")
+    for line in summary(items):
+        ctx.log.info(line)
+    for it in items:
+        ctx.log.debug(f"    {it.arc}  {human(it.size)}")
