@@ -72,3 +72,11 @@ class MemoryConfig:
     def validate(self) -> None:
         if self.seq_len < 257:
             raise ConfigError(f"bad value for 'memory.seq_len': {self.seq_len} is shorter than the 256 image tokens + BOS; use ≥ 257")
+    measure_modes: list[str] = field_(["qlora_nf4", "lora_bf16", "full_ft_bf16"],
+                                      "modes measured on the GPU (a mode that does not fit is recorded as OOM)",
+                                      choices=("qlora_nf4", "lora_bf16", "full_ft_bf16"))
+    checkpoint: Optional[str] = field_(None, "local folder of a 3B checkpoint for the measurement; empty = random "
+                                             "weights built from the shipped config (saved once in the work dir)")
+    suffix_len: int = field_(3, "answer tokens with a label per example (suffix-only loss) for the estimate", min=1)
+    measured_from: Optional[str] = field_(None, "JSON of an earlier GPU measurement (bench/results/…) to include "
+                                                "when measure = false; path relative to the repository root")
