@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import tempfile
 import zipfile
 from collections import defaultdict
@@ -44,7 +45,13 @@ def largest(items: list[Item], k: int = 8) -> list[str]:
 def _write(entries: list[Entry], dest: Path) -> list[Item]:
     with zipfile.ZipFile(dest, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
         for e in entries:
-            zf.write(e.src, e.arc)
+            info = zipfile.ZipInfo.from_file(e.src, e.arc)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            # Readable by everyone once unpacked (atomic writes leave 0600 files); scripts stay executable.
+            mode = 0o755 if os.access(e.src, os.X_OK) else 0o644
+            info.external_attr = (0o100000 | mode) << 16
+            with open(e.src, "rb") as src, zf.open(info, "w") as out:
+                shutil.copyfileobj(src, out, 1 << 20)
         return [Item(i.filename, i.file_size, i.compress_size) for i in zf.infolist()]
 
 
@@ -89,6 +96,9 @@ def write_zip(entries: list[Entry], dest: Path, max_mb: float, pdf_name: str) ->
                               f"{', '.join(largest(items))} — drop them or raise the limit "
                               f"(--set zip.max_mb=…)")
         validate(tmp, [e.arc for e in entries], pdf_name)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it 0600
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
