@@ -85,6 +85,8 @@ def write_zip(entries: list[Entry], dest: Path, max_mb: float, pdf_name: str) ->
     """Write `entries` to `dest` via a temporary file in the same folder; only a zip that fits the size
     limit and passes validation replaces `dest`."""
     dest.parent.mkdir(parents=True, exist_ok=True)
+    for stale in dest.parent.glob(".*.zip.tmp"):  # left by a zip run that was killed mid-write
+        stale.unlink(missing_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.stem}.", suffix=".zip.tmp")
     os.close(fd)
     tmp = Path(tmp_name)

@@ -21,6 +21,8 @@ def result_profiles(results: Path) -> dict[str, str]:
     """stage -> profile, from every results/<stage>/manifest.json."""
     out = {}
     for m in sorted(results.glob(f"*/{MANIFEST}")):
+        if m.parent.name.startswith("."):  # scratch (.work/.staging/.trash), not a stage's result
+            continue
         try:
             out[m.parent.name] = str(json.loads(m.read_text(encoding="utf-8")).get("profile", "?"))
         except (OSError, json.JSONDecodeError):
