@@ -77,6 +77,8 @@ def sh(*args, cwd=None):
 
 
 print("platform:", "Colab" if ON_COLAB else "Kaggle" if ON_KAGGLE else "local Jupyter")
+if not shutil.which("nvidia-smi"):
+    raise RuntimeError("no GPU in this runtime: switch it to a T4 GPU (see the list above) and run again")
 sh("nvidia-smi", "--query-gpu=name,memory.total", "--format=csv")
 '''
 
@@ -111,6 +113,10 @@ else:
             raise RuntimeError("no Tamrin code found: set REPO_URL above, or upload the Tamrin zip")
         with zipfile.ZipFile(archives[0]) as z:
             z.extractall(REPO)
+    if not find_root(REPO):
+        raise RuntimeError("the uploaded files hold no build.py: upload a zip of the Tamrin code")
+    # A submission zip carries the results of an earlier run without the dataset images: start afresh.
+    shutil.rmtree(os.path.join(find_root(REPO), "results"), ignore_errors=True)
 REPO = find_root(REPO)
 os.chdir(REPO)
 print("working in", REPO)

@@ -23,7 +23,7 @@ def _jsonl(path: Path) -> list[dict]:
 
 def loss_figure_path(figures: Path) -> Path | None:
     """The report's own loss-curve image, when the report stage drew one."""
-    hits = sorted(p for p in figures.glob("*loss*") if p.suffix.lower() in (".png", ".jpg", ".svg"))
+    hits = sorted(p for p in figures.glob("*loss*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))  # what IPython.display.Image shows
     return hits[0] if hits else None
 
 
