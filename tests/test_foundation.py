@@ -260,3 +260,18 @@ def test_atomic_json_roundtrip(tmp_path):
     write_json(tmp_path / "a" / "x.json", {"k": "مقدار"})
     assert read_json(tmp_path / "a" / "x.json") == {"k": "مقدار"}
     assert [p.name for p in (tmp_path / "a").iterdir()] == ["x.json"]
+
+
+def test_cached_result_with_missing_files_is_redone(tmp_path, fake_graph):
+    """A results tree unpacked without some of its files (e.g. from the zip) must not count as cached."""
+    root = make_root(tmp_path)
+    run_all(root)
+    m = read_manifest(Paths(root), "data")
+    assert "out.json" in m["files"] and "log.txt" in m["files"]
+    (root / "results" / "data" / "out.json").unlink()
+    cfg = load_config("demo", root=root)
+    why = staleness(STAGES["data"], read_manifest(Paths(root), "data"), expected_keys(cfg)["data"],
+                    Paths(root).stage_dir("data"))
+    assert why is not None and "out.json" in why
+    assert run_stage("data", cfg, Paths(root)).status == "ran"
+    assert run_stage("data", cfg, Paths(root)).status == "cached"

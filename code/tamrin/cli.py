@@ -113,7 +113,7 @@ def cmd_status(cfg: Config, paths: Paths) -> None:
     rows = [("stage", "state", "profile", "seconds", "finished", "hardware")]
     for name in COMPUTE_STAGES:
         m = read_manifest(paths, name)
-        why = staleness(STAGES[name], m, keys[name])
+        why = staleness(STAGES[name], m, keys[name], paths.stage_dir(name))
         state = "cached" if why is None else ("missing" if m is None else f"stale ({why})")
         if m is None:
             rows.append((name, state, "-", "-", "-", "-"))
@@ -171,7 +171,7 @@ def dispatch(args: argparse.Namespace, paths: Paths) -> int:
     if cmd == "notebook":
         from .submit.notebook import run as write_notebook
 
-        write_notebook(product_context("zip", cfg, paths))
+        write_notebook(product_context("notebook", cfg, paths))
         return 0
     raise AssertionError(cmd)  # argparse restricts the choices
 

@@ -138,12 +138,28 @@ def expected_keys(cfg: Config, names: list[str] | None = None) -> dict[str, KeyP
     return out
 
 
-def staleness(stage: Stage, manifest: dict | None, parts: KeyParts) -> str | None:
-    """None when the cached result matches; otherwise why it does not."""
+def output_files(folder: Path) -> dict[str, int]:
+    """relative path -> size of every file a stage wrote (recorded in its manifest)."""
+    return {str(f.relative_to(folder)): f.stat().st_size for f in sorted(folder.rglob("*")) if f.is_file()}
+
+
+def missing_outputs(folder: Path, manifest: dict) -> list[str]:
+    """Files the manifest records that are gone or changed size (e.g. results unpacked from a zip without images)."""
+    out = []
+    for rel, size in (manifest.get("files") or {}).items():
+        f = folder / rel
+        if not f.is_file() or f.stat().st_size != size:
+            out.append(rel)
+    return out
+
+
+def staleness(stage: Stage, manifest: dict | None, parts: KeyParts, folder: Path | None = None) -> str | None:
+    """None when the cached result matches and its files are intact; otherwise why it does not."""
     if manifest is None:
         return "missing"
     if manifest.get("cache_key") == parts.key:
-        return None
+        gone = missing_outputs(folder, manifest) if folder is not None else []
+        return None if not gone else f"{len(gone)} output file(s) missing or changed, e.g. {gone[0]}"
     why = []
     if manifest.get("config_hash") != parts.config_hash:
         why.append("config changed")
@@ -213,10 +229,13 @@ def run_stage(name: str, cfg: Config, paths: Paths, *, force: bool = False) -> O
         upstream[dep] = m["cache_key"]
     parts = cache_key(stage, cfg, upstream)
     previous = read_manifest(paths, name)
-    if not force and previous is not None and staleness(stage, previous, parts) is None:
+    why = staleness(stage, previous, parts, paths.stage_dir(name))
+    if not force and why is None:
         log.info(f"cached: {name} (key {parts.key[:4]}…, {previous.get('seconds', 0):.0f} s saved)")
         return Outcome(name, "cached", parts.key, 0.0)
 
+    if previous is not None and not force:
+        log.info(f"re-running {name}: {why}")
     entry = load_entry(stage)
     _clear_leftovers(paths, name)
     staging = paths.staging_root() / f"{name}-{os.getpid()}"
@@ -245,6 +264,7 @@ def run_stage(name: str, cfg: Config, paths: Paths, *, force: bool = False) -> O
         "code_version": code_version(), "started": started, "finished": _now(),
         "seconds": round(seconds, 2), "hardware": hardware(), "packages": packages(),
         "sources": cfg.sources, **ctx.extra,
+        "files": output_files(staging),
     }
     try:
         # The manifest is written last, and the folder swapped in atomically after it.
@@ -261,6 +281,7 @@ def run_stage(name: str, cfg: Config, paths: Paths, *, force: bool = False) -> O
 
 def product_context(name: str, cfg: Config, paths: Paths) -> StageContext:
     """Context for the uncached product stages (report, zip): they write straight to their own folders."""
+    deps = STAGES[name].deps if name in STAGES else ()
     return StageContext(stage=name, cfg=cfg, out_dir=paths.root / name, work_dir=paths.work_dir(name),
-                        inputs={d: paths.stage_dir(d) for d in STAGES[name].deps}, paths=paths,
+                        inputs={d: paths.stage_dir(d) for d in deps}, paths=paths,
                         cache_key="", log=stage_logger(name))
