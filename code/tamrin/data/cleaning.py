@@ -1,0 +1,74 @@
+"""Cleaning rules for instruction-formatted CLEVR copies (HuggingFaceM4/the_cauldron and the like).
+
+The Cauldron stores each image's QA pairs as `texts = [{user, assistant, source}, …]` where `user` is the
+CLEVR question wrapped in instruction boilerplate and `assistant` is the answer written as a reply. The record
+must hold the bare CLEVR question and the bare vocabulary answer, so these rules are applied, in order:
+
+Question (`clean_question`):
+  Q1. drop image placeholders (`<image>`, `<img>`, `<|image|>`);
+  Q2. split into lines; drop empty lines;
+  Q3. drop every line that is an instruction (`INSTRUCTION_PATTERNS`: "Answer the question using a single word
+      or phrase.", "Give a very brief answer.", "Answer briefly.", "Short answer:", "Be concise." …) and any
+      trailing answer stub ("Answer:", "A:");
+  Q4. on the question line, cut an instruction that follows the last "?" ("…cube? Answer with one word.");
+  Q5. strip a leading speaker/field label ("Question:", "Q:", "User:");
+  Q6. join what remains with single spaces; an empty result means "no question" (the pair is skipped).
+Answer (`clean_answer`):
+  A1. strip a leading label ("Answer:", "A:", "Assistant:") and a sentence frame "The answer is …";
+  A2. normalise with `vocab.normalize_answer` (case, trailing punctuation, aliases such as grey→gray, two→2);
+  A3. the result must be one of the 28 CLEVR answers, else None (the pair is skipped and counted).
+"""
+from __future__ import annotations
+
+import re
+from typing import Optional
+
+from .vocab import ANSWERS, normalize_answer
+
+_IMAGE_TOKENS = re.compile(r"<image>|<img>|<\|image\|>|<\|image_pad\|>", re.IGNORECASE)
+
+# Q3: a whole line that only tells the model how to answer.
+INSTRUCTION_PATTERNS: tuple[str, ...] = (
+    r"(please\s+)?(answer|respond|reply)\b.*\b(word|words|phrase|briefly|short|number|yes or no|concise|directly)\b.*",
+    r"(please\s+)?(answer|respond|reply)( briefly| shortly| concisely)?[.!:]?",
+    r"(please\s+)?give (a |an )?(very )?(short|brief|concise|one-word|single[- ]word)\b.*",
+    r"(please\s+)?provide (a |an )?(very )?(short|brief|concise|one-word|single[- ]word)\b.*",
+    r"(short|brief|concise) (answer|response|reply)( required| only| please)?[.!:]?",
+    r"(be (brief|concise|succinct)|keep it (short|brief)|quick response, please)[.!]?",
+    r"(the )?(answer|response) (should|must) be\b.*",
+    r"(answer|a)\s*:\s*",
+)
+_INSTRUCTION_LINE = re.compile(r"^(?:" + "|".join(INSTRUCTION_PATTERNS) + r")$", re.IGNORECASE)
+_LABEL = re.compile(r"^(question|q|user|human)\s*:\s*", re.IGNORECASE)
+_ANSWER_LABEL = re.compile(r"^(answer|a|assistant|gpt)\s*:\s*", re.IGNORECASE)
+_ANSWER_FRAME = re.compile(r"^(so\s*,?\s*)?the (final |correct )?answer is\s*:?\s*", re.IGNORECASE)
+
+
+def _is_instruction(line: str) -> bool:
+    return bool(_INSTRUCTION_LINE.match(line.strip()))
+
+
+def clean_question(user_text: str) -> str:
+    """The bare question inside an instruction-formatted user turn ("" when none is left)."""
+    text = _IMAGE_TOKENS.sub(" ", user_text or "")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    lines = [ln for ln in lines if not _is_instruction(ln)]
+    out = []
+    for ln in lines:
+        if "?" in ln:
+            head, tail = ln.rsplit("?", 1)
+            if tail.strip() and _is_instruction(tail.strip()):
+                ln = head + "?"
+        ln = _LABEL.sub("", ln).strip()
+        if ln:
+            out.append(ln)
+    return " ".join(" ".join(out).split())
+
+
+def clean_answer(assistant_text: str) -> Optional[str]:
+    """The canonical CLEVR answer inside an assistant reply, or None when it is not one of the 28 answers."""
+    text = (assistant_text or "").strip()
+    text = _ANSWER_LABEL.sub("", text)
+    text = _ANSWER_FRAME.sub("", text)
+    answer = normalize_answer(text)
+    return answer if answer in ANSWERS else None

@@ -1,0 +1,206 @@
+"""The hub source: a CLEVR copy streamed with `datasets.load_dataset(..., streaming=True)`.
+
+Default: `HuggingFaceM4/the_cauldron`, config `clevr` — parquet rows of `images` (a list with one image) and
+`texts` (a list of `{user, assistant, source}` QA turns about that image). Another copy works by configuration:
+`hub_layout = "flat"` reads one QA pair per row from `question_column` / `answer_column` (and a CLEVR program
+from `program_column` when it has one).
+
+The subset is deterministic: the stream is shuffled with the seed (shard order + a bounded buffer) and the first
+`ceil(fraction × rows)` rows are taken (rows = the split size the dataset card declares), or fewer when
+`max_questions` is reached first. Everything that can go wrong before the first row arrives becomes one line
+naming the problem and the fix.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Optional
+
+from ..errors import TamrinError
+from .cleaning import clean_answer, clean_question
+from .qtype import classify
+
+# Datasets that are (or were) loading scripts: `datasets` ≥ 4 refuses them.
+SCRIPT_DATASETS = {"HuggingFaceM4/clevr": "HuggingFaceM4/the_cauldron (config clevr)"}
+_FIX_SOURCE = "or build offline with --set data.source=synthetic (or data.source=clevr_dir with data.path)"
+
+
+@dataclass
+class HubImage:
+    image_id: str
+    data: Optional[bytes]  # raw image bytes as stored (None when the row has none)
+    qas: list[dict[str, Any]] = field(default_factory=list)  # {question, answer, qtype}
+
+
+@dataclass
+class HubCounts:
+    rows: int = 0
+    pairs: int = 0
+    off_vocabulary: int = 0
+    unparsed: int = 0
+    examples_skipped: list[dict] = field(default_factory=list)  # a few raw pairs that were skipped, for the log
+    total_rows: Optional[int] = None
+    target_rows: Optional[int] = None
+
+
+def _token() -> Optional[str]:
+    from ..profiles import hf_token
+
+    return hf_token()
+
+
+def load_stream(cfg: Any) -> Any:
+    """`load_dataset(hub_id, hub_config, split=hub_split, streaming=True)` with every failure made one line."""
+    if cfg.hub_id in SCRIPT_DATASETS:
+        raise TamrinError(f"{cfg.hub_id} is a dataset loading script, which datasets ≥ 4 refuses to run: use "
+                          f"{SCRIPT_DATASETS[cfg.hub_id]} (the default: --set data.hub_id=HuggingFaceM4/the_cauldron "
+                          f"--set data.hub_config=clevr) {_FIX_SOURCE}")
+    import datasets
+    from datasets.exceptions import DatasetNotFoundError
+
+    token = _token()
+    where = f"{cfg.hub_id}" + (f" (config {cfg.hub_config})" if cfg.hub_config else "")
+    try:
+        return datasets.load_dataset(cfg.hub_id, cfg.hub_config or None, split=cfg.hub_split, streaming=True,
+                                     token=token)
+    except ConnectionError as e:
+        if "offline" in str(e).lower():
+            why, fix = "offline mode is on", "unset HF_HUB_OFFLINE / HF_DATASETS_OFFLINE"
+        else:
+            why, fix = "no answer from the network", "connect this machine to the internet"
+        raise TamrinError(f"cannot reach the Hugging Face hub for {where} ({why}): {fix}, {_FIX_SOURCE}") from None
+    except DatasetNotFoundError as e:
+        msg = str(e)
+        if "gated" in msg.lower():
+            if not token:
+                raise TamrinError(f"{cfg.hub_id} is gated and no Hugging Face token was found: set HF_TOKEN or run "
+                                  "`hf auth login`, after accepting its terms on "
+                                  f"https://huggingface.co/datasets/{cfg.hub_id}") from None
+            raise TamrinError(f"{cfg.hub_id} is gated and this token has no access: accept its terms on "
+                              f"https://huggingface.co/datasets/{cfg.hub_id} with the token's account") from None
+        hint = "" if token else " (if it is private, set HF_TOKEN or run `hf auth login`)"
+        raise TamrinError(f"dataset {cfg.hub_id!r} was not found on the Hugging Face hub{hint}: check "
+                          f"data.hub_id — {msg}") from None
+    except RuntimeError as e:
+        if "scripts are no longer supported" in str(e):
+            raise TamrinError(f"{cfg.hub_id} is a dataset loading script, which datasets ≥ 4 refuses to run: "
+                              f"use a parquet copy such as HuggingFaceM4/the_cauldron (config clevr) "
+                              f"{_FIX_SOURCE}") from None
+        raise
+    except ValueError as e:
+        msg = str(e)
+        if "BuilderConfig" in msg or "Config name is missing" in msg:
+            raise TamrinError(f"bad data.hub_config {cfg.hub_config!r} for {cfg.hub_id}: {msg}") from None
+        if "split" in msg.lower():
+            raise TamrinError(f"bad data.hub_split {cfg.hub_split!r} for {where}: {msg}") from None
+        raise
+
+
+def required_columns(cfg: Any) -> list[str]:
+    if cfg.hub_layout == "texts":
+        return [cfg.image_column, cfg.texts_column]
+    return [cfg.image_column, cfg.question_column, cfg.answer_column]
+
+
+def check_columns(columns: Optional[list[str]], cfg: Any, where: str) -> None:
+    """One line listing what was found when the configured columns are not there."""
+    if columns is None:
+        return
+    missing = [c for c in required_columns(cfg) if c not in columns]
+    if missing:
+        keys = {"texts": "data.image_column / data.texts_column",
+                "flat": "data.image_column / data.question_column / data.answer_column"}[cfg.hub_layout]
+        raise TamrinError(f"{where} has no column {', '.join(map(repr, missing))} (columns found: "
+                          f"{', '.join(columns)}): set {keys} (and data.hub_layout) to match")
+
+
+def split_size(ds: Any, split: str) -> Optional[int]:
+    """Rows in the split, as declared by the dataset card (None when it declares nothing)."""
+    try:
+        splits = ds.info.splits
+        return int(splits[split].num_examples) if splits and split in splits and splits[split].num_examples else None
+    except (AttributeError, KeyError, TypeError):
+        return None
+
+
+def image_bytes(value: Any) -> Optional[bytes]:
+    """The first image's bytes from an undecoded Image cell: {bytes, path}, a list of those, or raw bytes."""
+    if isinstance(value, (list, tuple)):
+        return image_bytes(value[0]) if value else None
+    if isinstance(value, dict):
+        data = value.get("bytes")
+        if data is None and value.get("path"):
+            try:
+                with open(value["path"], "rb") as f:
+                    return f.read()
+            except OSError:
+                return None
+        return data
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    return None
+
+
+def row_pairs(row: dict, cfg: Any) -> list[tuple[str, str, Any]]:
+    """(raw user text, raw assistant text, program) for every QA pair of a row."""
+    if cfg.hub_layout == "texts":
+        turns = row.get(cfg.texts_column) or []
+        return [(t.get(cfg.user_key) or "", t.get(cfg.assistant_key) or "", None) for t in turns if isinstance(t, dict)]
+    program = row.get(cfg.program_column) if cfg.program_column else None
+    return [(str(row.get(cfg.question_column) or ""), str(row.get(cfg.answer_column) or ""), program)]
+
+
+def clean_pairs(pairs: list[tuple[str, str, Any]], counts: HubCounts) -> list[dict]:
+    out = []
+    for user, assistant, program in pairs:
+        counts.pairs += 1
+        question, answer = clean_question(user), clean_answer(assistant)
+        if not question:
+            counts.unparsed += 1
+        elif answer is None:
+            counts.off_vocabulary += 1
+        else:
+            out.append({"question": question, "answer": answer, "qtype": classify(question, answer, program)})
+            continue
+        if len(counts.examples_skipped) < 5:
+            counts.examples_skipped.append({"user": user[:200], "assistant": assistant[:80]})
+    return out
+
+
+def iter_images(ds: Any, cfg: Any, counts: HubCounts, shuffle_buffer: int) -> Iterator[HubImage]:
+    """Shuffle (seeded), take the subset, and yield one item per row (several QA pairs per image)."""
+    where = f"{cfg.hub_id}" + (f" (config {cfg.hub_config})" if cfg.hub_config else "")
+    check_columns(getattr(ds, "column_names", None), cfg, where)
+    counts.total_rows = split_size(ds, cfg.hub_split)
+    if counts.total_rows is not None:
+        counts.target_rows = max(1, math.ceil(cfg.fraction * counts.total_rows))
+    elif cfg.max_questions is None:
+        raise TamrinError(f"{where} does not declare the size of split {cfg.hub_split!r}, so data.fraction cannot be "
+                          "applied: set data.max_questions (e.g. --set data.max_questions=7000)")
+    ds = ds.decode(False).shuffle(seed=cfg.seed, buffer_size=shuffle_buffer)
+    n_questions = 0
+    rows = iter(ds)
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            break
+        except Exception as e:  # noqa: BLE001 - anything the remote stream raises (HTTP, network, parquet)
+            raise TamrinError(f"streaming {where} failed after {counts.rows} rows ({type(e).__name__}: {e}); "
+                              "check the network and rerun") from None
+        if counts.rows == 0:
+            check_columns(list(row), cfg, where)
+        counts.rows += 1
+        qas = clean_pairs(row_pairs(row, cfg), counts)
+        if cfg.max_questions is not None:
+            qas = qas[:max(0, cfg.max_questions - n_questions)]
+        n_questions += len(qas)
+        data = image_bytes(row.get(cfg.image_column))
+        # Content-addressed ids: the same picture in two rows is one image (and lands in one split).
+        image_id = "clevr_" + hashlib.sha1(data).hexdigest()[:16] if data else f"missing_row{counts.rows:07d}"
+        yield HubImage(image_id, data, qas)
+        if counts.target_rows is not None and counts.rows >= counts.target_rows:
+            break
+        if cfg.max_questions is not None and n_questions >= cfg.max_questions:
+            break

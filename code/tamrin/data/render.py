@@ -1,0 +1,232 @@
+"""A fast CLEVR-look renderer: grey floor, soft shadows, shaded cubes/spheres/cylinders, rubber vs metal.
+
+Drawn at 2× the output size and box-filtered down (anti-aliasing). Cubes and cylinders are projected polygons
+filled per face with Lambert + Blinn-Phong shading; spheres are shaded per pixel. Metal has a dimmer diffuse term and
+a sharp specular highlight (and a highlight gradient on flat faces); rubber is matte. Objects are painted far to near.
+Pure PIL + numpy, one core: a 224² scene takes a few milliseconds.
+"""
+from __future__ import annotations
+
+import functools
+import io
+import math
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+from .scene import CAMERA, Camera, Scene, SceneObject
+
+# CLEVR's colours (its properties.json), RGB 0–255.
+RGB: dict[str, tuple[int, int, int]] = {
+    "gray": (87, 87, 87), "red": (173, 35, 35), "blue": (42, 75, 215), "green": (29, 105, 20),
+    "brown": (129, 74, 25), "purple": (129, 38, 192), "cyan": (41, 208, 208), "yellow": (255, 238, 51),
+}
+SUPERSAMPLE = 2
+_LIGHT = np.array([-0.45, -0.4, 0.8]) / np.linalg.norm([-0.45, -0.4, 0.8])  # towards the key light
+_AMBIENT = 0.38
+_SHADOW_DARKNESS = 0.5
+# (diffuse weight, specular weight, specular exponent)
+_MATERIAL = {"rubber": (0.75, 0.06, 6.0), "metal": (0.55, 0.95, 60.0)}
+_CYL_SEGMENTS = 24
+
+
+def _shade(base: np.ndarray, normals: np.ndarray, views: np.ndarray, material: str) -> np.ndarray:
+    """Flat colours (N, 3), 0–255 float RGB, of faces with world normals (N, 3) seen along `views` (to the eye)."""
+    kd, ks, p = _MATERIAL[material]
+    diffuse = np.clip(normals @ _LIGHT, 0, None)
+    half = _LIGHT + views
+    half /= np.linalg.norm(half, axis=1, keepdims=True)
+    # Flat faces can't show a sharp highlight, so they get a broad one (lower exponent).
+    spec = np.clip(np.einsum("ij,ij->i", normals, half), 0, None) ** (p / 6)
+    return np.clip(base * (_AMBIENT + kd * diffuse)[:, None] + (255 * ks * 0.55 * spec)[:, None], 0, 255)
+
+
+def _tuple(c: np.ndarray) -> tuple[int, int, int]:
+    return tuple(np.rint(c).astype(int).tolist())  # type: ignore[return-value]
+
+
+@functools.lru_cache(maxsize=4)
+def _floor(size: int, cam: Camera) -> tuple[Image.Image, Image.Image]:
+    """The lit floor and the same floor in shadow, as `size`² RGB images (cached per size)."""
+    v, u = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    # Brighter where the key light falls (upper left of the centre), darker towards the far corners.
+    glow = np.exp(-(((u - 0.42) / 0.55) ** 2 + ((v - 0.45) / 0.6) ** 2))
+    level = 0.40 + 0.16 * glow + 0.05 * v
+    lit = np.repeat((level * 255)[..., None], 3, axis=2)
+    lit[..., 2] *= 1.01  # CLEVR's floor is a faintly cool grey
+    lit = np.clip(lit, 0, 255).astype(np.uint8)
+    dark = (lit.astype(np.float32) * (1 - _SHADOW_DARKNESS)).astype(np.uint8)
+    return Image.fromarray(lit), Image.fromarray(dark)
+
+
+@functools.lru_cache(maxsize=8)
+def _unit_ring(n: int) -> tuple[np.ndarray, np.ndarray]:
+    t = np.linspace(0, 2 * math.pi, n, endpoint=False)
+    return np.cos(t), np.sin(t)
+
+
+def _circle(cx: float, cy: float, r: float, z: float = 0.0, n: int = 20) -> np.ndarray:
+    """n points (n, 3) on the horizontal circle of radius r around (cx, cy) at height z."""
+    cos, sin = _unit_ring(n)
+    out = np.empty((n, 3))
+    out[:, 0] = cx + r * cos
+    out[:, 1] = cy + r * sin
+    out[:, 2] = z
+    return out
+
+
+_SHADOW_RES = 4  # the shadow mask is drawn at 1/4 of the render size and blurred there
+
+
+def _floor_with_shadows(scene: Scene, big: int, cam: Camera) -> Image.Image:
+    """The floor with soft shadows, at the render size `big`.
+
+    Shadows are each object's footprint swept away from the light, drawn on a small mask and blurred. The floor
+    is smooth, so it is composed at the output size (big / SUPERSAMPLE) and enlarged by pixel repetition: the
+    final box-filter reduction gives those floor pixels back exactly.
+    """
+    out = big // SUPERSAMPLE
+    small = big // _SHADOW_RES
+    mask = Image.new("L", (small, small), 0)
+    draw = ImageDraw.Draw(mask)
+    sweep = -_LIGHT[:2] / _LIGHT[2]
+    rings = []
+    for o in scene.objects:
+        r = o.radius
+        height = r if o.shape == "sphere" else 1.6 * r
+        start = np.array([o.x, o.y])
+        end = start + sweep * height
+        for cx, cy in (start, (start + end) / 2, end):
+            rings.append(_circle(cx, cy, r * 0.95, n=16))
+    px, _ = cam.project(np.concatenate(rings), small)
+    for ring in px.reshape(len(rings), -1).tolist():
+        draw.polygon(ring, fill=255)
+    mask = mask.filter(ImageFilter.GaussianBlur(radius=small * 0.014)).resize((out, out), Image.BILINEAR)
+    lit, dark = _floor(out, cam)
+    return Image.composite(dark, lit, mask).resize((big, big), Image.NEAREST)
+
+
+def _view_dir(point: np.ndarray, cam: Camera) -> np.ndarray:
+    v = cam.eye() - point
+    return v / np.linalg.norm(v)
+
+
+def _fill_face(draw: ImageDraw.ImageDraw, poly: np.ndarray, colour: np.ndarray, metal: bool,
+               highlight_at: np.ndarray | None = None) -> None:
+    """Fill a projected face; metal faces get a soft lighter core towards the light (a highlight gradient)."""
+    draw.polygon(poly.ravel().tolist(), fill=_tuple(colour))
+    if metal and highlight_at is not None:
+        for scale, lift in ((0.7, 0.06), (0.45, 0.13), (0.22, 0.22)):
+            inner = highlight_at + (poly - highlight_at) * scale
+            draw.polygon(inner.ravel().tolist(), fill=_tuple(colour + (255 - colour) * lift))
+
+
+# Cube faces as corner indices into the 8 corners (sx, sy, sz ∈ {-1, 1}, index = 4·ix + 2·iy + iz),
+# with local outward normals.
+_CUBE_FACES = np.array([(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3)])
+_CUBE_NORMALS = np.array([(-1, 0, 0), (1, 0, 0), (0, -1, 0), (0, 1, 0), (0, 0, -1), (0, 0, 1)], dtype=float)
+_CUBE_CORNERS = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], dtype=float)
+
+
+def _draw_cube(draw: ImageDraw.ImageDraw, o: SceneObject, size: int, cam: Camera) -> None:
+    r = o.radius
+    a = math.radians(o.rotation)
+    rot = np.array([[math.cos(a), -math.sin(a), 0], [math.sin(a), math.cos(a), 0], [0, 0, 1]])
+    world = _CUBE_CORNERS * r @ rot.T + [o.x, o.y, r]
+    px, _ = cam.project(world, size)
+    normals = _CUBE_NORMALS @ rot.T
+    centres = world[_CUBE_FACES].mean(axis=1)
+    views = cam.eye() - centres
+    views /= np.linalg.norm(views, axis=1, keepdims=True)
+    visible = np.einsum("ij,ij->i", normals, views) > 1e-6
+    colours = _shade(np.array(RGB[o.color], dtype=float), normals[visible], views[visible], o.material)
+    for idx, colour in zip(_CUBE_FACES[visible], colours):
+        poly = px[idx]
+        # The highlight sits on the face corner nearest the light, pulled towards the face centre.
+        corner = int(np.argmax(world[idx] @ _LIGHT))
+        _fill_face(draw, poly, colour, o.material == "metal", poly[corner] * 0.5 + poly.mean(axis=0) * 0.5)
+
+
+def _draw_cylinder(draw: ImageDraw.ImageDraw, o: SceneObject, size: int, cam: Camera) -> None:
+    r, h = o.radius, 2 * o.radius
+    n = _CYL_SEGMENTS
+    bottom = _circle(o.x, o.y, r, 0.0, n)
+    top = _circle(o.x, o.y, r, h, n)
+    proj, _ = cam.project(np.concatenate([bottom, top]), size)
+    pb, pt = proj[:n], proj[n:]
+    nxt = np.roll(np.arange(n), -1)
+    mids = (bottom + bottom[nxt]) / 2 + [0, 0, h / 2]
+    normals = mids - [o.x, o.y, h / 2]
+    normals /= np.linalg.norm(normals, axis=1, keepdims=True)
+    views = cam.eye() - mids
+    views /= np.linalg.norm(views, axis=1, keepdims=True)
+    visible = np.einsum("ij,ij->i", normals, views) > 0
+    base = np.array(RGB[o.color], dtype=float)
+    colours = _shade(base, normals[visible], views[visible], o.material)
+    if o.material == "metal":  # a sharp vertical highlight stripe on metal cylinders
+        half = _LIGHT + views[visible]
+        half /= np.linalg.norm(half, axis=1, keepdims=True)
+        stripe = np.clip(np.einsum("ij,ij->i", normals[visible], half), 0, None) ** 40
+        colours = np.clip(colours + 255 * 0.6 * stripe[:, None], 0, 255)
+    idx = np.flatnonzero(visible)
+    quads = np.stack([pb[idx], pb[nxt[idx]], pt[nxt[idx]], pt[idx]], axis=1).reshape(len(idx), 8).tolist()
+    for quad, colour in zip(quads, np.rint(colours).astype(int).tolist()):
+        draw.polygon(quad, fill=tuple(colour))
+    cap_view = _view_dir(np.array([o.x, o.y, h]), cam)[None]
+    colour = _shade(base, np.array([[0.0, 0.0, 1.0]]), cap_view, o.material)[0]
+    toward_light = pt[int(np.argmax(top @ _LIGHT))]
+    _fill_face(draw, pt, colour, o.material == "metal", toward_light * 0.5 + pt.mean(axis=0) * 0.5)
+
+
+def _paste_sphere(img: Image.Image, o: SceneObject, size: int, cam: Camera) -> None:
+    r = o.radius
+    centre_w = np.array([o.x, o.y, r])
+    pts, _ = cam.project(np.stack([centre_w, centre_w + [r, 0, 0], centre_w + [0, 0, r]]), size)
+    cx, cy = pts[0]
+    rad = 0.5 * (np.linalg.norm(pts[1] - pts[0]) + np.linalg.norm(pts[2] - pts[0]))
+    x0, y0 = int(math.floor(cx - rad - 1)), int(math.floor(cy - rad - 1))
+    x1, y1 = int(math.ceil(cx + rad + 1)), int(math.ceil(cy + rad + 1))
+    yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+    dx, dy = (xx + 0.5 - cx) / rad, (yy + 0.5 - cy) / rad
+    d2 = dx * dx + dy * dy
+    nz = np.sqrt(np.clip(1 - d2, 0, 1))
+    _, right, up, fwd = cam.basis()
+    view = _view_dir(centre_w, cam)
+    # World normal of each pixel: screen x → right, screen y (down) → -up, towards the viewer → view.
+    light_s = np.array([_LIGHT @ right, -(_LIGHT @ up), _LIGHT @ view], dtype=np.float32)
+    half = _LIGHT + view
+    half /= np.linalg.norm(half)
+    half_s = np.array([half @ right, -(half @ up), half @ view], dtype=np.float32)
+    ndotl = np.clip(dx * light_s[0] + dy * light_s[1] + nz * light_s[2], 0, 1)
+    ndoth = np.clip(dx * half_s[0] + dy * half_s[1] + nz * half_s[2], 0, 1)
+    kd, ks, p = _MATERIAL[o.material]
+    base = np.array(RGB[o.color], dtype=np.float32)
+    colour = base * (_AMBIENT + kd * ndotl)[..., None] + (255 * ks * ndoth ** p)[..., None]
+    if o.material == "metal":  # the grey floor mirrored in the lower rim
+        colour += (60 * np.clip(dy, 0, 1) * (1 - nz))[..., None]
+    rgb = np.clip(colour, 0, 255).astype(np.uint8)
+    alpha = np.clip((1 - np.sqrt(d2)) * rad + 0.5, 0, 1)
+    img.paste(Image.fromarray(rgb), (x0, y0), Image.fromarray((alpha * 255).astype(np.uint8)))
+
+
+def render(scene: Scene, size: int, cam: Camera = CAMERA) -> Image.Image:
+    """The scene as a `size`² RGB image."""
+    big = size * SUPERSAMPLE
+    img = _floor_with_shadows(scene, big, cam)
+    draw = ImageDraw.Draw(img)
+    eye = cam.eye()
+    order = sorted(scene.objects, key=lambda o: -math.hypot(o.x - eye[0], o.y - eye[1]))
+    for o in order:
+        if o.shape == "sphere":
+            _paste_sphere(img, o, big, cam)
+        elif o.shape == "cube":
+            _draw_cube(draw, o, big, cam)
+        else:
+            _draw_cylinder(draw, o, big, cam)
+    return img.reduce(SUPERSAMPLE)
+
+
+def png_bytes(img: Image.Image, compress_level: int = 1) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", compress_level=compress_level)
+    return buf.getvalue()

@@ -1,0 +1,174 @@
+"""The `data` stage: questions from the configured source → results/data/ (DESIGN.md, "Results contract").
+
+Writes `images/<image_id>.png` (each image once), `train.jsonl` and `test.jsonl` with records
+`{id, image, question, answer, qtype, image_id, source}` (`image` relative to results/data/), and `stats.json`
+(counts per split and question type, answers, skipped images and questions). A corrupt or missing image is skipped
+and counted, never fatal; a source that yields no usable question is a one-line error.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any, Optional
+
+from tqdm import tqdm
+
+from ..atomic import write_json, write_jsonl
+from ..errors import TamrinError
+from .images import BadImage, to_png
+from .split import split_by_image, test_target
+from .vocab import QTYPES
+
+_WARN_EXAMPLES = 5
+
+
+class Collector:
+    """Saves each image once and turns its QA pairs into records; counts whatever had to be skipped."""
+
+    def __init__(self, out_dir: Path, log: Any) -> None:
+        self.out_dir = out_dir
+        self.images_dir = out_dir / "images"
+        self.images_dir.mkdir(parents=True, exist_ok=True)
+        self.log = log
+        self.records: list[dict] = []
+        self.skipped: Counter = Counter()
+        self._saved: set[str] = set()
+        self._questions: dict[str, set[str]] = {}
+
+    def add(self, image_id: str, data: Optional[bytes], qas: list[dict], source: str, trusted_png: bool = False) -> None:
+        if not qas:
+            return
+        if image_id not in self._saved:
+            try:
+                png = data if trusted_png and data else to_png(data)[0]
+            except BadImage as e:
+                kind = "missing_image" if data is None else "corrupt_image"
+                self.skipped[kind] += 1
+                self.skipped["questions_of_skipped_images"] += len(qas)
+                if self.skipped[kind] <= _WARN_EXAMPLES:
+                    self.log.warning(f"skipped {kind.replace('_', ' ')} {image_id} ({e}); its {len(qas)} questions dropped")
+                return
+            (self.images_dir / f"{image_id}.png").write_bytes(png)
+            self._saved.add(image_id)
+            self._questions[image_id] = set()
+        seen = self._questions[image_id]
+        for qa in qas:
+            if qa["question"] in seen:
+                self.skipped["duplicate_question"] += 1
+                continue
+            seen.add(qa["question"])
+            self.records.append({"id": f"{image_id}_q{len(seen) - 1:02d}", "image": f"images/{image_id}.png",
+                                 "question": qa["question"], "answer": qa["answer"], "qtype": qa["qtype"],
+                                 "image_id": image_id, "source": source})
+
+
+def _bar(total: Optional[int], desc: str, unit: str) -> tqdm:
+    return tqdm(total=total, desc=desc, unit=unit, mininterval=0.5, dynamic_ncols=True, leave=False)
+
+
+def collect_synthetic(cfg: Any, col: Collector) -> dict:
+    from .synthetic import make_scene
+
+    kwargs = dict(image_size=cfg.image_size, questions_per_scene=cfg.questions_per_scene,
+                  min_objects=cfg.min_objects, max_objects=cfg.max_objects)
+    with _bar(cfg.n_scenes, "synthetic scenes", "scene") as bar:
+        for i in range(cfg.n_scenes):
+            s = make_scene(cfg.seed, i, **kwargs)
+            qas = [{"question": q.question, "answer": q.answer, "qtype": q.qtype} for q in s.questions]
+            col.add(s.image_id, s.png, qas, "synthetic", trusted_png=True)
+            bar.update(1)
+    return {"kind": "synthetic", "scenes": cfg.n_scenes, "image_size": cfg.image_size,
+            "objects_per_scene": [cfg.min_objects, cfg.max_objects]}
+
+
+def collect_clevr_dir(cfg: Any, col: Collector) -> dict:
+    from .clevr_dir import select
+
+    with _bar(None, "reading CLEVR questions", "q") as bar:
+        sel = select(Path(cfg.path), list(cfg.clevr_splits), cfg.fraction, cfg.max_questions, cfg.seed, bar)
+    col.skipped["off_vocabulary"] += sel.off_vocabulary
+    with _bar(len(sel.images), "copying CLEVR images", "img") as bar:
+        for im in sel.images:
+            split = im.path.parent.name
+            try:
+                data: Optional[bytes] = im.path.read_bytes()
+            except OSError:
+                data = None
+            col.add(im.image_id, data, im.qas, f"CLEVR_v1.0:{split}")
+            bar.update(1)
+    return {"kind": "clevr_dir", "path": str(cfg.path), "splits": list(cfg.clevr_splits),
+            "questions_read": sel.questions_read, "images_selected": len(sel.images)}
+
+
+def collect_hub(cfg: Any, col: Collector) -> dict:
+    from .hub import HubCounts, iter_images, load_stream
+
+    ds = load_stream(cfg)
+    counts = HubCounts()
+    label = f"{cfg.hub_id}:{cfg.hub_config}" if cfg.hub_config else cfg.hub_id
+    items = iter_images(ds, cfg, counts, cfg.shuffle_buffer)
+    with _bar(None, f"streaming {label}", "row") as bar:
+        for item in items:
+            if bar.total is None and counts.target_rows:
+                bar.total = counts.target_rows
+            col.add(item.image_id, item.data, item.qas, label)
+            bar.update(1)
+    col.skipped["off_vocabulary"] += counts.off_vocabulary
+    col.skipped["unparsed"] += counts.unparsed
+    if counts.examples_skipped:
+        col.log.warning(f"{counts.off_vocabulary + counts.unparsed} QA pairs were not CLEVR question/answer pairs "
+                        f"after cleaning, e.g. {counts.examples_skipped[0]}")
+    return {"kind": "hub", "id": cfg.hub_id, "config": cfg.hub_config, "split": cfg.hub_split,
+            "layout": cfg.hub_layout, "rows_read": counts.rows, "rows_in_split": counts.total_rows,
+            "rows_targeted": counts.target_rows, "qa_pairs_read": counts.pairs}
+
+
+def split_stats(records: list[dict]) -> dict:
+    by_qtype = Counter(r["qtype"] for r in records)
+    return {"questions": len(records), "images": len({r["image_id"] for r in records}),
+            "by_qtype": {q: by_qtype.get(q, 0) for q in QTYPES},
+            "answers": dict(sorted(Counter(r["answer"] for r in records).items()))}
+
+
+def run(ctx: Any) -> None:
+    cfg = ctx.section("data")
+    col = Collector(ctx.out_dir, ctx.log)
+    collect = {"synthetic": collect_synthetic, "clevr_dir": collect_clevr_dir, "hub": collect_hub}[cfg.source]
+    source_info = collect(cfg, col)
+    records = col.records
+    if not records:
+        skipped = ", ".join(f"{k}: {v}" for k, v in sorted(col.skipped.items())) or "nothing skipped"
+        raise TamrinError(f"data source '{cfg.source}' yielded no usable question ({skipped}); check its settings "
+                          "in [data] (or use --set data.source=synthetic to build offline)")
+    unknown = [r for r in records if r["qtype"] not in QTYPES]
+    if unknown:
+        col.skipped["unknown_qtype"] += len(unknown)
+        records = [r for r in records if r["qtype"] in QTYPES]
+    train, test = split_by_image(records, cfg.test_fraction, cfg.max_test, cfg.seed)
+    if not train:
+        raise TamrinError(f"only {len(records)} questions: nothing left for training after the test split; lower "
+                          "data.test_fraction or add data")
+    if test_target(len(records), cfg.test_fraction, cfg.max_test) > 0 and not test:
+        ctx.log.warning("the test split is empty (images carry more questions than the test target): raise "
+                        "data.test_fraction or data.max_test")
+    used = {r["image_id"] for r in records}
+    for image in col.images_dir.glob("*.png"):  # images whose questions were all dropped
+        if image.stem not in used:
+            image.unlink()
+    write_jsonl(ctx.out_dir / "train.jsonl", train)
+    write_jsonl(ctx.out_dir / "test.jsonl", test)
+    stats = {
+        "source": source_info, "seed": cfg.seed, "qtypes": list(QTYPES),
+        "train": split_stats(train), "test": split_stats(test),
+        "total": {"questions": len(train) + len(test), "images": len(used)},
+        "skipped": {k: col.skipped.get(k, 0) for k in ("corrupt_image", "missing_image", "questions_of_skipped_images",
+                                                       "off_vocabulary", "unparsed", "duplicate_question",
+                                                       "unknown_qtype")},
+        "split": {"by": "image", "test_fraction": cfg.test_fraction, "max_test": cfg.max_test,
+                  "test_target": test_target(len(records), cfg.test_fraction, cfg.max_test)},
+    }
+    write_json(ctx.out_dir / "stats.json", stats)
+    skipped = {k: v for k, v in stats["skipped"].items() if v}
+    ctx.log.info(f"{len(train)} train / {len(test)} test questions on {len(used)} images"
+                 + (f"; skipped {skipped}" if skipped else ""))
+    ctx.extra["data"] = {"train": len(train), "test": len(test), "images": len(used), "source": cfg.source}

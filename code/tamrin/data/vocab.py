@@ -1,0 +1,61 @@
+"""CLEVR's closed world: the 8 question types, the 28-answer vocabulary, attribute values and word synonyms.
+
+Everything here is plain data shared by every source (hub, official folder, synthetic) and by the tests.
+"""
+from __future__ import annotations
+
+QTYPES: tuple[str, ...] = ("exist", "count", "compare_integer", "query_color", "query_shape",
+                           "query_material", "query_size", "compare_attribute")
+
+COLORS: tuple[str, ...] = ("gray", "red", "blue", "green", "brown", "purple", "cyan", "yellow")
+SHAPES: tuple[str, ...] = ("cube", "sphere", "cylinder")
+MATERIALS: tuple[str, ...] = ("rubber", "metal")
+SIZES: tuple[str, ...] = ("large", "small")
+NUMBERS: tuple[str, ...] = tuple(str(i) for i in range(11))
+YES_NO: tuple[str, ...] = ("yes", "no")
+
+# The 28 answers of CLEVR v1.0 (DESIGN.md, "Question types").
+ANSWERS: tuple[str, ...] = YES_NO + NUMBERS + COLORS + SHAPES + MATERIALS + SIZES
+assert len(ANSWERS) == 28
+
+ATTRIBUTE_VALUES: dict[str, tuple[str, ...]] = {
+    "color": COLORS, "shape": SHAPES, "material": MATERIALS, "size": SIZES,
+}
+
+# Surface words CLEVR uses for each attribute value (CLEVR's synonyms.json); the first is the canonical word.
+SYNONYMS: dict[str, tuple[str, ...]] = {
+    "thing": ("thing", "object"),
+    "sphere": ("sphere", "ball"),
+    "cube": ("cube", "block"),
+    "cylinder": ("cylinder",),
+    "large": ("large", "big"),
+    "small": ("small", "tiny"),
+    "metal": ("metal", "metallic", "shiny"),
+    "rubber": ("rubber", "matte"),
+}
+
+# Answer spellings seen in CLEVR copies and VLM outputs → the canonical vocabulary word.
+_ANSWER_ALIASES: dict[str, str] = {
+    "grey": "gray", "metallic": "metal", "shiny": "metal", "matte": "rubber", "big": "large", "tiny": "small",
+    "ball": "sphere", "block": "cube", "true": "yes", "false": "no",
+    "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6", "seven": "7",
+    "eight": "8", "nine": "9", "ten": "10", "none": "0",
+}
+
+
+def normalize_answer(text: str) -> str:
+    """Lower-case, trim punctuation and map aliases: "Yes." → "yes", "Grey" → "gray", "two" → "2"."""
+    word = text.strip().strip(".!?,;:\"'`").strip().lower()
+    return _ANSWER_ALIASES.get(word, word)
+
+
+def answer_kind(answer: str) -> str | None:
+    """Which family a canonical answer belongs to: yes_no, number, color, shape, material, size (or None)."""
+    if answer in YES_NO:
+        return "yes_no"
+    if answer in NUMBERS:
+        return "number"
+    for attr, values in ATTRIBUTE_VALUES.items():
+        if answer in values:
+            return attr
+    return None
