@@ -19,6 +19,18 @@ class ModelConfig:
                                choices=("nf4", "none", "auto"))
     double_quant: bool = field_(True, "QLoRA double quantization of the NF4 scales")
     prompt_prefix: str = field_("answer en ", "task prefix before the question (PaliGemma's VQA convention)")
+    tiny_width: int = field_(128, "tiny model: hidden width of SigLIP and Gemma (multiple of 128 for NF4 on CPU)", min=128)
+    tiny_layers: int = field_(2, "tiny model: layers in each of SigLIP and Gemma", min=1)
+    tiny_image_size: int = field_(64, "tiny model: image side in pixels (patch 16 → (side/16)² image tokens)", min=16)
+    tiny_seed: int = field_(0, "tiny model: seed of the random initialisation")
+
+    def validate(self) -> None:
+        if self.tiny_width % 128:
+            raise ConfigError(f"bad value for 'model.tiny_width': {self.tiny_width} is not a multiple of 128 "
+                              "(bitsandbytes NF4 needs it on CPU); use 128, 256, …")
+        if self.tiny_image_size % 16:
+            raise ConfigError(f"bad value for 'model.tiny_image_size': {self.tiny_image_size} is not a multiple "
+                              "of the patch size 16; use 32, 48, 64, …")
 
 
 @dataclass
@@ -49,7 +61,9 @@ class TrainConfig:
     compute_dtype: str = field_("auto", "compute dtype: auto = bf16 where supported, else fp16 (T4)",
                                 choices=("auto", "bf16", "fp16", "fp32"))
     save_every: int = field_(50, "save a resumable checkpoint every N optimizer steps", min=1)
-    max_length: int = field_(300, "token cap per example (256 image tokens + prefix + suffix)", min=8)
+    max_length: int = field_(300, "token cap per example (256 image tokens + prefix + suffix); longer ones are skipped", min=8)
+    max_grad_norm: Optional[float] = field_(1.0, "clip the gradient norm to this (empty = no clipping)", min=0.0)
+    num_workers: int = field_(0, "DataLoader worker processes that load and preprocess images", min=0)
 
 
 @dataclass
@@ -68,10 +82,6 @@ class MemoryConfig:
     seq_len: int = field_(280, "tokens per example for the activation estimate and the measurement", min=1)
     batch_size: int = field_(8, "batch for the activation estimate and the measurement", min=1)
     measure_steps: int = field_(3, "optimizer steps per measured mode", min=1)
-
-    def validate(self) -> None:
-        if self.seq_len < 257:
-            raise ConfigError(f"bad value for 'memory.seq_len': {self.seq_len} is shorter than the 256 image tokens + BOS; use ≥ 257")
     measure_modes: list[str] = field_(["qlora_nf4", "lora_bf16", "full_ft_bf16"],
                                       "modes measured on the GPU (a mode that does not fit is recorded as OOM)",
                                       choices=("qlora_nf4", "lora_bf16", "full_ft_bf16"))
@@ -80,3 +90,7 @@ class MemoryConfig:
     suffix_len: int = field_(3, "answer tokens with a label per example (suffix-only loss) for the estimate", min=1)
     measured_from: Optional[str] = field_(None, "JSON of an earlier GPU measurement (bench/results/…) to include "
                                                 "when measure = false; path relative to the repository root")
+
+    def validate(self) -> None:
+        if self.seq_len < 257:
+            raise ConfigError(f"bad value for 'memory.seq_len': {self.seq_len} is shorter than the 256 image tokens + BOS; use ≥ 257")

@@ -1,0 +1,308 @@
+"""`finetune` stage: QLoRA fine-tuning of PaliGemma on the CLEVR train split → results/finetune/.
+
+A plain training loop on 🤗 Accelerate (so `accelerate launch --multi_gpu build.py finetune` runs it with
+DDP unchanged): seeded, gradient accumulation normalised by the step's label-token count, warm-up + cosine /
+linear schedule, gradient checkpointing, a resumable checkpoint every `train.save_every` steps in the work
+folder, `train.max_minutes` for time-limited sessions.
+
+Outputs: loss.jsonl (one line per optimizer step), adapter/ (peft), summary.json, and for the demo's tiny
+model base_model/ (the exact random-weight base that was fine-tuned, so `eval` compares against it).
+
+Reusable pieces (the benchmark imports them): `base_source`, `build_training_model`, `train_step`.
+"""
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+import resource
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..atomic import write_json
+from ..errors import TamrinError
+from . import batches, checkpoint
+from .loss import IGNORE, LOSSES
+from .model import DTYPE_NAMES, LoraInfo, attach_lora, load_base_model, load_processor, param_counts, \
+    resolve_compute_dtype, resolve_quantization
+from .schedule import Plan, make_plan
+
+# The demo's tokenizer must cover every answer of the test split too (DESIGN's 28-answer vocabulary).
+CLEVR_ANSWERS = ["yes", "no", *map(str, range(11)), "gray", "red", "blue", "green", "brown", "purple", "cyan",
+                 "yellow", "cube", "sphere", "cylinder", "rubber", "metal", "large", "small"]
+BASE_DIR = "base_model"
+
+
+# ---------------------------------------------------------------- model construction
+
+def base_source(model_cfg, work_dir: Path, train_rows: list[dict]) -> Path | str:
+    """Where the base model loads from: `model.id` (hub id or folder), or for `model.kind = tiny` a folder
+    in the work dir holding the tiny random PaliGemma built offline (built once; a resumed run reuses it)."""
+    if model_cfg.kind != "tiny":
+        return model_cfg.id
+    from .tiny import save_tiny_base
+
+    folder = Path(work_dir) / BASE_DIR
+    if not (folder / "config.json").exists() or not (folder / "processor_config.json").exists():
+        texts = [model_cfg.prompt_prefix] + [r["question"] for r in train_rows] + \
+                [str(r["answer"]) for r in train_rows] + CLEVR_ANSWERS
+        tmp = folder.with_name(BASE_DIR + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        save_tiny_base(tmp, texts, width=model_cfg.tiny_width, layers=model_cfg.tiny_layers,
+                       image_size=model_cfg.tiny_image_size, seed=model_cfg.tiny_seed)
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)
+    return folder
+
+
+@dataclass
+class TrainingModel:
+    model: torch.nn.Module  # peft model (LoRA on the frozen, possibly 4-bit, base)
+    processor: object
+    lora: LoraInfo
+    quantization: str  # "nf4" | "none"
+    compute_dtype: torch.dtype
+
+
+def build_training_model(source, model_cfg, lora_cfg, train_cfg, device: torch.device) -> TrainingModel:
+    """Load the base (NF4 when configured and supported), prepare it for k-bit training, attach LoRA."""
+    quant = resolve_quantization(model_cfg.quantization, device)
+    dtype = resolve_compute_dtype(train_cfg.compute_dtype, device)
+    processor = load_processor(source)
+    base = load_base_model(source, quantization=quant, compute_dtype=dtype, device=device,
+                           double_quant=model_cfg.double_quant)
+    model, info = attach_lora(base, rank=lora_cfg.rank, alpha=lora_cfg.alpha, dropout=lora_cfg.dropout,
+                              targets=lora_cfg.targets, scope=lora_cfg.scope, quantized=quant == "nf4",
+                              grad_ckpt=train_cfg.grad_ckpt)
+    return TrainingModel(model, processor, info, quant, dtype)
+
+
+# ---------------------------------------------------------------- data
+
+class StepBatches(torch.utils.data.Dataset):
+    """Item i = (step, encoded micro-batch) for the i-th micro-batch from `start` to the last step."""
+
+    def __init__(self, plan: Plan, start: int, rank: int, rows: list[dict], processor, images, prefix: str):
+        self.items = [(s, idx) for s in range(start, plan.total_steps) for idx in plan.step_batches(s, rank)]
+        self.rows, self.processor, self.images, self.prefix = rows, processor, images, prefix
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        step, idx = self.items[i]
+        return step, batches.encode(self.processor, [self.rows[j] for j in idx], self.images, self.prefix,
+                                    with_answers=True)
+
+
+def keep_fitting(rows: list[dict], processor, prefix: str, max_length: int) -> tuple[list[dict], int]:
+    """Rows whose full sequence fits `max_length` tokens, and how many were dropped."""
+    kept = [r for r in rows if batches.sequence_length(processor, r, prefix) <= max_length]
+    return kept, len(rows) - len(kept)
+
+
+# ---------------------------------------------------------------- one optimizer step
+
+def train_step(model, micro_batches: list[dict], loss_fn: Callable, accelerator) -> float:
+    """Forward/backward every micro-batch of one optimizer step (no optimizer update).
+
+    Each micro-batch's loss is its token-loss sum divided by the step's global label-token count (times the
+    process count, since DDP averages gradients), so the step's gradient is that of the mean over all of its
+    answer tokens whatever the batch split. Returns that mean (for logging)."""
+    n_local = sum((b["labels"][:, 1:] != IGNORE).sum() for b in micro_batches)
+    n_global = accelerator.reduce(n_local.to(accelerator.device).float(), "sum")
+    total = torch.zeros((), device=accelerator.device)
+    for i, b in enumerate(micro_batches):
+        sync = contextlib.nullcontext() if i == len(micro_batches) - 1 else accelerator.no_sync(model)
+        with sync:
+            loss_sum, _ = loss_fn(model, b)
+            accelerator.backward(loss_sum * accelerator.num_processes / n_global)
+        total += loss_sum.detach().float()
+    return float(accelerator.reduce(total, "sum") / n_global)
+
+
+# ---------------------------------------------------------------- the loop
+
+def _mixed_precision(dtype: torch.dtype) -> str:
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "no")
+
+
+def _peak_rss_mib() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux reports KiB
+
+
+def _oom_message(train_cfg) -> str:
+    b, a = train_cfg.batch_size, train_cfg.grad_accum
+    return (f"CUDA out of memory at train.batch_size = {b}: use a smaller batch and more accumulation "
+            f"(same effective batch), e.g. --set train.batch_size={max(1, b // 2)} --set train.grad_accum={a * 2}")
+
+
+def run(ctx) -> None:
+    """Stage entry point."""
+    summary = train(data_dir=ctx.inputs["data"], out_dir=ctx.out_dir, work_dir=ctx.work_dir,
+                    model_cfg=ctx.section("model"), lora_cfg=ctx.section("lora"), train_cfg=ctx.section("train"),
+                    log=ctx.log)
+    if ctx.profile == "demo":
+        ctx.extra["note"] = "offline demo: a tiny random-weight PaliGemma, not PaliGemma results"
+    ctx.extra["stopped_early"] = summary["stopped_early"]
+
+
+def train(*, data_dir: Path, out_dir: Path, work_dir: Path, model_cfg, lora_cfg, train_cfg, log) -> dict:
+    """Fine-tune and write loss.jsonl, adapter/, summary.json (and base_model/ for the tiny model) to
+    `out_dir`; checkpoints go to `work_dir`. Returns the summary."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+    from transformers import get_scheduler
+
+    t_start = time.perf_counter()
+    out_dir, work_dir = Path(out_dir), Path(work_dir)
+    rows = batches.read_split(data_dir, "train")
+    is_cuda = torch.cuda.is_available()
+    dtype0 = resolve_compute_dtype(train_cfg.compute_dtype, torch.device("cuda" if is_cuda else "cpu"))
+    accelerator = Accelerator(mixed_precision=_mixed_precision(dtype0), cpu=not is_cuda)
+    device, main, rank = accelerator.device, accelerator.is_main_process, accelerator.process_index
+    set_seed(train_cfg.seed)
+
+    with accelerator.main_process_first():  # the main process builds the tiny base; the others then load it
+        source = base_source(model_cfg, work_dir, rows)
+    tm = build_training_model(source, model_cfg, lora_cfg, train_cfg, device)
+    rows, skipped = keep_fitting(rows, tm.processor, model_cfg.prompt_prefix, train_cfg.max_length)
+    if skipped:
+        log.warning(f"skipped {skipped} training examples longer than train.max_length = {train_cfg.max_length}")
+    plan = make_plan(len(rows), batch_size=train_cfg.batch_size, grad_accum=train_cfg.grad_accum,
+                     world=accelerator.num_processes, epochs=train_cfg.epochs, max_steps=train_cfg.max_steps,
+                     seed=train_cfg.seed)
+
+    params = [p for p in tm.model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+    warmup = math.ceil(train_cfg.warmup_ratio * plan.total_steps)
+    sched_name = "constant_with_warmup" if train_cfg.scheduler == "constant" else train_cfg.scheduler
+    scheduler = get_scheduler(sched_name, optimizer, num_warmup_steps=warmup, num_training_steps=plan.total_steps)
+    model, optimizer = accelerator.prepare(tm.model, optimizer)  # the scheduler steps once per optimizer step
+
+    # Resume from the newest complete checkpoint of this exact configuration (the work dir is keyed by it).
+    start, history, seconds_before = 0, [], 0.0
+    ckpt = checkpoint.latest(work_dir)
+    if ckpt is not None:
+        meta = checkpoint.load(ckpt, rank, model=accelerator.unwrap_model(model), optimizer=optimizer,
+                               scheduler=scheduler, scaler=accelerator.scaler)
+        start, history, seconds_before = meta["step"], meta["history"], meta["seconds"]
+        log.info(f"resuming from step {start}/{plan.total_steps} ({ckpt.name})")
+
+    log.info(f"training: {len(rows)} examples, {plan.total_steps} steps of {train_cfg.batch_size}×"
+             f"{train_cfg.grad_accum}×{plan.world} examples; LoRA r={lora_cfg.rank} on {len(tm.lora.matched)} "
+             f"modules ({tm.lora.scope}); weights {tm.quantization}, compute {DTYPE_NAMES[tm.compute_dtype]}")
+    loss_path = out_dir / "loss.jsonl"
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with open(loss_path, "w", encoding="utf-8") as f:
+            f.writelines(_jsonl(r) for r in history)
+
+    data = StepBatches(plan, start, rank, rows, tm.processor, batches.ImageStore(data_dir), model_cfg.prompt_prefix)
+    loader = torch.utils.data.DataLoader(data, batch_size=None, shuffle=False, num_workers=train_cfg.num_workers,
+                                         collate_fn=lambda x: x, pin_memory=is_cuda)
+    loss_fn = LOSSES[train_cfg.loss]
+    if is_cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+    model.train()  # gradient checkpointing only acts in train mode
+    bar = tqdm(total=plan.total_steps, initial=start, desc="finetune", unit="step", disable=not main,
+               dynamic_ncols=True)
+    t_loop, samples, step, stopped = time.perf_counter(), 0, start, None
+    try:
+        for step_idx, group in itertools.groupby(loader, key=lambda item: item[0]):
+            micro = [batches.to_device(b, device) for _, b in group]
+            lr = scheduler.get_last_lr()[0]
+            loss = train_step(model, micro, loss_fn, accelerator)
+            if train_cfg.max_grad_norm:
+                accelerator.clip_grad_norm_(params, train_cfg.max_grad_norm)
+            optimizer.step()
+            if not accelerator.optimizer_step_was_skipped:  # fp16 overflow: the scaler skipped this update
+                scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step = step_idx + 1
+            samples += sum(len(b["input_ids"]) for b in micro) * plan.world
+            elapsed = seconds_before + time.perf_counter() - t_loop
+            record = {"step": step, "loss": round(loss, 6), "lr": lr, "epoch": round(plan.epoch_of(step), 4),
+                      "seconds": round(elapsed, 2)}
+            history.append(record)
+            if main:
+                with open(loss_path, "a", encoding="utf-8") as f:
+                    f.write(_jsonl(record))
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
+            if not math.isfinite(loss):
+                raise TamrinError(f"the training loss became {loss} at step {step}; lower train.lr "
+                                  "(or use train.compute_dtype = fp32/bf16 instead of fp16)")
+            if _time_is_up(accelerator, train_cfg.max_minutes, t_start) and step < plan.total_steps:
+                stopped = f"train.max_minutes = {train_cfg.max_minutes} reached after step {step}"
+                log.warning(f"stopping early: {stopped}; the adapter trained so far is saved")
+                break
+            if step % train_cfg.save_every == 0 and step < plan.total_steps:
+                _save_checkpoint(accelerator, work_dir, step, model, optimizer, scheduler,
+                                 {"history": history, "seconds": elapsed})
+    except torch.OutOfMemoryError:
+        raise TamrinError(_oom_message(train_cfg)) from None
+    finally:
+        bar.close()
+    loop_seconds = time.perf_counter() - t_loop
+
+    accelerator.wait_for_everyone()
+    summary = {
+        "model": "tiny random-weight PaliGemma (offline demo)" if model_cfg.kind == "tiny" else str(model_cfg.id),
+        "base_model": BASE_DIR if model_cfg.kind == "tiny" else str(model_cfg.id),
+        **param_counts(accelerator.unwrap_model(model)),
+        "lora": {**tm.lora.as_dict(), "rank": lora_cfg.rank, "alpha": lora_cfg.alpha, "dropout": lora_cfg.dropout},
+        "quantization": tm.quantization, "double_quant": model_cfg.double_quant if tm.quantization == "nf4" else None,
+        "compute_dtype": DTYPE_NAMES[tm.compute_dtype], "loss": train_cfg.loss, "grad_ckpt": train_cfg.grad_ckpt,
+        "n_train": len(rows), "skipped_too_long": skipped,
+        "batch_size": train_cfg.batch_size, "grad_accum": train_cfg.grad_accum, "world_size": plan.world,
+        "effective_batch": train_cfg.batch_size * train_cfg.grad_accum * plan.world,
+        "steps_per_epoch": plan.steps_per_epoch, "total_steps": plan.total_steps, "steps_done": step,
+        "epochs_done": round(plan.epoch_of(step), 4), "resumed_from_step": start or None,
+        "stopped_early": stopped,
+        "first_loss": history[0]["loss"] if history else None, "final_loss": history[-1]["loss"] if history else None,
+        "samples_per_s": round(samples / loop_seconds, 3) if loop_seconds > 0 and samples else None,
+        "train_seconds": round(seconds_before + loop_seconds, 2), "wall_seconds": round(time.perf_counter() - t_start, 2),
+        "peak_gpu_mem_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 3) if is_cuda else None,
+        "peak_cpu_rss_mib": _peak_rss_mib(),
+        "device": torch.cuda.get_device_name(device) if is_cuda else "cpu",
+        "torch_threads": torch.get_num_threads(),
+    }
+    if main:
+        accelerator.unwrap_model(model).save_pretrained(out_dir / "adapter")
+        if model_cfg.kind == "tiny":
+            shutil.copytree(source, out_dir / BASE_DIR, dirs_exist_ok=True)
+        write_json(out_dir / "summary.json", summary)
+        log.info(f"loss {summary['first_loss']} → {summary['final_loss']} in {step} steps, "
+                 f"{summary['samples_per_s']} samples/s")
+    accelerator.wait_for_everyone()
+    return summary
+
+
+def _jsonl(record: dict) -> str:
+    import json
+
+    return json.dumps(record) + "\n"
+
+
+def _time_is_up(accelerator, max_minutes: float | None, t_start: float) -> bool:
+    """Every process stops at the same step: time is up when it is up on any process."""
+    if max_minutes is None:
+        return False
+    flag = torch.tensor(float(time.perf_counter() - t_start > 60 * max_minutes), device=accelerator.device)
+    return bool(accelerator.reduce(flag, "max") > 0)
+
+
+def _save_checkpoint(accelerator, work_dir: Path, step: int, model, optimizer, scheduler, meta: dict) -> None:
+    folder = checkpoint.save(work_dir, step, rank=accelerator.process_index, is_main=accelerator.is_main_process,
+                             model=accelerator.unwrap_model(model), optimizer=optimizer, scheduler=scheduler,
+                             scaler=accelerator.scaler, meta=meta)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        checkpoint.finish(folder)

@@ -1,0 +1,200 @@
+"""Loading PaliGemma (4-bit NF4 or unquantized) and attaching LoRA adapters.
+
+One path for both profiles: `load_base_model(source, ...)` takes a hub id (paper) or a local folder (the
+saved tiny demo model, or a locally saved checkpoint). `attach_lora` wraps it with peft.
+"""
+from __future__ import annotations
+
+import contextlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from ..errors import TamrinError
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+
+
+# ---------------------------------------------------------------- device, dtype, quantization choices
+
+def nf4_supported(device: torch.device) -> bool:
+    """Can bitsandbytes quantize to NF4 and run a 4-bit matmul on `device`? (Tried, not guessed.)"""
+    try:
+        import bitsandbytes as bnb
+        import bitsandbytes.functional as F
+    except Exception:  # noqa: BLE001 - missing or broken install both mean "no"
+        return False
+    try:
+        w = torch.randn(128, 128, device=device)
+        q, state = F.quantize_4bit(w, quant_type="nf4")
+        x = torch.randn(2, 128, device=device)
+        bnb.matmul_4bit(x, q.t(), quant_state=state)
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def resolve_quantization(requested: str, device: torch.device) -> str:
+    """`nf4` | `none` from the config value (`auto` = nf4 where bitsandbytes works on `device`)."""
+    if requested == "none":
+        return "none"
+    ok = nf4_supported(device)
+    if requested == "auto":
+        return "nf4" if ok else "none"
+    if not ok:
+        raise TamrinError(f"model.quantization = nf4 but bitsandbytes cannot run 4-bit NF4 on {device.type}; "
+                          "install a bitsandbytes build for this device or set model.quantization = auto/none")
+    return "nf4"
+
+
+def resolve_compute_dtype(requested: str, device: torch.device) -> torch.dtype:
+    """Compute dtype: `auto` = bf16 on GPUs that support it, fp16 on older GPUs (T4), fp32 on CPU."""
+    if device.type == "cuda":
+        bf16_ok = torch.cuda.is_bf16_supported()
+        if requested == "auto":
+            return torch.bfloat16 if bf16_ok else torch.float16
+        if requested == "bf16" and not bf16_ok:
+            raise TamrinError(f"train.compute_dtype = bf16 but {torch.cuda.get_device_name(device)} has no bf16; "
+                              "use train.compute_dtype = fp16 (or auto)")
+        return DTYPES[requested]
+    if requested in ("auto", "fp32"):
+        return torch.float32
+    if requested == "fp16":
+        raise TamrinError("train.compute_dtype = fp16 needs a CUDA GPU; on CPU use fp32 (or auto)")
+    return torch.bfloat16
+
+
+# ---------------------------------------------------------------- loading
+
+def quantization_config(quantization: str, compute_dtype: torch.dtype, double_quant: bool):
+    """The `BitsAndBytesConfig` of QLoRA (NF4 weights, optional double quantization), or None."""
+    if quantization != "nf4":
+        return None
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=double_quant,
+                              bnb_4bit_compute_dtype=compute_dtype)
+
+
+def _is_local(source: str | Path) -> bool:
+    return Path(source).is_dir()
+
+
+@contextlib.contextmanager
+def friendly_hub_errors(source: str | Path) -> Iterator[None]:
+    """Turn hub failures (gated model, no access, no network) into one actionable line."""
+    try:
+        yield
+    except OSError as e:
+        chain, err = [], e
+        while err is not None:
+            chain.append(err)
+            err = err.__cause__ or err.__context__
+        names = {type(x).__name__ for x in chain}
+        text = " ".join(str(x) for x in chain)
+        url = f"https://huggingface.co/{source}"
+        if "GatedRepoError" in names or "gated repo" in text:
+            raise TamrinError(f"{source} is gated: open {url} while logged in, accept the license, then set "
+                              "HF_TOKEN or run `hf auth login` and re-run") from None
+        if "RepositoryNotFoundError" in names or "not a valid model identifier" in text:
+            raise TamrinError(f"{source} is neither a local folder nor a model your Hugging Face token can see; "
+                              "check model.id, set HF_TOKEN or run `hf auth login`") from None
+        if "LocalEntryNotFoundError" in names or "couldn't connect" in text:
+            raise TamrinError(f"cannot download {source}: the Hugging Face hub is unreachable and the model is not "
+                              "in the local cache; connect to the internet or point model.id at a local folder") from None
+        raise
+
+
+def load_processor(source: str | Path):
+    """The `PaliGemmaProcessor` of `source` (hub id or folder)."""
+    from transformers import PaliGemmaProcessor
+
+    from ..profiles import hf_token
+
+    with friendly_hub_errors(source):
+        return PaliGemmaProcessor.from_pretrained(str(source), token=None if _is_local(source) else hf_token())
+
+
+def load_base_model(source: str | Path, *, quantization: str, compute_dtype: torch.dtype, device: torch.device,
+                    double_quant: bool = True):
+    """`PaliGemmaForConditionalGeneration.from_pretrained(source)` on `device`, NF4-quantized or not.
+
+    Unquantized weights load in `compute_dtype`; NF4 layers compute in `compute_dtype`.
+    """
+    from transformers import PaliGemmaForConditionalGeneration
+
+    from ..profiles import hf_token
+
+    placement = device.index if device.type == "cuda" and device.index is not None else str(device)
+    kwargs = dict(dtype=compute_dtype, device_map={"": placement},
+                  token=None if _is_local(source) else hf_token())
+    qcfg = quantization_config(quantization, compute_dtype, double_quant)
+    if qcfg is not None:
+        kwargs["quantization_config"] = qcfg
+    with friendly_hub_errors(source):
+        return PaliGemmaForConditionalGeneration.from_pretrained(str(source), **kwargs)
+
+
+# ---------------------------------------------------------------- LoRA
+
+def lora_target_pattern(targets: list[str], scope: str) -> str | list[str]:
+    """peft `target_modules`: the short names everywhere (`all`), or a regex limited to the Gemma decoder.
+
+    The short names (q_proj, k_proj, v_proj…) also name SigLIP's attention projections, so `language_model`
+    scope anchors them under `...language_model...` (peft full-matches a string pattern).
+    """
+    if scope == "all":
+        return list(targets)
+    names = "|".join(re.escape(t) for t in targets)
+    return rf".*\blanguage_model\b.*\.({names})"
+
+
+@dataclass
+class LoraInfo:
+    scope: str
+    targets: list[str]
+    matched: list[str]  # names of the modules that received an adapter
+
+    def as_dict(self) -> dict:
+        vision = sum("vision_tower" in n for n in self.matched)
+        return {"scope": self.scope, "targets": self.targets, "matched_modules": len(self.matched),
+                "matched_in_vision_tower": vision, "matched_in_language_model": len(self.matched) - vision}
+
+
+def attach_lora(model, *, rank: int, alpha: float, dropout: float, targets: list[str], scope: str,
+                quantized: bool, grad_ckpt: bool):
+    """Wrap `model` with LoRA adapters (peft). Quantized models are first prepared for k-bit training
+    (frozen base, norms/embeddings upcast to fp32, input grads enabled for checkpointing).
+    Returns (peft_model, LoraInfo)."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from peft.tuners.lora import LoraLayer
+
+    ckpt_kwargs = {"use_reentrant": False}  # works with DDP and frozen inputs
+    if quantized:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=grad_ckpt,
+                                                gradient_checkpointing_kwargs=ckpt_kwargs)
+    elif grad_ckpt:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=ckpt_kwargs)
+    if grad_ckpt:
+        model.config.use_cache = False  # a KV cache is useless while training and conflicts with checkpointing
+    cfg = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, bias="none",
+                     target_modules=lora_target_pattern(targets, scope), task_type="CAUSAL_LM")
+    try:
+        peft_model = get_peft_model(model, cfg)
+    except ValueError as e:
+        if "not found in the base model" in str(e) or "Target modules" in str(e):
+            raise TamrinError(f"lora.targets {targets} match no module with lora.scope = {scope}; "
+                              "use names such as q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj") from None
+        raise
+    matched = [n for n, m in peft_model.named_modules() if isinstance(m, LoraLayer)]
+    return peft_model, LoraInfo(scope=scope, targets=list(targets), matched=matched)
+
+
+def param_counts(model) -> dict[str, int]:
+    """Trainable and total parameters (4-bit packed weights counted as their unpacked size, as peft does)."""
+    trainable, total = model.get_nb_trainable_parameters()
+    return {"trainable_params": int(trainable), "total_params": int(total)}
