@@ -546,24 +546,46 @@ def build_mode(mode: str, source: str | Path, lora, device, compute_dtype=None, 
     return model
 
 
+class Steps:
+    """Optimizer steps exactly as the finetune loop does them: Accelerate (bf16 autocast on CUDA), the finetune
+    code's `train_step` and loss, gradient clipping at 1.0, AdamW. Used by the measurement and bench/bench_vlm.py."""
+
+    def __init__(self, model, lr: float = 1e-5, max_grad_norm: float | None = 1.0) -> None:
+        import torch
+        from accelerate import Accelerator
+
+        cuda = next(model.parameters()).device.type == "cuda"
+        self.acc = Accelerator(mixed_precision="bf16" if cuda else "no", cpu=not cuda)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.max_grad_norm = max_grad_norm
+        self.model, self.opt = self.acc.prepare(model, torch.optim.AdamW(self.params, lr=lr))
+
+    def run(self, batch: dict, steps: int, loss: str = "suffix") -> list[float]:
+        from .finetune import train_step
+        from .loss import LOSSES
+
+        losses = []
+        for _ in range(steps):
+            losses.append(train_step(self.model, [batch], LOSSES[loss], self.acc))
+            if self.max_grad_norm:
+                self.acc.clip_grad_norm_(self.params, self.max_grad_norm)
+            self.opt.step()
+            self.opt.zero_grad(set_to_none=True)
+        return losses
+
+    def close(self) -> None:
+        """Drop every reference (the accelerator's too) so the model and the optimizer state can be freed."""
+        self.acc.free_memory()
+        self.model = self.opt = self.params = None
+
+
 def train_steps(model, batch: dict, steps: int, loss: str = "suffix", lr: float = 1e-5) -> list[float]:
-    """`steps` AdamW steps on `batch` with the finetune code's loss (sum over label tokens / their count).
-    Returns the losses; used by the measurement and by bench/bench_vlm.py."""
-    import torch
-
-    from .loss import LOSSES
-
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr)
-    losses = []
-    for _ in range(steps):
-        total, n = LOSSES[loss](model, batch)
-        (total / n).backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(float(total.detach() / n))
-    del opt
-    return losses
+    """`steps` fresh optimizer steps on `batch` (see Steps); returns the step losses."""
+    steps_ = Steps(model, lr=lr)
+    try:
+        return steps_.run(batch, steps, loss)
+    finally:
+        steps_.close()
 
 
 def measure_mode(mode: str, source, lora, mem, log=None) -> dict[str, Any]:
