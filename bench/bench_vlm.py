@@ -121,34 +121,48 @@ def bench_training(checkpoint: Path, batches: list[int], losses: list[str], seq_
 
 
 def bench_generation(checkpoint: Path, n_batched: int, n_single: int, batch_size: int, max_new_tokens: int,
-                     data_dir: Path) -> dict:
-    """Answers/s of the eval stage's batched greedy generation vs the same code one question at a time."""
+                     data_dir: Path, device=None, quantization: str = "nf4") -> dict:
+    """Answers/s of the eval stage's greedy generation (`generate.answer`: left padding, KV cache, only the new
+    tokens decoded) with `batch_size` questions per call vs one question per call, on the NF4 base with a
+    fresh LoRA adapter attached as in `eval`."""
     import torch
+    from peft import LoraConfig as PeftLora, get_peft_model
 
-    from tamrin.vlm import evaluate
     from tamrin.vlm.batches import ImageStore, read_split
+    from tamrin.vlm.generate import answer
+    from tamrin.vlm.model import load_base_model, load_processor, lora_target_pattern, resolve_compute_dtype, \
+        resolve_quantization
 
-    device = torch.device("cuda", torch.cuda.current_device())
+    device = device or torch.device("cuda", torch.cuda.current_device())
+    cu = Cuda(device)
     rows = read_split(data_dir, "test")
     images = ImageStore(data_dir)
-    model_cfg, _, _ = _cfgs(checkpoint, "suffix", 16)
-    model, processor = evaluate.load_for_eval(str(checkpoint), None, model_cfg, device)
-    out = {"batch_size": batch_size, "max_new_tokens": max_new_tokens}
-    for label, n, bs in (("warmup", min(8, len(rows)), min(8, batch_size)), ("batched", n_batched, batch_size),
+    model_cfg, lora_cfg, _ = _cfgs(checkpoint, 16, quantization)
+    processor = load_processor(str(checkpoint))
+    base = load_base_model(str(checkpoint), quantization=resolve_quantization(quantization, device),
+                           compute_dtype=resolve_compute_dtype("auto", device), device=device, double_quant=True)
+    model = get_peft_model(base, PeftLora(r=lora_cfg.rank, lora_alpha=lora_cfg.alpha, target_modules=lora_target_pattern(
+        list(lora_cfg.targets), lora_cfg.scope)))
+    model.eval()
+    cu.reset_peak()
+    out = {"batch_size": batch_size, "max_new_tokens": max_new_tokens, "greedy": True, "kv_cache": True}
+    for label, n, bs in (("warmup", min(8, n_single), min(8, batch_size)), ("batched", n_batched, batch_size),
                          ("one_by_one", n_single, 1)):
         subset = (rows * (1 + n // len(rows)))[:n]
-        torch.cuda.synchronize(device)
+        cu.sync()
         t = time.perf_counter()
-        preds = evaluate.generate_answers(model, processor, subset, images, model_cfg.prompt_prefix, batch_size=bs,
-                                          max_new_tokens=max_new_tokens, device=device)
-        torch.cuda.synchronize(device)
+        preds = answer(model, processor, subset, images, model_cfg.prompt_prefix, batch_size=bs,
+                       max_new_tokens=max_new_tokens, device=device, desc=f"generate {label}", progress=False)
+        cu.sync()
         dt = time.perf_counter() - t
         if label != "warmup":
-            out[label] = {"n": n, "seconds": round(dt, 3), "answers_per_s": round(n / dt, 2),
-                          "example": preds[0] if preds else None}
+            out[label] = {"n": n, "batch_size": bs, "seconds": round(dt, 3), "answers_per_s": round(n / dt, 2),
+                          "example": {"question": subset[0]["question"], "prediction": preds[0]}}
     out["speedup"] = round(out["batched"]["answers_per_s"] / out["one_by_one"]["answers_per_s"], 2)
-    out["peak_allocated_gib"] = round(torch.cuda.max_memory_allocated(device) / GIB, 3)
+    out["peak_allocated_gib"] = cu.peak_gib()
     print(json.dumps(out), flush=True)
+    del model, base
+    cu.free()
     return out
 
 
