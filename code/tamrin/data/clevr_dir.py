@@ -2,8 +2,8 @@
 
 The train questions file is ~0.5 GB of JSON; loading it whole would take several GB of memory, so questions are
 read one object at a time (`iter_questions`). The subset is chosen per image by a seeded hash (deterministic,
-one pass): an image is kept when its hash falls below `fraction`; `max_questions` then keeps the images with the
-smallest hashes until the cap.
+one pass): an image is kept when its hash falls below `fraction`; with `max_questions` the stage keeps the
+images with the smallest hashes until that many questions (from readable images) are in.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator
 
 from ..errors import TamrinError
 from .qtype import classify
@@ -76,9 +76,9 @@ class ClevrSelection:
     off_vocabulary: int
 
 
-def select(root: Path, splits: list[str], fraction: float, max_questions: Optional[int], seed: int,
-           progress: Any = None) -> ClevrSelection:
-    """Read the questions of `splits`, keep a seeded per-image subset, classify each question by its program."""
+def select(root: Path, splits: list[str], fraction: float, seed: int, progress: Any = None) -> ClevrSelection:
+    """Read the questions of `splits`, keep a seeded per-image subset (in hash order), classify each question
+    by its program."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise TamrinError(f"data.path {str(root)!r} is not a folder: point it at the official CLEVR_v1.0 folder "
@@ -109,14 +109,5 @@ def select(root: Path, splits: list[str], fraction: float, max_questions: Option
             if img is None:
                 img = images[image_id] = ClevrImage(image_id, root / "images" / split / filename, rank=rank)
             img.qas.append({"question": q["question"].strip(), "answer": answer, "qtype": qtype})
-    chosen = sorted(images.values(), key=lambda im: im.rank)
-    if max_questions is not None:
-        kept, total = [], 0
-        for im in chosen:
-            if total >= max_questions:
-                break
-            im.qas = im.qas[:max_questions - total]  # only the last kept image can be cut
-            kept.append(im)
-            total += len(im.qas)
-        chosen = kept
-    return ClevrSelection(chosen, read, off_vocab)
+    # Smallest hash first: with data.max_questions the stage keeps a prefix of this order.
+    return ClevrSelection(sorted(images.values(), key=lambda im: im.rank), read, off_vocab)

@@ -6,8 +6,8 @@ Default: `HuggingFaceM4/the_cauldron`, config `clevr` — parquet rows of `image
 from `program_column` when it has one).
 
 The subset is deterministic: the stream is shuffled with the seed (shard order + a bounded buffer) and the first
-`ceil(fraction × rows)` rows are taken (rows = the split size the dataset card declares), or fewer when
-`max_questions` is reached first. Everything that can go wrong before the first row arrives becomes one line
+`ceil(fraction × rows)` rows are taken (rows = the split size the dataset card declares), or fewer when the
+stage has kept `max_questions` questions. Everything that can go wrong before the first row arrives becomes one line
 naming the problem and the fix.
 """
 from __future__ import annotations
@@ -72,7 +72,7 @@ def load_stream(cfg: Any) -> Any:
         raise TamrinError(f"cannot reach the Hugging Face hub for {where} ({why}): {fix}, {_FIX_SOURCE}") from None
     except DatasetNotFoundError as e:
         msg = str(e)
-        if "gated" in msg.lower():
+        if "gated dataset" in msg.lower():
             if not token:
                 raise TamrinError(f"{cfg.hub_id} is gated and no Hugging Face token was found: set HF_TOKEN or run "
                                   "`hf auth login`, after accepting its terms on "
@@ -179,7 +179,6 @@ def iter_images(ds: Any, cfg: Any, counts: HubCounts, shuffle_buffer: int) -> It
         raise TamrinError(f"{where} does not declare the size of split {cfg.hub_split!r}, so data.fraction cannot be "
                           "applied: set data.max_questions (e.g. --set data.max_questions=7000)")
     ds = ds.decode(False).shuffle(seed=cfg.seed, buffer_size=shuffle_buffer)
-    n_questions = 0
     rows = iter(ds)
     while True:
         try:
@@ -193,14 +192,9 @@ def iter_images(ds: Any, cfg: Any, counts: HubCounts, shuffle_buffer: int) -> It
             check_columns(list(row), cfg, where)
         counts.rows += 1
         qas = clean_pairs(row_pairs(row, cfg), counts)
-        if cfg.max_questions is not None:
-            qas = qas[:max(0, cfg.max_questions - n_questions)]
-        n_questions += len(qas)
         data = image_bytes(row.get(cfg.image_column))
         # Content-addressed ids: the same picture in two rows is one image (and lands in one split).
         image_id = "clevr_" + hashlib.sha1(data).hexdigest()[:16] if data else f"missing_row{counts.rows:07d}"
-        yield HubImage(image_id, data, qas)
+        yield HubImage(image_id, data, qas)  # the caller stops early once data.max_questions are kept
         if counts.target_rows is not None and counts.rows >= counts.target_rows:
-            break
-        if cfg.max_questions is not None and n_questions >= cfg.max_questions:
             break

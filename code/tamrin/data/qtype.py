@@ -41,8 +41,10 @@ def qtype_from_program(program: Any) -> Optional[str]:
     return _PROGRAM_LAST.get(_function_name(program[-1]))
 
 
-# compare_integer: "more/fewer/less/greater … than", "same/equal number", "as many … as".
-_COMPARE_INTEGER = re.compile(r"\b(more|fewer|less|greater)\b.*\bthan\b|\b(same|equal) (number|amount)\b|\bas many\b")
+# compare_integer: "more/fewer/less/greater … than", "same/equal number", "the number of … (the same as …)",
+# "as many … as" (yes/no questions only: exist and compare-attribute questions never count).
+_COMPARE_INTEGER = re.compile(r"\b(more|fewer|less|greater)\b.*\bthan\b|\b(same|equal) (number|amount)\b"
+                              r"|\bnumber of\b|\bas many\b")
 # exist: "is there / are there …", "is anything …", "are any …" (including "there is a X; are there any …").
 _EXIST = re.compile(r"\b(is|are) there\b|^(is|are) (any|anything)\b|\banything else\b|\bdoes .* exist\b")
 # compare_attribute: "the same color/shape/size/material (as)", "made of the same material".
@@ -52,11 +54,12 @@ _COMPARE_ATTRIBUTE = re.compile(r"\bsame (colou?r|shape|size|material)\b|\bmade 
 # that is the same color as …" asks for size), so the earliest match wins.
 _QUERY_WORDING: tuple[tuple[re.Pattern, str], ...] = (
     (re.compile(r"\bhow many\b|\bwhat number of\b"), "count"),
-    (re.compile(r"\bwhat colou?r\b|\bthe colou?r of\b|\bis what colou?r\b"), "query_color"),
-    (re.compile(r"\bwhat shape\b|\bthe shape of\b|\bhas what shape\b|\bis what shape\b"), "query_shape"),
-    (re.compile(r"\bwhat material\b|\bthe material of\b|\bmade of(?! the same)\b|\bis what material\b"),
-     "query_material"),
-    (re.compile(r"\bwhat size\b|\bthe size of\b|\bhow big\b|\bis what size\b"), "query_size"),
+    (re.compile(r"\bwhat colou?r\b|\bthe colou?r of\b|\bis what colou?r\b|\bits colou?r\b"), "query_color"),
+    (re.compile(r"\bwhat shape\b|\bthe shape of\b|\bhas what shape\b|\bis what shape\b|\bits shape\b"),
+     "query_shape"),
+    (re.compile(r"\bwhat material\b|\bthe material of\b|\bmade of(?! the same)\b|\bis what material\b"
+                r"|\bits material\b"), "query_material"),
+    (re.compile(r"\bwhat size\b|\bthe size of\b|\bhow big\b|\bis what size\b|\bits size\b"), "query_size"),
 )
 
 
@@ -80,10 +83,14 @@ def qtype_from_wording(question: str, answer: Optional[str] = None) -> Optional[
         return "count"
     if kind in ("color", "shape", "material", "size"):
         return f"query_{kind}"
-    # Unknown answer: the wording alone (questions that open like yes/no questions first).
-    if re.match(r"^(is|are|does|do|there is|there are)\b", q) or _COMPARE_INTEGER.search(q):
+    # Unknown answer: the wording alone — counting openers, then yes/no openers, then the queried attribute.
+    # "There is a small cube; what is its shape?": the clause after the last ";" is the question proper.
+    head = q.rsplit(";", 1)[-1].strip()
+    if re.match(r"^(how many|what number of)\b", head):
+        return "count"
+    if re.match(r"^(is|are|does|do|there is|there are)\b", head):
         return _yes_no_type(q)
-    hits = [(m.start(), qtype) for pattern, qtype in _QUERY_WORDING if (m := pattern.search(q))]
+    hits = [(m.start(), qtype) for pattern, qtype in _QUERY_WORDING if (m := pattern.search(head))]
     return min(hits)[1] if hits else None
 
 

@@ -26,7 +26,7 @@ _LIGHT = np.array([-0.45, -0.4, 0.8]) / np.linalg.norm([-0.45, -0.4, 0.8])  # to
 _AMBIENT = 0.38
 _SHADOW_DARKNESS = 0.5
 # (diffuse weight, specular weight, specular exponent)
-_MATERIAL = {"rubber": (0.75, 0.06, 6.0), "metal": (0.55, 0.95, 60.0)}
+_MATERIAL = {"rubber": (0.75, 0.06, 6.0), "metal": (0.55, 0.95, 45.0)}
 _CYL_SEGMENTS = 24
 
 
@@ -98,9 +98,10 @@ def _floor_with_shadows(scene: Scene, big: int, cam: Camera) -> Image.Image:
         end = start + sweep * height
         for cx, cy in (start, (start + end) / 2, end):
             rings.append(_circle(cx, cy, r * 0.95, n=16))
-    px, _ = cam.project(np.concatenate(rings), small)
-    for ring in px.reshape(len(rings), -1).tolist():
-        draw.polygon(ring, fill=255)
+    if rings:
+        px, _ = cam.project(np.concatenate(rings), small)
+        for ring in px.reshape(len(rings), -1).tolist():
+            draw.polygon(ring, fill=255)
     mask = mask.filter(ImageFilter.GaussianBlur(radius=small * 0.014)).resize((out, out), Image.BILINEAR)
     lit, dark = _floor(out, cam)
     return Image.composite(dark, lit, mask).resize((big, big), Image.NEAREST)
@@ -111,14 +112,23 @@ def _view_dir(point: np.ndarray, cam: Camera) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
-def _fill_face(draw: ImageDraw.ImageDraw, poly: np.ndarray, colour: np.ndarray, metal: bool,
+def _fill_face(img: Image.Image, draw: ImageDraw.ImageDraw, poly: np.ndarray, colour: np.ndarray, metal: bool,
                highlight_at: np.ndarray | None = None) -> None:
-    """Fill a projected face; metal faces get a soft lighter core towards the light (a highlight gradient)."""
-    draw.polygon(poly.ravel().tolist(), fill=_tuple(colour))
-    if metal and highlight_at is not None:
-        for scale, lift in ((0.7, 0.06), (0.45, 0.13), (0.22, 0.22)):
-            inner = highlight_at + (poly - highlight_at) * scale
-            draw.polygon(inner.ravel().tolist(), fill=_tuple(colour + (255 - colour) * lift))
+    """Fill a projected face. Metal faces get a smooth highlight that brightens towards `highlight_at` (a flat
+    mirror-like face lit by the environment, which flat Blinn-Phong alone cannot show)."""
+    if not (metal and highlight_at is not None):
+        draw.polygon(poly.ravel().tolist(), fill=_tuple(colour))
+        return
+    x0, y0 = np.floor(poly.min(axis=0)).astype(int)
+    x1, y1 = np.ceil(poly.max(axis=0)).astype(int) + 1
+    mask = Image.new("L", (int(x1 - x0), int(y1 - y0)), 0)
+    ImageDraw.Draw(mask).polygon((poly - [x0, y0]).ravel().tolist(), fill=255)
+    yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+    reach = float(np.linalg.norm(poly - highlight_at, axis=1).max()) or 1.0
+    near = np.clip(1 - np.hypot(xx - highlight_at[0], yy - highlight_at[1]) / reach, 0, 1) ** 2
+    base = colour.astype(np.float32)
+    patch = base + (255 - base) * (0.45 * near)[..., None]
+    img.paste(Image.fromarray(np.clip(patch, 0, 255).astype(np.uint8)), (int(x0), int(y0)), mask)
 
 
 # Cube faces as corner indices into the 8 corners (sx, sy, sz ∈ {-1, 1}, index = 4·ix + 2·iy + iz),
@@ -128,7 +138,7 @@ _CUBE_NORMALS = np.array([(-1, 0, 0), (1, 0, 0), (0, -1, 0), (0, 1, 0), (0, 0, -
 _CUBE_CORNERS = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], dtype=float)
 
 
-def _draw_cube(draw: ImageDraw.ImageDraw, o: SceneObject, size: int, cam: Camera) -> None:
+def _draw_cube(img: Image.Image, draw: ImageDraw.ImageDraw, o: SceneObject, size: int, cam: Camera) -> None:
     r = o.radius
     a = math.radians(o.rotation)
     rot = np.array([[math.cos(a), -math.sin(a), 0], [math.sin(a), math.cos(a), 0], [0, 0, 1]])
@@ -144,10 +154,10 @@ def _draw_cube(draw: ImageDraw.ImageDraw, o: SceneObject, size: int, cam: Camera
         poly = px[idx]
         # The highlight sits on the face corner nearest the light, pulled towards the face centre.
         corner = int(np.argmax(world[idx] @ _LIGHT))
-        _fill_face(draw, poly, colour, o.material == "metal", poly[corner] * 0.5 + poly.mean(axis=0) * 0.5)
+        _fill_face(img, draw, poly, colour, o.material == "metal", poly[corner] * 0.5 + poly.mean(axis=0) * 0.5)
 
 
-def _draw_cylinder(draw: ImageDraw.ImageDraw, o: SceneObject, size: int, cam: Camera) -> None:
+def _draw_cylinder(img: Image.Image, draw: ImageDraw.ImageDraw, o: SceneObject, size: int, cam: Camera) -> None:
     r, h = o.radius, 2 * o.radius
     n = _CYL_SEGMENTS
     bottom = _circle(o.x, o.y, r, 0.0, n)
@@ -163,11 +173,13 @@ def _draw_cylinder(draw: ImageDraw.ImageDraw, o: SceneObject, size: int, cam: Ca
     visible = np.einsum("ij,ij->i", normals, views) > 0
     base = np.array(RGB[o.color], dtype=float)
     colours = _shade(base, normals[visible], views[visible], o.material)
-    if o.material == "metal":  # a sharp vertical highlight stripe on metal cylinders
+    if o.material == "metal":
+        # A sharp vertical highlight stripe where the side's azimuth faces the (horizontal) half vector.
         half = _LIGHT + views[visible]
+        half[:, 2] = 0
         half /= np.linalg.norm(half, axis=1, keepdims=True)
-        stripe = np.clip(np.einsum("ij,ij->i", normals[visible], half), 0, None) ** 40
-        colours = np.clip(colours + 255 * 0.6 * stripe[:, None], 0, 255)
+        stripe = np.clip(np.einsum("ij,ij->i", normals[visible], half), 0, None) ** 30
+        colours = np.clip(colours + 255 * 0.75 * stripe[:, None], 0, 255)
     idx = np.flatnonzero(visible)
     quads = np.stack([pb[idx], pb[nxt[idx]], pt[nxt[idx]], pt[idx]], axis=1).reshape(len(idx), 8).tolist()
     for quad, colour in zip(quads, np.rint(colours).astype(int).tolist()):
@@ -175,7 +187,7 @@ def _draw_cylinder(draw: ImageDraw.ImageDraw, o: SceneObject, size: int, cam: Ca
     cap_view = _view_dir(np.array([o.x, o.y, h]), cam)[None]
     colour = _shade(base, np.array([[0.0, 0.0, 1.0]]), cap_view, o.material)[0]
     toward_light = pt[int(np.argmax(top @ _LIGHT))]
-    _fill_face(draw, pt, colour, o.material == "metal", toward_light * 0.5 + pt.mean(axis=0) * 0.5)
+    _fill_face(img, draw, pt, colour, o.material == "metal", toward_light * 0.5 + pt.mean(axis=0) * 0.5)
 
 
 def _paste_sphere(img: Image.Image, o: SceneObject, size: int, cam: Camera) -> None:
@@ -220,9 +232,9 @@ def render(scene: Scene, size: int, cam: Camera = CAMERA) -> Image.Image:
         if o.shape == "sphere":
             _paste_sphere(img, o, big, cam)
         elif o.shape == "cube":
-            _draw_cube(draw, o, big, cam)
+            _draw_cube(img, draw, o, big, cam)
         else:
-            _draw_cylinder(draw, o, big, cam)
+            _draw_cylinder(img, draw, o, big, cam)
     return img.reduce(SUPERSAMPLE)
 
 

@@ -103,51 +103,50 @@ def relation_holds(a: SceneObject, b: SceneObject, rel: str) -> bool | None:
     return delta > 0
 
 
-def _screen_circle(obj: SceneObject, cam: Camera) -> tuple[tuple[float, float], float]:
-    """Projected centre (at mid-height) and half-width, in units of the image side (scalar math: this runs
-    for every placement try)."""
-    eye, right, up, fwd = (v.tolist() for v in cam.basis())
+def _screen_circle(x: float, y: float, r: float, shape: str, cam: Camera) -> tuple[float, float, float]:
+    """Projected centre (at mid-height) and half-width (u, v, radius), in units of the image side (scalar math:
+    this runs for every placement try)."""
+    eye, right, up, fwd = _basis_lists(cam)
     focal = 0.5 / math.tan(math.radians(cam.fov_deg) / 2)
-    dx, dy, dz = obj.x - eye[0], obj.y - eye[1], obj.radius - eye[2]
+    dx, dy, dz = x - eye[0], y - eye[1], r - eye[2]
     zc = dx * fwd[0] + dy * fwd[1] + dz * fwd[2]
     u = focal * (dx * right[0] + dy * right[1] + dz * right[2]) / zc
     v = -focal * (dx * up[0] + dy * up[1] + dz * up[2]) / zc
-    return (u, v), focal * obj.radius * _EXTENT[obj.shape] / zc
+    return u, v, focal * r * _EXTENT[shape] / zc
 
 
-def _fits(new: SceneObject, circle: tuple[tuple[float, float], float],
-          placed: list[tuple[SceneObject, tuple[float, float], float]]) -> bool:
-    (u, v), r_new = circle
-    for o, (uo, vo), r_o in placed:
-        if math.hypot(new.x - o.x, new.y - o.y) < new.radius + o.radius + MIN_GAP:
-            return False
-        if math.hypot(u - uo, v - vo) < MIN_SCREEN_SEPARATION * (r_new + r_o):
-            return False
-    return True
+@functools.lru_cache(maxsize=8)
+def _basis_lists(cam: Camera) -> tuple[list[float], ...]:
+    return tuple(v.tolist() for v in cam.basis())
 
 
 def sample_scene(rng: random.Random, index: int, min_objects: int = 3, max_objects: int = 10,
                  cam: Camera = CAMERA) -> Scene:
-    """A random scene of min..max objects with uniformly drawn attributes, placed by rejection sampling."""
+    """A random scene of min..max objects with uniformly drawn attributes, placed by rejection sampling:
+    objects keep `MIN_GAP` of free ground between them and barely occlude each other on screen."""
     n = rng.randint(min_objects, max_objects)
     while True:  # a crowded attempt starts over with the same object count
-        placed: list[tuple[SceneObject, tuple[float, float], float]] = []
+        placed: list[tuple[SceneObject, float, float, float, float, float]] = []  # obj, x, y, r, u, v, rs
         for _ in range(n):
             # Attributes are drawn once and only the position is retried, so large objects (harder to fit)
             # are not under-represented.
             size, shape = rng.choice(SIZES), rng.choice(SHAPES)
             color, material = rng.choice(COLORS), rng.choice(MATERIALS)
             r = SIZE_RADIUS[size]
+            lim = PLACE_HALF - r
             for _try in range(40):
-                obj = SceneObject(shape=shape, color=color, size=size, material=material,
-                                  x=round(rng.uniform(-PLACE_HALF + r, PLACE_HALF - r), 3),
-                                  y=round(rng.uniform(-PLACE_HALF + r, PLACE_HALF - r), 3),
+                x, y = round(rng.uniform(-lim, lim), 3), round(rng.uniform(-lim, lim), 3)
+                if any(math.hypot(x - px, y - py) < r + pr + MIN_GAP for _, px, py, pr, _, _, _ in placed):
+                    continue
+                u, v, rs = _screen_circle(x, y, r, shape, cam)
+                if any(math.hypot(u - pu, v - pv) < MIN_SCREEN_SEPARATION * (rs + prs)
+                       for _, _, _, _, pu, pv, prs in placed):
+                    continue
+                obj = SceneObject(shape=shape, color=color, size=size, material=material, x=x, y=y,
                                   rotation=round(rng.uniform(0, 90), 1))
-                circle = _screen_circle(obj, cam)
-                if _fits(obj, circle, placed):
-                    placed.append((obj, *circle))
-                    break
+                placed.append((obj, x, y, r, u, v, rs))
+                break
             else:
                 break
         if len(placed) == n:
-            return Scene(index=index, objects=[o for o, _, _ in placed])
+            return Scene(index=index, objects=[p[0] for p in placed])

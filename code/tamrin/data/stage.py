@@ -25,8 +25,9 @@ _WARN_EXAMPLES = 5
 class Collector:
     """Saves each image once and turns its QA pairs into records; counts whatever had to be skipped."""
 
-    def __init__(self, out_dir: Path, log: Any) -> None:
+    def __init__(self, out_dir: Path, log: Any, limit: Optional[int] = None) -> None:
         self.out_dir = out_dir
+        self.limit = limit  # data.max_questions: counted on questions actually kept
         self.images_dir = out_dir / "images"
         self.images_dir.mkdir(parents=True, exist_ok=True)
         self.log = log
@@ -35,7 +36,13 @@ class Collector:
         self._saved: set[str] = set()
         self._questions: dict[str, set[str]] = {}
 
+    @property
+    def full(self) -> bool:
+        return self.limit is not None and len(self.records) >= self.limit
+
     def add(self, image_id: str, data: Optional[bytes], qas: list[dict], source: str, trusted_png: bool = False) -> None:
+        if self.limit is not None:
+            qas = qas[:max(0, self.limit - len(self.records))]
         if not qas:
             return
         if image_id not in self._saved:
@@ -85,10 +92,12 @@ def collect_clevr_dir(cfg: Any, col: Collector) -> dict:
     from .clevr_dir import select
 
     with _bar(None, "reading CLEVR questions", "q") as bar:
-        sel = select(Path(cfg.path), list(cfg.clevr_splits), cfg.fraction, cfg.max_questions, cfg.seed, bar)
+        sel = select(Path(cfg.path), list(cfg.clevr_splits), cfg.fraction, cfg.seed, bar)
     col.skipped["off_vocabulary"] += sel.off_vocabulary
     with _bar(len(sel.images), "copying CLEVR images", "img") as bar:
         for im in sel.images:
+            if col.full:
+                break
             split = im.path.parent.name
             try:
                 data: Optional[bytes] = im.path.read_bytes()
@@ -113,6 +122,8 @@ def collect_hub(cfg: Any, col: Collector) -> dict:
                 bar.total = counts.target_rows
             col.add(item.image_id, item.data, item.qas, label)
             bar.update(1)
+            if col.full:
+                break
     col.skipped["off_vocabulary"] += counts.off_vocabulary
     col.skipped["unparsed"] += counts.unparsed
     if counts.examples_skipped:
@@ -132,7 +143,7 @@ def split_stats(records: list[dict]) -> dict:
 
 def run(ctx: Any) -> None:
     cfg = ctx.section("data")
-    col = Collector(ctx.out_dir, ctx.log)
+    col = Collector(ctx.out_dir, ctx.log, None if cfg.source == "synthetic" else cfg.max_questions)
     collect = {"synthetic": collect_synthetic, "clevr_dir": collect_clevr_dir, "hub": collect_hub}[cfg.source]
     source_info = collect(cfg, col)
     records = col.records

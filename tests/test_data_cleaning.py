@@ -1,0 +1,47 @@
+"""Cleaning rules for instruction-formatted CLEVR copies (the_cauldron): bare question, bare vocabulary answer."""
+import pytest
+
+from tamrin.data.cleaning import clean_answer, clean_question
+
+Q = "Are there more big green things than large purple shiny cubes?"
+
+
+@pytest.mark.parametrize("user", [
+    Q,
+    f"{Q}\nAnswer the question using a single word or phrase.",                 # Q3, LLaVA-style suffix line
+    f"{Q}\nGive a very brief answer.",                                          # Q3, Idefics2-style
+    f"{Q}\nAnswer briefly.",
+    f"Answer the following question briefly with a word or phrase.\n{Q}",     # Q3, instruction before
+    f"<image>\n{Q}\nShort answer required.",                                    # Q1 + Q3
+    f"Question: {Q}\nAnswer:",                                                  # Q5 label + Q3 stub
+    f"{Q} Answer with a single word.",                                          # Q4, same line after "?"
+    f"  {Q}  \n\n  Be concise.  ",                                              # Q2 whitespace
+    f"User: {Q}\nPlease answer yes or no.",
+])
+def test_question_boilerplate_is_stripped(user):
+    assert clean_question(user) == Q
+
+
+def test_question_text_itself_is_kept_intact():
+    # Words like "answer" inside a real question, and ";" clauses, are not instructions.
+    q = "There is a small rubber cube; are there any cylinders of the same color as it?"
+    assert clean_question(q + "\nAnswer the question using a single word or phrase.") == q
+    assert clean_question("What number of tiny things are there?") == "What number of tiny things are there?"
+
+
+def test_only_instructions_leave_no_question():
+    assert clean_question("Answer the question using a single word or phrase.") == ""
+    assert clean_question("<image>") == ""
+
+
+@pytest.mark.parametrize("assistant,expected", [
+    ("Yes.", "yes"), ("no", "no"), ("2.", "2"), ("Answer: 3", "3"), ("The answer is cyan.", "cyan"),
+    ("Grey.", "gray"), ("Metallic.", "metal"), ("Cylinder", "cylinder"), ("Ten.", "10"), ("large", "large"),
+])
+def test_answers_are_normalised_to_the_vocabulary(assistant, expected):
+    assert clean_answer(assistant) == expected
+
+
+@pytest.mark.parametrize("assistant", ["A scene with several objects.", "11", "maybe", "", "blue cube"])
+def test_non_vocabulary_answers_are_rejected(assistant):
+    assert clean_answer(assistant) is None

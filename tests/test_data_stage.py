@@ -1,0 +1,367 @@
+"""The data stage end to end through the runner, for each source: synthetic, a local dataset in the_cauldron's
+schema loaded by the same `load_dataset(..., streaming=True)` call as the hub, and a small folder in the official
+CLEVR v1.0 layout. Also: split by image, skipped images, and one-line errors."""
+import io
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tamrin.atomic import read_json, read_jsonl
+from tamrin.config import load_config
+from tamrin.errors import TamrinError
+from tamrin.runner import Paths, read_manifest, run_stage
+from tamrin.data.vocab import ANSWERS, QTYPES
+
+ROOT = Path(__file__).resolve().parents[1]
+FIELDS = {"id", "image", "question", "answer", "qtype", "image_id", "source"}
+
+
+@pytest.fixture(autouse=True)
+def no_shutdown_sleep(monkeypatch):
+    """`datasets` sleeps 5 s whenever a streamed shard runs out (to let remote-read threads wind down); the local
+    copies here have one shard, so every test would wait for it. Only that pause is removed."""
+    import datasets.config
+
+    monkeypatch.setattr(datasets.config, "SLEEP_TIME_ON_THREADS_SHUTDOWN", 0)
+
+
+def make_root(tmp_path: Path) -> Path:
+    root = tmp_path / "checkout"
+    shutil.copytree(ROOT / "configs", root / "configs", ignore=shutil.ignore_patterns("student.toml"))
+    return root
+
+
+def run_data(root: Path, overrides: list[str]):
+    cfg = load_config("demo", overrides=overrides, root=root)
+    return run_stage("data", cfg, Paths(root))
+
+
+def load_outputs(root: Path):
+    out = root / "results" / "data"
+    return out, read_jsonl(out / "train.jsonl"), read_jsonl(out / "test.jsonl"), read_json(out / "stats.json")
+
+
+def check_contract(out: Path, train: list, test: list, stats: dict) -> None:
+    """DESIGN.md's results contract for data/, whatever the source."""
+    for r in train + test:
+        assert set(r) == FIELDS, r
+        assert r["image"] == f"images/{r['image_id']}.png" and (out / r["image"]).is_file()
+        assert r["answer"] in ANSWERS and r["qtype"] in QTYPES and r["question"]
+    assert len({r["id"] for r in train + test}) == len(train) + len(test)
+    assert not {r["image_id"] for r in train} & {r["image_id"] for r in test}, "an image is in both splits"
+    for split, rows in (("train", train), ("test", test)):
+        assert stats[split]["questions"] == len(rows)
+        assert stats[split]["images"] == len({r["image_id"] for r in rows})
+        assert sum(stats[split]["by_qtype"].values()) == len(rows) and set(stats[split]["by_qtype"]) == set(QTYPES)
+    saved = {p.stem for p in (out / "images").glob("*.png")}
+    assert saved == {r["image_id"] for r in train + test}  # every image once, none orphaned
+    for p in list((out / "images").glob("*.png"))[:3]:
+        Image.open(p).verify()
+
+
+# --- synthetic ---------------------------------------------------------------------------------------------------
+SYNTH = ["data.n_scenes=24", "data.questions_per_scene=4", "data.image_size=48", "data.test_fraction=0.25",
+         "data.max_test=20"]
+
+
+def test_synthetic_stage_writes_the_contract_caches_and_reseeds(tmp_path, caplog):
+    root = make_root(tmp_path)
+    assert run_data(root, SYNTH).status == "ran"
+    out, train, test, stats = load_outputs(root)
+    check_contract(out, train, test, stats)
+    assert len(train) + len(test) == 96 and len(test) == 20  # 25% of 96 = 24, capped at 20
+    assert stats["source"]["kind"] == "synthetic" and all(r["source"] == "synthetic" for r in train)
+    assert {r["qtype"] for r in train + test} == set(QTYPES)
+    manifest = read_manifest(Paths(root), "data")
+    assert manifest["profile"] == "demo" and manifest["config"]["data"]["n_scenes"] == 24
+    assert "train.jsonl" in manifest["files"] and any(f.startswith("images/") for f in manifest["files"])
+
+    assert run_data(root, SYNTH).status == "cached"
+    assert run_data(root, SYNTH + ["data.seed=1"]).status == "ran"
+    _, train1, test1, _ = load_outputs(root)
+    assert [r["question"] for r in train1] != [r["question"] for r in train]
+    assert all(r["image_id"].startswith("synth_s1_") for r in train1 + test1)
+
+
+def test_split_is_by_image_and_seeded():
+    from tamrin.data.split import split_by_image
+
+    records = [{"image_id": f"im{i // 3}", "q": i} for i in range(300)]  # 100 images × 3 questions
+    train, test = split_by_image(records, 0.1, 1000, seed=0)
+    assert len(test) == 30 and len(train) == 270
+    assert not {r["image_id"] for r in train} & {r["image_id"] for r in test}
+    again, _ = split_by_image(records, 0.1, 1000, seed=0)
+    other, _ = split_by_image(records, 0.1, 1000, seed=1)
+    assert again == train and other != train
+    assert len(split_by_image(records, 0.5, 12, seed=0)[1]) == 12  # capped
+
+
+# --- hub path on a local dataset in the_cauldron's schema -------------------------------------------------------
+def png(colour=(120, 120, 120)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 12), colour).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def jpeg() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 12), (10, 200, 30)).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+SUFFIX = "\nAnswer the question using a single word or phrase."
+
+
+def turn(q: str, a: str) -> dict:
+    return {"user": q + SUFFIX, "assistant": a, "source": "clevr"}
+
+
+CAULDRON_ROWS = [
+    ([png((200, 0, 0))], [turn("Are there any red cubes?", "Yes."), turn("How many spheres are there?", "2."),
+                          turn("What color is the large sphere?", "Cyan."),
+                          turn("Describe this image.", "A room with some objects.")]),  # off-vocabulary
+    ([png((0, 0, 200))], [turn("What is the small cylinder made of?", "Metal."),
+                          turn("Are there more cubes than spheres?", "No.")]),
+    ([b"\x89PNG\r\n\x1a\nthis is not a png"], [turn("What shape is the red thing?", "Cube.")]),  # corrupt
+    ([], [turn("Is there a big ball?", "Yes.")]),  # no image at all
+    ([jpeg()], [turn("Is the cube the same size as the ball?", "No."), turn("How big is the cube?", "Large.")]),
+    ([png((0, 200, 0))], [turn("What shape is the green thing?", "Sphere."),
+                          turn("Do the cube and the sphere have the same color?", "Yes.")]),
+    ([png((90, 90, 90))], [turn("What number of cylinders are there?", "Zero.")]),
+    ([png((200, 200, 0))], [turn("Are there an equal number of cubes and cylinders?", "Yes.")]),
+]
+
+
+def write_cauldron_copy(folder: Path, rows=CAULDRON_ROWS, declare_size: bool = True) -> Path:
+    """A dataset folder laid out like the hub repo: README.md with the config YAML + clevr/train-*.parquet."""
+    from datasets import Dataset, Features, Image as HFImage, List, Value
+
+    features = Features({"images": List(HFImage()),
+                         "texts": List({"user": Value("string"), "assistant": Value("string"),
+                                        "source": Value("string")})})
+    data = {"images": [[{"bytes": b, "path": None} for b in imgs] for imgs, _ in rows],
+            "texts": [texts for _, texts in rows]}
+    (folder / "clevr").mkdir(parents=True)
+    Dataset.from_dict(data, features=features).to_parquet(str(folder / "clevr" / "train-00000-of-00001.parquet"))
+    splits = (f"  splits:\n  - name: train\n    num_bytes: 1000\n    num_examples: {len(rows)}\n"
+              if declare_size else "")
+    (folder / "README.md").write_text(
+        "---\ndataset_info:\n  config_name: clevr\n  features:\n  - name: images\n    list: image\n"
+        "  - name: texts\n    list:\n    - name: user\n      dtype: string\n    - name: assistant\n      dtype: string\n"
+        "    - name: source\n      dtype: string\n" + splits +
+        "configs:\n- config_name: clevr\n  data_files:\n  - split: train\n    path: clevr/train-*\n---\n")
+    return folder
+
+
+def hub_overrides(folder: Path, *extra: str) -> list[str]:
+    return ["data.source=hub", f"data.hub_id={folder}", "data.hub_config=clevr", "data.hub_split=train",
+            "data.test_fraction=0.3", "data.max_test=100", *extra]
+
+
+def test_hub_path_end_to_end_on_a_local_cauldron_copy(tmp_path):
+    copy = write_cauldron_copy(tmp_path / "the_cauldron")
+    root = make_root(tmp_path)
+    assert run_data(root, hub_overrides(copy, "data.fraction=1.0")).status == "ran"
+    out, train, test, stats = load_outputs(root)
+    check_contract(out, train, test, stats)
+    rows = {r["question"]: r for r in train + test}
+    # boilerplate stripped, answers normalised, types from wording + answer
+    assert rows["Are there any red cubes?"]["answer"] == "yes"
+    assert rows["How many spheres are there?"] == {**rows["How many spheres are there?"], "answer": "2",
+                                                   "qtype": "count"}
+    assert rows["What color is the large sphere?"]["answer"] == "cyan"
+    assert rows["What number of cylinders are there?"]["answer"] == "0"
+    assert rows["Are there more cubes than spheres?"]["qtype"] == "compare_integer"
+    assert rows["Is the cube the same size as the ball?"]["qtype"] == "compare_attribute"
+    assert rows["How big is the cube?"]["qtype"] == "query_size"
+    assert len(rows) == 11 and all(r["source"] == f"{copy}:clevr" for r in rows.values())
+    # the JPEG was re-encoded as PNG; corrupt and missing images were skipped and counted, never fatal
+    assert all(Image.open(out / r["image"]).format == "PNG" for r in rows.values())
+    assert stats["skipped"]["corrupt_image"] == 1 and stats["skipped"]["missing_image"] == 1
+    assert stats["skipped"]["questions_of_skipped_images"] == 2 and stats["skipped"]["off_vocabulary"] == 1
+    assert stats["source"]["rows_in_split"] == 8 and stats["source"]["rows_read"] == 8
+    # questions about one picture share its content-addressed id and its split
+    by_image = {}
+    for r in train + test:
+        by_image.setdefault(r["image_id"], set()).add(r["question"])
+    assert len(by_image) == 6 and max(map(len, by_image.values())) == 3
+
+
+def test_hub_fraction_and_max_questions_take_a_seeded_subset(tmp_path):
+    copy = write_cauldron_copy(tmp_path / "the_cauldron")
+    root = make_root(tmp_path)
+    run_data(root, hub_overrides(copy, "data.fraction=0.5"))
+    _, _, _, stats = load_outputs(root)
+    assert stats["source"]["rows_targeted"] == 4 and stats["source"]["rows_read"] == 4
+    run_data(root, hub_overrides(copy, "data.fraction=1.0", "data.max_questions=3"))
+    _, train, test, _ = load_outputs(root)
+    assert len(train) + len(test) == 3
+
+
+def test_hub_without_declared_size_needs_max_questions(tmp_path):
+    copy = write_cauldron_copy(tmp_path / "the_cauldron", declare_size=False)
+    root = make_root(tmp_path)
+    with pytest.raises(TamrinError, match="max_questions"):
+        run_data(root, hub_overrides(copy))
+    assert run_data(root, hub_overrides(copy, "data.max_questions=5")).status == "ran"
+
+
+def test_hub_wrong_columns_list_the_columns_found(tmp_path):
+    copy = write_cauldron_copy(tmp_path / "the_cauldron")
+    root = make_root(tmp_path)
+    with pytest.raises(TamrinError) as err:
+        run_data(root, hub_overrides(copy, "data.texts_column=conversations"))
+    msg = str(err.value)
+    assert "'conversations'" in msg and "columns found: images, texts" in msg and "\n" not in msg
+
+
+def test_hub_flat_layout_by_config_alone(tmp_path):
+    """Another CLEVR copy (one question per row, its own column names) works by configuration."""
+    from datasets import Dataset, Features, Image as HFImage, Value
+
+    folder = tmp_path / "flat_clevr"
+    (folder / "data").mkdir(parents=True)
+    feats = Features({"image": HFImage(), "q": Value("string"), "a": Value("string")})
+    Dataset.from_dict({"image": [{"bytes": png(), "path": None}] * 3,
+                       "q": ["Are there any cubes?", "How many balls are there?", "What color is the cube?"],
+                       "a": ["yes", "3", "gray"]}, features=feats).to_parquet(str(folder / "data" / "train.parquet"))
+    root = make_root(tmp_path)
+    run_data(root, ["data.source=hub", f"data.hub_id={folder}", "data.hub_config=", "data.hub_layout=flat",
+                    "data.image_column=image", "data.question_column=q", "data.answer_column=a",
+                    "data.max_questions=10", "data.test_fraction=0"])
+    _, train, test, _ = load_outputs(root)
+    assert sorted(r["qtype"] for r in train) == ["count", "exist", "query_color"] and not test  # order: shuffled
+    assert len({r["image_id"] for r in train}) == 1  # the same picture three times is one image
+
+
+def test_hub_errors_are_one_line(tmp_path, monkeypatch):
+    root = make_root(tmp_path)
+    with pytest.raises(TamrinError, match="loading script") as err:
+        run_data(root, ["data.source=hub", "data.hub_id=HuggingFaceM4/clevr"])
+    assert "HuggingFaceM4/the_cauldron" in str(err.value)
+    # the test environment is offline (conftest): the hub is unreachable → one line naming the fix
+    with pytest.raises(TamrinError, match="cannot reach the Hugging Face hub") as err:
+        run_data(root, ["data.source=hub"])
+    assert "data.source=synthetic" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_hub_gated_and_missing_token_messages(monkeypatch):
+    """load_dataset's gated/not-found errors become one line that names the fix (token or licence)."""
+    import datasets
+    from datasets.exceptions import DatasetNotFoundError
+
+    from tamrin.data import hub
+    from tamrin.data.config import DataConfig
+
+    cfg = DataConfig(hub_id="someone/gated-clevr")
+
+    def gated(*a, **k):
+        raise DatasetNotFoundError("Dataset 'someone/gated-clevr' is a gated dataset on the Hub. You must be "
+                                   "authenticated to access it.")
+
+    monkeypatch.setattr(datasets, "load_dataset", gated)
+    monkeypatch.setattr(hub, "_token", lambda: None)
+    with pytest.raises(TamrinError, match="no Hugging Face token was found"):
+        hub.load_stream(cfg)
+    monkeypatch.setattr(hub, "_token", lambda: "hf_x")
+    with pytest.raises(TamrinError, match="this token has no access"):
+        hub.load_stream(cfg)
+
+    def missing(*a, **k):
+        raise DatasetNotFoundError("Dataset 'someone/gated-clevr' doesn't exist on the Hub or cannot be accessed.")
+
+    monkeypatch.setattr(datasets, "load_dataset", missing)
+    with pytest.raises(TamrinError, match="was not found on the Hugging Face hub"):
+        hub.load_stream(cfg)
+
+
+# --- official CLEVR v1.0 layout -----------------------------------------------------------------------------------
+def program(last: str) -> list:
+    return [{"inputs": [], "function": "scene", "value_inputs": []},
+            {"inputs": [0], "function": "filter_shape", "value_inputs": ["cube"]},
+            {"inputs": [1], "function": last, "value_inputs": []}]
+
+
+def write_clevr_dir(root: Path, n_images: int = 12) -> Path:
+    """CLEVR_v1.0/{questions/CLEVR_train_questions.json, images/train/CLEVR_train_%06d.png}."""
+    (root / "questions").mkdir(parents=True)
+    (root / "images" / "train").mkdir(parents=True)
+    kinds = [("exist", "yes"), ("count", "3"), ("query_color", "cyan"), ("equal_shape", "no"),
+             ("greater_than", "yes"), ("query_material", "rubber")]
+    questions = []
+    for i in range(n_images):
+        name = f"CLEVR_train_{i:06d}.png"
+        if i == 3:
+            pass  # missing image file
+        elif i == 4:
+            (root / "images" / "train" / name).write_bytes(b"\x89PNG\r\n\x1a\ntruncated")
+        else:
+            (root / "images" / "train" / name).write_bytes(png((i * 20, 100, 100)))
+        for k, (last, answer) in enumerate(kinds):
+            # The wording is deliberately unhelpful: the program alone must decide the type.
+            questions.append({"image_index": i, "image_filename": name, "split": "train", "question_index": len(questions),
+                              "question": f"Question {k} about image {i}?", "answer": answer,
+                              "question_family_index": k, "program": program(last)})
+    (root / "questions" / "CLEVR_train_questions.json").write_text(
+        json.dumps({"info": {"split": "train", "version": "1.0"}, "questions": questions}, indent=1))
+    return root
+
+
+def test_clevr_dir_official_layout(tmp_path):
+    clevr = write_clevr_dir(tmp_path / "CLEVR_v1.0")
+    root = make_root(tmp_path)
+    run_data(root, ["data.source=clevr_dir", f"data.path={clevr}", "data.fraction=1.0", "data.test_fraction=0.2"])
+    out, train, test, stats = load_outputs(root)
+    check_contract(out, train, test, stats)
+    rows = train + test
+    assert len(rows) == 10 * 6  # 12 images, one missing and one corrupt
+    assert stats["skipped"]["missing_image"] == 1 and stats["skipped"]["corrupt_image"] == 1
+    assert stats["skipped"]["questions_of_skipped_images"] == 12
+    types = {r["question"].split(" about")[0]: r["qtype"] for r in rows}
+    assert types == {"Question 0": "exist", "Question 1": "count", "Question 2": "query_color",
+                     "Question 3": "compare_attribute", "Question 4": "compare_integer", "Question 5": "query_material"}
+    assert {r["image_id"] for r in rows} == {f"CLEVR_train_{i:06d}" for i in range(12) if i not in (3, 4)}
+    assert all(r["source"] == "CLEVR_v1.0:train" for r in rows)
+
+
+def test_clevr_dir_subset_is_seeded_per_image(tmp_path):
+    from tamrin.data.clevr_dir import iter_questions, select
+
+    clevr = write_clevr_dir(tmp_path / "CLEVR_v1.0", n_images=60)
+    assert sum(1 for _ in iter_questions(clevr / "questions" / "CLEVR_train_questions.json")) == 360
+    a = select(clevr, ["train"], 0.3, seed=0)
+    b = select(clevr, ["train"], 0.3, seed=0)
+    c = select(clevr, ["train"], 0.3, seed=1)
+    ids = [im.image_id for im in a.images]
+    assert ids == [im.image_id for im in b.images] and ids != [im.image_id for im in c.images]
+    assert 8 <= len(ids) <= 30 and all(len(im.qas) == 6 for im in a.images)  # whole images, ~30%
+    # the cap counts questions actually kept (the missing and the corrupt image do not use it up)
+    root = make_root(tmp_path)
+    run_data(root, ["data.source=clevr_dir", f"data.path={clevr}", "data.fraction=1.0", "data.max_questions=40",
+                    "data.test_fraction=0"])
+    _, train, _, _ = load_outputs(root)
+    assert len(train) == 40
+
+
+def test_clevr_dir_errors_are_one_line(tmp_path):
+    root = make_root(tmp_path)
+    empty = tmp_path / "not_clevr"
+    empty.mkdir()
+    with pytest.raises(TamrinError, match="missing .*CLEVR_train_questions.json"):
+        run_data(root, ["data.source=clevr_dir", f"data.path={empty}"])
+    from tamrin.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="needs data.path"):
+        load_config("demo", overrides=["data.source=clevr_dir"], root=root)
+
+
+def test_a_source_that_yields_nothing_is_a_clear_error(tmp_path):
+    copy = write_cauldron_copy(tmp_path / "junk", rows=[([png()], [turn("Describe the scene.", "Lovely.")])])
+    root = make_root(tmp_path)
+    with pytest.raises(TamrinError, match="yielded no usable question") as err:
+        run_data(root, hub_overrides(copy, "data.fraction=1.0"))
+    assert "off_vocabulary: 1" in str(err.value)
+    assert read_manifest(Paths(root), "data") is None  # nothing half-written was kept
