@@ -17,6 +17,8 @@ Q = "Are there more big green things than large purple shiny cubes?"
     f"{Q} Answer with a single word.",                                          # Q4, same line after "?"
     f"  {Q}  \n\n  Be concise.  ",                                              # Q2 whitespace
     f"User: {Q}\nPlease answer yes or no.",
+    f"{Q}\nReply in lowercase, one token.",                                    # an unknown instruction line
+    f"Look at the image carefully.\n{Q}",
 ])
 def test_question_boilerplate_is_stripped(user):
     assert clean_question(user) == Q

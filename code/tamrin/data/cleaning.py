@@ -9,7 +9,9 @@ Question (`clean_question`):
   Q2. split into lines; drop empty lines;
   Q3. drop every line that is an instruction (`INSTRUCTION_PATTERNS`: "Answer the question using a single word
       or phrase.", "Give a very brief answer.", "Answer briefly.", "Short answer:", "Be concise." …) and any
-      trailing answer stub ("Answer:", "A:");
+      trailing answer stub ("Answer:", "A:"); then, since a CLEVR question is one sentence ending in "?", when
+      some line ends in "?" only the last such line is kept (an instruction worded in a way the patterns miss
+      cannot leak into the question);
   Q4. on the question line, cut an instruction that follows the last "?" ("…cube? Answer with one word.");
   Q5. strip a leading speaker/field label ("Question:", "Q:", "User:");
   Q6. join what remains with single spaces; an empty result means "no question" (the pair is skipped).
@@ -53,6 +55,9 @@ def clean_question(user_text: str) -> str:
     text = _IMAGE_TOKENS.sub(" ", user_text or "")
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     lines = [ln for ln in lines if not _is_instruction(ln)]
+    asked = [ln for ln in lines if ln.endswith("?")]
+    if asked:
+        lines = asked[-1:]
     out = []
     for ln in lines:
         if "?" in ln:

@@ -4,9 +4,10 @@ Every template belongs to one of DESIGN.md's 8 question types. A question names 
 (`[size] [color] [material] shape-or-thing`, with CLEVR's synonyms) and, optionally, one spatial relation to an
 anchor object ("the cube that is left of the red sphere"). A question is only kept when it is well-posed:
 "the X" must denote exactly one object, a queried attribute is never given away by the description, and every
-relation it uses is unambiguous (see `scene.relation_holds`). Answers are drawn from the 28-answer vocabulary;
-for each question, several candidates are sampled and one answer value is picked uniformly among those reachable,
-which keeps yes/no, counts and attribute answers close to balanced.
+relation it uses is unambiguous (see `scene.relation_holds`). Answers come from the 28-answer vocabulary and are
+kept close to balanced: query questions draw the answer value first (uniformly among the values in the scene) and
+compare-attribute questions draw "same"/"different" first; for exist, count and compare-integer questions several
+candidates are sampled and an answer is picked uniformly among those reached.
 """
 from __future__ import annotations
 
