@@ -209,6 +209,7 @@ def test_png_size_and_clevr_look():
     img = Image.open(io.BytesIO(s.png))
     assert img.format == "PNG" and img.size == (96, 96) and img.mode == "RGB"
     px = np.asarray(img).astype(int)
+    assert np.array_equal(px, np.asarray(render(s.scene, 96)))  # the hand-written PNG encoder is lossless
     corner = px[:6, :6].reshape(-1, 3)
     # a neutral mid-grey floor, like CLEVR's
     assert np.all(np.abs(corner - corner.mean(axis=1, keepdims=True)) < 6) and 80 < corner.mean() < 160
