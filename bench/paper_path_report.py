@@ -69,8 +69,11 @@ def section(label: str, results: Path, with_eval: bool, log_text: str, cmd: str)
                 lines.append(f"- eval {which}: MISSING")
                 continue
             lines.append(f"- eval {which}: n={m.get('n')}, exact match {m.get('exact_match')}, "
-                         f"ROUGE-L f {m.get('rougeL', {}).get('f')}, ROUGE-1 f {m.get('rouge1', {}).get('f')}"
-                         + (f", {m['timing']}" if "timing" in m else ""))
+                         f"ROUGE-L f {m.get('rougeL', {}).get('f')}, ROUGE-1 f {m.get('rouge1', {}).get('f')}")
+        es = _read(results / "eval" / "summary.json") or {}
+        lines.append(f"- eval timing: {es.get('seconds')} s, {es.get('questions_per_s')} questions/s "
+                     f"(batch {es.get('batch_size')}, ≤{es.get('max_new_tokens')} new tokens; base weights "
+                     f"{es.get('quantization')}, compute {es.get('compute_dtype')})")
         samples = _read(results / "eval" / "samples.json")
         lines.append(f"- eval/samples.json: {len(samples) if isinstance(samples, list) else samples and len(samples.get('ids', []))} ids")
     lines.append("- random weights: the loss and metrics prove the code path, not PaliGemma's quality.")

@@ -606,7 +606,8 @@ def measure_mode(mode: str, source, lora, mem, log=None) -> dict[str, Any]:
         model = build_mode(mode, source, lora, device)
         out["weights_allocated"] = torch.cuda.memory_allocated(device) - base
         out["trainable_params"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        batch = synthetic_batch(model.config, mem.batch_size, mem.seq_len, mem.suffix_len, device, torch.bfloat16)
+        batch = synthetic_batch(model.config, mem.batch_size, mem.seq_len, mem.suffix_len, device,
+                                torch.float32)  # fp32 pixels, as the processor gives them to finetune
         t0 = time.perf_counter()
         losses = train_steps(model, batch, mem.measure_steps)
         torch.cuda.synchronize(device)
