@@ -42,8 +42,14 @@ class ImageStore:
     """Loads the RGB images a split refers to (paths relative to the data folder), caching recent ones."""
 
     def __init__(self, data_dir: Path, cache_size: int = 1024) -> None:
-        self.data_dir = Path(data_dir)
+        self.data_dir, self.cache_size = Path(data_dir), cache_size
         self._load = functools.lru_cache(maxsize=cache_size)(self._read)
+
+    def __getstate__(self) -> dict:  # DataLoader workers started with "spawn" get an empty cache
+        return {"data_dir": self.data_dir, "cache_size": self.cache_size}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["data_dir"], state["cache_size"])
 
     def _read(self, rel: str):
         from PIL import Image

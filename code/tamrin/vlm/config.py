@@ -61,7 +61,7 @@ class TrainConfig:
     compute_dtype: str = field_("auto", "compute dtype: auto = bf16 where supported, else fp16 (T4)",
                                 choices=("auto", "bf16", "fp16", "fp32"))
     save_every: int = field_(50, "save a resumable checkpoint every N optimizer steps", min=1)
-    max_length: int = field_(300, "token cap per example (256 image tokens + prefix + suffix); longer ones are skipped", min=8)
+    max_length: int = field_(384, "token cap per example (256 image tokens + prefix + suffix); longer ones are skipped", min=8)
     max_grad_norm: Optional[float] = field_(1.0, "clip the gradient norm to this (empty = no clipping)", min=0.0)
     num_workers: int = field_(0, "DataLoader worker processes that load and preprocess images", min=0)
 

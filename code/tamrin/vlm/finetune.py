@@ -205,8 +205,11 @@ def train(*, data_dir: Path, out_dir: Path, work_dir: Path, model_cfg, lora_cfg,
             f.writelines(_jsonl(r) for r in history)
 
     data = StepBatches(plan, start, rank, rows, tm.processor, batches.ImageStore(data_dir), model_cfg.prompt_prefix)
+    # Its own generator: creating the iterator draws a worker seed, which must not shift the global RNG
+    # that dropout uses (a resumed run would otherwise diverge from an uninterrupted one).
     loader = torch.utils.data.DataLoader(data, batch_size=None, shuffle=False, num_workers=train_cfg.num_workers,
-                                         collate_fn=lambda x: x, pin_memory=is_cuda)
+                                         collate_fn=_identity, pin_memory=is_cuda,
+                                         generator=torch.Generator().manual_seed(train_cfg.seed))
     loss_fn = LOSSES[train_cfg.loss]
     if is_cuda:
         torch.cuda.reset_peak_memory_stats(device)
@@ -283,6 +286,10 @@ def train(*, data_dir: Path, out_dir: Path, work_dir: Path, model_cfg, lora_cfg,
                  f"{summary['samples_per_s']} samples/s")
     accelerator.wait_for_everyone()
     return summary
+
+
+def _identity(item):
+    return item
 
 
 def _jsonl(record: dict) -> str:

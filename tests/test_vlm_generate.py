@@ -1,0 +1,106 @@
+"""Batched greedy generation: only the new tokens are decoded, and a left-padded batch with the KV cache
+gives the same answers as a step-by-step greedy decode of each question alone without a cache."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))
+from vlm_support import DATA, load_tiny, one_thread  # noqa: E402
+
+from tamrin.vlm import batches  # noqa: E402
+from tamrin.vlm.generate import answer, decode_new, generate_batch  # noqa: E402
+from tamrin.vlm.model import attach_lora  # noqa: E402
+
+PREFIX = "answer en "
+MAX_NEW = 4
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """NF4 tiny model with a random (non-zero) LoRA update, in eval mode."""
+    with one_thread():
+        processor, base = load_tiny(quantization="nf4")
+        model, _ = attach_lora(base, rank=8, alpha=16, dropout=0.0, targets=["q_proj", "o_proj", "up_proj", "down_proj"],
+                               scope="language_model", quantized=True, grad_ckpt=False)
+        torch.manual_seed(2)
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if "lora_B" in n:
+                    p.normal_(0, 1.0)  # large enough that greedy outputs vary by question and step
+        model.eval()
+        yield processor, model
+
+
+def reference_greedy(model, processor, row: dict) -> list[int]:
+    """Greedy decoding of one question by repeated full forward passes (no cache, no padding)."""
+    b = batches.encode(processor, [row], batches.ImageStore(DATA), PREFIX, with_answers=False)
+    ids, types = b["input_ids"], b["token_type_ids"]
+    new = []
+    with torch.no_grad():
+        for _ in range(MAX_NEW):
+            mask = torch.ones_like(ids)
+            logits = model(input_ids=ids, pixel_values=b["pixel_values"], attention_mask=mask, token_type_ids=types,
+                           position_ids=batches.position_ids_from_mask(mask)).logits
+            nxt = int(logits[0, -1].argmax())
+            new.append(nxt)
+            if nxt == processor.tokenizer.eos_token_id:
+                break
+            ids = torch.cat([ids, torch.tensor([[nxt]])], 1)
+            types = torch.cat([types, torch.ones((1, 1), dtype=types.dtype)], 1)  # generated = causal suffix
+    return new
+
+
+def test_decode_new_drops_the_prompt():
+    class Proc:
+        def batch_decode(self, seqs, skip_special_tokens):
+            return [" ".join(map(str, s.tolist())) for s in seqs]
+
+    seqs = torch.tensor([[5, 6, 7, 8, 9], [1, 1, 7, 3, 4]])
+    assert decode_new(Proc(), seqs, 3) == ["8 9", "3 4"]
+
+
+def _until_eos(ids: list[int], eos: int) -> list[int]:
+    return ids[:ids.index(eos) + 1] if eos in ids else ids
+
+
+def test_batched_generation_matches_reference_and_returns_only_new_tokens(tiny):
+    processor, model = tiny
+    eos = processor.tokenizer.eos_token_id
+    rows = batches.read_split(DATA, "test")[:6]
+    store = batches.ImageStore(DATA)
+    with one_thread():
+        seqs, prompt_len = generate_batch(model, processor, rows, store, PREFIX, max_new_tokens=MAX_NEW,
+                                          device=torch.device("cpu"))
+        prompt = batches.encode(processor, rows, store, PREFIX, with_answers=False)["input_ids"]
+        assert torch.equal(seqs[:, :prompt_len], prompt)  # generate returns prompt + new tokens ...
+        for i, row in enumerate(rows):  # ... and the new tokens are the reference greedy decode
+            assert _until_eos(seqs[i, prompt_len:].tolist(), eos) == reference_greedy(model, processor, row)
+        texts = answer(model, processor, rows, store, PREFIX, batch_size=6, max_new_tokens=MAX_NEW,
+                       device=torch.device("cpu"), progress=False)
+        assert texts == [processor.tokenizer.decode(s[prompt_len:], skip_special_tokens=True).strip() for s in seqs]
+        one_by_one = answer(model, processor, rows, store, PREFIX, batch_size=1, max_new_tokens=MAX_NEW,
+                            device=torch.device("cpu"), progress=False)
+    assert texts == one_by_one
+    new_tokens = {tuple(_until_eos(s[prompt_len:].tolist(), eos)) for s in seqs}
+    assert len(new_tokens) > 2  # the outputs differ between questions, so the comparison is not vacuous
+    assert all("answer en" not in t and r["question"] not in t for t, r in zip(texts, rows))
+
+
+def test_disable_adapter_gives_the_base_model(tiny):
+    """`disable_adapter()` answers with the base weights: identical logits to the model before LoRA."""
+    processor, model = tiny
+    rows = batches.read_split(DATA, "test")[:2]
+    b = batches.encode(processor, rows, batches.ImageStore(DATA), PREFIX, with_answers=False)
+    args = {k: b[k] for k in ("input_ids", "pixel_values", "attention_mask", "token_type_ids", "position_ids")}
+    with one_thread(), torch.no_grad():
+        _, plain = load_tiny(quantization="nf4")
+        base_logits = plain(**args).logits
+        with model.disable_adapter():
+            disabled = model(**args).logits
+        adapted = model(**args).logits
+    torch.testing.assert_close(disabled, base_logits, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(adapted, base_logits, atol=1e-3)

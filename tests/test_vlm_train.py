@@ -1,0 +1,123 @@
+"""Training: the 4-bit NF4 tiny model learns (loss falls), a run killed mid-way resumes from its checkpoint
+and ends with the same steps and losses as an uninterrupted run, and `train.max_minutes` stops cleanly."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))
+from vlm_support import DATA, lora_cfg, model_cfg, one_thread, train_cfg  # noqa: E402
+
+from tamrin.vlm import finetune  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+LOG = logging.getLogger("test.vlm")
+STEPS = 30
+
+
+def _train(tmp: Path, name: str, **train_kw) -> dict:
+    with one_thread():
+        return finetune.train(data_dir=DATA, out_dir=tmp / name / "out", work_dir=tmp / name / "work",
+                              model_cfg=model_cfg(), lora_cfg=lora_cfg(), train_cfg=train_cfg(**train_kw), log=LOG)
+
+
+def _losses(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "loss.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """One uninterrupted NF4 run of STEPS steps."""
+    tmp = tmp_path_factory.mktemp("ref")
+    summary = _train(tmp, "ref", max_steps=STEPS)
+    return summary, _losses(tmp / "ref" / "out"), tmp / "ref" / "out"
+
+
+def test_nf4_tiny_model_trains(reference):
+    summary, losses, out = reference
+    assert summary["quantization"] == "nf4"  # bitsandbytes runs NF4 on this CPU
+    assert summary["steps_done"] == summary["total_steps"] == STEPS
+    assert [r["step"] for r in losses] == list(range(1, STEPS + 1))
+    first = sum(r["loss"] for r in losses[:5]) / 5
+    last = sum(r["loss"] for r in losses[-5:]) / 5
+    assert last < 0.75 * first, (first, last)
+    assert set(losses[0]) == {"step", "loss", "lr", "epoch", "seconds"}
+    # warm-up then cosine decay
+    lrs = [r["lr"] for r in losses]
+    peak = lrs.index(max(lrs))
+    assert lrs[0] < lrs[peak] and lrs[-1] < lrs[peak] and peak <= 3
+    assert (out / "adapter" / "adapter_config.json").exists()
+    assert (out / "adapter" / "adapter_model.safetensors").exists()
+    assert (out / "base_model" / "config.json").exists()
+    s = json.loads((out / "summary.json").read_text())
+    assert s["lora"]["scope"] == "language_model"
+    assert s["lora"]["matched_modules"] == 2 * 7 and s["lora"]["matched_in_vision_tower"] == 0
+    assert 0 < s["trainable_params"] < s["total_params"]
+    assert s["peak_gpu_mem_gib"] is None and s["peak_cpu_rss_mib"] > 0 and s["samples_per_s"] > 0
+    assert s["compute_dtype"] == "fp32" and s["grad_ckpt"] is True
+
+
+CHILD = """
+import logging, sys, torch
+sys.path.insert(0, {code!r}); sys.path.insert(0, {fixtures!r})
+torch.set_num_threads(1)
+from pathlib import Path
+from vlm_support import DATA, lora_cfg, model_cfg, train_cfg
+from tamrin.vlm import finetune
+finetune.train(data_dir=DATA, out_dir=Path({out!r}), work_dir=Path({work!r}), model_cfg=model_cfg(),
+               lora_cfg=lora_cfg(), train_cfg=train_cfg(max_steps={steps}), log=logging.getLogger("child"))
+"""
+
+
+def test_resume_after_kill_matches_uninterrupted_run(reference, tmp_path):
+    _, ref_losses, _ = reference
+    out, work = tmp_path / "killed" / "out", tmp_path / "work"
+    code = CHILD.format(code=str(ROOT / "code"), fixtures=str(ROOT / "tests" / "fixtures"), out=str(out),
+                        work=str(work), steps=STEPS)
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.time() + 240
+    try:
+        while not list(work.glob("ckpt-*/complete.json")):
+            assert child.poll() is None, child.stderr.read().decode()[-2000:]
+            assert time.time() < deadline, "no checkpoint appeared"
+            time.sleep(0.02)
+        child.send_signal(signal.SIGKILL)  # a hard kill: no cleanup code runs
+        child.wait()
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == -signal.SIGKILL
+    assert not (out / "summary.json").exists()  # it really was interrupted
+    killed_at = len(_losses(out))
+    assert killed_at < STEPS
+
+    with one_thread():
+        summary = finetune.train(data_dir=DATA, out_dir=tmp_path / "resumed", work_dir=work, model_cfg=model_cfg(),
+                                 lora_cfg=lora_cfg(), train_cfg=train_cfg(max_steps=STEPS), log=LOG)
+    assert summary["resumed_from_step"] is not None and summary["resumed_from_step"] % 5 == 0
+    assert summary["steps_done"] == STEPS
+    losses = _losses(tmp_path / "resumed")
+    assert [r["step"] for r in losses] == list(range(1, STEPS + 1))
+    # same data order, same RNG, same optimizer state: the resumed run reproduces the uninterrupted one
+    for a, b in zip(losses, ref_losses):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4, abs=1e-5), (a, b)
+        assert a["lr"] == pytest.approx(b["lr"])
+
+
+def test_max_minutes_stops_cleanly_and_saves(tmp_path):
+    summary = _train(tmp_path, "timed", max_steps=50, max_minutes=0.0001)
+    out = tmp_path / "timed" / "out"
+    assert summary["stopped_early"] and "max_minutes" in summary["stopped_early"]
+    assert summary["steps_done"] == 1 < summary["total_steps"]
+    assert len(_losses(out)) == 1
+    assert (out / "adapter" / "adapter_model.safetensors").exists()
+    assert json.loads((out / "summary.json").read_text())["steps_done"] == 1
