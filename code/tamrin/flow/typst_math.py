@@ -1,0 +1,336 @@
+"""A small sympy → Typst math printer, so every derivation step can be typeset by the report as it was checked.
+
+Typst math differs from LaTeX: `frac(a, b)`, `sqrt(x)`, `x_1`, `x_(1 - t)`, `sigma'_t`, multi-letter text in
+quotes (`"min"`), and juxtaposed single letters need a space (`a b`, never `ab`). Only what the flow derivations
+use is supported; anything else raises `TypeError` instead of silently printing LaTeX or Python syntax.
+
+Conventions:
+- a Symbol `name_sub` prints as `name_sub` (Greek names stay Greek, other multi-letter parts are quoted);
+- an applied undefined function listed in `time_functions` with the time symbol as its argument prints in the
+  paper's notation, e.g. `sigma(t)` → `sigma_t (x_1)` and its t-derivative → `sigma'_t (x_1)`;
+  at another argument (e.g. `1 - t`) it prints `sigma_(1 - t)` and the derivative `sigma'_(1 - t)`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import sympy as sp
+from sympy.core.function import AppliedUndef
+from sympy.printing.precedence import PRECEDENCE, precedence
+from sympy.printing.printer import Printer
+
+GREEK = {
+    "alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa", "lambda", "mu",
+    "nu", "xi", "omicron", "pi", "rho", "sigma", "tau", "upsilon", "phi", "chi", "psi", "omega",
+    "Gamma", "Delta", "Theta", "Lambda", "Xi", "Pi", "Sigma", "Upsilon", "Phi", "Psi", "Omega", "nabla",
+}
+
+
+def _atom_name(part: str) -> str:
+    """One identifier part: Greek or a single letter/number as is, anything longer quoted as upright text."""
+    if part in GREEK or len(part) == 1 or part.isdigit():
+        return part
+    return f'"{part}"'
+
+
+def symbol_name(name: str) -> str:
+    """`x_1` → `x_1`, `sigma_min` → `sigma_"min"`, `x0` → `x_0`, `u_k1` → `u_"k1"`."""
+    base, _, sub = name.partition("_")
+    if not sub:
+        stripped = base.rstrip("0123456789")
+        if stripped and stripped != base:
+            base, sub = stripped, base[len(stripped):]
+    out = _atom_name(base)
+    if sub:
+        sub_t = _atom_name(sub) if "_" not in sub else symbol_name(sub)
+        out += f"_{sub_t}" if (len(sub) == 1 or sub.isdigit() or sub in GREEK) else f"_({sub_t})"
+    return out
+
+
+def _factor_rank(f: sp.Basic) -> int:
+    """Paper order inside a product: coefficient functions first, bare symbols next, parenthesised sums last."""
+    if isinstance(f, (AppliedUndef, sp.Derivative, sp.Subs, sp.Function)):
+        return 0
+    if isinstance(f, sp.Pow) and not isinstance(f.base, sp.Add):
+        return 1
+    if isinstance(f, sp.Symbol):
+        return 2
+    return 3
+
+
+class TypstPrinter(Printer):
+    """Print a sympy expression as a Typst math string (without the surrounding `$`)."""
+
+    printmethod = "_typst"
+    _default_settings: dict[str, Any] = {
+        "order": None,
+        "time": None,  # the time Symbol for the paper's subscript notation
+        "time_functions": {},  # function name -> suffix printed after it, e.g. {"sigma": " (x_1)"}
+        "names": {},  # Symbol or function name -> Typst text override
+    }
+
+    # --- atoms -------------------------------------------------------------------------------------------
+    def _print_Symbol(self, expr: sp.Symbol) -> str:
+        names = self._settings["names"]
+        if expr.name in names:
+            return names[expr.name]
+        return symbol_name(expr.name)
+
+    _print_Dummy = _print_Symbol
+
+    def _print_Integer(self, expr: sp.Integer) -> str:
+        return str(int(expr))
+
+    def _print_Rational(self, expr: sp.Rational) -> str:
+        if expr.q == 1:
+            return str(expr.p)
+        sign = "-" if expr.p < 0 else ""
+        return f"{sign}frac({abs(expr.p)}, {expr.q})"
+
+    def _print_Float(self, expr: sp.Float) -> str:
+        return f"{float(expr):.6g}"
+
+    def _print_Pi(self, expr: Any) -> str:
+        return "pi"
+
+    def _print_Exp1(self, expr: Any) -> str:
+        return "e"
+
+    def _print_Infinity(self, expr: Any) -> str:
+        return "infinity"
+
+    def _print_NegativeInfinity(self, expr: Any) -> str:
+        return "-infinity"
+
+    def _print_ImaginaryUnit(self, expr: Any) -> str:
+        return "i"
+
+    def _print_Zero(self, expr: Any) -> str:
+        return "0"
+
+    def _print_One(self, expr: Any) -> str:
+        return "1"
+
+    def _print_NegativeOne(self, expr: Any) -> str:
+        return "-1"
+
+    def _print_Half(self, expr: Any) -> str:
+        return "frac(1, 2)"
+
+    # --- helpers ---------------------------------------------------------------------------------------------
+    def parens(self, expr: sp.Basic, level: int, strict: bool = False) -> str:
+        """Print `expr`, in parentheses when it binds weaker than `level`."""
+        prec = precedence(expr)
+        if prec < level or (strict and prec <= level):
+            return f"({self._print(expr)})"
+        return self._print(expr)
+
+    def _time_arg(self, arg: sp.Basic) -> str:
+        t = self._settings["time"]
+        if t is not None and arg == t:
+            return self._print(arg)
+        text = self._print(arg)
+        return text if len(text) == 1 else f"({text})"
+
+    def _fname(self, func: Any) -> str:
+        name = func.__name__
+        return self._settings["names"].get(name, symbol_name(name))
+
+    # --- arithmetic -------------------------------------------------------------------------------------------
+    def _print_Add(self, expr: sp.Add) -> str:
+        terms = list(self._as_ordered_terms(expr, order=self._settings["order"]))
+        # Lead with a positive term when there is one: `x_1 - a x`, not `-a x + x_1`.
+        if terms[0].could_extract_minus_sign():
+            first_pos = next((i for i, term in enumerate(terms) if not term.could_extract_minus_sign()), None)
+            if first_pos is not None:
+                terms.insert(0, terms.pop(first_pos))
+        out = ""
+        for i, term in enumerate(terms):
+            negative = term.could_extract_minus_sign()
+            body = self.parens(-term if negative else term, PRECEDENCE["Add"], strict=False)
+            if i == 0:
+                out = f"-{body}" if negative else body
+            else:
+                out += f" - {body}" if negative else f" + {body}"
+        return out
+
+    def _print_Mul(self, expr: sp.Mul) -> str:
+        if expr.could_extract_minus_sign():
+            inner = -expr
+            text = self._print(inner) if not isinstance(inner, sp.Add) else f"({self._print(inner)})"
+            return f"-{text}"
+        num, den = sp.fraction(expr, exact=True)
+        if den != 1:
+            return f"frac({self._print(num)}, {self._print(den)})"
+        coeff, rest = expr.as_coeff_mul()
+        factors = sorted(rest, key=_factor_rank) if self._settings["order"] != "none" else list(rest)
+        parts = [] if coeff == 1 else [self._print(coeff)]
+        for f in factors:
+            parts.append(self.parens(f, PRECEDENCE["Mul"]))
+        # Juxtaposition needs a space in Typst; two numbers side by side need an explicit dot.
+        out = parts[0]
+        for prev, nxt in zip(parts, parts[1:]):
+            sep = " dot " if (prev[-1:].isdigit() and nxt[:1].isdigit()) else " "
+            out += sep + nxt
+        return out
+
+    def _print_Pow(self, expr: sp.Pow) -> str:
+        base, exp = expr.as_base_exp()
+        if exp == sp.Rational(1, 2):
+            return f"sqrt({self._print(base)})"
+        if exp == -sp.Rational(1, 2):
+            return f"frac(1, sqrt({self._print(base)}))"
+        if exp.is_Number and exp < 0:
+            return f"frac(1, {self._print(sp.Pow(base, -exp, evaluate=False))})"
+        if base == sp.E:
+            return self._print(sp.exp(exp))
+        b = self.parens(base, PRECEDENCE["Pow"], strict=True)
+        if isinstance(base, (sp.Function, sp.Derivative, sp.Subs)) and not isinstance(base, AppliedUndef):
+            b = f"({self._print(base)})"
+        e = self._print(exp)
+        if not (len(e) == 1 or e.isdigit()):
+            e = f"({e})"
+        return f"{b}^{e}"
+
+    # --- functions -----------------------------------------------------------------------------------------
+    def _print_exp(self, expr: sp.exp) -> str:
+        e = self._print(expr.args[0])
+        return f"e^({e})"
+
+    def _print_log(self, expr: sp.log) -> str:
+        return f"ln({self._print(expr.args[0])})"
+
+    def _print_Abs(self, expr: sp.Abs) -> str:
+        return f"abs({self._print(expr.args[0])})"
+
+    def _print_sqrt(self, expr: Any) -> str:  # pragma: no cover - sympy makes sqrt a Pow
+        return f"sqrt({self._print(expr.args[0])})"
+
+    def _print_Function(self, expr: Any) -> str:
+        # Known sympy functions (sin, cos, ...) that Typst has as operators.
+        name = expr.func.__name__
+        if name in {"sin", "cos", "tan", "sinh", "cosh", "tanh", "ln", "log", "exp"}:
+            return f"{name}({', '.join(self._print(a) for a in expr.args)})"
+        raise TypeError(f"no Typst rule for function {name}")
+
+    def _print_AppliedUndef(self, expr: Any) -> str:
+        name = expr.func.__name__
+        tf = self._settings["time_functions"]
+        if name in tf and len(expr.args) == 1:
+            arg = expr.args[0]
+            suffix = tf[name] if arg == self._settings["time"] else ""
+            return f"{self._fname(expr.func)}_{self._time_arg(arg)}{suffix}"
+        args = ", ".join(self._print(a) for a in expr.args)
+        return f"{self._fname(expr.func)} ({args})"
+
+    def _print_Derivative(self, expr: sp.Derivative) -> str:
+        f = expr.expr
+        tf = self._settings["time_functions"]
+        variables = expr.variable_count
+        if (isinstance(f, AppliedUndef) and f.func.__name__ in tf and len(f.args) == 1
+                and len(variables) == 1 and variables[0][0] == f.args[0]):
+            order = int(variables[0][1])
+            arg = f.args[0]
+            suffix = tf[f.func.__name__] if arg == self._settings["time"] else ""
+            return f"{self._fname(f.func)}{chr(39) * order}_{self._time_arg(arg)}{suffix}"
+        total = sum(int(n) for _, n in variables)
+        if total == 1:
+            return f"partial_{self._time_arg(variables[0][0])} {self.parens(f, PRECEDENCE['Mul'])}"
+        top = "partial" if total == 1 else f"partial^{total}"
+        bottom = " ".join(f"partial {self._print(v)}" + (f"^{int(n)}" if n != 1 else "") for v, n in variables)
+        return f"frac({top}, {bottom}) {self.parens(f, PRECEDENCE['Mul'])}"
+
+    def _print_Subs(self, expr: sp.Subs) -> str:
+        inner, old, new = expr.args
+        tf = self._settings["time_functions"]
+        if (isinstance(inner, sp.Derivative) and isinstance(inner.expr, AppliedUndef)
+                and inner.expr.func.__name__ in tf and len(old) == 1 and len(inner.variable_count) == 1
+                and inner.variable_count[0][0] == old[0] and inner.expr.args == (old[0],)):
+            order = int(inner.variable_count[0][1])
+            arg = new[0]
+            suffix = tf[inner.expr.func.__name__] if arg == self._settings["time"] else ""
+            return f"{self._fname(inner.expr.func)}{chr(39) * order}_{self._time_arg(arg)}{suffix}"
+        at = ", ".join(f"{self._print(o)} = {self._print(n)}" for o, n in zip(old, new))
+        return f"lr({self._print(inner)} |)_({at})"
+
+    # --- relations, sums, integrals -------------------------------------------------------------------------
+    def _print_Equality(self, expr: sp.Eq) -> str:
+        return f"{self._print(expr.lhs)} = {self._print(expr.rhs)}"
+
+    def _print_Unequality(self, expr: Any) -> str:
+        return f"{self._print(expr.lhs)} != {self._print(expr.rhs)}"
+
+    def _print_StrictGreaterThan(self, expr: Any) -> str:
+        return f"{self._print(expr.lhs)} > {self._print(expr.rhs)}"
+
+    def _print_StrictLessThan(self, expr: Any) -> str:
+        return f"{self._print(expr.lhs)} < {self._print(expr.rhs)}"
+
+    def _print_GreaterThan(self, expr: Any) -> str:
+        return f"{self._print(expr.lhs)} >= {self._print(expr.rhs)}"
+
+    def _print_LessThan(self, expr: Any) -> str:
+        return f"{self._print(expr.lhs)} <= {self._print(expr.rhs)}"
+
+    def _limits(self, limits: Any, op: str) -> str:
+        (var, lo, hi) = limits
+        return f"{op}_({self._print(var)} = {self._print(lo)})^({self._print(hi)})" if op == "sum" else \
+            f"{op}_({self._print(lo)})^({self._print(hi)})"
+
+    def _print_Sum(self, expr: sp.Sum) -> str:
+        out = self.parens(expr.function, PRECEDENCE["Mul"])
+        for lim in reversed(expr.limits):
+            out = f"{self._limits(lim, 'sum')} {out}"
+        return out
+
+    def _print_Integral(self, expr: sp.Integral) -> str:
+        body = self.parens(expr.function, PRECEDENCE["Mul"])
+        out = body
+        for lim in reversed(expr.limits):
+            var = lim[0]
+            if len(lim) == 3:
+                out = f"{self._limits(lim, 'integral')} {out} dif {self._print(var)}"
+            else:
+                out = f"integral {out} dif {self._print(var)}"
+        return out
+
+    def _print_Indexed(self, expr: Any) -> str:
+        base = self._print(expr.base.label)
+        idx = ", ".join(self._print(i) for i in expr.indices)
+        return f"{base}_{idx}" if len(idx) == 1 else f"{base}_({idx})"
+
+    def _print_IndexedBase(self, expr: Any) -> str:
+        return self._print(expr.label)
+
+    def _print_ImmutableDenseMatrix(self, expr: sp.Matrix) -> str:
+        if expr.shape[1] == 1:
+            return f"vec({', '.join(self._print(e) for e in expr)})"
+        rows = "; ".join(", ".join(self._print(e) for e in expr.row(i)) for i in range(expr.shape[0]))
+        return f"mat({rows})"
+
+    _print_MutableDenseMatrix = _print_ImmutableDenseMatrix
+
+    def emptyPrinter(self, expr: Any) -> str:  # noqa: N802 - sympy's hook name
+        if isinstance(expr, str):
+            return expr
+        raise TypeError(f"no Typst rule for {type(expr).__name__}: {expr!r}")
+
+
+def typst(expr: Any, **settings: Any) -> str:
+    """`expr` (a sympy expression, or a Python number) as Typst math, without `$`."""
+    return TypstPrinter(settings).doprint(sp.sympify(expr))
+
+
+def equation(lhs: Any, rhs: Any, **settings: Any) -> str:
+    """`lhs = rhs` in Typst math; either side may already be a Typst string."""
+    left = lhs if isinstance(lhs, str) else typst(lhs, **settings)
+    right = rhs if isinstance(rhs, str) else typst(rhs, **settings)
+    return f"{left} = {right}"
+
+
+def compile_check(snippets: list[str]) -> None:
+    """Compile a small Typst document holding every snippet as display math; raises `typst.TypstError`."""
+    import typst as typst_pkg  # imported lazily: only the checks need the compiler
+
+    body = "\n\n".join(f"$ {s} $" for s in snippets)
+    typst_pkg.compile(("#set page(width: 30cm, height: auto)\n" + body).encode("utf-8"))

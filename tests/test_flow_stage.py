@@ -1,0 +1,114 @@
+"""The flow stage end to end on a tiny configuration: both files, their schema, and failure handling."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tamrin.config import load_config
+from tamrin.errors import ConfigError, TamrinError
+from tamrin.flow import derivations, experiment, stage
+from tamrin.flow.records import Derivation
+from tamrin.runner import Paths, run_stage
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models run fastest (and do not fight other processes) on one thread; restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+TINY = ["flow.steps=25", "flow.batch_size=16", "flow.n_eval=40", "flow.euler_steps=1,2",
+        "flow.numeric_samples=1000", "flow.n_plot=12", "flow.n_traj=3", "flow.traj_points=4",
+        "flow.methods=icfm,otcfm"]
+
+
+def test_stage_writes_both_files_with_the_documented_schema(tmp_path):
+    cfg = load_config("demo", overrides=TINY)
+    paths = Paths(tmp_path)
+    out = run_stage("flow", cfg, paths)
+    assert out.status == "ran"
+    folder = paths.stage_dir("flow")
+    recs = json.loads((folder / "derivations.json").read_text())
+    assert [r["name"] for r in recs] == ["thm2_gradients_agree", "thm2_monte_carlo", "thm3_conditional_field",
+                                         "thm3_continuity", "thm3_ot_path", "thm3_ve_path", "thm3_vp_path",
+                                         "thm3_ode_samples"]
+    for r in recs:
+        assert {"name", "statement_typst", "steps_typst", "residual", "passed", "method"} <= r.keys()
+        assert r["passed"] and r["residual"] <= r["tolerance"]
+        assert r["part"] in ("2.1", "2.2")
+
+    exp = json.loads((folder / "experiment.json").read_text())
+    assert exp["profile"] == "demo"
+    assert len(exp["runs"]) == 2 * 2 * 3  # pairs × methods × seeds
+    metrics = exp["runs"][0]["metrics"]
+    for key in ("w2_euler_1", "w2sq_euler_2", "w2_dopri5", "nfe_dopri5", "path_energy", "npe", "straightness",
+                "ms_per_step", "ms_ot_per_step", "ms_per_step_without_ot", "final_loss", "pair_cost"):
+        assert key in metrics, key
+    assert metrics["w2sq_euler_1"] == pytest.approx(metrics["w2_euler_1"] ** 2)
+    ot_runs = [r for r in exp["runs"] if r["method"] == "otcfm"]
+    assert all(r["metrics"]["ms_ot_per_step"] > 0 for r in ot_runs)
+    assert all(r["metrics"]["ms_ot_per_step"] == 0 for r in exp["runs"] if r["method"] == "icfm")
+    s = exp["summary"]["8gaussians-moons"]["otcfm"]["w2_euler_1"]
+    vals = [r["metrics"]["w2_euler_1"] for r in ot_runs if r["pair"] == "8gaussians-moons"]
+    assert s["mean"] == pytest.approx(np.mean(vals)) and s["std"] == pytest.approx(np.std(vals)) and s["n"] == 3
+    curve = exp["w2_vs_steps"]["gaussian-moons"]["icfm"]
+    assert curve["steps"] == [1, 2] and len(curve["w2_mean"]) == 2
+    fig = exp["figures"]
+    assert np.array(fig["samples"]["gaussian-moons"]["source"]).shape == (12, 2)
+    assert np.array(fig["samples"]["gaussian-moons"]["generated"]["otcfm"]["euler_1"]).shape == (12, 2)
+    assert np.array(fig["trajectories"]["8gaussians-moons"]["icfm"]["xy"]).shape == (3, 4, 2)
+    assert exp["anchor"]["euler_1_ratio_icfm_over_otcfm"]["reported"] == pytest.approx(6.232 / 0.072)
+    assert {"w2_floor", "w2sq_source_target"} <= exp["reference"][0].keys()
+
+
+def test_same_data_for_both_methods_and_ot_lowers_the_pair_cost():
+    cfg = load_config("demo", overrides=TINY).sections["flow"]
+    sets = experiment.eval_sets("8gaussians-moons", 0, 40)
+    again = experiment.eval_sets("8gaussians-moons", 0, 40)
+    assert np.array_equal(sets["x0"], again["x0"]) and np.array_equal(sets["x1"], again["x1"])
+    ref = experiment.reference(sets)
+    runs = {m: experiment.run_one("8gaussians-moons", m, 0, cfg, sets, ref, with_figures=False)
+            for m in ("icfm", "otcfm")}
+    assert runs["otcfm"]["metrics"]["pair_cost"] < 0.5 * runs["icfm"]["metrics"]["pair_cost"]
+
+
+def _failed_record() -> Derivation:
+    return Derivation(name="thm_broken", title="a wrong claim", part="2.2", statement_typst="a = b",
+                      steps_typst=["a = b"], step_notes=["no"], residual=1.0, tolerance=0.0, passed=False,
+                      method="sympy")
+
+
+def test_a_failed_derivation_fails_the_stage_naming_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(derivations, "build", lambda n, log=None: [_failed_record()])
+    cfg = load_config("demo", overrides=TINY)
+    paths = Paths(tmp_path)
+    with pytest.raises(TamrinError, match="thm_broken"):
+        run_stage("flow", cfg, paths)
+    assert not (paths.stage_dir("flow") / "manifest.json").exists()
+
+
+def test_typst_that_does_not_compile_fails_naming_the_record():
+    rec = _failed_record()
+    rec.passed, rec.residual, rec.steps_typst = True, 0.0, ["frac(a, b"]
+    with pytest.raises(TamrinError, match="thm_broken"):
+        stage.check_derivations([rec])
+
+
+def test_config_validation():
+    with pytest.raises(ConfigError, match="at least 3 seeds"):
+        load_config("demo", overrides=["flow.seeds=0,1"])
+    with pytest.raises(ConfigError, match="methods"):
+        load_config("demo", overrides=["flow.methods=icfm,sinkhorn"])
+    with pytest.raises(ConfigError, match="must include 1"):
+        load_config("demo", overrides=["flow.euler_steps=2,4"])
+
+
+def test_compact_json_round_trips():
+    obj = {"a": [[1.5, -2.0], [3e-05, 4]], "b": {"c": [1, 2, 3]}, "d": "text [1, 2]"}
+    assert json.loads(stage.dumps_compact(obj)) == obj
+    assert "[1.5,-2.0]" in stage.dumps_compact(obj)
