@@ -44,7 +44,13 @@ memory.json schema (all byte values are plain bytes, integers; GiB = 2**30 B):
   measured                   null, or {device, gpu_mem, torch, transformers, bitsandbytes, seq_len, batch, steps,
                               loss, source, modes: {mode: {ok, peak_allocated, peak_reserved, weights_allocated,
                               trainable_params, seconds_per_step, error, note}}}
-                              (modes: qlora_nf4, lora_bf16, full_ft_bf16; an OOM is recorded as ok=false)
+                              (modes: qlora_nf4, lora_bf16, full_ft_bf16; an OOM is recorded as ok=false;
+                              seconds_per_step includes the first, warm-up step — bench/ measures throughput)
+  measured_vs_computed       null, or {note, activation_estimate_shape_matches, modes: {mode: {ok,
+                              weights_expected, weights_measured, weights_rel_error, state_expected,
+                              peak_measured, beyond_state, activation_estimate}}} — expected bytes as the code
+                              stores them (fp32 non-quantized tensors under QLoRA, fp32 adapters, AdamW states
+                              in the parameter dtype; see IMPLEMENTATION_NOTE)
 """
 from __future__ import annotations
 
@@ -435,6 +441,49 @@ def analyse(rank: int, alpha: float, targets: list[str], scope: str, seq_len: in
     }
 
 
+IMPLEMENTATION_NOTE = (
+    "Expected bytes as Tamrin's training code actually stores them (differs from the textbook budgets above): "
+    "peft's prepare_model_for_kbit_training keeps every non-quantized tensor (embeddings, norms, biases, patch/"
+    "position embeddings) in fp32 for QLoRA; peft keeps LoRA adapters in fp32 (so their gradients and AdamW "
+    "states are fp32); torch.optim.AdamW keeps its two states in the parameter's dtype (bf16 for full fine-tuning "
+    "of a bf16 model). 'beyond_state' = measured peak − expected weights/gradients/optimizer states: activations, "
+    "dequantized-weight and optimizer temporaries, allocator slack.")
+
+
+def expected_as_implemented(result: dict[str, Any], trainable: int) -> dict[str, dict[str, float]]:
+    """Weights and full training state (weights + gradients + AdamW states) per measured mode, in bytes."""
+    P = result["params"]["total"]
+    Q = result["quantization"]["quantized_params"]
+    U = P - Q
+    PL = trainable
+    qlora_w = nf4_bytes(Q, result["quantization"]["double_quant"]) + FP32 * U + FP32 * PL
+    return {"qlora_nf4": {"weights": qlora_w, "state": qlora_w + FP32 * PL + 2 * FP32 * PL},
+            "lora_bf16": {"weights": BF16 * P + FP32 * PL, "state": BF16 * P + FP32 * PL + FP32 * PL + 2 * FP32 * PL},
+            "full_ft_bf16": {"weights": BF16 * P, "state": BF16 * P + BF16 * P + 2 * BF16 * P}}
+
+
+def reconcile(result: dict[str, Any]) -> dict[str, Any] | None:
+    """Computed vs measured, mode by mode (None when nothing was measured)."""
+    measured = result.get("measured")
+    if not measured:
+        return None
+    act = result["activations_estimate"]
+    same_shape = (measured.get("seq_len"), measured.get("batch")) == (act["seq_len"], act["batch"])
+    modes = {}
+    for mode, m in measured.get("modes", {}).items():
+        if not m.get("ok") or "weights_allocated" not in m:
+            modes[mode] = {"ok": False, "error": m.get("error")}
+            continue
+        exp = expected_as_implemented(result, m["trainable_params"] if mode != "full_ft_bf16" else 0)[mode]
+        modes[mode] = {
+            "ok": True, "weights_expected": round(exp["weights"]), "weights_measured": m["weights_allocated"],
+            "weights_rel_error": m["weights_allocated"] / exp["weights"] - 1,
+            "state_expected": round(exp["state"]), "peak_measured": m["peak_allocated"],
+            "beyond_state": m["peak_allocated"] - round(exp["state"]),
+            "activation_estimate": act["with_grad_ckpt"]["total_suffix_loss"] if same_shape else None}
+    return {"note": IMPLEMENTATION_NOTE, "activation_estimate_shape_matches": same_shape, "modes": modes}
+
+
 def run(ctx) -> None:
     """The `memory` stage: analysis on the meta device; a GPU measurement when `memory.measure` is on."""
     from ..atomic import read_json, write_json
@@ -442,6 +491,14 @@ def run(ctx) -> None:
 
     mem = ctx.section("memory")
     lora = ctx.section("lora")
+    measured_file = None
+    if not mem.measure and mem.measured_from:  # checked first: a bad path fails before minutes of work
+        from .. import ROOT
+
+        measured_file = Path(mem.measured_from) if Path(mem.measured_from).is_absolute() else ROOT / mem.measured_from
+        if not measured_file.exists():
+            raise TamrinError(f"memory.measured_from points to {measured_file}, which does not exist; run the GPU "
+                              "measurement (bench/gpu_run.sh) or unset memory.measured_from")
     ctx.log.info("counting parameters of %s on the meta device (shipped config, no download)", MODEL_ID)
     result = analyse(lora.rank, lora.alpha, list(lora.targets), lora.scope, mem.seq_len, mem.batch_size,
                      mem.suffix_len)
@@ -451,17 +508,11 @@ def run(ctx) -> None:
                  lora.rank, lora.scope, f"{result['lora']['trainable']:,}")
     if mem.measure:
         result["measured"] = measure(mem, lora, ctx.work_dir, ctx.log)
-    elif mem.measured_from:
-        path = Path(mem.measured_from)
-        if not path.is_absolute():
-            from .. import ROOT
-            path = ROOT / path
-        if not path.exists():
-            raise TamrinError(f"memory.measured_from points to {path}, which does not exist; run the GPU "
-                              "measurement (bench/gpu_run.sh) or unset memory.measured_from")
-        measured = read_json(path)
+    elif measured_file is not None:
+        measured = read_json(measured_file)
         measured["source"] = str(mem.measured_from)
         result["measured"] = measured
+    result["measured_vs_computed"] = reconcile(result)
     write_json(ctx.out_dir / "memory.json", result)
     ctx.extra["lora_trainable"] = result["lora"]["trainable"]
 
