@@ -1,0 +1,324 @@
+"""The `report` stage: results/* → figures/*, report/report.typ, report/report.pdf.
+
+Order of work: read the results (context.py) → draw the figures (figures.py) → lint the template sources
+(lint.py) → render report.typ.j2 with Jinja (templating.py) → check references → compile with Typst
+(typst_compile.py) → lint the compiled document (captions, references, warnings, fonts). Any lint finding
+fails the build with the whole list, and no PDF is left behind (a stale one is removed so the zip cannot
+pack it). Never imports torch, transformers or datasets.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from .. import ROOT
+from ..atomic import write_text
+from ..errors import TamrinError
+from . import figures as figs
+from .context import QTYPES, config_dict, demo_stages, load_results, manifests_of
+from .lint import (Finding, LintError, bib_keys, covered_codepoints, figure_findings, font_findings,
+                   glyph_findings, lint_templates, undefined_references)
+from .persian import jalali_date
+from .templating import make_environment
+from .typst_compile import ALLOWED_PDF_FONTS, TypstCompileError, compile_pdf, missing_font_files, query
+
+TEMPLATES = ROOT / "templates"
+
+QTYPE_FA = {"exist": "وجود", "count": "شمارش", "compare_integer": "مقایسهٔ تعداد", "query_color": "پرسش از رنگ",
+            "query_shape": "پرسش از شکل", "query_material": "پرسش از جنس", "query_size": "پرسش از اندازه",
+            "compare_attribute": "مقایسهٔ ویژگی"}
+STAGE_FA = {"data": "داده", "finetune": "آموزش", "eval": "ارزیابی", "memory": "حافظه", "flow": "تطبیق جریان"}
+
+
+@dataclass(frozen=True)
+class Section:
+    """One prose file of templates/sections/, with what the report shows when it is missing."""
+
+    name: str
+    heading1: str | None  # the level-1 heading the file itself starts with (shown only when it is missing)
+    heading2: str
+    partials: tuple[str, ...]  # results partials the file includes (shown anyway when it is missing)
+
+    @property
+    def template(self) -> str:
+        return f"sections/{self.name}.typ.j2"
+
+
+SECTIONS = (
+    Section("q1_1_vlm", "سوال اول: مدل‌های زبانی–بصری (Vision-Language Models)", "زیربخش اول – VLM", ()),
+    Section("q1_2_siglip", None, "زیربخش دوم – رمزگذار تصویر SigLIP", ()),
+    Section("q1_3_pretraining", None, "زیربخش سوم – پیش‌آموزش (Pre-training)", ()),
+    Section("q1_4_transfer", None, "زیربخش چهارم – یادگیری انتقالی (Transfer learning)", ("results/memory.typ.j2",)),
+    Section("q1_5_implementation", None, "زیربخش پنجم – پیاده‌سازی",
+            ("results/dataset.typ.j2", "results/training.typ.j2", "results/rouge.typ.j2", "results/samples.typ.j2")),
+    Section("q2_flow", "سوال دوم: تطبیق جریان (Flow Matching)", "زیربخش‌های اول تا سوم",
+            ("results/derivations.typ.j2", "results/flow.typ.j2")),
+)
+
+
+@dataclass
+class ReportPaths:
+    results: Path
+    figures: Path
+    report: Path
+    root: Path  # Typst's root: figures are referenced as /figures/… from report/report.typ
+    templates: Path = TEMPLATES
+
+
+@dataclass
+class BuildResult:
+    pdf: Path
+    typ: Path
+    seconds: float
+    pages: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _typst_path(path: Path, root: Path) -> str:
+    return "/" + path.relative_to(root).as_posix()
+
+
+def _latest_finish(manifests: dict[str, dict]) -> datetime:
+    stamps = []
+    for m in manifests.values():
+        try:
+            stamps.append(datetime.fromisoformat(str(m.get("finished"))))
+        except ValueError:
+            continue
+    latest = max(stamps) if stamps else datetime.now(timezone.utc)
+    return latest if latest.tzinfo else latest.replace(tzinfo=timezone.utc)
+
+
+def _toml_value(v: Any) -> str:
+    if v is None:
+        return '""  # none'
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def config_toml(config: dict[str, dict]) -> str:
+    """A manifest's `config` ({section: {key: value}}) written as TOML, as the user would set it."""
+    lines = []
+    for section, values in config.items():
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in (values or {}).items()]
+        lines.append("")
+    return "\n".join(lines).strip() or "# (no configuration)"
+
+
+def provenance_rows(manifests: dict[str, dict]) -> list[dict]:
+    rows = []
+    for stage, m in manifests.items():
+        hw = m.get("hardware") or {}
+        hardware = hw.get("cpu") or "?"
+        if hw.get("gpu"):
+            hardware = f"{hw['gpu']} ({hw.get('gpu_mem') or '?'}); {hardware}"
+        rows.append({"stage": stage, "profile": str(m.get("profile", "?")), "seconds": float(m.get("seconds", 0.0)),
+                     "finished": str(m.get("finished", "?")), "code_version": str(m.get("code_version", "?"))[:19],
+                     "cache_key": str(m.get("cache_key", "?"))[:16], "hardware": hardware,
+                     "config_toml": config_toml(m.get("config") or {})})
+    return rows
+
+
+def package_rows(manifests: dict[str, dict]) -> list[tuple[str, str]]:
+    """(package, version) over all stages; a package whose version differs between stages lists each."""
+    versions: dict[str, dict[str, list[str]]] = {}
+    for stage, m in manifests.items():
+        for name, version in (m.get("packages") or {}).items():
+            if version:
+                versions.setdefault(name, {}).setdefault(str(version), []).append(stage)
+    rows = []
+    for name in sorted(versions):
+        by_version = versions[name]
+        if len(by_version) == 1:
+            rows.append((name, next(iter(by_version))))
+        else:
+            rows.append((name, "; ".join(f"{v} ({', '.join(s)})" for v, s in sorted(by_version.items()))))
+    return rows
+
+
+def figure_specs(r: dict[str, Any], window: int) -> dict[str, figs.FigureSpec]:
+    """Every matplotlib figure of the report: template name → spec (file under figures/, data)."""
+    base_q = r["eval"]["base"]["metrics"].get("per_qtype", {})
+    tuned_q = r["eval"]["finetuned"]["metrics"].get("per_qtype", {})
+    qtypes = list(dict.fromkeys([t for t in QTYPES if t in base_q or t in tuned_q]
+                                + sorted(set(base_q) | set(tuned_q))))
+    exp = r["flow"]["experiment"]
+    return {
+        "loss": figs.FigureSpec("loss.svg", figs.loss_figure, (r["finetune"]["loss"], window)),
+        "per_qtype": figs.FigureSpec("per_qtype.svg", figs.per_qtype_figure, (qtypes, base_q, tuned_q)),
+        "flow_samples": figs.FigureSpec("flow_samples.png", figs.flow_samples_figure, (exp,)),
+        "flow_traj": figs.FigureSpec("flow_trajectories.png", figs.flow_trajectories_figure, (exp,)),
+        "flow_w2": figs.FigureSpec("flow_w2.svg", figs.flow_w2_figure, (exp,)),
+    }
+
+
+def make_figures(r: dict[str, Any], rp: ReportPaths, cfg: Any) -> tuple[dict[str, str], list[dict], int]:
+    """Draw the figures into figures/ (cached by their data) and copy the images the report shows;
+    returns (figure name → Typst path, dataset examples, loss smoothing window)."""
+    out = rp.figures
+    if not r["finetune"]["loss"]:
+        raise TamrinError("results/finetune/loss.jsonl has no steps: rerun `python build.py finetune --force finetune`")
+    window = figs.smoothing_window(len(r["finetune"]["loss"]), cfg.smooth_window)
+    specs = figure_specs(r, window)
+    figs.draw_all(list(specs.values()), out)
+    fig = {name: _typst_path(out / spec.file, rp.root) for name, spec in specs.items()}
+
+    data_dir = rp.results / "data"
+    examples, seen = [], set()
+    for row in r["data"]["test"] + r["data"]["train"]:
+        if row["image_id"] not in seen and len(examples) < cfg.n_example_images:
+            seen.add(row["image_id"])
+            examples.append(row)
+    _require_images(data_dir, [e["image"] for e in examples] + [s["image"] for s in r["eval"]["samples"]])
+    names = figs.copy_images(data_dir, [e["image"] for e in examples], out / "images")
+    data_examples = [{"path": _typst_path(out / "images" / n, rp.root), "question": e["question"],
+                      "answer": e["answer"], "qtype": e["qtype"]} for n, e in zip(names, examples)]
+    names = figs.copy_images(data_dir, [s["image"] for s in r["eval"]["samples"]], out / "images")
+    for s, n in zip(r["eval"]["samples"], names):
+        s["figure"] = _typst_path(out / "images" / n, rp.root)
+    return fig, data_examples, window
+
+
+def _require_images(data_dir: Path, rels: list[str]) -> None:
+    missing = [rel for rel in rels if not (data_dir / rel).is_file()]
+    if missing:
+        raise TamrinError(f"missing image results/data/{missing[0]} (and {len(missing) - 1} more): rerun "
+                          "`python build.py data --force data`")
+
+
+def build_context(r: dict[str, Any], rp: ReportPaths, report_cfg: Any, student: Any,
+                  typst_version: str) -> dict[str, Any]:
+    manifests = manifests_of(r)
+    demo = demo_stages(manifests)
+    fig, data_examples, window = make_figures(r, rp, report_cfg)
+    st = config_dict(student)
+    name = " ".join(x for x in (st.get("first_name_fa", ""), st.get("last_name_fa", "")) if x).strip()
+    name_en = " ".join(x for x in (st.get("first_name_en", ""), st.get("last_name_en", "")) if x).strip()
+    sections = [{"name": s.name, "template": s.template, "exists": (rp.templates / s.template).is_file(),
+                 "heading1": s.heading1, "heading2": s.heading2, "partials": list(s.partials)} for s in SECTIONS]
+    return {
+        "r": r, "demo": bool(demo), "demo_stage": {s: s in demo for s in manifests},
+        "demo_stages_fa": "، ".join(STAGE_FA.get(s, s) for s in demo),
+        "student": st, "cfg": config_dict(report_cfg), "manifests": manifests,
+        "cover": {"student_name": name, "student_name_en": name_en or "student",
+                  "date_fa": report_cfg.date_fa or jalali_date(_latest_finish(manifests))},
+        "fig": fig, "data_examples": data_examples, "flow_floor": figs.sampling_floor(r["flow"]["experiment"]), "loss_window": window, "qtype_fa": QTYPE_FA,
+        "sections": sections, "provenance": provenance_rows(manifests), "packages": package_rows(manifests),
+        "report_build": {"typst": typst_version},
+    }
+
+
+def template_names(rp: ReportPaths) -> list[str]:
+    names = ["report.typ.j2"] + sorted(f"results/{p.name}" for p in (rp.templates / "results").glob("*.typ.j2"))
+    names += [s.template for s in SECTIONS if (rp.templates / s.template).is_file()]
+    return names
+
+
+def render(context: dict[str, Any], templates_dir: Path) -> str:
+    env = make_environment(templates_dir)
+    # As globals, the context is visible in imported macros too (`⟦% from … import m %⟧` has no context).
+    env.globals.update(context)
+    try:
+        return env.get_template("report.typ.j2").render()
+    except jinja2.TemplateSyntaxError as e:
+        raise TamrinError(f"template syntax error in templates/{e.name or e.filename}:{e.lineno}: {e.message}") from None
+    except jinja2.TemplateError as e:
+        raise TamrinError(f"template error: {e} ({_template_location(e)})") from None
+
+
+def _template_location(exc: BaseException) -> str:
+    """The innermost template file and line of a Jinja error, from its traceback."""
+    tb, where = exc.__traceback__, "location unknown"
+    while tb is not None:
+        name = tb.tb_frame.f_globals.get("__jinja_template__")
+        if name is not None:
+            lineno = name.get_corresponding_lineno(tb.tb_lineno)
+            where = f"templates/{name.name}:{lineno}"
+        tb = tb.tb_next
+    return where
+
+
+def _check_derivations(r: dict[str, Any]) -> None:
+    failed = [d["name"] for d in r["flow"]["derivations"] if not d.get("passed")]
+    if failed:
+        raise TamrinError(f"derivation check failed in results/flow/derivations.json: {', '.join(failed)}; the report "
+                          "does not print an unchecked proof — fix the flow stage and rerun `python build.py flow`")
+
+
+def build_report(rp: ReportPaths, report_cfg: Any, student: Any, log: Any = None) -> BuildResult:
+    import typst
+
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    pdf_path, typ_path = rp.report / "report.pdf", rp.report / "report.typ"
+    findings: list[Finding] = []
+    fonts_dir = rp.templates / "fonts"
+    findings += [Finding("font", f"templates/fonts/{name}", "required font file is missing (vendored Vazirmatn, "
+                         "see templates/README.md)") for name in missing_font_files(fonts_dir)]
+    bib = rp.templates / "refs.bib"
+    if not bib.is_file():
+        raise TamrinError("missing templates/refs.bib: the bibliography of the report (see templates/README.md)")
+
+    r = load_results(rp.results)
+    _check_derivations(r)
+    timings["read"] = time.perf_counter() - t0
+    context = build_context(r, rp, report_cfg, student, typst.__version__)
+    timings["figures"] = time.perf_counter() - t0 - sum(timings.values())
+
+    findings += lint_templates(rp.templates, template_names(rp))
+    source = render(context, rp.templates)
+    rp.report.mkdir(parents=True, exist_ok=True)
+    write_text(typ_path, source)
+    for name in ("style.typ", "refs.bib"):
+        shutil.copyfile(rp.templates / name, rp.report / name)
+    findings += undefined_references(source, bib_keys(bib.read_text(encoding="utf-8")))
+    findings += glyph_findings(source, covered_codepoints(fonts_dir))
+    timings["render"] = time.perf_counter() - t0 - sum(timings.values())
+
+    compiled = None
+    if not any(f.kind == "undefined-reference" for f in findings):  # Typst stops at the first one anyway
+        try:
+            compiled = compile_pdf(typ_path, rp.root, fonts_dir, timestamp=_latest_finish(manifests_of(r)))
+        except TypstCompileError as e:
+            findings.append(Finding("typst-error", "report/report.typ", e.diagnostic.line()))
+    if compiled is not None:
+        findings += [Finding("typst-warning", "report/report.typ", w.line()) for w in compiled.warnings]
+        findings += figure_findings(query(compiled, "figure"), query(compiled, "ref"))
+        findings += font_findings(compiled.pdf, ALLOWED_PDF_FONTS)
+    timings["compile"] = time.perf_counter() - t0 - sum(timings.values())
+
+    if findings:
+        pdf_path.unlink(missing_ok=True)  # never leave a PDF that failed its checks for the zip to pack
+        raise LintError(findings)
+    assert compiled is not None
+    pdf_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = pdf_path.with_suffix(".pdf.tmp")
+    tmp.write_bytes(compiled.pdf)
+    tmp.replace(pdf_path)
+    pages = len(re.findall(rb"/Type\s*/Page(?![a-zA-Z])", compiled.pdf))
+    seconds = time.perf_counter() - t0
+    if log is not None:
+        log.info(f"report: {pdf_path} ({seconds:.1f} s: " + ", ".join(f"{k} {v:.2f}" for k, v in timings.items()) + ")")
+    return BuildResult(pdf_path, typ_path, seconds, pages, timings)
+
+
+def run(ctx: Any) -> None:
+    """Stage entry point (a product stage: not cached, writes straight to figures/ and report/)."""
+    paths = ctx.paths
+    rp = ReportPaths(results=paths.results, figures=paths.figures, report=paths.report, root=paths.root)
+    build_report(rp, ctx.section("report"), ctx.section("student"), ctx.log)

@@ -1,0 +1,173 @@
+"""The template context, built from results files only (never from another stage's Python code).
+
+`load_results(results_dir)` reads results/* into plain dicts and lists; `build_context` adds the student
+and report configuration, the demo flag, manifests and the figure paths. What each key holds is listed in
+templates/README.md (the contract with the prose templates).
+"""
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import MissingResultError
+
+QTYPES = ("exist", "count", "compare_integer", "query_color", "query_shape", "query_material", "query_size",
+          "compare_attribute")
+RESULT_STAGES = ("data", "finetune", "eval", "memory", "flow")
+
+
+class Results:
+    """Reads files under results/, turning a missing or unreadable one into one clear line."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def path(self, rel: str) -> Path:
+        path = self.root / rel
+        if not path.exists():
+            stage = rel.split("/", 1)[0]
+            raise MissingResultError(f"missing results/{rel}: run `python build.py {stage}` "
+                                     f"(or `python build.py all`) to make it")
+        return path
+
+    def json(self, rel: str) -> Any:
+        path = self.path(rel)
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise MissingResultError(f"results/{rel} is not valid JSON ({e}); rerun `python build.py "
+                                     f"{rel.split('/', 1)[0]} --force {rel.split('/', 1)[0]}`") from None
+
+    def jsonl(self, rel: str) -> list[dict]:
+        path = self.path(rel)
+        rows = []
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError as e:
+                        raise MissingResultError(f"results/{rel} line {n} is not valid JSON ({e}); rerun the "
+                                                 f"`{rel.split('/', 1)[0]}` stage with --force") from None
+        return rows
+
+
+def split_counts(rows: list[dict]) -> dict[str, int]:
+    """Questions per question type (every CLEVR type present, 0 when absent), plus `total`."""
+    c = Counter(r["qtype"] for r in rows)
+    out = {t: c.get(t, 0) for t in QTYPES}
+    out.update({t: n for t, n in c.items() if t not in out})  # a type outside the standard list still shows
+    out["total"] = len(rows)
+    return out
+
+
+def _by_id(rows: list[dict]) -> dict[str, dict]:
+    return {r["id"]: r for r in rows}
+
+
+def load_data(res: Results) -> dict[str, Any]:
+    train, test = res.jsonl("data/train.jsonl"), res.jsonl("data/test.jsonl")
+    return {
+        "stats": res.json("data/stats.json"),
+        "manifest": res.json("data/manifest.json"),
+        "train": train,
+        "test": test,
+        "counts": {"train": split_counts(train), "test": split_counts(test)},
+        "images": {"train": len({r["image_id"] for r in train}), "test": len({r["image_id"] for r in test})},
+        "qtypes": [t for t in split_counts(train + test) if t != "total"],
+    }
+
+
+def load_finetune(res: Results) -> dict[str, Any]:
+    return {"summary": res.json("finetune/summary.json"), "loss": res.jsonl("finetune/loss.jsonl"),
+            "manifest": res.json("finetune/manifest.json")}
+
+
+_NUMBER_WORDS = {w: str(i) for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen twenty".split())}
+
+
+def normalise_answer(text: str) -> str:
+    """The eval stage's answer normalisation (lower case, punctuation → space, number words → digits), so a
+    sample is marked right exactly when it counts as an exact match in metrics.json."""
+    words = re.sub(r"[^\w\s]|_", " ", str(text).lower()).split()
+    return " ".join(_NUMBER_WORDS.get(w, w) for w in words)
+
+
+def _sample_ids(samples: Any) -> list[str]:
+    """eval/samples.json: {seed, ids, samples: [...]} (or a bare list of ids)."""
+    ids = samples.get("ids") if isinstance(samples, dict) else samples
+    if not isinstance(ids, list) or not ids:
+        raise MissingResultError("results/eval/samples.json has no list of sample ids; rerun "
+                                 "`python build.py eval --force eval`")
+    return [s["id"] if isinstance(s, dict) else s for s in ids]
+
+
+def load_eval(res: Results, test_rows: list[dict]) -> dict[str, Any]:
+    out: dict[str, Any] = {"manifest": res.json("eval/manifest.json")}
+    preds = {}
+    for model in ("base", "finetuned"):
+        rows = res.jsonl(f"eval/{model}/predictions.jsonl")
+        preds[model] = _by_id(rows)
+        out[model] = {"metrics": res.json(f"eval/{model}/metrics.json"), "n_predictions": len(rows)}
+    summary = res.root / "eval" / "summary.json"
+    out["summary"] = res.json("eval/summary.json") if summary.exists() else {}
+    raw = res.json("eval/samples.json")
+    test = _by_id(test_rows)
+    samples = []
+    for i, sid in enumerate(_sample_ids(raw), 1):
+        for where, table in (("data/test.jsonl", test), ("eval/base/predictions.jsonl", preds["base"]),
+                             ("eval/finetuned/predictions.jsonl", preds["finetuned"])):
+            if sid not in table:
+                raise MissingResultError(f"sample id {sid} of results/eval/samples.json is not in results/{where}: "
+                                         "data and eval are out of step; rerun `python build.py eval --force eval`")
+        row, base, fine = test[sid], preds["base"][sid], preds["finetuned"][sid]
+        answer = normalise_answer(row["answer"])
+        samples.append({
+            "index": i, "id": sid, "image": row["image"], "image_id": row["image_id"], "qtype": row["qtype"],
+            "question": row["question"], "answer": row["answer"],
+            "base": base["prediction"], "finetuned": fine["prediction"],
+            "base_ok": normalise_answer(base["prediction"]) == answer,
+            "finetuned_ok": normalise_answer(fine["prediction"]) == answer,
+        })
+    out["samples"] = samples
+    out["samples_seed"] = raw.get("seed") if isinstance(raw, dict) else None
+    return out
+
+
+def load_flow(res: Results) -> dict[str, Any]:
+    derivations = res.json("flow/derivations.json")
+    return {"derivations": derivations, "derivation": {d["name"]: d for d in derivations},
+            "experiment": res.json("flow/experiment.json"), "manifest": res.json("flow/manifest.json")}
+
+
+def load_results(results_dir: Path) -> dict[str, Any]:
+    res = Results(results_dir)
+    data = load_data(res)
+    memory = res.json("memory/memory.json")
+    return {
+        "data": data,
+        "finetune": load_finetune(res),
+        "eval": load_eval(res, data["test"]),
+        "memory": memory,
+        "memory_manifest": res.json("memory/manifest.json"),
+        "flow": load_flow(res),
+    }
+
+
+def manifests_of(r: dict[str, Any]) -> dict[str, dict]:
+    return {"data": r["data"]["manifest"], "finetune": r["finetune"]["manifest"], "eval": r["eval"]["manifest"],
+            "memory": r["memory_manifest"], "flow": r["flow"]["manifest"]}
+
+
+def demo_stages(manifests: dict[str, dict]) -> list[str]:
+    return [s for s, m in manifests.items() if m.get("profile") == "demo"]
+
+
+def config_dict(section: Any) -> dict[str, Any]:
+    return asdict(section) if is_dataclass(section) else dict(section)

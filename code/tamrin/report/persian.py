@@ -1,0 +1,70 @@
+"""Persian number and date formatting for the report (pure functions).
+
+Running-text numbers use Persian digits (U+06F0–U+06F9), the Persian decimal separator «٫» (U+066B) and
+the Persian percent sign «٪» (U+066A), as Persian typesetting expects.
+"""
+from __future__ import annotations
+
+import math
+from datetime import date, datetime
+
+PERSIAN_DIGITS = "۰۱۲۳۴۵۶۷۸۹"
+DECIMAL_SEP = "\u066b"  # ٫
+THOUSANDS_SEP = "\u066c"  # ٬
+PERCENT = "\u066a"  # ٪
+_TO_PERSIAN = str.maketrans("0123456789", PERSIAN_DIGITS)
+MONTHS_FA = ("فروردین", "اردیبهشت", "خرداد", "تیر", "مرداد", "شهریور",
+             "مهر", "آبان", "آذر", "دی", "بهمن", "اسفند")
+
+
+def to_persian_digits(text: str) -> str:
+    """Replace ASCII digits by Persian ones, '.' between digits by «٫» and ',' by «٬»."""
+    out = []
+    for i, ch in enumerate(text):
+        between_digits = 0 < i < len(text) - 1 and text[i - 1].isdigit() and text[i + 1].isdigit()
+        if ch == "." and between_digits:
+            out.append(DECIMAL_SEP)
+        elif ch == "," and between_digits:
+            out.append(THOUSANDS_SEP)
+        else:
+            out.append(ch)
+    return "".join(out).translate(_TO_PERSIAN)
+
+
+def fa(value: float | int | str, decimals: int | None = None, grouping: bool = False) -> str:
+    """A number in Persian digits: `fa(0.7346, 2)` → «۰٫۷۳»; ints keep no decimals unless asked.
+
+    `grouping=True` adds thousands separators («۱٬۲۳۴٬۵۶۷»). Negative numbers get a leading minus sign
+    (U+2212) so it is not mistaken for a hyphen.
+    """
+    if isinstance(value, str):
+        return to_persian_digits(value)
+    if isinstance(value, bool) or value is None:
+        raise TypeError(f"fa() needs a number, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        return "—" if math.isnan(value) else ("∞" if value > 0 else "−∞")
+    sep = "," if grouping else ""
+    if decimals is None and isinstance(value, int):
+        text = f"{value:{sep}d}"
+    elif decimals is None:
+        text = f"{value:{sep}.4g}"
+        if "e" in text:
+            raise ValueError(f"fa({value!r}) would need an exponent: give decimals (fa(x, 2)) or use the `sci` filter")
+    else:
+        text = f"{value:{sep}.{decimals}f}"
+    if text.startswith("-"):
+        text = "\u2212" + text[1:]
+    return to_persian_digits(text)
+
+
+def pct(value: float, decimals: int = 1) -> str:
+    """A fraction as a Persian percentage: `pct(0.734)` → «۷۳٫۴٪»."""
+    return fa(100.0 * value, decimals) + PERCENT
+
+
+def jalali_date(day: date | datetime) -> str:
+    """«۶ آذر ۱۴۰۴» for a Gregorian date (jdatetime does the calendar arithmetic)."""
+    import jdatetime
+
+    j = jdatetime.date.fromgregorian(date=day if not isinstance(day, datetime) else day.date())
+    return f"{fa(j.day)} {MONTHS_FA[j.month - 1]} {fa(j.year)}"

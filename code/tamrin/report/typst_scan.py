@@ -1,0 +1,217 @@
+"""A small scanner that tells which characters of a Typst source are *markup* (prose) and which are code,
+math, raw text, strings, comments, labels or references.
+
+The report's lint uses it to find numbers typed into prose (digits in markup), references (`@name`) and
+labels (`<name>`). It follows Typst's syntax closely enough for templates: `#` starts one embedded code
+expression (an identifier with `.field`, `(args)` and `[content]` suffixes; `let`/`set`/`show`/`if`/`for`/…
+statements run to the end of the line outside brackets); `[...]` inside code is markup again; `$...$` is
+math; backticks are raw; `//` and `/* */` are comments; `\\x` is an escape.
+"""
+from __future__ import annotations
+
+import re
+
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+_LABEL = re.compile(r"<([A-Za-z_][A-Za-z0-9_:.-]*)>")
+_REF = re.compile(r"@([A-Za-z_][A-Za-z0-9_:.-]*[A-Za-z0-9_])")
+_STATEMENTS = {"let", "set", "show", "import", "include", "return", "if", "for", "while", "context",
+               "break", "continue"}
+
+
+class _Scanner:
+    def __init__(self, src: str) -> None:
+        self.s = src
+        self.n = len(src)
+        self.markup = bytearray(self.n)  # 1 where the character is markup text
+        self.labels: list[tuple[int, str]] = []
+        self.refs: list[tuple[int, str]] = []
+        self.maths: list[tuple[int, int]] = []  # (start, end) of each $…$, delimiters included
+
+    # --- shared pieces -------------------------------------------------------------------------
+    def skip_comment(self, i: int) -> int:
+        s = self.s
+        if s.startswith("//", i):
+            j = s.find("\n", i)
+            return self.n if j < 0 else j
+        if s.startswith("/*", i):
+            j = s.find("*/", i + 2)
+            return self.n if j < 0 else j + 2
+        return i
+
+    def skip_raw(self, i: int) -> int:
+        s = self.s
+        j = i
+        while j < self.n and s[j] == "`":
+            j += 1
+        ticks = j - i
+        if ticks == 2:
+            return j
+        end = s.find("`" * ticks, j)
+        return self.n if end < 0 else end + ticks
+
+    def skip_math(self, i: int) -> int:
+        j = i + 1
+        while j < self.n:
+            c = self.s[j]
+            if c == "\\":
+                j += 2
+                continue
+            if c == '"':
+                j = self.skip_string(j)
+                continue
+            if c == "$":
+                self.maths.append((i, j + 1))
+                return j + 1
+            j += 1
+        self.maths.append((i, self.n))
+        return self.n
+
+    def skip_string(self, i: int) -> int:
+        j = i + 1
+        while j < self.n:
+            c = self.s[j]
+            if c == "\\":
+                j += 2
+                continue
+            if c == '"':
+                return j + 1
+            j += 1
+        return self.n
+
+    # --- markup ---------------------------------------------------------------------------------
+    def markup_until(self, i: int, close: str | None) -> int:
+        """Scan markup from i until an unmatched `close` (']' for a content block, None for the file)."""
+        s = self.s
+        depth = 0
+        while i < self.n:
+            c = s[i]
+            if c == "\\":
+                if s.startswith("u{", i + 1):
+                    j = s.find("}", i)
+                    i = self.n if j < 0 else j + 1
+                else:
+                    i += 2
+                continue
+            if s.startswith("//", i) or s.startswith("/*", i):
+                i = self.skip_comment(i)
+                continue
+            if c == "`":
+                i = self.skip_raw(i)
+                continue
+            if c == "$":
+                i = self.skip_math(i)
+                continue
+            if c == "#" and i + 1 < self.n and (s[i + 1].isalpha() or s[i + 1] in "_([{\""):
+                i = self.code_expression(i + 1)
+                continue
+            if c == "<":
+                m = _LABEL.match(s, i)
+                if m:
+                    self.labels.append((i, m.group(1)))
+                    i = m.end()
+                    continue
+            if c == "@":
+                m = _REF.match(s, i)
+                if m:
+                    self.refs.append((i, m.group(1)))
+                    i = m.end()
+                    continue
+            if close is not None:
+                if c == "[":
+                    depth += 1
+                elif c == "]":
+                    if depth == 0:
+                        return i + 1
+                    depth -= 1
+            self.markup[i] = 1
+            i += 1
+        return i
+
+    # --- code -----------------------------------------------------------------------------------
+    def code_until(self, i: int, close: str) -> int:
+        """Scan code from i until the unmatched `close` (')' or '}'); returns the index after it."""
+        s = self.s
+        while i < self.n:
+            c = s[i]
+            if c == close:
+                return i + 1
+            i = self.code_token(i)
+        return i
+
+    def code_token(self, i: int) -> int:
+        """Skip one token of code, recursing into groups; returns the index after it."""
+        s = self.s
+        c = s[i]
+        if s.startswith("//", i) or s.startswith("/*", i):
+            return self.skip_comment(i)
+        if c == '"':
+            return self.skip_string(i)
+        if c == "$":
+            return self.skip_math(i)
+        if c == "`":
+            return self.skip_raw(i)
+        if c == "(":
+            return self.code_until(i + 1, ")")
+        if c == "{":
+            return self.code_until(i + 1, "}")
+        if c == "[":
+            return self.markup_until(i + 1, "]")
+        if c == "<":
+            m = _LABEL.match(s, i)
+            if m:
+                self.labels.append((i, m.group(1)))
+                return m.end()
+        return i + 1
+
+    def code_expression(self, i: int) -> int:
+        """An expression embedded in markup after `#`."""
+        s = self.s
+        m = _IDENT.match(s, i)
+        if m and m.group(0) in _STATEMENTS:
+            # A statement: code up to the end of the line, groups (possibly multi-line) included.
+            i = m.end()
+            while i < self.n and s[i] != "\n":
+                if s[i] == ";":
+                    return i + 1
+                i = self.code_token(i)
+            return i
+        if m:
+            i = m.end()
+        elif s[i] in "([{\"":
+            i = self.code_token(i)
+        # Postfix chain: .field, (args), [content]
+        while i < self.n:
+            if s[i] == "(":
+                i = self.code_until(i + 1, ")")
+            elif s[i] == "[":
+                i = self.markup_until(i + 1, "]")
+            elif s[i] == "." and i + 1 < self.n and (s[i + 1].isalpha() or s[i + 1] == "_"):
+                m = _IDENT.match(s, i + 1)
+                i = m.end() if m else i + 1
+            else:
+                break
+        return i
+
+
+def scan(src: str) -> _Scanner:
+    sc = _Scanner(src)
+    sc.markup_until(0, None)
+    return sc
+
+
+def markup_text(src: str) -> str:
+    """`src` with every non-markup character replaced by a space (newlines kept, so offsets and line
+    numbers stay the same)."""
+    sc = scan(src)
+    return "".join(ch if (sc.markup[i] or ch == "\n") else " " for i, ch in enumerate(src))
+
+
+def math_spans(src: str) -> list[tuple[int, int]]:
+    """(start, end) offsets of every math span `$…$` (delimiters included)."""
+    return scan(src).maths
+
+
+def labels_and_refs(src: str) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
+    """(labels, references) found in markup and code, as (offset, name)."""
+    sc = scan(src)
+    return sc.labels, sc.refs

@@ -1,0 +1,239 @@
+"""Report engine end to end on the results fixture: `report-only` without torch, the PDF's fonts and Persian
+text, missing prose sections, and the lint catching each planted fault."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pypdf
+import pytest
+
+from tamrin.config import load_config
+from tamrin.errors import TamrinError
+from tamrin.report import figures as figs
+from tamrin.report.build import ReportPaths, build_report
+from tamrin.report.lint import LintError
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE = ROOT / "tests" / "fixtures" / "results"
+TEMPLATES = ROOT / "templates"
+HEAVY = ("torch", "transformers", "datasets")
+BIDI_CONTROLS = dict.fromkeys(map(ord, "\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"))
+
+
+def _project(tmp: Path) -> Path:
+    """A throw-away project root: the results fixture and the committed configs (no student.toml)."""
+    root = tmp / "project"
+    shutil.copytree(FIXTURE, root / "results")
+    (root / "configs").mkdir()
+    for name in ("demo.toml", "paper.toml"):
+        shutil.copyfile(ROOT / "configs" / name, root / "configs" / name)
+    return root
+
+
+def _text(pdf: Path) -> str:
+    raw = "\n".join(page.extract_text() for page in pypdf.PdfReader(str(pdf)).pages)
+    return re.sub(r"[ \u00a0]+", " ", raw.translate(BIDI_CONTROLS))
+
+
+@pytest.fixture(scope="module")
+def report_only(tmp_path_factory):
+    """`python build.py report-only --profile demo` on the fixture, in a fresh interpreter."""
+    root = _project(tmp_path_factory.mktemp("report_only"))
+    code = (
+        "import sys, time, json\n"
+        f"sys.path.insert(0, {str(ROOT / 'code')!r})\n"
+        "from pathlib import Path\n"
+        "from tamrin.cli import main\n"
+        "from tamrin.runner import Paths\n"
+        "t = time.perf_counter()\n"
+        f"rc = main(['report-only', '--profile', 'demo'], paths=Paths(Path({str(root)!r})))\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'datasets'))\n"
+        "print(json.dumps({'rc': rc, 'seconds': time.perf_counter() - t, 'heavy': heavy}))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240, cwd=root)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(f"report-only on the fixture: {result['seconds']:.2f} s")
+    return root, result
+
+
+def test_report_only_renders_without_importing_torch(report_only):
+    root, result = report_only
+    assert result["rc"] == 0
+    assert result["heavy"] == [], f"report-only imported {result['heavy']}"
+    assert (root / "report" / "report.pdf").stat().st_size > 50_000
+    for name in ("loss.svg", "per_qtype.svg", "flow_w2.svg", "flow_samples.png", "flow_trajectories.png"):
+        assert (root / "figures" / name).is_file(), name
+
+
+def _fonts(pdf: Path) -> dict[str, bool]:
+    """Base font name → whether its font program is embedded, over every page."""
+    out: dict[str, bool] = {}
+    for page in pypdf.PdfReader(str(pdf)).pages:
+        for ref in (page["/Resources"].get("/Font") or {}).values():
+            font = ref.get_object()
+            desc_font = font["/DescendantFonts"][0].get_object() if "/DescendantFonts" in font else font
+            desc = desc_font.get("/FontDescriptor")
+            desc = desc.get_object() if desc is not None else {}
+            name = str(font["/BaseFont"]).lstrip("/").split("+")[-1]
+            out[name] = any(k in desc for k in ("/FontFile", "/FontFile2", "/FontFile3"))
+    return out
+
+
+def test_fonts_are_embedded_and_only_the_vendored_ones(report_only):
+    root, _ = report_only
+    fonts = _fonts(root / "report" / "report.pdf")
+    assert fonts and all(fonts.values()), fonts
+    assert any(name.startswith("Vazirmatn") for name in fonts)
+    assert all(name.startswith(("Vazirmatn", "NewCMMath", "DejaVuSansMono")) for name in fonts), fonts
+
+
+def test_persian_text_supplements_digits_cover_and_banner(report_only):
+    root, _ = report_only
+    text = _text(root / "report" / "report.pdf")  # pypdf reorders the words of RTL lines: check words
+    assert re.search("\u0634\u06a9\u0644 ?\u06f1", text), "«شکل ۱» with keheh (U+06A9) not found"
+    assert "\u0634\u0643\u0644" not in text, "«شكل» with Arabic kaf (U+0643) found"
+    assert re.search("جدول ?۱", text) and "معادله" in text
+    for word in ("خدا", "دانشگاه", "تهران", "مطالب", "شکل‌ها", "جدول‌ها", "دانشجویی"):
+        assert word in text, word
+    assert "offline demo — not PaliGemma results" in text
+    source = (root / "report" / "report.typ").read_text(encoding="utf-8")
+    assert "[به نام خدا]" in source
+    assert "\\[نام دانشجو\\]" in source and "\\[شمارهٔ دانشجویی\\]" in source  # placeholders: no student.toml
+    # numbers from the results, in Persian digits: the test split size of the fixture
+    n_test = len((FIXTURE / "data" / "test.jsonl").read_text(encoding="utf-8").splitlines())
+    assert str(n_test).translate(str.maketrans("0123456789", "۰۱۲۳۴۵۶۷۸۹")) in text
+
+
+# ------------------------------------------------------------------------------------------------ templates
+
+def _templates(tmp: Path, sections: dict[str, str] | None) -> Path:
+    """A copy of templates/ whose sections/ holds only `sections` (name → source)."""
+    tpl = tmp / "templates"
+    shutil.copytree(TEMPLATES, tpl, ignore=shutil.ignore_patterns("sections"))
+    (tpl / "sections").mkdir()
+    for name, src in (sections or {}).items():
+        (tpl / "sections" / f"{name}.typ.j2").write_text(src, encoding="utf-8")
+    return tpl
+
+
+def _build(tmp: Path, tpl: Path):
+    root = _project(tmp)
+    cfg = load_config("demo", root=root)
+    rp = ReportPaths(results=root / "results", figures=root / "figures", report=root / "report", root=root,
+                     templates=tpl)
+    return rp, lambda: build_report(rp, cfg.report, cfg.student)
+
+
+def test_missing_sections_render_with_a_notice_and_the_results(tmp_path):
+    rp, build = _build(tmp_path, _templates(tmp_path, None))
+    t0 = time.perf_counter()
+    result = build()
+    print(f"results-only report: {time.perf_counter() - t0:.2f} s, {result.pages} pages")
+    text = _text(result.pdf)
+    assert all(word in text for word in ("هنوز", "نوشته", "نشده")), "the missing-section notice is not in the PDF"
+    source = result.typ.read_text(encoding="utf-8")
+    assert source.count("#missing-section(") == 6
+    for label in ("tab:dataset", "fig:loss", "tab:rouge", "fig:samples", "tab:memory", "tab:flow"):
+        assert f"<{label}>" in source, label
+
+
+PLANTED = """= سوال اول
+دقت مدل ۸۷ درصد بود. TODO: بازنویسی
+#figure(rect(width: 1cm, height: 1cm)) <fig:nocap>
+#figure(rect(width: 1cm, height: 1cm), caption: [بی‌ارجاع]) <fig:unref>
+#figure(grid([`x`]), caption: [شکل با کد]) <fig:listing>
+#text(font: "No Such Font")[متن]
+ligature ﬀ and a glyph no font has: Ꝏ.
+ببینید @fig:nocap و @fig:listing.
+"""
+
+
+def test_lint_catches_each_planted_fault(tmp_path):
+    tpl = _templates(tmp_path, {"q1_1_vlm": PLANTED})
+    (tpl / "fonts" / "Vazirmatn-Medium.ttf").unlink()
+    rp, build = _build(tmp_path, tpl)
+    rp.report.mkdir(parents=True)
+    (rp.report / "report.pdf").write_bytes(b"%PDF stale")
+    with pytest.raises(LintError) as info:
+        build()
+    findings = info.value.findings
+    kinds = {f.kind for f in findings}
+    assert {"typed-number", "todo", "uncaptioned", "unreferenced", "figure-kind", "typst-warning", "font",
+            "glyph"} <= kinds, kinds
+    by_kind = {k: [f for f in findings if f.kind == k] for k in kinds}
+    assert any("87" in f.message or "۸۷" in f.message for f in by_kind["typed-number"])
+    assert all(f.where.startswith("templates/sections/q1_1_vlm.typ.j2:") for f in by_kind["typed-number"])
+    assert [f.message.split()[1] for f in by_kind["unreferenced"]] == ["<fig:unref>"]
+    assert any("No Such Font".lower() in f.message.lower() for f in by_kind["typst-warning"])
+    assert any(f.where == "templates/fonts/Vazirmatn-Medium.ttf" for f in by_kind["font"])  # missing file
+    assert any("NewCM10" in f.message for f in by_kind["font"])  # ﬀ fell back to a font outside the set
+    assert any("U+A74E" in f.message for f in by_kind["glyph"])
+    assert not (rp.report / "report.pdf").exists(), "a PDF that failed the lint must not be left for the zip"
+    message = str(info.value)
+    assert message.startswith(f"report lint failed with {len(findings)} problem(s):")
+    assert isinstance(info.value, TamrinError) and info.value.exit_code == 2
+
+
+def test_lint_catches_an_undefined_reference_before_compiling(tmp_path):
+    rp, build = _build(tmp_path, _templates(tmp_path, {"q1_1_vlm": "= سوال اول\nببینید @fig:nope و @tab:rouge.\n"}))
+    with pytest.raises(LintError) as info:
+        build()
+    assert [f.kind for f in info.value.findings] == ["undefined-reference"]
+    assert "@fig:nope" in str(info.value)
+
+
+def test_a_failed_derivation_stops_the_report(tmp_path):
+    rp, build = _build(tmp_path, _templates(tmp_path, None))
+    path = rp.results / "flow" / "derivations.json"
+    derivations = json.loads(path.read_text(encoding="utf-8"))
+    derivations[0]["passed"] = False
+    path.write_text(json.dumps(derivations), encoding="utf-8")
+    with pytest.raises(TamrinError, match=derivations[0]["name"]):
+        build()
+
+
+def test_a_missing_result_is_one_line_naming_the_file_and_the_command(tmp_path):
+    rp, build = _build(tmp_path, _templates(tmp_path, None))
+    (rp.results / "eval" / "samples.json").unlink()
+    with pytest.raises(TamrinError, match=r"missing results/eval/samples.json: run `python build.py eval`"):
+        build()
+
+
+# ------------------------------------------------------------------------------------------------ figures
+
+def test_figures_are_redrawn_only_when_their_data_change(tmp_path):
+    calls = []
+
+    def draw(values, path):
+        calls.append(values)
+        path.write_text(str(values))
+        return path
+
+    spec = figs.FigureSpec("a.txt", draw, ([1, 2],))
+    assert figs.draw_all([spec], tmp_path) == {"a.txt": True}
+    assert figs.draw_all([spec], tmp_path) == {"a.txt": False}
+    assert figs.draw_all([figs.FigureSpec("a.txt", draw, ([1, 3],))], tmp_path) == {"a.txt": True}
+    (tmp_path / "a.txt").unlink()
+    assert figs.draw_all([figs.FigureSpec("a.txt", draw, ([1, 3],))], tmp_path) == {"a.txt": True}
+    assert calls == [[1, 2], [1, 3], [1, 3]]
+
+
+def test_fixture_maker_keeps_what_the_report_reads(tmp_path):
+    sys.path.insert(0, str(ROOT / "tests" / "fixtures"))
+    from make_results_fixture import FILES, make_fixture, shown_images
+
+    make_fixture(FIXTURE, tmp_path / "out", image_size=32)
+    for stage, files in FILES.items():
+        for f in files:
+            assert (tmp_path / "out" / stage / f).exists() or f == "summary.json", f"{stage}/{f}"
+    for rel in shown_images(FIXTURE, 12):
+        assert (tmp_path / "out" / "data" / rel).is_file()
+    assert json.loads((tmp_path / "out" / "eval" / "finetuned" / "metrics.json").read_text()) == \
+        json.loads((FIXTURE / "eval" / "finetuned" / "metrics.json").read_text())

@@ -1,0 +1,175 @@
+"""Report engine, pure parts: Persian numbers, Typst escaping, the Jinja environment, the lint rules."""
+from __future__ import annotations
+
+import math
+from datetime import date
+from pathlib import Path
+
+import jinja2
+import pytest
+
+from tamrin.report.context import normalise_answer, split_counts
+from tamrin.report.figures import moving_average, smoothing_window
+from tamrin.report.lint import (bib_keys, figure_findings, font_findings, glyph_findings, lint_template_source,
+                                typed_numbers, undefined_references)
+from tamrin.report.persian import fa, jalali_date, pct, to_persian_digits
+from tamrin.report.templating import TemplateValueError, make_environment
+from tamrin.report.typst_scan import labels_and_refs, markup_text
+from tamrin.report.typst_text import Raw, escape_markup, sci, typst_string
+
+
+# ---------------------------------------------------------------------------------------------- numbers
+
+def test_fa_formats_persian_digits_separators_and_minus():
+    assert fa(0.7346, 2) == "۰٫۷۳"
+    assert fa(12) == "۱۲"
+    assert fa(2923466480, None, True) == "۲٬۹۲۳٬۴۶۶٬۴۸۰"
+    assert fa(-3.5, 1) == "\u2212۳٫۵"
+    assert fa(float("nan"), 2) == "—"
+    assert pct(0.734) == "۷۳٫۴٪"
+    assert pct(1.0, 0) == "۱۰۰٪"
+    assert to_persian_digits("v1.0 x_1, 12,5") == "v۱٫۰ x_۱, ۱۲٬۵"
+
+
+def test_fa_refuses_an_exponent_and_non_numbers():
+    with pytest.raises(ValueError, match="sci"):
+        fa(1e-12)
+    with pytest.raises(TypeError):
+        fa(True)
+
+
+def test_jalali_date_of_known_days():
+    assert jalali_date(date(2025, 3, 21)) == "۱ فروردین ۱۴۰۴"  # Nowruz 1404
+    assert jalali_date(date(2026, 1, 6)) == "۱۶ دی ۱۴۰۴"
+
+
+def test_sci_is_typst_math():
+    assert sci(2e-4) == "$2.00 times 10^(-4)$"
+    assert sci(0.0) == "$0$"
+    assert sci(9.999, 2) == "$1.00 times 10^(1)$"
+    assert isinstance(sci(3.0), Raw)
+
+
+# ---------------------------------------------------------------------------------------------- escaping
+
+def test_escape_markup_neutralises_every_typst_special():
+    text = 'Is the *red* thing @ the #3 <spot> $5 [a] `b` ~ // c = - + _x_ "q"\nnext'
+    out = escape_markup(text)
+    assert "\n" not in out
+    for ch in "*@#<>$[]`~/=-+_\"":
+        assert all(out[i - 1] == "\\" for i, c in enumerate(out) if c == ch), ch
+    assert markup_text(out).replace(" ", "") != ""  # stays markup, no code or math started
+
+
+def test_typst_string_literal():
+    assert typst_string('a "b" \\ c\n') == '"a \\"b\\" \\\\ c\\n"'
+
+
+# ---------------------------------------------------------------------------------------------- Jinja
+
+@pytest.fixture()
+def env(tmp_path: Path) -> jinja2.Environment:
+    (tmp_path / "m.j2").write_text("⟦% macro box(t) %⟧#box[⟦ t ⟧ *b*]⟦% endmacro %⟧", encoding="utf-8")
+    return make_environment(tmp_path)
+
+
+def test_printing_escapes_strings_persianises_ints_and_keeps_macro_output(env):
+    out = env.from_string('⟦% from "m.j2" import box %⟧⟦ q ⟧|⟦ box(q) ⟧|⟦ n ⟧|⟦ 3 ⟧|⟦ "a*" ⟧|⟦ x | fa(1) ⟧|⟦ r ⟧').render(
+        q="#3 *x*", n=12, x=0.25, r=Raw("$x_1$"))
+    assert out == "\\#3 \\*x\\*|#box[\\#3 \\*x\\* *b*]|۱۲|۳|a\\*|۰٫۲|$x_1$"
+
+
+@pytest.mark.parametrize("value", [0.5, None, True, [1, 2]])
+def test_printing_a_value_without_one_right_form_fails(env, value):
+    with pytest.raises(TemplateValueError):
+        env.from_string("⟦ v ⟧").render(v=value)
+
+
+def test_strict_undefined_and_dict_keys_before_methods(env):
+    with pytest.raises(jinja2.UndefinedError):
+        env.from_string("⟦ missing ⟧").render()
+    assert env.from_string("⟦ d.items ⟧").render(d={"items": "I"}) == "I"
+
+
+def test_html_is_never_escaped(env):
+    assert env.from_string('⟦ "a & <b>" ⟧').render() == "a & \\<b\\>"
+
+
+# ---------------------------------------------------------------------------------------------- scanner + lint
+
+def test_scanner_separates_markup_from_code_math_raw_and_labels():
+    src = 'Text #figure(image("a9.png", width: 80%), caption: [cap 7]) <fig:x> $x^2$ `raw 5` @fig:x // c 4\n'
+    prose = markup_text(src)
+    assert "cap 7" in prose and "Text" in prose
+    for hidden in ("a9", "80", "x^2", "raw 5", "fig:x", "c 4"):
+        assert hidden not in prose
+    labels, refs = labels_and_refs(src)
+    assert [n for _, n in labels] == ["fig:x"] and [n for _, n in refs] == ["fig:x"]
+
+
+def test_typed_numbers_rule():
+    src = ("نتیجه ۰٫۷۳ بود و 73% و سال 2023 و ۱۰ نمونه؛ $77.2$ و $-10$ نیز.\n"
+           "مجاز: $x_1$ و $P = 4\\/4$ و x_1 و GPT-4 و ViT-B/16 و bf16 و 3B و ⟦ 10 | fa ⟧ و ⟦ 77.2 | fa(1) ⟧ "
+           "و #v(1.5cm) و <fig:a1> و @tab:b2 و `code 5` و ⟦# 99 #⟧\n")
+    found = [token for _, token in typed_numbers(src)]
+    assert sorted(found) == sorted(["۰٫۷۳", "73", "2023", "۱۰", "$77.2$", "$-10$"])
+    assert all(line == 1 for line, _ in typed_numbers(src))
+
+
+def test_lint_source_reports_todo_and_numbers_with_file_and_line():
+    findings = lint_template_source("templates/sections/x.typ.j2", "خوب\nTODO: بنویس\nدقت ۹۰ درصد\n")
+    kinds = {(f.kind, f.where) for f in findings}
+    assert kinds == {("todo", "templates/sections/x.typ.j2:2"), ("typed-number", "templates/sections/x.typ.j2:3")}
+
+
+def test_undefined_references_know_labels_and_bib_keys():
+    bib = bib_keys("@article{paligemma,\n title={x}}\n@inproceedings{ lora ,\n}")
+    assert bib == {"paligemma", "lora"}
+    src = "#figure(rect(), caption: [c]) <fig:a>\n@fig:a @paligemma @lora @fig:nope."
+    found = undefined_references(src, bib)
+    assert [f.message.split()[0] for f in found] == ["@fig:nope"]
+
+
+def test_figure_findings_from_typst_queries():
+    figures = [
+        {"kind": "image", "label": "<fig:a>", "caption": {"body": {"text": "ok"}}},
+        {"kind": "image", "label": "<fig:b>", "caption": None},
+        {"kind": "table", "label": None, "caption": {"body": {"text": "t"}}},
+        {"kind": "raw", "label": "<fig:c>", "caption": {"body": {"text": "c"}}},
+    ]
+    refs = [{"target": "<fig:a>"}, {"target": "<fig:b>"}, {"target": "<fig:c>"}]
+    kinds = sorted(f.kind for f in figure_findings(figures, refs))
+    assert kinds == ["figure-kind", "uncaptioned", "unlabelled"]
+    assert [f.kind for f in figure_findings(figures[:1], [])] == ["unreferenced"]
+
+
+def test_font_and_glyph_findings():
+    pdf = b"<< /BaseFont /ABCDEF+Vazirmatn-Regular >> << /BaseFont /XYZABC+LibertinusSerif-Regular >>"
+    assert [f.kind for f in font_findings(pdf, ("Vazirmatn",))] == ["font"]
+    assert font_findings(b"no fonts", ("Vazirmatn",))[0].message.startswith("no font")
+    covered = {ord(c) for c in "abc "}
+    found = glyph_findings("ab #raw(\"z\") $z$ cz", covered)
+    assert [f.message[:14] for f in found] == ["character 'z' "]
+
+
+# ---------------------------------------------------------------------------------------------- small helpers
+
+def test_moving_average_is_centred_and_keeps_length():
+    values = [0.0, 10.0, 0.0, 10.0, 0.0, 10.0]
+    smooth = moving_average(values, 3)
+    assert len(smooth) == len(values)
+    assert smooth[0] == 0.0 and smooth[-1] == 10.0  # the ends are not averaged with anything
+    assert math.isclose(smooth[2], 20 / 3)
+    assert smoothing_window(60, 20) == 12 and smoothing_window(1000, 20) == 20
+
+
+def test_sample_marks_use_the_eval_normalisation():
+    from tamrin.vlm.metrics import normalize  # the eval stage's own (numpy only, no torch)
+
+    for text in ["Two.", " YES ", "red-ish", "cube!", "twenty one", "no_answer", ""]:
+        assert normalise_answer(text) == normalize(text)
+
+
+def test_split_counts_lists_every_clevr_type():
+    counts = split_counts([{"qtype": "count"}, {"qtype": "count"}, {"qtype": "exist"}])
+    assert counts["count"] == 2 and counts["exist"] == 1 and counts["query_size"] == 0 and counts["total"] == 3
