@@ -110,6 +110,13 @@ def test_budgets_follow_the_formulas(memory_json):
     assert {f["key"] for f in memory_json["formulas"]} >= {"full_ft", "lora", "qlora", "nf4_bits", "lora_params"}
 
 
+def test_formulas_compile_in_typst(tmp_path):
+    import typst
+    doc = tmp_path / "f.typ"
+    doc.write_text("\n\n".join(f"$ {f['typst']} $" for f in M.formulas()))
+    assert typst.compile(str(doc))[:4] == b"%PDF"
+
+
 def test_activation_estimate_is_separate_and_sane(memory_json):
     a = memory_json["activations_estimate"]
     assert "estimate" in a["label"] and a["seq_len"] == 280 and a["batch"] == 8

@@ -322,9 +322,9 @@ def formulas() -> list[dict[str, str]]:
     return [
         {"key": "lora_params", "text": "P_L = sum over adapted linears of r·(d_in + d_out)",
          "typst": "P_L = sum_(\"adapted\" W in RR^(d_\"out\" times d_\"in\")) r (d_\"in\" + d_\"out\")"},
-        {"key": "full_ft", "text": "M_full = 2P (weights) + 2P (grads) + 8P (Adam fp32) = 12P   [or + 4P Adam bf16 = 8P]",
+        {"key": "full_ft", "text": "M_full = 2P (weights) + 2P (grads) + 8P (Adam fp32) = 12P; with bf16 Adam states 2P + 2P + 4P = 8P",
          "typst": "M_\"full\" = underbrace(2P, \"weights\") + underbrace(2P, \"grads\") + underbrace(8P, \"Adam fp32\") = 12P"
-                  " quad (\"Adam bf16\": 8P)"},
+                  " quad (8P \" with bf16 Adam states\")"},
         {"key": "full_ft_master", "text": "M_mixed = 2P + 2P + 4P (fp32 master) + 8P = 16P",
          "typst": "M_\"mixed\" = 2P + 2P + underbrace(4P, \"fp32 master\") + 8P = 16P"},
         {"key": "lora", "text": "M_LoRA = 2P + 2P_L (weights) + 2P_L (grads) + 8P_L (Adam fp32) = 2P + 12P_L",
@@ -333,7 +333,8 @@ def formulas() -> list[dict[str, str]]:
         {"key": "nf4_bits", "text": "NF4: 4 + 32/64 = 4.5 bits/param; with double quant 4 + 8/64 + 32/(64·256) ≈ 4.127 bits/param",
          "typst": "b_\"NF4\" = 4 + 32/64 = 4.5, quad b_\"NF4+DQ\" = 4 + 8/64 + 32/(64 dot 256) approx 4.127 \" bit\""},
         {"key": "qlora", "text": "M_QLoRA = Q·b/8 + 2U + 2P_L (weights) + 2P_L (grads) + 8P_L (Adam fp32)",
-         "typst": "M_\"QLoRA\" = Q b/8 + 2U + 2P_L + 2P_L + 8P_L"},
+         "typst": "M_\"QLoRA\" = underbrace(Q b/8 + 2U + 2P_L, \"weights\") + underbrace(2P_L, \"grads\")"
+                  " + underbrace(8P_L, \"Adam fp32\")"},
     ]
 
 
