@@ -275,3 +275,20 @@ def test_cached_result_with_missing_files_is_redone(tmp_path, fake_graph):
     assert why is not None and "out.json" in why
     assert run_stage("data", cfg, Paths(root)).status == "ran"
     assert run_stage("data", cfg, Paths(root)).status == "cached"
+
+
+def test_a_stage_being_built_elsewhere_is_refused(tmp_path, fake_graph):
+    """Two processes must not build the same stage in one results/ (one would wipe the other's staging)."""
+    from tamrin.errors import TamrinError
+    from tamrin.runner import stage_lock
+
+    root = make_root(tmp_path)
+    cfg = load_config("demo", root=root)
+    with stage_lock(Paths(root), "flow"):
+        script = ("import sys; sys.path.insert(0, {code!r})\n"
+                  "from pathlib import Path\nfrom tamrin.runner import Paths, stage_lock\n"
+                  "try:\n    stage_lock(Paths(Path({root!r})), 'flow').__enter__()\nexcept Exception as e:\n"
+                  "    print(type(e).__name__, e)\n").format(code=str(ROOT / "code"), root=str(root))
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60).stdout
+        assert out.startswith("TamrinError") and f"pid {os.getpid()}" in out
+    assert run_stage("flow", cfg, Paths(root)).status == "ran"  # released

@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -183,6 +184,33 @@ def load_entry(stage: Stage) -> Callable[[StageContext], None]:
     return getattr(mod, func)
 
 
+@contextmanager
+def stage_lock(paths: Paths, name: str):
+    """Hold an exclusive lock on a stage: two processes building the same results/ must not interleave."""
+    lock_dir = paths.results / ".locks"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    f = open(lock_dir / f"{name}.lock", "a+")
+    try:
+        try:
+            import fcntl
+
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except ImportError:  # pragma: no cover - Windows: no advisory locks, run unguarded
+            pass
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "?"
+            raise TamrinError(f"stage '{name}' is being built by another Tamrin process (pid {holder}) in "
+                              f"{paths.rel(paths.results)}; wait for it to finish, or use another checkout") from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        yield
+    finally:
+        f.close()
+
+
 def _clear_leftovers(paths: Paths, name: str) -> None:
     """Remove staging/trash folders a killed earlier run of this stage left behind."""
     for base in (paths.staging_root(), paths.results / ".trash"):
@@ -218,6 +246,11 @@ class Outcome:
 
 def run_stage(name: str, cfg: Config, paths: Paths, *, force: bool = False) -> Outcome:
     """Run one compute stage unless its cached result matches. Upstream results must already be current."""
+    with stage_lock(paths, name):
+        return _run_locked(name, cfg, paths, force)
+
+
+def _run_locked(name: str, cfg: Config, paths: Paths, force: bool) -> Outcome:
     stage = STAGES[name]
     log = stage_logger(name)
     upstream: dict[str, str] = {}
