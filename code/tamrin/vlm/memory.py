@@ -56,8 +56,7 @@ from __future__ import annotations
 
 import json
 import math
-import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -582,6 +581,8 @@ def build_mode(mode: str, source: str | Path, lora, device, compute_dtype=None, 
 
     from .model import attach_lora, load_base_model
 
+    if mode not in MODES:
+        raise ValueError(f"unknown memory mode {mode!r}; one of {MODES}")
     dtype = compute_dtype or torch.bfloat16
     quantized = mode == "qlora_nf4"
     model = load_base_model(source, quantization="nf4" if quantized else "none", compute_dtype=dtype, device=device,
