@@ -73,8 +73,11 @@ def test_same_data_for_both_methods_and_ot_lowers_the_pair_cost():
     assert np.array_equal(sets["x0"], again["x0"]) and np.array_equal(sets["x1"], again["x1"])
     ref = experiment.reference(sets)
     runs = {m: experiment.run_one("8gaussians-moons", m, 0, cfg, sets, ref, with_figures=False)
-            for m in ("icfm", "otcfm")}
+            for m in ("icfm", "otcfm", "lipman")}
     assert runs["otcfm"]["metrics"]["pair_cost"] < 0.5 * runs["icfm"]["metrics"]["pair_cost"]
+    # independent coupling in both: the same pairs, hence the same pair cost
+    assert runs["lipman"]["metrics"]["pair_cost"] == pytest.approx(runs["icfm"]["metrics"]["pair_cost"])
+    assert all(np.isfinite(v) for v in runs["lipman"]["metrics"].values())
 
 
 def _failed_record() -> Derivation:

@@ -5,7 +5,7 @@ import pytest
 import sympy as sp
 import typst
 
-from tamrin.flow.typst_math import compile_check, symbol_name, typst as to_typst
+from tamrin.flow.typst_math import compile_check, number, symbol_name, typst as to_typst
 
 t, x, x1 = sp.symbols("t x x_1", real=True)
 sigma, mu, alpha = sp.Function("sigma"), sp.Function("mu"), sp.Function("alpha")
@@ -75,3 +75,11 @@ def test_output_compiles_and_bad_math_is_caught():
         compile_check(["frac(a, b"])
     with pytest.raises(typst.TypstError):
         compile_check(["ab + 1"])  # juxtaposed letters without a space are an unknown variable in Typst
+
+
+def test_numbers_in_typst():
+    assert number(0.075) == "0.075"
+    assert number(24.61) == "24.6"
+    assert number(1.8e-10) == "1.8 dot 10^(-10)"
+    assert number(0.0) == "0"
+    compile_check([f"x = {number(v)}" for v in (1.8e-10, 3.2e7, -0.5)])

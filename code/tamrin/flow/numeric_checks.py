@@ -23,6 +23,7 @@ from scipy.integrate import solve_ivp
 
 from . import theorem3 as th3
 from .records import Derivation
+from .typst_math import number
 
 # --- Theorem 2: Monte-Carlo gradients --------------------------------------------------------------------------
 
@@ -250,9 +251,9 @@ def check_paths(n: int, seed: int = 0) -> Derivation:
          "frac(sigma'_t (x_1), sigma_t (x_1)) (x - mu_t (x_1)) + mu'_t (x_1)",
          f"{n} samples, x1 = {X1.tolist()}; the field is the sympy Theorem-3 expression, lambdified, for the OT "
          "(σ_min = 0.05), VE (σ_s = 0.01·500^s) and VP (β linear 0.1 → 20, integrated to t = 0.999) paths"),
-        ("max_i norm(x_i (t) - psi_t (x_i (0))) \\/ (1 + max norm(psi_t)) = " + f"{worst_err:.1e}",
+        ("max_i norm(x_i (t) - psi_t (x_i (0))) \\/ (1 + max norm(psi_t)) = " + number(worst_err),
          f"pathwise agreement with the flow of eq. 11 at t = ¼, ½, ¾, 1 of each interval (tolerance {tol:g})"),
-        ("x(t) ~ cal(N)(mu_t (x_1), sigma_t (x_1)^2 I) : quad min p_\"KS\" = " + f"{min_p:.3f}",
+        ("x(t) ~ cal(N)(mu_t (x_1), sigma_t (x_1)^2 I) : quad min p_\"KS\" = " + number(min_p),
          f"two-sample KS tests against fresh samples of p_t(x|x1), per coordinate and time ({n_tests} tests; "
          f"reject below {p_crit:.1e}, Bonferroni α = 0.01)"),
     ]

@@ -45,14 +45,15 @@ experiment.json — one object:
       train_seconds, ms_per_step, ms_ot_per_step, ms_per_step_without_ot (training cost with/without the OT solve),
       final_loss (mean of the last 5 % of steps), pair_cost (mean ‖x1 − x0‖² of the training pairs)
   reference: [{pair, seed, w2_floor, w2sq_floor (two independent held-out target sets: the sampling floor),
-               w2sq_source_target (W2²(p0, p1) on the eval sets, the NPE denominator)}]
+               w2sq_source_target (W2²(p0, p1) on the eval sets, the NPE denominator),
+               w2sq_collapse_to_mean (E‖x1 − E x1‖²: the limit of a perfect I-CFM's 1-step Euler W2²)}]
   summary: {pair: {method: {<metric>: {mean, std, n}}}}      over seeds (std with ddof 0)
   w2_vs_steps: {pair: {method: {steps [n...], w2_mean, w2_std, w2sq_mean, w2sq_std (lists aligned with steps),
                                 dopri5: {w2, w2sq, nfe, w2_std, w2sq_std, nfe_std}}}}
   anchor: {source, pair, runs, quantity, their_setup,
            reported_w2_squared: {euler_1|adaptive: {icfm|otcfm: {mean, std}}},
            ours_w2_squared: {icfm|otcfm: {euler_1|adaptive: {mean, std}}},
-           euler_1_ratio_icfm_over_otcfm: {ours, reported}}
+           euler_1_ratio_icfm_over_otcfm: {ours, reported}, icfm_euler_1_limit_w2_squared, explanation}
   figures: {seed (the seed the arrays come from),
             samples: {pair: {source [[x, y]...], target [[x, y]...],
                              generated: {method: {dopri5 [[x, y]...], euler_1 [[x, y]...]}}}},
