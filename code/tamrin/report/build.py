@@ -70,6 +70,10 @@ class ReportPaths:
     report: Path
     root: Path  # Typst's root: figures are referenced as /figures/… from report/report.typ
     templates: Path = TEMPLATES
+    cache: Path | None = None  # compiled templates between runs (default: results/.work/report)
+
+    def cache_dir(self) -> Path:
+        return self.cache if self.cache is not None else self.results / ".work" / "report"
 
 
 @dataclass
@@ -167,15 +171,18 @@ def figure_specs(r: dict[str, Any], window: int) -> dict[str, figs.FigureSpec]:
     }
 
 
-def make_figures(r: dict[str, Any], rp: ReportPaths, cfg: Any) -> tuple[dict[str, str], list[dict], int]:
-    """Draw the figures into figures/ (cached by their data) and copy the images the report shows;
-    returns (figure name → Typst path, dataset examples, loss smoothing window)."""
+def make_figures(r: dict[str, Any], rp: ReportPaths, cfg: Any) -> tuple[dict[str, str], list[dict], int,
+                                                                     figs.Drawing]:
+    """Start drawing the figures into figures/ (in a child process, cached by their data) and copy the images
+    the report shows; returns (figure name → Typst path, dataset examples, loss smoothing window, the drawing
+    to wait for before compiling)."""
     out = rp.figures
     if not r["finetune"]["loss"]:
         raise TamrinError("results/finetune/loss.jsonl has no steps: rerun `python build.py finetune --force finetune`")
     window = figs.smoothing_window(len(r["finetune"]["loss"]), cfg.smooth_window)
     specs = figure_specs(r, window)
-    figs.draw_all(list(specs.values()), out)
+    out.mkdir(parents=True, exist_ok=True)
+    drawing = figs.Drawing(list(specs.values()), out)
     fig = {name: _typst_path(out / spec.file, rp.root) for name, spec in specs.items()}
 
     data_dir = rp.results / "data"
@@ -191,7 +198,7 @@ def make_figures(r: dict[str, Any], rp: ReportPaths, cfg: Any) -> tuple[dict[str
     names = figs.copy_images(data_dir, [s["image"] for s in r["eval"]["samples"]], out / "images")
     for s, n in zip(r["eval"]["samples"], names):
         s["figure"] = _typst_path(out / "images" / n, rp.root)
-    return fig, data_examples, window
+    return fig, data_examples, window, drawing
 
 
 def _require_images(data_dir: Path, rels: list[str]) -> None:
@@ -202,10 +209,10 @@ def _require_images(data_dir: Path, rels: list[str]) -> None:
 
 
 def build_context(r: dict[str, Any], rp: ReportPaths, report_cfg: Any, student: Any,
-                  typst_version: str) -> dict[str, Any]:
+                  typst_version: str) -> tuple[dict[str, Any], figs.Drawing]:
     manifests = manifests_of(r)
     demo = demo_stages(manifests)
-    fig, data_examples, window = make_figures(r, rp, report_cfg)
+    fig, data_examples, window, drawing = make_figures(r, rp, report_cfg)
     st = config_dict(student)
     name = " ".join(x for x in (st.get("first_name_fa", ""), st.get("last_name_fa", "")) if x).strip()
     name_en = " ".join(x for x in (st.get("first_name_en", ""), st.get("last_name_en", "")) if x).strip()
@@ -220,7 +227,7 @@ def build_context(r: dict[str, Any], rp: ReportPaths, report_cfg: Any, student: 
         "fig": fig, "data_examples": data_examples, "flow_floor": figs.sampling_floor(r["flow"]["experiment"]), "loss_window": window, "qtype_fa": QTYPE_FA,
         "sections": sections, "provenance": provenance_rows(manifests), "packages": package_rows(manifests),
         "report_build": {"typst": typst_version},
-    }
+    }, drawing
 
 
 def template_names(rp: ReportPaths) -> list[str]:
@@ -229,8 +236,8 @@ def template_names(rp: ReportPaths) -> list[str]:
     return names
 
 
-def render(context: dict[str, Any], templates_dir: Path) -> str:
-    env = make_environment(templates_dir)
+def render(context: dict[str, Any], templates_dir: Path, cache_dir: Path | None = None) -> str:
+    env = make_environment(templates_dir, cache_dir)
     # As globals, the context is visible in imported macros too (`⟦% from … import m %⟧` has no context).
     env.globals.update(context)
     try:
@@ -277,18 +284,22 @@ def build_report(rp: ReportPaths, report_cfg: Any, student: Any, log: Any = None
     r = load_results(rp.results)
     _check_derivations(r)
     timings["read"] = time.perf_counter() - t0
-    context = build_context(r, rp, report_cfg, student, typst.__version__)
-    timings["figures"] = time.perf_counter() - t0 - sum(timings.values())
-
-    findings += lint_templates(rp.templates, template_names(rp))
-    source = render(context, rp.templates)
-    rp.report.mkdir(parents=True, exist_ok=True)
-    write_text(typ_path, source)
-    for name in ("style.typ", "refs.bib"):
-        shutil.copyfile(rp.templates / name, rp.report / name)
-    findings += undefined_references(source, bib_keys(bib.read_text(encoding="utf-8")))
-    findings += glyph_findings(source, covered_codepoints(fonts_dir))
-    timings["render"] = time.perf_counter() - t0 - sum(timings.values())
+    context, drawing = build_context(r, rp, report_cfg, student, typst.__version__)
+    try:
+        findings += lint_templates(rp.templates, template_names(rp))
+        source = render(context, rp.templates, rp.cache_dir())
+        rp.report.mkdir(parents=True, exist_ok=True)
+        write_text(typ_path, source)
+        for name in ("style.typ", "refs.bib"):
+            shutil.copyfile(rp.templates / name, rp.report / name)
+        findings += undefined_references(source, bib_keys(bib.read_text(encoding="utf-8")))
+        findings += glyph_findings(source, covered_codepoints(fonts_dir))
+        timings["render"] = time.perf_counter() - t0 - sum(timings.values())
+    except BaseException:
+        drawing.close()
+        raise
+    drawing.wait()  # the figures must exist before Typst reads them
+    timings["figures (wait)"] = time.perf_counter() - t0 - sum(timings.values())
 
     compiled = None
     if not any(f.kind == "undefined-reference" for f in findings):  # Typst stops at the first one anyway

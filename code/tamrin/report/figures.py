@@ -268,25 +268,83 @@ def figure_key(spec: FigureSpec, fingerprint: str) -> str:
     return hashlib.sha256((fingerprint + data).encode()).hexdigest()
 
 
+def _read_cache(out: Path) -> dict[str, str]:
+    try:
+        return json.loads((out / CACHE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def stale(specs: list[FigureSpec], out: Path) -> list[FigureSpec]:
+    """The figures whose file is missing or whose cached key differs."""
+    cache, fingerprint = _read_cache(out), _code_fingerprint()
+    return [s for s in specs if not (cache.get(s.file) == figure_key(s, fingerprint) and (out / s.file).is_file())]
+
+
 def draw_all(specs: list[FigureSpec], out: Path) -> dict[str, bool]:
     """Draw every figure whose cached key differs (or whose file is missing); {file: redrawn}."""
     out.mkdir(parents=True, exist_ok=True)
-    cache_path = out / CACHE_FILE
-    try:
-        cache = json.loads(cache_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        cache = {}
-    fingerprint = _code_fingerprint()
-    redrawn = {}
+    todo = {s.file for s in stale(specs, out)}
+    cache, fingerprint = _read_cache(out), _code_fingerprint()
     for spec in specs:
-        key = figure_key(spec, fingerprint)
-        target = out / spec.file
-        fresh = cache.get(spec.file) == key and target.is_file()
-        if not fresh:
-            spec.draw(*spec.args, target)
-            cache[spec.file] = key
-        redrawn[spec.file] = not fresh
-    tmp = cache_path.with_suffix(".tmp")
+        if spec.file in todo:
+            spec.draw(*spec.args, out / spec.file)
+            cache[spec.file] = figure_key(spec, fingerprint)
+    tmp = (out / CACHE_FILE).with_suffix(".tmp")
     tmp.write_text(json.dumps(cache, indent=1, sort_keys=True), encoding="utf-8")
-    tmp.replace(cache_path)
-    return redrawn
+    tmp.replace(out / CACHE_FILE)
+    return {s.file: s.file in todo for s in specs}
+
+
+class Drawing:
+    """Figures being drawn by a child Python process while the caller renders the templates, so matplotlib's
+    import and drawing overlap with Jinja and the lint on a second core. The child gets the figures as a JSON
+    job (function names and data), so nothing of the caller's `__main__` is re-run. `wait()` returns
+    {file: redrawn} and raises if the child failed."""
+
+    def __init__(self, specs: list[FigureSpec], out: Path) -> None:
+        import os
+        import subprocess
+        import sys
+        import tempfile
+
+        self.specs, self.out = specs, out
+        self._proc = None
+        self._todo = {s.file for s in stale(specs, out)}
+        if not self._todo:
+            return
+        fd, self._job = tempfile.mkstemp(prefix=".figures-job-", suffix=".json", dir=out)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({"out": str(out), "figures": [{"file": s.file, "draw": s.draw.__name__, "args": s.args}
+                                                    for s in specs]}, f)
+        code_dir = str(Path(__file__).resolve().parents[2])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([code_dir, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+        self._proc = subprocess.Popen([sys.executable, "-c", f"from tamrin.report.figures import run_job; run_job({self._job!r})"],
+                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def wait(self) -> dict[str, bool]:
+        if self._proc is None:
+            return {s.file: s.file in self._todo for s in self.specs}
+        try:
+            _, err = self._proc.communicate()
+        finally:
+            Path(self._job).unlink(missing_ok=True)
+        if self._proc.returncode != 0:
+            last = err.strip().splitlines()[-1] if err.strip() else f"exit code {self._proc.returncode}"
+            raise RuntimeError(f"drawing the figures failed: {last}\n{err[-4000:]}")
+        self._proc = None
+        return {s.file: s.file in self._todo for s in self.specs}
+
+    def close(self) -> None:
+        """Let a running drawing finish quietly (the caller is already failing for another reason)."""
+        try:
+            self.wait()
+        except Exception:  # noqa: BLE001 - the caller's error is the one to report
+            pass
+
+
+def run_job(path: str) -> None:
+    """Child-process entry: draw the figures of a JSON job written by `Drawing`."""
+    job = json.loads(Path(path).read_text(encoding="utf-8"))
+    specs = [FigureSpec(f["file"], globals()[f["draw"]], tuple(f["args"])) for f in job["figures"]]
+    draw_all(specs, Path(job["out"]))

@@ -100,9 +100,21 @@ FILTERS = {"fa": _fa, "pct": pct, "typ": _typ, "tstr": typst_string, "num": code
            "raw": _raw}
 
 
-def make_environment(templates_dir: Path) -> ReportEnvironment:
+def bytecode_cache(directory: Path) -> jinja2.BytecodeCache:
+    """Compiled templates kept between runs (compiling them costs ~0.5 s). Jinja checks each template's
+    source checksum; the folder is keyed by this module's source, which decides how templates compile."""
+    import hashlib
+
+    tag = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
+    folder = Path(directory) / f"jinja-{tag}"
+    folder.mkdir(parents=True, exist_ok=True)
+    return jinja2.FileSystemBytecodeCache(str(folder))
+
+
+def make_environment(templates_dir: Path, cache_dir: Path | None = None) -> ReportEnvironment:
     env = ReportEnvironment(
         loader=jinja2.FileSystemLoader(str(templates_dir)),
+        bytecode_cache=bytecode_cache(cache_dir) if cache_dir is not None else None,
         undefined=jinja2.StrictUndefined,
         autoescape=True,
         finalize=finalize,
