@@ -39,7 +39,8 @@ class FlowConfig:
         if not self.pairs or not self.methods:
             raise ConfigError("flow.pairs and flow.methods must each name at least one entry")
         if 1 not in self.euler_steps:
-            raise ConfigError(f"flow.euler_steps must include 1 (the 1-step W2 of the comparison), got {self.euler_steps}")
+            raise ConfigError("flow.euler_steps must include 1 (the 1-step W2 of the comparison), "
+                              f"got {self.euler_steps}")
         if self.n_plot > self.n_eval or self.n_traj > self.n_eval:
             raise ConfigError(f"flow.n_plot ({self.n_plot}) and flow.n_traj ({self.n_traj}) must not exceed "
                               f"flow.n_eval ({self.n_eval})")

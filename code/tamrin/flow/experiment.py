@@ -61,7 +61,8 @@ def flat_metrics(ev: dict[str, Any], ref: dict[str, float], tr: Any, steps: int)
     for n, v in ev["euler"].items():
         m[f"w2_euler_{n}"] = v["w2"]
         m[f"w2sq_euler_{n}"] = v["w2_squared"]
-    m["w2_dopri5"], m["w2sq_dopri5"], m["nfe_dopri5"] = ev["dopri5"]["w2"], ev["dopri5"]["w2_squared"], ev["dopri5"]["nfe"]
+    dop = ev["dopri5"]
+    m["w2_dopri5"], m["w2sq_dopri5"], m["nfe_dopri5"] = dop["w2"], dop["w2_squared"], dop["nfe"]
     pe = ev["path"]["path_energy"]
     m["path_energy"] = pe
     m["npe"] = abs(pe - ref["w2sq_source_target"]) / ref["w2sq_source_target"]
@@ -140,7 +141,7 @@ def w2_vs_steps(summary: dict[str, Any], euler_steps: list[int]) -> dict[str, An
     return out
 
 
-def anchor(summary: dict[str, Any], refs: list[dict[str, Any]]) -> dict[str, Any]:
+def anchor(summary: dict[str, Any], refs: list[dict[str, Any]], settings: dict[str, Any]) -> dict[str, Any]:
     """Our 8gaussians → moons numbers next to the literature's, in the literature's quantity (W2²)."""
     pair = "8gaussians-moons"
     limits = [r["w2sq_collapse_to_mean"] for r in refs if r["pair"] == pair]
@@ -166,11 +167,13 @@ def anchor(summary: dict[str, Any], refs: list[dict[str, Any]]) -> dict[str, Any
                 ours[m] = {"euler_1": {"mean": s["w2sq_euler_1"]["mean"], "std": s["w2sq_euler_1"]["std"]},
                            "adaptive": {"mean": s["w2sq_dopri5"]["mean"], "std": s["w2sq_dopri5"]["std"]}}
         out["ours_w2_squared"] = ours
+        out["ours_settings"] = {k: settings[k] for k in ("steps", "batch_size", "lr", "n_eval", "seeds", "hidden")}
         out["icfm_euler_1_limit_w2_squared"] = limit_w2sq
         out["explanation"] = (
             "1-step Euler from x0 lands at x0 + v(x0, 0). For I-CFM the exact field at t = 0 is E[x1] − x0, so "
             "a well-trained I-CFM collapses all samples onto the target mean and its 1-step W2² tends to "
-            "E‖x1 − E x1‖² (icfm_euler_1_limit_w2_squared); how close a run gets depends on how well the network "
+            "E‖x1 − E x1‖² (icfm_euler_1_limit_w2_squared); how close a run gets depends on how well the "
+            "network "
             "fits the field near t = 0 (capacity, steps, lr). OT-CFM's pairs make v nearly constant along "
             "straight paths, so 1 step is almost exact; its residual W2² falls with training steps and with the "
             "OT batch size (the literature solves OT on 1024-point batches).")
@@ -227,26 +230,27 @@ def run(cfg: Any, profile: str, work_dir: Path, log: logging.Logger) -> dict[str
             losses = np.array([c["loss"] for c in curves])
             figures["loss_curves"][pair][method] = {"step": curves[0]["step"], "loss_mean": _round(losses.mean(0), 4),
                                                     "loss_std": _round(losses.std(0), 4)}
+    settings = {
+        "pairs": list(cfg.pairs), "methods": list(cfg.methods), "seeds": list(cfg.seeds), "steps": cfg.steps,
+        "batch_size": cfg.batch_size, "lr": cfg.lr, "optimizer": "Adam", "hidden": cfg.hidden,
+        "model": f"MLP (x, t) → 3 hidden layers × {cfg.hidden}, SELU → v (TorchCFM)", "sigma": cfg.sigma,
+        "sigma_min": cfg.sigma_min, "n_eval": cfg.n_eval, "euler_steps": sorted(cfg.euler_steps),
+        "dopri_tol": cfg.dopri_tol, "ot": "exact assignment on the squared-Euclidean cost per training batch "
+                                          "(scipy.optimize.linear_sum_assignment); x0[row] paired with x1[col]",
+        "w2": "exact W2 between the generated and held-out target samples (equal sizes; linear assignment on "
+              "the squared-Euclidean cost); w2sq = W2²",
+        "threads": cfg.threads,
+    }
     return {
         "schema_version": 1,
         "profile": profile,
-        "settings": {
-            "pairs": list(cfg.pairs), "methods": list(cfg.methods), "seeds": list(cfg.seeds), "steps": cfg.steps,
-            "batch_size": cfg.batch_size, "lr": cfg.lr, "optimizer": "Adam", "hidden": cfg.hidden,
-            "model": f"MLP (x, t) → 3 hidden layers × {cfg.hidden}, SELU → v (TorchCFM)", "sigma": cfg.sigma,
-            "sigma_min": cfg.sigma_min, "n_eval": cfg.n_eval, "euler_steps": sorted(cfg.euler_steps),
-            "dopri_tol": cfg.dopri_tol, "ot": "exact assignment on the squared-Euclidean cost per training batch "
-                                              "(scipy.optimize.linear_sum_assignment); x0[row] paired with x1[col]",
-            "w2": "exact W2 between the generated and held-out target samples (equal sizes; linear assignment on "
-                  "the squared-Euclidean cost); w2sq = W2²",
-            "threads": cfg.threads,
-        },
+        "settings": settings,
         "labels": {"methods": {m: METHOD_LABELS[m] for m in cfg.methods},
                    "pairs": {p: PAIR_LABELS[p] for p in cfg.pairs}},
         "runs": [{k: v for k, v in r.items() if k not in ("figures", "loss_curve")} for r in runs],
         "reference": list(refs.values()),
         "summary": summary,
         "w2_vs_steps": w2_vs_steps(summary, list(cfg.euler_steps)),
-        "anchor": anchor(summary, list(refs.values())),
+        "anchor": anchor(summary, list(refs.values()), settings),
         "figures": figures,
     }

@@ -259,7 +259,8 @@ def check_paths(n: int, seed: int = 0) -> Derivation:
     ]
     return Derivation(
         name="thm3_ode_samples", title="Theorem 3, numerically: ODE of u_t(x|x1) from p_0 samples reproduces p_t(x|x1)",
-        part="2.2", statement_typst="x(0) ~ p_0 (x | x_1) ==> x(t) ~ p_t (x | x_1) = cal(N)(mu_t (x_1), sigma_t (x_1)^2 I)",
+        part="2.2",
+        statement_typst="x(0) ~ p_0 (x | x_1) ==> x(t) ~ p_t (x | x_1) = cal(N)(mu_t (x_1), sigma_t (x_1)^2 I)",
         steps_typst=[s for s, _ in steps], step_notes=[n_ for _, n_ in steps], residual=worst_err, tolerance=tol,
         passed=bool(passed), method="scipy solve_ivp (DOP853) of the lambdified sympy field; pathwise error vs ψ_t "
         "and two-sample KS tests vs fresh p_t(x|x1) samples", numeric={"paths": per_path, "min_ks_pvalue": min_p,

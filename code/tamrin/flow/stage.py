@@ -53,7 +53,9 @@ experiment.json — one object:
   anchor: {source, pair, runs, quantity, their_setup,
            reported_w2_squared: {euler_1|adaptive: {icfm|otcfm: {mean, std}}},
            ours_w2_squared: {icfm|otcfm: {euler_1|adaptive: {mean, std}}},
+           ours_settings: {steps, batch_size, lr, n_eval, seeds, hidden} (the run these numbers come from),
            euler_1_ratio_icfm_over_otcfm: {ours, reported}, icfm_euler_1_limit_w2_squared, explanation}
+          (ours_* / ratio / limit / explanation only when 8gaussians-moons was run)
   figures: {seed (the seed the arrays come from),
             samples: {pair: {source [[x, y]...], target [[x, y]...],
                              generated: {method: {dopri5 [[x, y]...], euler_1 [[x, y]...]}}}},

@@ -8,7 +8,8 @@ conditional fields u_k := u_t(x|c_k) of Theorem 3, the marginal field is u_t(x) 
   g_FM  = ∇θ [p_t(x) ‖v − u_t(x)‖²]          (the FM integrand, eq. 5, times its density)
   g_CFM = ∇θ Σ_k w_k p_k ‖v − u_k‖²           (the CFM integrand, eq. 9, times its density)
 
-and g_FM − g_CFM simplifies to 0; the loss integrands differ by Σ_k w_k p_k ‖u_k − u_t(x)‖², which has no θ in it.
+and g_FM − g_CFM simplifies to 0; the loss integrands differ by Σ_k w_k p_k ‖u_k − u_t(x)‖², which has no θ
+in it.
 """
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ ASSUMPTIONS = [
      "enters_at_step": 2},
     {"typst": "integral integral norm(v_t (x))^2 p_t (x | x_1) q(x_1) dif x_1 dif x < infinity",
      "text": "integrability (q decays fast enough): Fubini lets the x- and x1-integrals swap, so "
-             "E_{p_t(x)}⟨v, u_t(x)⟩ = E_{q(x1), p_t(x|x1)}⟨v, u_t(x|x1)⟩ (for a finite mixture the x1-integral is "
+             "E_{p_t(x)}⟨v, u_t(x)⟩ = E_{q(x1), p_t(x|x1)}⟨v, u_t(x|x1)⟩ (for a finite mixture the x1-integral "
+             "is "
              "a finite sum and this is automatic)",
      "enters_at_step": 7},
     {"typst": "norm(u_t), norm(v_t), norm(nabla_theta v_t) < C",
@@ -148,7 +150,8 @@ def derive(K: int = 3, d: int = 2) -> list[Derivation]:
          "in general: the expected conditional variance of u_t(x|x1) given x (r_k is the posterior of "
          "component k); it does not depend on θ, so the gradients agree although the losses do not"),
     ]
-    method = ("sympy: cancel(together(·)) (then cancel(expand(·)), simplify) of g_FM − g_CFM, of L_CFM − L_FM − variance and "
+    method = ("sympy: cancel(together(·)) (then cancel(expand(·)), simplify) of g_FM − g_CFM, of "
+              "L_CFM − L_FM − variance and "
               "of ∇θ(variance), for " + "; ".join(f"{k}: {v:g}" for k, v in res.items()))
     return [Derivation(
         name="thm2_gradients_agree", title="Theorem 2: ∇θ L_FM = ∇θ L_CFM (pointwise identity of the integrands)",

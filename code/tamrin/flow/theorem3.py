@@ -128,7 +128,6 @@ def general_d_terms() -> tuple[sp.Expr, sp.Expr]:
 
 def derive_continuity() -> Derivation:
     dt_log, div = general_d_terms()
-    d, R, M = sp.Symbol("d", positive=True, integer=True), sp.Symbol("R"), sp.Symbol("M")
     names = {"R": 'norm(x - mu_t (x_1))^2', "M": '(x - mu_t (x_1)) dot mu\'_t (x_1)'}
     show = lambda e: typst(e, names=names, **TYPST)  # noqa: E731
     res_1d = continuity_residual(1)
@@ -179,7 +178,8 @@ def special_paths() -> list[SpecialPath]:
                     "μ_t = t x1 and σ_t = 1 − (1 − σ_min) t are linear in t"),
         SpecialPath("ve", "variance-exploding diffusion path (reversed)", x1, sv,
                     -dsv / sv * (x - x1), "eq. 16–17",
-                    "σ_s increasing with σ_0 = 0 (data) and σ_1 ≫ 1 (noise); time reversed: σ_t(x1) = σ_{1−t}"),
+                    "σ_s increasing with σ_0 = 0 (data) and σ_1 ≫ 1 (noise); time reversed: "
+                    "σ_t(x1) = σ_{1−t}"),
         SpecialPath("vp", "variance-preserving diffusion path (reversed)", a * x1, sp.sqrt(1 - a ** 2),
                     da / (1 - a ** 2) * (a * x - x1), "eq. 18–19",
                     "α_s = e^{−T(s)/2}, T(s) = ∫_0^s β(r) dr; time reversed: μ_t = α_{1−t} x1, "
