@@ -147,9 +147,9 @@ def test_font_and_glyph_findings():
     pdf = b"<< /BaseFont /ABCDEF+Vazirmatn-Regular >> << /BaseFont /XYZABC+LibertinusSerif-Regular >>"
     assert [f.kind for f in font_findings(pdf, ("Vazirmatn",))] == ["font"]
     assert font_findings(b"no fonts", ("Vazirmatn",))[0].message.startswith("no font")
-    covered = {ord(c) for c in "abc "}
-    found = glyph_findings("ab #raw(\"z\") $z$ cz", covered)
-    assert [f.message[:14] for f in found] == ["character 'z' "]
+    covered = {ord(c) for c in "abcé"}
+    found = glyph_findings("ab é #raw(\"Ꝏ\") $Ꝏ$ ≫ c\nꝎ Ꝏ", covered)
+    assert [(f.where, f.message[:14]) for f in found] == [("report.typ:2", "character 'Ꝏ' ")]
 
 
 # ---------------------------------------------------------------------------------------------- small helpers

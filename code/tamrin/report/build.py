@@ -27,6 +27,7 @@ from .lint import (Finding, LintError, bib_keys, covered_codepoints, figure_find
                    glyph_findings, lint_templates, undefined_references)
 from .persian import jalali_date
 from .templating import make_environment
+from .typst_scan import scan
 from .typst_compile import ALLOWED_PDF_FONTS, TypstCompileError, compile_pdf, missing_font_files, query
 
 TEMPLATES = ROOT / "templates"
@@ -292,8 +293,9 @@ def build_report(rp: ReportPaths, report_cfg: Any, student: Any, log: Any = None
         write_text(typ_path, source)
         for name in ("style.typ", "refs.bib"):
             shutil.copyfile(rp.templates / name, rp.report / name)
-        findings += undefined_references(source, bib_keys(bib.read_text(encoding="utf-8")))
-        findings += glyph_findings(source, covered_codepoints(fonts_dir))
+        scanned = scan(source)
+        findings += undefined_references(source, bib_keys(bib.read_text(encoding="utf-8")), scanned)
+        findings += glyph_findings(source, covered_codepoints(fonts_dir), scanned)
         timings["render"] = time.perf_counter() - t0 - sum(timings.values())
     except BaseException:
         drawing.close()

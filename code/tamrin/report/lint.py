@@ -33,7 +33,7 @@ from pathlib import Path
 
 from ..errors import TamrinError
 from .templating import DELIMITERS
-from .typst_scan import labels_and_refs, markup_text, math_spans
+from .typst_scan import markup_text, math_spans, scan
 
 _JINJA = re.compile(r"⟦#.*?#⟧|⟦%.*?%⟧|⟦.*?⟧", re.S)
 _NUMBER_RUN = re.compile(r"[A-Za-z0-9۰-۹٠-٩_.\-/٫٬]+")
@@ -125,8 +125,9 @@ def bib_keys(bib_text: str) -> set[str]:
     return set(_BIB_KEY.findall(bib_text))
 
 
-def undefined_references(typst_src: str, bib: set[str]) -> list[Finding]:
-    labels, refs = labels_and_refs(typst_src)
+def undefined_references(typst_src: str, bib: set[str], scanned: object | None = None) -> list[Finding]:
+    sc = scanned if scanned is not None else scan(typst_src)
+    labels, refs = sc.labels, sc.refs
     defined = {name for _, name in labels} | bib
     return [Finding("undefined-reference", f"report.typ:{_line_of(typst_src, off)}",
                     f"@{name} refers to no label and no refs.bib key")
@@ -214,14 +215,16 @@ def covered_codepoints(fonts_dir: Path) -> set[int]:
 MATH_BLOCKS = ((0x2190, 0x22FF), (0x27C0, 0x27EF), (0x2980, 0x2AFF), (0x1D400, 0x1D7FF))
 
 
-def glyph_findings(typst_src: str, covered: set[int]) -> list[Finding]:
+def glyph_findings(typst_src: str, covered: set[int], scanned: object | None = None) -> list[Finding]:
     """Characters of the rendered document's prose that no text font of the report can draw."""
     if not covered:
         return []
-    text = markup_text(typst_src)
+    sc = scanned if scanned is not None else scan(typst_src)
     missing: dict[str, int] = {}
-    for i, ch in enumerate(text):
+    for i, ch in enumerate(typst_src):
         cp = ord(ch)
+        if cp < 0x80 or not sc.markup[i] or cp in covered or ch in missing:  # ASCII: Vazirmatn has it all
+            continue
         if any(lo <= cp <= hi for lo, hi in MATH_BLOCKS):
             continue
         if cp > 0x20 and cp not in covered and not (0x200B <= cp <= 0x200F or 0x202A <= cp <= 0x202E
