@@ -292,3 +292,12 @@ def test_a_stage_being_built_elsewhere_is_refused(tmp_path, fake_graph):
         out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60).stdout
         assert out.startswith("TamrinError") and f"pid {os.getpid()}" in out
     assert run_stage("flow", cfg, Paths(root)).status == "ran"  # released
+
+
+def test_atomic_files_have_normal_permissions(tmp_path):
+    from tamrin.atomic import write_text
+
+    write_text(tmp_path / "x.txt", "hi")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "x.txt").stat().st_mode & 0o777 == 0o666 & ~mask

@@ -8,6 +8,15 @@ from pathlib import Path
 from typing import Any, Iterable
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 def write_text(path: Path, text: str) -> None:
     """Write `text` to `path` via a temp file in the same folder and an atomic rename."""
     path = Path(path)
@@ -18,6 +27,7 @@ def write_text(path: Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; results should read like any other file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
