@@ -281,26 +281,30 @@ def stale(specs: list[FigureSpec], out: Path) -> list[FigureSpec]:
     return [s for s in specs if not (cache.get(s.file) == figure_key(s, fingerprint) and (out / s.file).is_file())]
 
 
-def draw_all(specs: list[FigureSpec], out: Path) -> dict[str, bool]:
-    """Draw every figure whose cached key differs (or whose file is missing); {file: redrawn}."""
-    out.mkdir(parents=True, exist_ok=True)
-    todo = {s.file for s in stale(specs, out)}
+def _write_cache(out: Path, specs: list[FigureSpec]) -> None:
     cache, fingerprint = _read_cache(out), _code_fingerprint()
-    for spec in specs:
-        if spec.file in todo:
-            spec.draw(*spec.args, out / spec.file)
-            cache[spec.file] = figure_key(spec, fingerprint)
+    cache.update({s.file: figure_key(s, fingerprint) for s in specs})
     tmp = (out / CACHE_FILE).with_suffix(".tmp")
     tmp.write_text(json.dumps(cache, indent=1, sort_keys=True), encoding="utf-8")
     tmp.replace(out / CACHE_FILE)
-    return {s.file: s.file in todo for s in specs}
+
+
+def draw_all(specs: list[FigureSpec], out: Path) -> dict[str, bool]:
+    """Draw (in this process) every figure whose cached key differs or whose file is missing; {file: redrawn}."""
+    out.mkdir(parents=True, exist_ok=True)
+    todo = stale(specs, out)
+    for spec in todo:
+        spec.draw(*spec.args, out / spec.file)
+    _write_cache(out, todo)
+    return {s.file: s in todo for s in specs}
 
 
 class Drawing:
-    """Figures being drawn by a child Python process while the caller renders the templates, so matplotlib's
-    import and drawing overlap with Jinja and the lint on a second core. The child gets the figures as a JSON
-    job (function names and data), so nothing of the caller's `__main__` is re-run. `wait()` returns
-    {file: redrawn} and raises if the child failed."""
+    """Stale figures drawn by a child Python process while the caller renders and lints the templates, so
+    matplotlib's import and drawing overlap with that work on a second core. (Two children were measured to
+    gain nothing on two cores: each pays matplotlib's import.) The child gets the figures as a JSON job
+    (function names and data), so nothing of the caller's `__main__` is re-run. `wait()` records the drawn
+    figures in the cache and returns {file: redrawn}; it raises if the child failed."""
 
     def __init__(self, specs: list[FigureSpec], out: Path) -> None:
         import os
@@ -309,31 +313,36 @@ class Drawing:
         import tempfile
 
         self.specs, self.out = specs, out
-        self._proc = None
-        self._todo = {s.file for s in stale(specs, out)}
-        if not self._todo:
-            return
-        fd, self._job = tempfile.mkstemp(prefix=".figures-job-", suffix=".json", dir=out)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"out": str(out), "figures": [{"file": s.file, "draw": s.draw.__name__, "args": s.args}
-                                                    for s in specs]}, f)
+        self._todo = stale(specs, out)
+        self._procs: list[tuple[subprocess.Popen, str]] = []
         code_dir = str(Path(__file__).resolve().parents[2])
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([code_dir, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
-        self._proc = subprocess.Popen([sys.executable, "-c", f"from tamrin.report.figures import run_job; run_job({self._job!r})"],
-                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        env = {**os.environ,
+               "PYTHONPATH": os.pathsep.join([code_dir, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+        for part in [self._todo] if self._todo else []:
+            fd, job = tempfile.mkstemp(prefix=".figures-job-", suffix=".json", dir=out)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump({"out": str(out), "figures": [{"file": s.file, "draw": s.draw.__name__, "args": s.args}
+                                                        for s in part]}, f)
+            proc = subprocess.Popen([sys.executable, "-c", f"from tamrin.report.figures import run_job; run_job({job!r})"],
+                                    env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            self._procs.append((proc, job))
 
     def wait(self) -> dict[str, bool]:
-        if self._proc is None:
-            return {s.file: s.file in self._todo for s in self.specs}
-        try:
-            _, err = self._proc.communicate()
-        finally:
-            Path(self._job).unlink(missing_ok=True)
-        if self._proc.returncode != 0:
-            last = err.strip().splitlines()[-1] if err.strip() else f"exit code {self._proc.returncode}"
-            raise RuntimeError(f"drawing the figures failed: {last}\n{err[-4000:]}")
-        self._proc = None
-        return {s.file: s.file in self._todo for s in self.specs}
+        errors = []
+        for proc, job in self._procs:
+            try:
+                _, err = proc.communicate()
+            finally:
+                Path(job).unlink(missing_ok=True)
+            if proc.returncode != 0:
+                last = err.strip().splitlines()[-1] if err.strip() else f"exit code {proc.returncode}"
+                errors.append(f"{last}\n{err[-3000:]}")
+        if self._procs and not errors:
+            _write_cache(self.out, self._todo)
+        self._procs = []
+        if errors:
+            raise RuntimeError("drawing the figures failed: " + "\n".join(errors))
+        return {s.file: s in self._todo for s in self.specs}
 
     def close(self) -> None:
         """Let a running drawing finish quietly (the caller is already failing for another reason)."""
@@ -344,7 +353,8 @@ class Drawing:
 
 
 def run_job(path: str) -> None:
-    """Child-process entry: draw the figures of a JSON job written by `Drawing`."""
+    """Child-process entry: draw the figures of a JSON job written by `Drawing` (the parent updates the cache)."""
     job = json.loads(Path(path).read_text(encoding="utf-8"))
-    specs = [FigureSpec(f["file"], globals()[f["draw"]], tuple(f["args"])) for f in job["figures"]]
-    draw_all(specs, Path(job["out"]))
+    out = Path(job["out"])
+    for f in job["figures"]:
+        globals()[f["draw"]](*f["args"], out / f["file"])
