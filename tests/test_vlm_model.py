@@ -111,3 +111,24 @@ def test_config_validation():
         load_config("demo", overrides=["lora.scope=vision"])
     cfg = load_config("demo")
     assert cfg.model.kind == "tiny" and cfg.lora.targets == ASSIGNMENT_TARGETS
+
+
+def test_unquantized_lora_with_checkpointing_trains():
+    """quantization = none (GPUs without bitsandbytes, or the user's choice): LoRA + checkpointing backprop."""
+    from tamrin.vlm import batches
+    from tamrin.vlm.loss import suffix_loss
+    from vlm_support import DATA
+
+    with one_thread():
+        processor, base = load_tiny(quantization="none")
+        model, info = attach_lora(base, rank=4, alpha=8, dropout=0.0, targets=ASSIGNMENT_TARGETS,
+                                  scope="language_model", quantized=False, grad_ckpt=True)
+        assert model.get_base_model().is_gradient_checkpointing and not any(
+            type(m).__name__ == "Linear4bit" for m in model.modules())
+        model.train()
+        b = batches.encode(processor, batches.read_split(DATA, "train")[:4], batches.ImageStore(DATA),
+                           "answer en ", with_answers=True)
+        s, n = suffix_loss(model, b)
+        (s / n).backward()
+    grads = [p.grad for n_, p in model.named_parameters() if "lora_B" in n_]  # B starts at 0, A gets no grad yet
+    assert grads and all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)

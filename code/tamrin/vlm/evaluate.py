@@ -21,7 +21,8 @@ from . import batches
 from .finetune import BASE_DIR
 from .generate import answer
 from .metrics import compute_metrics
-from .model import DTYPE_NAMES, DTYPES, load_base_model, load_processor, resolve_compute_dtype, resolve_quantization
+from .model import DTYPE_NAMES, load_base_model, load_processor, resolve_compute_dtype, resolve_quantization, \
+    threads_for
 
 
 def base_source_of(finetune_dir: Path, summary: dict, model_cfg) -> Path | str:
@@ -72,12 +73,17 @@ def draw_samples(ids: list[str], n: int, seed: int) -> list[str]:
 
 def run(ctx) -> None:
     """Stage entry point."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    with threads_for(ctx.section("model").kind, device):
+        _run(ctx, device)
+
+
+def _run(ctx, device: torch.device) -> None:
     eval_cfg, model_cfg = ctx.section("eval"), ctx.section("model")
     data_dir, finetune_dir, out = Path(ctx.inputs["data"]), Path(ctx.inputs["finetune"]), Path(ctx.out_dir)
     rows = batches.read_split(data_dir, "test")
     if eval_cfg.max_examples is not None:
         rows = rows[:eval_cfg.max_examples]
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, processor, info = load_for_eval(finetune_dir, model_cfg, device)
     images = batches.ImageStore(data_dir)
     ctx.log.info(f"evaluating {len(rows)} test questions (batch {eval_cfg.batch_size}, "

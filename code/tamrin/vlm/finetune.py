@@ -29,7 +29,7 @@ from ..errors import TamrinError
 from . import batches, checkpoint
 from .loss import IGNORE, LOSSES
 from .model import DTYPE_NAMES, LoraInfo, attach_lora, load_base_model, load_processor, param_counts, \
-    resolve_compute_dtype, resolve_quantization
+    resolve_compute_dtype, resolve_quantization, threads_for
 from .schedule import Plan, make_plan
 
 # The demo's tokenizer must cover every answer of the test split too (DESIGN's 28-answer vocabulary).
@@ -144,9 +144,11 @@ def _oom_message(train_cfg) -> str:
 
 def run(ctx) -> None:
     """Stage entry point."""
-    summary = train(data_dir=ctx.inputs["data"], out_dir=ctx.out_dir, work_dir=ctx.work_dir,
-                    model_cfg=ctx.section("model"), lora_cfg=ctx.section("lora"), train_cfg=ctx.section("train"),
-                    log=ctx.log)
+    model_cfg = ctx.section("model")
+    with threads_for(model_cfg.kind, torch.device("cuda" if torch.cuda.is_available() else "cpu")):
+        summary = train(data_dir=ctx.inputs["data"], out_dir=ctx.out_dir, work_dir=ctx.work_dir,
+                        model_cfg=model_cfg, lora_cfg=ctx.section("lora"), train_cfg=ctx.section("train"),
+                        log=ctx.log)
     if ctx.profile == "demo":
         ctx.extra["note"] = "offline demo: a tiny random-weight PaliGemma, not PaliGemma results"
     ctx.extra["stopped_early"] = summary["stopped_early"]
@@ -270,6 +272,7 @@ def train(*, data_dir: Path, out_dir: Path, work_dir: Path, model_cfg, lora_cfg,
         "epochs_done": round(plan.epoch_of(step), 4), "resumed_from_step": start or None,
         "stopped_early": stopped,
         "first_loss": history[0]["loss"] if history else None, "final_loss": history[-1]["loss"] if history else None,
+        **_loss_ends(history),
         "samples_per_s": round(samples / loop_seconds, 3) if loop_seconds > 0 and samples else None,
         "train_seconds": round(seconds_before + loop_seconds, 2), "wall_seconds": round(time.perf_counter() - t_start, 2),
         "peak_gpu_mem_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 3) if is_cuda else None,
@@ -282,10 +285,19 @@ def train(*, data_dir: Path, out_dir: Path, work_dir: Path, model_cfg, lora_cfg,
         if model_cfg.kind == "tiny":
             shutil.copytree(source, out_dir / BASE_DIR, dirs_exist_ok=True)
         write_json(out_dir / "summary.json", summary)
-        log.info(f"loss {summary['first_loss']} → {summary['final_loss']} in {step} steps, "
-                 f"{summary['samples_per_s']} samples/s")
+        log.info(f"mean loss of the first / last {summary['loss_window']} steps: {summary['loss_first_mean']:.3f} → "
+                 f"{summary['loss_last_mean']:.3f} ({step} steps, {summary['samples_per_s']} samples/s)")
     accelerator.wait_for_everyone()
     return summary
+
+
+def _loss_ends(history: list[dict]) -> dict:
+    """Mean loss of the first and the last tenth of the steps (single steps are noisy)."""
+    if not history:
+        return {"loss_window": 0, "loss_first_mean": None, "loss_last_mean": None}
+    k = max(1, len(history) // 10)
+    mean = lambda rs: round(sum(r["loss"] for r in rs) / len(rs), 6)  # noqa: E731
+    return {"loss_window": k, "loss_first_mean": mean(history[:k]), "loss_last_mean": mean(history[-k:])}
 
 
 def _identity(item):
