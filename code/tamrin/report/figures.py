@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 
 WIDTH_IN = 6.2  # text width of the A4 page with 2.5 cm margins, in inches
 COLORS = {"base": "#9a9a9a", "finetuned": "#1f5fa8", "raw": "#9fb7d6", "smooth": "#1f5fa8",
-          "icfm": "#d9731a", "otcfm": "#1f5fa8", "fm": "#6b9e3a", "source": "#9a9a9a", "target": "#202020"}
+          "icfm": "#d9731a", "otcfm": "#1f5fa8", "lipman": "#6b9e3a", "source": "#9a9a9a", "target": "#202020"}
 STYLE = {
     "font.family": "DejaVu Sans", "font.size": 8.5, "axes.titlesize": 9, "axes.labelsize": 8.5,
     "legend.fontsize": 8, "xtick.labelsize": 8, "ytick.labelsize": 8, "axes.spines.top": False,
