@@ -246,8 +246,39 @@ class Outcome:
 
 def run_stage(name: str, cfg: Config, paths: Paths, *, force: bool = False) -> Outcome:
     """Run one compute stage unless its cached result matches. Upstream results must already be current."""
+    if _distributed_rank() > 0:
+        return _run_secondary(name, cfg, paths, force)
     with stage_lock(paths, name):
         return _run_locked(name, cfg, paths, force)
+
+
+def _distributed_rank() -> int:
+    """This process's rank under `accelerate launch` / torchrun; 0 when not launched distributed."""
+    return int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
+
+
+def _run_secondary(name: str, cfg: Config, paths: Paths, force: bool) -> Outcome:
+    """A non-main process of a distributed launch (multi-GPU fine-tuning) runs the stage's code beside the
+    main process, so collective training works, but in a private scratch folder: it never takes the lock,
+    writes a manifest or replaces results — the main process (rank 0) does that."""
+    import tempfile
+
+    stage = STAGES[name]
+    upstream = {d: (read_manifest(paths, d) or {}).get("cache_key", "") for d in stage.deps}
+    parts = cache_key(stage, cfg, upstream)
+    if not force and staleness(stage, read_manifest(paths, name), parts, paths.stage_dir(name)) is None:
+        return Outcome(name, "cached", parts.key, 0.0)
+    scratch = Path(tempfile.mkdtemp(prefix=f"tamrin-{name}-rank{_distributed_rank()}-"))
+    work = paths.work_dir(name) / parts.key[:16]
+    work.mkdir(parents=True, exist_ok=True)
+    ctx = StageContext(stage=name, cfg=cfg, out_dir=scratch, work_dir=work,
+                       inputs={d: paths.stage_dir(d) for d in stage.deps}, paths=paths,
+                       cache_key=parts.key, log=stage_logger(name))
+    try:
+        load_entry(stage)(ctx)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return Outcome(name, "ran", parts.key, 0.0)
 
 
 def _run_locked(name: str, cfg: Config, paths: Paths, force: bool) -> Outcome:

@@ -149,6 +149,13 @@ def run(ctx) -> None:
         summary = train(data_dir=ctx.inputs["data"], out_dir=ctx.out_dir, work_dir=ctx.work_dir,
                         model_cfg=model_cfg, lora_cfg=ctx.section("lora"), train_cfg=ctx.section("train"),
                         log=ctx.log)
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:
+        # Under `accelerate launch` every process runs the stage runner; only the main process's output
+        # folder is the result. The others leave here (exit status 0) so the runner never swaps their
+        # empty staging folder in, and they do not go on to run later stages a second time.
+        raise SystemExit(0)
     if ctx.profile == "demo":
         ctx.extra["note"] = "offline demo: a tiny random-weight PaliGemma, not PaliGemma results"
     ctx.extra["stopped_early"] = summary["stopped_early"]
@@ -164,10 +171,11 @@ def train(*, data_dir: Path, out_dir: Path, work_dir: Path, model_cfg, lora_cfg,
 
     t_start = time.perf_counter()
     out_dir, work_dir = Path(out_dir), Path(work_dir)
-    rows = batches.read_split(data_dir, "train")
     is_cuda = torch.cuda.is_available()
     dtype0 = resolve_compute_dtype(train_cfg.compute_dtype, torch.device("cuda" if is_cuda else "cpu"))
+    # Under a distributed launch this waits for every process, so all of them read the same, finished data.
     accelerator = Accelerator(mixed_precision=_mixed_precision(dtype0), cpu=not is_cuda)
+    rows = batches.read_split(data_dir, "train")
     device, main, rank = accelerator.device, accelerator.is_main_process, accelerator.process_index
     set_seed(train_cfg.seed)
 
