@@ -24,6 +24,7 @@ def tiny():
     """NF4 tiny model with a random (non-zero) LoRA update, in eval mode."""
     with one_thread():
         processor, base = load_tiny(quantization="nf4")
+        torch.manual_seed(0)  # LoRA A's init: the same model whatever ran before in this session
         model, _ = attach_lora(base, rank=8, alpha=16, dropout=0.0, targets=["q_proj", "o_proj", "up_proj", "down_proj"],
                                scope="language_model", quantized=True, grad_ckpt=False)
         torch.manual_seed(2)
@@ -77,6 +78,7 @@ def test_batched_generation_matches_reference_and_returns_only_new_tokens(tiny):
                                           device=torch.device("cpu"))
         prompt = batches.encode(processor, rows, store, PREFIX, with_answers=False)["input_ids"]
         assert torch.equal(seqs[:, :prompt_len], prompt)  # generate returns prompt + new tokens ...
+        assert not (seqs[:, prompt_len:] == processor.image_token_id).any()  # the reference could not feed it back
         for i, row in enumerate(rows):  # ... and the new tokens are the reference greedy decode
             assert _until_eos(seqs[i, prompt_len:].tolist(), eos) == reference_greedy(model, processor, row)
         texts = answer(model, processor, rows, store, PREFIX, batch_size=6, max_new_tokens=MAX_NEW,

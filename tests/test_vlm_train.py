@@ -121,3 +121,27 @@ def test_max_minutes_stops_cleanly_and_saves(tmp_path):
     assert len(_losses(out)) == 1
     assert (out / "adapter" / "adapter_model.safetensors").exists()
     assert json.loads((out / "summary.json").read_text())["steps_done"] == 1
+
+
+def test_out_of_memory_is_one_line_with_advice(tmp_path, monkeypatch):
+    import torch
+
+    from tamrin.errors import TamrinError
+
+    def boom(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(finetune, "train_step", boom)
+    with pytest.raises(TamrinError) as err:
+        _train(tmp_path, "oom", max_steps=3, batch_size=8, grad_accum=2)
+    msg = str(err.value)
+    assert "\n" not in msg and "train.batch_size=4" in msg and "train.grad_accum=4" in msg
+
+
+def test_data_loader_workers(tmp_path):
+    """num_workers > 0 (the paper config): batches built in worker processes, same losses as in-process."""
+    a = _train(tmp_path, "w0", max_steps=4, num_workers=0)
+    b = _train(tmp_path, "w2", max_steps=4, num_workers=2)
+    assert a["steps_done"] == b["steps_done"] == 4
+    la, lb = _losses(tmp_path / "w0" / "out"), _losses(tmp_path / "w2" / "out")
+    assert [r["loss"] for r in la] == pytest.approx([r["loss"] for r in lb], rel=1e-5)

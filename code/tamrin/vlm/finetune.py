@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
+import os
 import resource
 import shutil
 import time
@@ -79,6 +80,11 @@ def build_training_model(source, model_cfg, lora_cfg, train_cfg, device: torch.d
     model, info = attach_lora(base, rank=lora_cfg.rank, alpha=lora_cfg.alpha, dropout=lora_cfg.dropout,
                               targets=lora_cfg.targets, scope=lora_cfg.scope, quantized=quant == "nf4",
                               grad_ckpt=train_cfg.grad_ckpt)
+    # LoRA weights (the only trained ones) stay fp32 whatever the compute dtype: AdamW updates keep their
+    # precision, and fp16's gradient scaler refuses to unscale fp16 gradients (the T4 path).
+    for p in model.parameters():
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.float()
     return TrainingModel(model, processor, info, quant, dtype)
 
 
@@ -220,6 +226,8 @@ def train(*, data_dir: Path, out_dir: Path, work_dir: Path, model_cfg, lora_cfg,
     loader = torch.utils.data.DataLoader(data, batch_size=None, shuffle=False, num_workers=train_cfg.num_workers,
                                          collate_fn=_identity, pin_memory=is_cuda,
                                          generator=torch.Generator().manual_seed(train_cfg.seed))
+    if train_cfg.num_workers:
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # forked workers + a threaded tokenizer can hang
     loss_fn = LOSSES[train_cfg.loss]
     if is_cuda:
         torch.cuda.reset_peak_memory_stats(device)
