@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))
-from vlm_support import DATA, one_thread  # noqa: E402
+from vlm_support import DATA, one_thread, tiny_base  # noqa: E402
 
 from tamrin.atomic import read_jsonl, write_json  # noqa: E402
 from tamrin.config import load_config  # noqa: E402
@@ -18,11 +18,35 @@ from tamrin.runner import Paths, run_stage  # noqa: E402
 SMALL = ["train.max_steps=40", "train.save_every=20", "eval.batch_size=8", "eval.bootstrap=200"]
 
 
-def test_finetune_and_eval_stages(tmp_path):
-    paths = Paths(root=tmp_path)
+def _paths_with_data(root: Path) -> Paths:
+    paths = Paths(root=root)
     data = paths.stage_dir("data")
     shutil.copytree(DATA, data, ignore=shutil.ignore_patterns("make.py"))
     write_json(data / "manifest.json", {"stage": "data", "profile": "demo", "cache_key": "fixture"})
+    return paths
+
+
+def test_pretrained_kind_from_a_local_folder(tmp_path):
+    """The paper profile's path (`model.kind = pretrained`, `model.id` a folder as for the GPU proof with a
+    random 3B checkpoint): the adapter's base is `model.id`, and eval loads that same base."""
+    paths = _paths_with_data(tmp_path)
+    base = tiny_base()
+    cfg = load_config("paper", overrides=["model.kind=pretrained", f"model.id={base}", "model.quantization=auto",
+                                          "train.max_steps=3", "train.batch_size=8", "train.grad_accum=1",
+                                          "train.num_workers=0", "eval.max_examples=8", "eval.bootstrap=50"])
+    with one_thread():
+        run_stage("finetune", cfg, paths)
+        run_stage("eval", cfg, paths)
+    fdir = paths.stage_dir("finetune")
+    summary = json.loads((fdir / "summary.json").read_text())
+    assert summary["base_model"] == str(base) and not (fdir / "base_model").exists()
+    assert json.loads((fdir / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"] == str(base)
+    assert json.loads((paths.stage_dir("eval") / "summary.json").read_text())["base_model"] == str(base)
+    assert json.loads((paths.stage_dir("eval") / "finetuned" / "metrics.json").read_text())["n"] == 8
+
+
+def test_finetune_and_eval_stages(tmp_path):
+    paths = _paths_with_data(tmp_path)
     cfg = load_config("demo", overrides=SMALL)
     with one_thread():
         ft = run_stage("finetune", cfg, paths)
@@ -39,6 +63,8 @@ def test_finetune_and_eval_stages(tmp_path):
         assert key in summary
     assert summary["lora"]["scope"] == "language_model" and summary["lora"]["matched_modules"] > 0
     assert (fdir / "adapter" / "adapter_model.safetensors").exists() and (fdir / "manifest.json").exists()
+    adapter_cfg = json.loads((fdir / "adapter" / "adapter_config.json").read_text())
+    assert (fdir / "adapter" / adapter_cfg["base_model_name_or_path"] / "config.json").exists()
     assert not paths.work_dir("finetune").exists() or not any(paths.work_dir("finetune").rglob("ckpt-*"))
 
     edir = paths.stage_dir("eval")

@@ -297,9 +297,11 @@ def train(*, data_dir: Path, out_dir: Path, work_dir: Path, model_cfg, lora_cfg,
         "torch_threads": torch.get_num_threads(),
     }
     if main:
-        accelerator.unwrap_model(model).save_pretrained(out_dir / "adapter")
-        if model_cfg.kind == "tiny":
+        unwrapped = accelerator.unwrap_model(model)
+        if model_cfg.kind == "tiny":  # the adapter's base is the copy saved beside it, not the scratch folder
+            unwrapped.peft_config["default"].base_model_name_or_path = f"../{BASE_DIR}"
             shutil.copytree(source, out_dir / BASE_DIR, dirs_exist_ok=True)
+        unwrapped.save_pretrained(out_dir / "adapter")
         write_json(out_dir / "summary.json", summary)
         log.info(f"mean loss of the first / last {summary['loss_window']} steps: {summary['loss_first_mean']:.3f} → "
                  f"{summary['loss_last_mean']:.3f} ({step} steps, {summary['samples_per_s']} samples/s)")
