@@ -301,3 +301,21 @@ def test_atomic_files_have_normal_permissions(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert (tmp_path / "x.txt").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_readme_config_reference_is_current():
+    """README's key table is generated from the dataclasses; regenerate with scripts/config_reference.py --write."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import config_reference
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert config_reference.refreshed(readme) == readme, "run: python scripts/config_reference.py --write"
+
+
+def test_readme_has_exactly_the_two_setup_commands():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split("## Two commands", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    commands = [line.split("#")[0].strip() for line in block.strip().splitlines()]
+    assert commands == ["make report", "make test"]
