@@ -156,9 +156,9 @@ def test_cache_hit_skips_and_config_change_invalidates_downstream_only(tmp_path,
 
     statuses = run_all(root, ["data.seed=7"])
     assert statuses == {"data": "ran", "finetune": "ran", "eval": "ran", "memory": "cached", "flow": "cached"}
-    statuses = run_all(root, ["data.seed=7", "flow.lr=0.01"])
+    statuses = run_all(root, ["data.seed=7", "flow.lr=0.000123"])
     assert statuses == {"data": "cached", "finetune": "cached", "eval": "cached", "memory": "cached", "flow": "ran"}
-    statuses = run_all(root, ["data.seed=7", "flow.lr=0.01", "eval.batch_size=3"])
+    statuses = run_all(root, ["data.seed=7", "flow.lr=0.000123", "eval.batch_size=3"])
     assert [n for n, s in statuses.items() if s == "ran"] == ["eval"]
 
     m = read_manifest(Paths(root), "eval")
@@ -193,7 +193,7 @@ def test_failed_stage_keeps_previous_result_and_leaves_no_staging(tmp_path, fake
     run_all(root)
     before = read_manifest(Paths(root), "flow")
     monkeypatch.setitem(STAGES, "flow", dataclasses.replace(STAGES["flow"], entry="fake_stages:failing"))
-    cfg = load_config("demo", overrides=["flow.lr=0.02"], root=root)
+    cfg = load_config("demo", overrides=["flow.lr=0.000234"], root=root)
     with pytest.raises(RuntimeError, match="boom"):
         run_stage("flow", cfg, Paths(root))
     assert read_manifest(Paths(root), "flow") == before
@@ -220,7 +220,7 @@ def test_killed_stage_leaves_no_completed_manifest_and_reruns(tmp_path, fake_gra
     before = read_manifest(Paths(root), "flow")
     marker = tmp_path / "writing"
     script = KILL_SCRIPT.format(code=str(ROOT / "code"), tests=str(ROOT / "tests"), root=str(root),
-                                overrides=["flow.lr=0.03"])
+                                overrides=["flow.lr=0.000345"])
     proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "TAMRIN_TEST_MARKER": str(marker)})
     deadline = time.time() + 60
     while not marker.exists():
@@ -232,7 +232,7 @@ def test_killed_stage_leaves_no_completed_manifest_and_reruns(tmp_path, fake_gra
     after = read_manifest(Paths(root), "flow")
     assert after == before  # the previous complete result, not a manifest for the killed run
     assert not (root / "results" / "flow" / "partial.bin").exists()
-    cfg = load_config("demo", overrides=["flow.lr=0.03"], root=root)
+    cfg = load_config("demo", overrides=["flow.lr=0.000345"], root=root)
     assert staleness(STAGES["flow"], after, expected_keys(cfg)["flow"]) == "config changed"
     assert run_stage("flow", cfg, Paths(root)).status == "ran"  # redone, not taken as cached
     assert not list((root / "results" / ".staging").glob("flow-*"))  # the killed run's leftovers are gone
