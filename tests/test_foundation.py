@@ -319,3 +319,32 @@ def test_readme_has_exactly_the_two_setup_commands():
     block = readme.split("## Two commands", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
     commands = [line.split("#")[0].strip() for line in block.strip().splitlines()]
     assert commands == ["make report", "make test"]
+
+
+def test_stage_code_lists_name_existing_sources():
+    """A typo in a stage's code list would silently drop that file from its cache key."""
+    base = ROOT / "code" / "tamrin"
+    for stage in STAGES.values():
+        for rel in stage.code:
+            assert (base / rel).resolve().exists(), f"{stage.name}: {rel}"
+
+
+def test_each_vlm_module_is_hashed_by_a_stage_that_imports_it():
+    """Every vlm module a stage imports (directly or not) is in that stage's code list."""
+    import ast
+
+    base = ROOT / "code" / "tamrin" / "vlm"
+    for name in ("finetune", "eval", "memory"):
+        stage = STAGES[name]
+        entry_module = stage.entry.split(":")[0].rsplit(".", 1)[1]
+        todo, seen = [entry_module], set()
+        while todo:
+            mod = todo.pop()
+            if mod in seen:
+                continue
+            seen.add(mod)
+            for node in ast.walk(ast.parse((base / f"{mod}.py").read_text())):
+                if isinstance(node, ast.ImportFrom) and node.level == 1:
+                    todo += [node.module] if node.module else [a.name for a in node.names]
+        for mod in seen:
+            assert f"vlm/{mod}.py" in stage.code, f"{name} imports vlm/{mod}.py but does not hash it"

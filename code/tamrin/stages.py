@@ -18,16 +18,24 @@ class Stage:
     summary: str = ""
 
 
+# The sources each stage runs (its imports), so that editing one stage's code re-runs only that stage.
+_COMMON = ("atomic.py", "errors.py")
+FINETUNE_CODE = _COMMON + tuple(f"vlm/{m}.py" for m in (
+    "__init__", "config", "model", "tiny", "batches", "loss", "schedule", "checkpoint", "finetune"))
+EVAL_CODE = FINETUNE_CODE + ("vlm/generate.py", "vlm/metrics.py", "vlm/evaluate.py")
+# memory.measured_from names a committed measurement file: its contents count as the stage's input too.
+MEMORY_CODE = FINETUNE_CODE + ("vlm/memory.py", "vlm/paligemma_3b_config.json", "../../bench/results")
+
 STAGES: dict[str, Stage] = {s.name: s for s in (
-    Stage("data", ("data",), (), ("data", "atomic.py"), "tamrin.data.stage:run",
+    Stage("data", ("data",), (), ("data",) + _COMMON, "tamrin.data.stage:run",
           summary="CLEVR subset (hub / official folder) or synthetic scenes → results/data/"),
-    Stage("finetune", ("model", "lora", "train"), ("data",), ("vlm", "atomic.py"), "tamrin.vlm.finetune:run",
+    Stage("finetune", ("model", "lora", "train"), ("data",), FINETUNE_CODE, "tamrin.vlm.finetune:run",
           summary="QLoRA fine-tuning of PaliGemma → results/finetune/"),
-    Stage("eval", ("model", "eval"), ("data", "finetune"), ("vlm", "atomic.py"), "tamrin.vlm.evaluate:run",
+    Stage("eval", ("model", "eval"), ("data", "finetune"), EVAL_CODE, "tamrin.vlm.evaluate:run",
           summary="ROUGE / exact match of base vs fine-tuned → results/eval/"),
-    Stage("memory", ("memory", "lora"), (), ("vlm", "atomic.py"), "tamrin.vlm.memory:run",
+    Stage("memory", ("memory", "lora"), (), MEMORY_CODE, "tamrin.vlm.memory:run",
           summary="memory budget of full FT vs LoRA vs QLoRA for PaliGemma-3B → results/memory/"),
-    Stage("flow", ("flow",), (), ("flow", "atomic.py"), "tamrin.flow.stage:run",
+    Stage("flow", ("flow",), (), ("flow",) + _COMMON, "tamrin.flow.stage:run",
           summary="flow-matching derivations (sympy) and the I-CFM vs OT-CFM experiment → results/flow/"),
     Stage("report", ("report", "student"), ("data", "finetune", "eval", "memory", "flow"), ("report",),
           "tamrin.report.build:run", cached=False,
