@@ -268,6 +268,7 @@ def _run_secondary(name: str, cfg: Config, paths: Paths, force: bool) -> Outcome
     parts = cache_key(stage, cfg, upstream)
     if not force and staleness(stage, read_manifest(paths, name), parts, paths.stage_dir(name)) is None:
         return Outcome(name, "cached", parts.key, 0.0)
+    logging.getLogger("tamrin").setLevel(logging.WARNING)  # rank 0 reports progress; the others only problems
     scratch = Path(tempfile.mkdtemp(prefix=f"tamrin-{name}-rank{_distributed_rank()}-"))
     work = paths.work_dir(name) / parts.key[:16]
     work.mkdir(parents=True, exist_ok=True)
