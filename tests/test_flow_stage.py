@@ -81,9 +81,9 @@ def test_same_data_for_both_methods_and_ot_lowers_the_pair_cost():
 
 
 def _failed_record() -> Derivation:
-    return Derivation(name="thm_broken", title="a wrong claim", part="2.2", statement_typst="a = b",
-                      steps_typst=["a = b"], step_notes=["no"], residual=1.0, tolerance=0.0, passed=False,
-                      method="sympy")
+    return Derivation(name="thm_broken", title="a wrong claim", title_fa="ادعایی نادرست", part="2.2",
+                      statement_typst="a = b", steps_typst=["a = b"], step_notes=["no"], step_notes_fa=["خیر"],
+                      residual=1.0, tolerance=0.0, passed=False, method="sympy", method_fa="sympy")
 
 
 def test_a_failed_derivation_fails_the_stage_naming_it(tmp_path, monkeypatch):
@@ -98,6 +98,9 @@ def test_a_failed_derivation_fails_the_stage_naming_it(tmp_path, monkeypatch):
 def test_typst_that_does_not_compile_fails_naming_the_record():
     rec = _failed_record()
     rec.passed, rec.residual, rec.steps_typst = True, 0.0, ["frac(a, b"]
+    with pytest.raises(TamrinError, match="thm_broken"):
+        stage.check_derivations([rec])
+    rec.steps_typst, rec.step_notes_fa = ["a = b"], ["یادداشتی با ریاضی ناقص $frac(a, b$"]
     with pytest.raises(TamrinError, match="thm_broken"):
         stage.check_derivations([rec])
 
@@ -115,3 +118,67 @@ def test_compact_json_round_trips():
     obj = {"a": [[1.5, -2.0], [3e-05, 4]], "b": {"c": [1, 2, 3]}, "d": "text [1, 2]"}
     assert json.loads(stage.dumps_compact(obj)) == obj
     assert "[1.5,-2.0]" in stage.dumps_compact(obj)
+
+
+def _tiny_cfg(*extra: str):
+    return load_config("demo", overrides=[*TINY, "flow.pairs=8gaussians-moons", "flow.methods=icfm,otcfm,lipman",
+                                          *extra]).sections["flow"]
+
+
+def _numbers(result: dict) -> list:
+    """experiment.json without the timings (which depend on the machine and on the neighbours)."""
+    timing = ("train_seconds", "ms_per_step", "ms_ot_per_step", "ms_per_step_without_ot")
+    return [(r["pair"], r["method"], r["seed"], {k: v for k, v in r["metrics"].items() if k not in timing})
+            for r in result["runs"]]
+
+
+def test_parallel_workers_give_the_same_numbers_and_figures_for_every_method(tmp_path):
+    import logging
+
+    log = logging.getLogger("test")
+    one = experiment.run(_tiny_cfg("flow.workers=1"), "demo", tmp_path / "one", log)
+    two = experiment.run(_tiny_cfg("flow.workers=2"), "demo", tmp_path / "two", log)
+    assert _numbers(one) == _numbers(two)
+    assert one["figures"]["samples"] == two["figures"]["samples"]
+    assert two["settings"]["workers"] == 2 and two["settings"]["lr_schedule"] == "cosine"
+    for result in (one, two):
+        for key in ("samples", "trajectories", "loss_curves"):
+            got = result["figures"][key]["8gaussians-moons"]
+            got = got["generated"] if key == "samples" else got
+            assert sorted(got) == ["icfm", "lipman", "otcfm"], key
+
+
+def test_a_cached_run_without_figure_data_is_run_again(tmp_path):
+    import logging
+
+    cfg = _tiny_cfg("flow.methods=icfm,lipman")
+    work = tmp_path / "work"
+    first = experiment.run(cfg, "demo", work, logging.getLogger("test"))
+    cached = work / "runs" / "8gaussians-moons_lipman_0.json"
+    run = json.loads(cached.read_text())
+    del run["figures"]  # as an older version wrote it for every seed but the first
+    cached.write_text(json.dumps(run))
+    assert experiment._read_run(cached) is None
+    again = experiment.run(cfg, "demo", work, logging.getLogger("test"))
+    assert again["figures"]["samples"]["8gaussians-moons"]["generated"]["lipman"] == \
+        first["figures"]["samples"]["8gaussians-moons"]["generated"]["lipman"]
+    assert "figures" in json.loads(cached.read_text())
+
+
+def test_plotted_target_samples_cover_both_moons():
+    sets = experiment.eval_sets("gaussian-moons", 0, 400)
+    shown = experiment.plot_subset(sets["x1"], 100, 0)
+    assert shown.shape == (100, 2)
+    # The moons sampler lists the upper moon first: a prefix of 100 would hold no point of the lower one.
+    lower = sets["x1"][200:]
+    assert any((lower == p).all(1).any() for p in shown)
+    assert np.array_equal(shown, experiment.plot_subset(sets["x1"], 100, 0))
+
+
+def test_cosine_schedule():
+    from tamrin.flow.train import learning_rate
+
+    assert learning_rate(0, 100, 0.01, "cosine") == pytest.approx(0.01)
+    assert learning_rate(50, 100, 0.01, "cosine") == pytest.approx(0.005)
+    assert learning_rate(99, 100, 0.01, "cosine") < 1e-5
+    assert learning_rate(99, 100, 0.01, "constant") == 0.01

@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "results"
 TEMPLATES = ROOT / "templates"
 HEAVY = ("torch", "transformers", "datasets")
+FA = str.maketrans("0123456789", "۰۱۲۳۴۵۶۷۸۹")
 BIDI_CONTROLS = dict.fromkeys(map(ord, "\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"))
 
 
@@ -110,6 +111,37 @@ def test_persian_text_supplements_digits_cover_and_banner(report_only):
     # numbers from the results, in Persian digits: the test split size of the fixture
     n_test = len((FIXTURE / "data" / "test.jsonl").read_text(encoding="utf-8").splitlines())
     assert str(n_test).translate(str.maketrans("0123456789", "۰۱۲۳۴۵۶۷۸۹")) in text
+
+
+def test_derivations_read_as_persian_proofs(report_only):
+    root, _ = report_only
+    source = (root / "report" / "report.typ").read_text(encoding="utf-8")
+    derivations = json.loads((FIXTURE / "flow" / "derivations.json").read_text(encoding="utf-8"))
+    symbolic = [d for d in derivations if d["method"].startswith("sympy")]
+    assert 0 < len(symbolic) < len(derivations)
+    assert source.count("«بررسی‌شده با sympy ✓»") == len(symbolic)
+    assert source.count("«بررسی‌شده به‌صورت عددی ✓»") == len(derivations) - len(symbolic)
+    assert source.count("[حکم.]") == len(derivations)
+    for d in derivations:
+        assert d["title_fa"] in source and d["method_fa"] in source, d["name"]
+        for note_fa, note in zip(d["step_notes_fa"], d["step_notes"]):
+            assert note_fa in source, (d["name"], note_fa)
+            assert note not in source, (d["name"], note)  # the English notes stay in the JSON only
+        for i, a in enumerate(d["assumptions"], 1):
+            assert a["text_fa"] in source and f"(در گام {str(a['enters_at_step']).translate(FA)} به کار می‌رود.)" \
+                in source
+    text = _text(root / "report" / "report.pdf")
+    for word in ("اثبات", "حکم", "فوبینی", "بونفرونی"):  # words without ZWNJ: pypdf splits those
+        assert word in text, word
+
+
+def test_memory_formulas_appear_once(report_only):
+    """The budget formulas are numbered equations of the prose; the memory partial keeps only the table."""
+    root, _ = report_only
+    source = (root / "report" / "report.typ").read_text(encoding="utf-8")
+    for lhs in ('M_"full" =', 'M_"mixed" =', 'M_"LoRA" =', 'M_"QLoRA" ='):
+        assert source.count(lhs) == 1, lhs
+    assert "<tab:memory>" in source and "@tab:memory" in source
 
 
 # ------------------------------------------------------------------------------------------------ templates

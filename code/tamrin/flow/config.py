@@ -8,6 +8,7 @@ from ..schema import field_
 
 PAIRS = ("gaussian-moons", "8gaussians-moons")
 METHODS = ("icfm", "otcfm", "lipman")
+SCHEDULES = ("constant", "cosine")
 
 
 @dataclass
@@ -15,7 +16,9 @@ class FlowConfig:
     seeds: list[int] = field_([0, 1, 2], "training seeds (mean ± std over them; at least 3)")
     steps: int = field_(20000, "training steps per method, dataset and seed", min=1)
     batch_size: int = field_(256, "training batch (and OT minibatch) size", min=2)
-    lr: float = field_(1e-3, "Adam learning rate", min=0.0)
+    lr: float = field_(1e-3, "Adam learning rate (the peak rate under a cosine schedule)", min=0.0)
+    lr_schedule: str = field_("constant", "learning-rate schedule: constant (TorchCFM) or cosine decay to 0",
+                              choices=SCHEDULES)
     hidden: int = field_(64, "MLP width (3 hidden layers, SELU, as TorchCFM)", min=4)
     sigma: float = field_(0.0, "σ of the conditional path around the straight line (0 = deterministic)", min=0.0)
     sigma_min: float = field_(0.01, "σ_min of Lipman's OT path (method 'lipman')", min=0.0, max=1.0)
@@ -30,6 +33,8 @@ class FlowConfig:
     traj_points: int = field_(21, "time points per stored trajectory", min=2)
     numeric_samples: int = field_(20000, "Monte-Carlo samples for the numeric checks of the derivations", min=1000)
     threads: int = field_(1, "torch CPU threads during the stage (small MLPs run fastest on one)", min=1)
+    workers: int = field_(1, "processes training runs in parallel (each with `threads` threads); the numbers do "
+                          "not depend on it, only the wall time and the per-step timings", min=1)
 
     def validate(self) -> None:
         if len(self.seeds) < 3:

@@ -85,8 +85,18 @@ def loss_curve(losses: list[float], points: int = 100) -> tuple[list[int], list[
     return [int((i + 1) * width) for i in range(k)], means.tolist()
 
 
+def plot_subset(points: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """`n` of `points` drawn without replacement (seeded): the moons sampler returns its points ordered along
+    the two half circles, so a prefix would show only part of the upper moon."""
+    if n >= len(points):
+        return points
+    idx = np.random.default_rng([seed, 2]).choice(len(points), size=n, replace=False)
+    return points[np.sort(idx)]
+
+
 def figure_data(model: torch.nn.Module, sets: dict[str, np.ndarray], cfg: Any) -> dict[str, Any]:
-    """Generated samples (dopri5, 1-step Euler) and dopri5 trajectories, subsampled for experiment.json."""
+    """Generated samples (dopri5, 1-step Euler) and dopri5 trajectories, subsampled for experiment.json.
+    x0 is an i.i.d. sample, so its first `n_plot` points are a random subset."""
     x0 = sets["x0"]
     gen, _ = dopri5(model, x0[: cfg.n_plot], cfg.dopri_tol)
     gen1, _ = euler(model, x0[: cfg.n_plot], 1)
@@ -97,9 +107,10 @@ def figure_data(model: torch.nn.Module, sets: dict[str, np.ndarray], cfg: Any) -
 
 
 def run_one(pair: str, method: str, seed: int, cfg: Any, sets: dict[str, np.ndarray], ref: dict[str, float],
-            with_figures: bool, progress=None) -> dict[str, Any]:
+            with_figures: bool = True, progress=None) -> dict[str, Any]:
+    """Train and evaluate one (pair, method, seed); with its figure data unless `with_figures` is False."""
     tr = train(pair, method, seed, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, hidden=cfg.hidden,
-               sigma=cfg.sigma, sigma_min=cfg.sigma_min, progress=progress)
+               sigma=cfg.sigma, sigma_min=cfg.sigma_min, lr_schedule=cfg.lr_schedule, progress=progress)
     ev = evaluate(tr.model, sets["x0"], sets["x1"], list(cfg.euler_steps), cfg.dopri_tol)
     steps_at, curve = loss_curve(tr.losses)
     out = {"pair": pair, "method": method, "seed": seed, "metrics": flat_metrics(ev, ref, tr, cfg.steps),
@@ -167,7 +178,8 @@ def anchor(summary: dict[str, Any], refs: list[dict[str, Any]], settings: dict[s
                 ours[m] = {"euler_1": {"mean": s["w2sq_euler_1"]["mean"], "std": s["w2sq_euler_1"]["std"]},
                            "adaptive": {"mean": s["w2sq_dopri5"]["mean"], "std": s["w2sq_dopri5"]["std"]}}
         out["ours_w2_squared"] = ours
-        out["ours_settings"] = {k: settings[k] for k in ("steps", "batch_size", "lr", "n_eval", "seeds", "hidden")}
+        out["ours_settings"] = {k: settings[k]
+                                for k in ("steps", "batch_size", "lr", "lr_schedule", "n_eval", "seeds", "hidden")}
         out["icfm_euler_1_limit_w2_squared"] = limit_w2sq
         out["explanation"] = (
             "1-step Euler from x0 lands at x0 + v(x0, 0). For I-CFM the exact field at t = 0 is E[x1] − x0, so "
@@ -184,62 +196,118 @@ def anchor(summary: dict[str, Any], refs: list[dict[str, Any]], settings: dict[s
     return out
 
 
-def run(cfg: Any, profile: str, work_dir: Path, log: logging.Logger) -> dict[str, Any]:
-    """All runs (resuming finished ones from `work_dir`), then the summary and figure data."""
-    from tqdm import tqdm
+RUN_KEYS = ("pair", "method", "seed", "metrics", "loss_curve", "figures")
 
-    runs_dir = Path(work_dir) / "runs"
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    first_seed = cfg.seeds[0]
-    refs: dict[str, Any] = {}
-    runs: list[dict[str, Any]] = []
-    todo = [(p, m, s) for p in cfg.pairs for s in cfg.seeds for m in cfg.methods]
-    bar = tqdm(total=len(todo) * cfg.steps, desc="flow: training", unit="step", disable=None)
-    for pair, method, seed in todo:
-        sets = eval_sets(pair, seed, cfg.n_eval)
-        key = f"{pair}/{seed}"
-        if key not in refs:
-            refs[key] = {"pair": pair, "seed": seed, **reference(sets)}
-        cached = runs_dir / f"{pair}_{method}_{seed}.json"
-        if cached.exists():
-            runs.append(json.loads(cached.read_text(encoding="utf-8")))
-            bar.update(cfg.steps)
-            log.info(f"resumed {pair} {method} seed {seed} from the work folder")
-            continue
-        out = run_one(pair, method, seed, cfg, sets, refs[key], with_figures=seed == first_seed, progress=bar)
-        write_json(cached, out)
-        runs.append(out)
-        m = out["metrics"]
-        log.info(f"{pair} {method} seed {seed}: W2 Euler-1 {m['w2_euler_1']:.3f}, dopri5 {m['w2_dopri5']:.3f} "
-                 f"(NFE {m['nfe_dopri5']:.0f}), {m['ms_per_step']:.2f} ms/step")
-    bar.close()
 
-    summary = summarise(runs)
-    figures: dict[str, Any] = {"seed": first_seed, "samples": {}, "trajectories": {}, "loss_curves": {}}
+def _read_run(path: Path) -> dict[str, Any] | None:
+    """A finished run cached in the work folder, or None when it is missing, unreadable or incomplete (a file
+    from an older layout without figure data is run again rather than leaving a method out of the figures)."""
+    try:
+        run = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return run if isinstance(run, dict) and all(k in run for k in RUN_KEYS) else None
+
+
+def assemble_figures(runs: list[dict[str, Any]], cfg: Any, seed: int) -> dict[str, Any]:
+    """figures of experiment.json: for every pair and every method run, the samples and trajectories of the run
+    with `seed`, and the loss curves averaged over seeds."""
+    figures: dict[str, Any] = {"seed": seed, "samples": {}, "trajectories": {}, "loss_curves": {}}
     for pair in cfg.pairs:
-        sets = eval_sets(pair, first_seed, cfg.n_eval)
+        sets = eval_sets(pair, seed, cfg.n_eval)
         figures["samples"][pair] = {"source": _round(sets["x0"][: cfg.n_plot]),
-                                    "target": _round(sets["x1"][: cfg.n_plot]), "generated": {}}
+                                    "target": _round(plot_subset(sets["x1"], cfg.n_plot, seed)), "generated": {}}
         figures["trajectories"][pair] = {}
         figures["loss_curves"][pair] = {}
         for method in cfg.methods:
-            fig_run = next(r for r in runs if r["pair"] == pair and r["method"] == method and r["seed"] == first_seed)
+            fig_run = next(r for r in runs if r["pair"] == pair and r["method"] == method and r["seed"] == seed)
             figures["samples"][pair]["generated"][method] = fig_run["figures"]["generated"]
             figures["trajectories"][pair][method] = fig_run["figures"]["trajectories"]
             curves = [r["loss_curve"] for r in runs if r["pair"] == pair and r["method"] == method]
             losses = np.array([c["loss"] for c in curves])
             figures["loss_curves"][pair][method] = {"step": curves[0]["step"], "loss_mean": _round(losses.mean(0), 4),
                                                     "loss_std": _round(losses.std(0), 4)}
+    return figures
+
+
+def _log_run(log: logging.Logger, out: dict[str, Any]) -> None:
+    m = out["metrics"]
+    log.info(f"{out['pair']} {out['method']} seed {out['seed']}: W2 Euler-1 {m['w2_euler_1']:.3f}, "
+             f"dopri5 {m['w2_dopri5']:.3f} (NFE {m['nfe_dopri5']:.0f}), {m['ms_per_step']:.2f} ms/step")
+
+
+def _worker_run(pair: str, method: str, seed: int, cfg: Any) -> dict[str, Any]:
+    """One run in a worker process (spawned: a fresh interpreter with its own single torch thread pool)."""
+    torch.set_num_threads(cfg.threads)
+    sets = eval_sets(pair, seed, cfg.n_eval)
+    return run_one(pair, method, seed, cfg, sets, reference(sets), with_figures=True)
+
+
+def run(cfg: Any, profile: str, work_dir: Path, log: logging.Logger) -> dict[str, Any]:
+    """All runs (resuming finished ones from `work_dir`), then the summary and figure data.
+
+    With `cfg.workers` > 1 the runs are spread over that many spawned processes (each trains one model on
+    `cfg.threads` threads); every run seeds itself from (pair, seed), so the numbers do not depend on which
+    process ran it — only the timings feel the neighbours."""
+    from tqdm import tqdm
+
+    runs_dir = Path(work_dir) / "runs"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    first_seed = cfg.seeds[0]
+    refs: dict[str, Any] = {}
+    done: dict[tuple[str, str, int], dict[str, Any]] = {}
+    order = [(p, m, s) for p in cfg.pairs for s in cfg.seeds for m in cfg.methods]
+    todo = []
+    bar = tqdm(total=len(order) * cfg.steps, desc="flow: training", unit="step", disable=None)
+    for pair, method, seed in order:
+        key = f"{pair}/{seed}"
+        if key not in refs:
+            refs[key] = {"pair": pair, "seed": seed, **reference(eval_sets(pair, seed, cfg.n_eval))}
+        cached = _read_run(runs_dir / f"{pair}_{method}_{seed}.json")
+        if cached is not None:
+            done[(pair, method, seed)] = cached
+            bar.update(cfg.steps)
+            log.info(f"resumed {pair} {method} seed {seed} from the work folder")
+        else:
+            todo.append((pair, method, seed))
+
+    def finished(out: dict[str, Any]) -> None:
+        # Every run keeps its figure data (a few hundred points), so the figures can never lack a method.
+        write_json(runs_dir / f"{out['pair']}_{out['method']}_{out['seed']}.json", out)
+        done[(out["pair"], out["method"], out["seed"])] = out
+        _log_run(log, out)
+
+    if cfg.workers > 1 and len(todo) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        ctx = multiprocessing.get_context("spawn")  # never fork a process whose torch/OpenMP pools are running
+        with ProcessPoolExecutor(max_workers=min(cfg.workers, len(todo)), mp_context=ctx) as pool:
+            slow_first = sorted(todo, key=lambda r: r[1] != "otcfm")  # the OT runs are the long ones
+            futures = [pool.submit(_worker_run, p, m, s, cfg) for p, m, s in slow_first]
+            for fut in as_completed(futures):
+                finished(fut.result())
+                bar.update(cfg.steps)
+    else:
+        for pair, method, seed in todo:
+            sets = eval_sets(pair, seed, cfg.n_eval)
+            finished(run_one(pair, method, seed, cfg, sets, refs[f"{pair}/{seed}"], progress=bar))
+    runs = [done[k] for k in order]
+    bar.close()
+
+    summary = summarise(runs)
+    figures = assemble_figures(runs, cfg, first_seed)
     settings = {
         "pairs": list(cfg.pairs), "methods": list(cfg.methods), "seeds": list(cfg.seeds), "steps": cfg.steps,
-        "batch_size": cfg.batch_size, "lr": cfg.lr, "optimizer": "Adam", "hidden": cfg.hidden,
+        "batch_size": cfg.batch_size, "lr": cfg.lr, "lr_schedule": cfg.lr_schedule, "optimizer": "Adam",
+        "hidden": cfg.hidden,
         "model": f"MLP (x, t) → 3 hidden layers × {cfg.hidden}, SELU → v (TorchCFM)", "sigma": cfg.sigma,
         "sigma_min": cfg.sigma_min, "n_eval": cfg.n_eval, "euler_steps": sorted(cfg.euler_steps),
         "dopri_tol": cfg.dopri_tol, "ot": "exact assignment on the squared-Euclidean cost per training batch "
                                           "(scipy.optimize.linear_sum_assignment); x0[row] paired with x1[col]",
         "w2": "exact W2 between the generated and held-out target samples (equal sizes; linear assignment on "
               "the squared-Euclidean cost); w2sq = W2²",
-        "threads": cfg.threads,
+        "threads": cfg.threads, "workers": cfg.workers,
     }
     return {
         "schema_version": 1,

@@ -22,7 +22,7 @@ from scipy import stats
 from scipy.integrate import solve_ivp
 
 from . import theorem3 as th3
-from .records import Derivation
+from .records import Derivation, Step, fa_int, step_lists
 from .typst_math import number
 
 # --- Theorem 2: Monte-Carlo gradients --------------------------------------------------------------------------
@@ -145,34 +145,55 @@ def check_gradients(n: int, seed: int = 0) -> Derivation:
         "target": {"means": MIX_MEANS.tolist(), "weights": MIX_WEIGHTS.tolist(), "std": MIX_STD},
         "path": {"name": "OT (Lipman eq. 20)", "sigma_min": SIGMA_MIN}, "model": "MLP 3→32→32→2, tanh, float64",
         "checks": {"gradients_equal": grads_ok, "gap_equals_variance": gap_ok, "test_has_power": power_ok}}
+    weights = ", ".join(f"{w:g}" for w in MIX_WEIGHTS)
     steps = [
-        ('q(x_1) = sum_(k=1)^4 w_k cal(N)(x_1 | m_k, s^2 I) , quad x = sigma_t x_0 + t x_1 , quad '
-         'sigma_t = 1 - (1 - sigma_"min") t',
-         f"a 2-D Gaussian-mixture target (s = {MIX_STD}, weights {MIX_WEIGHTS.tolist()}), OT path with "
-         f"σ_min = {SIGMA_MIN}, {st['samples']} samples in {st['batches']} batches"),
-        ('u_t (x) = sum_k r_k (x) frac(bb(E)[x_1 | x, k] - (1 - sigma_"min") x, sigma_t) , quad '
-         'bb(E)[x_1 | x, k] = m_k + frac(t s^2, sigma_t^2 + t^2 s^2) (x - t m_k)',
-         "the exact marginal field: (x1, x) is jointly Gaussian given the component"),
-        ('hat(g)_"FM" - hat(g)_"CFM" = frac(1, B) sum_b (nabla_theta hat(cal(L))_"FM"^((b)) - '
-         'nabla_theta hat(cal(L))_"CFM"^((b)))',
-         f"autograd gradients per batch on the same samples; per-parameter t-statistics: max |z| = "
-         f"{st['max_abs_z']:.2f} ≤ {st['z_crit']:.2f} (Bonferroni over {st['parameters']} parameters, α = 0.01); "
-         f"‖ĝ_FM − ĝ_CFM‖ / ‖ĝ_FM‖ = {st['relative_difference']:.3f}"),
-        ('hat(cal(L))_"CFM" - hat(cal(L))_"FM" approx bb(E)_(t, x) "tr" "Var"[u_t (x | x_1) | x]',
-         f"loss gap {st['loss_gap']:.4f} vs variance term {st['variance_term']:.4f} "
-         f"(paired z = {st['gap_minus_variance_z']:.2f}, |z| ≤ {st['gap_z_crit']:.2f})"),
-        ('"control:" u_t (x) "with uniform" w_k ==> max_j abs(z_j) = ' + f"{control['max_abs_z']:.1f}",
-         "a wrong marginal field is rejected by the same test, so the test can detect a real difference"),
+        Step('q(x_1) = sum_(k=1)^4 w_k cal(N)(x_1 | m_k, s^2 I) , quad x = sigma_t x_0 + t x_1 , quad '
+             'sigma_t = 1 - (1 - sigma_"min") t',
+             f"a 2-D Gaussian-mixture target (s = {MIX_STD}, weights {MIX_WEIGHTS.tolist()}), OT path with "
+             f"σ_min = {SIGMA_MIN}, {st['samples']} samples in {st['batches']} batches",
+             f"هدف، آمیختهٔ گاوسی دوبعدی با $s = {MIX_STD}$ و وزن‌های $w = ({weights})$ است و مسیر شرطی، مسیر OT "
+             f'مقاله با $sigma_"min" = {SIGMA_MIN}$؛ {fa_int(st["samples"])} نمونه در {fa_int(st["batches"])} '
+             "دسته."),
+        Step('u_t (x) = sum_k r_k (x) frac(bb(E)[x_1 | x, k] - (1 - sigma_"min") x, sigma_t) , quad '
+             'bb(E)[x_1 | x, k] = m_k + frac(t s^2, sigma_t^2 + t^2 s^2) (x - t m_k)',
+             "the exact marginal field: (x1, x) is jointly Gaussian given the component",
+             "میدان حاشیه‌ای دقیق: به شرط مؤلفهٔ $k$، زوج $(x_1, x)$ توأماً گاوسی است، پس "
+             "$bb(E)[x_1 | x, k]$ صورت بسته (closed form) دارد و $r_k (x)$ احتمال پسین مؤلفهٔ $k$ است."),
+        Step('hat(g)_"FM" - hat(g)_"CFM" = frac(1, B) sum_b (nabla_theta hat(cal(L))_"FM"^((b)) - '
+             'nabla_theta hat(cal(L))_"CFM"^((b)))',
+             f"autograd gradients per batch on the same samples; per-parameter t-statistics: max |z| = "
+             f"{st['max_abs_z']:.2f} ≤ {st['z_crit']:.2f} (Bonferroni over {st['parameters']} parameters, α = 0.01); "
+             f"‖ĝ_FM − ĝ_CFM‖ / ‖ĝ_FM‖ = {st['relative_difference']:.3f}",
+             "گرادیان هر دسته با مشتق‌گیری خودکار (autograd) روی نمونه‌های یکسان؛ آمارهٔ $t$ زوجی برای هر "
+             f"پارامتر: $max abs(z) = {st['max_abs_z']:.2f} <= {st['z_crit']:.2f}$ (تصحیح بونفرونی (Bonferroni) "
+             f"روی {fa_int(st['parameters'])} پارامتر با $alpha = 0.01$)؛ اختلاف نسبی "
+             f'$norm(hat(g)_"FM" - hat(g)_"CFM") \\/ norm(hat(g)_"FM") = {st["relative_difference"]:.3f}$ '
+             "و در حد خطای مونت‌کارلو است."),
+        Step('hat(cal(L))_"CFM" - hat(cal(L))_"FM" approx bb(E)_(t, x) "tr" "Var"[u_t (x | x_1) | x]',
+             f"loss gap {st['loss_gap']:.4f} vs variance term {st['variance_term']:.4f} "
+             f"(paired z = {st['gap_minus_variance_z']:.2f}, |z| ≤ {st['gap_z_crit']:.2f})",
+             f"فاصلهٔ دو زیان ${st['loss_gap']:.4f}$ و جملهٔ واریانس ${st['variance_term']:.4f}$ است "
+             f"(آمارهٔ زوجی $z = {st['gap_minus_variance_z']:.2f}$ و $abs(z) <= {st['gap_z_crit']:.2f}$)؛ "
+             "یعنی تفاضل زیان‌ها همان واریانس شرطی مستقل از $theta$ است."),
+        Step('"control:" u_t (x) "with uniform" w_k ==> max_j abs(z_j) = ' + f"{control['max_abs_z']:.1f}",
+             "a wrong marginal field is rejected by the same test, so the test can detect a real difference",
+             "کنترل منفی (negative control): میدان حاشیه‌ای نادرستی که با وزن‌های یکنواخت ساخته شده، با همین "
+             "آزمون رد می‌شود؛ پس آزمون توان تشخیص یک تفاوت واقعی را دارد."),
     ]
     residual = st["max_abs_z"]
     return Derivation(
         name="thm2_monte_carlo", title="Theorem 2, numerically: Monte-Carlo ∇θ L_FM vs ∇θ L_CFM (autograd)",
+        title_fa='قضیهٔ ۲، بررسی عددی: برآورد مونت‌کارلو (Monte Carlo) گرادیان‌های $nabla_theta cal(L)_"FM"$ و '
+                 '$nabla_theta cal(L)_"CFM"$',
         part="2.1", statement_typst='bb(E)[hat(g)_"FM"] = bb(E)[hat(g)_"CFM"] , quad '
                                     'cal(L)_"CFM" - cal(L)_"FM" = bb(E)_(t, x) "tr" "Var"[u_t (x | x_1) | x]',
-        steps_typst=[s for s, _ in steps], step_notes=[n for _, n in steps], residual=residual,
+        **step_lists(steps), residual=residual,
         tolerance=st["z_crit"], passed=bool(grads_ok and gap_ok and power_ok),
         method="Monte Carlo + torch autograd (float64); residual = max per-parameter |t| of the paired gradient "
                "difference, tolerance = its Bonferroni critical value; also the loss-gap test and a negative control",
+        method_fa="مونت‌کارلو و مشتق‌گیری خودکار torch با دقت float64؛ باقی‌مانده بیشینهٔ $abs(t)$ تفاضل زوجی "
+                  "گرادیان‌ها روی همهٔ پارامترها و آستانه مقدار بحرانی بونفرونی آن است؛ به‌علاوهٔ آزمون فاصلهٔ "
+                  "زیان‌ها و یک کنترل منفی.",
         numeric=numeric)
 
 
@@ -246,22 +267,36 @@ def check_paths(n: int, seed: int = 0) -> Derivation:
     p_crit = 0.01 / n_tests  # Bonferroni, family-wise α = 0.01
     tol = 1e-6
     passed = worst_err <= tol and min_p > p_crit
+    x1_math = ", ".join(f"{v:g}" for v in X1)
     steps = [
-        ("x(0) ~ p_0 (x | x_1) , quad frac(dif x, dif t) = u_t (x | x_1) = "
-         "frac(sigma'_t (x_1), sigma_t (x_1)) (x - mu_t (x_1)) + mu'_t (x_1)",
-         f"{n} samples, x1 = {X1.tolist()}; the field is the sympy Theorem-3 expression, lambdified, for the OT "
-         "(σ_min = 0.05), VE (σ_s = 0.01·500^s) and VP (β linear 0.1 → 20, integrated to t = 0.999) paths"),
-        ("max_i norm(x_i (t) - psi_t (x_i (0))) \\/ (1 + max norm(psi_t)) = " + number(worst_err),
-         f"pathwise agreement with the flow of eq. 11 at t = ¼, ½, ¾, 1 of each interval (tolerance {tol:g})"),
-        ("x(t) ~ cal(N)(mu_t (x_1), sigma_t (x_1)^2 I) : quad min p_\"KS\" = " + number(min_p),
-         f"two-sample KS tests against fresh samples of p_t(x|x1), per coordinate and time ({n_tests} tests; "
-         f"reject below {p_crit:.1e}, Bonferroni α = 0.01)"),
+        Step("x(0) ~ p_0 (x | x_1) , quad frac(dif x, dif t) = u_t (x | x_1) = "
+             "frac(sigma'_t (x_1), sigma_t (x_1)) (x - mu_t (x_1)) + mu'_t (x_1)",
+             f"{n} samples, x1 = {X1.tolist()}; the field is the sympy Theorem-3 expression, lambdified, for the OT "
+             "(σ_min = 0.05), VE (σ_s = 0.01·500^s) and VP (β linear 0.1 → 20, integrated to t = 0.999) paths",
+             f"{fa_int(n)} نمونه با $x_1 = ({x1_math})$؛ میدان همان عبارت sympy قضیهٔ ۳ است که به تابع عددی "
+             'تبدیل شده (lambdify)، برای مسیرهای OT ($sigma_"min" = 0.05$)، VE ($sigma_s = 0.01 dot 500^s$) و '
+             "VP ($beta$ خطی از $0.1$ تا $20$، با انتگرال‌گیری تا $t = 0.999$)."),
+        Step("max_i norm(x_i (t) - psi_t (x_i (0))) \\/ (1 + max norm(psi_t)) = " + number(worst_err),
+             f"pathwise agreement with the flow of eq. 11 at t = ¼, ½, ¾, 1 of each interval (tolerance {tol:g})",
+             "تطابق مسیربه‌مسیر (pathwise) با جریان رابطهٔ ۱۱ در $t = 1\\/4, 1\\/2, 3\\/4, 1$ از هر بازه "
+             f"(آستانه ${number(tol)}$)."),
+        Step("x(t) ~ cal(N)(mu_t (x_1), sigma_t (x_1)^2 I) : quad min p_\"KS\" = " + number(min_p),
+             f"two-sample KS tests against fresh samples of p_t(x|x1), per coordinate and time ({n_tests} tests; "
+             f"reject below {p_crit:.1e}, Bonferroni α = 0.01)",
+             "آزمون‌های دونمونه‌ای کولموگوروف–اسمیرنوف (Kolmogorov–Smirnov, KS) در برابر نمونه‌های تازه از "
+             f"$p_t (x | x_1)$، برای هر مختصه و هر زمان ({fa_int(n_tests)} آزمون؛ رد در صورت "
+             f"$p < {number(p_crit)}$، با تصحیح بونفرونی و $alpha = 0.01$)."),
     ]
     return Derivation(
         name="thm3_ode_samples", title="Theorem 3, numerically: ODE of u_t(x|x1) from p_0 samples reproduces p_t(x|x1)",
+        title_fa="قضیهٔ ۳، بررسی عددی: حل معادلهٔ دیفرانسیل میدان $u_t (x | x_1)$ از نمونه‌های $p_0$ توزیع "
+                 "$p_t (x | x_1)$ را بازتولید می‌کند",
         part="2.2",
         statement_typst="x(0) ~ p_0 (x | x_1) ==> x(t) ~ p_t (x | x_1) = cal(N)(mu_t (x_1), sigma_t (x_1)^2 I)",
-        steps_typst=[s for s, _ in steps], step_notes=[n_ for _, n_ in steps], residual=worst_err, tolerance=tol,
+        **step_lists(steps), residual=worst_err, tolerance=tol,
         passed=bool(passed), method="scipy solve_ivp (DOP853) of the lambdified sympy field; pathwise error vs ψ_t "
-        "and two-sample KS tests vs fresh p_t(x|x1) samples", numeric={"paths": per_path, "min_ks_pvalue": min_p,
-                                                                      "ks_p_crit": p_crit})
+        "and two-sample KS tests vs fresh p_t(x|x1) samples",
+        method_fa="حل عددی معادلهٔ دیفرانسیل با `solve_ivp` (روش DOP853) کتابخانهٔ scipy برای میدان sympy؛ "
+                  "خطای مسیربه‌مسیر نسبت به $psi_t$ و آزمون‌های KS دونمونه‌ای در برابر نمونه‌های تازهٔ "
+                  "$p_t (x | x_1)$.",
+        numeric={"paths": per_path, "min_ks_pvalue": min_p, "ks_p_crit": p_crit})

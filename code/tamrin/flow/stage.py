@@ -7,18 +7,21 @@ derivations.json — a JSON list, in report order, of records (see records.Deriv
     "name":            str    stable id: "thm2_gradients_agree", "thm2_monte_carlo", "thm3_conditional_field",
                               "thm3_continuity", "thm3_ot_path", "thm3_ve_path", "thm3_vp_path", "thm3_ode_samples"
     "title":           str    one English line
+    "title_fa":        str    the same in academic Persian — Typst markup (see below)
     "part":            str    assignment part answered: "2.1" (∇θ L_FM = ∇θ L_CFM) or "2.2" (u_t of Theorem 3)
     "statement_typst": str    the claim, Typst math without the surrounding `$`
     "steps_typst":     [str]  the derivation, one Typst math string per step (without `$`)
     "step_notes":      [str]  one English justification per step (same length as steps_typst)
+    "step_notes_fa":   [str]  the same in Persian, Typst markup, one per step
     "residual":        float  0.0 for a symbolic identity that sympy reduced to exactly 0 (1.0 if it did not);
                               for a numeric check the measured discrepancy (thm2_monte_carlo: max per-parameter |t|
                               of the paired gradient difference; thm3_ode_samples: max relative error vs ψ_t)
     "tolerance":       float  passed ⇔ residual <= tolerance (0.0 for symbolic records)
     "passed":          bool
     "method":          str    how it was checked (sympy reduction / Monte Carlo / ODE solver)
-    "assumptions":     [{"typst": str, "text": str, "enters_at_step": int (1-based index into steps_typst)}]
-                              (Theorem 2 only; [] elsewhere)
+    "method_fa":       str    the same in Persian, Typst markup
+    "assumptions":     [{"typst": str, "text": str, "text_fa": str (Persian, Typst markup),
+                         "enters_at_step": int (1-based index into steps_typst)}]   (Theorem 2 only; [] elsewhere)
     "numeric":         null | {...}  numbers behind a numeric check:
         thm2_monte_carlo: samples, batches, parameters, max_abs_z, z_crit, fraction_abs_z_over_1.96,
             grad_norm_fm, grad_norm_cfm, relative_difference, mean_se_fm, mean_se_cfm,
@@ -29,13 +32,16 @@ derivations.json — a JSON list, in report order, of records (see records.Deriv
         thm3_ode_samples: paths {ot|ve|vp: {t_end, solver, nfev, times [{t, max_rel_error_vs_psi,
             ks_pvalues [2], ode_mean [2], ode_std [2], path_mean [2], path_std}]}}, min_ks_pvalue, ks_p_crit
   }
-  Every Typst string is compiled with the `typst` package before the file is written; a record that fails its
-  check or does not compile fails the stage (TamrinError naming it).
+  The Persian fields (`*_fa`) are Typst markup, printed by the report as they are: Persian prose in which every
+  formula, symbol and Greek letter is inline math `$…$` (the text font has no Greek), code in raw spans, prose
+  numbers in Persian digits, technical terms followed by their English name in parentheses at first use.
+  Every Typst string (math and markup) is compiled with the `typst` package before the file is written; a
+  record that fails its check or does not compile fails the stage (TamrinError naming it).
 
 experiment.json — one object:
   schema_version: 1, profile: "demo" | "paper"
-  settings: {pairs, methods, seeds, steps, batch_size, lr, optimizer, hidden, model, sigma, sigma_min, n_eval,
-             euler_steps, dopri_tol, ot, w2, threads}
+  settings: {pairs, methods, seeds, steps, batch_size, lr, lr_schedule ("constant" | "cosine"), optimizer, hidden,
+             model, sigma, sigma_min, n_eval, euler_steps, dopri_tol, ot, w2, threads, workers}
   labels: {methods: {icfm|otcfm|lipman: display name}, pairs: {"gaussian-moons"|"8gaussians-moons": display name}}
   runs: [{pair, method, seed, metrics: {<metric>: float}}]   one per (pair, method, seed); metric keys:
       w2_euler_<n>, w2sq_euler_<n> for every n in settings.euler_steps (W2 and W2² vs held-out target samples),
@@ -53,11 +59,12 @@ experiment.json — one object:
   anchor: {source, pair, runs, quantity, their_setup,
            reported_w2_squared: {euler_1|adaptive: {icfm|otcfm: {mean, std}}},
            ours_w2_squared: {icfm|otcfm: {euler_1|adaptive: {mean, std}}},
-           ours_settings: {steps, batch_size, lr, n_eval, seeds, hidden} (the run these numbers come from),
+           ours_settings: {steps, batch_size, lr, lr_schedule, n_eval, seeds, hidden} (the run these numbers come
+                           from),
            euler_1_ratio_icfm_over_otcfm: {ours, reported}, icfm_euler_1_limit_w2_squared, explanation}
           (ours_* / ratio / limit / explanation only when 8gaussians-moons was run)
-  figures: {seed (the seed the arrays come from),
-            samples: {pair: {source [[x, y]...], target [[x, y]...],
+  figures: {seed (the seed the arrays come from); every pair and every method of settings is present,
+            samples: {pair: {source [[x, y]...], target [[x, y]...] (a seeded random subset of the held-out set),
                              generated: {method: {dopri5 [[x, y]...], euler_1 [[x, y]...]}}}},
             trajectories: {pair: {method: {times [t...], xy [trajectory][time][2]}}}   (dopri5 states),
             loss_curves: {pair: {method: {step [...], loss_mean [...], loss_std [...]}}}}   (window means, over seeds)

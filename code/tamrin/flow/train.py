@@ -9,6 +9,7 @@ Methods (all regress v_θ(x_t, t) onto a conditional target with the mean square
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -57,8 +58,17 @@ def conditional_batch(method: str, x0: np.ndarray, x1: np.ndarray, t: np.ndarray
     return xt, x1 - x0
 
 
+def learning_rate(step: int, steps: int, lr: float, schedule: str) -> float:
+    """The learning rate of optimizer step `step` (0-based): constant, or cosine decay from `lr` to 0."""
+    if schedule == "constant":
+        return lr
+    if schedule == "cosine":
+        return 0.5 * lr * (1.0 + math.cos(math.pi * step / steps))
+    raise ValueError(f"unknown learning-rate schedule {schedule!r}")
+
+
 def train(pair: str, method: str, seed: int, *, steps: int, batch_size: int, lr: float, hidden: int,
-          sigma: float, sigma_min: float, progress=None) -> TrainResult:
+          sigma: float, sigma_min: float, lr_schedule: str = "constant", progress=None) -> TrainResult:
     """Train one model. The model initialisation and the data stream depend only on (pair, seed), so the
     methods see the same x0, x1, t and noise; OT-CFM only re-pairs them."""
     if method not in METHOD_LABELS:
@@ -66,11 +76,13 @@ def train(pair: str, method: str, seed: int, *, steps: int, batch_size: int, lr:
     source, target = datasets.split_pair(pair)
     torch.manual_seed(seed)
     model = mlp(hidden)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, fused=True)  # fused: ~25 % less time per step on a CPU
     rng = np.random.default_rng([seed, datasets.PAIRS.index(pair) if pair in datasets.PAIRS else 99, 0])
     losses, ot_seconds, cost_sum = [], 0.0, 0.0
     start = time.perf_counter()
-    for _ in range(steps):
+    for step in range(steps):
+        for group in opt.param_groups:
+            group["lr"] = learning_rate(step, steps, lr, lr_schedule)
         x0 = datasets.sample(source, batch_size, rng)
         x1 = datasets.sample(target, batch_size, rng)
         t = rng.uniform(0, 1, size=(batch_size, 1)).astype(np.float32)

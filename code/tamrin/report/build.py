@@ -22,7 +22,7 @@ from .. import ROOT
 from ..atomic import write_text
 from ..errors import TamrinError
 from . import figures as figs
-from .context import QTYPES, config_dict, demo_stages, load_results, manifests_of
+from .context import config_dict, demo_stages, load_results, manifests_of
 from .lint import (Finding, LintError, bib_keys, covered_codepoints, figure_findings, font_findings,
                    glyph_findings, lint_templates, undefined_references)
 from .persian import jalali_date
@@ -156,34 +156,14 @@ def package_rows(manifests: dict[str, dict]) -> list[tuple[str, str]]:
     return rows
 
 
-def figure_specs(r: dict[str, Any], window: int) -> dict[str, figs.FigureSpec]:
-    """Every matplotlib figure of the report: template name → spec (file under figures/, data)."""
-    base_q = r["eval"]["base"]["metrics"].get("per_qtype", {})
-    tuned_q = r["eval"]["finetuned"]["metrics"].get("per_qtype", {})
-    qtypes = list(dict.fromkeys([t for t in QTYPES if t in base_q or t in tuned_q]
-                                + sorted(set(base_q) | set(tuned_q))))
-    exp = r["flow"]["experiment"]
-    return {
-        "loss": figs.FigureSpec("loss.svg", figs.loss_figure, (r["finetune"]["loss"], window)),
-        "per_qtype": figs.FigureSpec("per_qtype.svg", figs.per_qtype_figure, (qtypes, base_q, tuned_q)),
-        "flow_samples": figs.FigureSpec("flow_samples.png", figs.flow_samples_figure, (exp,)),
-        "flow_traj": figs.FigureSpec("flow_trajectories.png", figs.flow_trajectories_figure, (exp,)),
-        "flow_w2": figs.FigureSpec("flow_w2.svg", figs.flow_w2_figure, (exp,)),
-    }
-
-
-def make_figures(r: dict[str, Any], rp: ReportPaths, cfg: Any) -> tuple[dict[str, str], list[dict], int,
-                                                                     figs.Drawing]:
-    """Start drawing the figures into figures/ (in a child process, cached by their data) and copy the images
-    the report shows; returns (figure name → Typst path, dataset examples, loss smoothing window, the drawing
-    to wait for before compiling)."""
+def make_figures(r: dict[str, Any], rp: ReportPaths, cfg: Any) -> tuple[dict[str, str], list[dict], int]:
+    """The figures' Typst paths (a child process draws them: `figures.Drawing`) and the images the report
+    shows, copied into figures/; returns (figure name → Typst path, dataset examples, loss smoothing window)."""
     out = rp.figures
     if not r["finetune"]["loss"]:
         raise TamrinError("results/finetune/loss.jsonl has no steps: rerun `python build.py finetune --force finetune`")
     window = figs.smoothing_window(len(r["finetune"]["loss"]), cfg.smooth_window)
-    specs = figure_specs(r, window)
-    out.mkdir(parents=True, exist_ok=True)
-    drawing = figs.Drawing(list(specs.values()), out)
+    specs = figs.figure_specs(r, window)
     fig = {name: _typst_path(out / spec.file, rp.root) for name, spec in specs.items()}
 
     data_dir = rp.results / "data"
@@ -199,7 +179,7 @@ def make_figures(r: dict[str, Any], rp: ReportPaths, cfg: Any) -> tuple[dict[str
     names = figs.copy_images(data_dir, [s["image"] for s in r["eval"]["samples"]], out / "images")
     for s, n in zip(r["eval"]["samples"], names):
         s["figure"] = _typst_path(out / "images" / n, rp.root)
-    return fig, data_examples, window, drawing
+    return fig, data_examples, window
 
 
 def _require_images(data_dir: Path, rels: list[str]) -> None:
@@ -210,10 +190,10 @@ def _require_images(data_dir: Path, rels: list[str]) -> None:
 
 
 def build_context(r: dict[str, Any], rp: ReportPaths, report_cfg: Any, student: Any,
-                  typst_version: str) -> tuple[dict[str, Any], figs.Drawing]:
+                  typst_version: str) -> dict[str, Any]:
     manifests = manifests_of(r)
     demo = demo_stages(manifests)
-    fig, data_examples, window, drawing = make_figures(r, rp, report_cfg)
+    fig, data_examples, window = make_figures(r, rp, report_cfg)
     st = config_dict(student)
     name = " ".join(x for x in (st.get("first_name_fa", ""), st.get("last_name_fa", "")) if x).strip()
     name_en = " ".join(x for x in (st.get("first_name_en", ""), st.get("last_name_en", "")) if x).strip()
@@ -225,10 +205,11 @@ def build_context(r: dict[str, Any], rp: ReportPaths, report_cfg: Any, student: 
         "student": st, "cfg": config_dict(report_cfg), "manifests": manifests,
         "cover": {"student_name": name, "student_name_en": name_en or "student",
                   "date_fa": report_cfg.date_fa or jalali_date(_latest_finish(manifests))},
-        "fig": fig, "data_examples": data_examples, "flow_floor": figs.sampling_floor(r["flow"]["experiment"]), "loss_window": window, "qtype_fa": QTYPE_FA,
+        "fig": fig, "data_examples": data_examples, "flow_floor": figs.sampling_floor(r["flow"]["experiment"]),
+        "flow_methods": figs.flow_methods(r["flow"]["experiment"]), "loss_window": window, "qtype_fa": QTYPE_FA,
         "sections": sections, "provenance": provenance_rows(manifests), "packages": package_rows(manifests),
         "report_build": {"typst": typst_version},
-    }, drawing
+    }
 
 
 def template_names(rp: ReportPaths) -> list[str]:
@@ -269,8 +250,6 @@ def _check_derivations(r: dict[str, Any]) -> None:
 
 
 def build_report(rp: ReportPaths, report_cfg: Any, student: Any, log: Any = None) -> BuildResult:
-    import typst
-
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     pdf_path, typ_path = rp.report / "report.pdf", rp.report / "report.typ"
@@ -282,11 +261,15 @@ def build_report(rp: ReportPaths, report_cfg: Any, student: Any, log: Any = None
     if not bib.is_file():
         raise TamrinError("missing templates/refs.bib: the bibliography of the report (see templates/README.md)")
 
-    r = load_results(rp.results)
-    _check_derivations(r)
-    timings["read"] = time.perf_counter() - t0
-    context, drawing = build_context(r, rp, report_cfg, student, typst.__version__)
+    # The figures first: the child process starts now and works while this one renders (figures.Drawing).
+    drawing = figs.Drawing(rp.results, rp.figures, report_cfg.smooth_window)
     try:
+        import typst
+
+        r = load_results(rp.results)
+        _check_derivations(r)
+        timings["read"] = time.perf_counter() - t0
+        context = build_context(r, rp, report_cfg, student, typst.__version__)
         findings += lint_templates(rp.templates, template_names(rp))
         source = render(context, rp.templates, rp.cache_dir())
         rp.report.mkdir(parents=True, exist_ok=True)

@@ -37,10 +37,14 @@ def _subplots(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] = (WI
     return fig, axes
 
 
-def _save(fig: Any, path: Path) -> Path:
+def _save(fig: Any, path: Path, tight: bool = True) -> Path:
+    """Write `fig`; `tight` crops it to its drawn content (which draws it twice), off for a figure laid out by
+    hand. PNGs at 200 dpi with light compression (Typst re-encodes them for the PDF anyway)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"Date": None, "Creator": None} if path.suffix == ".svg" else {"Software": None}
-    fig.savefig(path, metadata=meta, dpi=200 if path.suffix == ".png" else None)
+    png = path.suffix == ".png"
+    meta = {"Software": None} if png else {"Date": None, "Creator": None}
+    fig.savefig(path, metadata=meta, dpi=200 if png else None, bbox_inches="tight" if tight else None,
+                **({"pil_kwargs": {"compress_level": 1}} if png else {}))
     return path
 
 
@@ -125,71 +129,154 @@ def _short(label: str) -> str:
     return label.split(" (")[0]
 
 
-def _xy(points: list) -> tuple[list[float], list[float]]:
-    return [p[0] for p in points], [p[1] for p in points]
+class _PanelGrid:
+    """Small multiples of point clouds drawn in ONE axes whose data units are inches: creating an Axes per
+    panel costs ~15 ms each, and tight_layout / bbox="tight" draw every panel again, so the grid is laid out
+    by hand and drawn once (about 2× faster for the flow figures). Rows are counted from the top; `title_space`
+    is the room above a row for panel titles, `gap` the room between panels."""
+
+    def __init__(self, nrows: int, ncols: int, panel: float, *, left: float, right: float, top: float,
+                 bottom: float, gap: float, title_space: list[float]) -> None:
+        import matplotlib
+        from matplotlib.figure import Figure
+
+        matplotlib.rcParams.update(STYLE)
+        self.panel, self.left, self.gap = panel, left, gap
+        self.right_edge = left + ncols * panel + (ncols - 1) * gap  # of the last column
+        self.width = self.right_edge + right
+        height = top + nrows * panel + sum(title_space) + (nrows - 1) * gap + bottom
+        self.fig = Figure(figsize=(self.width, height))
+        self.ax = self.fig.add_axes((0, 0, 1, 1))
+        self.ax.set_xlim(0, self.width), self.ax.set_ylim(0, height), self.ax.set_axis_off()
+        self._bottoms, y = [], height - top
+        for r in range(nrows):
+            y -= title_space[r] + panel + (gap if r else 0)
+            self._bottoms.append(y)
+
+    def origin(self, row: int, col: int) -> tuple[float, float]:
+        """Lower-left corner of a panel, in inches."""
+        return self.left + col * (self.panel + self.gap), self._bottoms[row]
+
+    def place(self, row: int, col: int, points: Any, xlim: tuple[float, float], ylim: tuple[float, float]
+              ) -> tuple[Any, Any]:
+        """Points (n, 2) in panel `(row, col)` coordinates; points outside the limits are dropped (they would
+        spill into the neighbouring panel)."""
+        import numpy as np
+
+        pts = np.asarray(points, dtype=float).reshape(-1, 2)
+        inside = (pts[:, 0] >= xlim[0]) & (pts[:, 0] <= xlim[1]) & (pts[:, 1] >= ylim[0]) & (pts[:, 1] <= ylim[1])
+        pts = pts[inside]
+        x0, y0 = self.origin(row, col)
+        return (x0 + (pts[:, 0] - xlim[0]) / (xlim[1] - xlim[0]) * self.panel,
+                y0 + (pts[:, 1] - ylim[0]) / (ylim[1] - ylim[0]) * self.panel)
+
+    def frame(self, row: int, col: int) -> None:
+        from matplotlib.patches import Rectangle
+
+        self.ax.add_patch(Rectangle(self.origin(row, col), self.panel, self.panel, fill=False,
+                                    edgecolor="#cccccc", linewidth=0.8))
+
+    def title(self, row: int, col: int, text: str, size: float) -> None:
+        x0, y0 = self.origin(row, col)
+        self.ax.text(x0 + self.panel / 2, y0 + self.panel + 0.04, text, ha="center", va="bottom", fontsize=size)
+
+    def row_label(self, rows: tuple[int, int], text: str, side: str, size: float) -> None:
+        """A label along rows[0]..rows[1] (inclusive), left or right of the grid, read bottom-up / top-down."""
+        top = self._bottoms[rows[0]] + self.panel
+        middle = (top + self._bottoms[rows[1]]) / 2
+        if side == "left":
+            self.ax.text(self.left - 0.08, middle, text, rotation=90, ha="right", va="center", fontsize=size)
+        else:
+            self.ax.text(self.right_edge + 0.08, middle, text, rotation=270, ha="left", va="center", fontsize=size)
 
 
-def _clean(ax: Any) -> None:
-    ax.set_xticks([]), ax.set_yticks([])
-    ax.set_aspect("equal", adjustable="datalim")
-    ax.grid(False)
-    for side in ("top", "right", "left", "bottom"):
-        ax.spines[side].set_visible(True)
-        ax.spines[side].set_color("#cccccc")
+def flow_methods(exp: dict) -> list[str]:
+    """The methods experiment.json has results for, in the order of its settings (a method with a summary
+    but missing from `settings.methods`, e.g. from an edited file, still appears, after the listed ones)."""
+    listed = list(exp.get("settings", {}).get("methods", []))
+    present = [m for by_method in exp.get("summary", {}).values() for m in by_method]
+    return list(dict.fromkeys([m for m in listed if m in present] + present))
+
+
+def method_label(exp: dict, method: str) -> str:
+    """A method's short display name ('OT-CFM (exact minibatch OT)' → 'OT-CFM'), or its key."""
+    return _short(exp.get("labels", {}).get("methods", {}).get(method, method))
+
+
+def _pair_limits(point_sets: list[list], clip: float = 0.5, margin: float = 0.06
+                 ) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Common square limits for every panel of one pair, so source, target and samples compare by eye: the
+    `clip`–(100 − `clip`) % range of all points (a few stray samples do not shrink the rest)."""
+    import numpy as np
+
+    pts = np.concatenate([np.asarray(p, dtype=float).reshape(-1, 2) for p in point_sets if len(p)])
+    lo, hi = np.percentile(pts, clip, axis=0), np.percentile(pts, 100 - clip, axis=0)
+    centre, half = (lo + hi) / 2, (hi - lo).max() / 2 * (1 + margin)
+    return (centre[0] - half, centre[0] + half), (centre[1] - half, centre[1] + half)
 
 
 def flow_samples_figure(exp: dict, path: Path) -> Path:
-    """Rows: source → target pairs; columns: source and target samples, then each method's samples after one
-    Euler step and after the adaptive dopri5 solve (experiment.json `figures.samples`)."""
-    pairs, methods = exp["settings"]["pairs"], exp["settings"]["methods"]
-    labels = exp["labels"]
+    """Per pair two rows — after one Euler step and after the adaptive dopri5 solve — and one column per
+    method, beside a first column with the source (top) and target (bottom) samples; every panel of a pair
+    on the same axes (experiment.json `figures.samples`)."""
+    pairs, labels = exp["settings"]["pairs"], exp["labels"]
     samples = exp["figures"]["samples"]
-    panels = [("source", "source $p_0$"), ("target", "target $q$")]
-    panels += [(f"{m}/{solver}", f"{_short(labels['methods'][m])}, {name}")
-               for m in methods for solver, name in (("euler_1", "1 Euler step"), ("dopri5", "dopri5"))]
-    fig, axes = _subplots(len(pairs), len(panels), figsize=(WIDTH_IN, 1.2 * len(pairs) + 0.35))
+    methods = [m for m in flow_methods(exp) if all(m in samples[p]["generated"] for p in pairs)]
+    solvers = (("euler_1", "1 Euler step"), ("dopri5", "dopri5 (adaptive)"))
+    # Room above each row: method names over the first, the small "target q" title over every second row,
+    # and a wider gap between pairs.
+    space = [0.25 if r == 0 else (0.16 if r % 2 else 0.26) for r in range(2 * len(pairs))]
+    grid = _PanelGrid(2 * len(pairs), 1 + len(methods), 1.3, left=0.3, right=0.3, top=0.02, bottom=0.03,
+                      gap=0.07, title_space=space)
     for i, pair in enumerate(pairs):
-        for j, (key, title) in enumerate(panels):
-            ax = axes[i][j]
-            if "/" in key:
-                m, solver = key.split("/")
-                pts, color = samples[pair]["generated"][m][solver], _method_color(m)
-            else:
-                pts, color = samples[pair][key], COLORS[key]
-            ax.scatter(*_xy(pts), s=1.2, color=color, alpha=0.6, linewidths=0, rasterized=True)
-            _clean(ax)
-            if i == 0:
-                ax.set_title(title, fontsize=7)
-            if j == 0:
-                ax.set_ylabel(labels["pairs"][pair], fontsize=7)
-    fig.tight_layout(pad=0.3, w_pad=0.2, h_pad=0.4)
-    return _save(fig, path)
+        gen = samples[pair]["generated"]
+        xlim, ylim = _pair_limits([samples[pair]["source"], samples[pair]["target"]]
+                                  + [gen[m][s] for m in methods for s, _ in solvers])
+        for r, (solver, solver_name) in enumerate(solvers):
+            row = 2 * i + r
+            ref_key, ref_title = (("source", "source $p_0$"), ("target", "target $q$"))[r]
+            cells = [(ref_key, samples[pair][ref_key], COLORS[ref_key])]
+            cells += [(m, gen[m][solver], _method_color(m)) for m in methods]
+            for col, (key, pts, color) in enumerate(cells):
+                grid.ax.scatter(*grid.place(row, col, pts, xlim, ylim), s=1.0, color=color, alpha=0.6,
+                                linewidths=0)
+                grid.frame(row, col)
+                if col == 0:
+                    grid.title(row, col, ref_title, 7)
+                elif row == 0:
+                    grid.title(row, col, method_label(exp, key), 8.5)
+            grid.row_label((row, row), solver_name, "right", 7)
+        grid.row_label((2 * i, 2 * i + 1), labels["pairs"][pair], "left", 7.5)
+    return _save(grid.fig, path, tight=False)
 
 
 def flow_trajectories_figure(exp: dict, path: Path) -> Path:
     """Trajectories x_t of the learned ODE (dopri5 states) from source (grey) to end point (black), over faint
-    target samples; rows: pairs, columns: methods."""
+    target samples; rows: pairs, columns: methods, every panel of a pair on the same axes."""
     from matplotlib.collections import LineCollection
 
-    pairs, methods = exp["settings"]["pairs"], exp["settings"]["methods"]
-    labels, figs = exp["labels"], exp["figures"]
-    fig, axes = _subplots(len(pairs), len(methods), figsize=(WIDTH_IN * 0.75, 2.0 * len(pairs) + 0.2))
+    pairs, labels, figs = exp["settings"]["pairs"], exp["labels"], exp["figures"]
+    methods = [m for m in flow_methods(exp) if all(m in figs["trajectories"][p] for p in pairs)]
+    grid = _PanelGrid(len(pairs), len(methods), 1.9, left=0.3, right=0.05, top=0.02, bottom=0.03, gap=0.07,
+                      title_space=[0.27] + [0.0] * (len(pairs) - 1))
     for i, pair in enumerate(pairs):
+        paths = [pt for m in methods for traj in figs["trajectories"][pair][m]["xy"] for pt in traj]
+        xlim, ylim = _pair_limits([paths, figs["samples"][pair]["target"]], clip=0.0, margin=0.02)
         for j, m in enumerate(methods):
-            ax = axes[i][j]
             xy = figs["trajectories"][pair][m]["xy"]
-            ax.scatter(*_xy(figs["samples"][pair]["target"]), s=1, color="#dddddd", linewidths=0, rasterized=True)
-            ax.add_collection(LineCollection(xy, colors=_method_color(m), linewidths=0.45, alpha=0.6))
-            ax.scatter(*_xy([t[0] for t in xy]), s=2.5, color=COLORS["source"], zorder=3, linewidths=0)
-            ax.scatter(*_xy([t[-1] for t in xy]), s=2.5, color=COLORS["target"], zorder=3, linewidths=0)
-            ax.autoscale_view()
-            _clean(ax)
+            grid.ax.scatter(*grid.place(i, j, figs["samples"][pair]["target"], xlim, ylim), s=1, color="#dddddd",
+                            linewidths=0)
+            lines = [list(zip(*grid.place(i, j, traj, xlim, ylim))) for traj in xy]
+            grid.ax.add_collection(LineCollection(lines, colors=_method_color(m), linewidths=0.45, alpha=0.6))
+            grid.ax.scatter(*grid.place(i, j, [t[0] for t in xy], xlim, ylim), s=2.5, color=COLORS["source"],
+                            zorder=3, linewidths=0)
+            grid.ax.scatter(*grid.place(i, j, [t[-1] for t in xy], xlim, ylim), s=2.5, color=COLORS["target"],
+                            zorder=3, linewidths=0)
+            grid.frame(i, j)
             if i == 0:
-                ax.set_title(_short(labels["methods"][m]))
-            if j == 0:
-                ax.set_ylabel(labels["pairs"][pair], fontsize=7.5)
-    fig.tight_layout(pad=0.3)
-    return _save(fig, path)
+                grid.title(i, j, method_label(exp, m), 9)
+        grid.row_label((i, i), labels["pairs"][pair], "left", 7.5)
+    return _save(grid.fig, path, tight=False)
 
 
 def sampling_floor(exp: dict) -> dict[str, float]:
@@ -203,19 +290,20 @@ def sampling_floor(exp: dict) -> dict[str, float]:
 def flow_w2_figure(exp: dict, path: Path) -> Path:
     """W2 to held-out target samples against the number of Euler steps (mean ± std over seeds), the adaptive
     dopri5 result (dotted) and the sampling floor (grey dashed); one panel per pair."""
-    from matplotlib.ticker import FuncFormatter, NullFormatter, NullLocator
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
-    pairs, methods = exp["settings"]["pairs"], exp["settings"]["methods"]
-    labels, floor = exp["labels"], sampling_floor(exp)
+    pairs, labels, floor = exp["settings"]["pairs"], exp["labels"], sampling_floor(exp)
     fig, axes = _subplots(1, len(pairs), figsize=(WIDTH_IN, 2.4))
     for i, pair in enumerate(pairs):
         ax = axes[0][i]
         ks: list[int] = []
-        for m in methods:
+        for m in [m for m in flow_methods(exp) if m in exp["w2_vs_steps"][pair]]:
             curve = exp["w2_vs_steps"][pair][m]
             ks = curve["steps"]
+            # Lipman's σ_min path is almost I-CFM's: dashed with hollow markers, so neither hides the other.
+            hollow = {"linestyle": "--", "markerfacecolor": "white"} if m == "lipman" else {}
             ax.errorbar(ks, curve["w2_mean"], yerr=curve["w2_std"], color=_method_color(m), marker="o",
-                        markersize=3, capsize=2, label=_short(labels["methods"][m]))
+                        markersize=3, capsize=2, label=method_label(exp, m), **hollow)
             if curve.get("dopri5"):
                 ax.axhline(curve["dopri5"]["w2"], color=_method_color(m), linestyle=":", linewidth=1)
         if pair in floor:
@@ -226,13 +314,14 @@ def flow_w2_figure(exp: dict, path: Path) -> Path:
         ax.set_xticks(ks, [str(k) for k in ks])
         ax.xaxis.set_minor_locator(NullLocator())
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))
+        ax.yaxis.set_minor_locator(LogLocator(base=10, subs=(2.0, 5.0)))  # only the labelled minor ticks
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.set_xlabel("Euler steps")
         if i == 0:
             ax.set_ylabel("$W_2$ to held-out target")
         ax.set_title(labels["pairs"][pair])
         ax.legend(frameon=False, fontsize=7)
-    fig.tight_layout(pad=0.3)
+    fig.subplots_adjust(left=0.1, right=0.99, bottom=0.18, top=0.9, wspace=0.22)  # by hand: no tight_layout pass
     return _save(fig, path)
 
 
@@ -281,9 +370,10 @@ def stale(specs: list[FigureSpec], out: Path) -> list[FigureSpec]:
     return [s for s in specs if not (cache.get(s.file) == figure_key(s, fingerprint) and (out / s.file).is_file())]
 
 
-def _write_cache(out: Path, specs: list[FigureSpec]) -> None:
-    cache, fingerprint = _read_cache(out), _code_fingerprint()
-    cache.update({s.file: figure_key(s, fingerprint) for s in specs})
+def _write_cache(out: Path, keys: dict[str, str]) -> None:
+    """Record `keys` ({file: key}) in the cache file, keeping the other figures' entries."""
+    cache = _read_cache(out)
+    cache.update(keys)
     tmp = (out / CACHE_FILE).with_suffix(".tmp")
     tmp.write_text(json.dumps(cache, indent=1, sort_keys=True), encoding="utf-8")
     tmp.replace(out / CACHE_FILE)
@@ -292,69 +382,88 @@ def _write_cache(out: Path, specs: list[FigureSpec]) -> None:
 def draw_all(specs: list[FigureSpec], out: Path) -> dict[str, bool]:
     """Draw (in this process) every figure whose cached key differs or whose file is missing; {file: redrawn}."""
     out.mkdir(parents=True, exist_ok=True)
-    todo = stale(specs, out)
+    todo, fingerprint = stale(specs, out), _code_fingerprint()
     for spec in todo:
         spec.draw(*spec.args, out / spec.file)
-    _write_cache(out, todo)
+    _write_cache(out, {s.file: figure_key(s, fingerprint) for s in todo})
     return {s.file: s in todo for s in specs}
 
 
-class Drawing:
-    """Stale figures drawn by a child Python process while the caller renders and lints the templates, so
-    matplotlib's import and drawing overlap with that work on a second core. (Two children were measured to
-    gain nothing on two cores: each pays matplotlib's import.) The child gets the figures as a JSON job
-    (function names and data), so nothing of the caller's `__main__` is re-run. `wait()` records the drawn
-    figures in the cache and returns {file: redrawn}; it raises if the child failed."""
+def figure_specs(r: dict[str, Any], window: int) -> dict[str, FigureSpec]:
+    """Every matplotlib figure of the report, from the loaded results: template name → spec (file under
+    figures/, drawing function, data)."""
+    from .context import QTYPES
 
-    def __init__(self, specs: list[FigureSpec], out: Path) -> None:
+    base_q = r["eval"]["base"]["metrics"].get("per_qtype", {})
+    tuned_q = r["eval"]["finetuned"]["metrics"].get("per_qtype", {})
+    qtypes = list(dict.fromkeys([t for t in QTYPES if t in base_q or t in tuned_q]
+                                + sorted(set(base_q) | set(tuned_q))))
+    exp = r["flow"]["experiment"]
+    flow = {k: exp[k] for k in ("settings", "labels", "summary", "w2_vs_steps", "reference", "figures") if k in exp}
+    return {
+        "loss": FigureSpec("loss.svg", loss_figure, (r["finetune"]["loss"], window)),
+        "per_qtype": FigureSpec("per_qtype.svg", per_qtype_figure, (qtypes, base_q, tuned_q)),
+        "flow_samples": FigureSpec("flow_samples.png", flow_samples_figure, (flow,)),
+        "flow_traj": FigureSpec("flow_trajectories.png", flow_trajectories_figure, (flow,)),
+        "flow_w2": FigureSpec("flow_w2.svg", flow_w2_figure, (flow,)),
+    }
+
+
+class Drawing:
+    """The figures drawn by a child Python process started first thing, so Python's start-up, matplotlib's
+    import and the drawing overlap with the caller reading, rendering and linting the templates on the second
+    core. The child reads results/ itself (nothing large crosses the pipe), decides which figures are stale,
+    draws them and prints {files, redrawn, keys}; `wait()` records the redrawn ones in the cache and returns
+    {file: redrawn}, or raises if the child failed. (Two children were measured to gain nothing on two cores:
+    each pays matplotlib's import.)"""
+
+    def __init__(self, results: Path, out: Path, smooth_window: int) -> None:
         import os
         import subprocess
         import sys
-        import tempfile
 
-        self.specs, self.out = specs, out
-        self._todo = stale(specs, out)
-        self._procs: list[tuple[subprocess.Popen, str]] = []
+        self.out = out
+        out.mkdir(parents=True, exist_ok=True)
         code_dir = str(Path(__file__).resolve().parents[2])
         env = {**os.environ,
                "PYTHONPATH": os.pathsep.join([code_dir, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
-        for part in [self._todo] if self._todo else []:
-            fd, job = tempfile.mkstemp(prefix=".figures-job-", suffix=".json", dir=out)
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump({"out": str(out), "figures": [{"file": s.file, "draw": s.draw.__name__, "args": s.args}
-                                                        for s in part]}, f)
-            proc = subprocess.Popen([sys.executable, "-c", f"from tamrin.report.figures import run_job; run_job({job!r})"],
-                                    env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            self._procs.append((proc, job))
+        self._proc: subprocess.Popen | None = subprocess.Popen(
+            [sys.executable, "-c", "from tamrin.report.figures import child_main; child_main()",
+             str(results), str(out), str(smooth_window)],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def wait(self) -> dict[str, bool]:
-        errors = []
-        for proc, job in self._procs:
-            try:
-                _, err = proc.communicate()
-            finally:
-                Path(job).unlink(missing_ok=True)
-            if proc.returncode != 0:
-                last = err.strip().splitlines()[-1] if err.strip() else f"exit code {proc.returncode}"
-                errors.append(f"{last}\n{err[-3000:]}")
-        if self._procs and not errors:
-            _write_cache(self.out, self._todo)
-        self._procs = []
-        if errors:
-            raise RuntimeError("drawing the figures failed: " + "\n".join(errors))
-        return {s.file: s in self._todo for s in self.specs}
+        if self._proc is None:
+            raise RuntimeError("the figures were already collected")
+        proc, self._proc = self._proc, None
+        out, err = proc.communicate()
+        if proc.returncode != 0:
+            last = err.strip().splitlines()[-1] if err.strip() else f"exit code {proc.returncode}"
+            raise RuntimeError(f"drawing the figures failed: {last}\n{err[-3000:]}")
+        done = json.loads(out.strip().splitlines()[-1])
+        if done["keys"]:
+            _write_cache(self.out, done["keys"])
+        return {f: f in done["keys"] for f in done["files"]}
 
     def close(self) -> None:
-        """Let a running drawing finish quietly (the caller is already failing for another reason)."""
-        try:
-            self.wait()
-        except Exception:  # noqa: BLE001 - the caller's error is the one to report
-            pass
+        """Stop a running drawing (the caller is already failing for another reason)."""
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.communicate()
+            self._proc = None
 
 
-def run_job(path: str) -> None:
-    """Child-process entry: draw the figures of a JSON job written by `Drawing` (the parent updates the cache)."""
-    job = json.loads(Path(path).read_text(encoding="utf-8"))
-    out = Path(job["out"])
-    for f in job["figures"]:
-        globals()[f["draw"]](*f["args"], out / f["file"])
+def child_main() -> None:
+    """Child-process entry of `Drawing`: argv = results dir, figures dir, configured smoothing window."""
+    import sys
+
+    from .context import load_results
+
+    results, out, configured = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+    r = load_results(results)
+    specs = list(figure_specs(r, smoothing_window(len(r["finetune"]["loss"]), configured)).values())
+    todo, fingerprint = stale(specs, out), _code_fingerprint()
+    for spec in todo:
+        spec.draw(*spec.args, out / spec.file)
+    print(json.dumps({"files": [s.file for s in specs],
+                      "keys": {s.file: figure_key(s, fingerprint) for s in todo}}))
