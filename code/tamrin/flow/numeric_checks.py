@@ -172,7 +172,7 @@ def check_gradients(n: int, seed: int = 0) -> Derivation:
         Step('hat(cal(L))_"CFM" - hat(cal(L))_"FM" approx bb(E)_(t, x) "tr" "Var"[u_t (x | x_1) | x]',
              f"loss gap {st['loss_gap']:.4f} vs variance term {st['variance_term']:.4f} "
              f"(paired z = {st['gap_minus_variance_z']:.2f}, |z| ≤ {st['gap_z_crit']:.2f})",
-             f"فاصلهٔ دو زیان ${st['loss_gap']:.4f}$ و جملهٔ واریانس ${st['variance_term']:.4f}$ است "
+             f"اختلاف دو زیان ${st['loss_gap']:.4f}$ و جملهٔ واریانس ${st['variance_term']:.4f}$ است "
              f"(آمارهٔ زوجی $z = {st['gap_minus_variance_z']:.2f}$ و $abs(z) <= {st['gap_z_crit']:.2f}$)؛ "
              "یعنی تفاضل زیان‌ها همان واریانس شرطی مستقل از $theta$ است."),
         Step('"control:" u_t (x) "with uniform" w_k ==> max_j abs(z_j) = ' + f"{control['max_abs_z']:.1f}",

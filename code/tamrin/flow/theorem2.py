@@ -153,11 +153,12 @@ def derive(K: int = 3, d: int = 2) -> list[Derivation]:
              "مؤلفهٔ $k$ در یک نقطهٔ ثابت $(x, t)$ هستند و انتگرال‌های گام ۲ به جمع تبدیل می‌شوند."),
         Step(f'K = 2, d = 1: quad g_"FM" := nabla_theta [p_t (x) (v - u_t (x))^2] = {g_fm}',
              "θ-gradient of the FM integrand times its density, computed by sympy (v = v_θ(x) generic)",
-             "گرادیان انتگرال‌دهٔ FM ضرب در چگالی آن نسبت به $theta$، که sympy برای $K = 2$ و $d = 1$ محاسبه "
-             "کرده است؛ $v = v_theta (x)$ تابعی دلخواه از $theta$ است."),
+             "گرادیان نسبت به $theta$ از انتگرال‌دهٔ FM ضرب‌شده در چگالی $p_t (x)$، که sympy برای $K = 2$ و "
+             "$d = 1$ محاسبه کرده است؛ $v = v_theta (x)$ تابعی دلخواه از $theta$ است."),
         Step(f'g_"CFM" := nabla_theta sum_k w_k p_k (v - u_k)^2 = {g_cfm}',
              "θ-gradient of the CFM integrand times its density: the same expression",
-             "گرادیان انتگرال‌دهٔ CFM ضرب در چگالی آن: همان عبارت گام ۴ به دست می‌آید."),
+             "گرادیان نسبت به $theta$ از انتگرال‌دهٔ CFM ضرب‌شده در چگالی‌های $w_k p_k$: همان عبارت گام ۴ "
+             "به دست می‌آید."),
         Step('g_"FM" - g_"CFM" = 2 (nabla_theta v)^T [(p_t (x) v - sum_k w_k p_k u_k) - '
              '(sum_k w_k p_k v - sum_k w_k p_k u_k)] = 0',
              f"pointwise in x and t; sympy reduces it to exactly 0 for K={K}, d={d} with generic p_k, u_k, and for "

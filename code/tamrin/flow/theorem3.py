@@ -236,8 +236,9 @@ def derive_special(path: SpecialPath) -> Derivation:
     steps = [
         Step(f"mu_t (x_1) = {tx(path.mu_t)} , quad sigma_t (x_1) = {tx(path.sigma_t)}", path.note, path.note_fa),
         Step(f"mu'_t (x_1) = {tx(sp.diff(path.mu_t, t))} , quad sigma'_t (x_1) = {tx(sp.diff(path.sigma_t, t))}",
-             "differentiate in t (chain rule for the reversed time 1 − t)",
-             "مشتق نسبت به $t$ (با قاعدهٔ زنجیره‌ای برای زمان وارونهٔ $1 - t$)."),
+             *(("differentiate in t", "مشتق نسبت به $t$.") if path.name == "ot" else
+               ("differentiate in t (chain rule for the reversed time 1 − t)",
+                "مشتق نسبت به $t$ (با قاعدهٔ زنجیره‌ای برای زمان وارونهٔ $1 - t$)."))),
         Step(f"u_t (x | x_1) = frac(sigma'_t (x_1), sigma_t (x_1)) (x - mu_t (x_1)) + mu'_t (x_1) = {tx(u)}",
              "Theorem 3 (eq. 15)", "جایگذاری در قضیهٔ ۳ (رابطهٔ ۱۵ مقاله)."),
         Step(f"u_t (x | x_1) = {tx(path.paper_u)}", f"the paper's field ({path.paper_eq}): the difference is 0",
@@ -266,7 +267,7 @@ def derive_special(path: SpecialPath) -> Derivation:
             "(probability-flow ODE) سونگ و همکاران (Song et al.) می‌آید."))
     return symbolic(f"thm3_{path.name}_path",
                     (f"Theorem 3, special case: {path.title} ({path.paper_eq})",
-                     f"قضیهٔ ۳، حالت خاص: {path.title_fa} ({path.paper_eq_fa} مقاله)"),
+                     f"قضیهٔ ۳، حالت خاص — {path.title_fa}؛ {path.paper_eq_fa} مقاله"),
                     "2.2", f"u_t (x | x_1) = {tx(path.paper_u)}", steps, residual,
                     (f"sympy: simplify(Theorem-3 field − paper's field) = 0 with generic schedule functions "
                      f"({path.paper_eq})",
