@@ -4,18 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import sympy as sp
-import torch
 
 from tamrin.flow import numeric_checks, theorem2, theorem3
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models run fastest (and do not fight other processes) on one thread; restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # fixture in conftest.py
 from tamrin.flow.records import symbolic_residual
 from tamrin.flow.typst_math import compile_check
 

@@ -13,13 +13,7 @@ from tamrin.flow import datasets, evaluate
 from tamrin.flow.ot import ot_pairing, sq_cost, w2, w2_squared
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models run fastest (and do not fight other processes) on one thread; restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # fixture in conftest.py
 
 
 def brute_force(a: np.ndarray, b: np.ndarray) -> tuple[float, tuple[int, ...]]:

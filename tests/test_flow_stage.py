@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from tamrin.config import load_config
 from tamrin.errors import ConfigError, TamrinError
@@ -14,13 +13,7 @@ from tamrin.flow.records import Derivation
 from tamrin.runner import Paths, run_stage
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models run fastest (and do not fight other processes) on one thread; restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # fixture in conftest.py
 
 TINY = ["flow.steps=25", "flow.batch_size=16", "flow.n_eval=40", "flow.euler_steps=1,2",
         "flow.numeric_samples=1000", "flow.n_plot=12", "flow.n_traj=3", "flow.traj_points=4",

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 import signal
@@ -13,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from tamrin import cli, runner
+from tamrin import cli
 from tamrin.config import load_config, parse_set
 from tamrin.errors import ConfigError, MissingResultError
 from tamrin.provenance import redact
 from tamrin.runner import Paths, expected_keys, read_manifest, run_stage, staleness
-from tamrin.stages import STAGES, Stage, ancestors, descendants
+from tamrin.stages import STAGES, ancestors, descendants
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -279,7 +278,6 @@ def test_cached_result_with_missing_files_is_redone(tmp_path, fake_graph):
 
 def test_a_stage_being_built_elsewhere_is_refused(tmp_path, fake_graph):
     """Two processes must not build the same stage in one results/ (one would wipe the other's staging)."""
-    from tamrin.errors import TamrinError
     from tamrin.runner import stage_lock
 
     root = make_root(tmp_path)
