@@ -244,6 +244,31 @@ class Outcome:
     seconds: float
 
 
+def _upstream_keys(stage: Stage, paths: Paths, required: bool = True) -> dict[str, str]:
+    """The cache keys of the stage's completed upstream results; a missing one is a clear error when
+    `required`, else an empty key."""
+    keys = {}
+    for dep in stage.deps:
+        m = read_manifest(paths, dep)
+        if m is None and not required:
+            keys[dep] = ""
+            continue
+        if m is None:
+            raise MissingResultError(f"missing {paths.rel(paths.stage_dir(dep) / MANIFEST)}: "
+                                     f"run `python build.py {dep}` first (or `python build.py all`)")
+        keys[dep] = m["cache_key"]
+    return keys
+
+
+def _stage_context(stage: Stage, cfg: Config, paths: Paths, out_dir: Path, key: str) -> StageContext:
+    """The context of one run: outputs to `out_dir`, checkpoints to the key's persistent work folder."""
+    work = paths.work_dir(stage.name) / key[:16]
+    work.mkdir(parents=True, exist_ok=True)
+    return StageContext(stage=stage.name, cfg=cfg, out_dir=out_dir, work_dir=work,
+                        inputs={d: paths.stage_dir(d) for d in stage.deps}, paths=paths,
+                        cache_key=key, log=stage_logger(stage.name))
+
+
 def run_stage(name: str, cfg: Config, paths: Paths, *, force: bool = False) -> Outcome:
     """Run one compute stage unless its cached result matches. Upstream results must already be current."""
     if _distributed_rank() > 0:
@@ -264,17 +289,13 @@ def _run_secondary(name: str, cfg: Config, paths: Paths, force: bool) -> Outcome
     import tempfile
 
     stage = STAGES[name]
-    upstream = {d: (read_manifest(paths, d) or {}).get("cache_key", "") for d in stage.deps}
-    parts = cache_key(stage, cfg, upstream)
+    # rank 0 may still be writing an upstream result; the stage's own rendezvous (finetune) waits for it
+    parts = cache_key(stage, cfg, _upstream_keys(stage, paths, required=False))
     if not force and staleness(stage, read_manifest(paths, name), parts, paths.stage_dir(name)) is None:
         return Outcome(name, "cached", parts.key, 0.0)
     logging.getLogger("tamrin").setLevel(logging.WARNING)  # rank 0 reports progress; the others only problems
     scratch = Path(tempfile.mkdtemp(prefix=f"tamrin-{name}-rank{_distributed_rank()}-"))
-    work = paths.work_dir(name) / parts.key[:16]
-    work.mkdir(parents=True, exist_ok=True)
-    ctx = StageContext(stage=name, cfg=cfg, out_dir=scratch, work_dir=work,
-                       inputs={d: paths.stage_dir(d) for d in stage.deps}, paths=paths,
-                       cache_key=parts.key, log=stage_logger(name))
+    ctx = _stage_context(stage, cfg, paths, scratch, parts.key)
     try:
         load_entry(stage)(ctx)
     finally:
@@ -285,13 +306,7 @@ def _run_secondary(name: str, cfg: Config, paths: Paths, force: bool) -> Outcome
 def _run_locked(name: str, cfg: Config, paths: Paths, force: bool) -> Outcome:
     stage = STAGES[name]
     log = stage_logger(name)
-    upstream: dict[str, str] = {}
-    for dep in stage.deps:
-        m = read_manifest(paths, dep)
-        if m is None:
-            raise MissingResultError(f"missing {paths.rel(paths.stage_dir(dep) / MANIFEST)}: "
-                                     f"run `python build.py {dep}` first (or `python build.py all`)")
-        upstream[dep] = m["cache_key"]
+    upstream = _upstream_keys(stage, paths)
     parts = cache_key(stage, cfg, upstream)
     previous = read_manifest(paths, name)
     why = staleness(stage, previous, parts, paths.stage_dir(name))
@@ -305,12 +320,9 @@ def _run_locked(name: str, cfg: Config, paths: Paths, force: bool) -> Outcome:
     _clear_leftovers(paths, name)
     staging = paths.staging_root() / f"{name}-{os.getpid()}"
     staging.mkdir(parents=True)
-    work = paths.work_dir(name) / parts.key[:16]
-    work.mkdir(parents=True, exist_ok=True)
     handler = attach_file(name, staging / "log.txt")
-    ctx = StageContext(stage=name, cfg=cfg, out_dir=staging, work_dir=work,
-                       inputs={d: paths.stage_dir(d) for d in stage.deps}, paths=paths,
-                       cache_key=parts.key, log=log)
+    ctx = _stage_context(stage, cfg, paths, staging, parts.key)
+    work = ctx.work_dir
     started, t0 = _now(), time.perf_counter()
     log.info(f"running: {name} (profile {cfg.profile}, key {parts.key[:4]}…)")
     try:
