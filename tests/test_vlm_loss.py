@@ -30,7 +30,11 @@ def lora_model():
             for n, p in model.named_parameters():
                 if "lora_B" in n:
                     p.normal_(0, 0.05)
-        model.eval()
+        # Train mode (dropout is 0, so it computes the same function): bitsandbytes 0.50 repacks a Linear4bit's
+        # weight for its CPU inference kernel the first time it runs in eval mode on an input without grad, on
+        # CPUs with AVX512-BF16 (bitsandbytes/nn/modules.py, Linear4bit.forward), and that kernel has no backward:
+        # the no-grad test below would silently cut the gradient path of the gradient test after it.
+        model.train()
         yield processor, model
 
 
