@@ -3,7 +3,7 @@
 Training: QLoRA (NF4 + double quant, LoRA r=16 on the assignment's targets, gradient checkpointing) at batch 8
 and 32, suffix-only vs full-logit loss — samples/s and peak GPU memory. The model is built by the finetune
 stage's `build_training_model` and each step is its `train_step` + clipping + AdamW (via
-`tamrin.vlm.memory.train_steps`), so the numbers are those of `build.py finetune`.
+`tamrin.vlm.step.Steps`), so the numbers are those of `build.py finetune`.
 Evaluation: greedy generation batched vs one by one with the eval stage's generation code — answers/s.
 
 Targets (issue 4): QLoRA batch 32 ≤ 10 GiB peak and ≥ 40 samples/s on an H100/H200; batched eval ≥ 10× one by one.
@@ -78,7 +78,8 @@ def bench_training(checkpoint: Path, batches: list[int], losses: list[str], seq_
     import torch
 
     from tamrin.vlm.finetune import build_training_model
-    from tamrin.vlm.memory import Steps, synthetic_batch
+    from tamrin.vlm.memory_measure import synthetic_batch
+    from tamrin.vlm.step import Steps
 
     device = device or torch.device("cuda", torch.cuda.current_device())
     cu = Cuda(device)

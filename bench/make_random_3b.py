@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from transformers import GenerationConfig
 
-    from tamrin.vlm.memory import load_config, save_random_checkpoint
+    from tamrin.vlm.memory_analysis import load_config
+    from tamrin.vlm.memory_measure import save_random_checkpoint
 
     config = load_config()
     save_random_checkpoint(args.out, device=args.device)

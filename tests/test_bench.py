@@ -18,7 +18,7 @@ import make_random_3b  # noqa: E402
 def test_tokenizer_has_paligemma_id_layout():
     from PIL import Image
 
-    from tamrin.vlm.memory import load_config
+    from tamrin.vlm.memory_analysis import load_config
 
     config = load_config()
     proc = make_random_3b.build_processor(["answer en how many red cubes are there?", "3", "yes"], config)

@@ -10,7 +10,9 @@ import torch
 
 from tamrin.config import load_config
 from tamrin.runner import Paths, run_stage
-from tamrin.vlm import memory as M
+from tamrin.vlm import memory_analysis as M
+from tamrin.vlm import memory_measure as MM
+from tamrin.vlm import step as S
 from tamrin.vlm.config import LoraConfig, MemoryConfig
 
 from conftest import ROOT
@@ -161,19 +163,19 @@ def test_measurement_path_on_a_tiny_model(tmp_path):
         image_token_index=500, projection_dim=128, hidden_size=128)
     PaliGemmaForConditionalGeneration(cfg).save_pretrained(tmp_path)
     lora = LoraConfig()
-    batch = M.synthetic_batch(cfg, batch=2, seq_len=12, suffix_len=3, device="cpu", pixel_dtype=torch.float32)
+    batch = MM.synthetic_batch(cfg, batch=2, seq_len=12, suffix_len=3, device="cpu", pixel_dtype=torch.float32)
     assert batch["input_ids"].shape == (2, 12) and (batch["input_ids"][:, :4] == 500).all()
     assert (batch["labels"][:, :-3] == -100).all() and (batch["labels"][:, -3:] == batch["input_ids"][:, -3:]).all()
     assert batch["token_type_ids"].sum().item() == 2 * 3
     for mode, trainable in (("lora_bf16", None), ("full_ft_bf16", None)):
-        model = M.build_mode(mode, tmp_path, lora, torch.device("cpu"), compute_dtype=torch.float32)
+        model = MM.build_mode(mode, tmp_path, lora, torch.device("cpu"), compute_dtype=torch.float32)
         n = sum(p.numel() for p in model.parameters() if p.requires_grad)
         if mode == "full_ft_bf16":
             assert n == sum(p.numel() for p in model.parameters())
         else:
             assert n == M.closed_form_lora(M.Dims(1, 128, 256, 2, 16, 32, 3, 1, 128, 256, 2, 1, 64, 512, 128, True),
                                            16, TARGETS, "language_model")["formula"]
-        losses = M.train_steps(model, batch, steps=2, lr=1e-3)
+        losses = S.train_steps(model, batch, steps=2, lr=1e-3)
         assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
 
 
@@ -182,4 +184,4 @@ def test_measure_refuses_without_cuda(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(TamrinError, match="CUDA"):
-        M.measure(MemoryConfig(measure=True), LoraConfig(), tmp_path)
+        MM.measure(MemoryConfig(measure=True), LoraConfig(), tmp_path)

@@ -18,7 +18,6 @@ import torch
 from ..atomic import read_json, write_json, write_jsonl
 from ..errors import MissingResultError, TamrinError
 from . import batches
-from .finetune import BASE_DIR
 from .generate import answer
 from .metrics import compute_metrics
 from .model import DTYPE_NAMES, load_base_model, load_processor, resolve_compute_dtype, resolve_quantization, \
@@ -26,9 +25,10 @@ from .model import DTYPE_NAMES, load_base_model, load_processor, resolve_compute
 
 
 def base_source_of(finetune_dir: Path, summary: dict, model_cfg) -> Path | str:
-    """The base the adapter was trained on: the saved tiny model, else `model.id`."""
-    saved = Path(finetune_dir) / summary.get("base_model", "")
-    if summary.get("base_model") == BASE_DIR:
+    """The base the adapter was trained on, as finetune's summary.json records it: a folder saved inside
+    results/finetune/ (the demo's tiny random model), else `model.id`."""
+    if summary.get("base_model_in_results"):
+        saved = Path(finetune_dir) / summary["base_model"]
         if not (saved / "config.json").exists():
             raise MissingResultError(f"missing {saved}/config.json: re-run `python build.py finetune --force finetune`")
         return saved

@@ -8,11 +8,11 @@ folder, `train.max_minutes` for time-limited sessions.
 Outputs: loss.jsonl (one line per optimizer step), adapter/ (peft), summary.json, and for the demo's tiny
 model base_model/ (the exact random-weight base that was fine-tuned, so `eval` compares against it).
 
-Reusable pieces (the benchmark imports them): `base_source`, `build_training_model`, `train_step`.
+Reusable pieces (the benchmark imports them): `base_source`, `build_training_model`; the optimizer step
+itself is `step.train_step`.
 """
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
 import os
@@ -21,17 +21,17 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 from ..atomic import write_json
 from ..errors import TamrinError
 from . import batches, checkpoint
-from .loss import IGNORE, LOSSES
+from .loss import LOSSES
 from .model import DTYPE_NAMES, LoraInfo, attach_lora, load_base_model, load_processor, param_counts, \
     resolve_compute_dtype, resolve_quantization, threads_for
 from .schedule import Plan, make_plan
+from .step import train_step
 
 # The demo's tokenizer must cover every answer of the test split too (DESIGN's 28-answer vocabulary).
 CLEVR_ANSWERS = ["yes", "no", *map(str, range(11)), "gray", "red", "blue", "green", "brown", "purple", "cyan",
@@ -111,25 +111,6 @@ def keep_fitting(rows: list[dict], processor, prefix: str, max_length: int) -> t
     kept = [r for r in rows if batches.sequence_length(processor, r, prefix) <= max_length]
     return kept, len(rows) - len(kept)
 
-
-# ---------------------------------------------------------------- one optimizer step
-
-def train_step(model, micro_batches: list[dict], loss_fn: Callable, accelerator) -> float:
-    """Forward/backward every micro-batch of one optimizer step (no optimizer update).
-
-    Each micro-batch's loss is its token-loss sum divided by the step's global label-token count (times the
-    process count, since DDP averages gradients), so the step's gradient is that of the mean over all of its
-    answer tokens whatever the batch split. Returns that mean (for logging)."""
-    n_local = sum((b["labels"][:, 1:] != IGNORE).sum() for b in micro_batches)
-    n_global = accelerator.reduce(n_local.to(accelerator.device).float(), "sum")
-    total = torch.zeros((), device=accelerator.device)
-    for i, b in enumerate(micro_batches):
-        sync = contextlib.nullcontext() if i == len(micro_batches) - 1 else accelerator.no_sync(model)
-        with sync:
-            loss_sum, _ = loss_fn(model, b)
-            accelerator.backward(loss_sum * accelerator.num_processes / n_global)
-        total += loss_sum.detach().float()
-    return float(accelerator.reduce(total, "sum") / n_global)
 
 
 # ---------------------------------------------------------------- the loop
@@ -277,6 +258,7 @@ def train(*, data_dir: Path, out_dir: Path, work_dir: Path, model_cfg, lora_cfg,
     summary = {
         "model": "tiny random-weight PaliGemma (offline demo)" if model_cfg.kind == "tiny" else str(model_cfg.id),
         "base_model": BASE_DIR if model_cfg.kind == "tiny" else str(model_cfg.id),
+        "base_model_in_results": model_cfg.kind == "tiny",
         **param_counts(accelerator.unwrap_model(model)),
         "lora": {**tm.lora.as_dict(), "rank": lora_cfg.rank, "alpha": lora_cfg.alpha, "dropout": lora_cfg.dropout},
         "quantization": tm.quantization, "double_quant": model_cfg.double_quant if tm.quantization == "nf4" else None,

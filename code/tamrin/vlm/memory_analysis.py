@@ -1,0 +1,487 @@
+"""Memory analysis of fine-tuning PaliGemma-3B (assignment part 4, question 2): parameter counts and byte budgets.
+
+Pure analysis (no GPU, no download); the stage entry is `memory.run`, the GPU measurement `memory_measure`.
+
+Always about the real `google/paligemma-3b-pt-224` architecture, in every profile: its config.json values are
+shipped beside this file (`paligemma_3b_config.json`) and the model is instantiated on the `meta` device, so no
+download and no memory is needed. Everything is counted twice — from the instantiated module tree and from a
+closed form over the config's dimensions — and the stage fails if the two disagree.
+
+Sources for the shipped config (the hub is out of reach here): the `text_config`/`vision_config` values of the
+PaliGemma-3B checkpoints as quoted in transformers' ColPali conversion script (vidore/colpali-v1.2-merged, a
+PaliGemma-3B-448 derivative: same dims, 1024 image tokens instead of 256), the GGUF tensor shapes of
+paligemma-3b-mix-224 (token_embd 2048×257216, attn_k 2048×256, ffn 2048×16384), and keras-hub's preset parameter
+count 2,923,335,408 for `pali_gemma_3b_224` (Keras drops 64 unused vocabulary rows: +64·2048 = 2,923,466,480, our
+total). Keys that config.json leaves to transformers' defaults (`head_dim` 256, `hidden_activation`,
+`tie_word_embeddings`, `image_size` 224, `num_channels` 3) are pinned explicitly so a change of defaults cannot
+silently change the architecture.
+
+memory.json schema (all byte values are plain bytes, integers; GiB = 2**30 B):
+  model                      "google/paligemma-3b-pt-224"
+  config_file                path of the shipped config, relative to the repository root
+  architecture               {vision: {layers, hidden, intermediate, heads, patch, image_size, image_tokens},
+                              text: {layers, hidden, intermediate, heads, kv_heads, head_dim, vocab},
+                              projection_dim}
+  params                     counted on the meta model: {vision_tower, projector, language_model (decoder incl.
+                              embeddings), language_model_non_embedding, embeddings, lm_head_extra (0: tied),
+                              lm_head_tied (bool), total (unique parameters)}
+  params_closed_form         the same keys from the closed form over the config (must equal `params`)
+  lora                       {rank, alpha, targets, scope (configured), trainable (configured scope, via peft),
+                              trainable_fraction, by_scope: {language_model|all: {peft, formula, adapted_modules,
+                              per_target: {name: params}}}, note}
+  quantization               {quant_type "nf4", double_quant (configured = true), bits_per_param_nf4 (4.5),
+                              bits_per_param_nf4_dq (4.127), quantized_params, unquantized_params,
+                              quantized_modules (count of Linear4bit layers), unquantized (list of strings),
+                              explanation}
+  assumptions                list of strings (dtype assumptions of every budget)
+  budgets                    {full_ft, full_ft_mixed_fp32_master, lora, qlora}: each {label, trainable_params,
+                              weights, grads, optimizer: {adam_fp32, adam_bf16}, total: {adam_fp32, adam_bf16},
+                              bytes_per_param_total: {adam_fp32, adam_bf16}, note}
+                              (full_ft_mixed_fp32_master: optimizer/total only under adam_fp32; adam_bf16 = null)
+  formulas                   [{key, text, typst}]: typst is a math-mode body (wrap it in $ … $)
+  activations_estimate       ESTIMATE, kept apart from the exact budgets: {label, seq_len, batch, suffix_len,
+                              assumptions, per_token_layer_bytes {decoder, vision},
+                              with_grad_ckpt|without_grad_ckpt: {decoder, vision, logits_suffix, logits_full,
+                              total_suffix_loss, total_full_loss}}
+  measured                   null, or {device, gpu_mem, torch, transformers, bitsandbytes, seq_len, batch, steps,
+                              loss, source, modes: {mode: {ok, peak_allocated, peak_reserved, weights_allocated,
+                              trainable_params, seconds_per_step, error, note}}}
+                              (modes: qlora_nf4, lora_bf16, full_ft_bf16; an OOM is recorded as ok=false;
+                              seconds_per_step includes the first, warm-up step — bench/ measures throughput)
+  measured_vs_computed       null, or {note, activation_estimate_shape_matches, modes: {mode: {ok,
+                              weights_expected, weights_measured, weights_rel_error, state_expected,
+                              peak_measured, beyond_state, activation_estimate}}} — expected bytes as the code
+                              stores them (fp32 non-quantized tensors under QLoRA, fp32 adapters, AdamW states
+                              in the parameter dtype; see IMPLEMENTATION_NOTE)
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+CONFIG_FILE = Path(__file__).with_name("paligemma_3b_config.json")
+MODEL_ID = "google/paligemma-3b-pt-224"
+GIB = 2 ** 30
+
+BF16 = 2  # bytes per bf16 / fp16 element
+FP32 = 4
+NF4_BLOCK = 64  # NF4 block size (QLoRA paper): one absmax per 64 weights
+DQ_BLOCK = 256  # double quantization: one fp32 second-level scale per 256 first-level absmax values
+BITS_NF4 = 4 + 32 / NF4_BLOCK  # 4.5 bits: 4-bit code + fp32 absmax per block of 64
+BITS_NF4_DQ = 4 + 8 / NF4_BLOCK + 32 / (NF4_BLOCK * DQ_BLOCK)  # 4.127 bits: absmax in 8 bit + fp32 per 256 blocks
+
+# The short target names and the layers they hit in each tower (SigLIP calls its output projection out_proj and
+# its MLP fc1/fc2, so of the assignment's list only q/k/v match there).
+GEMMA_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+SIGLIP_LINEARS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The architecture
+# ----------------------------------------------------------------------------------------------------------------
+
+def load_config_dict() -> dict[str, Any]:
+    return json.loads(CONFIG_FILE.read_text(encoding="utf-8"))
+
+
+def load_config():
+    """The PaliGemmaConfig of google/paligemma-3b-pt-224, from the shipped config.json."""
+    from transformers import PaliGemmaConfig
+
+    return PaliGemmaConfig.from_json_file(str(CONFIG_FILE))
+
+
+def meta_model(config=None):
+    """PaliGemmaForConditionalGeneration with every tensor on the meta device (no memory, no download)."""
+    import torch
+    from transformers import PaliGemmaForConditionalGeneration
+
+    config = config if config is not None else load_config()
+    with torch.device("meta"):
+        return PaliGemmaForConditionalGeneration(config)
+
+
+@dataclass(frozen=True)
+class Dims:
+    """The dimensions the closed forms need, read straight from the config dict (no transformers involved)."""
+
+    v_layers: int
+    v_hidden: int
+    v_inter: int
+    v_heads: int
+    patch: int
+    image_size: int
+    channels: int
+    t_layers: int
+    t_hidden: int
+    t_inter: int
+    t_heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+    proj: int
+    tied: bool
+
+    @property
+    def image_tokens(self) -> int:
+        return (self.image_size // self.patch) ** 2
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Dims":
+        v, t = d["vision_config"], d["text_config"]
+        return cls(v_layers=v["num_hidden_layers"], v_hidden=v["hidden_size"], v_inter=v["intermediate_size"],
+                   v_heads=v["num_attention_heads"], patch=v["patch_size"], image_size=v["image_size"],
+                   channels=v["num_channels"], t_layers=t["num_hidden_layers"], t_hidden=t["hidden_size"],
+                   t_inter=t["intermediate_size"], t_heads=t["num_attention_heads"],
+                   kv_heads=t["num_key_value_heads"], head_dim=t["head_dim"], vocab=t["vocab_size"],
+                   proj=d["projection_dim"], tied=bool(t.get("tie_word_embeddings", True)))
+
+    def gemma_linear_shapes(self) -> dict[str, tuple[int, int]]:
+        """(d_in, d_out) of each linear of one Gemma decoder layer."""
+        h, q, kv, i = self.t_hidden, self.t_heads * self.head_dim, self.kv_heads * self.head_dim, self.t_inter
+        return {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h),
+                "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
+
+    def siglip_linear_shapes(self) -> dict[str, tuple[int, int]]:
+        """(d_in, d_out) of each linear of one SigLIP encoder layer (all with bias)."""
+        h, i = self.v_hidden, self.v_inter
+        return {"q_proj": (h, h), "k_proj": (h, h), "v_proj": (h, h), "out_proj": (h, h), "fc1": (h, i), "fc2": (i, h)}
+
+
+def closed_form_params(d: Dims) -> dict[str, int]:
+    """Parameter counts from the dimensions alone (independent of transformers' module tree)."""
+    hv = d.v_hidden
+    patch_embed = d.channels * d.patch ** 2 * hv + hv  # conv weight + bias
+    pos_embed = d.image_tokens * hv
+    siglip_layer = (sum(i * o + o for i, o in d.siglip_linear_shapes().values())  # weights + biases
+                    + 2 * (2 * hv))  # two LayerNorms (weight + bias)
+    vision = patch_embed + pos_embed + d.v_layers * siglip_layer + 2 * hv  # + post_layernorm
+    projector = hv * d.proj + d.proj
+    embeddings = d.vocab * d.t_hidden
+    gemma_layer = sum(i * o for i, o in d.gemma_linear_shapes().values()) + 2 * d.t_hidden  # no biases; 2 RMSNorms
+    lm_non_emb = d.t_layers * gemma_layer + d.t_hidden  # + final norm
+    lm_head_extra = 0 if d.tied else d.vocab * d.t_hidden
+    language_model = lm_non_emb + embeddings
+    return {"vision_tower": vision, "projector": projector, "language_model": language_model,
+            "language_model_non_embedding": lm_non_emb, "embeddings": embeddings, "lm_head_extra": lm_head_extra,
+            "lm_head_tied": d.tied, "total": vision + projector + language_model + lm_head_extra}
+
+
+def _numel(module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def counted_params(model) -> dict[str, int]:
+    """Parameter counts of the instantiated model; `parameters()` yields a tied tensor once."""
+    inner = model.model
+    emb = inner.language_model.get_input_embeddings().weight
+    head = model.get_output_embeddings().weight
+    tied = head is emb
+    lm = _numel(inner.language_model)
+    return {"vision_tower": _numel(inner.vision_tower), "projector": _numel(inner.multi_modal_projector),
+            "language_model": lm, "language_model_non_embedding": lm - emb.numel(), "embeddings": emb.numel(),
+            "lm_head_extra": 0 if tied else head.numel(), "lm_head_tied": tied, "total": _numel(model)}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# LoRA
+# ----------------------------------------------------------------------------------------------------------------
+
+def closed_form_lora(d: Dims, rank: int, targets: list[str], scope: str) -> dict[str, Any]:
+    """r·(d_in + d_out) per adapted linear, summed over the layers the targets match."""
+    per_target: dict[str, int] = {}
+    modules = 0
+    towers = [(d.t_layers, d.gemma_linear_shapes())]
+    if scope == "all":
+        towers.append((d.v_layers, d.siglip_linear_shapes()))
+        # the projector's single Linear is called `linear`; a target of that name would adapt it too
+        towers.append((1, {"linear": (d.v_hidden, d.proj)}))
+    for layers, shapes in towers:
+        for name, (din, dout) in shapes.items():
+            if name in targets:
+                per_target[name] = per_target.get(name, 0) + layers * rank * (din + dout)
+                modules += layers
+    return {"formula": sum(per_target.values()), "adapted_modules": modules, "per_target": per_target}
+
+
+def peft_lora_count(rank: int, alpha: float, targets: list[str], scope: str, config=None) -> dict[str, int]:
+    """Apply peft's LoRA to a fresh meta model and count what it made trainable."""
+    from peft import LoraConfig, get_peft_model
+
+    from .model import lora_target_pattern  # the pattern finetune uses: the count is of what it trains
+
+    model = meta_model(config)
+    peft_model = get_peft_model(model, LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, bias="none",
+                                                  target_modules=lora_target_pattern(targets, scope)))
+    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    adapted = sum(1 for n, _ in peft_model.named_modules() if n.endswith(".lora_A"))
+    return {"peft": trainable, "adapted_modules": adapted}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# QLoRA: which weights are 4-bit
+# ----------------------------------------------------------------------------------------------------------------
+
+def closed_form_quantized(d: Dims) -> int:
+    """Elements that transformers' bitsandbytes integration stores in NF4: every nn.Linear weight except the
+    (tied) lm_head — the SigLIP and Gemma projections and the multimodal projector. Embeddings, norms, biases,
+    the patch-embedding convolution and the position embedding stay in the compute dtype."""
+    gemma = sum(i * o for i, o in d.gemma_linear_shapes().values())
+    siglip = sum(i * o for i, o in d.siglip_linear_shapes().values())
+    return d.t_layers * gemma + d.v_layers * siglip + d.v_hidden * d.proj
+
+
+def bnb_quantized_count(config=None) -> dict[str, Any]:
+    """Run transformers' own bitsandbytes module replacement on a meta model and count the 4-bit weights."""
+    import bitsandbytes as bnb
+    import torch
+    from transformers import BitsAndBytesConfig
+    from transformers.integrations import replace_with_bnb_linear
+    from transformers.quantizers.base import HfQuantizer
+
+    model = meta_model(config)
+    qcfg = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=torch.bfloat16)
+    skip = HfQuantizer.get_modules_to_not_convert(model, qcfg.llm_int8_skip_modules, model._keep_in_fp32_modules)
+    model = replace_with_bnb_linear(model, modules_to_not_convert=skip, quantization_config=qcfg)
+    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    return {"quantized_params": sum(m.weight.numel() for m in layers), "quantized_modules": len(layers),
+            "skipped": sorted(skip)}
+
+
+def nf4_bytes(n: int, double_quant: bool) -> float:
+    """Storage of n weights in NF4: 4-bit codes + absmax per 64 (fp32, or 8-bit + fp32 per 256 blocks with DQ).
+    Per-tensor constants (the 16-entry NF4 code, the 256-entry DQ code, one offset: ~1 KiB a tensor) are left out."""
+    blocks = math.ceil(n / NF4_BLOCK)
+    if double_quant:
+        return n / 2 + blocks + FP32 * math.ceil(blocks / DQ_BLOCK)
+    return n / 2 + FP32 * blocks
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Byte budgets (exact, given the dtype assumptions)
+# ----------------------------------------------------------------------------------------------------------------
+
+ASSUMPTIONS = [
+    "bf16 (2 B) for weights, activations and gradients of trainable tensors; frozen tensors have no gradient.",
+    "AdamW keeps two states per trainable parameter (first and second moment): 8 B in fp32 or 4 B in bf16. "
+    "PyTorch's AdamW stores its states in the parameter's dtype, so bf16 parameters give bf16 states unless a "
+    "mixed-precision wrapper keeps fp32 copies.",
+    "Classic mixed precision (Micikevicius et al. 2018; ZeRO's 16 B/param) adds an fp32 master copy of every "
+    "trainable weight (4 B) on top of bf16 weights, bf16 gradients and fp32 Adam states: 2+2+4+8 = 16 B/param.",
+    "LoRA and QLoRA adapters are counted in bf16 like the rest; peft by default upcasts adapters to fp32 "
+    "(autocast_adapter_dtype), which adds 2 B per adapter parameter to weights and gradients (< 0.1 GiB here).",
+    "QLoRA: every nn.Linear weight except the tied lm_head is NF4 (4 bits) with one absmax per block of 64; "
+    "double quantization stores those absmax values in 8 bits with one fp32 scale per 256 blocks. Embeddings, "
+    "norms, biases, patch and position embeddings stay bf16.",
+    "Budgets cover model state only; activations, the CUDA context (~0.5 GiB) and allocator slack come on top.",
+]
+
+
+def _budget(label: str, trainable: int, weights: float, grads: float, note: str,
+            params_for_ratio: int, master: float = 0.0, adam_bf16: bool = True) -> dict[str, Any]:
+    opt32 = 2 * FP32 * trainable
+    opt16 = 2 * BF16 * trainable if adam_bf16 else None
+    tot32 = weights + grads + master + opt32
+    tot16 = (weights + grads + master + opt16) if adam_bf16 else None
+    out = {"label": label, "trainable_params": trainable, "weights": round(weights), "grads": round(grads),
+           "optimizer": {"adam_fp32": opt32, "adam_bf16": opt16},
+           "total": {"adam_fp32": round(tot32), "adam_bf16": None if tot16 is None else round(tot16)},
+           "bytes_per_param_total": {"adam_fp32": tot32 / params_for_ratio,
+                                     "adam_bf16": None if tot16 is None else tot16 / params_for_ratio},
+           "note": note}
+    if master:
+        out["master_weights"] = round(master)
+    return out
+
+
+def budgets(total: int, lora_trainable: int, quantized: int, double_quant: bool = True) -> dict[str, Any]:
+    """Bytes of weights, gradients and AdamW states for full FT, LoRA and QLoRA of a model with `total` params."""
+    unquantized = total - quantized
+    base_nf4 = nf4_bytes(quantized, double_quant) + BF16 * unquantized
+    return {
+        "full_ft": _budget("full fine-tuning, bf16", total, BF16 * total, BF16 * total,
+                           "every parameter trainable", total),
+        "full_ft_mixed_fp32_master": _budget(
+            "full fine-tuning, mixed precision with fp32 master weights", total, BF16 * total, BF16 * total,
+            "bf16 working copy + fp32 master copy + fp32 Adam states", total, master=FP32 * total, adam_bf16=False),
+        "lora": _budget("LoRA, frozen bf16 base", lora_trainable, BF16 * (total + lora_trainable),
+                        BF16 * lora_trainable, "base frozen in bf16; gradients and Adam states for adapters only",
+                        total),
+        "qlora": _budget("QLoRA, frozen NF4 base" + (" + double quant" if double_quant else ""), lora_trainable,
+                         base_nf4 + BF16 * lora_trainable, BF16 * lora_trainable,
+                         f"{quantized:,} weights in NF4, {unquantized:,} (embeddings, norms, biases, patch/"
+                         "position embeddings) in bf16; adapters bf16", total),
+    }
+
+
+def formulas() -> list[dict[str, str]]:
+    """The budget formulas: P = all parameters, P_L = LoRA parameters, Q = NF4-quantized weights, U = P - Q."""
+    return [
+        {"key": "lora_params", "text": "P_L = sum over adapted linears of r·(d_in + d_out)",
+         "typst": "P_L = sum_(\"adapted\" W in RR^(d_\"out\" times d_\"in\")) r (d_\"in\" + d_\"out\")"},
+        {"key": "full_ft", "text": "M_full = 2P (weights) + 2P (grads) + 8P (Adam fp32) = 12P; with bf16 Adam states 2P + 2P + 4P = 8P",
+         "typst": "M_\"full\" = underbrace(2P, \"weights\") + underbrace(2P, \"grads\") + underbrace(8P, \"Adam fp32\") = 12P"
+                  " quad (8P \" with bf16 Adam states\")"},
+        {"key": "full_ft_master", "text": "M_mixed = 2P + 2P + 4P (fp32 master) + 8P = 16P",
+         "typst": "M_\"mixed\" = 2P + 2P + underbrace(4P, \"fp32 master\") + 8P = 16P"},
+        {"key": "lora", "text": "M_LoRA = 2P + 2P_L (weights) + 2P_L (grads) + 8P_L (Adam fp32) = 2P + 12P_L",
+         "typst": "M_\"LoRA\" = underbrace(2P + 2P_L, \"weights\") + underbrace(2P_L, \"grads\") + underbrace(8P_L, \"Adam fp32\")"
+                  " = 2P + 12 P_L"},
+        {"key": "nf4_bits", "text": "NF4: 4 + 32/64 = 4.5 bits/param; with double quant 4 + 8/64 + 32/(64·256) ≈ 4.127 bits/param",
+         "typst": "b_\"NF4\" = 4 + 32/64 = 4.5, quad b_\"NF4+DQ\" = 4 + 8/64 + 32/(64 dot 256) approx 4.127 \" bit\""},
+        {"key": "qlora", "text": "M_QLoRA = Q·b/8 + 2U + 2P_L (weights) + 2P_L (grads) + 8P_L (Adam fp32)",
+         "typst": "M_\"QLoRA\" = underbrace(Q b/8 + 2U + 2P_L, \"weights\") + underbrace(2P_L, \"grads\")"
+                  " + underbrace(8P_L, \"Adam fp32\")"},
+    ]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Activations (an ESTIMATE, kept apart from the exact budgets above)
+# ----------------------------------------------------------------------------------------------------------------
+
+ACTIVATION_ASSUMPTIONS = (
+    "bf16 activations. Per token and Gemma layer: RMSNorm input and output before attention (2h), q/k/v after "
+    "RoPE (a·d + 2·kv·d; SDPA keeps them and its output), attention output = o_proj input (a·d), RMSNorm input "
+    "and output before the MLP (2h), gate, GELU(gate), up and their product = down_proj input (4i). SigLIP layers "
+    "count only when gradients reach the vision tower (LoRA scope all): LayerNorm in/out ×2 (4h), q/k/v (3h), "
+    "attention output (h), fc1 output and GELU output (2i). With gradient checkpointing only each layer's input "
+    "(h per token) is kept, plus one layer's full set while it is recomputed. Logits: bf16 logits + fp32 upcast + "
+    "fp32 log-softmax ≈ 10 B each, for every position (full loss) or only the answer positions (suffix-only loss). "
+    "LoRA dropout copies, attention softmax statistics, the CUDA context and allocator slack are not counted.")
+
+
+def activation_estimate(d: Dims, seq_len: int, batch: int, suffix_len: int, vision_trainable: bool) -> dict[str, Any]:
+    """Bytes of activations kept for the backward pass, counted tensor by tensor (see ACTIVATION_ASSUMPTIONS)."""
+    h, i, a, kv, hd = d.t_hidden, d.t_inter, d.t_heads, d.kv_heads, d.head_dim
+    dec_tok = BF16 * (2 * h + a * hd + 2 * kv * hd + a * hd + 2 * h + 4 * i)
+    hv, iv = d.v_hidden, d.v_inter
+    vis_tok = BF16 * (4 * hv + 3 * hv + hv + 2 * iv)
+    tokens = batch * seq_len
+    vtokens = batch * d.image_tokens
+    logit_bytes = 2 + 4 + 4
+    logits_full = batch * seq_len * d.vocab * logit_bytes
+    logits_suffix = batch * suffix_len * d.vocab * logit_bytes
+
+    def total(decoder: int, vision: int) -> dict[str, int]:
+        return {"decoder": decoder, "vision": vision, "logits_suffix": logits_suffix, "logits_full": logits_full,
+                "total_suffix_loss": decoder + vision + logits_suffix, "total_full_loss": decoder + vision + logits_full}
+
+    vis_layers = d.v_layers if vision_trainable else 0
+    no_ckpt = total(d.t_layers * tokens * dec_tok, vis_layers * vtokens * vis_tok)
+    ckpt = total(d.t_layers * tokens * BF16 * h + tokens * dec_tok,
+                 (vis_layers * vtokens * BF16 * hv + vtokens * vis_tok) if vision_trainable else 0)
+    return {"label": "estimate — not an exact count; compare with `measured`", "seq_len": seq_len, "batch": batch,
+            "suffix_len": suffix_len, "vision_trainable": vision_trainable,
+            "assumptions": ACTIVATION_ASSUMPTIONS,
+            "per_token_layer_bytes": {"decoder": dec_tok, "vision": vis_tok},
+            "with_grad_ckpt": ckpt, "without_grad_ckpt": no_ckpt}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The whole analysis (CPU, meta device)
+# ----------------------------------------------------------------------------------------------------------------
+
+def analyse(rank: int, alpha: float, targets: list[str], scope: str, seq_len: int, batch: int,
+            suffix_len: int, double_quant: bool = True) -> dict[str, Any]:
+    """Everything in memory.json except `measured`. Raises AssertionError if a count disagrees with its formula."""
+    raw = load_config_dict()
+    d = Dims.from_dict(raw)
+    config = load_config()
+    counted = counted_params(meta_model(config))
+    closed = closed_form_params(d)
+    if counted != closed:
+        raise AssertionError(f"parameter count of the meta model {counted} != closed form {closed}")
+
+    by_scope = {}
+    for sc in ("language_model", "all"):
+        formula = closed_form_lora(d, rank, targets, sc)
+        counted_lora = peft_lora_count(rank, alpha, targets, sc, config)
+        if counted_lora["peft"] != formula["formula"] or counted_lora["adapted_modules"] != formula["adapted_modules"]:
+            raise AssertionError(f"LoRA count for scope {sc}: peft {counted_lora} != formula {formula}")
+        by_scope[sc] = {**counted_lora, **formula}
+    trainable = by_scope[scope]["peft"]
+
+    quant = bnb_quantized_count(config)
+    if quant["quantized_params"] != closed_form_quantized(d):
+        raise AssertionError(f"4-bit weights {quant['quantized_params']} != closed form {closed_form_quantized(d)}")
+    total = counted["total"]
+    return {
+        "model": MODEL_ID,
+        "config_file": "code/tamrin/vlm/" + CONFIG_FILE.name,
+        "architecture": {
+            "vision": {"layers": d.v_layers, "hidden": d.v_hidden, "intermediate": d.v_inter, "heads": d.v_heads,
+                       "patch": d.patch, "image_size": d.image_size, "image_tokens": d.image_tokens},
+            "text": {"layers": d.t_layers, "hidden": d.t_hidden, "intermediate": d.t_inter, "heads": d.t_heads,
+                     "kv_heads": d.kv_heads, "head_dim": d.head_dim, "vocab": d.vocab},
+            "projection_dim": d.proj},
+        "params": counted,
+        "params_closed_form": closed,
+        "lora": {"rank": rank, "alpha": alpha, "targets": list(targets), "scope": scope, "trainable": trainable,
+                 "trainable_fraction": trainable / total, "by_scope": by_scope,
+                 "note": "SigLIP names its attention output out_proj and its MLP fc1/fc2, so with scope=all the "
+                         "assignment's targets adapt only q/k/v of the 27 vision layers besides the 18 Gemma layers."},
+        "quantization": {
+            "quant_type": "nf4", "double_quant": double_quant, "bits_per_param_nf4": BITS_NF4,
+            "bits_per_param_nf4_dq": BITS_NF4_DQ, "quantized_params": quant["quantized_params"],
+            "quantized_modules": quant["quantized_modules"], "unquantized_params": total - quant["quantized_params"],
+            "unquantized": ["token embeddings (tied with lm_head; transformers skips the output embedding)",
+                            "RMSNorm / LayerNorm weights", "linear biases (SigLIP, projector)",
+                            "SigLIP patch-embedding convolution and position embedding"],
+            "explanation": "QLoRA (Dettmers et al. 2023): NF4 codes (4 bit) with one fp32 absmax per 64 weights "
+                           "= 4 + 32/64 = 4.5 bit/param; double quantization stores the absmax in 8 bit (FP8 in "
+                           "the paper, blockwise 8-bit in bitsandbytes) with one fp32 constant per 256 absmax "
+                           "values: 8/64 + 32/(64·256) = 0.127 bit instead of 0.5, i.e. ≈4.127 bit/param."},
+        "assumptions": ASSUMPTIONS,
+        "budgets": budgets(total, trainable, quant["quantized_params"], double_quant),
+        "formulas": formulas(),
+        "activations_estimate": activation_estimate(d, seq_len, batch, suffix_len, vision_trainable=(scope == "all")),
+        "measured": None,
+    }
+
+
+IMPLEMENTATION_NOTE = (
+    "Expected bytes as Tamrin's training code actually stores them (differs from the textbook budgets above): "
+    "peft's prepare_model_for_kbit_training keeps every non-quantized tensor (embeddings, norms, biases, patch/"
+    "position embeddings) in fp32 for QLoRA; peft keeps LoRA adapters in fp32 (so their gradients and AdamW "
+    "states are fp32); torch.optim.AdamW keeps its two states in the parameter's dtype (bf16 for full fine-tuning "
+    "of a bf16 model). 'beyond_state' = measured peak − expected weights/gradients/optimizer states: activations, "
+    "dequantized-weight and optimizer temporaries, allocator slack.")
+
+
+def expected_as_implemented(result: dict[str, Any], trainable: int) -> dict[str, dict[str, float]]:
+    """Weights and full training state (weights + gradients + AdamW states) per measured mode, in bytes."""
+    P = result["params"]["total"]
+    Q = result["quantization"]["quantized_params"]
+    U = P - Q
+    PL = trainable
+    qlora_w = nf4_bytes(Q, result["quantization"]["double_quant"]) + FP32 * U + FP32 * PL
+    return {"qlora_nf4": {"weights": qlora_w, "state": qlora_w + FP32 * PL + 2 * FP32 * PL},
+            "lora_bf16": {"weights": BF16 * P + FP32 * PL, "state": BF16 * P + FP32 * PL + FP32 * PL + 2 * FP32 * PL},
+            "full_ft_bf16": {"weights": BF16 * P, "state": BF16 * P + BF16 * P + 2 * BF16 * P}}
+
+
+def reconcile(result: dict[str, Any]) -> dict[str, Any] | None:
+    """Computed vs measured, mode by mode (None when nothing was measured)."""
+    measured = result.get("measured")
+    if not measured:
+        return None
+    act = result["activations_estimate"]
+    same_shape = (measured.get("seq_len"), measured.get("batch")) == (act["seq_len"], act["batch"])
+    modes = {}
+    for mode, m in measured.get("modes", {}).items():
+        if not m.get("ok") or "weights_allocated" not in m:
+            modes[mode] = {"ok": False, "error": m.get("error")}
+            continue
+        exp = expected_as_implemented(result, m["trainable_params"] if mode != "full_ft_bf16" else 0)[mode]
+        modes[mode] = {
+            "ok": True, "weights_expected": round(exp["weights"]), "weights_measured": m["weights_allocated"],
+            "weights_rel_error": m["weights_allocated"] / exp["weights"] - 1,
+            "state_expected": round(exp["state"]), "peak_measured": m["peak_allocated"],
+            "beyond_state": m["peak_allocated"] - round(exp["state"]),
+            "activation_estimate": act["with_grad_ckpt"]["total_suffix_loss"] if same_shape else None}
+    return {"note": IMPLEMENTATION_NOTE, "activation_estimate_shape_matches": same_shape, "modes": modes}
+
