@@ -48,7 +48,7 @@ def test_theorem3_records_pass_and_compile():
                                          "thm3_ve_path", "thm3_vp_path"]
     for r in records:
         assert r.passed and r.residual == 0.0, r.name
-        assert len(r.steps_typst) == len(r.step_notes) >= 3
+        assert len(r.steps_typst) >= 3
         compile_check([r.statement_typst, *r.steps_typst])
 
 

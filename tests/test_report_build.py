@@ -114,22 +114,27 @@ def test_persian_text_supplements_digits_cover_and_banner(report_only):
 
 
 def test_derivations_read_as_persian_proofs(report_only):
+    """Every record of results/derive/derivations.json is a proof box with its words from the templates."""
+    from tamrin.report import derivation_text
+    from tamrin.report.templating import make_environment
+
     root, _ = report_only
     source = (root / "report" / "report.typ").read_text(encoding="utf-8")
-    derivations = json.loads((FIXTURE / "flow" / "derivations.json").read_text(encoding="utf-8"))
-    symbolic = [d for d in derivations if d["method"].startswith("sympy")]
+    derivations = json.loads((FIXTURE / "derive" / "derivations.json").read_text(encoding="utf-8"))
+    symbolic = [d for d in derivations if d["check"] == "sympy"]
     assert 0 < len(symbolic) < len(derivations)
     assert source.count("«بررسی‌شده با sympy ✓»") == len(symbolic)
     assert source.count("«بررسی‌شده به‌صورت عددی ✓»") == len(derivations) - len(symbolic)
     assert source.count("[حکم.]") == len(derivations)
+    words = derivation_text.render(make_environment(ROOT / "templates"), derivation_text.load(ROOT / "templates"),
+                                   derivations)
     for d in derivations:
-        assert d["title_fa"] in source and d["method_fa"] in source, d["name"]
-        for note_fa, note in zip(d["step_notes_fa"], d["step_notes"]):
-            assert note_fa in source, (d["name"], note_fa)
-            assert note not in source, (d["name"], note)  # the English notes stay in the JSON only
-        for i, a in enumerate(d["assumptions"], 1):
-            assert a["text_fa"] in source and f"(در گام {str(a['enters_at_step']).translate(FA)} به کار می‌رود.)" \
-                in source
+        t = words[d["name"]]
+        assert t["title"] in source and t["method"] in source, d["name"]
+        for note in t["steps"]:
+            assert note in source, (d["name"], note)
+        for a, text in zip(d["assumptions"], t["assumptions"]):
+            assert text in source and f"(در گام {str(a['enters_at_step']).translate(FA)} به کار می‌رود.)" in source
     text = _text(root / "report" / "report.pdf")
     for word in ("اثبات", "حکم", "فوبینی", "بونفرونی"):  # words without ZWNJ: pypdf splits those
         assert word in text, word
@@ -228,7 +233,7 @@ def test_lint_catches_an_undefined_reference_before_compiling(tmp_path):
 
 def test_a_failed_derivation_stops_the_report(tmp_path):
     rp, build = _build(tmp_path, _templates(tmp_path, None))
-    path = rp.results / "flow" / "derivations.json"
+    path = rp.results / "derive" / "derivations.json"
     derivations = json.loads(path.read_text(encoding="utf-8"))
     derivations[0]["passed"] = False
     path.write_text(json.dumps(derivations), encoding="utf-8")

@@ -40,7 +40,8 @@ EXPECTED = {
     "results/eval/base/metrics.json", "results/eval/base/predictions.jsonl",
     "results/eval/finetuned/metrics.json", "results/eval/finetuned/predictions.jsonl",
     "results/memory/manifest.json", "results/memory/memory.json",
-    "results/flow/manifest.json", "results/flow/derivations.json", "results/flow/experiment.json",
+    "results/derive/manifest.json", "results/derive/derivations.json", "results/flow/manifest.json",
+    "results/flow/experiment.json",
     "figures/loss.png", "figures/rouge.pdf",
 }
 ADAPTER = {"results/finetune/adapter/adapter_config.json", "results/finetune/adapter/adapter_model.safetensors"}
@@ -97,7 +98,7 @@ def make_tree(root: Path, profile: str = "paper", student: dict | None = STUDENT
     _w(root / "notes.txt", "not part of the code\n")
     # results
     manifest = {"profile": profile, "cache_key": "k"}
-    for stage in ("data", "finetune", "eval", "memory", "flow"):
+    for stage in ("data", "finetune", "eval", "memory", "derive", "flow"):
         _w(root / f"results/{stage}/manifest.json", {"stage": stage, **manifest})
         _w(root / f"results/{stage}/log.txt", "log\n")
     test_rows = [{"id": f"q{i}", "image": f"images/img{i}.png", "question": f"What color is object {i}?",
@@ -125,7 +126,7 @@ def make_tree(root: Path, profile: str = "paper", student: dict | None = STUDENT
                    for r in test_rows))
     _w(root / "results/eval/samples.json", [r["id"] for r in test_rows])
     _w(root / "results/memory/memory.json", {"params": 3})
-    _w(root / "results/flow/derivations.json", [{"name": "fm", "passed": True}])
+    _w(root / "results/derive/derivations.json", [{"name": "fm", "passed": True}])
     _w(root / "results/flow/experiment.json", {"seeds": [0]})
     _w(root / "results/.work/finetune/abc/state.json", {"step": 5})
     _w(root / "results/.staging/eval-123/metrics.json", {"partial": True})

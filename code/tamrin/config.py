@@ -31,6 +31,7 @@ SECTIONS: dict[str, str] = {
     "train": "tamrin.vlm.config:TrainConfig",
     "eval": "tamrin.vlm.config:EvalConfig",
     "memory": "tamrin.vlm.config:MemoryConfig",
+    "derive": "tamrin.flow.derive_config:DeriveConfig",
     "flow": "tamrin.flow.config:FlowConfig",
     "report": "tamrin.report.config:ReportConfig",
     "zip": "tamrin.submit.config:ZipConfig",

@@ -26,7 +26,9 @@ from .atomic import read_json, write_json
 from .config import Config
 from .errors import MissingResultError, NotBuiltError, TamrinError
 from .log import attach_file, stage_logger
-from .provenance import code_version, hardware, hash_paths, packages, redact
+from .codehash import hash_files, stage_sources
+from .provenance import code_version, hardware, packages, redact
+from .schema import input_files
 from .stages import STAGES, Stage
 
 MANIFEST = "manifest.json"
@@ -100,8 +102,11 @@ def read_manifest(paths: Paths, name: str) -> dict | None:
         return None
 
 
-def code_hash(stage: Stage) -> str:
-    return hash_paths([ROOT / "code" / "tamrin" / p for p in stage.code])
+def code_hash(stage: Stage, cfg: Config) -> str:
+    """Hash of the sources the stage's entry module imports, and of every repository file its config names as an
+    input (e.g. `memory.measured_from`): a committed file enters the key only when the config points at it."""
+    named = [f for section in stage.sections for f in input_files(cfg.sections[section], ROOT)]
+    return hash_files(stage_sources(stage.module) + named)
 
 
 def config_of(stage: Stage, cfg: Config) -> dict[str, Any]:
@@ -123,7 +128,7 @@ class KeyParts:
 def cache_key(stage: Stage, cfg: Config, upstream_keys: dict[str, str]) -> KeyParts:
     """Hash of the stage's config sections, profile, its code, and the upstream stages' keys."""
     cfg_hash = _digest({"profile": cfg.profile, "config": config_of(stage, cfg)})
-    src_hash = code_hash(stage)
+    src_hash = code_hash(stage, cfg)
     key = _digest({"stage": stage.name, "config": cfg_hash, "code": src_hash, "inputs": upstream_keys})
     return KeyParts(key, cfg_hash, src_hash, dict(upstream_keys))
 

@@ -14,9 +14,11 @@ from .errors import ConfigError
 
 
 def field_(default: Any, help: str, *, choices: tuple | None = None, min: float | None = None,
-           max: float | None = None) -> Any:
-    """A config field: its default, a one-line help, and optional allowed values or numeric bounds."""
-    meta = {"help": help, "choices": choices, "min": min, "max": max}
+           max: float | None = None, input_file: bool = False) -> Any:
+    """A config field: its default, a one-line help, and optional allowed values or numeric bounds.
+    `input_file`: the value names a file (relative to the repository root) whose contents are an input of the
+    stage reading this section, so they enter its cache key."""
+    meta = {"help": help, "choices": choices, "min": min, "max": max, "input_file": input_file}
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -133,3 +135,17 @@ def describe(cls: type) -> list[tuple[str, str, Any, str]]:
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         rows.append((f.name, _type_name(hints[f.name]), default, f.metadata.get("help", "")))
     return rows
+
+
+def input_files(section: Any, root: "Path") -> list["Path"]:
+    """The existing files named by the `input_file` fields of a section (relative paths against `root`)."""
+    from pathlib import Path
+
+    out = []
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if f.metadata.get("input_file") and value:
+            path = Path(value) if Path(value).is_absolute() else Path(root) / value
+            if path.is_file():
+                out.append(path)
+    return out

@@ -31,7 +31,6 @@ class FlowConfig:
     n_plot: int = field_(500, "samples per set stored in experiment.json for the figures", min=10)
     n_traj: int = field_(100, "trajectories per method stored for the figures", min=1)
     traj_points: int = field_(21, "time points per stored trajectory", min=2)
-    numeric_samples: int = field_(20000, "Monte-Carlo samples for the numeric checks of the derivations", min=1000)
     threads: int = field_(1, "torch CPU threads during the stage (small MLPs run fastest on one)", min=1)
     workers: int = field_(1, "processes training runs in parallel (each with `threads` threads); the numbers do "
                           "not depend on it, only the wall time and the per-step timings", min=1)

@@ -22,7 +22,7 @@ from scipy import stats
 from scipy.integrate import solve_ivp
 
 from . import theorem3 as th3
-from .records import Derivation, Step, fa_int, step_lists
+from .records import Derivation, Step
 from .typst_math import number
 
 # --- Theorem 2: Monte-Carlo gradients --------------------------------------------------------------------------
@@ -31,6 +31,7 @@ MIX_MEANS = np.array([[-2.0, -2.0], [-2.0, 2.0], [2.0, -2.0], [2.0, 2.0]])
 MIX_WEIGHTS = np.array([0.1, 0.2, 0.3, 0.4])
 MIX_STD = 0.3
 SIGMA_MIN = 0.1
+ALPHA = 0.01  # family-wise level of every test here (Bonferroni-corrected)
 
 
 def _mlp(seed: int) -> torch.nn.Module:
@@ -109,10 +110,10 @@ def gradient_statistics(n: int, seed: int, batches: int = 100, wrong_posterior: 
     se = d.std(0, ddof=1) / math.sqrt(batches)
     z = d.mean(0) / np.maximum(se, 1e-300)
     P = d.shape[1]
-    z_crit = float(stats.t.ppf(1 - 0.01 / (2 * P), batches - 1))  # Bonferroni, family-wise α = 0.01
+    z_crit = float(stats.t.ppf(1 - ALPHA / (2 * P), batches - 1))  # Bonferroni, family-wise α
     gap_minus_var = np.array(gap) - np.array(var)
     gap_z = float(gap_minus_var.mean() / (gap_minus_var.std(ddof=1) / math.sqrt(batches)))
-    gap_crit = float(stats.t.ppf(1 - 0.01 / 2, batches - 1))
+    gap_crit = float(stats.t.ppf(1 - ALPHA / 2, batches - 1))
     mean_fm, mean_cfm = g_fm.mean(0), g_cfm.mean(0)
     se_fm = g_fm.std(0, ddof=1) / math.sqrt(batches)
     se_cfm = g_cfm.std(0, ddof=1) / math.sqrt(batches)
@@ -140,78 +141,59 @@ def check_gradients(n: int, seed: int = 0) -> Derivation:
     gap_ok = abs(st["gap_minus_variance_z"]) <= st["gap_z_crit"]
     power_ok = control["max_abs_z"] > control["z_crit"]
     numeric = {**st, "negative_control": {
-        "what": "u_t(x) computed with uniform instead of the true component weights (a wrong marginal field)",
+        # the control: u_t(x) computed with uniform instead of the true component weights (a wrong marginal field)
         "max_abs_z": control["max_abs_z"], "z_crit": control["z_crit"], "rejected": power_ok},
-        "target": {"means": MIX_MEANS.tolist(), "weights": MIX_WEIGHTS.tolist(), "std": MIX_STD},
-        "path": {"name": "OT (Lipman eq. 20)", "sigma_min": SIGMA_MIN}, "model": "MLP 3→32→32→2, tanh, float64",
+        "alpha": ALPHA, "target": {"means": MIX_MEANS.tolist(), "weights": MIX_WEIGHTS.tolist(), "std": MIX_STD},
+        "path": {"sigma_min": SIGMA_MIN},  # Lipman's OT path (eq. 20); v_θ: MLP 3→32→32→2, tanh, float64
         "checks": {"gradients_equal": grads_ok, "gap_equals_variance": gap_ok, "test_has_power": power_ok}}
-    weights = ", ".join(f"{w:g}" for w in MIX_WEIGHTS)
     steps = [
         Step('q(x_1) = sum_(k=1)^4 w_k cal(N)(x_1 | m_k, s^2 I) , quad x = sigma_t x_0 + t x_1 , quad '
              'sigma_t = 1 - (1 - sigma_"min") t',
              f"a 2-D Gaussian-mixture target (s = {MIX_STD}, weights {MIX_WEIGHTS.tolist()}), OT path with "
-             f"σ_min = {SIGMA_MIN}, {st['samples']} samples in {st['batches']} batches",
-             f"هدف، آمیختهٔ گاوسی دوبعدی با $s = {MIX_STD}$ و وزن‌های $w = ({weights})$ است و مسیر شرطی، مسیر OT "
-             f'مقاله با $sigma_"min" = {SIGMA_MIN}$؛ {fa_int(st["samples"])} نمونه در {fa_int(st["batches"])} '
-             "دسته."),
+             f"σ_min = {SIGMA_MIN}, {st['samples']} samples in {st['batches']} batches"),
         Step('u_t (x) = sum_k r_k (x) frac(bb(E)[x_1 | x, k] - (1 - sigma_"min") x, sigma_t) , quad '
              'bb(E)[x_1 | x, k] = m_k + frac(t s^2, sigma_t^2 + t^2 s^2) (x - t m_k)',
-             "the exact marginal field: (x1, x) is jointly Gaussian given the component",
-             "میدان حاشیه‌ای دقیق: به شرط مؤلفهٔ $k$، زوج $(x_1, x)$ توأماً گاوسی است، پس "
-             "$bb(E)[x_1 | x, k]$ صورت بسته (closed form) دارد و $r_k (x)$ احتمال پسین مؤلفهٔ $k$ است."),
+             "the exact marginal field: (x1, x) is jointly Gaussian given the component"),
         Step('hat(g)_"FM" - hat(g)_"CFM" = frac(1, B) sum_b (nabla_theta hat(cal(L))_"FM"^((b)) - '
              'nabla_theta hat(cal(L))_"CFM"^((b)))',
              f"autograd gradients per batch on the same samples; per-parameter t-statistics: max |z| = "
              f"{st['max_abs_z']:.2f} ≤ {st['z_crit']:.2f} (Bonferroni over {st['parameters']} parameters, α = 0.01); "
-             f"‖ĝ_FM − ĝ_CFM‖ / ‖ĝ_FM‖ = {st['relative_difference']:.3f}",
-             "گرادیان هر دسته با مشتق‌گیری خودکار (autograd) روی نمونه‌های یکسان؛ آمارهٔ $t$ زوجی برای هر "
-             f"پارامتر: $max abs(z) = {st['max_abs_z']:.2f} <= {st['z_crit']:.2f}$ (تصحیح بونفرونی (Bonferroni) "
-             f"روی {fa_int(st['parameters'])} پارامتر با $alpha = 0.01$)؛ اختلاف نسبی "
-             f'$norm(hat(g)_"FM" - hat(g)_"CFM") \\/ norm(hat(g)_"FM") = {st["relative_difference"]:.3f}$ '
-             "و در حد خطای مونت‌کارلو است."),
+             f"‖ĝ_FM − ĝ_CFM‖ / ‖ĝ_FM‖ = {st['relative_difference']:.3f}"),
         Step('hat(cal(L))_"CFM" - hat(cal(L))_"FM" approx bb(E)_(t, x) "tr" "Var"[u_t (x | x_1) | x]',
              f"loss gap {st['loss_gap']:.4f} vs variance term {st['variance_term']:.4f} "
-             f"(paired z = {st['gap_minus_variance_z']:.2f}, |z| ≤ {st['gap_z_crit']:.2f})",
-             f"اختلاف دو زیان ${st['loss_gap']:.4f}$ و جملهٔ واریانس ${st['variance_term']:.4f}$ است "
-             f"(آمارهٔ زوجی $z = {st['gap_minus_variance_z']:.2f}$ و $abs(z) <= {st['gap_z_crit']:.2f}$)؛ "
-             "یعنی تفاضل زیان‌ها همان واریانس شرطی مستقل از $theta$ است."),
+             f"(paired z = {st['gap_minus_variance_z']:.2f}, |z| ≤ {st['gap_z_crit']:.2f})"),
         Step('"control:" u_t (x) "with uniform" w_k ==> max_j abs(z_j) = ' + f"{control['max_abs_z']:.1f}",
-             "a wrong marginal field is rejected by the same test, so the test can detect a real difference",
-             "کنترل منفی (negative control): میدان حاشیه‌ای نادرستی که با وزن‌های یکنواخت ساخته شده، با همین "
-             "آزمون رد می‌شود؛ پس آزمون توان تشخیص یک تفاوت واقعی را دارد."),
+             "a wrong marginal field is rejected by the same test, so the test can detect a real difference"),
     ]
-    residual = st["max_abs_z"]
+    # Checked: Monte Carlo + torch autograd (float64); residual = max per-parameter |t| of the paired gradient
+    # difference, tolerance = its Bonferroni critical value; also the loss-gap test and a negative control.
     return Derivation(
-        name="thm2_monte_carlo", title="Theorem 2, numerically: Monte-Carlo ∇θ L_FM vs ∇θ L_CFM (autograd)",
-        title_fa='قضیهٔ ۲، بررسی عددی: برآورد مونت‌کارلو (Monte Carlo) گرادیان‌های $nabla_theta cal(L)_"FM"$ و '
-                 '$nabla_theta cal(L)_"CFM"$',
-        part="2.1", statement_typst='bb(E)[hat(g)_"FM"] = bb(E)[hat(g)_"CFM"] , quad '
-                                    'cal(L)_"CFM" - cal(L)_"FM" = bb(E)_(t, x) "tr" "Var"[u_t (x | x_1) | x]',
-        **step_lists(steps), residual=residual,
-        tolerance=st["z_crit"], passed=bool(grads_ok and gap_ok and power_ok),
-        method="Monte Carlo + torch autograd (float64); residual = max per-parameter |t| of the paired gradient "
-               "difference, tolerance = its Bonferroni critical value; also the loss-gap test and a negative control",
-        method_fa="مونت‌کارلو و مشتق‌گیری خودکار torch با دقت float64؛ باقی‌مانده بیشینهٔ $abs(t)$ تفاضل زوجی "
-                  "گرادیان‌ها روی همهٔ پارامترها و آستانه مقدار بحرانی بونفرونی آن است؛ به‌علاوهٔ آزمون فاصلهٔ "
-                  "زیان‌ها و یک کنترل منفی.",
-        numeric=numeric)
+        name="thm2_monte_carlo", part="2.1", check="monte_carlo",
+        statement_typst='bb(E)[hat(g)_"FM"] = bb(E)[hat(g)_"CFM"] , quad '
+                        'cal(L)_"CFM" - cal(L)_"FM" = bb(E)_(t, x) "tr" "Var"[u_t (x | x_1) | x]',
+        steps_typst=[s.typst for s in steps], residual=st["max_abs_z"], tolerance=st["z_crit"],
+        passed=bool(grads_ok and gap_ok and power_ok), numeric=numeric)
 
 
 # --- Theorem 3: integrate the ODE -------------------------------------------------------------------------
 
 X1 = np.array([1.5, -0.5])
+# Concrete schedules: Song et al.'s linear VP schedule β(s) = 0.1 → 20 (integrated to t = 0.999, where σ_t > 0),
+# a geometric VE schedule σ_s = 0.01·500^s, and the OT path with σ_min = 0.05.
+SCHEDULES = {"ot_sigma_min": 0.05, "ve_sigma_min": 0.01, "ve_sigma_max": 5.0, "vp_beta0": 0.1, "vp_beta1": 20.0,
+             "vp_t_end": 0.999}
 
 
 def concrete_paths() -> dict[str, dict[str, Any]]:
     """μ_t, σ_t with concrete schedules (sympy, in t and x1), and the time interval to integrate over."""
     s = th3.s
-    beta0, beta1 = 0.1, 20.0  # Song et al.'s linear VP schedule
+    beta0, beta1 = SCHEDULES["vp_beta0"], SCHEDULES["vp_beta1"]
     T_expr = beta0 * s + (beta1 - beta0) * s ** 2 / 2
-    smin_ve, smax_ve = 0.01, 5.0
+    smin_ve, smax_ve = SCHEDULES["ve_sigma_min"], SCHEDULES["ve_sigma_max"]
     concrete = {
-        "ot": {"sigma_min": 0.05, "t_end": 1.0},
+        "ot": {"sigma_min": SCHEDULES["ot_sigma_min"], "t_end": 1.0},
         "ve": {"schedule": sp.Lambda(s, smin_ve * (smax_ve / smin_ve) ** s), "t_end": 1.0},
-        "vp": {"schedule": sp.Lambda(s, sp.exp(-T_expr / 2)), "t_end": 0.999},
+        "vp": {"schedule": sp.Lambda(s, sp.exp(-T_expr / 2)), "t_end": SCHEDULES["vp_t_end"]},
     }
     out = {}
     for path in th3.special_paths():
@@ -262,41 +244,27 @@ def check_paths(n: int, seed: int = 0) -> Derivation:
             rows.append({"t": tt, "max_rel_error_vs_psi": err, "ks_pvalues": pvals,
                          "ode_mean": xt.mean(0).tolist(), "ode_std": xt.std(0).tolist(),
                          "path_mean": np.broadcast_to(mu(tt, X1), (2,)).tolist(), "path_std": float(sig(tt))})
-        per_path[name] = {"t_end": t_end, "times": rows, "solver": "scipy DOP853, rtol = atol = 1e-10",
+        per_path[name] = {"t_end": t_end, "times": rows, "rtol": 1e-10,  # scipy DOP853, rtol = atol
                           "nfev": int(sol.nfev)}
-    p_crit = 0.01 / n_tests  # Bonferroni, family-wise α = 0.01
+    p_crit = ALPHA / n_tests  # Bonferroni, family-wise α
     tol = 1e-6
     passed = worst_err <= tol and min_p > p_crit
-    x1_math = ", ".join(f"{v:g}" for v in X1)
     steps = [
         Step("x(0) ~ p_0 (x | x_1) , quad frac(dif x, dif t) = u_t (x | x_1) = "
              "frac(sigma'_t (x_1), sigma_t (x_1)) (x - mu_t (x_1)) + mu'_t (x_1)",
              f"{n} samples, x1 = {X1.tolist()}; the field is the sympy Theorem-3 expression, lambdified, for the OT "
-             "(σ_min = 0.05), VE (σ_s = 0.01·500^s) and VP (β linear 0.1 → 20, integrated to t = 0.999) paths",
-             f"{fa_int(n)} نمونه با $x_1 = ({x1_math})$؛ میدان همان عبارت sympy قضیهٔ ۳ است که به تابع عددی "
-             'تبدیل شده (lambdify)، برای مسیرهای OT ($sigma_"min" = 0.05$)، VE ($sigma_s = 0.01 dot 500^s$) و '
-             "VP ($beta$ خطی از $0.1$ تا $20$، با انتگرال‌گیری تا $t = 0.999$)."),
+             "(σ_min = 0.05), VE (σ_s = 0.01·500^s) and VP (β linear 0.1 → 20, integrated to t = 0.999) paths"),
         Step("max_i norm(x_i (t) - psi_t (x_i (0))) \\/ (1 + max norm(psi_t)) = " + number(worst_err),
-             f"pathwise agreement with the flow of eq. 11 at t = ¼, ½, ¾, 1 of each interval (tolerance {tol:g})",
-             "تطابق مسیربه‌مسیر (pathwise) با جریان رابطهٔ ۱۱ در $t = 1\\/4, 1\\/2, 3\\/4, 1$ از هر بازه "
-             f"(آستانه ${number(tol)}$)."),
+             f"pathwise agreement with the flow of eq. 11 at t = ¼, ½, ¾, 1 of each interval (tolerance {tol:g})"),
         Step("x(t) ~ cal(N)(mu_t (x_1), sigma_t (x_1)^2 I) : quad min p_\"KS\" = " + number(min_p),
              f"two-sample KS tests against fresh samples of p_t(x|x1), per coordinate and time ({n_tests} tests; "
-             f"reject below {p_crit:.1e}, Bonferroni α = 0.01)",
-             "آزمون‌های دونمونه‌ای کولموگوروف–اسمیرنوف (Kolmogorov–Smirnov, KS) در برابر نمونه‌های تازه از "
-             f"$p_t (x | x_1)$، برای هر مختصه و هر زمان ({fa_int(n_tests)} آزمون؛ رد در صورت "
-             f"$p < {number(p_crit)}$، با تصحیح بونفرونی و $alpha = 0.01$)."),
+             f"reject below {p_crit:.1e}, Bonferroni α = 0.01)"),
     ]
+    # Checked: scipy solve_ivp (DOP853) of the lambdified sympy field; pathwise error vs ψ_t and two-sample KS
+    # tests vs fresh p_t(x|x1) samples.
     return Derivation(
-        name="thm3_ode_samples", title="Theorem 3, numerically: ODE of u_t(x|x1) from p_0 samples reproduces p_t(x|x1)",
-        title_fa="قضیهٔ ۳، بررسی عددی: حل معادلهٔ دیفرانسیل میدان $u_t (x | x_1)$ از نمونه‌های $p_0$ توزیع "
-                 "$p_t (x | x_1)$ را بازتولید می‌کند",
-        part="2.2",
+        name="thm3_ode_samples", part="2.2", check="ode",
         statement_typst="x(0) ~ p_0 (x | x_1) ==> x(t) ~ p_t (x | x_1) = cal(N)(mu_t (x_1), sigma_t (x_1)^2 I)",
-        **step_lists(steps), residual=worst_err, tolerance=tol,
-        passed=bool(passed), method="scipy solve_ivp (DOP853) of the lambdified sympy field; pathwise error vs ψ_t "
-        "and two-sample KS tests vs fresh p_t(x|x1) samples",
-        method_fa="حل عددی معادلهٔ دیفرانسیل با `solve_ivp` (روش DOP853) کتابخانهٔ scipy برای میدان sympy؛ "
-                  "خطای مسیربه‌مسیر نسبت به $psi_t$ و آزمون‌های KS دونمونه‌ای در برابر نمونه‌های تازهٔ "
-                  "$p_t (x | x_1)$.",
-        numeric={"paths": per_path, "min_ks_pvalue": min_p, "ks_p_crit": p_crit})
+        steps_typst=[s.typst for s in steps], residual=worst_err, tolerance=tol, passed=bool(passed),
+        numeric={"samples": n, "x1": X1.tolist(), "alpha": ALPHA, "schedules": SCHEDULES, "paths": per_path,
+                 "min_ks_pvalue": min_p, "ks_tests": n_tests, "ks_p_crit": p_crit})

@@ -51,42 +51,23 @@ def derive_field() -> Derivation:
     residual_exprs = [u_derived.subs(y, x) - paper, dpsi - paper.subs(x, psi), *vec]
     steps = [
         Step(f"psi_t (x) = {tx(psi.subs(x0, x))} , quad sigma_t (x_1) > 0",
-             "the conditional flow of the Gaussian path (eq. 11): it pushes N(0, I) to N(μ_t(x1), σ_t(x1)² I)",
-             "جریان شرطی (conditional flow) مسیر گاوسی (رابطهٔ ۱۱ مقاله): این نگاشت توزیع $cal(N)(0, I)$ را به "
-             "$cal(N)(mu_t (x_1), sigma_t (x_1)^2 I)$ پیش می‌راند (push-forward)."),
+             "the conditional flow of the Gaussian path (eq. 11): it pushes N(0, I) to N(μ_t(x1), σ_t(x1)² I)"),
         Step("frac(dif, dif t) psi_t (x) = u_t (psi_t (x) | x_1)",
-             "ψ_t is the flow of u_t(·|x1) (eq. 13): this defines u_t(·|x1) along the flow",
-             "$psi_t$ جریان میدان برداری $u_t (dot | x_1)$ است (رابطهٔ ۱۳ مقاله)؛ این رابطه $u_t (dot | x_1)$ را "
-             "در امتداد جریان تعریف می‌کند."),
-        Step(f"frac(dif, dif t) psi_t (x_0) = {tx(dpsi)}", "differentiate eq. 11 in t (x1 and x0 fixed)",
-             "مشتق رابطهٔ ۱۱ نسبت به $t$، با $x_1$ و $x_0$ ثابت."),
+             "ψ_t is the flow of u_t(·|x1) (eq. 13): this defines u_t(·|x1) along the flow"),
+        Step(f"frac(dif, dif t) psi_t (x_0) = {tx(dpsi)}", "differentiate eq. 11 in t (x1 and x0 fixed)"),
         Step(f"psi_t^(-1) (y) = {tx(inverse)}",
-             "σ_t(x1) > 0, so the affine map ψ_t is invertible and every y is ψ_t(x0) for one x0",
-             "چون $sigma_t (x_1) > 0$، نگاشت آفین (affine) $psi_t$ وارون‌پذیر است و هر $y$ به‌ازای دقیقاً یک "
-             "$x_0$ برابر $psi_t (x_0)$ است."),
+             "σ_t(x1) > 0, so the affine map ψ_t is invertible and every y is ψ_t(x0) for one x0"),
         Step(f"u_t (y | x_1) = frac(dif, dif t) psi_t (x_0) |_(x_0 = psi_t^(-1) (y)) = {tx(u_derived)}",
-             "substitute x0 = ψ_t^{-1}(y) in step 3; the field is unique because ψ_t is a bijection",
-             "جایگذاری $x_0 = psi_t^(-1) (y)$ در گام ۳ و استفاده از گام ۲؛ میدان یکتاست، چون $psi_t$ یک "
-             "دوسویی (bijection) است."),
-        Step(f"u_t (x | x_1) = {tx(paper)}", "rename y → x: eq. 15 of the paper",
-             "با تغییر نام $y -> x$، همان رابطهٔ ۱۵ مقاله به دست می‌آید."),
+             "substitute x0 = ψ_t^{-1}(y) in step 3; the field is unique because ψ_t is a bijection"),
+        Step(f"u_t (x | x_1) = {tx(paper)}", "rename y → x: eq. 15 of the paper"),
         Step(f"frac(dif, dif t) psi_t (x_0) - u_t (psi_t (x_0) | x_1) = {tx(dpsi)} - "
              f"[frac({tx(sp.diff(sig, t))}, {tx(sig)}) ({tx(psi)} - {tx(m)}) + {tx(sp.diff(m, t))}] = 0",
              "check: the derived field reproduces the flow's velocity (sympy, generic σ_t, μ_t; also for a "
-             "3-D mean μ_t with isotropic σ_t, component by component)",
-             "وارسی: میدان به‌دست‌آمده سرعت جریان را بازتولید می‌کند (sympy، با $sigma_t$ و $mu_t$ دلخواه؛ و نیز "
-             "برای میانگین سه‌بعدی $mu_t$ با $sigma_t$ همسان‌گرد (isotropic)، مؤلفه‌به‌مؤلفه)."),
+             "3-D mean μ_t with isotropic σ_t, component by component)"),
     ]
-    return symbolic("thm3_conditional_field",
-                    ("Theorem 3: u_t(x|x1) from ψ_t(x) = σ_t(x1) x + μ_t(x1)",
-                     "قضیهٔ ۳: میدان $u_t (x | x_1)$ از جریان $psi_t (x) = sigma_t (x_1) x + mu_t (x_1)$"), "2.2",
-                    f"u_t (x | x_1) = {tx(paper)}", steps, residual_exprs,
-                    ("sympy: cancel/simplify of d/dt ψ_t(x0) − u_t(ψ_t(x0)|x1) and of the derived minus the stated "
-                     "field; σ_t, μ_t undefined functions of t (1-D and 3-D)",
-                     "ساده‌سازی نمادین با sympy (`cancel` و `simplify`) برای "
-                     "$frac(dif, dif t) psi_t (x_0) - u_t (psi_t (x_0) | x_1)$ و برای تفاضل میدان استخراج‌شده و "
-                     "میدان مقاله؛ $sigma_t$ و $mu_t$ توابع نامعین (undefined functions) از $t$‌اند، در حالت "
-                     "یک‌بعدی و سه‌بعدی."))
+    # Checked: sympy cancel/simplify of d/dt ψ_t(x0) − u_t(ψ_t(x0)|x1) and of the derived minus the stated field,
+    # with σ_t, μ_t undefined functions of t (1-D and 3-D).
+    return symbolic("thm3_conditional_field", "2.2", f"u_t (x | x_1) = {tx(paper)}", steps, residual_exprs)
 
 
 def _gaussian_log_density(xs: list[sp.Symbol], mus: list[sp.Expr], sig: sp.Expr) -> sp.Expr:
@@ -153,36 +134,21 @@ def derive_continuity() -> Derivation:
     steps = [
         Step("p_t (x | x_1) = cal(N)(x | mu_t (x_1), sigma_t (x_1)^2 I) = "
              "(2 pi sigma_t (x_1)^2)^(-d/2) e^(-norm(x - mu_t (x_1))^2 \\/ (2 sigma_t (x_1)^2))",
-             "the Gaussian conditional path (eq. 10), isotropic in d dimensions",
-             "مسیر احتمال شرطی گاوسی (رابطهٔ ۱۰ مقاله)، همسان‌گرد در $d$ بعد."),
+             "the Gaussian conditional path (eq. 10), isotropic in d dimensions"),
         Step("partial_t p_t (x | x_1) + nabla dot (p_t (x | x_1) u_t (x | x_1)) = 0 <==> "
              "partial_t ln p_t + nabla dot u_t + u_t dot nabla ln p_t = 0",
-             "u_t generates p_t iff the continuity equation holds; divide by p_t > 0",
-             "میدان $u_t$ مسیر $p_t$ را تولید می‌کند اگر و تنها اگر معادلهٔ پیوستگی (continuity equation) "
-             "برقرار باشد؛ دو طرف بر $p_t > 0$ تقسیم شده‌اند."),
+             "u_t generates p_t iff the continuity equation holds; divide by p_t > 0"),
         Step(f"partial_t ln p_t (x | x_1) = {show(dt_log)}",
-             "sympy, for one component of the product density, summed over the d components",
-             "محاسبهٔ sympy برای یک مؤلفه از چگالی حاصل‌ضربی و جمع روی $d$ مؤلفه؛ "
-             "$R = norm(x - mu_t (x_1))^2$ و $M = (x - mu_t (x_1)) dot mu'_t (x_1)$."),
+             "sympy, for one component of the product density, summed over the d components"),
         Step(f"nabla dot u_t + u_t dot nabla ln p_t = {show(div)}",
-             "the same for the divergence term, with u_t from Theorem 3 (∂_i u_i = σ'_t/σ_t)",
-             "همین محاسبه برای جملهٔ واگرایی (divergence) با $u_t$ قضیهٔ ۳ "
-             "($partial_i u_i = sigma'_t \\/ sigma_t$)."),
+             "the same for the divergence term, with u_t from Theorem 3 (∂_i u_i = σ'_t/σ_t)"),
         Step(f"partial_t ln p_t + nabla dot u_t + u_t dot nabla ln p_t = {show(sp.simplify(dt_log + div))}",
-             "the two cancel for every d; also checked directly for d = 1, 2, 3 with explicit coordinates",
-             "دو جمله برای هر $d$ یکدیگر را خنثی می‌کنند؛ برای $d = 1, 2, 3$ نیز با مختصات صریح مستقیماً "
-             "وارسی شده است."),
+             "the two cancel for every d; also checked directly for d = 1, 2, 3 with explicit coordinates"),
     ]
-    return symbolic("thm3_continuity",
-                    ("The Gaussian path and the Theorem-3 field satisfy the continuity equation",
-                     "مسیر گاوسی و میدان قضیهٔ ۳ در معادلهٔ پیوستگی صدق می‌کنند"),
-                    "2.2", "partial_t p_t (x | x_1) + nabla dot (p_t (x | x_1) u_t (x | x_1)) = 0", steps,
-                    residual_exprs,
-                    ("sympy: (∂_t p + ∇·(p u))/p simplified to 0 for d = 1, 2, 3 (explicit coordinates, generic "
-                     "σ_t, μ_t) and for general d via the per-component reduction",
-                     "ساده‌سازی نمادین با sympy: عبارت $(partial_t p + nabla dot (p u)) \\/ p$ برای "
-                     "$d = 1, 2, 3$ (مختصات صریح، $sigma_t$ و $mu_t$ دلخواه) و برای $d$ کلی (با کاهش "
-                     "مؤلفه‌به‌مؤلفه) دقیقاً صفر می‌شود."))
+    # Checked: (∂_t p + ∇·(p u))/p simplified to 0 for d = 1, 2, 3 (explicit coordinates, generic σ_t, μ_t) and
+    # for general d via the per-component reduction.
+    return symbolic("thm3_continuity", "2.2",
+                    "partial_t p_t (x | x_1) + nabla dot (p_t (x | x_1) u_t (x | x_1)) = 0", steps, residual_exprs)
 
 
 @dataclass(frozen=True)
@@ -191,14 +157,11 @@ class SpecialPath:
 
     name: str
     title: str
-    title_fa: str
     mu_t: sp.Expr
     sigma_t: sp.Expr
     paper_u: sp.Expr
     paper_eq: str
-    paper_eq_fa: str
     note: str
-    note_fa: str
 
 
 def special_paths() -> list[SpecialPath]:
@@ -208,25 +171,18 @@ def special_paths() -> list[SpecialPath]:
     sv = sigma(one_minus_t)
     dsv = sp.Subs(sp.Derivative(sigma(s), s), s, one_minus_t)
     return [
-        SpecialPath("ot", "optimal-transport path", "مسیر ترابری بهینه (optimal transport)",
+        SpecialPath("ot", "optimal-transport path",
                     t * x1, 1 - (1 - sigma_min) * t,
-                    (x1 - (1 - sigma_min) * x) / (1 - (1 - sigma_min) * t), "eq. 20–21", "روابط ۲۰ و ۲۱",
-                    "μ_t = t x1 and σ_t = 1 − (1 − σ_min) t are linear in t",
-                    '$mu_t = t x_1$ و $sigma_t = 1 - (1 - sigma_"min") t$ هر دو نسبت به $t$ خطی‌اند.'),
-        SpecialPath("ve", "variance-exploding diffusion path (reversed)",
-                    "مسیر انتشار واریانس‌انفجاری (variance exploding)، با زمان وارونه", x1, sv,
-                    -dsv / sv * (x - x1), "eq. 16–17", "روابط ۱۶ و ۱۷",
+                    (x1 - (1 - sigma_min) * x) / (1 - (1 - sigma_min) * t), "eq. 20–21",
+                    "μ_t = t x1 and σ_t = 1 − (1 − σ_min) t are linear in t"),
+        SpecialPath("ve", "variance-exploding diffusion path (reversed)", x1, sv,
+                    -dsv / sv * (x - x1), "eq. 16–17",
                     "σ_s increasing with σ_0 = 0 (data) and σ_1 ≫ 1 (noise); time reversed: "
-                    "σ_t(x1) = σ_{1−t}",
-                    "$sigma_s$ صعودی است، با $sigma_0 = 0$ (داده) و $sigma_1 >> 1$ (نویز)؛ در مقاله زمان وارونه "
-                    "است: $sigma_t (x_1) = sigma_(1 - t)$."),
-        SpecialPath("vp", "variance-preserving diffusion path (reversed)",
-                    "مسیر انتشار واریانس‌نگه‌دار (variance preserving)، با زمان وارونه", a * x1,
-                    sp.sqrt(1 - a ** 2), da / (1 - a ** 2) * (a * x - x1), "eq. 18–19", "روابط ۱۸ و ۱۹",
+                    "σ_t(x1) = σ_{1−t}"),
+        SpecialPath("vp", "variance-preserving diffusion path (reversed)", a * x1,
+                    sp.sqrt(1 - a ** 2), da / (1 - a ** 2) * (a * x - x1), "eq. 18–19",
                     "α_s = e^{−T(s)/2}, T(s) = ∫_0^s β(r) dr; time reversed: μ_t = α_{1−t} x1, "
-                    "σ_t = sqrt(1 − α_{1−t}²)",
-                    "$alpha_s = e^(-T(s) \\/ 2)$ با $T(s) = integral_0^s beta(r) dif r$؛ با زمان وارونه "
-                    "$mu_t = alpha_(1 - t) x_1$ و $sigma_t = sqrt(1 - alpha_(1 - t)^2)$."),
+                    "σ_t = sqrt(1 − α_{1−t}²)"),
     ]
 
 
@@ -234,15 +190,12 @@ def derive_special(path: SpecialPath) -> Derivation:
     u = theorem3_field(path.mu_t, path.sigma_t)
     residual = [u - path.paper_u]
     steps = [
-        Step(f"mu_t (x_1) = {tx(path.mu_t)} , quad sigma_t (x_1) = {tx(path.sigma_t)}", path.note, path.note_fa),
+        Step(f"mu_t (x_1) = {tx(path.mu_t)} , quad sigma_t (x_1) = {tx(path.sigma_t)}", path.note),
         Step(f"mu'_t (x_1) = {tx(sp.diff(path.mu_t, t))} , quad sigma'_t (x_1) = {tx(sp.diff(path.sigma_t, t))}",
-             *(("differentiate in t", "مشتق نسبت به $t$.") if path.name == "ot" else
-               ("differentiate in t (chain rule for the reversed time 1 − t)",
-                "مشتق نسبت به $t$ (با قاعدهٔ زنجیره‌ای برای زمان وارونهٔ $1 - t$)."))),
+             "differentiate in t (for VE and VP: the chain rule for the reversed time 1 − t)"),
         Step(f"u_t (x | x_1) = frac(sigma'_t (x_1), sigma_t (x_1)) (x - mu_t (x_1)) + mu'_t (x_1) = {tx(u)}",
-             "Theorem 3 (eq. 15)", "جایگذاری در قضیهٔ ۳ (رابطهٔ ۱۵ مقاله)."),
-        Step(f"u_t (x | x_1) = {tx(path.paper_u)}", f"the paper's field ({path.paper_eq}): the difference is 0",
-             f"میدان مقاله ({path.paper_eq_fa})؛ تفاضل آن با عبارت گام ۳ دقیقاً صفر است."),
+             "Theorem 3 (eq. 15)"),
+        Step(f"u_t (x | x_1) = {tx(path.paper_u)}", f"the paper's field ({path.paper_eq}): the difference is 0"),
     ]
     if path.name == "ot":
         psi = (1 - (1 - sigma_min) * t) * x0 + t * x1
@@ -251,10 +204,7 @@ def derive_special(path: SpecialPath) -> Derivation:
         steps.append(Step(
             f"psi_t (x_0) = {tx(psi)} , quad u_t (psi_t (x_0) | x_1) = {tx(x1 - (1 - sigma_min) * x0)}",
             "along the flow the OT field is constant in t (eq. 22–23): straight lines, and the CFM "
-            "regression target x1 − (1 − σ_min) x0; σ_min → 0 gives the I-CFM target x1 − x0",
-            "در امتداد جریان، میدان OT نسبت به $t$ ثابت است (روابط ۲۲ و ۲۳ مقاله): مسیرها خط راست‌اند و هدف "
-            'رگرسیون CFM برابر $x_1 - (1 - sigma_"min") x_0$ است؛ با $sigma_"min" -> 0$ هدف I-CFM، '
-            "یعنی $x_1 - x_0$، به دست می‌آید."))
+            "regression target x1 − (1 − σ_min) x0; σ_min → 0 gives the I-CFM target x1 − x0"))
     if path.name == "vp":
         u_T = path.paper_u.subs(alpha, sp.Lambda(s, sp.exp(-T(s) / 2))).doit()
         T_form = (-sp.Subs(sp.Derivative(T(s), s), s, 1 - t) / 2
@@ -262,17 +212,9 @@ def derive_special(path: SpecialPath) -> Derivation:
         residual.append(u_T - T_form)
         steps.append(Step(
             f"alpha_s = e^(-T(s) \\/ 2), T(s) = integral_0^s beta(r) dif r ==> u_t (x | x_1) = {tx(T_form)}",
-            "the same field written with T (T' = β), as in the probability-flow ODE of Song et al.",
-            "همان میدان بر حسب $T$ (با $T' = beta$)، به همان شکلی که در معادلهٔ دیفرانسیل جریان احتمال "
-            "(probability-flow ODE) سونگ و همکاران (Song et al.) می‌آید."))
-    return symbolic(f"thm3_{path.name}_path",
-                    (f"Theorem 3, special case: {path.title} ({path.paper_eq})",
-                     f"قضیهٔ ۳، حالت خاص — {path.title_fa}؛ {path.paper_eq_fa} مقاله"),
-                    "2.2", f"u_t (x | x_1) = {tx(path.paper_u)}", steps, residual,
-                    (f"sympy: simplify(Theorem-3 field − paper's field) = 0 with generic schedule functions "
-                     f"({path.paper_eq})",
-                     "ساده‌سازی نمادین با sympy (`simplify`): تفاضل میدان قضیهٔ ۳ و میدان مقاله، با توابع "
-                     f"زمان‌بندی (schedule) دلخواه، دقیقاً صفر است ({path.paper_eq_fa} مقاله)."))
+            "the same field written with T (T' = β), as in the probability-flow ODE of Song et al."))
+    # Checked: simplify(Theorem-3 field − the paper's field) = 0 with generic schedule functions.
+    return symbolic(f"thm3_{path.name}_path", "2.2", f"u_t (x | x_1) = {tx(path.paper_u)}", steps, residual)
 
 
 def derive() -> list[Derivation]:

@@ -342,12 +342,3 @@ def compile_check(snippets: list[str]) -> None:
 
     body = "\n\n".join(f"$ {s} $" for s in snippets)
     typst_pkg.compile(("#set page(width: 30cm, height: auto)\n" + body).encode("utf-8"))
-
-
-def compile_markup_check(snippets: list[str]) -> None:
-    """Compile a small Typst document holding every snippet as a paragraph of markup (the Persian notes, with
-    their inline math); raises `typst.TypstError`."""
-    import typst as typst_pkg
-
-    body = "\n\n".join(f"#[{s}]" for s in snippets)
-    typst_pkg.compile(("#set page(width: 30cm, height: auto)\n" + body).encode("utf-8"))

@@ -21,6 +21,7 @@ import jinja2
 from .. import ROOT
 from ..atomic import write_text
 from ..errors import TamrinError
+from . import derivation_text
 from . import figures as figs
 from .context import config_dict, demo_stages, load_results, manifests_of
 from .lint import (Finding, LintError, bib_keys, covered_codepoints, figure_findings, font_findings,
@@ -35,7 +36,8 @@ TEMPLATES = ROOT / "templates"
 QTYPE_FA = {"exist": "وجود", "count": "شمارش", "compare_integer": "مقایسهٔ تعداد", "query_color": "پرسش از رنگ",
             "query_shape": "پرسش از شکل", "query_material": "پرسش از جنس", "query_size": "پرسش از اندازه",
             "compare_attribute": "مقایسهٔ ویژگی"}
-STAGE_FA = {"data": "داده", "finetune": "آموزش", "eval": "ارزیابی", "memory": "حافظه", "flow": "تطبیق جریان"}
+STAGE_FA = {"data": "داده", "finetune": "آموزش", "eval": "ارزیابی", "memory": "حافظه", "derive": "اشتقاق‌ها",
+            "flow": "تطبیق جریان"}
 
 
 @dataclass(frozen=True)
@@ -209,6 +211,7 @@ def build_context(r: dict[str, Any], rp: ReportPaths, report_cfg: Any, student: 
         "flow_methods": figs.flow_methods(r["flow"]["experiment"]), "loss_window": window, "qtype_fa": QTYPE_FA,
         "sections": sections, "provenance": provenance_rows(manifests), "packages": package_rows(manifests),
         "report_build": {"typst": typst_version},
+        "derivation_texts": derivation_text.load(rp.templates),
     }
 
 
@@ -222,6 +225,8 @@ def render(context: dict[str, Any], templates_dir: Path, cache_dir: Path | None 
     env = make_environment(templates_dir, cache_dir)
     # As globals, the context is visible in imported macros too (`⟦% from … import m %⟧` has no context).
     env.globals.update(context)
+    env.globals["derivation_fa"] = derivation_text.render(env, context["derivation_texts"],
+                                                          context["r"]["derive"]["derivations"])
     try:
         return env.get_template("report.typ.j2").render()
     except jinja2.TemplateSyntaxError as e:
@@ -243,10 +248,10 @@ def _template_location(exc: BaseException) -> str:
 
 
 def _check_derivations(r: dict[str, Any]) -> None:
-    failed = [d["name"] for d in r["flow"]["derivations"] if not d.get("passed")]
+    failed = [d["name"] for d in r["derive"]["derivations"] if not d.get("passed")]
     if failed:
-        raise TamrinError(f"derivation check failed in results/flow/derivations.json: {', '.join(failed)}; the report "
-                          "does not print an unchecked proof — fix the flow stage and rerun `python build.py flow`")
+        raise TamrinError(f"derivation check failed in results/derive/derivations.json: {', '.join(failed)}; the report "
+                          "does not print an unchecked proof — fix code/tamrin/flow and rerun `python build.py derive`")
 
 
 def build_report(rp: ReportPaths, report_cfg: Any, student: Any, log: Any = None) -> BuildResult:
@@ -271,6 +276,10 @@ def build_report(rp: ReportPaths, report_cfg: Any, student: Any, log: Any = None
         timings["read"] = time.perf_counter() - t0
         context = build_context(r, rp, report_cfg, student, typst.__version__)
         findings += lint_templates(rp.templates, template_names(rp))
+        findings += derivation_text.lint(context["derivation_texts"])
+        findings += derivation_text.drift(context["derivation_texts"], r["derive"]["derivations"])
+        if any(f.kind == "derivation-text" for f in findings):
+            raise LintError(findings)  # the proofs cannot be rendered without their words
         source = render(context, rp.templates, rp.cache_dir())
         rp.report.mkdir(parents=True, exist_ok=True)
         write_text(typ_path, source)

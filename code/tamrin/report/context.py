@@ -17,7 +17,7 @@ from ..errors import MissingResultError
 
 QTYPES = ("exist", "count", "compare_integer", "query_color", "query_shape", "query_material", "query_size",
           "compare_attribute")
-RESULT_STAGES = ("data", "finetune", "eval", "memory", "flow")
+RESULT_STAGES = ("data", "finetune", "eval", "memory", "derive", "flow")
 
 
 class Results:
@@ -141,9 +141,13 @@ def load_eval(res: Results, test_rows: list[dict]) -> dict[str, Any]:
 
 
 def load_flow(res: Results) -> dict[str, Any]:
-    derivations = res.json("flow/derivations.json")
+    return {"experiment": res.json("flow/experiment.json"), "manifest": res.json("flow/manifest.json")}
+
+
+def load_derive(res: Results) -> dict[str, Any]:
+    derivations = res.json("derive/derivations.json")
     return {"derivations": derivations, "derivation": {d["name"]: d for d in derivations},
-            "experiment": res.json("flow/experiment.json"), "manifest": res.json("flow/manifest.json")}
+            "manifest": res.json("derive/manifest.json")}
 
 
 def load_results(results_dir: Path) -> dict[str, Any]:
@@ -156,13 +160,15 @@ def load_results(results_dir: Path) -> dict[str, Any]:
         "eval": load_eval(res, data["test"]),
         "memory": memory,
         "memory_manifest": res.json("memory/manifest.json"),
+        "derive": load_derive(res),
         "flow": load_flow(res),
     }
 
 
 def manifests_of(r: dict[str, Any]) -> dict[str, dict]:
     return {"data": r["data"]["manifest"], "finetune": r["finetune"]["manifest"], "eval": r["eval"]["manifest"],
-            "memory": r["memory_manifest"], "flow": r["flow"]["manifest"]}
+            "memory": r["memory_manifest"], "derive": r["derive"]["manifest"],
+            "flow": r["flow"]["manifest"]}
 
 
 def demo_stages(manifests: dict[str, dict]) -> list[str]:

@@ -89,7 +89,8 @@ class MemoryConfig:
                                              "weights built from the shipped config (saved once in the work dir)")
     suffix_len: int = field_(3, "answer tokens with a label per example (suffix-only loss) for the estimate", min=1)
     measured_from: Optional[str] = field_(None, "JSON of an earlier GPU measurement (bench/results/…) to include "
-                                                "when measure = false; path relative to the repository root")
+                                                "when measure = false; path relative to the repository root",
+                                          input_file=True)
 
     def validate(self) -> None:
         if self.seq_len < 257:

@@ -1,0 +1,118 @@
+"""The sources a stage runs, derived from the import graph of its entry module (no hand-kept list).
+
+Starting from the entry module, every `import tamrin.…` / `from tamrin… import …` and every relative import
+(`from . import x`, `from ..y import z`), at module level or inside a function, is followed through the AST,
+within `code/tamrin` only. A module brings with it the `__init__.py` of each package above it (importing runs
+them) and the data files beside it that its source names in a string literal (e.g. `paligemma_3b_config.json`).
+Lazy imports count: a stage's key changes when any code it *may* run changes, never less.
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+from functools import lru_cache
+from pathlib import Path
+
+from . import ROOT
+
+PACKAGE = "tamrin"
+PACKAGE_DIR = ROOT / "code" / PACKAGE
+
+
+def module_file(name: str) -> Path | None:
+    """The source file of module `tamrin.a.b` (a module or a package's __init__), or None outside the package."""
+    parts = name.split(".")
+    if parts[0] != PACKAGE:
+        return None
+    base = PACKAGE_DIR.joinpath(*parts[1:])
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _module_name(path: Path) -> str:
+    if not path.is_relative_to(PACKAGE_DIR.parent):  # an entry module outside the package (a test's stand-in)
+        return path.stem
+    rel = path.relative_to(PACKAGE_DIR.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def _resolve_from(module: str, is_package: bool, node: ast.ImportFrom) -> list[str]:
+    """Absolute names a `from X import a, b` may load: X itself, and X.a / X.b where those are modules."""
+    if node.level:
+        base = module.split(".") if is_package else module.split(".")[:-1]
+        if node.level > 1:
+            base = base[: len(base) - (node.level - 1)]
+        target = ".".join(base + ([node.module] if node.module else []))
+    else:
+        target = node.module or ""
+    return [target] + [f"{target}.{alias.name}" for alias in node.names]
+
+
+@lru_cache(maxsize=None)
+def _direct(path: Path) -> tuple[tuple[Path, ...], tuple[Path, ...]]:
+    """(modules imported by `path`, data files beside it that it names)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    name, is_package = _module_name(path), path.name == "__init__.py"
+    names: list[str] = []
+    literals: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names += _resolve_from(name, is_package, node)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and len(node.value) < 200:
+            literals.add(node.value)
+    modules = []
+    for n in names:
+        for prefix in _prefixes(n):  # importing a.b.c runs a/__init__ and a/b/__init__ too
+            f = module_file(prefix)
+            if f is not None and f != path:
+                modules.append(f)
+    data = [f for f in sorted(path.parent.iterdir()) if f.is_file() and f.suffix not in (".py", ".pyc")
+            and f.name in literals]
+    return tuple(dict.fromkeys(modules)), tuple(data)
+
+
+def _prefixes(name: str) -> list[str]:
+    parts = name.split(".")
+    return [".".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def stage_sources(entry_module: str) -> list[Path]:
+    """Every file of `code/tamrin` the entry module may run or read, sorted."""
+    start = module_file(entry_module)
+    if start is None:  # outside the package (e.g. a test's stand-in stage): its own file and what it imports
+        import importlib.util
+
+        spec = importlib.util.find_spec(entry_module)
+        if spec is None or not spec.origin:
+            raise ValueError(f"cannot find the source of module {entry_module}")
+        start = Path(spec.origin)
+    seen: set[Path] = set()
+    files: set[Path] = set()
+    todo = [start, *[module_file(p) for p in _prefixes(entry_module)[:-1]]]
+    while todo:
+        path = todo.pop()
+        if path is None or path in seen:
+            continue
+        seen.add(path)
+        files.add(path)
+        modules, data = _direct(path)
+        files.update(data)
+        todo += [m for m in modules if m not in seen]
+    return sorted(files)
+
+
+def hash_files(files: list[Path]) -> str:
+    """sha256 over the files' paths (relative to the repository) and bytes, in sorted order."""
+    h = hashlib.sha256()
+    for f in sorted(files):
+        h.update(f.relative_to(ROOT).as_posix().encode() if f.is_relative_to(ROOT) else f.name.encode())
+        h.update(b"\0")
+        h.update(f.read_bytes())
+    return h.hexdigest()

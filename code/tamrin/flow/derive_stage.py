@@ -1,0 +1,43 @@
+"""Stage `derive`: question 2, parts 1–2 — the sympy-checked derivations and their numeric checks
+→ results/derive/derivations.json.
+
+Cheap (seconds) and separate from the `flow` experiment, so editing a proof's wording (in the templates) or its
+check never retrains a flow run. The file is a JSON list, in report order, of `records.Derivation` records
+(numbers and Typst math only; the typed model is the results contract). A record that fails its check, or whose
+Typst math does not compile, fails the stage with one line naming it.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from ..atomic import write_json
+from ..errors import TamrinError
+from . import derivations
+
+
+def check_derivations(records: list[Any]) -> None:
+    """Raise TamrinError naming every derivation that failed its check or whose Typst does not compile."""
+    failed = [r for r in records if not r.passed]
+    if failed:
+        names = "; ".join(f"{r.name} (residual {r.residual:g} > tolerance {r.tolerance:g}, {r.check})" for r in failed)
+        raise TamrinError(f"derive: derivation check failed: {names} — the derivation or its check is wrong; "
+                          "fix code/tamrin/flow before building the report")
+    bad_typst = derivations.typst_errors(records)
+    if bad_typst:
+        names = "; ".join(f"{n}: {msg}" for n, msg in bad_typst.items())
+        raise TamrinError(f"derive: Typst math of a derivation does not compile: {names} — fix the printer or step")
+
+
+def run(ctx: Any) -> None:
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the numeric checks' small float64 MLP runs fastest on one thread
+    try:
+        records = derivations.build(ctx.section("derive").numeric_samples, ctx.log)
+    finally:
+        torch.set_num_threads(threads)
+    check_derivations(records)
+    write_json(ctx.out_dir / "derivations.json", [r.to_json() for r in records])
+    ctx.log.info(f"derivations: {len(records)} passed")
+    ctx.extra["derivations_passed"] = len(records)
