@@ -59,9 +59,9 @@ def build_processor(texts: list[str], config):
 
 
 def texts_from(data_dir: Path | None) -> list[str]:
-    from tamrin.vlm.finetune import CLEVR_ANSWERS
+    from tamrin.contract.facts import ANSWERS
 
-    texts = ["answer en ", *CLEVR_ANSWERS]
+    texts = ["answer en ", *ANSWERS]
     if data_dir is not None:
         for split in ("train", "test"):
             path = Path(data_dir) / f"{split}.jsonl"

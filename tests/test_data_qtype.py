@@ -2,7 +2,7 @@
 import pytest
 
 from tamrin.data.qtype import classify, qtype_from_program, qtype_from_wording
-from tamrin.data.vocab import ANSWERS, QTYPES, normalize_answer
+from tamrin.contract.facts import ANSWERS, QTYPES, normalize_answer
 
 # (question, answer, type) — written after CLEVR's own template families, including the tricky ones:
 # exist questions that say "same", query questions whose relative clause names another attribute.

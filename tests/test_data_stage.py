@@ -13,7 +13,7 @@ from tamrin.atomic import read_json, read_jsonl
 from tamrin.config import load_config
 from tamrin.errors import TamrinError
 from tamrin.runner import Paths, read_manifest, run_stage
-from tamrin.data.vocab import ANSWERS, QTYPES
+from tamrin.contract.facts import ANSWERS, QTYPES
 
 ROOT = Path(__file__).resolve().parents[1]
 FIELDS = {"id", "image", "question", "answer", "qtype", "image_id", "source"}

@@ -14,7 +14,7 @@ from tamrin.data.qtype import qtype_from_wording
 from tamrin.data.render import render
 from tamrin.data.scene import RELATION_MARGIN, SIZE_RADIUS, sample_scene
 from tamrin.data.synthetic import make_scene, scene_rng
-from tamrin.data.vocab import ANSWERS, QTYPES
+from tamrin.contract.facts import ANSWERS, QTYPES
 
 # --- an independent reader of the generated English -------------------------------------------------------------
 # It knows only the surface words (CLEVR's synonyms) and the meaning of the relations in world coordinates

@@ -8,11 +8,11 @@ from pathlib import Path
 import jinja2
 import pytest
 
-from tamrin.report.context import normalise_answer, split_counts
+from tamrin.report.context import split_counts
 from tamrin.report.figures import moving_average, smoothing_window
 from tamrin.report.lint import (bib_keys, figure_findings, font_findings, glyph_findings, lint_template_source,
                                 typed_numbers, undefined_references)
-from tamrin.report.persian import fa, jalali_date, pct, to_persian_digits
+from tamrin.contract.persian import fa, jalali_date, pct, to_persian_digits
 from tamrin.report.templating import TemplateValueError, make_environment
 from tamrin.report.typst_scan import labels_and_refs, markup_text
 from tamrin.report.typst_text import Raw, escape_markup, sci, typst_string
@@ -161,13 +161,6 @@ def test_moving_average_is_centred_and_keeps_length():
     assert smooth[0] == 0.0 and smooth[-1] == 10.0  # the ends are not averaged with anything
     assert math.isclose(smooth[2], 20 / 3)
     assert smoothing_window(60, 20) == 12 and smoothing_window(1000, 20) == 20
-
-
-def test_sample_marks_use_the_eval_normalisation():
-    from tamrin.vlm.metrics import normalize  # the eval stage's own (numpy only, no torch)
-
-    for text in ["Two.", " YES ", "red-ish", "cube!", "twenty one", "no_answer", ""]:
-        assert normalise_answer(text) == normalize(text)
 
 
 def test_split_counts_lists_every_clevr_type():

@@ -22,6 +22,7 @@ from tamrin.submit.naming import zip_name
 from tamrin.submit.notebook import run as notebook_run
 
 ZIP = "HW1_Mohammadi_810100000.zip"
+FIXTURE = ROOT / "tests" / "fixtures" / "results"
 FAKE_TOKEN = "hf_" + "Ab3" * 12  # built at run time so this file itself never holds a token-shaped string
 STUDENT = {"first_name_fa": "علی", "last_name_fa": "محمدی", "first_name_en": "Ali",
            "last_name_en": "Mohammadi", "student_number": "810100000"}
@@ -97,9 +98,9 @@ def make_tree(root: Path, profile: str = "paper", student: dict | None = STUDENT
     _w(root / ".pytest_cache/v/cache/lastfailed", "{}")
     _w(root / "notes.txt", "not part of the code\n")
     # results
-    manifest = {"profile": profile, "cache_key": "k"}
-    for stage in ("data", "finetune", "eval", "memory", "derive", "flow"):
-        _w(root / f"results/{stage}/manifest.json", {"stage": stage, **manifest})
+    for stage in ("data", "finetune", "eval", "memory", "derive", "flow"):  # real manifests (they are validated)
+        manifest = json.loads((FIXTURE / stage / "manifest.json").read_text(encoding="utf-8"))
+        _w(root / f"results/{stage}/manifest.json", {**manifest, "profile": profile})
         _w(root / f"results/{stage}/log.txt", "log\n")
     test_rows = [{"id": f"q{i}", "image": f"images/img{i}.png", "question": f"What color is object {i}?",
                   "answer": "red", "qtype": "query_color", "image_id": f"img{i}", "source": "fixture"} for i in range(3)]
@@ -264,8 +265,16 @@ def test_demo_results_refused_skipped_or_allowed(tmp_path, template):
 
 def test_one_demo_stage_is_enough_to_refuse(tmp_path, template):
     root = tree(tmp_path, template)
-    _w(root / "results/eval/manifest.json", {"stage": "eval", "profile": "demo"})
+    m = root / "results/eval/manifest.json"
+    _w(m, {**json.loads(m.read_text()), "profile": "demo"})
     with pytest.raises(TamrinError, match=r"eval ran with the offline demo profile"):
+        pack.run(zip_ctx(root))
+
+
+def test_a_manifest_that_does_not_fit_the_contract_is_one_line(tmp_path, template):
+    root = tree(tmp_path, template)
+    _w(root / "results/eval/manifest.json", {"stage": "eval", "profile": "demo"})
+    with pytest.raises(TamrinError, match=r"results/eval/manifest.json does not fit the results contract"):
         pack.run(zip_ctx(root))
 
 

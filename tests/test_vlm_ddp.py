@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))
-from vlm_support import DATA, one_thread  # noqa: E402
+from vlm_support import DATA, data_manifest, one_thread  # noqa: E402
 
-from tamrin.atomic import read_jsonl, write_json  # noqa: E402
+from tamrin.atomic import read_jsonl  # noqa: E402
 from tamrin.config import load_config  # noqa: E402
 from tamrin.runner import Paths, run_stage  # noqa: E402
 
@@ -35,7 +35,7 @@ run_stage("finetune", load_config("demo", overrides={settings!r}), Paths(root=Pa
 def _root(tmp: Path) -> Paths:
     paths = Paths(root=tmp)
     shutil.copytree(DATA, paths.stage_dir("data"), ignore=shutil.ignore_patterns("make.py"))
-    write_json(paths.stage_dir("data") / "manifest.json", {"stage": "data", "profile": "demo", "cache_key": "fixture"})
+    data_manifest(paths.stage_dir("data") / "manifest.json")
     return paths
 
 

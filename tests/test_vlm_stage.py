@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))
-from vlm_support import DATA, one_thread, tiny_base  # noqa: E402
+from vlm_support import DATA, data_manifest, one_thread, tiny_base  # noqa: E402
 
-from tamrin.atomic import read_jsonl, write_json  # noqa: E402
+from tamrin.atomic import read_jsonl  # noqa: E402
 from tamrin.config import load_config  # noqa: E402
 from tamrin.runner import Paths, run_stage  # noqa: E402
 
@@ -22,7 +22,7 @@ def _paths_with_data(root: Path) -> Paths:
     paths = Paths(root=root)
     data = paths.stage_dir("data")
     shutil.copytree(DATA, data, ignore=shutil.ignore_patterns("make.py"))
-    write_json(data / "manifest.json", {"stage": "data", "profile": "demo", "cache_key": "fixture"})
+    data_manifest(data / "manifest.json")
     return paths
 
 

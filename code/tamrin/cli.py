@@ -11,6 +11,7 @@ from . import ROOT
 from .config import Config, load_config
 from .errors import MissingResultError, TamrinError
 from .log import setup_console, stage_logger, use_stage_format
+from .provenance import redact
 from .runner import Paths, product_context, read_manifest, run_stage
 from .stages import COMPUTE_STAGES, STAGES, ancestors
 
@@ -185,7 +186,7 @@ def main(argv: list[str] | None = None, paths: Paths | None = None) -> int:
     try:
         return dispatch(args, paths)
     except TamrinError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(redact(f"error: {e}"), file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("interrupted: completed stages are kept; the interrupted one will run again next time",
@@ -194,6 +195,7 @@ def main(argv: list[str] | None = None, paths: Paths | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - a bug: one line on screen, the traceback in a file
         trace = paths.results / "last-error.txt"
         trace.parent.mkdir(parents=True, exist_ok=True)
-        trace.write_text(traceback.format_exc(), encoding="utf-8")
-        print(f"error: unexpected {type(e).__name__}: {e} (full traceback in {trace})", file=sys.stderr)
+        trace.write_text(redact(traceback.format_exc()), encoding="utf-8")
+        print(redact(f"error: unexpected {type(e).__name__}: {e} (full traceback in {paths.rel(trace)})"),
+              file=sys.stderr)
         return 1

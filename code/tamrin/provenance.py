@@ -1,35 +1,61 @@
-"""Provenance for manifests: code version, hardware, package versions, secret redaction."""
+"""Provenance for manifests: code version, hardware (by model name only), package versions, and paths as the
+project sees them. Nothing here records a host name, a user name or an absolute path."""
 from __future__ import annotations
 
 import hashlib
 import os
 import platform
-import re
 import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
 
 from . import ROOT
+from .contract.secrets import Identity, redact as _redact
 
-PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "accelerate", "datasets", "rouge-score",
-            "numpy", "scipy", "sympy", "torchdiffeq", "matplotlib", "jinja2", "typst", "pillow", "tamrin")
+PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "accelerate", "datasets", "huggingface-hub",
+            "rouge-score", "numpy", "scipy", "sympy", "torchdiffeq", "matplotlib", "jinja2", "typst", "pillow",
+            "pydantic", "tamrin")
 
-_TOKEN_RE = re.compile(r"hf_[A-Za-z0-9]{16,}")
+_IDENTITY: dict[tuple, Identity] = {}
+
+
+def identity() -> Identity:
+    """This machine's identity (tokens, home, project path, user, host); recomputed when the environment that
+    defines it changes (a token set after start-up is still hidden)."""
+    import socket
+
+    from .contract.secrets import TOKEN_VARS
+
+    key = tuple(os.environ.get(v, "") for v in (*TOKEN_VARS, "HOME", "USER", "LOGNAME", "HF_HOME", "HF_TOKEN_PATH"))
+    key += (socket.gethostname(),)
+    if key not in _IDENTITY:
+        _IDENTITY.clear()
+        _IDENTITY[key] = Identity.current(ROOT)
+    return _IDENTITY[key]
 
 
 def redact(text: str) -> str:
-    """Hide Hugging Face tokens (hf_…) and the value of HF_TOKEN / HUGGING_FACE_HUB_TOKEN."""
-    text = _TOKEN_RE.sub("hf_***", text)
-    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
-        value = os.environ.get(var, "")
-        if len(value) >= 8:
-            text = text.replace(value, "***")
-    return text
+    """The one redaction step of every message, log line, error file and manifest (see contract.secrets)."""
+    return _redact(text, identity())
+
+
+def project_path(path: str | Path, root: Path = ROOT) -> str:
+    """`path` relative to the project root, or `<outside>/name` for a path outside it (never absolute)."""
+    p = Path(path)
+    try:
+        resolved = p.resolve()
+    except OSError:
+        resolved = p
+    if resolved.is_relative_to(Path(root).resolve()):
+        return resolved.relative_to(Path(root).resolve()).as_posix()
+    if not p.is_absolute() and ".." not in p.parts:
+        return p.as_posix()
+    return f"<outside>/{p.name}"
 
 
 def hash_paths(paths: list[Path]) -> str:
-    """sha256 over the .py/.toml/.json/.j2 sources under `paths` (name and bytes), order-independent."""
+    """sha256 over the .py/.toml/.json/.j2/.typ sources under `paths` (name and bytes), order-independent."""
     h = hashlib.sha256()
     files: list[Path] = []
     for p in paths:
@@ -69,9 +95,10 @@ def _cpu_name() -> str:
 
 
 def hardware() -> dict:
-    """CPU, and the GPU when torch is already loaded and sees one (never imports torch itself)."""
+    """CPU and GPU model names (the GPU when torch is already loaded and sees one; never imports torch), the Python
+    version and the OS name — no host name, kernel build or path."""
     info = {"cpu": f"{_cpu_name()} ({os.cpu_count()} cores)", "gpu": None, "gpu_mem": None,
-            "python": sys.version.split()[0], "platform": platform.platform()}
+            "python": sys.version.split()[0], "os": platform.system()}
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():
         n = torch.cuda.device_count()

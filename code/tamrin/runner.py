@@ -22,12 +22,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import ROOT
-from .atomic import read_json, write_json
+from .atomic import read_json
 from .config import Config
 from .errors import MissingResultError, NotBuiltError, TamrinError
 from .log import attach_file, stage_logger
 from .codehash import hash_files, stage_sources
-from .provenance import code_version, hardware, packages, redact
+from . import contract
+from .provenance import code_version, hardware, packages, project_path, redact
 from .schema import input_files
 from .stages import STAGES, Stage
 
@@ -93,12 +94,14 @@ class StageContext:
 
 
 def read_manifest(paths: Paths, name: str) -> dict | None:
+    """The stage's manifest as plain data, or None when it is missing, unreadable or does not fit the contract
+    (a result written by another version of Tamrin is not trusted: the stage runs again)."""
     path = paths.stage_dir(name) / MANIFEST
     if not path.exists():
         return None
     try:
-        return read_json(path)
-    except (OSError, json.JSONDecodeError):
+        return contract.validate(f"{name}/{MANIFEST}", read_json(path)).model_dump(mode="json")
+    except (OSError, json.JSONDecodeError, TamrinError):
         return None
 
 
@@ -345,12 +348,12 @@ def _run_locked(name: str, cfg: Config, paths: Paths, force: bool) -> Outcome:
         "config_hash": parts.config_hash, "code_hash": parts.code_hash,
         "code_version": code_version(), "started": started, "finished": _now(),
         "seconds": round(seconds, 2), "hardware": hardware(), "packages": packages(),
-        "sources": cfg.sources, **ctx.extra,
-        "files": output_files(staging),
+        "sources": [s if s.startswith("--set ") else project_path(s, paths.root) for s in cfg.sources],
+        "summary": ctx.extra, "files": output_files(staging),
     }
     try:
-        # The manifest is written last, and the folder swapped in atomically after it.
-        write_json(staging / MANIFEST, json.loads(redact(json.dumps(manifest, default=str))))
+        # The manifest is written last (validated against the contract, redacted), then the folder is swapped in.
+        contract.write(staging, f"{name}/{MANIFEST}", json.loads(redact(json.dumps(manifest, default=str))))
         _swap_in(staging, paths.stage_dir(name), paths.results / ".trash")
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from pathlib import Path
 from typing import Any, get_args, get_origin
 
 from .errors import ConfigError
@@ -137,10 +138,8 @@ def describe(cls: type) -> list[tuple[str, str, Any, str]]:
     return rows
 
 
-def input_files(section: Any, root: "Path") -> list["Path"]:
+def input_files(section: Any, root: Path) -> list[Path]:
     """The existing files named by the `input_file` fields of a section (relative paths against `root`)."""
-    from pathlib import Path
-
     out = []
     for f in dataclasses.fields(section):
         value = getattr(section, f.name)

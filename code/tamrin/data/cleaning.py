@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from typing import Optional
 
-from .vocab import ANSWERS, normalize_answer
+from ..contract.facts import ANSWERS, normalize_answer
 
 _IMAGE_TOKENS = re.compile(r"<image>|<img>|<\|image\|>|<\|image_pad\|>", re.IGNORECASE)
 

@@ -15,7 +15,7 @@ from typing import Any, Iterator
 
 from ..errors import TamrinError
 from .qtype import classify
-from .vocab import ANSWERS, normalize_answer
+from ..contract.facts import ANSWERS, normalize_answer
 
 _CHUNK = 1 << 20
 

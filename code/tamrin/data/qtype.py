@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any, Optional
 
-from .vocab import answer_kind, normalize_answer
+from ..contract.facts import answer_kind, normalize_answer
 
 _PROGRAM_LAST: dict[str, str] = {
     "exist": "exist", "count": "count",

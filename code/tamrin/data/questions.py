@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from .scene import RELATIONS, Scene, relation_holds
-from .vocab import ATTRIBUTE_VALUES, SYNONYMS
+from ..contract.facts import ATTRIBUTE_VALUES, SYNONYMS
 
 ATTRS = ("size", "color", "material", "shape")  # word order in a description
 REL_WORDS = {"left": "left of", "right": "right of", "behind": "behind", "front": "in front of"}

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .vocab import COLORS, MATERIALS, SHAPES, SIZES
+from ..contract.facts import COLORS, MATERIALS, SHAPES, SIZES
 
 # Half-extent of each size in world units (CLEVR: 0.7 and 0.35).
 SIZE_RADIUS: dict[str, float] = {"large": 0.7, "small": 0.35}

@@ -13,11 +13,11 @@ from typing import Any, Optional
 
 from tqdm import tqdm
 
-from ..atomic import write_json, write_jsonl
+from .. import contract
 from ..errors import TamrinError
 from .images import BadImage, to_png
 from .split import split_by_image, test_target
-from .vocab import QTYPES
+from ..contract.facts import QTYPES
 
 _WARN_EXAMPLES = 5
 
@@ -166,8 +166,8 @@ def run(ctx: Any) -> None:
     for image in col.images_dir.glob("*.png"):  # images whose questions were all dropped
         if image.stem not in used:
             image.unlink()
-    write_jsonl(ctx.out_dir / "train.jsonl", train)
-    write_jsonl(ctx.out_dir / "test.jsonl", test)
+    contract.write(ctx.out_dir, "data/train.jsonl", train)
+    contract.write(ctx.out_dir, "data/test.jsonl", test)
     stats = {
         "source": source_info, "seed": cfg.seed, "qtypes": list(QTYPES),
         "train": split_stats(train), "test": split_stats(test),
@@ -178,7 +178,7 @@ def run(ctx: Any) -> None:
         "split": {"by": "image", "test_fraction": cfg.test_fraction, "max_test": cfg.max_test,
                   "test_target": test_target(len(records), cfg.test_fraction, cfg.max_test)},
     }
-    write_json(ctx.out_dir / "stats.json", stats)
+    contract.write(ctx.out_dir, "data/stats.json", stats)
     skipped = {k: v for k, v in stats["skipped"].items() if v}
     ctx.log.info(f"{len(train)} train / {len(test)} test questions on {len(used)} images"
                  + (f"; skipped {skipped}" if skipped else ""))

@@ -13,7 +13,7 @@ from typing import Iterator
 from .questions import Question, SceneQuestions
 from .render import png_bytes, render
 from .scene import Scene, sample_scene
-from .vocab import QTYPES
+from ..contract.facts import QTYPES
 
 
 @dataclass

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..atomic import write_json
+from .. import contract
 from ..errors import TamrinError
 from . import derivations
 
@@ -38,6 +38,6 @@ def run(ctx: Any) -> None:
     finally:
         torch.set_num_threads(threads)
     check_derivations(records)
-    write_json(ctx.out_dir / "derivations.json", [r.to_json() for r in records])
+    contract.write(ctx.out_dir, "derive/derivations.json", [r.to_json() for r in records])
     ctx.log.info(f"derivations: {len(records)} passed")
     ctx.extra["derivations_passed"] = len(records)

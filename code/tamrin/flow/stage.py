@@ -39,7 +39,7 @@ import json
 import re
 from typing import Any
 
-from ..atomic import write_text
+from .. import contract
 from . import experiment
 
 
@@ -62,7 +62,7 @@ def run(ctx: Any) -> None:
     torch.set_num_threads(cfg.threads)
     try:
         result = experiment.run(cfg, ctx.profile, ctx.work_dir, ctx.log)
-        write_text(ctx.out_dir / "experiment.json", dumps_compact(result))
+        contract.write(ctx.out_dir, "flow/experiment.json", result, dumps=dumps_compact)
     finally:
         torch.set_num_threads(threads)
     anchor = result["anchor"].get("ours_w2_squared", {})

@@ -26,7 +26,7 @@ from . import figures as figs
 from .context import config_dict, demo_stages, load_results, manifests_of
 from .lint import (Finding, LintError, bib_keys, covered_codepoints, figure_findings, font_findings,
                    glyph_findings, lint_templates, undefined_references)
-from .persian import jalali_date
+from ..contract.persian import jalali_date
 from .templating import make_environment
 from .typst_scan import scan
 from .typst_compile import ALLOWED_PDF_FONTS, TypstCompileError, compile_pdf, missing_font_files, query

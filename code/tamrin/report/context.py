@@ -1,59 +1,36 @@
 """The template context, built from results files only (never from another stage's Python code).
 
-`load_results(results_dir)` reads results/* into plain dicts and lists; `build_context` adds the student
+`load_results(results_dir)` reads results/* through the results contract (`tamrin.contract`: every file validated
+against its model) into plain dicts and lists; `build_context` adds the student
 and report configuration, the demo flag, manifests and the figure paths. What each key holds is listed in
 templates/README.md (the contract with the prose templates).
 """
 from __future__ import annotations
 
-import json
-import re
 from collections import Counter
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import contract
+from ..contract.facts import QTYPES, normalize_for_scoring
 from ..errors import MissingResultError
 
-QTYPES = ("exist", "count", "compare_integer", "query_color", "query_shape", "query_material", "query_size",
-          "compare_attribute")
 RESULT_STAGES = ("data", "finetune", "eval", "memory", "derive", "flow")
 
 
 class Results:
-    """Reads files under results/, turning a missing or unreadable one into one clear line."""
+    """Reads results files through the results contract: a missing file, or one that does not fit its model, is
+    one clear line naming the file and the command that makes it."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
 
-    def path(self, rel: str) -> Path:
-        path = self.root / rel
-        if not path.exists():
-            stage = rel.split("/", 1)[0]
-            raise MissingResultError(f"missing results/{rel}: run `python build.py {stage}` "
-                                     f"(or `python build.py all`) to make it")
-        return path
-
     def json(self, rel: str) -> Any:
-        path = self.path(rel)
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise MissingResultError(f"results/{rel} is not valid JSON ({e}); rerun `python build.py "
-                                     f"{rel.split('/', 1)[0]} --force {rel.split('/', 1)[0]}`") from None
+        return contract.read_plain(self.root, rel)
 
     def jsonl(self, rel: str) -> list[dict]:
-        path = self.path(rel)
-        rows = []
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as e:
-                        raise MissingResultError(f"results/{rel} line {n} is not valid JSON ({e}); rerun the "
-                                                 f"`{rel.split('/', 1)[0]}` stage with --force") from None
-        return rows
+        return contract.read_plain(self.root, rel)
 
 
 def split_counts(rows: list[dict]) -> dict[str, int]:
@@ -87,27 +64,6 @@ def load_finetune(res: Results) -> dict[str, Any]:
             "manifest": res.json("finetune/manifest.json")}
 
 
-_NUMBER_WORDS = {w: str(i) for i, w in enumerate(
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
-    "seventeen eighteen nineteen twenty".split())}
-
-
-def normalise_answer(text: str) -> str:
-    """The eval stage's answer normalisation (lower case, punctuation → space, number words → digits), so a
-    sample is marked right exactly when it counts as an exact match in metrics.json."""
-    words = re.sub(r"[^\w\s]|_", " ", str(text).lower()).split()
-    return " ".join(_NUMBER_WORDS.get(w, w) for w in words)
-
-
-def _sample_ids(samples: Any) -> list[str]:
-    """eval/samples.json: {seed, ids, samples: [...]} (or a bare list of ids)."""
-    ids = samples.get("ids") if isinstance(samples, dict) else samples
-    if not isinstance(ids, list) or not ids:
-        raise MissingResultError("results/eval/samples.json has no list of sample ids; rerun "
-                                 "`python build.py eval --force eval`")
-    return [s["id"] if isinstance(s, dict) else s for s in ids]
-
-
 def load_eval(res: Results, test_rows: list[dict]) -> dict[str, Any]:
     out: dict[str, Any] = {"manifest": res.json("eval/manifest.json")}
     preds = {}
@@ -115,28 +71,27 @@ def load_eval(res: Results, test_rows: list[dict]) -> dict[str, Any]:
         rows = res.jsonl(f"eval/{model}/predictions.jsonl")
         preds[model] = _by_id(rows)
         out[model] = {"metrics": res.json(f"eval/{model}/metrics.json"), "n_predictions": len(rows)}
-    summary = res.root / "eval" / "summary.json"
-    out["summary"] = res.json("eval/summary.json") if summary.exists() else {}
+    out["summary"] = res.json("eval/summary.json")
     raw = res.json("eval/samples.json")
     test = _by_id(test_rows)
     samples = []
-    for i, sid in enumerate(_sample_ids(raw), 1):
+    for i, sid in enumerate(raw["ids"], 1):
         for where, table in (("data/test.jsonl", test), ("eval/base/predictions.jsonl", preds["base"]),
                              ("eval/finetuned/predictions.jsonl", preds["finetuned"])):
             if sid not in table:
                 raise MissingResultError(f"sample id {sid} of results/eval/samples.json is not in results/{where}: "
                                          "data and eval are out of step; rerun `python build.py eval --force eval`")
         row, base, fine = test[sid], preds["base"][sid], preds["finetuned"][sid]
-        answer = normalise_answer(row["answer"])
+        answer = normalize_for_scoring(row["answer"])
         samples.append({
             "index": i, "id": sid, "image": row["image"], "image_id": row["image_id"], "qtype": row["qtype"],
             "question": row["question"], "answer": row["answer"],
             "base": base["prediction"], "finetuned": fine["prediction"],
-            "base_ok": normalise_answer(base["prediction"]) == answer,
-            "finetuned_ok": normalise_answer(fine["prediction"]) == answer,
+            "base_ok": normalize_for_scoring(base["prediction"]) == answer,
+            "finetuned_ok": normalize_for_scoring(fine["prediction"]) == answer,
         })
     out["samples"] = samples
-    out["samples_seed"] = raw.get("seed") if isinstance(raw, dict) else None
+    out["samples_seed"] = raw["seed"]
     return out
 
 

@@ -392,7 +392,7 @@ def draw_all(specs: list[FigureSpec], out: Path) -> dict[str, bool]:
 def figure_specs(r: dict[str, Any], window: int) -> dict[str, FigureSpec]:
     """Every matplotlib figure of the report, from the loaded results: template name → spec (file under
     figures/, drawing function, data)."""
-    from .context import QTYPES
+    from ..contract.facts import QTYPES
 
     base_q = r["eval"]["base"]["metrics"].get("per_qtype", {})
     tuned_q = r["eval"]["finetuned"]["metrics"].get("per_qtype", {})

@@ -20,7 +20,7 @@ import jinja2
 from jinja2 import nodes
 from jinja2.compiler import CodeGenerator
 
-from .persian import fa, pct
+from ..contract.persian import fa, pct
 from .typst_text import Raw, code_number, escape_markup, sci, typst_string
 
 DELIMITERS = dict(variable_start_string="⟦", variable_end_string="⟧",

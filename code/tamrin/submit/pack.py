@@ -1,33 +1,30 @@
 """`zip` stage: pack the report, the code, the results and the notebook into dist/<name>.zip.
 
 Refuses (one line, exit 2) when student details are missing, when the results come from the offline demo
-profile (unless --allow-demo), when a file holds a token, or when the zip exceeds zip.max_mb. Under
+profile (unless --allow-demo), when a file holds a token, an absolute path of the project or the home
+directory, the user name or the host name (contract.secrets), or when the zip exceeds zip.max_mb. Under
 `all`/`report-only` a demo run skips the zip with a notice instead, so the offline pipeline still succeeds.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from .. import contract
+from ..contract.secrets import scan
 from ..errors import TamrinError
+from ..provenance import identity
 from ..runner import MANIFEST, StageContext
 from .archive import human, summary, write_zip
 from .naming import missing_keys, zip_name
-from .secrets import scan
+from .readable import readable_text
 from .select import REPORT_PDF, plan
 
 
 def result_profiles(results: Path) -> dict[str, str]:
-    """stage -> profile, from every results/<stage>/manifest.json."""
-    out = {}
-    for m in sorted(results.glob(f"*/{MANIFEST}")):
-        if m.parent.name.startswith("."):  # scratch (.work/.staging/.trash), not a stage's result
-            continue
-        try:
-            out[m.parent.name] = str(json.loads(m.read_text(encoding="utf-8")).get("profile", "?"))
-        except (OSError, json.JSONDecodeError):
-            out[m.parent.name] = "?"
-    return out
+    """stage -> profile, from every results/<stage>/manifest.json, read through the results contract (a manifest
+    that does not fit it is one clear line)."""
+    return {stage: contract.read(results, f"{stage}/{MANIFEST}").profile for stage in contract.MANIFEST_STAGES
+            if (results / stage / MANIFEST).is_file()}
 
 
 def demo_stages(profiles: dict[str, str]) -> list[str]:
@@ -68,12 +65,11 @@ def run(ctx: StageContext) -> None:
 
     ensure_notebook(ctx)
     entries = plan(paths.root, paths.results, paths.figures, pdf, paths.dist, cfg.include_adapter)
-    hits = scan([(e.src, e.arc) for e in entries])
+    hits = scan([(e.arc, readable_text(e.src)) for e in entries], identity())
     if hits:
-        arc, what = hits[0]
-        more = f" (and {len(hits) - 1} more file(s): {', '.join(a for a, _ in hits[1:4])})" if len(hits) > 1 else ""
-        raise TamrinError(f"refusing to pack {arc}: it contains {what}{more}; remove the secret from the file "
-                          "(and revoke the token at huggingface.co/settings/tokens), then run the zip again")
+        more = f" (and {len(hits) - 1} more: {'; '.join(hits[1:4])})" if len(hits) > 1 else ""
+        raise TamrinError(f"refusing to pack the zip: {hits[0]}{more}; remove it from the file (and revoke a "
+                          "leaked token at huggingface.co/settings/tokens), then run the zip again")
 
     dest = paths.dist / zip_name(cfg.name_pattern, ctx.cfg.student)
     items = write_zip(entries, dest, cfg.max_mb, REPORT_PDF)

@@ -1,9 +1,12 @@
 """Resumable training state in the stage's work folder (survives a kill).
 
 A checkpoint is a folder `ckpt-<step>` holding the trainable (LoRA) weights, optimizer, scheduler and
-grad-scaler states, the RNG state of every process, and the loss log so far. `complete.json` is written
-last, so a folder without it (a kill mid-save) is ignored; only the newest complete checkpoint is kept.
-The quantized base model is never saved here — it is reloaded from its source.
+grad-scaler states, the RNG state of every process, and the loss log so far. Everything is tensors and plain
+data, loaded with `torch.load(weights_only=True)` (no pickled objects, so a checkpoint file cannot run code).
+`complete.json` is written last, so a folder without it (a kill mid-save) is ignored; the two newest complete
+checkpoints are kept, so when the newest one fails to load (a disk error, a truncated file) the run resumes from
+the one before, losing nothing but the steps in between. The quantized base model is never saved here — it is
+reloaded from its source.
 """
 from __future__ import annotations
 
@@ -21,15 +24,22 @@ DONE = "complete.json"
 
 
 def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every generator's state as tensors and plain data (what `torch.load(weights_only=True)` accepts)."""
+    version, mt, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": [version, list(mt), gauss],
+             "numpy": [kind, torch.from_numpy(np.asarray(keys, dtype=np.int64)), pos, has_gauss, cached],
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, mt, gauss = state["python"]
+    random.setstate((version, tuple(mt), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -48,10 +58,16 @@ def load_trainable_state(model, state: dict[str, torch.Tensor]) -> None:
             p.copy_(state[n].to(p.device, p.dtype))
 
 
+def complete(work_dir: Path) -> list[Path]:
+    """The complete checkpoint folders, newest first."""
+    done = [d for d in Path(work_dir).glob("ckpt-*") if (d / DONE).exists()]
+    return sorted(done, key=lambda d: int(d.name.split("-")[1]), reverse=True)
+
+
 def latest(work_dir: Path) -> Path | None:
     """The newest complete checkpoint folder, or None."""
-    done = [d for d in Path(work_dir).glob("ckpt-*") if (d / DONE).exists()]
-    return max(done, key=lambda d: int(d.name.split("-")[1]), default=None)
+    found = complete(work_dir)
+    return found[0] if found else None
 
 
 def save(work_dir: Path, step: int, *, rank: int, is_main: bool, model=None, optimizer=None, scheduler=None,
@@ -69,17 +85,19 @@ def save(work_dir: Path, step: int, *, rank: int, is_main: bool, model=None, opt
     return folder
 
 
-def finish(folder: Path) -> None:
-    """Mark `folder` complete and delete older checkpoints (main process only)."""
+def finish(folder: Path, keep: int = 2) -> None:
+    """Mark `folder` complete and delete all but the `keep` newest complete checkpoints (main process only);
+    incomplete folders older than it (killed saves) go too."""
     write_json(folder / DONE, {"step": int(folder.name.split("-")[1])})
+    kept = complete(folder.parent)[:keep]
     for old in folder.parent.glob("ckpt-*"):
-        if old != folder and int(old.name.split("-")[1]) < int(folder.name.split("-")[1]):
+        if old not in kept and int(old.name.split("-")[1]) < int(folder.name.split("-")[1]):
             shutil.rmtree(old, ignore_errors=True)
 
 
 def load(folder: Path, rank: int, *, model, optimizer, scheduler, scaler=None) -> dict:
     """Restore the states saved in `folder`; returns its meta.json."""
-    state = torch.load(folder / "state.pt", map_location="cpu", weights_only=False)
+    state = torch.load(folder / "state.pt", map_location="cpu", weights_only=True)
     load_trainable_state(model, state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
@@ -87,5 +105,20 @@ def load(folder: Path, rank: int, *, model, optimizer, scheduler, scaler=None) -
         scaler.load_state_dict(state["scaler"])
     rng = folder / f"rng-{rank}.pt"
     if rng.exists():  # a run resumed on a different number of GPUs reseeds the extra ranks instead
-        set_rng_state(torch.load(rng, weights_only=False))
+        set_rng_state(torch.load(rng, weights_only=True))
     return read_json(folder / "meta.json")
+
+
+def resume(work_dir: Path, rank: int, log, **states) -> tuple[Path, dict] | None:
+    """Load the newest complete checkpoint that loads, reporting (and setting aside) any that does not; None when
+    there is none. `states`: model, optimizer, scheduler, scaler as for `load`. A broken checkpoint is renamed
+    `broken-ckpt-*` (kept for inspection, never tried again)."""
+    for folder in complete(work_dir):
+        try:
+            return folder, load(folder, rank, **states)
+        except Exception as e:  # noqa: BLE001 - any unreadable or mismatched file: fall back to the one before
+            log.warning(f"checkpoint {folder.name} could not be loaded ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0][:200] if str(e) else ''}); resuming from the one before it")
+            if rank == 0:
+                folder.rename(folder.with_name("broken-" + folder.name))
+    return None

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import torch
 
-from ..atomic import read_json, write_json, write_jsonl
+from .. import contract
+from ..atomic import read_json
 from ..errors import MissingResultError, TamrinError
 from . import batches
 from .generate import answer
@@ -109,8 +110,8 @@ def _run(ctx, device: torch.device) -> None:
     metrics = {}
     for name, preds in predictions.items():
         metrics[name] = compute_metrics(preds, resamples=eval_cfg.bootstrap, seed=eval_cfg.seed)
-        write_jsonl(out / name / "predictions.jsonl", preds)
-        write_json(out / name / "metrics.json", metrics[name])
+        contract.write(out, f"eval/{name}/predictions.jsonl", preds)
+        contract.write(out, f"eval/{name}/metrics.json", metrics[name])
         ctx.log.info(f"{name}: exact match {metrics[name]['exact_match']:.3f}, "
                      f"ROUGE-L F1 {metrics[name]['rougeL']['f']:.3f} "
                      f"[{metrics[name]['rougeL']['ci_low']:.3f}, {metrics[name]['rougeL']['ci_high']:.3f}]")
@@ -118,18 +119,16 @@ def _run(ctx, device: torch.device) -> None:
     ids = draw_samples([r["id"] for r in rows], eval_cfg.n_samples, eval_cfg.seed)
     by_id = {r["id"]: r for r in rows}
     pred_of = {name: {p["id"]: p["prediction"] for p in preds} for name, preds in predictions.items()}
-    write_json(out / "samples.json", {
+    contract.write(out, "eval/samples.json", {
         "seed": eval_cfg.seed, "ids": ids,
         "samples": [{"id": i, "image": by_id[i]["image"], "question": by_id[i]["question"],
                      "answer": by_id[i]["answer"], "qtype": by_id[i].get("qtype"),
                      "base": pred_of["base"][i], "finetuned": pred_of["finetuned"][i]} for i in ids],
     })
-    write_json(out / "summary.json", {
+    contract.write(out, "eval/summary.json", {
         **info, "n": len(rows), "batch_size": eval_cfg.batch_size, "max_new_tokens": eval_cfg.max_new_tokens,
         "seconds": {k: round(v, 2) for k, v in timings.items()},
         "questions_per_s": {k: round(len(rows) / v, 2) for k, v in timings.items() if v > 0},
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "exact_match": {k: m["exact_match"] for k, m in metrics.items()},
     })
-    if ctx.profile == "demo":
-        ctx.extra["note"] = "offline demo: a tiny random-weight PaliGemma, not PaliGemma results"

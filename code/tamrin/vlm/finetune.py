@@ -24,7 +24,8 @@ from pathlib import Path
 
 import torch
 
-from ..atomic import write_json
+from .. import contract
+from ..contract.facts import ANSWERS
 from ..errors import TamrinError
 from . import batches, checkpoint
 from .loss import LOSSES
@@ -33,9 +34,6 @@ from .model import DTYPE_NAMES, LoraInfo, attach_lora, load_base_model, load_pro
 from .schedule import Plan, make_plan
 from .step import train_step
 
-# The demo's tokenizer must cover every answer of the test split too (DESIGN's 28-answer vocabulary).
-CLEVR_ANSWERS = ["yes", "no", *map(str, range(11)), "gray", "red", "blue", "green", "brown", "purple", "cyan",
-                 "yellow", "cube", "sphere", "cylinder", "rubber", "metal", "large", "small"]
 BASE_DIR = "base_model"
 
 
@@ -51,7 +49,7 @@ def base_source(model_cfg, work_dir: Path, train_rows: list[dict]) -> Path | str
     folder = Path(work_dir) / BASE_DIR
     if not (folder / "config.json").exists() or not (folder / "processor_config.json").exists():
         texts = [model_cfg.prompt_prefix] + [r["question"] for r in train_rows] + \
-                [str(r["answer"]) for r in train_rows] + CLEVR_ANSWERS
+                [str(r["answer"]) for r in train_rows] + list(ANSWERS)  # the test split's answers too
         tmp = folder.with_name(BASE_DIR + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         save_tiny_base(tmp, texts, width=model_cfg.tiny_width, layers=model_cfg.tiny_layers,
@@ -143,8 +141,6 @@ def run(ctx) -> None:
         # folder is the result. The others leave here (exit status 0) so the runner never swaps their
         # empty staging folder in, and they do not go on to run later stages a second time.
         raise SystemExit(0)
-    if ctx.profile == "demo":
-        ctx.extra["note"] = "offline demo: a tiny random-weight PaliGemma, not PaliGemma results"
     ctx.extra["stopped_early"] = summary["stopped_early"]
 
 
@@ -185,10 +181,10 @@ def train(*, data_dir: Path, out_dir: Path, work_dir: Path, model_cfg, lora_cfg,
 
     # Resume from the newest complete checkpoint of this exact configuration (the work dir is keyed by it).
     start, history, seconds_before = 0, [], 0.0
-    ckpt = checkpoint.latest(work_dir)
-    if ckpt is not None:
-        meta = checkpoint.load(ckpt, rank, model=accelerator.unwrap_model(model), optimizer=optimizer,
-                               scheduler=scheduler, scaler=accelerator.scaler)
+    resumed = checkpoint.resume(work_dir, rank, log, model=accelerator.unwrap_model(model), optimizer=optimizer,
+                                scheduler=scheduler, scaler=accelerator.scaler)
+    if resumed is not None:
+        ckpt, meta = resumed
         start, history, seconds_before = meta["step"], meta["history"], meta["seconds"]
         log.info(f"resuming from step {start}/{plan.total_steps} ({ckpt.name})")
 
@@ -199,7 +195,7 @@ def train(*, data_dir: Path, out_dir: Path, work_dir: Path, model_cfg, lora_cfg,
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
         with open(loss_path, "w", encoding="utf-8") as f:
-            f.writelines(_jsonl(r) for r in history)
+            f.writelines(contract.json_line(contract.validate("finetune/loss.jsonl", [r])[0]) for r in history)
 
     data = StepBatches(plan, start, rank, rows, tm.processor, batches.ImageStore(data_dir), model_cfg.prompt_prefix)
     # Its own generator: creating the iterator draws a worker seed, which must not shift the global RNG
@@ -235,7 +231,7 @@ def train(*, data_dir: Path, out_dir: Path, work_dir: Path, model_cfg, lora_cfg,
             history.append(record)
             if main:
                 with open(loss_path, "a", encoding="utf-8") as f:
-                    f.write(_jsonl(record))
+                    f.write(contract.json_line(contract.validate("finetune/loss.jsonl", [record])[0]))
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
             if not math.isfinite(loss):
@@ -256,7 +252,7 @@ def train(*, data_dir: Path, out_dir: Path, work_dir: Path, model_cfg, lora_cfg,
 
     accelerator.wait_for_everyone()
     summary = {
-        "model": "tiny random-weight PaliGemma (offline demo)" if model_cfg.kind == "tiny" else str(model_cfg.id),
+        "model": "tiny" if model_cfg.kind == "tiny" else str(model_cfg.id),
         "base_model": BASE_DIR if model_cfg.kind == "tiny" else str(model_cfg.id),
         "base_model_in_results": model_cfg.kind == "tiny",
         **param_counts(accelerator.unwrap_model(model)),
@@ -284,7 +280,7 @@ def train(*, data_dir: Path, out_dir: Path, work_dir: Path, model_cfg, lora_cfg,
             unwrapped.peft_config["default"].base_model_name_or_path = f"../{BASE_DIR}"
             shutil.copytree(source, out_dir / BASE_DIR, dirs_exist_ok=True)
         unwrapped.save_pretrained(out_dir / "adapter")
-        write_json(out_dir / "summary.json", summary)
+        contract.write(out_dir, "finetune/summary.json", summary)
         log.info(f"mean loss of the first / last {summary['loss_window']} steps: {summary['loss_first_mean']:.3f} → "
                  f"{summary['loss_last_mean']:.3f} ({step} steps, {summary['samples_per_s']} samples/s)")
     accelerator.wait_for_everyone()
@@ -302,12 +298,6 @@ def _loss_ends(history: list[dict]) -> dict:
 
 def _identity(item):
     return item
-
-
-def _jsonl(record: dict) -> str:
-    import json
-
-    return json.dumps(record) + "\n"
 
 
 def _time_is_up(accelerator, max_minutes: float | None, t_start: float) -> bool:

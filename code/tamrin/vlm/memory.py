@@ -12,7 +12,8 @@ from .memory_analysis import MODEL_ID, analyse, reconcile
 
 def run(ctx) -> None:
     """The `memory` stage: analysis on the meta device; a GPU measurement when `memory.measure` is on."""
-    from ..atomic import read_json, write_json
+    from .. import contract
+    from ..atomic import read_json
     from ..errors import TamrinError
 
     mem = ctx.section("memory")
@@ -41,6 +42,6 @@ def run(ctx) -> None:
         measured["source"] = str(mem.measured_from)
         result["measured"] = measured
     result["measured_vs_computed"] = reconcile(result)
-    write_json(ctx.out_dir / "memory.json", result)
+    contract.write(ctx.out_dir, "memory/memory.json", result)
     ctx.extra["lora_trainable"] = result["lora"]["trainable"]
 

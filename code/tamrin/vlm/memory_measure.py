@@ -128,7 +128,6 @@ def measure_mode(mode: str, source, lora, mem, log=None) -> dict[str, Any]:
 
 def measure(mem, lora, work_dir: Path, log=None) -> dict[str, Any]:
     """The `measured` block of memory.json (CUDA only)."""
-    import platform
 
     import torch
     import transformers
@@ -148,10 +147,10 @@ def measure(mem, lora, work_dir: Path, log=None) -> dict[str, Any]:
     modes = {}
     for mode in mem.measure_modes:
         modes[mode] = measure_mode(mode, source, lora, mem, log)
-    return {"device": props.name, "gpu_mem": props.total_memory, "host": platform.node(), "torch": torch.__version__,
+    return {"device": props.name, "gpu_mem": props.total_memory, "torch": torch.__version__,
             "transformers": transformers.__version__, "bitsandbytes": bnb_version, "seq_len": mem.seq_len,
             "batch": mem.batch_size, "steps": mem.measure_steps, "loss": "suffix", "grad_ckpt": True,
-            "lora_scope": lora.scope, "weights": "random" if not mem.checkpoint else str(mem.checkpoint),
+            "lora_scope": lora.scope, "weights": "random" if not mem.checkpoint else Path(mem.checkpoint).name,
             "optimizer": "torch.optim.AdamW (states in the parameter dtype: bf16 for full FT, fp32 for peft's "
                          "fp32 adapters)",
             "modes": modes}

@@ -8,24 +8,15 @@ resamples of the questions (numpy generator seeded with `seed`).
 """
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 
 import numpy as np
 
+from ..contract.facts import normalize_for_scoring as normalize
+
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
-NUMBER_WORDS = {w: str(i) for i, w in enumerate(
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
-    "seventeen eighteen nineteen twenty".split())}
-ROUGE2_NOTE = ("ROUGE-2 counts shared word pairs; a one-word answer has no pair, so its ROUGE-2 is 0 by "
-               "construction whatever the prediction. CLEVR answers are one word, so ROUGE-2 is ~0 here; "
-               "use ROUGE-1 / ROUGE-L and exact match.")
-
-
-def normalize(text: str) -> str:
-    """Lower case, punctuation → space, number words → digits, single spaces."""
-    words = re.sub(r"[^\w\s]|_", " ", str(text).lower()).split()
-    return " ".join(NUMBER_WORDS.get(w, w) for w in words)
+# ROUGE-2 counts shared word pairs: a one-word answer has none, so its ROUGE-2 is 0 by construction whatever the
+# prediction. CLEVR answers are one word, so ROUGE-1 / ROUGE-L and exact match carry the comparison.
 
 
 def _scorer():
@@ -80,12 +71,7 @@ def compute_metrics(rows: list[dict], *, resamples: int = 1000, seed: int = 0) -
     out["per_qtype"] = {q: {"n": len(ix), "exact_match": _mean(exact[ix]), "rougeL": _mean(scores["rougeL_f"][ix])}
                         for q, ix in sorted(by_type.items())}
     out["one_word_answers"] = _mean(np.asarray([float(len(r.split()) == 1) for r in refs]))
-    out["notes"] = {
-        "rouge2": ROUGE2_NOTE,
-        "scores": "rouge-score with Porter stemming on normalised answers (lower case, no punctuation, number "
-                  "words as digits); f/p/r are means over questions",
-        "ci": f"95% percentile bootstrap of the mean F1 over {resamples} resamples of the questions (seed {seed})",
-    }
+    out["bootstrap"], out["seed"] = resamples, seed
     return out
 
 

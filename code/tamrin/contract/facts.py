@@ -1,8 +1,10 @@
-"""CLEVR's closed world: the 8 question types, the 28-answer vocabulary, attribute values and word synonyms.
-
-Everything here is plain data shared by every source (hub, official folder, synthetic) and by the tests.
+"""CLEVR's closed world, shared by every stage: the 8 question types, the 28-answer vocabulary, attribute values,
+word synonyms, and the two answer normalisations (the data stage's canonical answer, and the scoring
+normalisation that exact match and ROUGE use — the report marks a sample right with that same function).
 """
 from __future__ import annotations
+
+import re
 
 QTYPES: tuple[str, ...] = ("exist", "count", "compare_integer", "query_color", "query_shape",
                            "query_material", "query_size", "compare_attribute")
@@ -59,3 +61,16 @@ def answer_kind(answer: str) -> str | None:
         if answer in values:
             return attr
     return None
+
+
+# Number words an answer may spell out (the scoring normalisation turns them into digits).
+NUMBER_WORDS: dict[str, str] = {w: str(i) for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen twenty".split())}
+
+
+def normalize_for_scoring(text: str) -> str:
+    """The eval stage's answer normalisation: lower case, punctuation → space, number words → digits, single
+    spaces ("Two." and "2" are the same answer). Exact match, ROUGE and the report's ✓/✗ all use it."""
+    words = re.sub(r"[^\w\s]|_", " ", str(text).lower()).split()
+    return " ".join(NUMBER_WORDS.get(w, w) for w in words)

@@ -1,0 +1,304 @@
+"""One typed model per results file: what each stage writes and what the report and the zip read.
+
+Every model forbids unknown fields, so a writer that adds, renames or drops a field fails validation until this
+contract says so — and the test that validates the committed fixture (tests/fixtures/results, regenerated from a
+real demo run by tests/fixtures/make_results_fixture.py) fails when the two drift apart. Files hold numbers,
+identifiers and Typst math; the words the report prints about them live in the templates.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Profile = Literal["paper", "demo"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------------------------------------------- manifest
+
+class Hardware(Strict):
+    """What ran a stage, by model name only (no host name, no user, no paths)."""
+
+    cpu: str
+    gpu: Optional[str] = None
+    gpu_mem: Optional[str] = None
+    python: str
+    os: str
+
+
+class Manifest(Strict):
+    """results/<stage>/manifest.json — written last, after every other file of the stage."""
+
+    stage: str
+    profile: Profile
+    cache_key: str
+    config: dict[str, dict[str, Any]]  # the config sections the stage read, {section: {key: value}}
+    inputs: dict[str, str]  # upstream stage -> its cache key
+    config_hash: str
+    code_hash: str
+    code_version: str  # git commit (+ "-dirty") or a source hash
+    started: str
+    finished: str
+    seconds: float
+    hardware: Hardware
+    packages: dict[str, str]
+    sources: list[str]  # config layers, relative to the project root ("configs/demo.toml", "--set a.b")
+    summary: dict[str, Any] = Field(default_factory=dict)  # a few headline numbers of the stage
+    files: dict[str, int]  # every file of the stage folder -> its size in bytes
+
+
+# --------------------------------------------------------------------------------------------------------- data
+
+class QuestionRow(Strict):
+    """One line of results/data/{train,test}.jsonl."""
+
+    id: str
+    image: str  # relative to results/data/
+    question: str
+    answer: str
+    qtype: str
+    image_id: str
+    source: str
+
+
+class SplitStats(Strict):
+    questions: int
+    images: int
+    by_qtype: dict[str, int]
+    answers: dict[str, int]
+
+
+class DataStats(Strict):
+    """results/data/stats.json."""
+
+    source: dict[str, Any]  # which source and its settings (kind: synthetic | hub | clevr_dir)
+    seed: int
+    qtypes: list[str]
+    train: SplitStats
+    test: SplitStats
+    total: dict[str, int]
+    skipped: dict[str, int]
+    split: dict[str, Any]
+
+
+# ----------------------------------------------------------------------------------------------------- finetune
+
+class LossRow(Strict):
+    """One line of results/finetune/loss.jsonl: one optimizer step."""
+
+    step: int
+    loss: float
+    lr: float
+    epoch: float
+    seconds: float
+
+
+class LoraSummary(Strict):
+    scope: str
+    targets: list[str]
+    matched_modules: int
+    matched_in_vision_tower: int
+    matched_in_language_model: int
+    rank: int
+    alpha: float
+    dropout: float
+
+
+class FinetuneSummary(Strict):
+    """results/finetune/summary.json."""
+
+    model: str  # model.id, or "tiny" for the demo's random-weight PaliGemma
+    base_model: str  # hub id, or a folder inside results/finetune/ when base_model_in_results
+    base_model_in_results: bool
+    trainable_params: int
+    total_params: int
+    lora: LoraSummary
+    quantization: Literal["nf4", "none"]
+    double_quant: Optional[bool]
+    compute_dtype: Literal["bf16", "fp16", "fp32"]
+    loss: Literal["suffix", "full"]
+    grad_ckpt: bool
+    n_train: int
+    skipped_too_long: int
+    batch_size: int
+    grad_accum: int
+    world_size: int
+    effective_batch: int
+    steps_per_epoch: int
+    total_steps: int
+    steps_done: int
+    epochs_done: float
+    resumed_from_step: Optional[int]
+    stopped_early: Optional[str]
+    first_loss: Optional[float]
+    final_loss: Optional[float]
+    loss_window: int
+    loss_first_mean: Optional[float]
+    loss_last_mean: Optional[float]
+    samples_per_s: Optional[float]
+    train_seconds: float
+    wall_seconds: float
+    peak_gpu_mem_gib: Optional[float]
+    peak_cpu_rss_mib: float
+    device: str
+    torch_threads: int
+
+
+# --------------------------------------------------------------------------------------------------------- eval
+
+class Prediction(Strict):
+    """One line of results/eval/{base,finetuned}/predictions.jsonl."""
+
+    id: str
+    question: str
+    answer: str
+    prediction: str
+    qtype: Optional[str]
+
+
+class RougeScore(Strict):
+    f: float
+    p: float
+    r: float
+    ci_low: float
+    ci_high: float
+
+
+class QtypeScore(Strict):
+    n: int
+    exact_match: float
+    rougeL: float
+
+
+class EvalMetrics(Strict):
+    """results/eval/{base,finetuned}/metrics.json."""
+
+    n: int
+    rouge1: RougeScore
+    rouge2: RougeScore
+    rougeL: RougeScore
+    exact_match: float
+    exact_match_ci: tuple[float, float]
+    per_qtype: dict[str, QtypeScore]
+    one_word_answers: float
+    bootstrap: int  # resamples behind the 95% percentile intervals
+    seed: int
+
+
+class Sample(Strict):
+    id: str
+    image: str
+    question: str
+    answer: str
+    qtype: Optional[str]
+    base: str
+    finetuned: str
+
+
+class Samples(Strict):
+    """results/eval/samples.json: the questions the report shows."""
+
+    seed: int
+    ids: list[str]
+    samples: list[Sample]
+
+
+class EvalSummary(Strict):
+    """results/eval/summary.json."""
+
+    base_model: str
+    quantization: str
+    compute_dtype: str
+    n: int
+    batch_size: int
+    max_new_tokens: int
+    seconds: dict[str, float]
+    questions_per_s: dict[str, float]
+    device: str
+    exact_match: dict[str, float]
+
+
+# ------------------------------------------------------------------------------------------------------- memory
+
+class Memory(Strict):
+    """results/memory/memory.json (layout described in vlm/memory_analysis.py)."""
+
+    model: str
+    config_file: str
+    architecture: dict[str, Any]
+    params: dict[str, Any]
+    params_closed_form: dict[str, Any]
+    lora: dict[str, Any]
+    quantization: dict[str, Any]
+    assumptions: list[str]
+    budgets: dict[str, dict[str, Any]]
+    formulas: list[dict[str, str]]
+    activations_estimate: dict[str, Any]
+    measured: Optional[dict[str, Any]]
+    measured_vs_computed: Optional[dict[str, Any]]
+
+
+# ------------------------------------------------------------------------------------------------------- derive
+
+class Assumption(Strict):
+    typst: str
+    enters_at_step: int
+
+
+class Derivation(Strict):
+    """One record of results/derive/derivations.json (a JSON list, in report order)."""
+
+    name: str
+    part: Literal["2.1", "2.2"]
+    check: Literal["sympy", "monte_carlo", "ode"]
+    statement_typst: str
+    steps_typst: list[str]
+    residual: float
+    tolerance: float
+    passed: bool
+    assumptions: list[Assumption]
+    numeric: Optional[dict[str, Any]]
+    params: dict[str, Any]
+
+
+# --------------------------------------------------------------------------------------------------------- flow
+
+class MeanStd(Strict):
+    mean: float
+    std: float
+    n: int
+
+
+class FlowRun(Strict):
+    pair: str
+    method: str
+    seed: int
+    metrics: dict[str, float]
+
+
+class FlowReference(Strict):
+    pair: str
+    seed: int
+    w2_floor: float
+    w2sq_floor: float
+    w2sq_source_target: float
+    w2sq_collapse_to_mean: float
+
+
+class Experiment(Strict):
+    """results/flow/experiment.json (layout described in flow/stage.py)."""
+
+    schema_version: int
+    profile: Profile
+    settings: dict[str, Any]
+    labels: dict[str, dict[str, str]]
+    runs: list[FlowRun]
+    reference: list[FlowReference]
+    summary: dict[str, dict[str, dict[str, MeanStd]]]  # pair -> method -> metric
+    w2_vs_steps: dict[str, dict[str, dict[str, Any]]]
+    anchor: dict[str, Any]
+    figures: dict[str, Any]
