@@ -57,8 +57,8 @@ def tiny(tmp_path_factory):
     return ckpt, data
 
 
-def test_bench_code_path_on_cpu(tiny):
-    torch.set_num_threads(1)
+@pytest.mark.slow
+def test_bench_code_path_on_cpu(tiny, one_torch_thread):
     ckpt, data = tiny
     cpu = torch.device("cpu")
     rows = bench_vlm.bench_training(ckpt, [2], ["suffix", "full"], seq_len=12, suffix_len=3, steps=1, warmup=1,

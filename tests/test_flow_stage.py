@@ -19,6 +19,7 @@ TINY = ["flow.steps=25", "flow.batch_size=16", "flow.n_eval=40", "flow.euler_ste
         "flow.methods=icfm,otcfm"]
 
 
+@pytest.mark.slow
 def test_stage_writes_both_files_with_the_documented_schema(tmp_path):
     cfg = load_config("demo", overrides=TINY)
     paths = Paths(tmp_path)
@@ -91,6 +92,7 @@ def _numbers(result: dict) -> list:
             for r in result["runs"]]
 
 
+@pytest.mark.slow
 def test_parallel_workers_give_the_same_numbers_and_figures_for_every_method(tmp_path):
     import logging
 
@@ -107,6 +109,7 @@ def test_parallel_workers_give_the_same_numbers_and_figures_for_every_method(tmp
             assert sorted(got) == ["icfm", "lipman", "otcfm"], key
 
 
+@pytest.mark.slow
 def test_a_cached_run_without_figure_data_is_run_again(tmp_path):
     import logging
 

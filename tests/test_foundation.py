@@ -213,6 +213,7 @@ run_stage("flow", load_config("demo", overrides={overrides!r}, root=root), Paths
 """
 
 
+@pytest.mark.slow
 def test_killed_stage_leaves_no_completed_manifest_and_reruns(tmp_path, fake_graph):
     root = make_root(tmp_path)
     run_all(root)
@@ -238,6 +239,7 @@ def test_killed_stage_leaves_no_completed_manifest_and_reruns(tmp_path, fake_gra
     assert run_stage("flow", cfg, Paths(root)).status == "cached"
 
 
+@pytest.mark.slow
 def test_first_run_killed_leaves_no_manifest(tmp_path, fake_graph):
     root = make_root(tmp_path)
     marker = tmp_path / "writing"

@@ -23,11 +23,15 @@ TARGETS = ["q_proj", "o_proj", "k_proj", "v_proj", "gate_proj", "up_proj", "down
 @pytest.fixture(scope="module")
 def memory_json(tmp_path_factory):
     """Run the real stage once (demo profile: the analysis is always of the real 3B architecture)."""
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("mem")
-    cfg = load_config("demo", root=ROOT)
-    assert run_stage("memory", cfg, Paths(root)).status == "ran"
-    return json.loads((root / "results" / "memory" / "memory.json").read_text())
+    try:
+        root = tmp_path_factory.mktemp("mem")
+        cfg = load_config("demo", root=ROOT)
+        assert run_stage("memory", cfg, Paths(root)).status == "ran"
+        return json.loads((root / "results" / "memory" / "memory.json").read_text())
+    finally:
+        torch.set_num_threads(before)
 
 
 def _dims() -> M.Dims:

@@ -26,6 +26,9 @@ HEAVY = ("torch", "transformers", "datasets")
 FA = str.maketrans("0123456789", "۰۱۲۳۴۵۶۷۸۹")
 BIDI_CONTROLS = dict.fromkeys(map(ord, "\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"))
 
+# Every test here renders the report and most compile its PDF: the inner loop leaves them out.
+pytestmark = pytest.mark.slow
+
 
 def _project(tmp: Path) -> Path:
     """A throw-away project root: the results fixture and the committed configs (no student.toml)."""

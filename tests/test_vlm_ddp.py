@@ -39,6 +39,7 @@ def _root(tmp: Path) -> Paths:
     return paths
 
 
+@pytest.mark.slow
 def test_two_process_ddp_matches_one_process(tmp_path):
     ddp = _root(tmp_path / "ddp")
     script = SCRIPT.format(code=str(ROOT / "code"), settings=SETTINGS + ["train.batch_size=4"], root=str(ddp.root))

@@ -47,9 +47,16 @@ def test_lora_targets_that_match_nothing_is_one_line():
                         quantized=False, grad_ckpt=False)
 
 
-def test_quantization_and_dtype_choices():
+def test_quantization_and_dtype_choices(monkeypatch):
+    from tamrin.vlm import model as model_module
+
     assert resolve_quantization("none", CPU) == "none"
-    assert resolve_quantization("auto", CPU) in ("nf4", "none")
+    assert resolve_quantization("auto", CPU) == "nf4"  # bitsandbytes 0.50 runs NF4 on CPU (widths of 128)
+    monkeypatch.setattr(model_module, "nf4_supported", lambda device: False)
+    assert resolve_quantization("auto", CPU) == "none"
+    with pytest.raises(TamrinError, match="cannot run 4-bit"):
+        resolve_quantization("nf4", CPU)
+    monkeypatch.undo()
     assert resolve_compute_dtype("auto", CPU) == torch.float32
     with pytest.raises(TamrinError, match="CUDA"):
         resolve_compute_dtype("fp16", CPU)

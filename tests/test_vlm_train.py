@@ -77,6 +77,7 @@ finetune.train(data_dir=DATA, out_dir=Path({out!r}), work_dir=Path({work!r}), mo
 """
 
 
+@pytest.mark.slow
 def test_resume_after_kill_matches_uninterrupted_run(reference, tmp_path):
     _, ref_losses, _ = reference
     out, work = tmp_path / "killed" / "out", tmp_path / "work"
