@@ -12,7 +12,9 @@ PLAT="--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platfo
 mkdir -p .whl
 $PY -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp $PLAT -d .whl \
   bitsandbytes==0.50.2 transformers==5.24.0 peft==0.21.2 accelerate==1.15.0 tokenizers==0.23.3 safetensors==0.8.0 \
-  regex==2026.11.19 "huggingface-hub>=1.31,<2" nltk==3.10.4 defusedxml==0.7.1
+  regex==2026.11.19 "huggingface-hub>=1.31,<2" nltk==3.10.4 defusedxml==0.7.1 \
+  pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 typing-extensions==4.16.0 \
+  ijson==3.6.0
 $PY -m pip wheel -q --no-deps -w .whl rouge_score==0.1.2   # sdist only on PyPI; pure Python
 $PY - <<'PYEOF'
 import glob, os, zipfile
