@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -15,7 +14,7 @@ from vlm_support import load_tiny, one_thread, tiny_base  # noqa: E402
 from tamrin.config import load_config  # noqa: E402
 from tamrin.errors import ConfigError, TamrinError  # noqa: E402
 from tamrin.vlm.config import ASSIGNMENT_TARGETS  # noqa: E402
-from tamrin.vlm.model import attach_lora, friendly_hub_errors, resolve_compute_dtype, resolve_quantization  # noqa: E402
+from tamrin.vlm.model import attach_lora, resolve_compute_dtype, resolve_quantization  # noqa: E402
 
 CPU = torch.device("cpu")
 
@@ -70,35 +69,6 @@ def test_nf4_really_quantizes_on_this_cpu():
     lin = model.model.language_model.layers[0].mlp.up_proj
     assert type(lin).__name__ == "Linear4bit" and lin.weight.dtype == torch.uint8
     assert lin.weight.quant_state.quant_type == "nf4"
-
-
-def _gated_error():
-    from huggingface_hub.errors import GatedRepoError
-
-    inner = GatedRepoError("403 Client Error", response=SimpleNamespace(headers={}, request=None))
-    try:
-        raise inner
-    except GatedRepoError as e:
-        try:
-            raise OSError("You are trying to access a gated repo.\nMake sure to have access to it at "
-                          "https://huggingface.co/google/paligemma-3b-pt-224.") from e
-        except OSError as outer:
-            return outer
-
-
-def test_gated_model_refusal_is_one_actionable_line():
-    with pytest.raises(TamrinError) as err:
-        with friendly_hub_errors("google/paligemma-3b-pt-224"):
-            raise _gated_error()
-    msg = str(err.value)
-    assert "\n" not in msg and "accept the license" in msg
-    assert "https://huggingface.co/google/paligemma-3b-pt-224" in msg and "hf auth login" in msg
-
-
-def test_other_os_errors_pass_through():
-    with pytest.raises(FileNotFoundError):
-        with friendly_hub_errors("some/model"):
-            raise FileNotFoundError("disk")
 
 
 def test_tiny_model_shapes_suit_nf4():

@@ -5,8 +5,7 @@ import importlib.util
 import os
 import shutil
 import subprocess
-import urllib.error
-import urllib.request
+import threading
 
 PAPER_MODEL = "google/paligemma-3b-pt-224"
 
@@ -42,22 +41,40 @@ def hf_token() -> str | None:
         return None
 
 
-def hub_access(model: str = PAPER_MODEL, timeout: float = 4.0) -> tuple[bool, str]:
-    """(ok, reason): can this machine read the gated model's metadata from the hub right now?"""
+def hub_access(model: str = PAPER_MODEL, timeout: float = 15.0) -> tuple[bool, str]:
+    """(ok, reason): is there a token, is it valid, and has its account been granted access to `model`?
+
+    `huggingface_hub.auth_check` asks the hub's `/api/models/<id>/auth-check` endpoint, which (unlike
+    `GET /api/models/<id>`, 200 for a gated repo whatever the license state) raises `GatedRepoError` when the
+    license is not accepted and `RepositoryNotFoundError` when the repo cannot be seen (huggingface_hub
+    `hf_api.py`, `auth_check`). The call runs in a worker thread so a network that never answers costs
+    `timeout` seconds, not forever (the hub client has no timeout of its own there)."""
     token = hf_token()
     if not token:
-        return False, "no Hugging Face token (set HF_TOKEN or run `hf auth login`)"
-    req = urllib.request.Request(f"https://huggingface.co/api/models/{model}",
-                                 headers={"Authorization": f"Bearer {token}"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status == 200, "hub reachable, token accepted"
-    except urllib.error.HTTPError as e:
-        if e.code in (401, 403):
-            return False, f"the token cannot read {model} (HTTP {e.code}): accept the license on its model page"
-        return False, f"the hub answered HTTP {e.code}"
-    except (urllib.error.URLError, OSError, TimeoutError):
-        return False, f"the Hugging Face hub did not answer within {timeout:.0f} s"
+        return False, "no Hugging Face token: set HF_TOKEN or run `hf auth login` (a read token from " \
+                      "https://huggingface.co/settings/tokens)"
+    outcome: dict[str, BaseException | None] = {}
+
+    def probe() -> None:
+        try:
+            from huggingface_hub import auth_check
+
+            auth_check(model, token=token)
+            outcome["error"] = None
+        except BaseException as e:  # noqa: BLE001 - classified below
+            outcome["error"] = e
+
+    worker = threading.Thread(target=probe, name="tamrin-hub-probe", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if "error" not in outcome:
+        return False, f"the Hugging Face hub did not answer within {timeout:.0f} s: check this machine's network"
+    error = outcome["error"]
+    if error is None:
+        return True, f"token valid, access to {model} granted"
+    from .hub_errors import explain
+
+    return False, explain(error, model, has_token=True) or f"access check failed ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
 
 
 def resolve_profile(requested: str, light: bool = False) -> tuple[str, str]:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
 
 from ..errors import TamrinError
+from ..hub_errors import explain
 from .cleaning import clean_answer, clean_question
 from .qtype import classify
 
@@ -57,44 +58,30 @@ def load_stream(cfg: Any) -> Any:
                           f"{SCRIPT_DATASETS[cfg.hub_id]} (the default: --set data.hub_id=HuggingFaceM4/the_cauldron "
                           f"--set data.hub_config=clevr) {_FIX_SOURCE}")
     import datasets
-    from datasets.exceptions import DatasetNotFoundError
 
     token = _token()
-    where = f"{cfg.hub_id}" + (f" (config {cfg.hub_config})" if cfg.hub_config else "")
     try:
         return datasets.load_dataset(cfg.hub_id, cfg.hub_config or None, split=cfg.hub_split, streaming=True,
                                      token=token)
-    except ConnectionError as e:
-        if "offline" in str(e).lower():
-            why, fix = "offline mode is on", "unset HF_HUB_OFFLINE / HF_DATASETS_OFFLINE"
-        else:
-            why, fix = "no answer from the network", "connect this machine to the internet"
-        raise TamrinError(f"cannot reach the Hugging Face hub for {where} ({why}): {fix}, {_FIX_SOURCE}") from None
-    except DatasetNotFoundError as e:
-        msg = str(e)
-        if "gated dataset" in msg.lower():
-            if not token:
-                raise TamrinError(f"{cfg.hub_id} is gated and no Hugging Face token was found: set HF_TOKEN or run "
-                                  "`hf auth login`, after accepting its terms on "
-                                  f"https://huggingface.co/datasets/{cfg.hub_id}") from None
-            raise TamrinError(f"{cfg.hub_id} is gated and this token has no access: accept its terms on "
-                              f"https://huggingface.co/datasets/{cfg.hub_id} with the token's account") from None
-        hint = "" if token else " (if it is private, set HF_TOKEN or run `hf auth login`)"
-        raise TamrinError(f"dataset {cfg.hub_id!r} was not found on the Hugging Face hub{hint}: check "
-                          f"data.hub_id — {msg}") from None
-    except RuntimeError as e:
-        if "scripts are no longer supported" in str(e):
-            raise TamrinError(f"{cfg.hub_id} is a dataset loading script, which datasets ≥ 4 refuses to run: "
-                              f"use a parquet copy such as HuggingFaceM4/the_cauldron (config clevr) "
-                              f"{_FIX_SOURCE}") from None
-        raise
-    except ValueError as e:
-        msg = str(e)
-        if "BuilderConfig" in msg or "Config name is missing" in msg:
-            raise TamrinError(f"bad data.hub_config {cfg.hub_config!r} for {cfg.hub_id}: {msg}") from None
-        if "split" in msg.lower():
-            raise TamrinError(f"bad data.hub_split {cfg.hub_split!r} for {where}: {msg}") from None
-        raise
+    except Exception as e:  # noqa: BLE001 - each known failure becomes one line; anything else is re-raised
+        line = _loader_error(e, cfg) or explain(e, cfg.hub_id, repo_type="dataset", has_token=bool(token))
+        if line is None:
+            raise
+        raise TamrinError(f"{line}; {_FIX_SOURCE}") from None
+
+
+def _loader_error(e: Exception, cfg: Any) -> Optional[str]:
+    """`datasets`' own refusals: a loading script, a bad config or split name."""
+    msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+    where = f"{cfg.hub_id}" + (f" (config {cfg.hub_config})" if cfg.hub_config else "")
+    if isinstance(e, RuntimeError) and "scripts are no longer supported" in str(e):
+        return (f"{cfg.hub_id} is a dataset loading script, which datasets ≥ 4 refuses to run: use a parquet copy "
+                "such as HuggingFaceM4/the_cauldron (config clevr)")
+    if isinstance(e, ValueError) and ("BuilderConfig" in str(e) or "Config name is missing" in str(e)):
+        return f"bad data.hub_config {cfg.hub_config!r} for {cfg.hub_id}: {msg}"
+    if isinstance(e, ValueError) and "split" in str(e).lower():
+        return f"bad data.hub_split {cfg.hub_split!r} for {where}: {msg}"
+    return None
 
 
 def required_columns(cfg: Any) -> list[str]:
@@ -186,8 +173,10 @@ def iter_images(ds: Any, cfg: Any, counts: HubCounts, shuffle_buffer: int) -> It
         except StopIteration:
             break
         except Exception as e:  # noqa: BLE001 - anything the remote stream raises (HTTP, network, parquet)
-            raise TamrinError(f"streaming {where} failed after {counts.rows} rows ({type(e).__name__}: {e}); "
-                              "check the network and rerun") from None
+            line = explain(e, cfg.hub_id, repo_type="dataset", has_token=bool(_token()))
+            first = str(e).splitlines()[0] if str(e) else ""
+            raise TamrinError(f"streaming {where} failed after {counts.rows} rows: "
+                              + (line or f"{type(e).__name__}: {first}; check the network and rerun")) from None
         if counts.rows == 0:
             check_columns(list(row), cfg, where)
         counts.rows += 1

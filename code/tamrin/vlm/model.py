@@ -57,15 +57,25 @@ def resolve_quantization(requested: str, device: torch.device) -> str:
     return "nf4"
 
 
+def bf16_native(device: torch.device) -> bool:
+    """Does this CUDA GPU compute in bf16 on its tensor cores (compute capability ≥ 8: Ampere and newer)?
+
+    Not `torch.cuda.is_bf16_supported()`: its default `including_emulation=True` answers True on a T4
+    (capability 7.5) because a bf16 tensor can be created there, though every bf16 matmul is emulated
+    without tensor cores (torch/cuda/__init__.py, `is_bf16_supported`). The T4 must take the fp16 path."""
+    major, _minor = torch.cuda.get_device_capability(device)
+    return major >= 8
+
+
 def resolve_compute_dtype(requested: str, device: torch.device) -> torch.dtype:
-    """Compute dtype: `auto` = bf16 on GPUs that support it, fp16 on older GPUs (T4), fp32 on CPU."""
+    """Compute dtype: `auto` = bf16 on GPUs with native bf16, fp16 on older GPUs (T4), fp32 on CPU."""
     if device.type == "cuda":
-        bf16_ok = torch.cuda.is_bf16_supported()
+        bf16_ok = bf16_native(device)
         if requested == "auto":
             return torch.bfloat16 if bf16_ok else torch.float16
         if requested == "bf16" and not bf16_ok:
-            raise TamrinError(f"train.compute_dtype = bf16 but {torch.cuda.get_device_name(device)} has no bf16; "
-                              "use train.compute_dtype = fp16 (or auto)")
+            raise TamrinError(f"train.compute_dtype = bf16 but {torch.cuda.get_device_name(device)} has no native bf16 "
+                              "(compute capability below 8.0); use train.compute_dtype = fp16 (or auto)")
         return DTYPES[requested]
     if requested in ("auto", "fp32"):
         return torch.float32
@@ -110,27 +120,18 @@ def _is_local(source: str | Path) -> bool:
 
 @contextlib.contextmanager
 def friendly_hub_errors(source: str | Path) -> Iterator[None]:
-    """Turn hub failures (gated model, no access, no network) into one actionable line."""
+    """Turn hub failures while loading `source` (401, gated, 403, 404, offline, rate limit, no network, disk full
+    while downloading) into one line that says what to do (`tamrin.hub_errors.explain`); anything else passes."""
     try:
         yield
-    except OSError as e:
-        chain, err = [], e
-        while err is not None:
-            chain.append(err)
-            err = err.__cause__ or err.__context__
-        names = {type(x).__name__ for x in chain}
-        text = " ".join(str(x) for x in chain)
-        url = f"https://huggingface.co/{source}"
-        if "GatedRepoError" in names or "gated repo" in text:
-            raise TamrinError(f"{source} is gated: open {url} while logged in, accept the license, then set "
-                              "HF_TOKEN or run `hf auth login` and re-run") from None
-        if "RepositoryNotFoundError" in names or "not a valid model identifier" in text:
-            raise TamrinError(f"{source} is neither a local folder nor a model your Hugging Face token can see; "
-                              "check model.id, set HF_TOKEN or run `hf auth login`") from None
-        if "LocalEntryNotFoundError" in names or "couldn't connect" in text:
-            raise TamrinError(f"cannot download {source}: the Hugging Face hub is unreachable and the model is not "
-                              "in the local cache; connect to the internet or point model.id at a local folder") from None
-        raise
+    except Exception as e:  # noqa: BLE001 - httpx network errors are not OSErrors; unknown ones are re-raised
+        from ..hub_errors import explain
+        from ..profiles import hf_token
+
+        line = None if _is_local(source) else explain(e, str(source), has_token=bool(hf_token()))
+        if line is None:
+            raise
+        raise TamrinError(line) from None
 
 
 def load_processor(source: str | Path):
