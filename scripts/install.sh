@@ -24,8 +24,14 @@ fi
 "$PY" -c 'import sys; assert sys.version_info >= (3, 10), "Tamrin needs Python >= 3.10"' \
   || { echo "[install] error: Python $("$PY" --version) is too old; Tamrin needs Python >= 3.10" >&2; exit 2; }
 
+TORCH_MIN=2.6  # transformers 5 disables older torch (pyproject.toml says why)
 if "$PY" -c 'import torch' 2>/dev/null; then
-  echo "[install] keeping the installed torch $("$PY" -c 'import torch; print(torch.__version__)')"
+  have=$("$PY" -c 'import torch; print(torch.__version__)')
+  if ! "$PY" -c "import sys, torch; v = tuple(int(x) for x in torch.__version__.split('+')[0].split('.')[:2]); sys.exit(v < tuple(int(x) for x in '$TORCH_MIN'.split('.')))"; then
+    echo "[install] error: the installed torch $have is older than $TORCH_MIN, which transformers 5 needs; upgrade it (pip install 'torch>=$TORCH_MIN' with the build for your CUDA) or install into a fresh environment" >&2
+    exit 2
+  fi
+  echo "[install] keeping the installed torch $have"
 elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
   echo "[install] NVIDIA GPU found: installing the CUDA build of torch==$TORCH_VERSION"
   "$PY" -m pip install "torch==$TORCH_VERSION"
@@ -37,5 +43,11 @@ else
     || "$PY" -m pip install "torch==$TORCH_VERSION" --index-url "$TORCH_CPU_INDEX"
 fi
 
-"$PY" -m pip install -e ".[test]"
+# The tested versions (constraints/tested.txt, written by scripts/pin_tested.py); TAMRIN_UNPINNED=1 takes the newest
+# versions the bounds in pyproject.toml allow instead.
+if [[ -n "${TAMRIN_UNPINNED:-}" ]]; then
+  "$PY" -m pip install -e ".[test]"
+else
+  "$PY" -m pip install -e ".[test]" -c constraints/tested.txt
+fi
 echo "[install] done: $("$PY" -c 'import torch, transformers, peft; print("torch", torch.__version__, "| transformers", transformers.__version__, "| peft", peft.__version__)')"
