@@ -190,23 +190,39 @@ def test_hub_path_end_to_end_on_a_local_cauldron_copy(tmp_path):
     assert len(by_image) == 6 and max(map(len, by_image.values())) == 3
 
 
-def test_hub_fraction_and_max_questions_take_a_seeded_subset(tmp_path):
+def test_question_target_has_a_margin_over_one_percent_of_clevr():
+    from tamrin.data.subset import CLEVR_TRAIN_QUESTIONS, question_target
+
+    assert CLEVR_TRAIN_QUESTIONS == 699_989
+    assert question_target(0.01, CLEVR_TRAIN_QUESTIONS, 0.02) == 7140  # ceil(6999.89) = 7000, × 1.02
+    assert question_target(0.01, CLEVR_TRAIN_QUESTIONS, 0.0) == 7000 > 0.01 * CLEVR_TRAIN_QUESTIONS
+    assert question_target(0.01, CLEVR_TRAIN_QUESTIONS, 0.02, cap=500) == 500
+
+
+def test_hub_keeps_a_count_of_questions_after_skips(tmp_path):
+    """The target counts kept questions: the off-vocabulary pair, the corrupt and the missing image do not use it up."""
     copy = write_cauldron_copy(tmp_path / "the_cauldron")
     root = make_root(tmp_path)
-    run_data(root, hub_overrides(copy, "data.fraction=0.5"))
-    _, _, _, stats = load_outputs(root)
-    assert stats["source"]["rows_targeted"] == 4 and stats["source"]["rows_read"] == 4
+    run_data(root, hub_overrides(copy, "data.fraction=0.5", "data.source_questions=16"))
+    _, train, test, stats = load_outputs(root)
+    # ceil(0.5 × 16) = 8, × 1.02 → 9 questions, whatever the shuffled order skipped on the way
+    assert len(train) + len(test) == 9 == stats["total"]["questions"]
+    assert stats["subset"] == {"fraction": 0.5, "margin": 0.02, "max_questions": None, "source_questions": 16,
+                               "source_questions_counted": False, "target_questions": 9, "questions": 9,
+                               "share": round(9 / 16, 6)}
     run_data(root, hub_overrides(copy, "data.fraction=1.0", "data.max_questions=3"))
-    _, train, test, _ = load_outputs(root)
-    assert len(train) + len(test) == 3
+    _, train, test, stats = load_outputs(root)
+    assert len(train) + len(test) == 3 and stats["subset"]["target_questions"] == 3
 
 
-def test_hub_without_declared_size_needs_max_questions(tmp_path):
-    copy = write_cauldron_copy(tmp_path / "the_cauldron", declare_size=False)
+def test_hub_stream_shorter_than_the_target_keeps_everything(tmp_path, caplog):
+    copy = write_cauldron_copy(tmp_path / "the_cauldron", declare_size=False)  # no split size on the card: fine
     root = make_root(tmp_path)
-    with pytest.raises(TamrinError, match="max_questions"):
-        run_data(root, hub_overrides(copy))
-    assert run_data(root, hub_overrides(copy, "data.max_questions=5")).status == "ran"
+    run_data(root, hub_overrides(copy))  # 1% of CLEVR's 699,989 questions: far more than the 11 usable here
+    _, train, test, stats = load_outputs(root)
+    assert len(train) + len(test) == 11 and stats["subset"]["target_questions"] == 7140
+    assert stats["subset"]["share"] == round(11 / 699_989, 6) and stats["source"]["rows_in_split"] is None
+    assert "ran out after 8 rows" in caplog.text
 
 
 def test_hub_wrong_columns_list_the_columns_found(tmp_path):
@@ -297,23 +313,41 @@ def test_clevr_dir_official_layout(tmp_path):
     assert all(r["source"] == "CLEVR_v1.0:train" for r in rows)
 
 
-def test_clevr_dir_subset_is_seeded_per_image(tmp_path):
+def test_clevr_dir_subset_is_an_exact_count_in_seeded_image_order(tmp_path):
     from tamrin.data.clevr_dir import iter_questions, select
+    from tamrin.data.subset import question_target
 
     clevr = write_clevr_dir(tmp_path / "CLEVR_v1.0", n_images=60)
     assert sum(1 for _ in iter_questions(clevr / "questions" / "CLEVR_train_questions.json")) == 360
-    a = select(clevr, ["train"], 0.3, seed=0)
-    b = select(clevr, ["train"], 0.3, seed=0)
-    c = select(clevr, ["train"], 0.3, seed=1)
+    target = lambda n: question_target(0.3, n, 0.02)  # noqa: E731 - ceil(108 × 1.02) = 111
+    a = select(clevr, ["train"], 0, target)
+    b = select(clevr, ["train"], 0, target)
+    c = select(clevr, ["train"], 1, target)
     ids = [im.image_id for im in a.images]
     assert ids == [im.image_id for im in b.images] and ids != [im.image_id for im in c.images]
-    assert 8 <= len(ids) <= 30 and all(len(im.qas) == 6 for im in a.images)  # whole images, ~30%
-    # the cap counts questions actually kept (the missing and the corrupt image do not use it up)
+    assert a.questions_read == 360 and a.target == 111
+    assert 111 <= 6 * len(ids) <= 111 * 1.25 + 6 and all(len(im.qas) == 6 for im in a.images)  # target + reserve
     root = make_root(tmp_path)
+    run_data(root, ["data.source=clevr_dir", f"data.path={clevr}", "data.fraction=0.3", "data.test_fraction=0"])
+    _, train, _, stats = load_outputs(root)
+    assert len(train) == 111  # exact, with the missing (3) and corrupt (4) images skipped if they were drawn
+    assert stats["subset"]["source_questions"] == 360 and stats["subset"]["source_questions_counted"] is True
+    assert stats["subset"]["share"] == round(111 / 360, 6) >= 0.3
+    # the cap counts questions actually kept (the missing and the corrupt image do not use it up)
     run_data(root, ["data.source=clevr_dir", f"data.path={clevr}", "data.fraction=1.0", "data.max_questions=40",
                     "data.test_fraction=0"])
     _, train, _, _ = load_outputs(root)
     assert len(train) == 40
+
+
+def test_clevr_dir_truncated_question_file_is_one_line(tmp_path):
+    clevr = write_clevr_dir(tmp_path / "CLEVR_v1.0", n_images=4)
+    qfile = clevr / "questions" / "CLEVR_train_questions.json"
+    qfile.write_bytes(qfile.read_bytes()[:-300])
+    root = make_root(tmp_path)
+    with pytest.raises(TamrinError, match="truncated or not valid JSON") as err:
+        run_data(root, ["data.source=clevr_dir", f"data.path={clevr}"])
+    assert "\n" not in str(err.value)
 
 
 def test_clevr_dir_errors_are_one_line(tmp_path):

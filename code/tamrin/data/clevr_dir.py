@@ -1,23 +1,28 @@
 """The official CLEVR v1.0 folder: `questions/CLEVR_<split>_questions.json` + `images/<split>/CLEVR_<split>_*.png`.
 
-The train questions file is ~0.5 GB of JSON; loading it whole would take several GB of memory, so questions are
-read one object at a time (`iter_questions`). The subset is chosen per image by a seeded hash (deterministic,
-one pass): an image is kept when its hash falls below `fraction`; with `max_questions` the stage keeps the
-images with the smallest hashes until that many questions (from readable images) are in.
+The train questions file is ~0.5 GB of JSON; loading it whole would take several GB of memory, so it is read
+with a streaming parser (ijson), one question object at a time, in two passes:
+1. count the usable questions (answer in CLEVR's vocabulary) of every image; that total is the denominator of
+   `data.fraction`, and the images are ordered by a seeded hash (deterministic, uniform);
+2. read the questions of the smallest-hash images whose counts add up to the target (`subset.question_target`)
+   plus a reserve for images that turn out unreadable. The stage keeps questions in that order until the target
+   count is reached, so the subset is an exact number of questions, not a Binomial number of images.
 """
 from __future__ import annotations
 
 import hashlib
-import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from ..errors import TamrinError
 from .qtype import classify
 from ..contract.facts import ANSWERS, normalize_answer
 
-_CHUNK = 1 << 20
+# Images selected beyond the target, as a share of it: covers missing or corrupt image files (the official
+# folder has none; a damaged copy may).
+RESERVE = 0.25
 
 
 @dataclass
@@ -30,84 +35,93 @@ class ClevrImage:
 
 def iter_questions(path: Path) -> Iterator[dict]:
     """Yield the objects of the top-level `"questions": [...]` array without loading the whole file."""
-    decoder = json.JSONDecoder()
-    with open(path, encoding="utf-8") as f:
-        buf = ""
-        # Find the start of the questions array.
-        while True:
-            chunk = f.read(_CHUNK)
-            if not chunk:
-                raise TamrinError(f"{path} has no \"questions\" array: is it a CLEVR v1.0 questions file?")
-            buf += chunk
-            key = buf.find('"questions"')
-            if key >= 0:
-                bracket = buf.find("[", key)
-                if bracket >= 0:
-                    buf = buf[bracket + 1:]
-                    break
-        eof = False
-        while True:
-            buf = buf.lstrip(" \t\r\n,")
-            if buf.startswith("]"):
-                return
-            try:
-                obj, end = decoder.raw_decode(buf)
-            except json.JSONDecodeError:
-                if eof:
-                    raise TamrinError(f"{path} is truncated or not valid JSON") from None
-                chunk = f.read(_CHUNK)
-                eof = not chunk
-                buf += chunk
-                continue
-            yield obj
-            buf = buf[end:]
+    import ijson
+
+    n = 0
+    try:
+        with open(path, "rb") as f:
+            for q in ijson.items(f, "questions.item", use_float=True):
+                n += 1
+                yield q
+    except ijson.JSONError as e:
+        why = " ".join(str(e).split())
+        raise TamrinError(f"{path} is truncated or not valid JSON after {n} questions ({why}): download it again") from None
+    if n == 0:
+        raise TamrinError(f"{path} has no \"questions\" array (or an empty one): is it a CLEVR v1.0 questions file?")
 
 
 def image_rank(seed: int, image_id: str) -> float:
-    """A seeded, uniform-looking number in [0, 1) per image: the subset is the images below `fraction`."""
+    """A seeded, uniform-looking number in [0, 1) per image: the subset takes images in this order."""
     h = hashlib.sha256(f"tamrin-clevr:{seed}:{image_id}".encode()).digest()
     return int.from_bytes(h[:8], "big") / 2 ** 64
 
 
 @dataclass
 class ClevrSelection:
-    images: list[ClevrImage]
-    questions_read: int
+    images: list[ClevrImage]  # in rank order; the stage keeps their questions until the target is reached
+    questions_read: int  # every question of the chosen splits: the denominator of data.fraction
     off_vocabulary: int
+    target: int
 
 
-def select(root: Path, splits: list[str], fraction: float, seed: int, progress: Any = None) -> ClevrSelection:
-    """Read the questions of `splits`, keep a seeded per-image subset (in hash order), classify each question
-    by its program."""
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise TamrinError(f"data.path {str(root)!r} is not a folder: point it at the official CLEVR_v1.0 folder "
-                          "(the one holding questions/ and images/)")
-    images: dict[str, ClevrImage] = {}
-    read = off_vocab = 0
+def _image_id(q: dict, split: str) -> tuple[str, str]:
+    filename = q.get("image_filename") or f"CLEVR_{split}_{int(q['image_index']):06d}.png"
+    return Path(filename).stem, filename
+
+
+def _files(root: Path, splits: list[str]) -> list[tuple[str, Path]]:
+    out = []
     for split in splits:
         qfile = root / "questions" / f"CLEVR_{split}_questions.json"
         if not qfile.is_file():
             found = sorted(p.name for p in (root / "questions").glob("*.json")) if (root / "questions").is_dir() else []
             raise TamrinError(f"missing {qfile}: data.path must be the CLEVR_v1.0 folder "
                               f"(questions files found: {', '.join(found) or 'none'})")
+        out.append((split, qfile))
+    return out
+
+
+def select(root: Path, splits: list[str], seed: int, target_of: Callable[[int], int],
+           progress: Any = None) -> ClevrSelection:
+    """Count (pass 1), choose the smallest-hash images covering `target_of(questions read)` questions plus a
+    reserve, and read their questions, classified by their programs (pass 2)."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise TamrinError(f"data.path {str(root)!r} is not a folder: point it at the official CLEVR_v1.0 folder "
+                          "(the one holding questions/ and images/)")
+    files = _files(root, splits)
+    usable: dict[str, int] = {}
+    read = off_vocab = 0
+    for split, qfile in files:
         for q in iter_questions(qfile):
             read += 1
             if progress is not None:
                 progress.update(1)
-            filename = q.get("image_filename") or f"CLEVR_{split}_{int(q['image_index']):06d}.png"
-            image_id = Path(filename).stem
-            rank = image_rank(seed, image_id)
-            if rank >= fraction:
+            image_id, _ = _image_id(q, split)
+            if normalize_answer(str(q.get("answer", ""))) in ANSWERS:
+                usable[image_id] = usable.get(image_id, 0) + 1
+            else:
+                off_vocab += 1  # the official test split has no answers: it never gets here with one
+    target = target_of(read)
+    wanted, covered = set(), 0
+    for image_id in sorted(usable, key=lambda i: image_rank(seed, i)):
+        if covered >= math.ceil(target * (1 + RESERVE)):
+            break
+        wanted.add(image_id)
+        covered += usable[image_id]
+    images: dict[str, ClevrImage] = {}
+    for split, qfile in files:
+        for q in iter_questions(qfile):
+            image_id, filename = _image_id(q, split)
+            if image_id not in wanted:
                 continue
             answer = normalize_answer(str(q.get("answer", "")))
             if answer not in ANSWERS:
-                off_vocab += 1  # the official test split has no answers: it never gets here with one
                 continue
-            qtype = classify(q["question"], answer, q.get("program"))
             img = images.get(image_id)
             if img is None:
-                img = images[image_id] = ClevrImage(image_id, root / "images" / split / filename, rank=rank)
-            img.qas.append({"question": q["question"].strip(), "answer": answer, "qtype": qtype})
-    # Smallest hash first: with data.max_questions the stage keeps a prefix of this order.
-    return ClevrSelection(sorted(images.values(), key=lambda im: im.rank), read, off_vocab)
+                img = images[image_id] = ClevrImage(image_id, root / "images" / split / filename,
+                                                    rank=image_rank(seed, image_id))
+            img.qas.append({"question": q["question"].strip(), "answer": answer,
+                            "qtype": classify(q["question"], answer, q.get("program"))})
+    return ClevrSelection(sorted(images.values(), key=lambda im: im.rank), read, off_vocab, target)

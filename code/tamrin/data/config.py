@@ -6,6 +6,7 @@ from typing import Optional
 
 from ..errors import ConfigError
 from ..schema import field_
+from .subset import CLEVR_TRAIN_QUESTIONS
 
 
 @dataclass
@@ -28,6 +29,11 @@ class DataConfig:
     shuffle_buffer: int = field_(1000, "rows held in memory to shuffle the hub stream (with shard-order shuffling)",
                                  min=1)
     fraction: float = field_(0.01, "fraction of the source's questions to keep (the assignment asks ≥ 1%)", min=0.0, max=1.0)
+    margin: float = field_(0.02, "questions kept above the fraction, as a share of it (so ≥ 1% holds with room)",
+                           min=0.0, max=1.0)
+    source_questions: int = field_(CLEVR_TRAIN_QUESTIONS, "questions in the source split the fraction is a share "
+                                   "of (source = hub; the official CLEVR v1.0 train split has 699,989; source = "
+                                   "clevr_dir counts its own files)", min=1)
     max_questions: Optional[int] = field_(None, "cap on the number of questions (overrides fraction when smaller)", min=1)
     # clevr_dir
     path: str = field_("", "path to the official CLEVR_v1.0 folder (source = clevr_dir)")

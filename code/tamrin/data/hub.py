@@ -5,15 +5,14 @@ Default: `HuggingFaceM4/the_cauldron`, config `clevr` — parquet rows of `image
 `hub_layout = "flat"` reads one QA pair per row from `question_column` / `answer_column` (and a CLEVR program
 from `program_column` when it has one).
 
-The subset is deterministic: the stream is shuffled with the seed (shard order + a bounded buffer) and the first
-`ceil(fraction × rows)` rows are taken (rows = the split size the dataset card declares), or fewer when the
-stage has kept `max_questions` questions. Everything that can go wrong before the first row arrives becomes one line
+The subset is deterministic: the stream is shuffled with the seed (shard order + a bounded buffer) and rows are
+read until the stage has kept its question target (`subset.question_target`: a share of `data.source_questions`,
+CLEVR train's 699,989 by default, with a margin), counted after cleaning and skips. Everything that can go wrong before the first row arrives becomes one line
 naming the problem and the fix.
 """
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
 
@@ -42,7 +41,6 @@ class HubCounts:
     unparsed: int = 0
     examples_skipped: list[dict] = field(default_factory=list)  # a few raw pairs that were skipped, for the log
     total_rows: Optional[int] = None
-    target_rows: Optional[int] = None
 
 
 def _token() -> Optional[str]:
@@ -159,12 +157,7 @@ def iter_images(ds: Any, cfg: Any, counts: HubCounts, shuffle_buffer: int) -> It
     """Shuffle (seeded), take the subset, and yield one item per row (several QA pairs per image)."""
     where = f"{cfg.hub_id}" + (f" (config {cfg.hub_config})" if cfg.hub_config else "")
     check_columns(getattr(ds, "column_names", None), cfg, where)
-    counts.total_rows = split_size(ds, cfg.hub_split)
-    if counts.total_rows is not None:
-        counts.target_rows = max(1, math.ceil(cfg.fraction * counts.total_rows))
-    elif cfg.max_questions is None:
-        raise TamrinError(f"{where} does not declare the size of split {cfg.hub_split!r}, so data.fraction cannot be "
-                          "applied: set data.max_questions (e.g. --set data.max_questions=7000)")
+    counts.total_rows = split_size(ds, cfg.hub_split)  # recorded in stats.json when the card declares it
     ds = ds.decode(False).shuffle(seed=cfg.seed, buffer_size=shuffle_buffer)
     rows = iter(ds)
     while True:
@@ -184,6 +177,4 @@ def iter_images(ds: Any, cfg: Any, counts: HubCounts, shuffle_buffer: int) -> It
         data = image_bytes(row.get(cfg.image_column))
         # Content-addressed ids: the same picture in two rows is one image (and lands in one split).
         image_id = "clevr_" + hashlib.sha1(data).hexdigest()[:16] if data else f"missing_row{counts.rows:07d}"
-        yield HubImage(image_id, data, qas)  # the caller stops early once data.max_questions are kept
-        if counts.target_rows is not None and counts.rows >= counts.target_rows:
-            break
+        yield HubImage(image_id, data, qas)  # the caller stops once the subset's question target is kept

@@ -18,6 +18,7 @@ from ..errors import TamrinError
 from .images import BadImage, to_png
 from .split import split_by_image, test_target
 from ..contract.facts import QTYPES
+from .subset import question_target, subset_stats
 
 _WARN_EXAMPLES = 5
 
@@ -27,7 +28,7 @@ class Collector:
 
     def __init__(self, out_dir: Path, log: Any, limit: Optional[int] = None) -> None:
         self.out_dir = out_dir
-        self.limit = limit  # data.max_questions: counted on questions actually kept
+        self.limit = limit  # the subset's question target: counted on questions actually kept
         self.images_dir = out_dir / "images"
         self.images_dir.mkdir(parents=True, exist_ok=True)
         self.log = log
@@ -35,15 +36,15 @@ class Collector:
         self.skipped: Counter = Counter()
         self._saved: set[str] = set()
         self._questions: dict[str, set[str]] = {}
+        self.source_questions: Optional[int] = None  # the denominator of data.fraction (None: synthetic)
+        self.counted = False  # True when counted from the source's files, False when declared in the config
 
     @property
     def full(self) -> bool:
         return self.limit is not None and len(self.records) >= self.limit
 
     def add(self, image_id: str, data: Optional[bytes], qas: list[dict], source: str, trusted_png: bool = False) -> None:
-        if self.limit is not None:
-            qas = qas[:max(0, self.limit - len(self.records))]
-        if not qas:
+        if not qas or self.full:
             return
         if image_id not in self._saved:
             try:
@@ -60,6 +61,11 @@ class Collector:
             self._questions[image_id] = set()
         seen = self._questions[image_id]
         for qa in qas:
+            if self.full:
+                break
+            if qa["qtype"] not in QTYPES:
+                self.skipped["unknown_qtype"] += 1
+                continue
             if qa["question"] in seen:
                 self.skipped["duplicate_question"] += 1
                 continue
@@ -91,8 +97,10 @@ def collect_synthetic(cfg: Any, col: Collector) -> dict:
 def collect_clevr_dir(cfg: Any, col: Collector) -> dict:
     from .clevr_dir import select
 
-    with _bar(None, "reading CLEVR questions", "q") as bar:
-        sel = select(Path(cfg.path), list(cfg.clevr_splits), cfg.fraction, cfg.seed, bar)
+    with _bar(None, "reading CLEVR questions (2 passes)", "q") as bar:
+        sel = select(Path(cfg.path), list(cfg.clevr_splits), cfg.seed,
+                     lambda n: question_target(cfg.fraction, n, cfg.margin, cfg.max_questions), bar)
+    col.limit = sel.target
     col.skipped["off_vocabulary"] += sel.off_vocabulary
     with _bar(len(sel.images), "copying CLEVR images", "img") as bar:
         for im in sel.images:
@@ -105,6 +113,7 @@ def collect_clevr_dir(cfg: Any, col: Collector) -> dict:
                 data = None
             col.add(im.image_id, data, im.qas, f"CLEVR_v1.0:{split}")
             bar.update(1)
+    col.source_questions, col.counted = sel.questions_read, True
     return {"kind": "clevr_dir", "path": str(cfg.path), "splits": list(cfg.clevr_splits),
             "questions_read": sel.questions_read, "images_selected": len(sel.images)}
 
@@ -115,13 +124,14 @@ def collect_hub(cfg: Any, col: Collector) -> dict:
     ds = load_stream(cfg)
     counts = HubCounts()
     label = f"{cfg.hub_id}:{cfg.hub_config}" if cfg.hub_config else cfg.hub_id
+    col.limit = question_target(cfg.fraction, cfg.source_questions, cfg.margin, cfg.max_questions)
+    col.source_questions, col.counted = cfg.source_questions, False
     items = iter_images(ds, cfg, counts, cfg.shuffle_buffer)
-    with _bar(None, f"streaming {label}", "row") as bar:
+    with _bar(col.limit, f"streaming {label}", "q") as bar:
         for item in items:
-            if bar.total is None and counts.target_rows:
-                bar.total = counts.target_rows
+            before = len(col.records)
             col.add(item.image_id, item.data, item.qas, label)
-            bar.update(1)
+            bar.update(len(col.records) - before)
             if col.full:
                 break
     col.skipped["off_vocabulary"] += counts.off_vocabulary
@@ -129,9 +139,12 @@ def collect_hub(cfg: Any, col: Collector) -> dict:
     if counts.examples_skipped:
         col.log.warning(f"{counts.off_vocabulary + counts.unparsed} QA pairs were not CLEVR question/answer pairs "
                         f"after cleaning, e.g. {counts.examples_skipped[0]}")
+    if not col.full:
+        col.log.warning(f"{label} ran out after {counts.rows} rows with {len(col.records)} of the {col.limit} questions "
+                        "wanted; the subset is the whole stream")
     return {"kind": "hub", "id": cfg.hub_id, "config": cfg.hub_config, "split": cfg.hub_split,
             "layout": cfg.hub_layout, "rows_read": counts.rows, "rows_in_split": counts.total_rows,
-            "rows_targeted": counts.target_rows, "qa_pairs_read": counts.pairs}
+            "qa_pairs_read": counts.pairs}
 
 
 def split_stats(records: list[dict]) -> dict:
@@ -143,7 +156,7 @@ def split_stats(records: list[dict]) -> dict:
 
 def run(ctx: Any) -> None:
     cfg = ctx.section("data")
-    col = Collector(ctx.out_dir, ctx.log, None if cfg.source == "synthetic" else cfg.max_questions)
+    col = Collector(ctx.out_dir, ctx.log)  # the hub and official-folder collectors set the question target
     collect = {"synthetic": collect_synthetic, "clevr_dir": collect_clevr_dir, "hub": collect_hub}[cfg.source]
     source_info = collect(cfg, col)
     records = col.records
@@ -151,10 +164,6 @@ def run(ctx: Any) -> None:
         skipped = ", ".join(f"{k}: {v}" for k, v in sorted(col.skipped.items())) or "nothing skipped"
         raise TamrinError(f"data source '{cfg.source}' yielded no usable question ({skipped}); check its settings "
                           "in [data] (or use --set data.source=synthetic to build offline)")
-    unknown = [r for r in records if r["qtype"] not in QTYPES]
-    if unknown:
-        col.skipped["unknown_qtype"] += len(unknown)
-        records = [r for r in records if r["qtype"] in QTYPES]
     train, test = split_by_image(records, cfg.test_fraction, cfg.max_test, cfg.seed)
     if not train:
         raise TamrinError(f"only {len(records)} questions: nothing left for training after the test split; lower "
@@ -175,11 +184,16 @@ def run(ctx: Any) -> None:
         "skipped": {k: col.skipped.get(k, 0) for k in ("corrupt_image", "missing_image", "questions_of_skipped_images",
                                                        "off_vocabulary", "unparsed", "duplicate_question",
                                                        "unknown_qtype")},
+        "subset": None if col.source_questions is None else subset_stats(
+            kept=len(records), source_questions=col.source_questions, counted=col.counted, target=col.limit,
+            fraction=cfg.fraction, margin=cfg.margin, cap=cfg.max_questions),
         "split": {"by": "image", "test_fraction": cfg.test_fraction, "max_test": cfg.max_test,
                   "test_target": test_target(len(records), cfg.test_fraction, cfg.max_test)},
     }
     contract.write(ctx.out_dir, "data/stats.json", stats)
     skipped = {k: v for k, v in stats["skipped"].items() if v}
+    share = stats["subset"]["share"] if stats["subset"] else None
     ctx.log.info(f"{len(train)} train / {len(test)} test questions on {len(used)} images"
+                 + (f" ({share:.3%} of the source's {col.source_questions:,} questions)" if share is not None else "")
                  + (f"; skipped {skipped}" if skipped else ""))
     ctx.extra["data"] = {"train": len(train), "test": len(test), "images": len(used), "source": cfg.source}
