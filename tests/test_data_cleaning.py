@@ -47,3 +47,43 @@ def test_answers_are_normalised_to_the_vocabulary(assistant, expected):
 @pytest.mark.parametrize("assistant", ["A scene with several objects.", "11", "maybe", "", "blue cube"])
 def test_non_vocabulary_answers_are_rejected(assistant):
     assert clean_answer(assistant) is None
+
+
+# Both forms the_cauldron may use (cleaning.py says what is confirmed and what is not).
+@pytest.mark.parametrize("assistant", ["2", "2.", "Answer: 2.", "Answer: 2", "answer: two.", "The answer is 2."])
+def test_both_answer_forms_give_the_bare_answer(assistant):
+    assert clean_answer(assistant) == "2"
+
+
+@pytest.mark.parametrize("user", [
+    "How many cylinders are there?",                                                    # the question alone
+    "How many cylinders are there?\nAnswer the question using a single word or phrase.",  # + instruction line
+    "How many cylinders are there?\r\nGive a very brief answer.",                          # Windows line end
+    "<image>How many cylinders are there?\nAnswer briefly.",                               # placeholder glued on
+])
+def test_both_question_forms_give_the_bare_question(user):
+    assert clean_question(user) == "How many cylinders are there?"
+
+
+def test_both_forms_through_the_real_datasets_loader(tmp_path, monkeypatch):
+    """A parquet folder in the_cauldron's layout (images = list of image dicts with bytes, texts = list of
+    {user, assistant}) read by datasets.load_dataset(streaming=True), the hub path's own call."""
+    import datasets.config
+
+    from tamrin.data.config import DataConfig
+    from tamrin.data.hub import preview
+
+    monkeypatch.setattr(datasets.config, "SLEEP_TIME_ON_THREADS_SHUTDOWN", 0)  # see test_data_stage.py
+    from test_data_stage import png, write_cauldron_copy
+
+    rows = [([png()], [{"user": "How many cubes are there?", "assistant": "2", "source": "clevr"},
+                       {"user": "Is there a red ball?\nAnswer the question using a single word or phrase.",
+                        "assistant": "Answer: Yes.", "source": "clevr"},
+                       {"user": "Describe the scene.", "assistant": "Lovely.", "source": "clevr"}])]
+    copy = write_cauldron_copy(tmp_path / "the_cauldron", rows=rows)
+    p = preview(DataConfig(hub_id=str(copy)), n_rows=20)
+    assert p.rows == 1 and p.pairs == 3 and p.skipped == 1
+    assert [(t.question, t.answer, t.qtype) for t in p.cleaned] == [
+        ("How many cubes are there?", "2", "count"), ("Is there a red ball?", "yes", "exist")]
+    assert p.raw[1] == ("Is there a red ball?\nAnswer the question using a single word or phrase.", "Answer: Yes.")
+    assert p.unparsed_share == pytest.approx(1 / 3)

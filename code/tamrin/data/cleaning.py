@@ -1,8 +1,20 @@
 """Cleaning rules for instruction-formatted CLEVR copies (HuggingFaceM4/the_cauldron and the like).
 
-The Cauldron stores each image's QA pairs as `texts = [{user, assistant, source}, …]` where `user` is the
-CLEVR question wrapped in instruction boilerplate and `assistant` is the answer written as a reply. The record
-must hold the bare CLEVR question and the bare vocabulary answer, so these rules are applied, in order:
+The real row format of the_cauldron's `clevr` config, and where each part of it comes from:
+- Confirmed: the config is parquet shards `clevr/train-000NN-of-00024-*.parquet` (the repository's file tree on
+  huggingface.co, `tree/main/clevr`), and a row is `{"images": [image, …], "texts": [{"user": …, "assistant": …},
+  …]}` — one list of images (one image for CLEVR) and one list of QA turns about it (torchtune's
+  `TheCauldronToMessages`, pytorch/torchtune `torchtune/datasets/multimodal/_the_cauldron.py`, which reads
+  exactly these keys; the dataset card names the columns the same way). The image cells are `datasets.Image`
+  features: undecoded, `{"bytes": …, "path": …}` (data/hub.py reads them so).
+- Not confirmed offline (the hub is out of reach where this was written): the exact wording inside `user` and
+  `assistant`. The Cauldron appends an answer-format instruction to many questions and writes many answers as
+  a reply, so both forms of each are handled — a bare question, or a question followed by an instruction line
+  ("…?\nAnswer the question using a single word or phrase."), and a bare answer ("2") or a reply ("Answer: 2.",
+  "2.", "Yes."). `build.py doctor` prints the raw and the cleaned first rows of the real stream, so a format
+  these rules miss shows before training, and stats.json counts the pairs that could not be parsed.
+
+The record must hold the bare CLEVR question and the bare vocabulary answer, so these rules are applied, in order:
 
 Question (`clean_question`):
   Q1. drop image placeholders (`<image>`, `<img>`, `<|image|>`);

@@ -178,3 +178,54 @@ def iter_images(ds: Any, cfg: Any, counts: HubCounts, shuffle_buffer: int) -> It
         # Content-addressed ids: the same picture in two rows is one image (and lands in one split).
         image_id = "clevr_" + hashlib.sha1(data).hexdigest()[:16] if data else f"missing_row{counts.rows:07d}"
         yield HubImage(image_id, data, qas)  # the caller stops once the subset's question target is kept
+
+
+@dataclass
+class Triple:
+    question: str
+    answer: str
+    qtype: str
+
+
+@dataclass
+class Preview:
+    """The first rows of the stream as read and as cleaned (what `build.py doctor` shows)."""
+    rows: int = 0
+    pairs: int = 0
+    skipped: int = 0  # pairs the cleaning could not turn into a CLEVR (question, answer)
+    raw: list[tuple[str, str]] = field(default_factory=list)  # (user, assistant) as stored, in order
+    cleaned: list[Triple] = field(default_factory=list)
+    images: list[bytes] = field(default_factory=list)  # the rows' image bytes (for a tokenized example)
+
+    @property
+    def unparsed_share(self) -> float:
+        return self.skipped / self.pairs if self.pairs else 0.0
+
+
+def preview(cfg: Any, n_rows: int = 20) -> Preview:
+    """Read the first `n_rows` rows through the stage's own loader and cleaning (no shuffle: the first rows of
+    the first shard), keeping the raw text beside the cleaned triples."""
+    ds = load_stream(cfg)
+    where = f"{cfg.hub_id}" + (f" (config {cfg.hub_config})" if cfg.hub_config else "")
+    check_columns(getattr(ds, "column_names", None), cfg, where)
+    out, counts = Preview(), HubCounts()
+    try:
+        for row in ds.decode(False).take(n_rows):
+            if out.rows == 0:
+                check_columns(list(row), cfg, where)
+            out.rows += 1
+            pairs = row_pairs(row, cfg)
+            out.raw.extend((u, a) for u, a, _ in pairs)
+            out.cleaned.extend(Triple(**qa) for qa in clean_pairs(pairs, counts))
+            data = image_bytes(row.get(cfg.image_column))
+            if data:
+                out.images.append(data)
+    except TamrinError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the remote stream: HTTP, network, parquet
+        line = explain(e, cfg.hub_id, repo_type="dataset", has_token=bool(_token()))
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise TamrinError(f"reading the first rows of {where} failed: "
+                          + (line or f"{type(e).__name__}: {first}")) from None
+    out.pairs, out.skipped = counts.pairs, counts.unparsed + counts.off_vocabulary
+    return out
