@@ -28,6 +28,7 @@ COMMANDS = {
     "zip": "pack the submission zip → dist/<name>.zip",
     "notebook": "write the Colab/Kaggle notebook → dist/notebook.ipynb (+ .html)",
     "status": "show each stage: cached / stale (why) / missing, with profile, duration, hardware",
+    "doctor": "preflight: packages, GPU, token and access, dataset, processor, disk, timed steps and a time estimate",
     "clean": "delete generated results/, figures/, report/ and dist/",
 }
 
@@ -49,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="re-run STAGE even when its cached result matches (repeatable)")
     p.add_argument("--allow-demo", action="store_true",
                    help="let `zip` pack results of the demo profile (they are not PaliGemma results)")
+    p.add_argument("--results-dir", type=Path, default=None, metavar="DIR",
+                   help="keep results/ (checkpoints included) in DIR instead of ./results, e.g. on Google Drive "
+                        "(default: $TAMRIN_RESULTS_DIR, else ./results)")
+    p.add_argument("--steps", type=int, default=3, metavar="N",
+                   help="doctor: timed training steps on the real model (0 skips them; default 3)")
     p.add_argument("-v", "--verbose", action="store_true", help="more log detail")
     return p
 
@@ -64,7 +70,7 @@ def _cached_profile(paths: Paths) -> str | None:
 def choose_profile(requested: str, command: str, paths: Paths) -> str:
     """Compute commands resolve `auto` by hardware and hub access; the others follow the cached results."""
     log = stage_logger("tamrin")
-    computes = command in COMPUTE_STAGES or command == "all"
+    computes = command in COMPUTE_STAGES or command in ("all", "doctor")
     if requested == "auto" and not computes:
         cached = _cached_profile(paths)
         if cached:
@@ -150,6 +156,10 @@ def dispatch(args: argparse.Namespace, paths: Paths) -> int:
     if cmd == "status":
         cmd_status(cfg, paths)
         return 0
+    if cmd == "doctor":
+        from .doctor import run as run_doctor
+
+        return run_doctor(cfg, paths, steps=args.steps)
     if cmd == "all":
         warn_later_refusals(cfg, args.allow_demo)
         for name in COMPUTE_STAGES:
@@ -182,7 +192,7 @@ def main(argv: list[str] | None = None, paths: Paths | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_console(args.verbose)
     use_stage_format()
-    paths = paths or Paths(ROOT)
+    paths = paths or Paths.from_env(ROOT, args.results_dir)
     try:
         return dispatch(args, paths)
     except TamrinError as e:

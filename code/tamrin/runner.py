@@ -35,15 +35,26 @@ from .stages import STAGES, Stage
 MANIFEST = "manifest.json"
 
 
+RESULTS_DIR_ENV = "TAMRIN_RESULTS_DIR"
+
+
 @dataclass
 class Paths:
-    """Where generated things go; tests point these at a temporary folder."""
+    """Where generated things go; tests point these at a temporary folder. `results_dir` moves results/ (with the
+    checkpoints in results/.work) elsewhere, e.g. onto Google Drive so a Colab disconnect loses nothing."""
 
     root: Path = ROOT
+    results_dir: Path | None = None
+
+    @classmethod
+    def from_env(cls, root: Path = ROOT, results_dir: str | Path | None = None) -> "Paths":
+        """`results_dir` (the --results-dir option), else $TAMRIN_RESULTS_DIR, else <root>/results."""
+        chosen = results_dir or os.environ.get(RESULTS_DIR_ENV) or None
+        return cls(root, Path(chosen).expanduser().resolve() if chosen else None)
 
     @property
     def results(self) -> Path:
-        return self.root / "results"
+        return self.results_dir if self.results_dir is not None else self.root / "results"
 
     @property
     def figures(self) -> Path:
@@ -58,7 +69,10 @@ class Paths:
         return self.root / "dist"
 
     def rel(self, path: Path) -> str:
-        """`path` relative to the root when it lies inside it (for messages)."""
+        """`path` as `results/…` inside the results folder, relative to the root inside it, else as given (for
+        messages, which must not carry the absolute path of a results folder moved elsewhere)."""
+        if self.results_dir is not None and path.is_relative_to(self.results_dir):
+            return str(Path("results") / path.relative_to(self.results_dir))
         return str(path.relative_to(self.root)) if path.is_relative_to(self.root) else str(path)
 
     def stage_dir(self, name: str) -> Path:
