@@ -86,4 +86,4 @@ def test_both_forms_through_the_real_datasets_loader(tmp_path, monkeypatch):
     assert [(t.question, t.answer, t.qtype) for t in p.cleaned] == [
         ("How many cubes are there?", "2", "count"), ("Is there a red ball?", "yes", "exist")]
     assert p.raw[1] == ("Is there a red ball?\nAnswer the question using a single word or phrase.", "Answer: Yes.")
-    assert p.unparsed_share == pytest.approx(1 / 3)
+    assert p.unparsed_share == pytest.approx(1 / 3) and len(p.images) == 1 and {t.image for t in p.cleaned} == {0}

@@ -41,40 +41,65 @@ def hf_token() -> str | None:
         return None
 
 
+def _call_with_timeout(fn, timeout: float) -> tuple[bool, BaseException | None]:
+    """(finished, error) of `fn()` run in a daemon thread: a network that never answers costs `timeout` seconds,
+    not forever (the hub client sets no timeout of its own for these calls)."""
+    outcome: dict[str, BaseException | None] = {}
+
+    def call() -> None:
+        try:
+            fn()
+            outcome["error"] = None
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            outcome["error"] = e
+
+    worker = threading.Thread(target=call, name="tamrin-hub-probe", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    return ("error" in outcome), outcome.get("error")
+
+
 def hub_access(model: str = PAPER_MODEL, timeout: float = 15.0) -> tuple[bool, str]:
     """(ok, reason): is there a token, is it valid, and has its account been granted access to `model`?
 
     `huggingface_hub.auth_check` asks the hub's `/api/models/<id>/auth-check` endpoint, which (unlike
     `GET /api/models/<id>`, 200 for a gated repo whatever the license state) raises `GatedRepoError` when the
     license is not accepted and `RepositoryNotFoundError` when the repo cannot be seen (huggingface_hub
-    `hf_api.py`, `auth_check`). The call runs in a worker thread so a network that never answers costs
-    `timeout` seconds, not forever (the hub client has no timeout of its own there)."""
+    `hf_api.py`, `auth_check`; it does not retry, so a failure costs one request)."""
     token = hf_token()
     if not token:
         return False, "no Hugging Face token: set HF_TOKEN or run `hf auth login` (a read token from " \
                       "https://huggingface.co/settings/tokens)"
-    outcome: dict[str, BaseException | None] = {}
+    from huggingface_hub import auth_check
 
-    def probe() -> None:
-        try:
-            from huggingface_hub import auth_check
-
-            auth_check(model, token=token)
-            outcome["error"] = None
-        except BaseException as e:  # noqa: BLE001 - classified below
-            outcome["error"] = e
-
-    worker = threading.Thread(target=probe, name="tamrin-hub-probe", daemon=True)
-    worker.start()
-    worker.join(timeout)
-    if "error" not in outcome:
+    finished, error = _call_with_timeout(lambda: auth_check(model, token=token), timeout)
+    if not finished:
         return False, f"the Hugging Face hub did not answer within {timeout:.0f} s: check this machine's network"
-    error = outcome["error"]
     if error is None:
         return True, f"token valid, access to {model} granted"
     from .hub_errors import explain
 
-    return False, explain(error, model, has_token=True) or f"access check failed ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
+    first = str(error).splitlines()[0] if str(error) else ""
+    return False, explain(error, model, has_token=True) or f"access check failed ({type(error).__name__}: {first})"
+
+
+def hub_reachable(timeout: float = 10.0) -> tuple[bool, str]:
+    """(reachable, reason): does the hub answer at all? An anonymous auth check: any HTTP answer (even a
+    refusal) means reachable; offline mode or no network means not."""
+    from huggingface_hub import auth_check
+    from huggingface_hub.errors import HfHubHTTPError
+
+    finished, error = _call_with_timeout(lambda: auth_check(PAPER_MODEL, token=False), timeout)
+    if not finished:
+        return False, f"the Hugging Face hub did not answer within {timeout:.0f} s: check this machine's network"
+    if error is None or isinstance(error, HfHubHTTPError):
+        return True, "the Hugging Face hub answers"
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
+    if isinstance(error, OfflineModeIsEnabled):
+        return False, "offline mode is on (HF_HUB_OFFLINE): unset it to reach the Hugging Face hub"
+    return False, ("cannot reach the Hugging Face hub (no network answer): connect this machine to the internet "
+                   "(on Kaggle: Settings → Internet → on)")
 
 
 def resolve_profile(requested: str, light: bool = False) -> tuple[str, str]:

@@ -64,7 +64,7 @@ class ClevrSelection:
     target: int
 
 
-def _image_id(q: dict, split: str) -> tuple[str, str]:
+def image_id_of(q: dict, split: str) -> tuple[str, str]:
     filename = q.get("image_filename") or f"CLEVR_{split}_{int(q['image_index']):06d}.png"
     return Path(filename).stem, filename
 
@@ -97,7 +97,7 @@ def select(root: Path, splits: list[str], seed: int, target_of: Callable[[int], 
             read += 1
             if progress is not None:
                 progress.update(1)
-            image_id, _ = _image_id(q, split)
+            image_id, _ = image_id_of(q, split)
             if normalize_answer(str(q.get("answer", ""))) in ANSWERS:
                 usable[image_id] = usable.get(image_id, 0) + 1
             else:
@@ -112,7 +112,7 @@ def select(root: Path, splits: list[str], seed: int, target_of: Callable[[int], 
     images: dict[str, ClevrImage] = {}
     for split, qfile in files:
         for q in iter_questions(qfile):
-            image_id, filename = _image_id(q, split)
+            image_id, filename = image_id_of(q, split)
             if image_id not in wanted:
                 continue
             answer = normalize_answer(str(q.get("answer", "")))

@@ -185,6 +185,7 @@ class Triple:
     question: str
     answer: str
     qtype: str
+    image: int = -1  # index into Preview.images (-1: the row had no image)
 
 
 @dataclass
@@ -216,10 +217,11 @@ def preview(cfg: Any, n_rows: int = 20) -> Preview:
             out.rows += 1
             pairs = row_pairs(row, cfg)
             out.raw.extend((u, a) for u, a, _ in pairs)
-            out.cleaned.extend(Triple(**qa) for qa in clean_pairs(pairs, counts))
             data = image_bytes(row.get(cfg.image_column))
             if data:
                 out.images.append(data)
+            index = len(out.images) - 1 if data else -1
+            out.cleaned.extend(Triple(**qa, image=index) for qa in clean_pairs(pairs, counts))
     except TamrinError:
         raise
     except Exception as e:  # noqa: BLE001 - the remote stream: HTTP, network, parquet

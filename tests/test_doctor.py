@@ -1,0 +1,168 @@
+"""`build.py doctor`: the demo passes here, the paper profile fails each truly failing check with one line, and
+each check reports what it found (GPU dtype choice, token/license cases, raw vs cleaned rows, label mask)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from hub_mock import mock_hub
+from tamrin.config import load_config
+from tamrin.doctor.result import FAIL, OK, SKIP, WARN, Check, Facts, can_start, render
+from tamrin.doctor.run import guarded
+from tamrin.errors import TamrinError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def doctor(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    import os
+
+    return subprocess.run([sys.executable, str(ROOT / "build.py"), "doctor", *args], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, **(env or {})}, cwd=ROOT)
+
+
+def rows(out: str) -> dict[str, str]:
+    table = out.split("check              status")[1].split("\n\n")[0]
+    return {line[:19].strip(): line[19:] for line in table.splitlines()[2:]}
+
+
+@pytest.mark.slow
+def test_demo_passes_offline():
+    res = doctor("--profile", "demo", "--results-dir", "/tmp/tamrin-doctor-demo-results")
+    assert res.returncode == 0, res.stdout + res.stderr
+    r = rows(res.stdout)
+    assert r["timed steps"].startswith("ok") and "first steps stayed finite" in r["timed steps"]
+    assert r["processor"].startswith("ok") and "labels exactly on the suffix" in r["processor"]
+    assert "the run can start" in res.stdout and "Traceback" not in res.stdout + res.stderr
+
+
+@pytest.mark.slow
+def test_paper_fails_each_failing_check_in_one_line_here():
+    t = time.perf_counter()
+    # this machine as it is: no GPU, no token, no network (not offline mode, which conftest sets for the tests)
+    res = doctor("--profile", "paper", env={"HF_TOKEN": "", "HF_HUB_OFFLINE": "0", "HF_DATASETS_OFFLINE": "0"})
+    seconds = time.perf_counter() - t
+    assert res.returncode == 1 and "Traceback" not in res.stdout + res.stderr
+    r = rows(res.stdout)
+    for name, words in {"gpu": "no CUDA GPU", "bitsandbytes": "CUDA kernels cannot load",
+                        "hf token + access": "no Hugging Face token", "dataset": "cannot reach the Hugging Face hub",
+                        "processor": "cannot reach the Hugging Face hub", "timed steps": "CUDA GPU"}.items():
+        assert r[name].startswith("FAIL") and words in r[name] and " — " in r[name], (name, r[name])
+    assert r["python + packages"].startswith("ok") and r["disk"].startswith("ok")
+    print(f"doctor --profile paper took {seconds:.1f} s here")
+
+
+def test_table_and_exit_rule():
+    checks = [Check("a", OK, "fine"), Check("bb", FAIL, "broken", "fix it", ["detail"]), Check("c", SKIP, "n/a")]
+    text = render(checks)
+    assert "bb     FAIL    broken — fix it" in text and "bb:\n  detail" in text
+    assert not can_start(checks) and can_start([Check("a", OK, "x"), Check("w", WARN, "y")])
+
+
+def test_guard_turns_errors_and_hangs_into_one_line():
+    def tamrin():
+        raise TamrinError("the token was refused: make a new one")
+
+    def bug():
+        raise ValueError("x\nsecond line")
+
+    assert guarded("t", tamrin, 5) == Check("t", FAIL, "the token was refused", "make a new one")
+    c = guarded("b", bug, 5)
+    assert c.status == FAIL and c.result == "unexpected ValueError: x" and "\n" not in c.result
+    c = guarded("slow", lambda: time.sleep(3) or Check("slow", OK, ""), 0.2)
+    assert c.status == FAIL and "did not finish within 0.2 s" in c.result
+
+
+def fake_cuda(monkeypatch, name: str, capability: tuple[int, int], gib: float) -> None:
+    props = SimpleNamespace(name=name, total_memory=int(gib * 2 ** 30), major=capability[0], minor=capability[1])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i=0: props)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: name)
+
+
+def test_gpu_check_reports_the_dtype_choice(monkeypatch):
+    from tamrin.doctor.gpu import check_gpu
+
+    cfg = load_config("paper")
+    fake_cuda(monkeypatch, "Tesla T4", (7, 5), 14.7)
+    c = check_gpu(Facts("paper"), cfg)
+    assert c.status == OK and "Tesla T4" in c.result and "compute fp16" in c.result and "grad scaler" in c.result
+    fake_cuda(monkeypatch, "NVIDIA A100-SXM4-80GB", (8, 0), 79.2)
+    assert "compute bf16" in check_gpu(Facts("paper"), cfg).result
+    fake_cuda(monkeypatch, "Small GPU", (7, 5), 8)
+    assert check_gpu(Facts("paper"), cfg).status == FAIL
+
+
+@pytest.mark.parametrize("case, status, words", [
+    ("ok", OK, "access to google/paligemma-3b-pt-224 granted"),
+    ("gated", FAIL, "https://huggingface.co/google/paligemma-3b-pt-224"),
+    ("bad_token", FAIL, "refused the token"),
+])
+def test_access_check(monkeypatch, case, status, words):
+    from tamrin.doctor.access import check_access
+
+    monkeypatch.setenv("HF_TOKEN", "hf_test")
+    facts = Facts("paper")
+    with mock_hub(monkeypatch, case):
+        c = check_access(facts, load_config("paper"))
+    assert c.status == status and words in c.result + " — " + c.fix and facts.hub_reachable is True
+
+
+def test_dataset_check_shows_raw_and_cleaned_rows_of_a_local_cauldron_copy(tmp_path, monkeypatch):
+    import datasets.config
+
+    from tamrin.doctor.dataset import check_dataset
+    from test_data_stage import CAULDRON_ROWS, write_cauldron_copy
+
+    monkeypatch.setattr(datasets.config, "SLEEP_TIME_ON_THREADS_SHUTDOWN", 0)
+    copy = write_cauldron_copy(tmp_path / "the_cauldron")
+    cfg = load_config("paper", overrides=[f"data.hub_id={copy}"])
+    facts = Facts("paper")
+    c = check_dataset(facts, cfg)
+    assert c.status == OK and "8 rows, 14 QA pairs, 7% not parsed" in c.result  # 1 of 14 off-vocabulary
+    assert any(d.startswith("raw row 1, pair 1: user 'Are there any red cubes? ⏎ Answer the question") for d in c.details)
+    assert "cleaned: ('Are there any red cubes?', 'yes', exist)" in c.details
+    # 13 cleaned; the corrupt and the missing image's questions are not examples
+    assert len(facts.examples) == 11 and facts.questions_per_row == pytest.approx(13 / 8)
+    assert len(CAULDRON_ROWS) == 8
+
+
+def test_processor_check_on_the_tiny_model(tmp_path):
+    from tamrin.doctor.dataset import check_dataset
+    from tamrin.doctor.processor import check_processor
+
+    cfg = load_config("demo")
+    facts = Facts("demo", work_dir=tmp_path)
+    assert check_dataset(facts, cfg).status == OK
+    c = check_processor(facts, cfg)
+    assert c.status == OK, c
+    assert c.result.startswith("16 image tokens") and "labels exactly on the suffix" in c.result
+    assert any(d.startswith("decoded prefix: '<bos>answer en ") and d.endswith("?\\n'") for d in c.details)
+
+
+def test_estimate_from_a_measured_step(tmp_path, monkeypatch):
+    from tamrin.doctor import estimate
+    from tamrin.doctor.steps import StepTiming
+    from tamrin.runner import Paths
+
+    monkeypatch.setattr(estimate, "flow_ms_per_step", lambda cfg: {m: 2.0 for m in cfg.flow.methods})
+    cfg = load_config("paper", overrides=["train.batch_size=4", "train.grad_accum=4", "train.max_minutes=150"])
+    facts = Facts("paper", gpu=True, device_name="Tesla T4", data_seconds_per_row=0.05, questions_per_row=10)
+    timing = StepTiming(load_seconds=60, seconds_per_step=8.0, warmup_seconds=10.0, losses=[9.1, 8.7, 8.2, 7.9],
+                        skipped_updates=0, dtype="fp16", quantization="nf4")
+    c = estimate.check_estimate(facts, cfg, Paths(tmp_path), timing)
+    e = facts.estimate
+    # 7140 questions → 500 test, 6640 train → ceil(6640 / 4 / 4) = 415 steps of 8 s, + load + warm-up excess
+    assert e.seconds["finetune"] == pytest.approx(60 + 2 + 415 * 8.0)
+    assert e.seconds["flow"] == pytest.approx(3 * 2.0 * 20000 * 3 * 2 / 1000 / 2)
+    assert e.seconds["data"] == pytest.approx((7140 / 10 + 1000) * 0.05)
+    assert c.status == OK and "finetune" in c.result
+    assert (tmp_path / "results" / ".work" / "doctor" / "estimate.json").is_file()
