@@ -155,9 +155,13 @@ def estimate_extrapolated(w: Workload, ref: Reference, gpu_name: str) -> Estimat
     notes: list[str] = []
     train = _capped(load + w.train_samples / train_rate, w, notes)
     seconds = {**{s: None for s in STAGES}, "finetune": train, "eval": _eval_seconds(w, answers, load)}
-    return Estimate(seconds, f"extrapolated from {ref.device} ({ref.samples_per_s(w.batch_size):.1f} samples/s at "
-                             f"batch {w.batch_size}) by datasheet peaks ({key}: {tflops:g} TFLOPS, {bandwidth:g} GB/s); "
-                             "pessimistic — `build.py doctor` measures the real value", notes)
+    measured = ", ".join(f"{r:g} at batch {b}" for b, r in sorted(ref.train_samples_per_s.items()))
+    how = ("interpolated" if min(ref.train_samples_per_s) < w.batch_size < max(ref.train_samples_per_s)
+           else "measured" if w.batch_size in ref.train_samples_per_s else "taken at the nearest measured batch")
+    return Estimate(seconds, f"extrapolated from the {ref.device} measurement ({measured} samples/s; batch "
+                             f"{w.batch_size} {how}) by datasheet peaks ({key}: {tflops:g} TFLOPS, {bandwidth:g} GB/s "
+                             f"vs {ref_tflops:g}, {ref_bandwidth:g}); pessimistic — `build.py doctor` measures the real "
+                             "value", notes)
 
 
 def flow_seconds(ms_per_step: dict[str, float], *, steps: int, seeds: int, pairs: int, workers: int) -> float:

@@ -28,3 +28,15 @@ def subset_stats(*, kept: int, source_questions: int, counted: bool, target: int
     return {"fraction": fraction, "margin": margin, "max_questions": cap, "source_questions": source_questions,
             "source_questions_counted": counted, "target_questions": target, "questions": kept,
             "share": round(kept / source_questions, 6) if source_questions else None}
+
+
+def planned_counts(data_cfg) -> tuple[int, int]:
+    """(train, test) questions the data stage will produce with this [data] config (before any skip; the
+    official folder's count is taken as `data.source_questions` until its files are read)."""
+    from .split import test_target
+
+    d = data_cfg
+    total = (d.n_scenes * d.questions_per_scene if d.source == "synthetic"
+             else question_target(d.fraction, d.source_questions, d.margin, d.max_questions))
+    n_test = test_target(total, d.test_fraction, d.max_test)
+    return total - n_test, n_test

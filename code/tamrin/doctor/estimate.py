@@ -16,18 +16,13 @@ FLOW_PROBE_STEPS = 100
 
 def data_counts(cfg, paths) -> tuple[int, int, str]:
     """(train, test) questions: the cached data stage's, else what the config will produce."""
-    from ..data.split import test_target
-    from ..data.subset import question_target
+    from ..data.subset import planned_counts
 
     stats = paths.results / "data" / "stats.json"
     if stats.is_file():
         s = json.loads(stats.read_text(encoding="utf-8"))
         return s["train"]["questions"], s["test"]["questions"], "from results/data"
-    d = cfg.data
-    total = (d.n_scenes * d.questions_per_scene if d.source == "synthetic"
-             else question_target(d.fraction, d.source_questions, d.margin, d.max_questions))
-    n_test = test_target(total, d.test_fraction, d.max_test)
-    return total - n_test, n_test, "predicted from [data]"
+    return (*planned_counts(cfg.data), "predicted from [data]")
 
 
 def cached_stages(cfg, paths) -> set[str]:

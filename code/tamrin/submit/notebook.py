@@ -24,12 +24,39 @@ def origin_url(root: Path) -> str:
     return url if url.startswith("https://") and "@" not in url else ""
 
 
+def t4_estimate_md(root: Path, batch_size: int, grad_accum: int, max_minutes: float) -> str:
+    """Markdown: the paper run's stages on a T4 with the notebook's settings, from the throughput model
+    (extrapolated from the committed H200 measurement; `build.py doctor` measures the real GPU)."""
+    from ..config import load_config
+    from ..data.subset import planned_counts
+    from ..throughput import Workload, estimate_extrapolated, hms, load_reference
+
+    reference = root / "bench" / "results" / "nvidia-h200.json"
+    if not reference.is_file():
+        return "_(this copy has no committed GPU measurement: the doctor cell measures your GPU)_"
+    cfg = load_config("paper", root=root)
+    n_train, n_test = planned_counts(cfg.data)
+    t = cfg.train
+    w = Workload(n_train, n_test, batch_size, grad_accum, t.epochs, t.max_steps, 1, max_minutes)
+    e = estimate_extrapolated(w, load_reference(reference), "Tesla T4")
+    lines = ["| stage | on a T4 |", "|---|---|",
+             f"| fine-tuning ({n_train:,} questions, {w.total_steps} steps of {batch_size} × {grad_accum}) | "
+             f"{hms(e.seconds['finetune'])} |",
+             f"| evaluation (base + fine-tuned on {n_test} test questions) | {hms(e.seconds['eval'])} |",
+             "| data, memory, report | minutes (network-bound streaming; not modelled) |",
+             "| flow matching (CPU) | `doctor` measures it on this machine |",
+             "", f"Basis: {e.basis}."] + [f"Note: {n}." for n in e.notes]
+    return "\n".join(lines)
+
+
 def settings(ctx: StageContext) -> NotebookSettings:
     z = ctx.section("zip")
     return NotebookSettings(repo_url=z.notebook_repo_url or origin_url(ctx.paths.root),
                             batch_size=z.notebook_batch_size, grad_accum=z.notebook_grad_accum,
                             max_minutes=z.notebook_max_minutes,
-                            student={k: str(getattr(ctx.cfg.student, k, "")) for k in STUDENT_KEYS})
+                            student={k: str(getattr(ctx.cfg.student, k, "")) for k in STUDENT_KEYS},
+                            estimate_md=t4_estimate_md(ctx.paths.root, z.notebook_batch_size, z.notebook_grad_accum,
+                                                       z.notebook_max_minutes))
 
 
 def export_html(nb) -> str:

@@ -1,8 +1,9 @@
 """The Colab/Kaggle notebook as an nbformat object (pure: no I/O).
 
-It installs Tamrin (clone or upload; the platform's preinstalled CUDA torch is pinned so pip never replaces
-it), logs in to the Hugging Face hub with the token from the platform's secrets (never printed), runs
-`python build.py all --profile paper` sized for a 16 GB T4, shows the loss curve, the ROUGE table and the
+It installs Tamrin (clone or upload; the tested library versions, and the platform's preinstalled CUDA torch
+pinned so pip never replaces it), keeps results on Google Drive (Colab) or in /kaggle/working (Kaggle) so a
+disconnect loses nothing, logs in to the Hugging Face hub with the token from the platform's secrets (never
+printed), runs `build.py doctor` and then `python build.py all --profile paper` sized for a 16 GB T4, shows the loss curve, the ROUGE table and the
 10 samples inline, and downloads the submission zip. Shell steps go through a small Python helper rather
 than `!` lines so that a failing step stops "Run all".
 """
@@ -24,13 +25,22 @@ class NotebookSettings:
     grad_accum: int
     max_minutes: float
     student: dict[str, str] = field(default_factory=dict)  # pre-filled student.* values
+    estimate_md: str = ""  # Markdown lines: the time each stage takes on a T4 (throughput model), for the intro
+    profile: str = "paper"  # "demo" only for the offline test of the notebook itself
+    extra_sets: tuple[str, ...] = ()  # more --set values (the offline test shrinks the run with them)
+
+    def config_args(self) -> list[str]:
+        """The profile and settings every `build.py` call of the notebook shares (doctor and all alike)."""
+        sets = [f"train.batch_size={self.batch_size}", f"train.grad_accum={self.grad_accum}",
+                f"train.max_minutes={self.max_minutes:g}", *self.extra_sets]
+        return ["--profile", self.profile, *[a for v in sets for a in ("--set", v)]]
 
     def build_args(self) -> list[str]:
-        """The arguments of `python build.py` in the notebook."""
-        return ["all", "--profile", "paper",
-                "--set", f"train.batch_size={self.batch_size}",
-                "--set", f"train.grad_accum={self.grad_accum}",
-                "--set", f"train.max_minutes={self.max_minutes:g}"]
+        """The arguments of `python build.py` in the notebook's run cell."""
+        return ["all", *self.config_args(), *(["--allow-demo"] if self.profile == "demo" else [])]
+
+    def doctor_args(self) -> list[str]:
+        return ["doctor", *self.config_args()]
 
 
 INTRO = """\
@@ -49,8 +59,15 @@ with ROUGE, renders the Persian report and packs the submission zip.
    *Add-ons → Secrets*. The notebook reads it from there and never prints it.
 4. **Your details** — fill in the *Student details* cell below (the zip is named after them).
 
-Then *Run all*. Every stage is cached: if a cell fails or the session is interrupted while the runtime is still
-alive, run it again — finished stages are skipped and fine-tuning resumes from its last checkpoint.
+Then *Run all*. **Disconnects are expected and cost little:** results, checkpoints included, live outside the
+session — on Colab in your Google Drive (`MyDrive/tamrin/results`; the notebook asks to mount it), on Kaggle in
+`/kaggle/working/tamrin-results` (kept by *Save Version*), elsewhere in `$TAMRIN_RESULTS_DIR`. After a disconnect,
+*Run all* again: finished stages are skipped and fine-tuning resumes from its last checkpoint.
+
+**How long it takes on a T4** (throughput model, `tamrin/throughput.py`; the *doctor* cell below replaces this
+with a measurement on your GPU before training starts):
+
+{estimate_md}
 """
 
 SETUP = '''\
@@ -62,6 +79,7 @@ ON_KAGGLE = "KAGGLE_KERNEL_RUN_TYPE" in os.environ
 WORK = "/content" if ON_COLAB else "/kaggle/working" if ON_KAGGLE else os.getcwd()
 REPO = os.path.join(WORK, "tamrin")
 REPO_URL = {repo_url!r}  # empty: the next cell takes an uploaded copy of the code instead
+PROFILE = {profile!r}
 os.environ.setdefault("TQDM_MININTERVAL", "10")  # fewer progress-bar updates in a long cell output
 
 
@@ -77,9 +95,27 @@ def sh(*args, cwd=None):
 
 
 print("platform:", "Colab" if ON_COLAB else "Kaggle" if ON_KAGGLE else "local Jupyter")
-if not shutil.which("nvidia-smi"):
+if not shutil.which("nvidia-smi") and PROFILE != "demo":
     raise RuntimeError("no GPU in this runtime: switch it to a T4 GPU (see the list above) and run again")
-sh("nvidia-smi", "--query-gpu=name,memory.total", "--format=csv")
+if shutil.which("nvidia-smi"):
+    sh("nvidia-smi", "--query-gpu=name,memory.total", "--format=csv")
+
+# Results (checkpoints included) live where a disconnect cannot take them: Google Drive on Colab, the saved
+# output folder on Kaggle, $TAMRIN_RESULTS_DIR anywhere (every build.py call below reads it).
+if os.environ.get("TAMRIN_RESULTS_DIR"):
+    RESULTS_DIR = os.environ["TAMRIN_RESULTS_DIR"]
+elif ON_COLAB:
+    from google.colab import drive
+    drive.mount("/content/drive")
+    RESULTS_DIR = "/content/drive/MyDrive/tamrin/results"
+elif ON_KAGGLE:
+    RESULTS_DIR = "/kaggle/working/tamrin-results"
+else:
+    RESULTS_DIR = ""  # ./results of the checkout
+if RESULTS_DIR:
+    os.makedirs(RESULTS_DIR, exist_ok=True)
+    os.environ["TAMRIN_RESULTS_DIR"] = RESULTS_DIR
+    print("results are kept in", RESULTS_DIR)
 '''
 
 GET_CODE_MD = """\
@@ -115,7 +151,8 @@ else:
             z.extractall(REPO)
     if not find_root(REPO):
         raise RuntimeError("the uploaded files hold no build.py: upload a zip of the Tamrin code")
-    # A submission zip carries the results of an earlier run without the dataset images: start afresh.
+    # A submission zip carries the results of an earlier run without the dataset images: start afresh (results
+    # kept in RESULTS_DIR are another folder and stay).
     shutil.rmtree(os.path.join(find_root(REPO), "results"), ignore_errors=True)
 REPO = find_root(REPO)
 os.chdir(REPO)
@@ -124,8 +161,9 @@ print("working in", REPO)
 
 INSTALL_MD = """\
 ## 2. Install
-`pip install -e .` installs Tamrin and its libraries. The platform's torch (built for its CUDA) is pinned with a
-constraint file, so pip keeps it instead of downloading another build.
+`pip install -e .` installs Tamrin with the library versions it was tested with (`constraints/tested.txt`). The
+platform's torch (built for its CUDA) is kept with a second constraint, so pip never downloads another build; it
+must be ≥ 2.6 (transformers 5 needs it).
 """
 
 INSTALL = '''\
@@ -133,8 +171,11 @@ import torch
 
 print("torch", torch.__version__, "| CUDA", torch.version.cuda, "| GPU:",
       torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none (switch the runtime to a T4 GPU)")
+if tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2]) < (2, 6):
+    raise RuntimeError(f"this runtime's torch {torch.__version__} is older than 2.6, which transformers 5 needs: "
+                       "pick a newer runtime, or pip install 'torch>=2.6' and restart the session")
 Path("/tmp/keep-torch.txt").write_text(f"torch=={torch.__version__}\\n")
-sh(sys.executable, "-m", "pip", "install", "-q", "-e", ".", "-c", "/tmp/keep-torch.txt")
+sh(sys.executable, "-m", "pip", "install", "-q", "-e", ".", "-c", "constraints/tested.txt", "-c", "/tmp/keep-torch.txt")
 sys.path.insert(0, os.path.join(REPO, "code"))  # this kernel started before the install
 '''
 
@@ -173,10 +214,10 @@ del _token
 
 from tamrin.profiles import hub_access
 
-ok, why = hub_access()
+ok, why = hub_access()  # huggingface_hub.auth_check: a license not accepted yet is caught here, not mid-download
 print("access to google/paligemma-3b-pt-224:", why)
 if not ok:
-    raise RuntimeError("accept the PaliGemma license at {model_page}, then run this cell again")
+    raise RuntimeError(why + " — then run this cell again")
 '''
 
 STUDENT_MD = """\
@@ -198,12 +239,25 @@ Path("configs/student.toml").write_text(toml, encoding="utf-8")
 print("wrote configs/student.toml")
 '''
 
+DOCTOR_MD = """\
+## 5. Preflight: `build.py doctor`
+Checks everything the long run needs — packages, GPU, token and license, the first dataset rows (raw and cleaned),
+the processor on a real example, disk space — then times {steps} training steps of the real model on this GPU and
+estimates each stage. The notebook stops here if a check fails; its table says what to do.
+"""
+
+DOCTOR = '''\
+sh(sys.executable, "build.py", {doctor_args})
+'''
+
 RUN_MD = """\
-## 5. Run everything
+## 6. Run everything
 `python build.py all --profile paper`: data → fine-tuning → evaluation → memory budget → flow matching → report →
 zip. Settings sized for a 16 GB T4: micro-batch {batch_size} × {grad_accum} accumulation steps (an effective batch of
-{effective}); the T4 has no bfloat16, so the compute dtype falls back to fp16 by itself; training stops cleanly and
-saves after {max_minutes:g} minutes (`train.max_minutes`), leaving time for evaluation within the session limits.
+{effective}); a T4 (compute capability 7.5) has no native bfloat16, so `train.compute_dtype = auto` computes in fp16
+there, with fp32 LoRA weights and a gradient scaler; training stops cleanly and saves after {max_minutes:g} minutes
+(`train.max_minutes`), leaving time for evaluation within the session limits. Run this cell again after a
+disconnect (or *Run all*): it resumes.
 """
 
 RUN = '''\
@@ -211,7 +265,7 @@ sh(sys.executable, "build.py", {args})
 '''
 
 LOSS_MD = """\
-## 6. Results
+## 7. Results
 ### Training loss
 """
 
@@ -219,7 +273,7 @@ LOSS = '''\
 from IPython.display import HTML, Image, display
 from tamrin.submit import show
 
-RESULTS, FIGURES = Path("results"), Path("figures")
+RESULTS, FIGURES = Path(os.environ.get("TAMRIN_RESULTS_DIR") or "results"), Path("figures")
 figure = show.loss_figure_path(FIGURES)
 if figure is not None:
     display(Image(filename=str(figure)))
@@ -245,7 +299,7 @@ display(HTML(show.samples_html(RESULTS)))
 '''
 
 DOWNLOAD_MD = """\
-## 7. Download the submission zip
+## 8. Download the submission zip
 The report (`report.pdf`) is at the top of it, with the code, the results, the figures and this notebook.
 """
 
@@ -271,15 +325,18 @@ def _student_lines(values: dict[str, str]) -> str:
 
 def build_notebook(s: NotebookSettings) -> nbformat.NotebookNode:
     """The notebook, validated against the nbformat schema."""
-    fmt = {"repo_url": s.repo_url, "model_page": MODEL_PAGE, "batch_size": s.batch_size,
+    fmt = {"repo_url": s.repo_url, "model_page": MODEL_PAGE, "batch_size": s.batch_size, "profile": s.profile,
            "grad_accum": s.grad_accum, "effective": s.batch_size * s.grad_accum, "max_minutes": s.max_minutes,
-           "student_lines": _student_lines(s.student), "args": ", ".join(repr(a) for a in s.build_args())}
+           "student_lines": _student_lines(s.student), "args": ", ".join(repr(a) for a in s.build_args()),
+           "doctor_args": ", ".join(repr(a) for a in s.doctor_args()), "steps": 3,
+           "estimate_md": s.estimate_md or "_(no estimate: build the notebook with `python build.py notebook`)_"}
     cells = [
         new_markdown_cell(INTRO.format(**fmt)), new_code_cell(SETUP.format(**fmt)),
         new_markdown_cell(GET_CODE_MD), new_code_cell(GET_CODE),
         new_markdown_cell(INSTALL_MD), new_code_cell(INSTALL),
         new_markdown_cell(LOGIN_MD), new_code_cell(LOGIN.format(**fmt)),
         new_markdown_cell(STUDENT_MD), new_code_cell(STUDENT.format(**fmt)),
+        new_markdown_cell(DOCTOR_MD.format(**fmt)), new_code_cell(DOCTOR.format(**fmt)),
         new_markdown_cell(RUN_MD.format(**fmt)), new_code_cell(RUN.format(**fmt)),
         new_markdown_cell(LOSS_MD), new_code_cell(LOSS),
         new_markdown_cell(ROUGE_MD), new_code_cell(ROUGE),
