@@ -11,6 +11,8 @@
 # paper   the paper profile end to end: 4-bit load, suffix-only loss training, a kill after the first
 #         checkpoint + resume, batched eval of base and fine-tuned
 # fp16    the T4 path once: train.compute_dtype = fp16 (fp32 LoRA weights, grad scaler); the loss must stay finite
+# estimate  `build.py doctor --steps 3` then a real finetune with the same settings (STEPS, default 24 → set
+#         STEPS=200 for a meaningful run): bench/estimate_vs_run.py records both (±25% is the target)
 #
 # TINY=1 (CPU dry run of the script's logic): the tiny demo model stands in for the 3B checkpoint.
 # Results go to $OUT (the device tool's folder; default bench/results/run) — at most 8 files:
@@ -105,6 +107,13 @@ phase_fp16() {
   $PY bench/paper_path_report.py --run "fp16 (T4 path: fp16 compute, fp32 LoRA weights, grad scaler)" \
       --out "$OUT/paper_path_$(slug).md" --append --no-eval \
       --cmd "build.py finetune --profile paper ${PAPER_SET[*]} --set train.compute_dtype=fp16 --set train.max_steps=12"
+}
+
+phase_estimate() {
+  rm -rf results/finetune results/.work/finetune results/.work/doctor
+  $PY build.py doctor --profile paper "${PAPER_SET[@]}" --steps 3 || return 1
+  $PY build.py finetune --profile paper "${PAPER_SET[@]}" --force finetune || return 1
+  $PY bench/estimate_vs_run.py --out "$OUT/estimate_vs_run_$(slug).json"
 }
 
 status=0

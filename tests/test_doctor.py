@@ -166,3 +166,15 @@ def test_estimate_from_a_measured_step(tmp_path, monkeypatch):
     assert e.seconds["data"] == pytest.approx((7140 / 10 + 1000) * 0.05)
     assert c.status == OK and "finetune" in c.result
     assert (tmp_path / "results" / ".work" / "doctor" / "estimate.json").is_file()
+
+
+def test_results_dir_from_option_or_environment(tmp_path, monkeypatch):
+    from tamrin.runner import Paths
+
+    monkeypatch.delenv("TAMRIN_RESULTS_DIR", raising=False)
+    assert Paths.from_env(tmp_path).results == tmp_path / "results"
+    monkeypatch.setenv("TAMRIN_RESULTS_DIR", str(tmp_path / "drive"))
+    p = Paths.from_env(tmp_path)
+    assert p.results == (tmp_path / "drive").resolve() and p.work_dir("finetune") == p.results / ".work" / "finetune"
+    assert p.rel(p.results / "data" / "stats.json") == "results/data/stats.json"  # no absolute path in messages
+    assert Paths.from_env(tmp_path, tmp_path / "other").results == (tmp_path / "other").resolve()  # the option wins
