@@ -72,6 +72,19 @@ class SplitStats(Strict):
     answers: dict[str, int]
 
 
+class SubsetStats(Strict):
+    """stats.json's `subset`: the question target and the share of the source actually kept (hub, clevr_dir)."""
+
+    fraction: float
+    margin: float
+    max_questions: Optional[int]
+    source_questions: int  # the denominator: counted from the official files, or data.source_questions (hub)
+    source_questions_counted: bool
+    target_questions: int
+    questions: int  # kept, after duplicates, unknown types and unreadable images
+    share: Optional[float]
+
+
 class DataStats(Strict):
     """results/data/stats.json."""
 
@@ -82,6 +95,7 @@ class DataStats(Strict):
     test: SplitStats
     total: dict[str, int]
     skipped: dict[str, int]
+    subset: Optional[SubsetStats] = None  # None for the synthetic source
     split: dict[str, Any]
 
 

@@ -29,7 +29,7 @@ Question (`clean_question`):
   Q6. join what remains with single spaces; an empty result means "no question" (the pair is skipped).
 Answer (`clean_answer`):
   A1. strip a leading label ("Answer:", "A:", "Assistant:") and a sentence frame "The answer is …";
-  A2. normalise with `vocab.normalize_answer` (case, trailing punctuation, aliases such as grey→gray, two→2);
+  A2. normalise with `contract.facts.normalize_answer` (case, trailing punctuation, aliases such as grey→gray, two→2);
   A3. the result must be one of the 28 CLEVR answers, else None (the pair is skipped and counted).
 """
 from __future__ import annotations

@@ -61,7 +61,7 @@ def _hub(facts: Facts, cfg) -> Check:
 def _clevr_dir(facts: Facts, cfg) -> Check:
     from ..data.clevr_dir import image_id_of, iter_questions
     from ..data.qtype import classify
-    from ..data.vocab import normalize_answer
+    from ..contract.facts import normalize_answer
 
     root = Path(cfg.data.path).expanduser()
     qfile = root / "questions" / f"CLEVR_{cfg.data.clevr_splits[0]}_questions.json"
