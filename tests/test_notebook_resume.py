@@ -25,7 +25,7 @@ STUDENT = {"first_name_fa": "سارا", "last_name_fa": "احمدی", "first_nam
 # A small demo run: 40 fine-tuning steps with a checkpoint every 2, a short flow experiment.
 SMALL = ("data.n_scenes=40", "data.questions_per_scene=4", "data.max_test=20", "train.max_steps=40",
          "train.save_every=2", "eval.bootstrap=50", "flow.steps=200", "flow.n_eval=200", "flow.n_plot=100", "flow.n_traj=20",
-         "flow.numeric_samples=2000")
+         "derive.numeric_samples=2000")
 IPYTHON_STANDIN = '''\
 SHOWN = []
 class HTML:
