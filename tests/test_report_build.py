@@ -15,7 +15,7 @@ import pytest
 
 from tamrin.config import load_config
 from tamrin.errors import TamrinError
-from tamrin.report import figures as figs
+from tamrin.report.figure_cache import Drawing
 from tamrin.report.build import ReportPaths, build_report
 from tamrin.report.lint import LintError
 
@@ -254,20 +254,25 @@ def test_a_missing_result_is_one_line_naming_the_file_and_the_command(tmp_path):
 # ------------------------------------------------------------------------------------------------ figures
 
 def test_figures_are_redrawn_only_when_their_data_change(tmp_path):
-    calls = []
+    """The one drawing path (a child process reading results/): a second run redraws nothing, changed loss rows
+    redraw only the loss figure, a deleted file redraws only that file."""
+    results, out = tmp_path / "results", tmp_path / "figures"
+    shutil.copytree(FIXTURE, results)
+    files = {"loss.svg", "per_qtype.svg", "flow_samples.png", "flow_trajectories.png", "flow_w2.svg"}
+    assert Drawing(results, out, 20).wait() == dict.fromkeys(files, True)
+    assert all((out / f).stat().st_size > 1000 for f in files)
+    assert Drawing(results, out, 20).wait() == dict.fromkeys(files, False)
+    loss = results / "finetune" / "loss.jsonl"
+    loss.write_text("".join(loss.read_text(encoding="utf-8").splitlines(keepends=True)[:-1]), encoding="utf-8")
+    (out / "flow_w2.svg").unlink()
+    redrawn = Drawing(results, out, 20).wait()
+    assert {f for f, again in redrawn.items() if again} == {"loss.svg", "flow_w2.svg"}
+    assert (out / "flow_w2.svg").is_file()
 
-    def draw(values, path):
-        calls.append(values)
-        path.write_text(str(values))
-        return path
 
-    spec = figs.FigureSpec("a.txt", draw, ([1, 2],))
-    assert figs.draw_all([spec], tmp_path) == {"a.txt": True}
-    assert figs.draw_all([spec], tmp_path) == {"a.txt": False}
-    assert figs.draw_all([figs.FigureSpec("a.txt", draw, ([1, 3],))], tmp_path) == {"a.txt": True}
-    (tmp_path / "a.txt").unlink()
-    assert figs.draw_all([figs.FigureSpec("a.txt", draw, ([1, 3],))], tmp_path) == {"a.txt": True}
-    assert calls == [[1, 2], [1, 3], [1, 3]]
+def test_a_failing_figure_child_is_one_error_naming_the_cause(tmp_path):
+    with pytest.raises(RuntimeError, match="drawing the figures failed"):
+        Drawing(tmp_path / "no-results", tmp_path / "figures", 20).wait()
 
 
 def test_fixture_maker_keeps_what_the_report_reads(tmp_path):

@@ -8,7 +8,6 @@ pack it). Never imports torch, transformers or datasets.
 """
 from __future__ import annotations
 
-import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -23,10 +22,12 @@ from ..atomic import write_text
 from ..errors import TamrinError
 from . import derivation_text
 from . import figures as figs
+from .figure_cache import Drawing
 from .context import config_dict, demo_stages, load_results, manifests_of
 from .lint import (Finding, LintError, bib_keys, covered_codepoints, figure_findings, font_findings,
                    glyph_findings, lint_templates, undefined_references)
 from ..contract.persian import jalali_date
+from .pdf_info import pdf_info
 from .templating import make_environment
 from .typst_scan import scan
 from .typst_compile import ALLOWED_PDF_FONTS, TypstCompileError, compile_pdf, missing_font_files, query
@@ -159,7 +160,7 @@ def package_rows(manifests: dict[str, dict]) -> list[tuple[str, str]]:
 
 
 def make_figures(r: dict[str, Any], rp: ReportPaths, cfg: Any) -> tuple[dict[str, str], list[dict], int]:
-    """The figures' Typst paths (a child process draws them: `figures.Drawing`) and the images the report
+    """The figures' Typst paths (a child process draws them: `figure_cache.Drawing`) and the images the report
     shows, copied into figures/; returns (figure name → Typst path, dataset examples, loss smoothing window)."""
     out = rp.figures
     if not r["finetune"]["loss"]:
@@ -266,8 +267,8 @@ def build_report(rp: ReportPaths, report_cfg: Any, student: Any, log: Any = None
     if not bib.is_file():
         raise TamrinError("missing templates/refs.bib: the bibliography of the report (see templates/README.md)")
 
-    # The figures first: the child process starts now and works while this one renders (figures.Drawing).
-    drawing = figs.Drawing(rp.results, rp.figures, report_cfg.smooth_window)
+    # The figures first: the child process starts now and works while this one renders (figure_cache.Drawing).
+    drawing = Drawing(rp.results, rp.figures, report_cfg.smooth_window)
     try:
         import typst
 
@@ -304,7 +305,8 @@ def build_report(rp: ReportPaths, report_cfg: Any, student: Any, log: Any = None
     if compiled is not None:
         findings += [Finding("typst-warning", "report/report.typ", w.line()) for w in compiled.warnings]
         findings += figure_findings(query(compiled, "figure"), query(compiled, "ref"))
-        findings += font_findings(compiled.pdf, ALLOWED_PDF_FONTS)
+        info = pdf_info(compiled.pdf)
+        findings += font_findings(info.fonts, ALLOWED_PDF_FONTS)
     timings["compile"] = time.perf_counter() - t0 - sum(timings.values())
 
     if findings:
@@ -315,11 +317,10 @@ def build_report(rp: ReportPaths, report_cfg: Any, student: Any, log: Any = None
     tmp = pdf_path.with_suffix(".pdf.tmp")
     tmp.write_bytes(compiled.pdf)
     tmp.replace(pdf_path)
-    pages = len(re.findall(rb"/Type\s*/Page(?![a-zA-Z])", compiled.pdf))
     seconds = time.perf_counter() - t0
     if log is not None:
         log.info(f"report: {pdf_path} ({seconds:.1f} s: " + ", ".join(f"{k} {v:.2f}" for k, v in timings.items()) + ")")
-    return BuildResult(pdf_path, typ_path, seconds, pages, timings)
+    return BuildResult(pdf_path, typ_path, seconds, info.pages, timings)
 
 
 def run(ctx: Any) -> None:

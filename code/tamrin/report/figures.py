@@ -1,4 +1,6 @@
-"""Figures drawn from results (matplotlib, Agg backend): one function per figure, each writing one file.
+"""Figures drawn from results (matplotlib, Agg backend): one function per figure, each writing one file, and
+`figure_specs`, the list of the report's figures with their data. Which figures are stale, and drawing them in
+a child process while the report renders, is figure_cache.py's job.
 
 Line and bar charts are SVG (vector; text converted to paths so no font is needed to show them); dense
 point clouds are PNG. Every figure uses `STYLE`, so they share fonts, sizes and colours. Labels are English:
@@ -6,12 +8,11 @@ matplotlib cannot shape Persian script, and the Persian captions sit under the f
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
+
+from .figure_cache import FigureSpec
 
 WIDTH_IN = 6.2  # text width of the A4 page with 2.5 cm margins, in inches
 COLORS = {"base": "#9a9a9a", "finetuned": "#1f5fa8", "raw": "#9fb7d6", "smooth": "#1f5fa8",
@@ -326,68 +327,8 @@ def flow_w2_figure(exp: dict, path: Path) -> Path:
 
 
 # ------------------------------------------------------------------------------------------------------------
-# Drawing with a cache: a figure is redrawn only when its data, this module or matplotlib changed
+# The report's figures and their data (figure_cache.py draws the stale ones in a child process)
 # ------------------------------------------------------------------------------------------------------------
-
-CACHE_FILE = ".figures-cache.json"
-
-
-@dataclass(frozen=True)
-class FigureSpec:
-    """One figure: the file it becomes under figures/, the function that draws it, and that function's data
-    (everything the drawing depends on besides this module's code and the matplotlib version)."""
-
-    file: str
-    draw: Callable[..., Path]
-    args: tuple
-
-
-def _code_fingerprint() -> str:
-    from importlib import metadata
-
-    try:
-        mpl = metadata.version("matplotlib")
-    except metadata.PackageNotFoundError:  # pragma: no cover - matplotlib is a dependency
-        mpl = "?"
-    return hashlib.sha256(Path(__file__).read_bytes() + mpl.encode()).hexdigest()
-
-
-def figure_key(spec: FigureSpec, fingerprint: str) -> str:
-    data = json.dumps([spec.file, spec.draw.__name__, spec.args], sort_keys=True, default=str)
-    return hashlib.sha256((fingerprint + data).encode()).hexdigest()
-
-
-def _read_cache(out: Path) -> dict[str, str]:
-    try:
-        return json.loads((out / CACHE_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-
-
-def stale(specs: list[FigureSpec], out: Path) -> list[FigureSpec]:
-    """The figures whose file is missing or whose cached key differs."""
-    cache, fingerprint = _read_cache(out), _code_fingerprint()
-    return [s for s in specs if not (cache.get(s.file) == figure_key(s, fingerprint) and (out / s.file).is_file())]
-
-
-def _write_cache(out: Path, keys: dict[str, str]) -> None:
-    """Record `keys` ({file: key}) in the cache file, keeping the other figures' entries."""
-    cache = _read_cache(out)
-    cache.update(keys)
-    tmp = (out / CACHE_FILE).with_suffix(".tmp")
-    tmp.write_text(json.dumps(cache, indent=1, sort_keys=True), encoding="utf-8")
-    tmp.replace(out / CACHE_FILE)
-
-
-def draw_all(specs: list[FigureSpec], out: Path) -> dict[str, bool]:
-    """Draw (in this process) every figure whose cached key differs or whose file is missing; {file: redrawn}."""
-    out.mkdir(parents=True, exist_ok=True)
-    todo, fingerprint = stale(specs, out), _code_fingerprint()
-    for spec in todo:
-        spec.draw(*spec.args, out / spec.file)
-    _write_cache(out, {s.file: figure_key(s, fingerprint) for s in todo})
-    return {s.file: s in todo for s in specs}
-
 
 def figure_specs(r: dict[str, Any], window: int) -> dict[str, FigureSpec]:
     """Every matplotlib figure of the report, from the loaded results: template name → spec (file under
@@ -407,63 +348,3 @@ def figure_specs(r: dict[str, Any], window: int) -> dict[str, FigureSpec]:
         "flow_traj": FigureSpec("flow_trajectories.png", flow_trajectories_figure, (flow,)),
         "flow_w2": FigureSpec("flow_w2.svg", flow_w2_figure, (flow,)),
     }
-
-
-class Drawing:
-    """The figures drawn by a child Python process started first thing, so Python's start-up, matplotlib's
-    import and the drawing overlap with the caller reading, rendering and linting the templates on the second
-    core. The child reads results/ itself (nothing large crosses the pipe), decides which figures are stale,
-    draws them and prints {files, redrawn, keys}; `wait()` records the redrawn ones in the cache and returns
-    {file: redrawn}, or raises if the child failed. (Two children were measured to gain nothing on two cores:
-    each pays matplotlib's import.)"""
-
-    def __init__(self, results: Path, out: Path, smooth_window: int) -> None:
-        import os
-        import subprocess
-        import sys
-
-        self.out = out
-        out.mkdir(parents=True, exist_ok=True)
-        code_dir = str(Path(__file__).resolve().parents[2])
-        env = {**os.environ,
-               "PYTHONPATH": os.pathsep.join([code_dir, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
-        self._proc: subprocess.Popen | None = subprocess.Popen(
-            [sys.executable, "-c", "from tamrin.report.figures import child_main; child_main()",
-             str(results), str(out), str(smooth_window)],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-    def wait(self) -> dict[str, bool]:
-        if self._proc is None:
-            raise RuntimeError("the figures were already collected")
-        proc, self._proc = self._proc, None
-        out, err = proc.communicate()
-        if proc.returncode != 0:
-            last = err.strip().splitlines()[-1] if err.strip() else f"exit code {proc.returncode}"
-            raise RuntimeError(f"drawing the figures failed: {last}\n{err[-3000:]}")
-        done = json.loads(out.strip().splitlines()[-1])
-        if done["keys"]:
-            _write_cache(self.out, done["keys"])
-        return {f: f in done["keys"] for f in done["files"]}
-
-    def close(self) -> None:
-        """Stop a running drawing (the caller is already failing for another reason)."""
-        if self._proc is not None:
-            self._proc.kill()
-            self._proc.communicate()
-            self._proc = None
-
-
-def child_main() -> None:
-    """Child-process entry of `Drawing`: argv = results dir, figures dir, configured smoothing window."""
-    import sys
-
-    from .context import load_results
-
-    results, out, configured = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
-    r = load_results(results)
-    specs = list(figure_specs(r, smoothing_window(len(r["finetune"]["loss"]), configured)).values())
-    todo, fingerprint = stale(specs, out), _code_fingerprint()
-    for spec in todo:
-        spec.draw(*spec.args, out / spec.file)
-    print(json.dumps({"files": [s.file for s in specs],
-                      "keys": {s.file: figure_key(s, fingerprint) for s in todo}}))

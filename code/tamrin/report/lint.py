@@ -167,16 +167,8 @@ def _caption_text(node: object) -> str:
     return ""
 
 
-_PDF_FONT = re.compile(rb"/BaseFont\s*/(?:[A-Z]{6}\+)?([A-Za-z0-9-]+)")
-
-
-def pdf_fonts(pdf: bytes) -> set[str]:
-    """Base font names in a PDF (subset tags removed)."""
-    return {m.group(1).decode() for m in _PDF_FONT.finditer(pdf)}
-
-
-def font_findings(pdf: bytes, allowed: tuple[str, ...]) -> list[Finding]:
-    fonts = pdf_fonts(pdf)
+def font_findings(fonts: frozenset[str] | set[str], allowed: tuple[str, ...]) -> list[Finding]:
+    """`fonts`: the base font names of the PDF (pdf_info.pdf_info)."""
     if not fonts:
         return [Finding("font", "report", "no font found in the PDF (cannot check the fonts)")]
     return [Finding("font", "report", f"the PDF uses font {f}, outside the allowed {', '.join(allowed)}: "
