@@ -196,7 +196,11 @@ PLANTED = """= سوال اول
 #figure(grid([`x`]), caption: [شکل با کد]) <fig:listing>
 #text(font: "No Such Font")[متن]
 a letter only a fallback font has: ǅ, and a glyph no font has: Ꝏ.
-ببینید @fig:nocap و @fig:listing.
+ببینید @fig:nocap و @fig:listing. با $h = $ ۲۰۴۸ و روش (Visual *Question* Answering) و $N$-gram.
+#pagebreak()
+#v(23.1cm)
+== عنوانی تنها در پای صفحه
+#pagebreak()
 """
 
 
@@ -211,7 +215,7 @@ def test_lint_catches_each_planted_fault(tmp_path):
     findings = info.value.findings
     kinds = {f.kind for f in findings}
     assert {"typed-number", "todo", "uncaptioned", "unreferenced", "figure-kind", "typst-warning", "font",
-            "glyph"} <= kinds, kinds
+            "glyph", "split-assignment", "gloss-unit", "latin-isolate", "orphan"} <= kinds, kinds
     by_kind = {k: [f for f in findings if f.kind == k] for k in kinds}
     assert any("87" in f.message or "۸۷" in f.message for f in by_kind["typed-number"])
     assert all(f.where.startswith("templates/sections/q1_1_vlm.typ.j2:") for f in by_kind["typed-number"])

@@ -26,8 +26,9 @@ def test_fa_formats_persian_digits_separators_and_minus():
     assert fa(2923466480, None, True) == "۲٬۹۲۳٬۴۶۶٬۴۸۰"
     assert fa(-3.5, 1) == "\u2212۳٫۵"
     assert fa(float("nan"), 2) == "—"
-    assert pct(0.734) == "۷۳٫۴٪"
-    assert pct(1.0, 0) == "۱۰۰٪"
+    isolate = "\u2067\u061c{}\u2069"
+    assert pct(0.734) == isolate.format("۷۳٫۴٪")
+    assert pct(1.0, 0) == isolate.format("۱۰۰٪")
     assert to_persian_digits("v1.0 x_1, 12,5") == "v۱٫۰ x_۱, ۱۲٬۵"
 
 

@@ -57,9 +57,27 @@ def fa(value: float | int | str, decimals: int | None = None, grouping: bool = F
     return to_persian_digits(text)
 
 
+# U+2067 RIGHT-TO-LEFT ISOLATE + U+061C ARABIC LETTER MARK … U+2069: a Persian number with its percent sign reads
+# the same everywhere. Without them the bidi algorithm puts «٪» on the left of the digits after a Persian letter
+# (the digits turn Arabic-number class) and on the right in a table cell or after Latin text (European class).
+_RTL_NUMBER = ("\u2067\u061c", "\u2069")
+
+
+def percent(value: float, decimals: int = 1) -> str:
+    """A number that already is a percentage: `percent(84.5)` → «۸۴٫۵٪», «٪» on the left of the digits in every
+    context (a right-to-left isolate)."""
+    return _RTL_NUMBER[0] + fa(value, decimals) + PERCENT + _RTL_NUMBER[1]
+
+
 def pct(value: float, decimals: int = 1) -> str:
-    """A fraction as a Persian percentage: `pct(0.734)` → «۷۳٫۴٪»."""
-    return fa(100.0 * value, decimals) + PERCENT
+    """A fraction as a Persian percentage: `pct(0.734)` → «۷۳٫۴٪» (see `percent`)."""
+    return percent(100.0 * value, decimals)
+
+
+def plus_minus(mean: float, std: float, decimals: int = 3) -> str:
+    """«mean ± std» in Persian digits as one left-to-right run (U+2066 … U+2069): in a right-to-left line the
+    two numbers would otherwise swap sides and read «std ± mean»."""
+    return "\u2066" + fa(mean, decimals) + " ± " + fa(std, decimals) + "\u2069"
 
 
 def jalali_date(day: date | datetime) -> str:

@@ -30,6 +30,7 @@ from ..contract.persian import jalali_date
 from .pdf_info import pdf_info
 from .templating import make_environment
 from .typst_scan import scan
+from .typography import orphan_findings, typography_findings
 from .typst_compile import ALLOWED_PDF_FONTS, TypstCompileError, compile_pdf, missing_font_files, query
 
 TEMPLATES = ROOT / "templates"
@@ -289,6 +290,7 @@ def build_report(rp: ReportPaths, report_cfg: Any, student: Any, log: Any = None
         scanned = scan(source)
         findings += undefined_references(source, bib_keys(bib.read_text(encoding="utf-8")), scanned)
         findings += glyph_findings(source, covered_codepoints(fonts_dir), scanned)
+        findings += typography_findings(source, rp.templates / "style.typ", scanned)
         timings["render"] = time.perf_counter() - t0 - sum(timings.values())
     except BaseException:
         drawing.close()
@@ -305,6 +307,7 @@ def build_report(rp: ReportPaths, report_cfg: Any, student: Any, log: Any = None
     if compiled is not None:
         findings += [Finding("typst-warning", "report/report.typ", w.line()) for w in compiled.warnings]
         findings += figure_findings(query(compiled, "figure"), query(compiled, "ref"))
+        findings += orphan_findings(query(compiled, "<tamrin-keep>"))
         info = pdf_info(compiled.pdf)
         findings += font_findings(info.fonts, ALLOWED_PDF_FONTS)
     timings["compile"] = time.perf_counter() - t0 - sum(timings.values())

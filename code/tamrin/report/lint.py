@@ -24,6 +24,8 @@ Document checks (on the rendered Typst and the compiled PDF):
 - `glyph`: a character of the prose that neither Vazirmatn nor the symbol fallbacks (DejaVu Sans Mono; New
   Computer Modern Math for the arrow and math-operator blocks) has: Typst would draw an empty box for it
   without any warning.
+- typography.py: `split-assignment`, `gloss-unit`, `latin-isolate`, `inline-math` (rendered source) and
+  `orphan` (compiled layout): mixed-direction text and page breaks.
 """
 from __future__ import annotations
 
@@ -220,7 +222,8 @@ def glyph_findings(typst_src: str, covered: set[int], scanned: object | None = N
         if any(lo <= cp <= hi for lo, hi in MATH_BLOCKS):
             continue
         if cp > 0x20 and cp not in covered and not (0x200B <= cp <= 0x200F or 0x202A <= cp <= 0x202E
-                                                      or cp in (0x2060, 0xFEFF, 0x00A0, 0x00AD)):
+                                                      or 0x2066 <= cp <= 0x2069
+                                                      or cp in (0x061C, 0x2060, 0xFEFF, 0x00A0, 0x00AD)):
             missing.setdefault(ch, i)
     return [Finding("glyph", f"report.typ:{_line_of(typst_src, off)}",
                     f"character {ch!r} (U+{ord(ch):04X}) is in no report font: it would print as an empty box")

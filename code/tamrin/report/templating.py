@@ -20,8 +20,8 @@ import jinja2
 from jinja2 import nodes
 from jinja2.compiler import CodeGenerator
 
-from ..contract.persian import fa, pct
-from .typst_text import Raw, code_number, escape_markup, sci, typst_string
+from ..contract.persian import fa, pct, percent, plus_minus
+from .typst_text import Raw, assignment, code_number, escape_markup, sci, typst_string
 
 DELIMITERS = dict(variable_start_string="⟦", variable_end_string="⟧",
                   block_start_string="⟦%", block_end_string="%⟧",
@@ -97,7 +97,7 @@ def _raw(value: str) -> Raw:
 
 
 FILTERS = {"fa": _fa, "pct": pct, "typ": _typ, "tstr": typst_string, "num": code_number, "sci": sci,
-           "raw": _raw}
+           "raw": _raw, "eq": assignment, "pm": plus_minus, "percent": percent}
 
 
 def bytecode_cache(directory: Path) -> jinja2.BytecodeCache:

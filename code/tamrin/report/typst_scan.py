@@ -16,6 +16,8 @@ _LABEL = re.compile(r"<([A-Za-z_][A-Za-z0-9_:.-]*)>")
 _REF = re.compile(r"@([A-Za-z_][A-Za-z0-9_:.-]*[A-Za-z0-9_])")
 _STATEMENTS = {"let", "set", "show", "import", "include", "return", "if", "for", "while", "context",
                "break", "continue"}
+# Functions of style.typ whose content argument is one left-to-right isolate (`#en[…]`).
+ISOLATING = {"en"}
 
 
 class _Scanner:
@@ -26,6 +28,9 @@ class _Scanner:
         self.labels: list[tuple[int, str]] = []
         self.refs: list[tuple[int, str]] = []
         self.maths: list[tuple[int, int]] = []  # (start, end) of each $…$, delimiters included
+        self.raws: list[tuple[int, int]] = []  # (start, end) of each `…` span, backticks included
+        self.escaped = bytearray(self.n)  # 1 on both characters of a markup escape such as `\-`
+        self.isolates: list[tuple[int, int]] = []  # (start, end) of the content of each `en[…]`
 
     # --- shared pieces -------------------------------------------------------------------------
     def skip_comment(self, i: int) -> int:
@@ -47,7 +52,9 @@ class _Scanner:
         if ticks == 2:
             return j
         end = s.find("`" * ticks, j)
-        return self.n if end < 0 else end + ticks
+        end = self.n if end < 0 else end + ticks
+        self.raws.append((i, end))
+        return end
 
     def skip_math(self, i: int) -> int:
         j = i + 1
@@ -90,6 +97,7 @@ class _Scanner:
                     j = s.find("}", i)
                     i = self.n if j < 0 else j + 1
                 else:
+                    self.escaped[i:i + 2] = b"\x01\x01"[: max(0, min(2, self.n - i))]
                     i += 2
                 continue
             if s.startswith("//", i) or s.startswith("/*", i):
@@ -155,13 +163,25 @@ class _Scanner:
         if c == "{":
             return self.code_until(i + 1, "}")
         if c == "[":
-            return self.markup_until(i + 1, "]")
+            return self.content_block(i)
         if c == "<":
             m = _LABEL.match(s, i)
             if m:
                 self.labels.append((i, m.group(1)))
                 return m.end()
+        if c.isalpha() or c == "_":
+            m = _IDENT.match(s, i)
+            if m:
+                return m.end()
         return i + 1
+
+    def content_block(self, i: int) -> int:
+        """`[…]` at i (code position); recorded as an isolate when it is the argument of an ISOLATING function."""
+        m = re.search(r"([A-Za-z_][A-Za-z0-9_-]*)\s*$", self.s[max(0, i - 40):i])
+        end = self.markup_until(i + 1, "]")
+        if m and m.group(1) in ISOLATING:
+            self.isolates.append((i + 1, end - 1))
+        return end
 
     def code_expression(self, i: int) -> int:
         """An expression embedded in markup after `#`."""
@@ -184,7 +204,7 @@ class _Scanner:
             if s[i] == "(":
                 i = self.code_until(i + 1, ")")
             elif s[i] == "[":
-                i = self.markup_until(i + 1, "]")
+                i = self.content_block(i)
             elif s[i] == "." and i + 1 < self.n and (s[i + 1].isalpha() or s[i + 1] == "_"):
                 m = _IDENT.match(s, i + 1)
                 i = m.end() if m else i + 1
@@ -197,6 +217,10 @@ def scan(src: str) -> _Scanner:
     sc = _Scanner(src)
     sc.markup_until(0, None)
     return sc
+
+
+def in_spans(offset: int, spans: list[tuple[int, int]]) -> bool:
+    return any(a <= offset < b for a, b in spans)
 
 
 def markup_text(src: str) -> str:

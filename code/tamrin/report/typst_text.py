@@ -63,6 +63,43 @@ def sci(value: float, digits: int = 2) -> Raw:
     return Raw(f"${mantissa:.{digits}f} times 10^({exponent})$")
 
 
+# U+2066 LEFT-TO-RIGHT ISOLATE … U+2069 POP DIRECTIONAL ISOLATE: the characters `en[…]` of style.typ wraps a run
+# in, so that neutral characters at its edges keep their place inside a right-to-left line.
+LRI, PDI = "\u2066", "\u2069"
+_RELATIONS = {"=": "=", "≈": "approx", "approx": "approx", "<": "<", ">": ">", "<=": "<=", ">=": ">=",
+              "≤": "<=", "≥": ">="}
+
+
+def math_number(value: float | int, decimals: int | None = None, grouping: bool = False) -> str:
+    """A number as Typst math source with Latin digits (every formula of the report uses Latin digits);
+    grouped digits are one upright string, so the commas get no math spacing: `"2,923,466,480"`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"a formula needs a number, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        return "oo" if value > 0 else ("-oo" if value < 0 else '"NaN"')
+    sep = "," if grouping else ""
+    if decimals is None and isinstance(value, int):
+        text = f"{value:{sep}d}"
+    elif decimals is None:
+        text = f"{value:{sep}.4g}"
+        if "e" in text:
+            raise ValueError(f"{value!r} would need an exponent in a formula: give decimals or use `sci`")
+    else:
+        text = f"{value:{sep}.{decimals}f}"
+    sign, digits = ("-", text[1:]) if text.startswith("-") else ("", text)
+    return sign + (f'"{digits}"' if "," in digits else digits)
+
+
+def assignment(value: float | int, symbol: str, decimals: int | None = None, grouping: bool = False,
+               rel: str = "=") -> Raw:
+    """`symbol = value` as ONE inline formula, `$d_h = 256$`: a symbol in math beside a value in Persian text
+    falls apart in a right-to-left line (the value lands on the other side of the symbol). `symbol` is Typst
+    math source; `rel` one of = ≈ < > ≤ ≥."""
+    if rel not in _RELATIONS:
+        raise ValueError(f"unknown relation {rel!r}: use one of {', '.join(_RELATIONS)}")
+    return Raw(f"${symbol} {_RELATIONS[rel]} {math_number(value, decimals, grouping)}$")
+
+
 def code_number(value: float | int) -> Raw:
     """A number as Typst code (Latin digits), for layout positions such as `columns: ⟦ n | num ⟧`."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
