@@ -29,7 +29,7 @@ from pathlib import Path
 
 from .typst_scan import in_spans, scan
 
-INLINE_MATH_LIMIT = 40  # symbols (see math_symbols); the longest inline formula of the demo report has 34
+INLINE_MATH_LIMIT = 60  # symbols (see math_symbols): about half a line of body text
 ORPHAN_ROOM_PT = 40.0  # under a heading: its gap below plus two lines of body text (10.5 pt, leading 0.85 em)
 
 _ARABIC = "\u0600-\u06ff\u0750-\u077f\ufb50-\ufdff\ufe70-\ufeff"
