@@ -74,3 +74,33 @@ def test_a_method_without_figure_data_is_left_out_not_a_key_error(exp, drawn, tm
     assert "FM" not in texts(drawn["s.png"]) and "OT-CFM" in texts(drawn["s.png"])
     assert panels(drawn["s.png"]) == 2 * len(broken["settings"]["pairs"]) * 3
     assert figs.flow_methods(broken) == METHODS  # the table still lists lipman: it has a summary
+
+
+def test_the_w2_figure_names_the_dotted_dopri5_lines_and_separates_close_curves(exp, drawn, tmp_path):
+    figs.flow_w2_figure(exp, tmp_path / "w.svg")
+    for ax in drawn["w.svg"].axes:
+        assert "dopri5 (adaptive)" in [t.get_text() for t in ax.get_legend().get_texts()]
+        # each method's points sit at its own x (shifted on the log axis), so equal curves stay visible
+        xs = [tuple(line.get_xdata()) for line in ax.lines if len(line.get_xdata()) > 2]
+        assert len(set(xs)) == len(METHODS)
+
+
+def test_source_and_target_are_never_cut_at_a_panel_edge(exp):
+    import numpy as np
+
+    for pair in exp["settings"]["pairs"]:
+        s = exp["figures"]["samples"][pair]
+        stray = [[[50.0, 50.0]] + s["generated"]["icfm"]["euler_1"]]  # one far-away generated sample
+        xlim, ylim = figs._pair_limits([s["source"], s["target"]], stray)
+        ref = np.asarray(s["source"] + s["target"], dtype=float)
+        assert xlim[0] < ref[:, 0].min() and ref[:, 0].max() < xlim[1]
+        assert ylim[0] < ref[:, 1].min() and ref[:, 1].max() < ylim[1]
+        assert xlim[1] < 50.0  # the stray sample does not shrink the panels
+
+
+def test_every_per_qtype_bar_carries_its_value_even_zero(drawn, tmp_path):
+    base = {"count": {"exact_match": 0.0, "n": 3}, "exist": {"exact_match": 0.5, "n": 4}}
+    tuned = {"count": {"exact_match": 0.0, "n": 3}, "exist": {"exact_match": 0.75, "n": 4}}
+    figs.per_qtype_figure(["count", "exist"], base, tuned, tmp_path / "q.svg")
+    labels = [t.get_text() for t in drawn["q.svg"].axes[0].texts]
+    assert sorted(labels) == sorted(["0", "50", "0", "75"])

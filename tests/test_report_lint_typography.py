@@ -57,7 +57,8 @@ def test_latin_isolate_planted_and_fixed():
 
 
 def test_inline_math_limit_planted_and_fixed():
-    long = "$bb(E)_(p_t (x)) chevron.l v, u_t (x) chevron.r = bb(E)_(q(x_1), p_t (x | x_1)) chevron.l v, u_t (x | x_1) chevron.r$"
+    long = ("$bb(E)_(p_t (x)) chevron.l v, u_t (x) chevron.r = bb(E)_(q(x_1), p_t (x | x_1)) chevron.l v, u_t (x | x_1) "
+            "chevron.r = integral integral chevron.l v_t (x), u_t (x | x_1) chevron.r p_t (x | x_1) q(x_1) dif x_1 dif x$")
     assert math_symbols(long[1:-1]) > INLINE_MATH_LIMIT
     assert math_symbols('cal(L)_"CFM" (theta)') < 12  # styling functions and quotes cost little
     assert kinds(f"پس {long} برقرار است.\n") == [("inline-math", 1)]

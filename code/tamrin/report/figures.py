@@ -93,12 +93,15 @@ def per_qtype_figure(qtypes: list[str], base: dict, finetuned: dict, path: Path)
     w = 0.38
     for k, (name, m) in enumerate((("base", base), ("finetuned", finetuned))):
         vals = [100 * m.get(t, {}).get("exact_match", 0.0) for t in qtypes]  # 0 where a type is absent
-        ax.bar([x + (k - 0.5) * w for x in xs], vals, width=w, color=COLORS[name],
-               label="base model" if name == "base" else "fine-tuned (LoRA)")
+        bars = ax.bar([x + (k - 0.5) * w for x in xs], vals, width=w, color=COLORS[name],
+                      label="base model" if name == "base" else "fine-tuned (LoRA)")
+        # Every bar carries its value, so a series of zeros is visibly zero rather than missing.
+        ax.bar_label(bars, labels=[f"{v:.0f}" for v in vals], padding=1.5, fontsize=6.5, color="#333333")
     ns = [finetuned.get(t, base.get(t, {})).get("n", 0) for t in qtypes]
     ax.set_xticks(list(xs), [f"{t.replace('_', chr(10))}\n(n={n})" for t, n in zip(qtypes, ns)], fontsize=7.5)
     ax.set_ylabel("exact match (%)")
-    ax.set_ylim(0, 100)
+    ax.set_ylim(0, 108)
+    ax.set_yticks(range(0, 101, 20))
     ax.grid(axis="x", visible=False)
     ax.legend(frameon=False, loc="upper right", ncols=2)
     return _save(fig, path)
@@ -204,14 +207,22 @@ def method_label(exp: dict, method: str) -> str:
     return _short(exp.get("labels", {}).get("methods", {}).get(method, method))
 
 
-def _pair_limits(point_sets: list[list], clip: float = 0.5, margin: float = 0.06
+def _pair_limits(whole: list[list], robust: Sequence[list] = (), clip: float = 0.5, margin: float = 0.08
                  ) -> tuple[tuple[float, float], tuple[float, float]]:
-    """Common square limits for every panel of one pair, so source, target and samples compare by eye: the
-    `clip`–(100 − `clip`) % range of all points (a few stray samples do not shrink the rest)."""
+    """Common square limits for every panel of one pair, so source, target and samples compare by eye: all of
+    the `whole` point sets (source and target are never cut at a panel edge) and the `clip`–(100 − `clip`) %
+    range of the `robust` ones (a few stray generated samples do not shrink the rest), plus a `margin`."""
     import numpy as np
 
-    pts = np.concatenate([np.asarray(p, dtype=float).reshape(-1, 2) for p in point_sets if len(p)])
-    lo, hi = np.percentile(pts, clip, axis=0), np.percentile(pts, 100 - clip, axis=0)
+    def stack(sets: Sequence[list]) -> Any:
+        arrays = [np.asarray(p, dtype=float).reshape(-1, 2) for p in sets if len(p)]
+        return np.concatenate(arrays) if arrays else np.zeros((0, 2))
+
+    full, loose = stack(whole), stack(robust)
+    lo, hi = full.min(axis=0), full.max(axis=0)
+    if len(loose):
+        lo = np.minimum(lo, np.percentile(loose, clip, axis=0))
+        hi = np.maximum(hi, np.percentile(loose, 100 - clip, axis=0))
     centre, half = (lo + hi) / 2, (hi - lo).max() / 2 * (1 + margin)
     return (centre[0] - half, centre[0] + half), (centre[1] - half, centre[1] + half)
 
@@ -226,13 +237,13 @@ def flow_samples_figure(exp: dict, path: Path) -> Path:
     solvers = (("euler_1", "1 Euler step"), ("dopri5", "dopri5 (adaptive)"))
     # Room above each row: method names over the first, the small "target q" title over every second row,
     # and a wider gap between pairs.
-    space = [0.25 if r == 0 else (0.16 if r % 2 else 0.26) for r in range(2 * len(pairs))]
-    grid = _PanelGrid(2 * len(pairs), 1 + len(methods), 1.3, left=0.3, right=0.3, top=0.02, bottom=0.03,
+    space = [0.3 if r == 0 else (0.2 if r % 2 else 0.32) for r in range(2 * len(pairs))]
+    grid = _PanelGrid(2 * len(pairs), 1 + len(methods), 1.3, left=0.34, right=0.34, top=0.02, bottom=0.03,
                       gap=0.07, title_space=space)
     for i, pair in enumerate(pairs):
         gen = samples[pair]["generated"]
-        xlim, ylim = _pair_limits([samples[pair]["source"], samples[pair]["target"]]
-                                  + [gen[m][s] for m in methods for s, _ in solvers])
+        xlim, ylim = _pair_limits([samples[pair]["source"], samples[pair]["target"]],
+                                  [gen[m][s] for m in methods for s, _ in solvers])
         for r, (solver, solver_name) in enumerate(solvers):
             row = 2 * i + r
             ref_key, ref_title = (("source", "source $p_0$"), ("target", "target $q$"))[r]
@@ -243,11 +254,11 @@ def flow_samples_figure(exp: dict, path: Path) -> Path:
                                 linewidths=0)
                 grid.frame(row, col)
                 if col == 0:
-                    grid.title(row, col, ref_title, 7)
+                    grid.title(row, col, ref_title, 9)
                 elif row == 0:
-                    grid.title(row, col, method_label(exp, key), 8.5)
-            grid.row_label((row, row), solver_name, "right", 7)
-        grid.row_label((2 * i, 2 * i + 1), labels["pairs"][pair], "left", 7.5)
+                    grid.title(row, col, method_label(exp, key), 10)
+            grid.row_label((row, row), solver_name, "right", 9)
+        grid.row_label((2 * i, 2 * i + 1), labels["pairs"][pair], "left", 9.5)
     return _save(grid.fig, path, tight=False)
 
 
@@ -258,11 +269,11 @@ def flow_trajectories_figure(exp: dict, path: Path) -> Path:
 
     pairs, labels, figs = exp["settings"]["pairs"], exp["labels"], exp["figures"]
     methods = [m for m in flow_methods(exp) if all(m in figs["trajectories"][p] for p in pairs)]
-    grid = _PanelGrid(len(pairs), len(methods), 1.9, left=0.3, right=0.05, top=0.02, bottom=0.03, gap=0.07,
-                      title_space=[0.27] + [0.0] * (len(pairs) - 1))
+    grid = _PanelGrid(len(pairs), len(methods), 1.9, left=0.34, right=0.05, top=0.02, bottom=0.03, gap=0.07,
+                      title_space=[0.3] + [0.0] * (len(pairs) - 1))
     for i, pair in enumerate(pairs):
         paths = [pt for m in methods for traj in figs["trajectories"][pair][m]["xy"] for pt in traj]
-        xlim, ylim = _pair_limits([paths, figs["samples"][pair]["target"]], clip=0.0, margin=0.02)
+        xlim, ylim = _pair_limits([paths, figs["samples"][pair]["target"]], margin=0.06)
         for j, m in enumerate(methods):
             xy = figs["trajectories"][pair][m]["xy"]
             grid.ax.scatter(*grid.place(i, j, figs["samples"][pair]["target"], xlim, ylim), s=1, color="#dddddd",
@@ -275,8 +286,8 @@ def flow_trajectories_figure(exp: dict, path: Path) -> Path:
                             zorder=3, linewidths=0)
             grid.frame(i, j)
             if i == 0:
-                grid.title(i, j, method_label(exp, m), 9)
-        grid.row_label((i, i), labels["pairs"][pair], "left", 7.5)
+                grid.title(i, j, method_label(exp, m), 10.5)
+        grid.row_label((i, i), labels["pairs"][pair], "left", 9.5)
     return _save(grid.fig, path, tight=False)
 
 
@@ -293,22 +304,34 @@ def flow_w2_figure(exp: dict, path: Path) -> Path:
     dopri5 result (dotted) and the sampling floor (grey dashed); one panel per pair."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
+    from matplotlib.lines import Line2D
+
     pairs, labels, floor = exp["settings"]["pairs"], exp["labels"], sampling_floor(exp)
-    fig, axes = _subplots(1, len(pairs), figsize=(WIDTH_IN, 2.4))
+    fig, axes = _subplots(1, len(pairs), figsize=(WIDTH_IN, 2.6))
+    markers = ("o", "s", "^", "D", "v")
     for i, pair in enumerate(pairs):
         ax = axes[0][i]
         ks: list[int] = []
-        for m in [m for m in flow_methods(exp) if m in exp["w2_vs_steps"][pair]]:
+        methods = [m for m in flow_methods(exp) if m in exp["w2_vs_steps"][pair]]
+        for j, m in enumerate(methods):
             curve = exp["w2_vs_steps"][pair][m]
             ks = curve["steps"]
-            # Lipman's σ_min path is almost I-CFM's: dashed with hollow markers, so neither hides the other.
+            # Curves that nearly coincide (Lipman's σ_min path and I-CFM) must not hide each other: each method
+            # is shifted a little along the (log) step axis and has its own marker; Lipman's is dashed and hollow.
+            shift = 1.07 ** (j - (len(methods) - 1) / 2)
             hollow = {"linestyle": "--", "markerfacecolor": "white"} if m == "lipman" else {}
-            ax.errorbar(ks, curve["w2_mean"], yerr=curve["w2_std"], color=_method_color(m), marker="o",
-                        markersize=3, capsize=2, label=method_label(exp, m), **hollow)
+            ax.errorbar([k * shift for k in ks], curve["w2_mean"], yerr=curve["w2_std"], color=_method_color(m),
+                        marker=markers[j % len(markers)], markersize=3.2, capsize=2, label=method_label(exp, m),
+                        **hollow)
             if curve.get("dopri5"):
                 ax.axhline(curve["dopri5"]["w2"], color=_method_color(m), linestyle=":", linewidth=1)
         if pair in floor:
             ax.axhline(floor[pair], color="#888888", linestyle="--", linewidth=0.8, label="sampling floor")
+        handles, names = ax.get_legend_handles_labels()
+        if any(exp["w2_vs_steps"][pair][m].get("dopri5") for m in methods):
+            # One legend entry for the dotted lines, drawn in each method's colour on the plot.
+            handles.append(Line2D([], [], color="#555555", linestyle=":", linewidth=1))
+            names.append("dopri5 (adaptive)")
         ax.set_xscale("log")
         ax.set_yscale("log")
         # Plain tick labels: the default log labels are mathtext (10^k), slow to typeset and too many here.
@@ -321,8 +344,8 @@ def flow_w2_figure(exp: dict, path: Path) -> Path:
         if i == 0:
             ax.set_ylabel("$W_2$ to held-out target")
         ax.set_title(labels["pairs"][pair])
-        ax.legend(frameon=False, fontsize=7)
-    fig.subplots_adjust(left=0.1, right=0.99, bottom=0.18, top=0.9, wspace=0.22)  # by hand: no tight_layout pass
+        ax.legend(handles, names, frameon=False, fontsize=7, loc="upper right")
+    fig.subplots_adjust(left=0.1, right=0.99, bottom=0.17, top=0.9, wspace=0.22)  # by hand: no tight_layout pass
     return _save(fig, path)
 
 
