@@ -11,6 +11,8 @@ Rules:
   math-word   `$N$-gram` → `#en[$N$-gram]` (math glued to Latin letters)
   percent     `⟦ x | fa(1) ⟧٪` → `⟦ x | percent(1) ⟧` (the sign on the same side in every context)
   mean-std    `⟦ a.mean | fa(3) ⟧ ± ⟦ a.std | fa(3) ⟧` → `⟦ a.mean | pm(a.std, 3) ⟧` (reads mean ± std)
+  ellipsis    `` `<loc0000>`… `` → `` `<loc0000>…` ``, `«a photo of a …»` → `«#en[a photo of a …]»` (an ellipsis that
+              ends a Latin run belongs inside it)
 """
 from __future__ import annotations
 
@@ -58,7 +60,12 @@ def mean_std(src: str) -> str:
     return rx.sub(lambda m: f"⟦ {m['a']}.mean | pm({m['a']}.std, {m['d']}) ⟧", src)
 
 
-RULES = (assignment, cited_gloss, math_word, percent, mean_std)
+def ellipsis(src: str) -> str:
+    src = re.sub(r"`([^`\n]+)`…", r"`\1…`", src)
+    return re.sub(r"«(?!#en\[)([A-Za-z][^«»؀-ۿ\n]*?…)»", r"«#en[\1]»", src)
+
+
+RULES = (assignment, cited_gloss, math_word, percent, mean_std, ellipsis)
 
 
 def rewrite(src: str) -> str:

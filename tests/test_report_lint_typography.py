@@ -49,10 +49,11 @@ def test_latin_isolate_planted_and_fixed():
     planted = ("برای $N$-gramها\n"
                "برچسب -100 روی\n"
                "پوشهٔ results/ و\n"
-               "تابع min($a$, $b$) و\n")
+               "تابع min($a$, $b$) و\n"
+               "متن «a photo of a …» و توکن `<loc0000>`… و\n")
     fixed = ("برای #en[$N$-gram]ها و برچسب `-100` و پوشهٔ `results/` و #en[min($a$, $b$)] و min(a, b)\n"
-             "و ROUGE-L و چند-GPU و $x$ و.\n")
-    assert kinds(planted) == [("latin-isolate", 1), ("latin-isolate", 2), ("latin-isolate", 3), ("latin-isolate", 4)]
+             "و ROUGE-L و چند-GPU و $x$ و «#en[a photo of a …]» و `<loc0000>…` و «آیا … وجود دارد؟».\n")
+    assert kinds(planted) == [("latin-isolate", n) for n in (1, 2, 3, 4, 5, 5)]
     assert kinds(fixed) == []
 
 

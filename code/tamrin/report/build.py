@@ -57,11 +57,11 @@ class Section:
 
 
 SECTIONS = (
-    Section("q1_1_vlm", "سوال اول: مدل‌های زبانی–بصری (Vision-Language Models)", "زیربخش اول – VLM", ()),
-    Section("q1_2_siglip", None, "زیربخش دوم – رمزگذار تصویر SigLIP", ()),
-    Section("q1_3_pretraining", None, "زیربخش سوم – پیش‌آموزش (Pre-training)", ()),
-    Section("q1_4_transfer", None, "زیربخش چهارم – یادگیری انتقالی (Transfer learning)", ("results/memory.typ.j2",)),
-    Section("q1_5_implementation", None, "زیربخش پنجم – پیاده‌سازی",
+    Section("q1_1_vlm", "سوال اول: مدل‌های زبانی–بصری (Vision-Language Models)", "زیربخش اول: VLM", ()),
+    Section("q1_2_siglip", None, "زیربخش دوم: رمزگذار تصویر SigLIP", ()),
+    Section("q1_3_pretraining", None, "زیربخش سوم: پیش‌آموزش (Pre-training)", ()),
+    Section("q1_4_transfer", None, "زیربخش چهارم: یادگیری انتقالی (Transfer learning)", ("results/memory.typ.j2",)),
+    Section("q1_5_implementation", None, "زیربخش پنجم: پیاده‌سازی",
             ("results/dataset.typ.j2", "results/training.typ.j2", "results/rouge.typ.j2", "results/samples.typ.j2")),
     Section("q2_flow", "سوال دوم: تطبیق جریان (Flow Matching)", "زیربخش‌های اول تا سوم",
             ("results/derivations.typ.j2", "results/flow.typ.j2")),
