@@ -116,3 +116,10 @@ def test_a_percentage_reads_the_same_in_a_table_cell_and_in_text(tmp_path):
     assert percent_sign_left(pdf, cell) and percent_sign_left(pdf, prose) and percent_sign_left(pdf, latin), runs(pdf)
     table_runs = [t for x, y, t in runs(pdf) if y == cell]
     assert "٪۴٫۳۷" in table_runs or "۷۳٫۴٪" in table_runs, f"control: the plain cell keeps «٪» in its digit run {table_runs}"
+
+
+def test_a_hyphenated_word_inside_an_english_phrase_keeps_the_phrase_in_order(tmp_path):
+    """The hyphenated word gets a non-breaking hyphen but no isolate: an isolate would be a neutral between the
+    Persian word before it and «Tuning» after it, and the phrase would read «Tuning Locked-image»."""
+    line = "".join(visual_lines(compile_doc(tmp_path, "مدل SigLiT (SigLIP به‌همراه Locked-image Tuning، یعنی برج ثابت) با.")))
+    assert "Locked\u2011image" in line and line.index("Locked\u2011image") < line.index("Tuning"), line
