@@ -90,9 +90,11 @@ def test_orphan_heading_planted_at_the_foot_of_a_page(tmp_path):
     assert orphan_findings(kept) == [] and [p["value"]["page"] for p in kept] == [2]
 
 
-def test_a_lead_in_ending_in_a_colon_stays_with_its_list(tmp_path):
-    lead = "مزایا و معایب این روش عبارت‌اند از:\n- نخست\n- دوم\n"
-    probes = compile_probes(tmp_path, f"{FILL}#v(0.6cm)\n{lead}")
+@pytest.mark.parametrize("lead", ["مزایا و معایب این روش عبارت‌اند از:", "*راه‌حل‌های عمومی.*"])
+def test_a_lead_in_stays_with_its_list_with_room_for_its_first_lines(tmp_path, lead):
+    """A lead-in ending in «:» or a bold run-in title alone on its line, with room for itself but not for two
+    lines of its list, moves to the next page with the list."""
+    probes = compile_probes(tmp_path, f"{FILL}#v(0.6cm)\n{lead}\n- نخست\n- دوم\n")
     assert [p["value"]["kind"] for p in probes] == ["lead-in"]
     assert probes[0]["value"]["page"] == 2 and orphan_findings(probes) == []
 
