@@ -64,6 +64,8 @@ def test_inline_math_limit_planted_and_fixed():
     assert math_symbols('cal(L)_"CFM" (theta)') < 12  # styling functions and quotes cost little
     assert kinds(f"پس {long} برقرار است.\n") == [("inline-math", 1)]
     assert kinds(f"پس\n$ {long[1:-1]} $\nبرقرار است.\n") == []  # a display equation
+    assert kinds('یعنی $min("تعداد در نامزد", "تعداد در مرجع")$ و\n') == [("inline-math", 1)]
+    assert kinds('$ x quad "یا" quad y $\n') == []  # a Persian word in a display equation reads in order
 
 
 # ------------------------------------------------------------------------------------------------ orphans

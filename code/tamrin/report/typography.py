@@ -12,7 +12,9 @@ Source checks (on report/report.typ, after Jinja; locations are its lines):
   letters (`$N$-gram`), a Latin function call with markup inside (`min($a$, $b$)`), a leading "-" or "/"
   (`-100`) or a trailing "/" (`results/`) outside code. Wrap the run in `#en[…]`.
 - `inline-math`: an inline formula longer than INLINE_MATH_LIMIT symbols. Inline formulas never break (a box), so
-  a long one overflows or stretches its line: make it a display equation.
+  a long one overflows or stretches its line: make it a display equation. Also Persian words inside an inline
+  formula: Typst lays such a formula out right to left (`$min("الف", "ب")$` reads «(ب, الف)min»); write them
+  in the prose.
 
 Layout check (on the compiled document):
 - `orphan`: a heading, box title or lead-in ending in «:» with no room under it on its page for a line of what
@@ -245,6 +247,10 @@ def long_inline_maths(doc: _Doc, limit: int = INLINE_MATH_LIMIT) -> list[tuple[i
     return out
 
 
+def persian_inline_maths(doc: _Doc) -> list[tuple[int, str]]:
+    return [(a, doc.src[a:b]) for a, b in doc.inline_maths if _ARABIC_LETTER.search(doc.src[a:b])]
+
+
 def typography_findings(src: str, style_path: Path, scanned: object | None = None) -> list:
     """Every source finding of this module on the rendered report `src`."""
     from .lint import Finding
@@ -269,6 +275,10 @@ def typography_findings(src: str, style_path: Path, scanned: object | None = Non
         findings.append(Finding("inline-math", f"report.typ:{_line(src, off)}",
                                 f"inline formula of {n} symbols (limit {INLINE_MATH_LIMIT}), «{_snippet(text)}»: inline "
                                 "formulas never break, so a long one overflows its line; make it a display equation"))
+    for off, text in persian_inline_maths(doc):
+        findings.append(Finding("inline-math", f"report.typ:{_line(src, off)}",
+                                f"Persian words inside the inline formula «{_snippet(text)}»: Typst lays it out right to "
+                                "left, so its parts read in the wrong order; write the words in the prose"))
     return findings
 
 
