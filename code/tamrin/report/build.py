@@ -129,6 +129,12 @@ def config_toml(config: dict[str, dict]) -> str:
     return "\n".join(lines).strip() or "# (no configuration)"
 
 
+def config_sections(config: dict[str, dict]) -> list[str]:
+    """`config_toml` cut into its `[section]` tables: the appendix sets each as one unbreakable listing, so a
+    stage's configuration may continue in the next column (marked «ادامه») but never splits inside a table."""
+    return [config_toml({section: values}) for section, values in config.items()] or [config_toml({})]
+
+
 def provenance_rows(manifests: dict[str, dict]) -> list[dict]:
     rows = []
     for stage, m in manifests.items():
@@ -139,7 +145,8 @@ def provenance_rows(manifests: dict[str, dict]) -> list[dict]:
         rows.append({"stage": stage, "profile": str(m.get("profile", "?")), "seconds": float(m.get("seconds", 0.0)),
                      "finished": str(m.get("finished", "?")), "code_version": str(m.get("code_version", "?"))[:19],
                      "cache_key": str(m.get("cache_key", "?"))[:16], "hardware": hardware,
-                     "config_toml": config_toml(m.get("config") or {})})
+                     "config_toml": config_toml(m.get("config") or {}),
+                     "config_sections": config_sections(m.get("config") or {})})
     return rows
 
 
