@@ -123,3 +123,15 @@ def test_a_hyphenated_word_inside_an_english_phrase_keeps_the_phrase_in_order(tm
     Persian word before it and «Tuning» after it, and the phrase would read «Tuning Locked-image»."""
     line = "".join(visual_lines(compile_doc(tmp_path, "مدل SigLiT (SigLIP به‌همراه Locked-image Tuning، یعنی برج ثابت) با.")))
     assert "Locked\u2011image" in line and line.index("Locked\u2011image") < line.index("Tuning"), line
+
+
+def test_the_lists_of_figures_show_the_short_caption(tmp_path):
+    """The list of figures shows a caption up to its first «:», «؛» or «(»; the full caption stays under the
+    figure (page 2). A figure without a caption is listed without failing."""
+    body = ("#outline(target: figure.where(kind: image))\n#pagebreak()\n"
+            "#figure(rect(), caption: [ساختار مدل پایه: رمزگذار تصویر و رمزگشا (بازسازی شکل مقاله).])\n"
+            "#figure(rect(), kind: image)\n")
+    pdf = compile_doc(tmp_path, body)
+    listing = "".join(visual_lines(pdf, 0))
+    assert "ساختار" in listing and "رمزگذار" not in listing and "بازسازی" not in listing, listing
+    assert "رمزگذار" in "".join(visual_lines(pdf, 1))

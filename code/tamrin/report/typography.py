@@ -40,7 +40,7 @@ _NUMBER_START = re.compile(r"\s*[−\-+]?[0-9\u06f0-\u06f9]")
 _RELATION_THEN_NUMBER = re.compile(r"\s*(=|≈|≤|≥|<|>)\s*[−\-+]?[0-9\u06f0-\u06f9]")
 _LATIN = re.compile(r"[A-Za-z]")
 _ARABIC_LETTER = re.compile(f"[{_ARABIC}]")
-_GLUED_AFTER = re.compile(r"[-‐‑/.:'’]?[A-Za-z]|…")  # after a math or code span
+_GLUED_AFTER = re.compile(r"[-‐‑/.:'’]?[A-Za-z]+|…")  # after a math or code span
 _GLUED_BEFORE = re.compile(r"[A-Za-z0-9][-‐‑/.(]?$")  # before a math or code span
 _LEADING = re.compile(r"(?:^|(?<=\s))[-/][A-Za-z0-9]")  # after a Persian letter it is a compound: «چند-GPU»
 _TRAILING = re.compile(f"[A-Za-z0-9](?:/| ?…)(?=[\\s»){_ARABIC}]|$)")
