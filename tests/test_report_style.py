@@ -106,7 +106,7 @@ def percent_sign_left(pdf: bytes, y: float) -> bool:
 def test_a_percentage_reads_the_same_in_a_table_cell_and_in_text(tmp_path):
     """`pct` puts «٪» left of the digits in a table cell, after Persian text and after Latin text alike; the plain
     «۷۳٫۴٪» (the control) has it on the right in the cell."""
-    from tamrin.report.persian import pct
+    from tamrin.contract.persian import pct
 
     value = pct(0.734)
     body = f"#table(columns: 3, [درصد], [{value}], [۷۳٫۴٪])\n\nدر متن {value} و پایان.\n\nو ROUGE-L {value} و\n"
