@@ -75,7 +75,7 @@ def main() -> int:
                               text=True).stdout.strip()
     result = {"what": "cold report-only on tests/fixtures/results (fresh project, no figures, no Jinja cache)",
               "load_average_after": [round(x, 2) for x in os.getloadavg()],
-              "base": args.base, "head": head_rev, "rounds": args.rounds, "seconds": times,
+              "base": subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", args.base], capture_output=True, text=True).stdout.strip() or args.base, "head": head_rev, "rounds": args.rounds, "seconds": times,
               "median": {k: statistics.median(v) for k, v in times.items()},
               "ratio_head_over_base": round(statistics.median(times["head"]) / statistics.median(times["base"]), 3)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
