@@ -162,7 +162,7 @@ def check_gradients(n: int, seed: int = 0) -> Derivation:
         Step('hat(cal(L))_"CFM" - hat(cal(L))_"FM" approx bb(E)_(t, x) "tr" "Var"[u_t (x | x_1) | x]',
              f"loss gap {st['loss_gap']:.4f} vs variance term {st['variance_term']:.4f} "
              f"(paired z = {st['gap_minus_variance_z']:.2f}, |z| ≤ {st['gap_z_crit']:.2f})"),
-        Step('"control:" u_t (x) "with uniform" w_k ==> max_j abs(z_j) = ' + f"{control['max_abs_z']:.1f}",
+        Step('tilde(u)_t (x) = u_t (x) |_(w_k = 1 \\/ 4) ==> max_j abs(z_j) = ' + f"{control['max_abs_z']:.1f}",
              "a wrong marginal field is rejected by the same test, so the test can detect a real difference"),
     ]
     # Checked: Monte Carlo + torch autograd (float64); residual = max per-parameter |t| of the paired gradient

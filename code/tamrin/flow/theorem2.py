@@ -18,8 +18,8 @@ import sympy as sp
 from .records import Derivation, Step, symbolic_residual
 from .typst_math import typst
 
-STATEMENT = ('nabla_theta cal(L)_"FM" (theta) = nabla_theta cal(L)_"CFM" (theta) quad "whenever" quad '
-             'p_t (x) > 0 quad forall x in RR^d, t in [0, 1]')
+# The condition (p_t(x) > 0 everywhere) is assumption 1 of the record, printed beside the statement.
+STATEMENT = 'nabla_theta cal(L)_"FM" (theta) = nabla_theta cal(L)_"CFM" (theta)'
 
 ASSUMPTIONS = [
     # "the marginal density is positive, so the marginal field u_t(x) = ∫ u_t(x|x1) p_t(x|x1) q(x1) dx1 / p_t(x) (eq. 8) is defined at every x; Gaussian conditional paths with σ_t > 0 satisfy it"
