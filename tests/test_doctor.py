@@ -153,7 +153,7 @@ def test_estimate_from_a_measured_step(tmp_path, monkeypatch):
     from tamrin.doctor.steps import StepTiming
     from tamrin.runner import Paths
 
-    monkeypatch.setattr(estimate, "flow_ms_per_step", lambda cfg: {m: 2.0 for m in cfg.flow.methods})
+    monkeypatch.setattr(estimate, "flow_ms_per_step", lambda cfg: {"all runs": 15.0})  # per batched step
     cfg = load_config("paper", overrides=["train.batch_size=4", "train.grad_accum=4", "train.max_minutes=150"])
     facts = Facts("paper", gpu=True, device_name="Tesla T4", data_seconds_per_row=0.05, questions_per_row=10)
     timing = StepTiming(load_seconds=60, seconds_per_step=8.0, warmup_seconds=10.0, losses=[9.1, 8.7, 8.2, 7.9],
@@ -162,7 +162,7 @@ def test_estimate_from_a_measured_step(tmp_path, monkeypatch):
     e = facts.estimate
     # 7140 questions → 500 test, 6640 train → ceil(6640 / 4 / 4) = 415 steps of 8 s, + load + warm-up excess
     assert e.seconds["finetune"] == pytest.approx(60 + 2 + 415 * 8.0)
-    assert e.seconds["flow"] == pytest.approx(3 * 2.0 * 20000 * 3 * 2 / 1000 / 2)
+    assert e.seconds["flow"] == pytest.approx(15.0 * 20000 / 1000)
     assert e.seconds["data"] == pytest.approx((7140 / 10 + 1000) * 0.05)
     assert c.status == OK and "finetune" in c.result
     assert (tmp_path / "results" / ".work" / "doctor" / "estimate.json").is_file()

@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy.optimize import linprog
 
-from tamrin.flow import datasets, evaluate
+from tamrin.flow import datasets, evaluate, ot
 from tamrin.flow.ot import ot_pairing, sq_cost, w2, w2_squared
 
 
@@ -133,3 +133,47 @@ def test_evaluate_w2_equals_a_direct_computation():
     assert out["euler"]["4"]["w2"] == pytest.approx(direct, rel=1e-5)
     assert out["dopri5"]["w2"] == pytest.approx(direct, rel=1e-5)
     assert out["path"]["from_euler_steps"] == 4
+
+
+def test_column_duals_are_optimal_lp_duals():
+    rng = np.random.default_rng(7)
+    a, b = datasets.sample("8gaussians", 40, rng), datasets.sample("moons", 40, rng)
+    cost = sq_cost(a, b)
+    row, col = ot_pairing(a, b)
+    v = ot.column_duals(cost, col)
+    u = cost[row, col] - v[col]
+    assert (cost - u[:, None] - v[None, :]).min() >= -1e-9  # feasible: u_i + v_j <= C_ij
+    assert np.allclose(u + v[col], cost[row, col])  # tight on the assignment
+    n = len(a)  # strong duality against the Kantorovich LP solved directly (with n-scaled marginals)
+    A_eq = np.zeros((2 * n, n * n))
+    for i in range(n):
+        A_eq[i, i * n:(i + 1) * n] = 1
+        A_eq[n + i, i::n] = 1
+    lp = linprog(cost.reshape(-1), A_eq=A_eq, b_eq=np.ones(2 * n), bounds=(0, None), method="highs")
+    assert u.sum() + v.sum() == pytest.approx(lp.fun, rel=1e-9)
+
+
+@pytest.mark.parametrize("pair", datasets.PAIRS)
+def test_a_column_potential_changes_no_assignment(pair):
+    """The fitted potential (and a deliberately wrong one) shift columns only: the same optimal pairs."""
+    from tamrin.flow.batched import calibrate_potential
+
+    source, target = datasets.split_pair(pair)
+    fitted = calibrate_potential(pair, 128)
+    assert fitted is not None and fitted.r2 > 0.7  # it does describe the duals: that is where the speed comes from
+    rng = np.random.default_rng(8)
+    wrong = ot.ColumnPotential(centre=np.zeros(2), scale=np.ones(2), degree=2, coef=rng.normal(0, 5, 6), r2=1.0)
+    for _ in range(10):
+        x0, x1 = datasets.sample(source, 128, rng), datasets.sample(target, 128, rng)
+        plain = ot_pairing(x0, x1)
+        for potential in (fitted, wrong):
+            got = ot_pairing(x0, x1, potential)
+            assert np.array_equal(got[0], plain[0]) and np.array_equal(got[1], plain[1])
+
+
+def test_warm_started_w2_is_the_plain_w2():
+    rng = np.random.default_rng(9)
+    n = ot.WARM_MIN_POINTS
+    a, b = datasets.sample("8gaussians", n, rng), datasets.sample("moons", n, rng)
+    assert ot.self_potential(a, b) is not None  # the warm path is taken
+    assert w2_squared(a, b) == w2_squared(a, b, warm_start=False)

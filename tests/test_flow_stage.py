@@ -52,17 +52,19 @@ def test_stage_writes_both_files_with_the_documented_schema(tmp_path):
 
 
 def test_same_data_for_both_methods_and_ot_lowers_the_pair_cost():
+    from tamrin.flow.batched import train_batched
+
     cfg = load_config("demo", overrides=TINY).sections["flow"]
     sets = experiment.eval_sets("8gaussians-moons", 0, 40)
     again = experiment.eval_sets("8gaussians-moons", 0, 40)
     assert np.array_equal(sets["x0"], again["x0"]) and np.array_equal(sets["x1"], again["x1"])
-    ref = experiment.reference(sets)
-    runs = {m: experiment.run_one("8gaussians-moons", m, 0, cfg, sets, ref, with_figures=False)
-            for m in ("icfm", "otcfm", "lipman")}
-    assert runs["otcfm"]["metrics"]["pair_cost"] < 0.5 * runs["icfm"]["metrics"]["pair_cost"]
-    # independent coupling in both: the same pairs, hence the same pair cost
-    assert runs["lipman"]["metrics"]["pair_cost"] == pytest.approx(runs["icfm"]["metrics"]["pair_cost"])
-    assert all(np.isfinite(v) for v in runs["lipman"]["metrics"].values())
+    runs = [("8gaussians-moons", m, 0) for m in ("icfm", "otcfm", "lipman")]
+    tr = train_batched(runs, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, hidden=cfg.hidden,
+                       sigma=cfg.sigma, sigma_min=cfg.sigma_min, lr_schedule=cfg.lr_schedule)
+    cost = dict(zip(("icfm", "otcfm", "lipman"), tr.pair_cost))
+    assert cost["otcfm"] < 0.5 * cost["icfm"]
+    assert cost["lipman"] == cost["icfm"]  # independent coupling in both: the same pairs, hence the same cost
+    assert np.isfinite(tr.losses).all()
 
 
 def test_config_validation():
@@ -92,38 +94,61 @@ def _numbers(result: dict) -> list:
             for r in result["runs"]]
 
 
-@pytest.mark.slow
-def test_parallel_workers_give_the_same_numbers_and_figures_for_every_method(tmp_path):
+def test_ot_threads_give_the_same_numbers_and_figures_for_every_method(tmp_path):
     import logging
 
     log = logging.getLogger("test")
-    one = experiment.run(_tiny_cfg("flow.workers=1"), "demo", tmp_path / "one", log)
-    two = experiment.run(_tiny_cfg("flow.workers=2"), "demo", tmp_path / "two", log)
-    assert _numbers(one) == _numbers(two)
-    assert one["figures"]["samples"] == two["figures"]["samples"]
-    assert two["settings"]["workers"] == 2 and two["settings"]["lr_schedule"] == "cosine"
-    for result in (one, two):
+    inline = experiment.run(_tiny_cfg("flow.ot_threads=0"), "demo", tmp_path / "inline", log)
+    pooled = experiment.run(_tiny_cfg("flow.ot_threads=2"), "demo", tmp_path / "pooled", log)
+    assert _numbers(inline) == _numbers(pooled)
+    assert inline["figures"] == pooled["figures"]
+    assert pooled["settings"]["ot_threads"] == 2 and pooled["settings"]["lr_schedule"] == "cosine"
+    assert inline["settings"]["device"] == "cpu" and inline["timing"]["trained_runs"] == 9
+    for result in (inline, pooled):
         for key in ("samples", "trajectories", "loss_curves"):
             got = result["figures"][key]["8gaussians-moons"]
             got = got["generated"] if key == "samples" else got
             assert sorted(got) == ["icfm", "lipman", "otcfm"], key
 
 
-@pytest.mark.slow
+def test_the_batched_experiment_matches_the_per_run_reference():
+    """`run_one` (one model per run, direct solves) against the batched `run`, metric by metric."""
+    import logging
+    import tempfile
+    from pathlib import Path
+
+    cfg = _tiny_cfg("flow.methods=icfm,otcfm")
+    with tempfile.TemporaryDirectory() as work:
+        result = experiment.run(cfg, "demo", Path(work), logging.getLogger("test"))
+    for run in result["runs"]:
+        sets = experiment.eval_sets(run["pair"], run["seed"], cfg.n_eval)
+        ref = experiment.run_one(run["pair"], run["method"], run["seed"], cfg, sets,
+                                 experiment.reference(sets, warm_start=False), with_figures=False)
+        for key, value in ref["metrics"].items():
+            if key not in ("train_seconds", "ms_per_step", "ms_ot_per_step", "ms_per_step_without_ot"):
+                assert run["metrics"][key] == pytest.approx(value, rel=1e-3, abs=1e-4), key
+
+
 def test_a_cached_run_without_figure_data_is_run_again(tmp_path):
     import logging
 
     cfg = _tiny_cfg("flow.methods=icfm,lipman")
     work = tmp_path / "work"
     first = experiment.run(cfg, "demo", work, logging.getLogger("test"))
+    assert first["timing"]["trained_runs"] == 6
     cached = work / "runs" / "8gaussians-moons_lipman_0.json"
     run = json.loads(cached.read_text())
     del run["figures"]  # as an older version wrote it for every seed but the first
     cached.write_text(json.dumps(run))
     assert experiment._read_run(cached) is None
     again = experiment.run(cfg, "demo", work, logging.getLogger("test"))
+    assert again["timing"] == again["timing"] | {"trained_runs": 1, "resumed_runs": 5}  # only that run trains again
+    # ... alone now, beside no other run: the same numbers (to float rounding) and figures
     assert again["figures"]["samples"]["8gaussians-moons"]["generated"]["lipman"] == \
         first["figures"]["samples"]["8gaussians-moons"]["generated"]["lipman"]
+    for before, after in zip(_numbers(first), _numbers(again)):
+        assert before[:3] == after[:3]
+        assert after[3] == pytest.approx(before[3], rel=1e-5, abs=1e-7)
     assert "figures" in json.loads(cached.read_text())
 
 

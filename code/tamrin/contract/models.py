@@ -303,6 +303,19 @@ class FlowReference(Strict):
     w2sq_collapse_to_mean: float
 
 
+class FlowTiming(Strict):
+    """Wall seconds of the experiment invocation that wrote the file (all runs together, not per run); the
+    training and evaluation fields are absent when every run was resumed from the work folder."""
+
+    trained_runs: int
+    resumed_runs: int
+    train_loop_seconds: Optional[float] = None  # the batched training loop
+    data_wait_seconds: Optional[float] = None  # of which the torch loop waited for data (draws + OT not overlapped)
+    evaluation_seconds: Optional[float] = None
+    train_and_evaluate_seconds: Optional[float] = None
+    experiment_seconds: float
+
+
 class Experiment(Strict):
     """results/flow/experiment.json (layout described in flow/stage.py)."""
 
@@ -316,3 +329,4 @@ class Experiment(Strict):
     w2_vs_steps: dict[str, dict[str, dict[str, Any]]]
     anchor: dict[str, Any]
     figures: dict[str, Any]
+    timing: Optional[FlowTiming] = None  # absent in files written before the batched trainer

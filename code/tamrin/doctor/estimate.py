@@ -35,21 +35,24 @@ def cached_stages(cfg, paths) -> set[str]:
 
 
 def flow_ms_per_step(cfg) -> dict[str, float]:
-    """A short run of each flow method on this CPU, with the stage's batch size and thread count."""
+    """A short run of the flow experiment's batched trainer on this CPU or GPU — every run at once, with the
+    stage's batch size, device, thread count and OT threads: {"all runs": wall ms per batched step}."""
     import torch
 
-    from ..flow.train import train
+    from ..flow import experiment
+    from ..flow.batched import train_batched
 
     f = cfg.flow
+    runs = [(p, m, s) for p in f.pairs for s in f.seeds for m in f.methods]
+    ot_threads = experiment.resolve_ot_threads(f.ot_threads, experiment.usable_cpus())
     before = torch.get_num_threads()
     torch.set_num_threads(f.threads)
     try:
-        out = {}
-        for method in f.methods:
-            r = train(f.pairs[0], method, 0, steps=FLOW_PROBE_STEPS, batch_size=f.batch_size, lr=f.lr, hidden=f.hidden,
-                      sigma=f.sigma, sigma_min=f.sigma_min, lr_schedule=f.lr_schedule)
-            out[method] = 1000 * r.seconds / FLOW_PROBE_STEPS
-        return out
+        with experiment.background_pool(max(1, ot_threads), "doctor-ot") as pool:
+            r = train_batched(runs, steps=FLOW_PROBE_STEPS, batch_size=f.batch_size, lr=f.lr, hidden=f.hidden,
+                              sigma=f.sigma, sigma_min=f.sigma_min, lr_schedule=f.lr_schedule,
+                              device=experiment.resolve_device(f.device), pool=pool if ot_threads > 0 else None)
+        return {"all runs": 1000 * r.loop_seconds / FLOW_PROBE_STEPS}
     finally:
         torch.set_num_threads(before)
 
@@ -62,9 +65,9 @@ def check_estimate(facts: Facts, cfg, paths, timing) -> Check:
     w = tp.Workload(n_train, n_test, t.batch_size, t.grad_accum, t.epochs, t.max_steps, 1, t.max_minutes)
     ref = tp.load_reference(REFERENCE)
     cached = cached_stages(cfg, paths)
-    flow = None if "flow" in cached else tp.flow_seconds(flow_ms_per_step(cfg), steps=cfg.flow.steps,
-                                                         seeds=len(cfg.flow.seeds), pairs=len(cfg.flow.pairs),
-                                                         workers=cfg.flow.workers)
+    # One batched step advances every run of the experiment: steps × the probe's ms per batched step.
+    flow = None if "flow" in cached else tp.flow_seconds(flow_ms_per_step(cfg), steps=cfg.flow.steps, seeds=1,
+                                                         pairs=1, workers=1)
     data: Optional[float] = None
     if facts.data_seconds_per_row is not None and facts.questions_per_row:
         rows = (n_train + n_test) / facts.questions_per_row

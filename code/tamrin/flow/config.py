@@ -9,6 +9,7 @@ from ..schema import field_
 PAIRS = ("gaussian-moons", "8gaussians-moons")
 METHODS = ("icfm", "otcfm", "lipman")
 SCHEDULES = ("constant", "cosine")
+DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass
@@ -31,9 +32,11 @@ class FlowConfig:
     n_plot: int = field_(500, "samples per set stored in experiment.json for the figures", min=10)
     n_traj: int = field_(100, "trajectories per method stored for the figures", min=1)
     traj_points: int = field_(21, "time points per stored trajectory", min=2)
-    threads: int = field_(1, "torch CPU threads during the stage (small MLPs run fastest on one)", min=1)
-    workers: int = field_(1, "processes training runs in parallel (each with `threads` threads); the numbers do "
-                          "not depend on it, only the wall time and the per-step timings", min=1)
+    threads: int = field_(1, "torch CPU threads during the stage (the OT solves use the other cores)", min=1)
+    device: str = field_("auto", "where the batched training and sampling run: auto (a CUDA GPU when torch sees "
+                         "one, else the CPU), cpu or cuda", choices=DEVICES)
+    ot_threads: int = field_(-1, "threads solving the training batches' exact OT beside the torch loop, at a lower "
+                             "priority (0 = the data thread solves them itself; -1 = one per CPU)", min=-1)
 
     def validate(self) -> None:
         if len(self.seeds) < 3:
@@ -42,6 +45,10 @@ class FlowConfig:
             raise ConfigError(f"flow.seeds has repeated seeds: {self.seeds}")
         if not self.pairs or not self.methods:
             raise ConfigError("flow.pairs and flow.methods must each name at least one entry")
+        for key in ("pairs", "methods"):
+            values = getattr(self, key)
+            if len(set(values)) != len(values):
+                raise ConfigError(f"flow.{key} has repeated entries: {values} — name each once")
         if 1 not in self.euler_steps:
             raise ConfigError("flow.euler_steps must include 1 (the 1-step W2 of the comparison), "
                               f"got {self.euler_steps}")

@@ -10,6 +10,8 @@
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 EIGHT_CENTRES = np.array([(1, 0), (-1, 0), (0, 1), (0, -1), (1 / np.sqrt(2), 1 / np.sqrt(2)),
@@ -27,12 +29,21 @@ def eight_gaussians(n: int, rng: np.random.Generator, scale: float = 5.0, var: f
     return centres + std * rng.standard_normal((n, 2))
 
 
-def moons(n: int, rng: np.random.Generator, noise: float = 0.2) -> np.ndarray:
+@functools.lru_cache(maxsize=16)
+def _moon_curves(n: int) -> np.ndarray:
+    """The n points of the two half circles before the noise (the same for every draw of size n: computed once,
+    since training draws them at every step)."""
     n_out, n_in = n // 2, n - n // 2
     a_out, a_in = np.linspace(0, np.pi, n_out), np.linspace(0, np.pi, n_in)
     x = np.concatenate([np.cos(a_out), 1 - np.cos(a_in)])
     y = np.concatenate([np.sin(a_out), 1 - np.sin(a_in) - 0.5])
-    pts = np.stack([x, y], 1) + rng.uniform(0.0, 1.0, size=(n, 1)) * noise
+    curves = np.stack([x, y], 1)
+    curves.setflags(write=False)
+    return curves
+
+
+def moons(n: int, rng: np.random.Generator, noise: float = 0.2) -> np.ndarray:
+    pts = _moon_curves(n) + rng.uniform(0.0, 1.0, size=(n, 1)) * noise
     return pts * 3 - 1
 
 

@@ -4,12 +4,23 @@ Every (pair, method, seed) run trains one model, then measures on a fixed held-o
 the same x0 and the same target samples for every method, so methods are compared pairwise:
 exact W2 / W2² after Euler with each step count and after adaptive dopri5 (with its NFE), the path energy,
 normalised path energy and straightness along the finest Euler path, and the training cost with and without
-the OT solve. Finished runs are cached as JSON in the work folder, so a killed `paper` run resumes.
+the OT solve.
+
+`run` trains every run that is not cached yet as one batched model (`batched.train_batched`: each run keeps its
+own initialisation, data stream, loss and Adam state), then evaluates them together (`evaluate.evaluate_stacked`);
+the exact OT solves of training and evaluation run in one thread pool. Every evaluated run is cached as JSON in
+the work folder, so a run killed during evaluation resumes without training the finished runs again, and the
+numbers of a run do not depend on which other runs shared its batch. `run_one` is the per-run reference path
+(one model, one run, direct exact solves: the code before batching), kept for tests and bench/bench_flow.py.
 """
 from __future__ import annotations
 
 import json
 import logging
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +28,10 @@ import numpy as np
 import torch
 
 from ..atomic import write_json
+from ..errors import TamrinError
 from . import datasets
-from .evaluate import dopri5, euler, evaluate
+from .batched import train_batched
+from .evaluate import dopri5, euler, evaluate, evaluate_stacked
 from .ot import w2_squared
 from .train import METHOD_LABELS, train
 
@@ -44,12 +57,13 @@ def eval_sets(pair: str, seed: int, n: int) -> dict[str, np.ndarray]:
             "x1_other": datasets.sample(target, n, rng)}
 
 
-def reference(sets: dict[str, np.ndarray]) -> dict[str, float]:
-    """Finite-sample floor of W2 (two independent target sets) and W2²(p0, p1) (the denominator of NPE)."""
-    floor = w2_squared(sets["x1_other"], sets["x1"])
+def reference(sets: dict[str, np.ndarray], warm_start: bool = True) -> dict[str, float]:
+    """Finite-sample floor of W2 (two independent target sets) and W2²(p0, p1) (the denominator of NPE).
+    `warm_start` only changes how fast the exact W2 is found (`ot.w2_squared`)."""
+    floor = w2_squared(sets["x1_other"], sets["x1"], warm_start)
     x1 = sets["x1"].astype(np.float64)
     return {"w2_floor": float(np.sqrt(floor)), "w2sq_floor": floor,
-            "w2sq_source_target": w2_squared(sets["x0"], sets["x1"]),
+            "w2sq_source_target": w2_squared(sets["x0"], sets["x1"], warm_start),
             # The exact I-CFM field at t = 0 is E[x1] − x, so a perfectly trained I-CFM sends every sample to the
             # target mean in one Euler step: W2² → E‖x1 − E x1‖² (the limit the 1-step numbers approach).
             "w2sq_collapse_to_mean": float(((x1 - x1.mean(0)) ** 2).sum(1).mean())}
@@ -108,10 +122,11 @@ def figure_data(model: torch.nn.Module, sets: dict[str, np.ndarray], cfg: Any) -
 
 def run_one(pair: str, method: str, seed: int, cfg: Any, sets: dict[str, np.ndarray], ref: dict[str, float],
             with_figures: bool = True, progress=None) -> dict[str, Any]:
-    """Train and evaluate one (pair, method, seed); with its figure data unless `with_figures` is False."""
+    """The per-run reference: train and evaluate one (pair, method, seed) alone, with direct exact solves (the
+    code before batching); with its figure data unless `with_figures` is False."""
     tr = train(pair, method, seed, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, hidden=cfg.hidden,
                sigma=cfg.sigma, sigma_min=cfg.sigma_min, lr_schedule=cfg.lr_schedule, progress=progress)
-    ev = evaluate(tr.model, sets["x0"], sets["x1"], list(cfg.euler_steps), cfg.dopri_tol)
+    ev = evaluate(tr.model, sets["x0"], sets["x1"], list(cfg.euler_steps), cfg.dopri_tol, warm_start=False)
     steps_at, curve = loss_curve(tr.losses)
     out = {"pair": pair, "method": method, "seed": seed, "metrics": flat_metrics(ev, ref, tr, cfg.steps),
            "loss_curve": {"step": steps_at, "loss": curve}}
@@ -236,37 +251,98 @@ def _log_run(log: logging.Logger, out: dict[str, Any]) -> None:
              f"dopri5 {m['w2_dopri5']:.3f} (NFE {m['nfe_dopri5']:.0f}), {m['ms_per_step']:.2f} ms/step")
 
 
-def _worker_run(pair: str, method: str, seed: int, cfg: Any) -> dict[str, Any]:
-    """One run in a worker process (spawned: a fresh interpreter with its own single torch thread pool)."""
-    torch.set_num_threads(cfg.threads)
-    sets = eval_sets(pair, seed, cfg.n_eval)
-    return run_one(pair, method, seed, cfg, sets, reference(sets), with_figures=True)
+def resolve_device(choice: str) -> str:
+    """flow.device: "auto" → "cuda" when torch sees a CUDA GPU, else "cpu"; "cuda" without one is an error."""
+    cuda = torch.cuda.is_available()
+    if choice == "cuda" and not cuda:
+        raise TamrinError("flow.device = cuda, but torch sees no CUDA GPU — set flow.device = auto or cpu "
+                          "(`--set flow.device=auto`), or run on a machine with a GPU")
+    return "cuda" if choice == "cuda" or (choice == "auto" and cuda) else "cpu"
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+# How much lower the pool threads' priority is (nice +5: about a third of a normal thread's CPU share under
+# contention). With nice +10 and one pool thread, neighbours' processes starved the OT thread on a shared machine
+# (the paper run then waited 727 s of 1094 for OT); with no difference, the torch loop lost its core to the solves.
+POOL_NICE = 5
+
+
+def resolve_ot_threads(n: int, cpus: int) -> int:
+    """flow.ot_threads: -1 → one per CPU. At a lower priority they take what the torch loop leaves; a single
+    one would be the bottleneck wherever the solves cost more than the torch step (the paper settings: about
+    17 ms of solves against 9 ms of torch per step on one core)."""
+    return cpus if n < 0 else n
+
+
+def _lower_priority() -> None:
+    """Pool threads yield to the torch loop, which they would otherwise preempt: the solves run ahead of it and
+    only need the CPU time it leaves. On Linux the nice value is per thread (setpriority(2)); elsewhere, or
+    where it is not allowed, the threads keep the normal priority."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), POOL_NICE)
+    except (AttributeError, OSError):
+        pass
+
+
+def background_pool(threads: int, name: str) -> ThreadPoolExecutor:
+    """A thread pool whose threads run at a lower priority than the torch loop."""
+    return ThreadPoolExecutor(max_workers=threads, thread_name_prefix=name, initializer=_lower_priority)
+
+
+def _train_and_evaluate(todo: list[tuple[str, str, int]], cfg: Any, device: str, ot_threads: int,
+                        pool: ThreadPoolExecutor, refs: dict[str, Any], log: logging.Logger, finished
+                        ) -> dict[str, float]:
+    """Train the runs in `todo` together, evaluate them (W2 solves in `pool`), hand each finished run to
+    `finished`; the timings."""
+    from tqdm import tqdm
+
+    t0 = time.perf_counter()
+    with tqdm(total=cfg.steps, desc=f"flow: training {len(todo)} runs at once", unit="step", disable=None) as bar, \
+            background_pool(max(1, ot_threads), "flow-ot") as ot_pool:
+        tr = train_batched(todo, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, hidden=cfg.hidden,
+                           sigma=cfg.sigma, sigma_min=cfg.sigma_min, lr_schedule=cfg.lr_schedule, device=device,
+                           pool=ot_pool if ot_threads > 0 else None, progress=bar)
+    log.info(f"trained {len(todo)} runs × {cfg.steps} steps together on {device} in {tr.loop_seconds:.1f} s "
+             f"({1e3 * tr.loop_seconds / cfg.steps:.2f} ms per batched step, {tr.data_wait_seconds:.1f} s of it "
+             "waiting for the data thread (draws, OT))")
+    t1 = time.perf_counter()
+    sets = {(p, s): eval_sets(p, s, cfg.n_eval) for p, _, s in todo}
+    pending = evaluate_stacked(tr.model, np.stack([sets[(p, s)]["x0"] for p, _, s in todo]),
+                               np.stack([sets[(p, s)]["x1"] for p, _, s in todo]), list(cfg.euler_steps),
+                               cfg.dopri_tol, pool)
+    # The figures' solver runs go on while the pool finishes the W2 solves.
+    figures = [figure_data(tr.model.run_model(r), sets[(p, s)], cfg) for r, (p, _, s) in enumerate(todo)]
+    for r, ((pair, method, seed), ev) in enumerate(zip(todo, pending.results())):
+        steps_at, curve = loss_curve(tr.run(r).losses)
+        finished({"pair": pair, "method": method, "seed": seed,
+                  "metrics": flat_metrics(ev, refs[f"{pair}/{seed}"].result(), tr.run(r), cfg.steps),
+                  "loss_curve": {"step": steps_at, "loss": curve}, "figures": figures[r]})
+    return {"train_loop_seconds": tr.loop_seconds, "data_wait_seconds": tr.data_wait_seconds,
+            "evaluation_seconds": time.perf_counter() - t1, "train_and_evaluate_seconds": time.perf_counter() - t0}
 
 
 def run(cfg: Any, profile: str, work_dir: Path, log: logging.Logger) -> dict[str, Any]:
-    """All runs (resuming finished ones from `work_dir`), then the summary and figure data.
-
-    With `cfg.workers` > 1 the runs are spread over that many spawned processes (each trains one model on
-    `cfg.threads` threads); every run seeds itself from (pair, seed), so the numbers do not depend on which
-    process ran it — only the timings feel the neighbours."""
-    from tqdm import tqdm
-
+    """All runs (resuming finished ones from `work_dir`), then the summary and figure data."""
+    started = time.perf_counter()
     runs_dir = Path(work_dir) / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
-    first_seed = cfg.seeds[0]
-    refs: dict[str, Any] = {}
-    done: dict[tuple[str, str, int], dict[str, Any]] = {}
+    device = resolve_device(cfg.device)
+    cpus = usable_cpus()
+    ot_threads = resolve_ot_threads(cfg.ot_threads, cpus)
     order = [(p, m, s) for p in cfg.pairs for s in cfg.seeds for m in cfg.methods]
+    done: dict[tuple[str, str, int], dict[str, Any]] = {}
     todo = []
-    bar = tqdm(total=len(order) * cfg.steps, desc="flow: training", unit="step", disable=None)
     for pair, method, seed in order:
-        key = f"{pair}/{seed}"
-        if key not in refs:
-            refs[key] = {"pair": pair, "seed": seed, **reference(eval_sets(pair, seed, cfg.n_eval))}
         cached = _read_run(runs_dir / f"{pair}_{method}_{seed}.json")
         if cached is not None:
             done[(pair, method, seed)] = cached
-            bar.update(cfg.steps)
             log.info(f"resumed {pair} {method} seed {seed} from the work folder")
         else:
             todo.append((pair, method, seed))
@@ -277,26 +353,19 @@ def run(cfg: Any, profile: str, work_dir: Path, log: logging.Logger) -> dict[str
         done[(out["pair"], out["method"], out["seed"])] = out
         _log_run(log, out)
 
-    if cfg.workers > 1 and len(todo) > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        ctx = multiprocessing.get_context("spawn")  # never fork a process whose torch/OpenMP pools are running
-        with ProcessPoolExecutor(max_workers=min(cfg.workers, len(todo)), mp_context=ctx) as pool:
-            slow_first = sorted(todo, key=lambda r: r[1] != "otcfm")  # the OT runs are the long ones
-            futures = [pool.submit(_worker_run, p, m, s, cfg) for p, m, s in slow_first]
-            for fut in as_completed(futures):
-                finished(fut.result())
-                bar.update(cfg.steps)
-    else:
-        for pair, method, seed in todo:
-            sets = eval_sets(pair, seed, cfg.n_eval)
-            finished(run_one(pair, method, seed, cfg, sets, refs[f"{pair}/{seed}"], progress=bar))
+    timing: dict[str, Any] = {"trained_runs": len(todo), "resumed_runs": len(order) - len(todo)}
+    # The reference W2 solves (two per pair and seed) run beside everything else in a thread of their own, so
+    # that they never queue in front of the training's per-step OT solves.
+    with background_pool(cpus, "flow-w2") as pool, background_pool(1, "flow-ref") as ref_pool:
+        refs = {f"{p}/{s}": ref_pool.submit(reference, eval_sets(p, s, cfg.n_eval))
+                for p in cfg.pairs for s in cfg.seeds}
+        if todo:
+            timing |= _train_and_evaluate(todo, cfg, device, ot_threads, pool, refs, log, finished)
+        references = [{"pair": p, "seed": s, **refs[f"{p}/{s}"].result()} for p in cfg.pairs for s in cfg.seeds]
     runs = [done[k] for k in order]
-    bar.close()
 
     summary = summarise(runs)
-    figures = assemble_figures(runs, cfg, first_seed)
+    figures = assemble_figures(runs, cfg, cfg.seeds[0])
     settings = {
         "pairs": list(cfg.pairs), "methods": list(cfg.methods), "seeds": list(cfg.seeds), "steps": cfg.steps,
         "batch_size": cfg.batch_size, "lr": cfg.lr, "lr_schedule": cfg.lr_schedule, "optimizer": "Adam",
@@ -307,8 +376,12 @@ def run(cfg: Any, profile: str, work_dir: Path, log: logging.Logger) -> dict[str
                                           "(scipy.optimize.linear_sum_assignment); x0[row] paired with x1[col]",
         "w2": "exact W2 between the generated and held-out target samples (equal sizes; linear assignment on "
               "the squared-Euclidean cost); w2sq = W2²",
-        "threads": cfg.threads, "workers": cfg.workers,
+        "threads": cfg.threads, "device": device, "ot_threads": ot_threads,
+        "timing_per_run": "all runs train as one batched model; a run's ms_per_step_without_ot is the batched "
+                          "step's time outside OT waits divided by the number of runs it advanced, its "
+                          "ms_ot_per_step the CPU time of its own OT solves per step, ms_per_step their sum",
     }
+    timing["experiment_seconds"] = time.perf_counter() - started
     return {
         "schema_version": 1,
         "profile": profile,
@@ -316,9 +389,10 @@ def run(cfg: Any, profile: str, work_dir: Path, log: logging.Logger) -> dict[str
         "labels": {"methods": {m: METHOD_LABELS[m] for m in cfg.methods},
                    "pairs": {p: PAIR_LABELS[p] for p in cfg.pairs}},
         "runs": [{k: v for k, v in r.items() if k not in ("figures", "loss_curve")} for r in runs],
-        "reference": list(refs.values()),
+        "reference": references,
         "summary": summary,
         "w2_vs_steps": w2_vs_steps(summary, list(cfg.euler_steps)),
-        "anchor": anchor(summary, list(refs.values()), settings),
+        "anchor": anchor(summary, references, settings),
         "figures": figures,
+        "timing": timing,
     }
