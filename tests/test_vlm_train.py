@@ -49,7 +49,7 @@ def test_nf4_tiny_model_trains(reference):
     first = sum(r["loss"] for r in losses[:5]) / 5
     last = sum(r["loss"] for r in losses[-5:]) / 5
     assert last < 0.75 * first, (first, last)
-    assert set(losses[0]) == {"step", "loss", "lr", "epoch", "seconds"}
+    assert set(losses[0]) == {"step", "loss", "lr", "epoch", "seconds", "skipped"} and not any(r["skipped"] for r in losses)
     # warm-up then cosine decay
     lrs = [r["lr"] for r in losses]
     peak = lrs.index(max(lrs))
@@ -62,7 +62,8 @@ def test_nf4_tiny_model_trains(reference):
     assert s["lora"]["matched_modules"] == 2 * 7 and s["lora"]["matched_in_vision_tower"] == 0
     assert 0 < s["trainable_params"] < s["total_params"]
     assert s["peak_gpu_mem_gib"] is None and s["peak_cpu_rss_mib"] > 0 and s["samples_per_s"] > 0
-    assert s["compute_dtype"] == "fp32" and s["grad_ckpt"] is True
+    assert s["compute_dtype"] == "fp32" and s["grad_ckpt"] is True and s["grad_ckpt_reason"] == "on: train.grad_ckpt = true"
+    assert s["skipped_steps"] == s["nonfinite_loss_steps"] == 0 and s["checkpoint_seconds"] >= 0
 
 
 CHILD = """
@@ -132,7 +133,7 @@ def test_out_of_memory_is_one_line_with_advice(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(finetune, "train_step", boom)
+    monkeypatch.setattr(finetune, "step_loss", boom)
     with pytest.raises(TamrinError) as err:
         _train(tmp_path, "oom", max_steps=3, batch_size=8, grad_accum=2)
     msg = str(err.value)
