@@ -147,3 +147,42 @@ def test_data_loader_workers(tmp_path):
     assert a["steps_done"] == b["steps_done"] == 4
     la, lb = _losses(tmp_path / "w0" / "out"), _losses(tmp_path / "w2" / "out")
     assert [r["loss"] for r in la] == pytest.approx([r["loss"] for r in lb], rel=1e-5)
+
+
+def _nan_at(monkeypatch, calls: set[int] | None = None, from_call: int | None = None):
+    """Make finetune's step loss NaN at the given 1-based calls (after the real forward/backward ran)."""
+    import torch
+
+    real, n = finetune.step_loss, [0]
+
+    def patched(*args, **kwargs):
+        loss = real(*args, **kwargs)
+        n[0] += 1
+        bad = (calls and n[0] in calls) or (from_call is not None and n[0] >= from_call)
+        return torch.full_like(loss, float("nan")) if bad else loss
+
+    monkeypatch.setattr(finetune, "step_loss", patched)
+
+
+def test_nonfinite_loss_skips_the_update_and_is_counted(tmp_path, monkeypatch):
+    _nan_at(monkeypatch, calls={3, 4})
+    summary = _train(tmp_path, "nan", max_steps=6, warmup_ratio=0.0, scheduler="linear")
+    losses = _losses(tmp_path / "nan" / "out")
+    assert [r["step"] for r in losses] == list(range(1, 7))  # one line per optimizer step, the run went on
+    assert [r["loss"] is None for r in losses] == [False, False, True, True, False, False]
+    assert all("non-finite" in r["skipped"] for r in losses[2:4]) and not any(r["skipped"] for r in losses[4:])
+    lrs = [r["lr"] for r in losses]
+    assert lrs[0] > lrs[1] > lrs[2] == lrs[3] == lrs[4] > lrs[5]  # no scheduler step for a skipped update
+    assert summary["skipped_steps"] == summary["nonfinite_loss_steps"] == 2 and summary["steps_done"] == 6
+    assert summary["final_loss"] == losses[-1]["loss"] and summary["loss_last_mean"] is not None
+
+
+def test_consecutive_nonfinite_losses_stop_the_run_with_one_line(tmp_path, monkeypatch):
+    from tamrin.errors import TamrinError
+
+    _nan_at(monkeypatch, from_call=2)
+    with pytest.raises(TamrinError) as err:
+        _train(tmp_path, "diverged", max_steps=10, max_nonfinite_steps=3)
+    msg = str(err.value)
+    assert "\n" not in msg and "3 steps in a row" in msg and "step 4" in msg and "train.lr" in msg
+    assert [r["loss"] is None for r in _losses(tmp_path / "diverged" / "out")] == [False, True, True, True]

@@ -277,7 +277,11 @@ def train(*, data_dir: Path, out_dir: Path, work_dir: Path, model_cfg, lora_cfg,
             loss_t = step_loss(model, micro, loss_fn, accelerator)
             step = step_idx + 1
             loss = float(loss_t)  # the one wait per step: the guard decides before the update
-            if guard.skip(loss, step):
+            try:
+                skip, diverged = guard.skip(loss, step), None
+            except TamrinError as e:  # too many in a row: log this step too, then stop
+                skip, diverged = True, e
+            if skip:
                 skip_update(accelerator, optimizer)
                 note = "non-finite loss: update skipped"
                 log.warning(f"step {step}: the loss is {loss}; update skipped ({guard.in_a_row} in a row)")
@@ -297,6 +301,8 @@ def train(*, data_dir: Path, out_dir: Path, work_dir: Path, model_cfg, lora_cfg,
                     f.write(_loss_line(record))
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
+            if diverged is not None:
+                raise diverged
             if _time_is_up(accelerator, train_cfg.max_minutes, t_start) and step < plan.total_steps:
                 stopped = f"train.max_minutes = {train_cfg.max_minutes} reached after step {step}"
                 log.warning(f"stopping early: {stopped}; the adapter trained so far is saved")
