@@ -146,10 +146,11 @@ def bench_training(checkpoint: Path, batches: list[int], losses: list[str], seq_
 # ---------------------------------------------------------------- loop vs bench
 
 def synthetic_folder(folder: Path, processor, n_rows: int, seq_len: int, suffix_len: int, prefix: str,
-                     image_size: int = 224, seed: int = 0) -> dict:
+                     image_size: int = 224, seed: int = 0, questions_per_image: int = 1) -> dict:
     """A data folder (train.jsonl + images/) of `n_rows` questions that all tokenise to exactly `seq_len` tokens
     with a `suffix_len`-token suffix (answer + <eos>) where the vocabulary allows: the shape of the bench's
-    synthetic batch, through the data files the finetune stage reads. Returns the shape reached."""
+    synthetic batch, through the data files the finetune stage reads; one image per `questions_per_image` rows.
+    Returns the shape reached."""
     import numpy as np
     from PIL import Image
 
@@ -173,8 +174,9 @@ def synthetic_folder(folder: Path, processor, n_rows: int, seq_len: int, suffix_
     rng = np.random.default_rng(seed)
     rows = []
     for i in range(n_rows):
-        rel = f"images/{i:05d}.png"
-        Image.fromarray(rng.integers(0, 256, (image_size, image_size, 3), dtype=np.uint8)).save(folder / rel)
+        rel = f"images/{i // questions_per_image:05d}.png"
+        if i % questions_per_image == 0:
+            Image.fromarray(rng.integers(0, 256, (image_size, image_size, 3), dtype=np.uint8)).save(folder / rel)
         rows.append({"id": f"s{i}", "image": rel, "question": q, "answer": answer, "qtype": "exist"})
     text = "".join(json.dumps(r) + "\n" for r in rows)
     (folder / "train.jsonl").write_text(text, encoding="utf-8")
@@ -184,7 +186,7 @@ def synthetic_folder(folder: Path, processor, n_rows: int, seq_len: int, suffix_
 
 def bench_loop(checkpoint: Path, batch: int, accum: int, steps: int, warmup: int, seq_len: int, suffix_len: int,
                rank: int, device=None, quantization: str = "nf4", grad_ckpt: str = "auto", num_workers: int = 2,
-               work: Path | None = None) -> dict:
+               work: Path | None = None, questions_per_image: int = 1) -> dict:
     """Samples/s of the finetune stage's own loop (`train()` on a synthetic folder of the bench's shape) and of the
     bench step (`Steps` on batches of that folder) at the same batch × accumulation, with the same checkpointing
     (the loop's `grad_ckpt` choice), in this one process. Both skip their first `warmup` optimizer steps."""
@@ -204,9 +206,10 @@ def bench_loop(checkpoint: Path, batch: int, accum: int, steps: int, warmup: int
                                            grad_accum=accum, max_steps=warmup + steps, save_every=10 ** 6,
                                            num_workers=num_workers, lr=1e-5, warmup_ratio=0.0, scheduler="constant",
                                            max_length=seq_len + 64)
-    shape = synthetic_folder(work / "data", processor, n, seq_len, suffix_len, model_cfg.prompt_prefix)
+    shape = synthetic_folder(work / "data", processor, n, seq_len, suffix_len, model_cfg.prompt_prefix,
+                             questions_per_image=questions_per_image)
     out = {"batch": batch, "grad_accum": accum, "steps": steps, "warmup_steps": warmup, **shape,
-           "num_workers": num_workers}
+           "num_workers": num_workers, "questions_per_image": questions_per_image}
 
     # the finetune stage's loop
     cu.free()
