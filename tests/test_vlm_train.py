@@ -186,3 +186,14 @@ def test_consecutive_nonfinite_losses_stop_the_run_with_one_line(tmp_path, monke
     msg = str(err.value)
     assert "\n" not in msg and "3 steps in a row" in msg and "step 4" in msg and "train.lr" in msg
     assert [r["loss"] is None for r in _losses(tmp_path / "diverged" / "out")] == [False, True, True, True]
+
+
+def test_inputs_that_differ_from_the_processor_stop_training_at_start(tmp_path, monkeypatch):
+    from tamrin.errors import TamrinError
+    from tamrin.vlm import batches
+
+    monkeypatch.setattr(batches, "prompt_string", lambda p, q, prefix: "<image>" * p.image_seq_length + prefix + q + "\n")
+    with pytest.raises(TamrinError) as err:
+        _train(tmp_path, "mismatch", max_steps=2)
+    assert "\n" not in str(err.value) and "PaliGemmaProcessor" in str(err.value)
+    assert not (tmp_path / "mismatch" / "out" / "loss.jsonl").exists()  # stopped before any step
