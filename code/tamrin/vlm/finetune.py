@@ -210,8 +210,8 @@ def train(*, data_dir: Path, out_dir: Path, work_dir: Path, model_cfg, lora_cfg,
     mismatch = batches.processor_mismatch(processor, rows[:4], images, model_cfg.prompt_prefix)
     if mismatch:
         raise TamrinError(f"the installed transformers' PaliGemmaProcessor builds other training inputs than "
-                          f"Tamrin's tokeniser ({mismatch}); install the transformers version pyproject.toml names "
-                          "and rerun")
+                          f"Tamrin's tokeniser ({mismatch}); install the tested versions "
+                          "(pip install -e . -c constraints/tested.txt) and rerun")
     examples = batches.tokenize(processor, rows, model_cfg.prompt_prefix, with_answers=True)  # once, for all steps
     rows, examples, skipped = keep_fitting(rows, examples, train_cfg.max_length)
     if skipped:
