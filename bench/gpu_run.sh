@@ -6,7 +6,9 @@
 # setup   install the carried wheels (.whl/, made by bench/make_wheels.sh) into /tmp/site when present
 # data    synthetic CLEVR-like data through the real data stage (paper profile, data.source = synthetic)
 # ckpt    a random-weight PaliGemma-3B of the real architecture + processor in $CKPT (bench/make_random_3b.py)
-# bench   bench/bench_vlm.py: QLoRA b8/b32 × suffix/full loss, batched vs one-by-one generation
+# bench   bench/bench_vlm.py: QLoRA r16 seq 280, b8/b32 × suffix/full loss × gradient checkpointing on/off (samples/s,
+#         peak, the memory estimate of `train.grad_ckpt = auto`), the finetune loop vs the bench step at b8 × accum 2
+#         (one process), eval batched vs plain generate vs one-by-one at batch 32 (≈ 3 min on an H200)
 # memory  `build.py memory` with memory.measure = true on the random 3B checkpoint
 # paper   the paper profile end to end: 4-bit load, suffix-only loss training, a kill after the first
 #         checkpoint + resume, batched eval of base and fine-tuned
@@ -15,6 +17,9 @@
 #         STEPS=200 for a meaningful run): bench/estimate_vs_run.py records both (±25% is the target)
 #
 # TINY=1 (CPU dry run of the script's logic): the tiny demo model stands in for the 3B checkpoint.
+# Issue 15's measurements in ≈ 7 min of an H200 (setup ≈ 1, data < 1, ckpt ≈ 1.5, bench ≈ 3):
+#   BUDGET_S=660 bash bench/gpu_run.sh setup data ckpt bench
+# (add `paper` after `bench` to rerun the kill + resume paper path with the new loop, ≈ 2–3 min more.)
 # Results go to $OUT (the device tool's folder; default bench/results/run) — at most 8 files:
 # bench_<device>.json, memory_measured_<device>.json, memory.json, paper_path_<device>.md, log_<phases>.txt.
 set -uo pipefail

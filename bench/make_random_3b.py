@@ -17,45 +17,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "code"))
 
-GEMMA_VOCAB = 256000  # ids below this are Gemma's text pieces in the real tokenizer
-LOC = [f"<loc{i:04d}>" for i in range(1024)]
-SEG = [f"<seg{i:03d}>" for i in range(128)]
-
-
-def paligemma_layout_tokenizer(texts: list[str], image_token_index: int):
-    """A GemmaTokenizer with real PaliGemma's special-token ids and a small BPE trained on `texts`."""
-    from transformers import GemmaTokenizer
-
-    from tamrin.vlm.tiny import train_tokenizer
-
-    small = train_tokenizer(texts)
-    model = json.loads(small.backend_tokenizer.to_str())["model"]
-    vocab = dict(model["vocab"])
-    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
-    for i in range(len(vocab), GEMMA_VOCAB):
-        vocab[f"<unused{i}>"] = i
-    for j, tok in enumerate(LOC + SEG):
-        vocab[tok] = GEMMA_VOCAB + j
-    assert GEMMA_VOCAB + len(LOC) + len(SEG) == image_token_index
-    vocab["<image>"] = image_token_index
-    return GemmaTokenizer(vocab=vocab, merges=merges)
-
 
 def build_processor(texts: list[str], config):
-    from transformers import PaliGemmaProcessor
+    """The processor saved with the checkpoint: PaliGemma's real token-id layout (tamrin.vlm.paligemma_layout)."""
+    from tamrin.vlm.paligemma_layout import layout_processor
 
-    try:
-        import torchvision  # noqa: F401
-        from transformers import SiglipImageProcessor as ImageProcessor
-    except ImportError:
-        from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil as ImageProcessor
-    vc = config.vision_config
-    ip = ImageProcessor(size={"height": vc.image_size, "width": vc.image_size})
-    ip.image_seq_length = (vc.image_size // vc.patch_size) ** 2
-    proc = PaliGemmaProcessor(image_processor=ip, tokenizer=paligemma_layout_tokenizer(texts, config.image_token_id))
-    if proc.image_token_id != config.image_token_id or len(proc.tokenizer) > config.text_config.vocab_size:
-        raise RuntimeError(f"tokenizer layout broken: <image> = {proc.image_token_id}, {len(proc.tokenizer)} tokens")
-    return proc
+    return layout_processor(texts, config)
 
 
 def texts_from(data_dir: Path | None) -> list[str]:

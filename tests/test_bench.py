@@ -58,19 +58,49 @@ def tiny(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_bench_code_path_on_cpu(tiny, one_torch_thread):
+def test_bench_code_path_on_cpu(tiny, tmp_path, one_torch_thread):
     ckpt, data = tiny
     cpu = torch.device("cpu")
     rows = bench_vlm.bench_training(ckpt, [2], ["suffix", "full"], seq_len=12, suffix_len=3, steps=1, warmup=1,
-                                    rank=4, device=cpu, quantization="none")
-    assert [(r["batch"], r["loss"], r["ok"]) for r in rows] == [(2, "suffix", True), (2, "full", True)]
+                                    rank=4, device=cpu, quantization="none", grad_ckpts=(True, False))
+    assert [(r["grad_ckpt"], r["batch"], r["loss"], r["ok"]) for r in rows] == [
+        (True, 2, "suffix", True), (True, 2, "full", True), (False, 2, "suffix", True), (False, 2, "full", True)]
     assert all(r["samples_per_s"] > 0 and all(map(torch.isfinite, map(torch.tensor, r["losses"]))) for r in rows)
+    assert all(r["estimate_peak_gib"] > 0 for r in rows)  # the memory estimate beside each measured row
+
+    loop = bench_vlm.bench_loop(ckpt, batch=2, accum=2, steps=2, warmup=1, seq_len=14, suffix_len=2, rank=4,
+                                device=cpu, quantization="none", num_workers=0, work=tmp_path / "loop")
+    assert loop["seq_len"] == 14 and loop["grad_ckpt"] is False  # auto on a CPU: off
+    assert loop["loop"]["samples_per_s"] > 0 and loop["bench"]["samples_per_s"] > 0 and loop["loop_vs_bench"] > 0
+    train_rows = [json.loads(x) for x in (tmp_path / "loop" / "data" / "train.jsonl").read_text().splitlines()]
+    assert len(train_rows) == 2 * 2 * 3 and len({r["question"] for r in train_rows}) == 1
+
     gen = bench_vlm.bench_generation(ckpt, n_batched=6, n_single=2, batch_size=3, max_new_tokens=2, data_dir=data,
-                                     device=cpu, quantization="none")
+                                     device=cpu, quantization="none", num_workers=0)
     assert gen["batched"]["n"] == 6 and gen["one_by_one"]["batch_size"] == 1 and gen["speedup"] > 0
-    v = bench_vlm.verdict([{**rows[0], "batch": 32, "peak_allocated_gib": 9.5, "samples_per_s": 41.0}], gen)
-    assert v["qlora_b32_peak_ok"] and v["qlora_b32_speed_ok"]
+    assert gen["plain_generate"]["n"] == 6 and gen["plain_generate"]["new_tokens_per_call"] <= 2
+    assert gen["vs_plain_generate"] > 0
+    fast = {**rows[0], "batch": 32, "peak_allocated_gib": 9.5, "samples_per_s": 41.0}
+    v = bench_vlm.verdict([fast, {**rows[0], "batch": 8, "samples_per_s": 10.0},
+                           {**rows[2], "batch": 8, "samples_per_s": 13.0, "peak_allocated_gib": 15.0}], gen, loop)
+    assert v["qlora_b32_peak_ok"] and v["qlora_b32_speed_ok"] and not v["b32_speed_ok"]
+    assert v["no_ckpt_b8_speedup"] == 1.3 and v["no_ckpt_b8_speedup_ok"] and not v["no_ckpt_b8_peak_ok"]
     assert v["eval_speedup_ok"] == (gen["speedup"] >= 10)
+    assert v["loop_vs_bench_ok"] == (loop["loop_vs_bench"] >= 0.95)
+
+
+def test_synthetic_folder_reaches_the_bench_shape(tmp_path):
+    from tamrin.vlm import batches
+    from tamrin.vlm.memory_analysis import load_config
+
+    proc = make_random_3b.build_processor(["answer en is there a red cube or the large sphere?", "yes", "red cube"],
+                                          load_config())
+    shape = bench_vlm.synthetic_folder(tmp_path, proc, 3, seq_len=280, suffix_len=3, prefix="answer en ",
+                                       image_size=32)
+    rows = batches.read_split(tmp_path, "train")
+    ex = batches.tokenize(proc, rows, "answer en ", with_answers=True)
+    assert shape == {"seq_len": 280, "suffix_len": 3}
+    assert {len(e) for e in ex} == {280} and {sum(e.token_type_ids) for e in ex} == {3}
 
 
 def test_device_slug():

@@ -106,3 +106,84 @@ def test_disable_adapter_gives_the_base_model(tiny):
         adapted = model(**args).logits
     torch.testing.assert_close(disabled, base_logits, rtol=1e-5, atol=1e-5)
     assert not torch.allclose(adapted, base_logits, atol=1e-3)
+
+
+def test_length_groups_sort_and_cut():
+    from tamrin.vlm.generate import length_groups
+
+    assert length_groups([5, 3, 9, 3, 7], 2) == [[1, 3], [0, 4], [2]]
+    assert length_groups([], 4) == []
+
+
+def test_answers_come_back_in_input_order_across_sorted_batches(tiny):
+    """Batches are formed in order of prompt length; the answers are returned in the rows' order and equal
+    one-question-at-a-time answers."""
+    from tamrin.vlm.generate import length_groups
+
+    processor, model = tiny
+    rows = batches.read_split(DATA, "test")[:8]
+    store = batches.ImageStore(DATA)
+    lengths = [len(e) for e in batches.tokenize(processor, rows, PREFIX, with_answers=False)]
+    groups = length_groups(lengths, 3)
+    assert [i for g in groups for i in g] != list(range(len(rows)))  # the sort really reorders these rows
+    with one_thread():
+        kw = dict(max_new_tokens=MAX_NEW, device=torch.device("cpu"), progress=False)
+        batched = answer(model, processor, rows, store, PREFIX, batch_size=3, **kw)
+        single = [answer(model, processor, [r], store, PREFIX, batch_size=1, **kw)[0] for r in rows]
+    assert batched == single
+    assert len(set(batched)) > 2
+
+
+def test_generate_stops_once_every_row_has_emitted_eos(tiny):
+    """transformers' greedy loop ends when all rows are finished: with <eos> forced as the first new token,
+    generate runs the prefill only and returns one new token per row, whatever max_new_tokens says."""
+    processor, model = tiny
+    eos = processor.tokenizer.eos_token_id
+    calls = []
+
+    def force_eos(module, args, out):
+        calls.append(1)
+        out = out.clone()
+        out[..., eos] = 1e4
+        return out
+
+    rows = batches.read_split(DATA, "test")[:3]
+    handle = model.get_output_embeddings().register_forward_hook(force_eos)
+    try:
+        with one_thread():
+            seqs, prompt_len = generate_batch(model, processor, rows, batches.ImageStore(DATA), PREFIX,
+                                              max_new_tokens=8, device=torch.device("cpu"))
+    finally:
+        handle.remove()
+    assert len(calls) == 1 and seqs.shape[1] == prompt_len + 1 and (seqs[:, -1] == eos).all()
+
+
+def test_nonfinite_logits_fall_back_to_fp32_for_that_batch(one_torch_thread):
+    """A bf16 model whose logits are made non-finite (as an fp16 overflow would) answers each affected batch again
+    with fp32 compute; the answers are those of fp32 compute, the count is reported, and the weights' dtypes are
+    restored afterwards."""
+    from tamrin.vlm.generate import fp32_compute
+
+    processor, model = load_tiny(quantization="none", dtype=torch.bfloat16)
+    model.eval()
+    rows = batches.read_split(DATA, "test")[:5]
+    store = batches.ImageStore(DATA)
+    kw = dict(batch_size=2, max_new_tokens=MAX_NEW, device=torch.device("cpu"), progress=False)
+    with fp32_compute(model):
+        reference = answer(model, processor, rows, store, PREFIX, **kw)
+
+    def overflow(module, args, out):
+        return out if out.dtype == torch.float32 else out * float("inf")
+
+    handle = model.get_output_embeddings().register_forward_hook(overflow)
+    stats: dict = {}
+    try:
+        got = answer(model, processor, rows, store, PREFIX, stats=stats, **kw)
+    finally:
+        handle.remove()
+    assert got == reference
+    assert stats == {"fp32_fallback_batches": 3, "nonfinite_batches": 0}  # 5 questions in batches of 2
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    clean: dict = {}
+    answer(model, processor, rows, store, PREFIX, stats=clean, **kw)
+    assert clean == {"fp32_fallback_batches": 0, "nonfinite_batches": 0}

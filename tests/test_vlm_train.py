@@ -49,7 +49,7 @@ def test_nf4_tiny_model_trains(reference):
     first = sum(r["loss"] for r in losses[:5]) / 5
     last = sum(r["loss"] for r in losses[-5:]) / 5
     assert last < 0.75 * first, (first, last)
-    assert set(losses[0]) == {"step", "loss", "lr", "epoch", "seconds"}
+    assert set(losses[0]) == {"step", "loss", "lr", "epoch", "seconds", "skipped"} and not any(r["skipped"] for r in losses)
     # warm-up then cosine decay
     lrs = [r["lr"] for r in losses]
     peak = lrs.index(max(lrs))
@@ -62,7 +62,8 @@ def test_nf4_tiny_model_trains(reference):
     assert s["lora"]["matched_modules"] == 2 * 7 and s["lora"]["matched_in_vision_tower"] == 0
     assert 0 < s["trainable_params"] < s["total_params"]
     assert s["peak_gpu_mem_gib"] is None and s["peak_cpu_rss_mib"] > 0 and s["samples_per_s"] > 0
-    assert s["compute_dtype"] == "fp32" and s["grad_ckpt"] is True
+    assert s["compute_dtype"] == "fp32" and s["grad_ckpt"] is True and s["grad_ckpt_reason"] == "on: train.grad_ckpt = true"
+    assert s["skipped_steps"] == s["nonfinite_loss_steps"] == 0 and s["checkpoint_seconds"] >= 0
 
 
 CHILD = """
@@ -132,7 +133,7 @@ def test_out_of_memory_is_one_line_with_advice(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(finetune, "train_step", boom)
+    monkeypatch.setattr(finetune, "step_loss", boom)
     with pytest.raises(TamrinError) as err:
         _train(tmp_path, "oom", max_steps=3, batch_size=8, grad_accum=2)
     msg = str(err.value)
@@ -146,3 +147,53 @@ def test_data_loader_workers(tmp_path):
     assert a["steps_done"] == b["steps_done"] == 4
     la, lb = _losses(tmp_path / "w0" / "out"), _losses(tmp_path / "w2" / "out")
     assert [r["loss"] for r in la] == pytest.approx([r["loss"] for r in lb], rel=1e-5)
+
+
+def _nan_at(monkeypatch, calls: set[int] | None = None, from_call: int | None = None):
+    """Make finetune's step loss NaN at the given 1-based calls (after the real forward/backward ran)."""
+    import torch
+
+    real, n = finetune.step_loss, [0]
+
+    def patched(*args, **kwargs):
+        loss = real(*args, **kwargs)
+        n[0] += 1
+        bad = (calls and n[0] in calls) or (from_call is not None and n[0] >= from_call)
+        return torch.full_like(loss, float("nan")) if bad else loss
+
+    monkeypatch.setattr(finetune, "step_loss", patched)
+
+
+def test_nonfinite_loss_skips_the_update_and_is_counted(tmp_path, monkeypatch):
+    _nan_at(monkeypatch, calls={3, 4})
+    summary = _train(tmp_path, "nan", max_steps=6, warmup_ratio=0.0, scheduler="linear")
+    losses = _losses(tmp_path / "nan" / "out")
+    assert [r["step"] for r in losses] == list(range(1, 7))  # one line per optimizer step, the run went on
+    assert [r["loss"] is None for r in losses] == [False, False, True, True, False, False]
+    assert all("non-finite" in r["skipped"] for r in losses[2:4]) and not any(r["skipped"] for r in losses[4:])
+    lrs = [r["lr"] for r in losses]
+    assert lrs[0] > lrs[1] > lrs[2] == lrs[3] == lrs[4] > lrs[5]  # no scheduler step for a skipped update
+    assert summary["skipped_steps"] == summary["nonfinite_loss_steps"] == 2 and summary["steps_done"] == 6
+    assert summary["final_loss"] == losses[-1]["loss"] and summary["loss_last_mean"] is not None
+
+
+def test_consecutive_nonfinite_losses_stop_the_run_with_one_line(tmp_path, monkeypatch):
+    from tamrin.errors import TamrinError
+
+    _nan_at(monkeypatch, from_call=2)
+    with pytest.raises(TamrinError) as err:
+        _train(tmp_path, "diverged", max_steps=10, max_nonfinite_steps=3)
+    msg = str(err.value)
+    assert "\n" not in msg and "3 steps in a row" in msg and "step 4" in msg and "train.lr" in msg
+    assert [r["loss"] is None for r in _losses(tmp_path / "diverged" / "out")] == [False, True, True, True]
+
+
+def test_inputs_that_differ_from_the_processor_stop_training_at_start(tmp_path, monkeypatch):
+    from tamrin.errors import TamrinError
+    from tamrin.vlm import batches
+
+    monkeypatch.setattr(batches, "prompt_string", lambda p, q, prefix: "<image>" * p.image_seq_length + prefix + q + "\n")
+    with pytest.raises(TamrinError) as err:
+        _train(tmp_path, "mismatch", max_steps=2)
+    assert "\n" not in str(err.value) and "PaliGemmaProcessor" in str(err.value)
+    assert not (tmp_path / "mismatch" / "out" / "loss.jsonl").exists()  # stopped before any step

@@ -105,10 +105,11 @@ class LossRow(Strict):
     """One line of results/finetune/loss.jsonl: one optimizer step."""
 
     step: int
-    loss: float
+    loss: Optional[float]  # None: the loss was not finite (the step's update was skipped)
     lr: float
     epoch: float
     seconds: float
+    skipped: Optional[str] = None  # why the step's update was skipped (non-finite loss, fp16 gradient overflow)
 
 
 class LoraSummary(Strict):
@@ -136,6 +137,7 @@ class FinetuneSummary(Strict):
     compute_dtype: Literal["bf16", "fp16", "fp32"]
     loss: Literal["suffix", "full"]
     grad_ckpt: bool
+    grad_ckpt_reason: str  # which, and why (train.grad_ckpt = auto decides from the memory estimate)
     n_train: int
     skipped_too_long: int
     batch_size: int
@@ -148,12 +150,15 @@ class FinetuneSummary(Strict):
     epochs_done: float
     resumed_from_step: Optional[int]
     stopped_early: Optional[str]
+    skipped_steps: int  # optimizer steps whose update was skipped (non-finite loss or fp16 gradient overflow)
+    nonfinite_loss_steps: int  # of those, steps whose loss was not finite
     first_loss: Optional[float]
     final_loss: Optional[float]
     loss_window: int
     loss_first_mean: Optional[float]
     loss_last_mean: Optional[float]
-    samples_per_s: Optional[float]
+    samples_per_s: Optional[float]  # after the first (warm-up) step, checkpoint saving excluded
+    checkpoint_seconds: float
     train_seconds: float
     wall_seconds: float
     peak_gpu_mem_gib: Optional[float]
@@ -234,6 +239,8 @@ class EvalSummary(Strict):
     questions_per_s: dict[str, float]
     device: str
     exact_match: dict[str, float]
+    fp32_fallback_batches: dict[str, int]  # batches generated again in fp32 after non-finite logits
+    nonfinite_batches: dict[str, int]  # batches whose logits were non-finite even in fp32
 
 
 # ------------------------------------------------------------------------------------------------------- memory

@@ -1,18 +1,34 @@
-"""Reading the data stage's files and turning question rows into model batches.
+"""Reading the data stage's files and turning question rows into model batches, exactly as transformers'
+`PaliGemmaProcessor` does for `google/paligemma-3b-pt-224` — but tokenised once per example instead of once per
+batch, with each image's pixel values computed once.
 
-Prompt format (PaliGemma's VQA convention): text = "<image>" + "answer en " + question; the processor
-expands <image> to the image tokens, adds <bos> after them and "\\n" after the prompt. For training the
-answer is passed as `suffix=`: the processor appends answer + <eos>, marks it with token_type_ids = 1
-(causal part) and builds labels that are -100 everywhere except the suffix tokens.
+What the processor builds (transformers 5.24, models/paligemma/processing_paligemma.py: `prepare_inputs_layout`,
+`__call__`, `replace_image_token`; the same string in 4.4x's `build_string_from_input`) for a prompt without an
+`<image>` placeholder: `image_seq_length` × "<image>" (256 for the 3B model), then <bos>, then the prompt, then
+"\n"; with `suffix=` the answer + <eos> is tokenised as the pair's second segment (so nothing merges across the
+"\n"), `token_type_ids` is 0 on the prefix and 1 on the suffix, and labels are the input ids with every
+token_type 0 position (prefix and padding) set to -100. (With an "<image>" already in the text, 4.4x skipped both
+the <bos> and the <eos> — one more reason to build the string here rather than rely on that branch.)
 
-Batches are LEFT-padded in training and generation alike, so the suffix (and the next generated token)
-always sits at the right end: the suffix-only loss then needs logits for only the last few positions.
-Position ids are passed explicitly (1-based, counted over real tokens) so left padding does not shift them;
-they equal what `generate` computes from the attention mask.
+`tokenize` builds that string per question and calls the processor's own tokenizer the way the processor calls it
+(`text_pair=`, `return_token_type_ids=True`), once for the whole split; `collate` LEFT-pads a micro-batch with
+the tokenizer's pad id (attention mask 0, token type 0, label -100 there); `PixelCache` runs the processor's
+image processor (SigLIP resize/rescale/normalise) once per image. `encode` = the three for one batch, and
+`processor_mismatch` compares it with a real `processor(...)` call, which finetune runs once at start so a
+different transformers version cannot silently build other inputs. Tests check all of it token by token against
+`PaliGemmaProcessor` with a tokenizer of PaliGemma's real id layout (tamrin.vlm.paligemma_layout).
+
+Batches are left-padded in training and generation alike, so the suffix (and the next generated token) always
+sits at the right end: the suffix-only loss then needs logits for only the last few positions, a count computed
+here on the host (`logits_to_keep`) so the training step never waits on the device for it. Position ids are
+passed explicitly (1-based, counted over real tokens) so left padding does not shift them; they equal what
+`generate` computes from the attention mask.
 """
 from __future__ import annotations
 
+import collections
 import functools
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -22,6 +38,7 @@ from ..atomic import read_jsonl
 from ..errors import MissingResultError, TamrinError
 
 IMAGE_TOKEN = "<image>"
+IGNORE = -100  # the label of positions without a loss (transformers' ignore index)
 
 
 def read_split(data_dir: Path, split: str) -> list[dict]:
@@ -65,9 +82,31 @@ class ImageStore:
         return self._load(rel)
 
 
-def prompt_text(question: str, prefix: str) -> str:
-    """The processor's `text=` for one question."""
-    return f"{IMAGE_TOKEN}{prefix}{question}"
+@dataclass(frozen=True)
+class Example:
+    """One question tokenised: image tokens + <bos> + prompt + "\n" (+ answer + <eos>) and their token types."""
+
+    image: str  # path relative to the data folder
+    input_ids: tuple[int, ...]
+    token_type_ids: tuple[int, ...]
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+def prompt_string(processor, question: str, prefix: str) -> str:
+    """The text `PaliGemmaProcessor` tokenises for one prompt (see the module docstring)."""
+    return IMAGE_TOKEN * processor.image_seq_length + processor.tokenizer.bos_token + prefix + question + "\n"
+
+
+def tokenize(processor, rows: Sequence[dict], prefix: str, *, with_answers: bool) -> list[Example]:
+    """Every row tokenised in one call of the processor's tokenizer, as the processor calls it."""
+    tok = processor.tokenizer
+    texts = [prompt_string(processor, r["question"], prefix) for r in rows]
+    pairs = [str(r["answer"]) + tok.eos_token for r in rows] if with_answers else None
+    enc = tok(texts, text_pair=pairs, return_token_type_ids=True)
+    return [Example(r["image"], tuple(ids), tuple(tt))
+            for r, ids, tt in zip(rows, enc["input_ids"], enc["token_type_ids"])]
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -76,19 +115,99 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return pos.masked_fill(attention_mask == 0, 1)
 
 
-def encode(processor, rows: Sequence[dict], images: ImageStore, prefix: str, *, with_answers: bool) -> dict:
-    """One left-padded batch: input_ids, attention_mask, token_type_ids, pixel_values, position_ids
-    (+ labels when `with_answers`)."""
-    processor.tokenizer.padding_side = "left"
-    kwargs = dict(text=[prompt_text(r["question"], prefix) for r in rows], images=[images(r["image"]) for r in rows],
-                  return_tensors="pt", padding="longest")
+def logits_needed(labels: torch.Tensor) -> int:
+    """How many trailing positions must produce logits: from the one before the earliest label to the end."""
+    has_label = (labels != IGNORE).any(0)
+    if not bool(has_label.any()):
+        raise ValueError("batch has no label tokens")
+    first = int(has_label.nonzero()[0])
+    if first == 0:
+        raise ValueError("a label at position 0 has no preceding token to predict it")
+    return labels.shape[1] - first + 1
+
+
+def collate(examples: Sequence[Example], pixel_values: torch.Tensor, pad_id: int, *, with_answers: bool) -> dict:
+    """One LEFT-padded batch: input_ids, attention_mask, token_type_ids, pixel_values, position_ids (+ labels and
+    `logits_to_keep`, an int, when `with_answers`) — what the processor returns with padding_side = "left"."""
+    n, width = len(examples), max(len(e) for e in examples)
+    ids = torch.full((n, width), pad_id, dtype=torch.long)
+    types = torch.zeros((n, width), dtype=torch.long)
+    mask = torch.zeros((n, width), dtype=torch.long)
+    for i, e in enumerate(examples):
+        ids[i, width - len(e):] = torch.tensor(e.input_ids)
+        types[i, width - len(e):] = torch.tensor(e.token_type_ids)
+        mask[i, width - len(e):] = 1
+    batch = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types, "pixel_values": pixel_values,
+             "position_ids": position_ids_from_mask(mask)}
     if with_answers:
-        kwargs["suffix"] = [str(r["answer"]) for r in rows]
-    batch = dict(processor(**kwargs))
-    if not with_answers:
-        batch.pop("labels", None)
-    batch["position_ids"] = position_ids_from_mask(batch["attention_mask"])
+        batch["labels"] = ids.masked_fill(types == 0, IGNORE)
+        batch["logits_to_keep"] = logits_needed(batch["labels"])  # on the host: no device sync in the loss
     return batch
+
+
+class PixelCache:
+    """pixel_values of each image from the processor's image processor, computed once and kept (least recently
+    used dropped beyond `max_bytes`; an image of the 3B model is 3×224×224 fp32 = 0.6 MB)."""
+
+    def __init__(self, image_processor, images: ImageStore, max_bytes: int = 256 * 2**20) -> None:
+        self.image_processor, self.images, self.max_bytes = image_processor, images, max_bytes
+        self._cache: collections.OrderedDict[str, torch.Tensor] = collections.OrderedDict()
+        self._bytes = 0
+
+    def __getstate__(self) -> dict:  # DataLoader workers started with "spawn" start with an empty cache
+        return {"image_processor": self.image_processor, "images": self.images, "max_bytes": self.max_bytes}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(**state)
+
+    def __call__(self, paths: Sequence[str]) -> torch.Tensor:
+        missing = list(dict.fromkeys(p for p in paths if p not in self._cache))
+        if missing:
+            px = self.image_processor([self.images(p) for p in missing], return_tensors="pt")["pixel_values"]
+            for p, x in zip(missing, px):
+                self._cache[p] = x
+                self._bytes += x.numel() * x.element_size()
+        out = torch.stack([self._cache[p] for p in paths])
+        for p in paths:
+            self._cache.move_to_end(p)
+        while self._bytes > self.max_bytes and len(self._cache) > 1:
+            _, x = self._cache.popitem(last=False)
+            self._bytes -= x.numel() * x.element_size()
+        return out
+
+
+def encode(processor, rows: Sequence[dict], images: ImageStore, prefix: str, *, with_answers: bool) -> dict:
+    """One left-padded batch of `rows` (see `collate`), as `PaliGemmaProcessor` builds it."""
+    pixels = processor.image_processor([images(r["image"]) for r in rows], return_tensors="pt")["pixel_values"]
+    return collate(tokenize(processor, rows, prefix, with_answers=with_answers), pixels,
+                   processor.tokenizer.pad_token_id, with_answers=with_answers)
+
+
+def processor_mismatch(processor, rows: Sequence[dict], images: ImageStore, prefix: str) -> str | None:
+    """None when `encode` equals the installed `PaliGemmaProcessor`'s own output for `rows` (text without an
+    <image> placeholder, `suffix=` answers, left padding), else what differs."""
+    import logging
+
+    tok = processor.tokenizer
+    side = tok.padding_side
+    quiet = logging.getLogger("transformers.models.paligemma.processing_paligemma")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # it warns that it adds the image tokens itself: that is the path we want
+    try:
+        tok.padding_side = "left"
+        ref = processor(text=[prefix + r["question"] for r in rows], images=[images(r["image"]) for r in rows],
+                        suffix=[str(r["answer"]) for r in rows], return_tensors="pt", padding="longest")
+    finally:
+        tok.padding_side = side
+        quiet.setLevel(level)
+    ours = encode(processor, rows, images, prefix, with_answers=True)
+    for key in ("input_ids", "attention_mask", "token_type_ids", "labels", "pixel_values"):
+        if key not in ref:
+            return f"the processor returned no {key}"
+        a, b = ours[key], torch.as_tensor(ref[key])
+        if a.shape != b.shape or not torch.equal(a.to(b.dtype), b):
+            return f"{key} differs (Tamrin {tuple(a.shape)} vs the processor's {tuple(b.shape)})"
+    return None
 
 
 def to_device(batch: dict, device: torch.device, float_dtype: torch.dtype | None = None) -> dict:
@@ -105,7 +224,4 @@ def to_device(batch: dict, device: torch.device, float_dtype: torch.dtype | None
 
 def sequence_length(processor, row: dict, prefix: str) -> int:
     """Tokens of one training example (image tokens + bos + prompt + newline + answer + eos)."""
-    tok = processor.tokenizer
-    text = len(tok(prefix + row["question"] + "\n", add_special_tokens=False)["input_ids"])
-    answer = len(tok(str(row["answer"]), add_special_tokens=False)["input_ids"])
-    return processor.image_seq_length + 1 + text + answer + 1
+    return len(tokenize(processor, [row], prefix, with_answers=True)[0])

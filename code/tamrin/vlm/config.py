@@ -55,7 +55,9 @@ class TrainConfig:
     scheduler: str = field_("cosine", "learning-rate schedule", choices=("cosine", "linear", "constant"))
     warmup_ratio: float = field_(0.05, "share of steps spent warming up the learning rate", min=0.0, max=1.0)
     weight_decay: float = field_(0.0, "AdamW weight decay", min=0.0)
-    grad_ckpt: bool = field_(True, "gradient checkpointing (less memory, ~30% slower)")
+    grad_ckpt: str = field_("auto", "gradient checkpointing (less memory, slower): auto = off when the estimated "
+                                    "peak without it fits 85% of the free GPU memory (off on a CPU), or true / false",
+                            choices=("auto", "true", "false"))
     loss: str = field_("suffix", "suffix = logits only where labels are; full = plain HF loss over all positions",
                        choices=("suffix", "full"))
     compute_dtype: str = field_("auto", "compute dtype: auto = bf16 where supported, else fp16 (T4)",
@@ -64,6 +66,8 @@ class TrainConfig:
     max_length: int = field_(384, "token cap per example (256 image tokens + prefix + suffix); longer ones are skipped", min=8)
     max_grad_norm: Optional[float] = field_(1.0, "clip the gradient norm to this (empty = no clipping)", min=0.0)
     num_workers: int = field_(0, "DataLoader worker processes that load and preprocess images", min=0)
+    max_nonfinite_steps: int = field_(3, "consecutive steps with a non-finite loss (each one's update skipped) "
+                                         "before the run stops; 10× as many under fp16", min=1)
 
 
 @dataclass
@@ -74,6 +78,8 @@ class EvalConfig:
     n_samples: int = field_(10, "random test samples shown in the report (the assignment asks 10)", min=1)
     seed: int = field_(0, "seed of the sample draw and the bootstrap")
     bootstrap: int = field_(1000, "bootstrap resamples for the 95% confidence intervals", min=10)
+    num_workers: int = field_(0, "DataLoader worker processes that load and preprocess images ahead of generation",
+                              min=0)
 
 
 @dataclass

@@ -2,7 +2,8 @@
 
 The base is exactly the model that was fine-tuned: the same source (the hub model, or for the demo the
 tiny random-weight base saved by `finetune`), loaded with the same quantization and compute dtype, with the
-LoRA adapter attached; base answers come from the same object under `disable_adapter()`.
+LoRA adapter attached; base answers come from the same object under `disable_adapter()`. A batch whose logits
+are not finite (fp16 overflow) is generated again in fp32 (generate.answer); summary.json counts them.
 
 Writes base/ and finetuned/ (predictions.jsonl, metrics.json), samples.json (the `eval.n_samples` questions
 the report shows, drawn with `eval.seed`) and summary.json (timings, settings).
@@ -90,10 +91,13 @@ def _run(ctx, device: torch.device) -> None:
     ctx.log.info(f"evaluating {len(rows)} test questions (batch {eval_cfg.batch_size}, "
                  f"≤{eval_cfg.max_new_tokens} new tokens) on {device.type}")
 
-    timings, predictions = {}, {}
-    gen = dict(batch_size=eval_cfg.batch_size, max_new_tokens=eval_cfg.max_new_tokens, device=device)
+    timings, predictions, guard = {}, {}, {"base": {}, "finetuned": {}}
+    pixels = batches.PixelCache(processor.image_processor, images, 2**30)  # the test images, shared by both runs
+    gen = dict(batch_size=eval_cfg.batch_size, max_new_tokens=eval_cfg.max_new_tokens, device=device,
+               num_workers=eval_cfg.num_workers, pixels=pixels)
     try:
         for name in ("base", "finetuned"):
+            gen["stats"] = guard[name]
             t0 = time.perf_counter()
             if name == "base":
                 with model.disable_adapter():  # the same weights without the LoRA update
@@ -101,6 +105,10 @@ def _run(ctx, device: torch.device) -> None:
             else:
                 preds = answer(model, processor, rows, images, model_cfg.prompt_prefix, desc="eval finetuned", **gen)
             timings[name] = time.perf_counter() - t0
+            if guard[name]["fp32_fallback_batches"] or guard[name]["nonfinite_batches"]:
+                ctx.log.warning(f"{name}: {guard[name]['fp32_fallback_batches']} batches had non-finite logits in "
+                                f"{info['compute_dtype']} and were generated again in fp32; "
+                                f"{guard[name]['nonfinite_batches']} stayed non-finite")
             predictions[name] = [{"id": r["id"], "question": r["question"], "answer": r["answer"], "prediction": p,
                                   "qtype": r.get("qtype")} for r, p in zip(rows, preds)]
     except torch.OutOfMemoryError:
@@ -131,4 +139,6 @@ def _run(ctx, device: torch.device) -> None:
         "questions_per_s": {k: round(len(rows) / v, 2) for k, v in timings.items() if v > 0},
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "exact_match": {k: m["exact_match"] for k, m in metrics.items()},
+        "fp32_fallback_batches": {k: v["fp32_fallback_batches"] for k, v in guard.items()},
+        "nonfinite_batches": {k: v["nonfinite_batches"] for k, v in guard.items()},
     })

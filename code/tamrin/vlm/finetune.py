@@ -2,8 +2,16 @@
 
 A plain training loop on 🤗 Accelerate (so `accelerate launch --multi_gpu build.py finetune` runs it with
 DDP unchanged): seeded, gradient accumulation normalised by the step's label-token count, warm-up + cosine /
-linear schedule, gradient checkpointing, a resumable checkpoint every `train.save_every` steps in the work
-folder, `train.max_minutes` for time-limited sessions.
+linear schedule, gradient checkpointing when it is needed (`train.grad_ckpt = auto`, see ckpt_choice), a
+resumable checkpoint every `train.save_every` steps in the work folder, `train.max_minutes` for time-limited
+sessions, and a guard against non-finite losses (the step's update is skipped and counted; the run stops after
+`train.max_nonfinite_steps` in a row, 10× as many under fp16).
+
+At the speed of the benchmark of the same step (bench/bench_vlm.py, "loop vs bench"): every question is
+tokenised once before training (batches.tokenize), each image's pixel values are computed once per process
+(batches.PixelCache) in the DataLoader workers, batches come pinned, the suffix loss's logit count is computed on
+the host, and the host waits for the GPU once per optimizer step — to read the step loss, which the non-finite
+guard needs before the update (loss.jsonl keeps one line per optimizer step).
 
 Outputs: loss.jsonl (one line per optimizer step), adapter/ (peft), summary.json, and for the demo's tiny
 model base_model/ (the exact random-weight base that was fine-tuned, so `eval` compares against it).
@@ -28,11 +36,12 @@ from .. import contract
 from ..contract.facts import ANSWERS
 from ..errors import TamrinError
 from . import batches, checkpoint
+from .ckpt_choice import Choice, choose, dims_of, estimate_peak
 from .loss import LOSSES
-from .model import DTYPE_NAMES, LoraInfo, attach_lora, load_base_model, load_processor, param_counts, \
-    resolve_compute_dtype, resolve_quantization, threads_for
+from .model import DTYPE_NAMES, LoraInfo, attach_lora, friendly_hub_errors, load_base_model, load_processor, \
+    param_counts, resolve_compute_dtype, resolve_quantization, threads_for
 from .schedule import Plan, make_plan
-from .step import train_step
+from .step import NonFiniteGuard, apply_update, skip_update, step_loss, train_step  # noqa: F401 (train_step: doctor)
 
 BASE_DIR = "base_model"
 
@@ -66,49 +75,81 @@ class TrainingModel:
     lora: LoraInfo
     quantization: str  # "nf4" | "none"
     compute_dtype: torch.dtype
+    grad_ckpt: Choice
 
 
-def build_training_model(source, model_cfg, lora_cfg, train_cfg, device: torch.device) -> TrainingModel:
-    """Load the base (NF4 when configured and supported), prepare it for k-bit training, attach LoRA."""
+def _model_config(source):
+    from transformers import PaliGemmaConfig
+
+    from ..profiles import hf_token
+
+    local = Path(str(source)).is_dir()
+    with friendly_hub_errors(source):
+        return PaliGemmaConfig.from_pretrained(str(source), token=None if local else hf_token())
+
+
+def checkpointing_choice(source, model_cfg, lora_cfg, train_cfg, device: torch.device, quant: str, *,
+                         seq_len: int | None = None, suffix_len: int = 3) -> Choice:
+    """`train.grad_ckpt` resolved for this device: for `auto` on CUDA, the memory estimate of a batch of
+    `train.batch_size` sequences of `seq_len` tokens (default `train.max_length`: the longest allowed) without
+    checkpointing against the GPU's free memory, read before the weights are loaded."""
+    cuda = device.type == "cuda"
+    if str(train_cfg.grad_ckpt).lower() != "auto" or not cuda:
+        return choose(train_cfg.grad_ckpt, cuda=cuda)
+    estimate = estimate_peak(dims_of(_model_config(source)), quantized=quant == "nf4",
+                             double_quant=model_cfg.double_quant, rank=lora_cfg.rank, targets=list(lora_cfg.targets),
+                             scope=lora_cfg.scope, dropout=lora_cfg.dropout, seq_len=seq_len or train_cfg.max_length,
+                             batch=train_cfg.batch_size, suffix_len=suffix_len, loss=train_cfg.loss, grad_ckpt=False)
+    return choose("auto", cuda=True, estimate=estimate, free_bytes=torch.cuda.mem_get_info(device)[0])
+
+
+def build_training_model(source, model_cfg, lora_cfg, train_cfg, device: torch.device, *, processor=None,
+                         seq_len: int | None = None, suffix_len: int = 3) -> TrainingModel:
+    """Load the base (NF4 when configured and supported), prepare it for k-bit training, attach LoRA; gradient
+    checkpointing as `checkpointing_choice` decides (`seq_len`, `suffix_len`: the longest batch, for `auto`)."""
     quant = resolve_quantization(model_cfg.quantization, device)
     dtype = resolve_compute_dtype(train_cfg.compute_dtype, device)
-    processor = load_processor(source)
+    processor = processor if processor is not None else load_processor(source)
+    ckpt = checkpointing_choice(source, model_cfg, lora_cfg, train_cfg, device, quant, seq_len=seq_len,
+                                suffix_len=suffix_len)
     base = load_base_model(source, quantization=quant, compute_dtype=dtype, device=device,
                            double_quant=model_cfg.double_quant)
     model, info = attach_lora(base, rank=lora_cfg.rank, alpha=lora_cfg.alpha, dropout=lora_cfg.dropout,
                               targets=lora_cfg.targets, scope=lora_cfg.scope, quantized=quant == "nf4",
-                              grad_ckpt=train_cfg.grad_ckpt)
+                              grad_ckpt=ckpt.on)
     # LoRA weights (the only trained ones) stay fp32 whatever the compute dtype: AdamW updates keep their
     # precision, and fp16's gradient scaler refuses to unscale fp16 gradients (the T4 path).
     for p in model.parameters():
         if p.requires_grad and p.dtype != torch.float32:
             p.data = p.data.float()
-    return TrainingModel(model, processor, info, quant, dtype)
+    return TrainingModel(model, processor, info, quant, dtype, ckpt)
 
 
 # ---------------------------------------------------------------- data
 
 class StepBatches(torch.utils.data.Dataset):
-    """Item i = (step, encoded micro-batch) for the i-th micro-batch from `start` to the last step."""
+    """Item i = (step, collated micro-batch) for the i-th micro-batch from `start` to the last step: the examples
+    were tokenised once; the pixel values come from the (per-process) pixel cache."""
 
-    def __init__(self, plan: Plan, start: int, rank: int, rows: list[dict], processor, images, prefix: str):
+    def __init__(self, plan: Plan, start: int, rank: int, examples: list[batches.Example], pixels: batches.PixelCache,
+                 pad_id: int):
         self.items = [(s, idx) for s in range(start, plan.total_steps) for idx in plan.step_batches(s, rank)]
-        self.rows, self.processor, self.images, self.prefix = rows, processor, images, prefix
+        self.examples, self.pixels, self.pad_id = examples, pixels, pad_id
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, i: int):
         step, idx = self.items[i]
-        return step, batches.encode(self.processor, [self.rows[j] for j in idx], self.images, self.prefix,
-                                    with_answers=True)
+        chosen = [self.examples[j] for j in idx]
+        return step, batches.collate(chosen, self.pixels([e.image for e in chosen]), self.pad_id, with_answers=True)
 
 
-def keep_fitting(rows: list[dict], processor, prefix: str, max_length: int) -> tuple[list[dict], int]:
-    """Rows whose full sequence fits `max_length` tokens, and how many were dropped."""
-    kept = [r for r in rows if batches.sequence_length(processor, r, prefix) <= max_length]
-    return kept, len(rows) - len(kept)
-
+def keep_fitting(rows: list[dict], examples: list[batches.Example], max_length: int
+                 ) -> tuple[list[dict], list[batches.Example], int]:
+    """Rows (and their tokenised examples) whose full sequence fits `max_length` tokens, and how many were dropped."""
+    kept = [(r, e) for r, e in zip(rows, examples) if len(e) <= max_length]
+    return [r for r, _ in kept], [e for _, e in kept], len(rows) - len(kept)
 
 
 # ---------------------------------------------------------------- the loop
@@ -164,10 +205,23 @@ def train(*, data_dir: Path, out_dir: Path, work_dir: Path, model_cfg, lora_cfg,
 
     with accelerator.main_process_first():  # the main process builds the tiny base; the others then load it
         source = base_source(model_cfg, work_dir, rows)
-    tm = build_training_model(source, model_cfg, lora_cfg, train_cfg, device)
-    rows, skipped = keep_fitting(rows, tm.processor, model_cfg.prompt_prefix, train_cfg.max_length)
+    processor = load_processor(source)
+    images = batches.ImageStore(data_dir)
+    mismatch = batches.processor_mismatch(processor, rows[:4], images, model_cfg.prompt_prefix)
+    if mismatch:
+        raise TamrinError(f"the installed transformers' PaliGemmaProcessor builds other training inputs than "
+                          f"Tamrin's tokeniser ({mismatch}); install the tested versions "
+                          "(pip install -e . -c constraints/tested.txt) and rerun")
+    examples = batches.tokenize(processor, rows, model_cfg.prompt_prefix, with_answers=True)  # once, for all steps
+    rows, examples, skipped = keep_fitting(rows, examples, train_cfg.max_length)
     if skipped:
         log.warning(f"skipped {skipped} training examples longer than train.max_length = {train_cfg.max_length}")
+    if not examples:
+        raise TamrinError("no training examples left (all were longer than train.max_length?); "
+                          "raise train.max_length or check results/data/train.jsonl")
+    tm = build_training_model(source, model_cfg, lora_cfg, train_cfg, device, processor=processor,
+                              seq_len=max(map(len, examples)), suffix_len=max(sum(e.token_type_ids) for e in examples))
+    log.info(f"gradient checkpointing {tm.grad_ckpt.reason}")
     plan = make_plan(len(rows), batch_size=train_cfg.batch_size, grad_accum=train_cfg.grad_accum,
                      world=accelerator.num_processes, epochs=train_cfg.epochs, max_steps=train_cfg.max_steps,
                      seed=train_cfg.seed)
@@ -195,62 +249,77 @@ def train(*, data_dir: Path, out_dir: Path, work_dir: Path, model_cfg, lora_cfg,
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
         with open(loss_path, "w", encoding="utf-8") as f:
-            f.writelines(contract.json_line(contract.validate("finetune/loss.jsonl", [r])[0]) for r in history)
+            f.writelines(_loss_line(r) for r in history)
 
-    data = StepBatches(plan, start, rank, rows, tm.processor, batches.ImageStore(data_dir), model_cfg.prompt_prefix)
+    data = StepBatches(plan, start, rank, examples, batches.PixelCache(processor.image_processor, images),
+                       processor.tokenizer.pad_token_id)
     # Its own generator: creating the iterator draws a worker seed, which must not shift the global RNG
     # that dropout uses (a resumed run would otherwise diverge from an uninterrupted one).
     loader = torch.utils.data.DataLoader(data, batch_size=None, shuffle=False, num_workers=train_cfg.num_workers,
                                          collate_fn=_identity, pin_memory=is_cuda,
-                                         generator=torch.Generator().manual_seed(train_cfg.seed))
+                                         generator=torch.Generator().manual_seed(train_cfg.seed),
+                                         prefetch_factor=4 if train_cfg.num_workers else None)
     if train_cfg.num_workers:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # forked workers + a threaded tokenizer can hang
     loss_fn = LOSSES[train_cfg.loss]
+    guard = NonFiniteGuard(train_cfg.max_nonfinite_steps, fp16=tm.compute_dtype == torch.float16)
     if is_cuda:
         torch.cuda.reset_peak_memory_stats(device)
     model.train()  # gradient checkpointing only acts in train mode
     bar = tqdm(total=plan.total_steps, initial=start, desc="finetune", unit="step", disable=not main,
                dynamic_ncols=True)
-    t_loop, samples, step, stopped = time.perf_counter(), 0, start, None
+    clock = _StepClock(time.perf_counter())
+    step, stopped = start, None
     try:
         for step_idx, group in itertools.groupby(loader, key=lambda item: item[0]):
             micro = [batches.to_device(b, device) for _, b in group]
             lr = scheduler.get_last_lr()[0]
-            loss = train_step(model, micro, loss_fn, accelerator)
-            if train_cfg.max_grad_norm:
-                accelerator.clip_grad_norm_(params, train_cfg.max_grad_norm)
-            optimizer.step()
-            if not accelerator.optimizer_step_was_skipped:  # fp16 overflow: the scaler skipped this update
-                scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            loss_t = step_loss(model, micro, loss_fn, accelerator)
             step = step_idx + 1
-            samples += sum(len(b["input_ids"]) for b in micro) * plan.world
-            elapsed = seconds_before + time.perf_counter() - t_loop
-            record = {"step": step, "loss": round(loss, 6), "lr": lr, "epoch": round(plan.epoch_of(step), 4),
-                      "seconds": round(elapsed, 2)}
+            loss = float(loss_t)  # the one wait per step: the guard decides before the update
+            try:
+                skip, diverged = guard.skip(loss, step), None
+            except TamrinError as e:  # too many in a row: log this step too, then stop
+                skip, diverged = True, e
+            if skip:
+                skip_update(accelerator, optimizer)
+                note = "non-finite loss: update skipped"
+                log.warning(f"step {step}: the loss is {loss}; update skipped ({guard.in_a_row} in a row)")
+            elif apply_update(accelerator, optimizer, params, train_cfg.max_grad_norm):
+                scheduler.step()
+                note = None
+            else:  # fp16: the grad scaler found inf/nan gradients, skipped the update and lowered its scale
+                note = "fp16 gradient overflow: update skipped by the grad scaler"
+            n_samples = sum(len(b["input_ids"]) for b in micro) * plan.world
+            clock.step_done(time.perf_counter(), n_samples)
+            record = {"step": step, "loss": round(loss, 6) if math.isfinite(loss) else None, "lr": lr,
+                      "epoch": round(plan.epoch_of(step), 4),
+                      "seconds": round(seconds_before + clock.elapsed(time.perf_counter()), 2), "skipped": note}
             history.append(record)
             if main:
                 with open(loss_path, "a", encoding="utf-8") as f:
-                    f.write(contract.json_line(contract.validate("finetune/loss.jsonl", [record])[0]))
+                    f.write(_loss_line(record))
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
-            if not math.isfinite(loss):
-                raise TamrinError(f"the training loss became {loss} at step {step}; lower train.lr "
-                                  "(or use train.compute_dtype = fp32/bf16 instead of fp16)")
+            if diverged is not None:
+                raise diverged
             if _time_is_up(accelerator, train_cfg.max_minutes, t_start) and step < plan.total_steps:
                 stopped = f"train.max_minutes = {train_cfg.max_minutes} reached after step {step}"
                 log.warning(f"stopping early: {stopped}; the adapter trained so far is saved")
                 break
             if step % train_cfg.save_every == 0 and step < plan.total_steps:
+                t_save = time.perf_counter()
                 _save_checkpoint(accelerator, work_dir, step, model, optimizer, scheduler,
-                                 {"history": history, "seconds": elapsed})
+                                 {"history": history, "seconds": seconds_before + clock.elapsed(t_save)})
+                clock.pause(time.perf_counter() - t_save)
     except torch.OutOfMemoryError:
         raise TamrinError(_oom_message(train_cfg)) from None
     finally:
         bar.close()
-    loop_seconds = time.perf_counter() - t_loop
+    loop_seconds = time.perf_counter() - clock.t0
 
     accelerator.wait_for_everyone()
+    skipped_steps = [r for r in history if r.get("skipped")]
     summary = {
         "model": "tiny" if model_cfg.kind == "tiny" else str(model_cfg.id),
         "base_model": BASE_DIR if model_cfg.kind == "tiny" else str(model_cfg.id),
@@ -258,16 +327,18 @@ def train(*, data_dir: Path, out_dir: Path, work_dir: Path, model_cfg, lora_cfg,
         **param_counts(accelerator.unwrap_model(model)),
         "lora": {**tm.lora.as_dict(), "rank": lora_cfg.rank, "alpha": lora_cfg.alpha, "dropout": lora_cfg.dropout},
         "quantization": tm.quantization, "double_quant": model_cfg.double_quant if tm.quantization == "nf4" else None,
-        "compute_dtype": DTYPE_NAMES[tm.compute_dtype], "loss": train_cfg.loss, "grad_ckpt": train_cfg.grad_ckpt,
+        "compute_dtype": DTYPE_NAMES[tm.compute_dtype], "loss": train_cfg.loss, **tm.grad_ckpt.as_dict(),
         "n_train": len(rows), "skipped_too_long": skipped,
         "batch_size": train_cfg.batch_size, "grad_accum": train_cfg.grad_accum, "world_size": plan.world,
         "effective_batch": train_cfg.batch_size * train_cfg.grad_accum * plan.world,
         "steps_per_epoch": plan.steps_per_epoch, "total_steps": plan.total_steps, "steps_done": step,
         "epochs_done": round(plan.epoch_of(step), 4), "resumed_from_step": start or None,
         "stopped_early": stopped,
-        "first_loss": history[0]["loss"] if history else None, "final_loss": history[-1]["loss"] if history else None,
+        "skipped_steps": len(skipped_steps),
+        "nonfinite_loss_steps": sum(r["loss"] is None for r in skipped_steps),
         **_loss_ends(history),
-        "samples_per_s": round(samples / loop_seconds, 3) if loop_seconds > 0 and samples else None,
+        "samples_per_s": clock.samples_per_s(),
+        "checkpoint_seconds": round(clock.paused, 2),
         "train_seconds": round(seconds_before + loop_seconds, 2), "wall_seconds": round(time.perf_counter() - t_start, 2),
         "peak_gpu_mem_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 3) if is_cuda else None,
         "peak_cpu_rss_mib": _peak_rss_mib(),
@@ -281,19 +352,64 @@ def train(*, data_dir: Path, out_dir: Path, work_dir: Path, model_cfg, lora_cfg,
             shutil.copytree(source, out_dir / BASE_DIR, dirs_exist_ok=True)
         unwrapped.save_pretrained(out_dir / "adapter")
         contract.write(out_dir, "finetune/summary.json", summary)
-        log.info(f"mean loss of the first / last {summary['loss_window']} steps: {summary['loss_first_mean']:.3f} → "
-                 f"{summary['loss_last_mean']:.3f} ({step} steps, {summary['samples_per_s']} samples/s)")
+        log.info(f"mean loss of the first / last {summary['loss_window']} steps: {_fmt(summary['loss_first_mean'])} → "
+                 f"{_fmt(summary['loss_last_mean'])} ({step} steps, {summary['samples_per_s']} samples/s"
+                 f"{f', {len(skipped_steps)} updates skipped' if skipped_steps else ''})")
     accelerator.wait_for_everyone()
     return summary
 
 
+class _StepClock:
+    """Throughput that excludes the first step of this process (CUDA/allocator/autotuning warm-up) and the time
+    spent saving checkpoints. Each step's reading follows its wait for the step loss; the optimizer update queued
+    after it ends inside the next step's reading, so the steps' times add up to the GPU's."""
+
+    def __init__(self, t0: float) -> None:
+        self.t0, self.paused, self.steps = t0, 0.0, 0
+        self.t_first = self.t_last = None  # ends of the first and the last step (checkpoint saving excluded)
+        self.samples_after_first = 0
+
+    def pause(self, seconds: float) -> None:
+        self.paused += seconds
+
+    def elapsed(self, now: float) -> float:
+        """Seconds since the start, checkpoint saving excluded."""
+        return now - self.t0 - self.paused
+
+    def step_done(self, now: float, samples: int) -> None:
+        self.steps += 1
+        self.t_last = self.elapsed(now)
+        if self.t_first is None:
+            self.t_first = self.t_last
+        else:
+            self.samples_after_first += samples
+
+    def samples_per_s(self) -> float | None:
+        if not self.samples_after_first:  # at most one step: nothing but the warm-up to report
+            return None
+        seconds = self.t_last - self.t_first
+        return round(self.samples_after_first / seconds, 3) if seconds > 0 else None
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def _loss_line(record: dict) -> str:
+    return contract.json_line(contract.validate("finetune/loss.jsonl", [record])[0])
+
+
 def _loss_ends(history: list[dict]) -> dict:
-    """Mean loss of the first and the last tenth of the steps (single steps are noisy)."""
+    """First and final loss, and the mean loss of the first and the last tenth of the steps (single steps are
+    noisy); skipped steps with a non-finite loss are left out."""
+    history = [r for r in history if r["loss"] is not None]
     if not history:
-        return {"loss_window": 0, "loss_first_mean": None, "loss_last_mean": None}
+        return {"first_loss": None, "final_loss": None, "loss_window": 0, "loss_first_mean": None,
+                "loss_last_mean": None}
     k = max(1, len(history) // 10)
     mean = lambda rs: round(sum(r["loss"] for r in rs) / len(rs), 6)  # noqa: E731
-    return {"loss_window": k, "loss_first_mean": mean(history[:k]), "loss_last_mean": mean(history[-k:])}
+    return {"first_loss": history[0]["loss"], "final_loss": history[-1]["loss"], "loss_window": k,
+            "loss_first_mean": mean(history[:k]), "loss_last_mean": mean(history[-k:])}
 
 
 def _identity(item):
@@ -304,6 +420,8 @@ def _time_is_up(accelerator, max_minutes: float | None, t_start: float) -> bool:
     """Every process stops at the same step: time is up when it is up on any process."""
     if max_minutes is None:
         return False
+    if accelerator.num_processes == 1:  # no collective needed: decide on the host, no device round trip
+        return time.perf_counter() - t_start > 60 * max_minutes
     flag = torch.tensor(float(time.perf_counter() - t_start > 60 * max_minutes), device=accelerator.device)
     return bool(accelerator.reduce(flag, "max") > 0)
 

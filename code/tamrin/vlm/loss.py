@@ -2,7 +2,8 @@
 
 `suffix_loss` (the default) asks the model for logits at just the last K positions — the ones whose next
 token carries a label — through `logits_to_keep`. With left padding the suffix is flush right, so K is the
-longest suffix + 1 and the [batch, K, vocab] logits replace the [batch, seq, 257k] tensor of the plain loss
+longest suffix + 1 (counted on the host when the batch is built, so the step never waits on the GPU for
+it) and the [batch, K, vocab] logits replace the [batch, seq, 257k] tensor of the plain loss
 (for the 3B model at seq 280 the full fp32 logits alone are ~0.3 GB per example). Going through the model's
 own forward keeps DDP's hooks, peft, the lm_head and any logit soft-capping exactly as in `full_loss`.
 
@@ -14,19 +15,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-IGNORE = -100
+from .batches import IGNORE, logits_needed  # noqa: F401 - one definition, used here and by the batches
+
 MODEL_INPUTS = ("input_ids", "pixel_values", "attention_mask", "token_type_ids", "position_ids")
-
-
-def logits_needed(labels: torch.Tensor) -> int:
-    """How many trailing positions must produce logits: from the one before the earliest label to the end."""
-    has_label = (labels != IGNORE).any(0)
-    if not bool(has_label.any()):
-        raise ValueError("batch has no label tokens")
-    first = int(has_label.nonzero()[0])
-    if first == 0:
-        raise ValueError("a label at position 0 has no preceding token to predict it")
-    return labels.shape[1] - first + 1
 
 
 def _token_ce_sum(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -41,7 +32,7 @@ def _token_ce_sum(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Ten
 def suffix_loss(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss sum, token count) computing logits only at the positions that predict suffix tokens."""
     labels = batch["labels"]
-    keep = logits_needed(labels)
+    keep = batch.get("logits_to_keep") or logits_needed(labels)  # precomputed on the host by batches.collate
     out = model(**{k: batch[k] for k in MODEL_INPUTS if k in batch}, logits_to_keep=keep, use_cache=False)
     return _token_ce_sum(out.logits, labels[:, -keep:])
 
