@@ -184,3 +184,13 @@ def test_pdf_info_counts_pages_and_names_the_fonts_of_a_typst_pdf(tmp_path):
     assert {"Vazirmatn-Regular", "DejaVuSansMono"} <= info.fonts
     assert any(f.startswith("NewCMMath") for f in info.fonts), info.fonts
     assert not any("+" in f for f in info.fonts)
+
+
+def test_loss_figure_leaves_out_a_skipped_step(tmp_path):
+    """A step whose update was skipped (non-finite loss) is logged with loss null: the figure draws the others."""
+    from tamrin.report.figures import loss_figure
+
+    rows = [{"step": s, "loss": None if s == 3 else 2.0 / s, "lr": 1e-4, "epoch": s / 10, "seconds": s,
+             "skipped": "non-finite loss" if s == 3 else None} for s in range(1, 11)]
+    out = loss_figure(rows, 3, tmp_path / "loss.svg")
+    assert out.stat().st_size > 1000

@@ -71,8 +71,10 @@ def smoothing_window(n_steps: int, configured: int) -> int:
 
 
 def loss_figure(loss_rows: list[dict], window: int, path: Path) -> Path:
-    steps = [r["step"] for r in loss_rows]
-    loss = [r["loss"] for r in loss_rows]
+    """The loss of every optimizer step; a skipped step (non-finite loss, logged as null) has no point."""
+    kept = [r for r in loss_rows if r["loss"] is not None]
+    steps = [r["step"] for r in kept]
+    loss = [r["loss"] for r in kept]
     fig, axes = _subplots(figsize=(WIDTH_IN, 2.6))
     ax = axes[0][0]
     ax.plot(steps, loss, color=COLORS["raw"], linewidth=0.9, label="loss per optimizer step")

@@ -44,7 +44,7 @@ def plot_loss(results: Path, window: int = 20) -> Any:
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    rows = _jsonl(results / "finetune" / "loss.jsonl")
+    rows = [r for r in _jsonl(results / "finetune" / "loss.jsonl") if r["loss"] is not None]  # skipped steps: null
     steps, loss = [r["step"] for r in rows], [float(r["loss"]) for r in rows]
     fig, ax = plt.subplots(figsize=(7, 3.5))
     ax.plot(steps, loss, lw=0.8, alpha=0.4, label="loss per optimizer step")
