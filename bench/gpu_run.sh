@@ -116,7 +116,10 @@ phase_fp16() {
 
 phase_estimate() {
   rm -rf results/finetune results/.work/finetune results/.work/doctor
-  $PY build.py doctor --profile paper "${PAPER_SET[@]}" --steps 3 || return 1
+  # doctor exits non-zero on this bench image (it lacks the report's packages: typst, nbformat, …), but its timed
+  # steps and estimate are what this phase compares: go on when it wrote them.
+  $PY build.py doctor --profile paper "${PAPER_SET[@]}" --steps 3
+  [ -f results/.work/doctor/estimate.json ] || return 1
   $PY build.py finetune --profile paper "${PAPER_SET[@]}" --force finetune || return 1
   $PY bench/estimate_vs_run.py --out "$OUT/estimate_vs_run_$(slug).json"
 }
