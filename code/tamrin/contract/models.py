@@ -247,10 +247,10 @@ class Memory(Strict):
     params: dict[str, Any]
     params_closed_form: dict[str, Any]
     lora: dict[str, Any]
+    siglip_scope: dict[str, Any]  # what LoRA scope "all" adds: params, state bytes, SigLIP activations
     quantization: dict[str, Any]
-    assumptions: list[str]
-    budgets: dict[str, dict[str, Any]]
-    formulas: list[dict[str, str]]
+    budgets: dict[str, dict[str, Any]]  # textbook budgets (bf16 weights and adapters)
+    as_implemented: dict[str, dict[str, int]]  # bytes as the code stores them, per measured mode
     activations_estimate: dict[str, Any]
     measured: Optional[dict[str, Any]]
     measured_vs_computed: Optional[dict[str, Any]]
