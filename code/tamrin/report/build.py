@@ -22,6 +22,7 @@ from .. import ROOT
 from ..atomic import write_text
 from ..errors import TamrinError
 from . import derivation_text
+from . import cases
 from . import figures as figs
 from .context import config_dict, demo_stages, load_results, manifests_of
 from .lint import (Finding, LintError, bib_keys, covered_codepoints, figure_findings, font_findings,
@@ -208,11 +209,22 @@ def build_context(r: dict[str, Any], rp: ReportPaths, report_cfg: Any, student: 
         "cover": {"student_name": name, "student_name_en": name_en or "student",
                   "date_fa": report_cfg.date_fa or jalali_date(_latest_finish(manifests))},
         "fig": fig, "data_examples": data_examples, "flow_floor": figs.sampling_floor(r["flow"]["experiment"]),
-        "flow_methods": figs.flow_methods(r["flow"]["experiment"]), "loss_window": window, "qtype_fa": QTYPE_FA,
+        "flow_methods": figs.flow_methods(r["flow"]["experiment"]), "loss_window": window,
         "sections": sections, "provenance": provenance_rows(manifests), "packages": package_rows(manifests),
         "report_build": {"typst": typst_version},
         "derivation_texts": derivation_text.load(rp.templates),
+        **template_decisions(r, data_examples),
     }
+
+
+def template_decisions(r: dict[str, Any], data_examples: list[dict]) -> dict[str, Any]:
+    """What the templates select and print beyond the raw results (cases.py): `case`, the unit helpers and the
+    Persian name of every question type that occurs."""
+    qtypes = [*r["data"]["qtypes"], *(s["qtype"] for s in r["eval"]["samples"]),
+              *r["eval"]["finetuned"]["metrics"]["per_qtype"]]
+    return {"case": cases.decisions(r, figs.sampling_floor(r["flow"]["experiment"]), len(data_examples)),
+            "gib": cases.gib, "millions": cases.millions, "billions": cases.billions,
+            "qtype_fa": cases.qtype_names(QTYPE_FA, qtypes)}
 
 
 def template_names(rp: ReportPaths) -> list[str]:
