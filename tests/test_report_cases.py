@@ -244,3 +244,54 @@ def test_decisions_on_the_fixture(r):
     assert d["samples"]["n"] == len(r["eval"]["samples"])
     assert d["samples"]["tuned_ok"] == sum(x["finetuned_ok"] for x in r["eval"]["samples"])
     json.dumps(d)  # plain values only: nothing a template could call
+
+
+# ------------------------------------------------------------------------------------------------ ablation
+
+def _run(rank, em, lo, hi, quant="nf4", s=0.1):
+    return {"rank": rank, "alpha": 2.0 * rank, "quantization": quant, "trainable_params": 1000 * rank,
+            "exact_match": em, "exact_match_ci": [lo, hi], "rougeL": {"f": em}, "loss_last_mean": 1.0,
+            "seconds_per_step": s, "peak_gpu_bytes": None, "adapter_state_bytes": 16000 * rank}
+
+
+def _ablation(runs, enabled=True):
+    return {"enabled": enabled, "settings": {"quantization": "nf4", "steps": 80}, "skipped": [{"rank": 64}],
+            "estimate": {"runs": len(runs) or 4, "total_seconds": 600.0}, "runs": runs}
+
+
+@pytest.mark.parametrize("ems,case", [
+    ([(0.25, .17, .33), (0.27, .19, .35), (0.30, .21, .39)], "within_noise"),
+    ([(0.10, .05, .15), (0.20, .15, .25), (0.50, .42, .58)], "grows_with_rank"),
+    ([(0.10, .05, .15), (0.60, .52, .68), (0.30, .25, .35)], "peaks_below_max"),
+])
+def test_rank_effect(ems, case):
+    rows = [_run(r, *e) for r, e in zip((4, 8, 16), ems)]
+    assert C.rank_effect(rows) == case
+
+
+def test_ablation_view_ratios_best_and_time_case():
+    a = C.ablation(_ablation([_run(4, .2, .1, .3, s=0.10), _run(32, .4, .3, .5, s=0.12)]))
+    assert a["best"]["rank"] == 32 and a["rows"][1]["is_best"] and not a["rows"][0]["is_best"]
+    assert a["params_ratio"] == 8.0 == a["rank_ratio"] and a["time_ratio"] == pytest.approx(1.2)
+    assert a["time_case"] == "nearly_constant" and not a["on_gpu"] and a["comparison"] is None
+    assert a["rows"][0]["adapter_state_mib"] == 64000 / 2 ** 20 and a["skipped_ranks"] == [64]
+    slow = C.ablation(_ablation([_run(4, .2, .1, .3, s=0.10), _run(32, .4, .3, .5, s=0.20)]))
+    assert slow["time_case"] == "grows"
+    untimed = C.ablation(_ablation([_run(4, .2, .1, .3, s=None), _run(32, .4, .3, .5)]))
+    assert untimed["time_case"] == "not_measured" and untimed["time_ratio"] is None
+    tie = C.ablation(_ablation([_run(4, .3, .2, .4), _run(8, .3, .2, .4)]))
+    assert tie["best"]["rank"] == 4  # equal exact match: the smaller rank
+
+
+@pytest.mark.parametrize("unq,case", [((.30, .2, .4), "within_noise"), ((.80, .7, .9), "unquantized_better"),
+                                      ((.05, .0, .1), "quantized_better")])
+def test_ablation_quantization_comparison(unq, case):
+    runs = [_run(8, .3, .2, .4, s=0.2), _run(16, .32, .22, .42, s=0.2), _run(16, *unq, quant="none", s=0.1)]
+    c = C.ablation(_ablation(runs))["comparison"]
+    assert c["rank"] == 16 and c["quality_case"] == case and c["speed_ratio"] == pytest.approx(2.0)
+    assert [x["main_base"] for x in C.ablation(_ablation(runs))["rows"]] == [True, True, False]
+
+
+def test_ablation_disabled_gives_only_the_estimate():
+    a = C.ablation(_ablation([], enabled=False))
+    assert a == {"enabled": False, "skipped_ranks": [64], "estimate_minutes": 10.0, "planned_runs": 4, "steps": 80}

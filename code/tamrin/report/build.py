@@ -37,8 +37,8 @@ TEMPLATES = ROOT / "templates"
 QTYPE_FA = {"exist": "وجود", "count": "شمارش", "compare_integer": "مقایسهٔ تعداد", "query_color": "پرسش از رنگ",
             "query_shape": "پرسش از شکل", "query_material": "پرسش از جنس", "query_size": "پرسش از اندازه",
             "compare_attribute": "مقایسهٔ ویژگی"}
-STAGE_FA = {"data": "داده", "finetune": "آموزش", "eval": "ارزیابی", "memory": "حافظه", "derive": "اشتقاق‌ها",
-            "flow": "تطبیق جریان"}
+STAGE_FA = {"data": "داده", "finetune": "آموزش", "eval": "ارزیابی", "ablation": "اثر رتبه", "memory": "حافظه",
+            "derive": "اشتقاق‌ها", "flow": "تطبیق جریان"}
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ SECTIONS = (
     Section("q1_1_vlm", "سوال اول: مدل‌های زبانی–بصری (Vision-Language Models)", "زیربخش اول – VLM", ()),
     Section("q1_2_siglip", None, "زیربخش دوم – رمزگذار تصویر SigLIP", ()),
     Section("q1_3_pretraining", None, "زیربخش سوم – پیش‌آموزش (Pre-training)", ()),
-    Section("q1_4_transfer", None, "زیربخش چهارم – یادگیری انتقالی (Transfer learning)", ("results/memory.typ.j2",)),
+    Section("q1_4_transfer", None, "زیربخش چهارم – یادگیری انتقالی (Transfer learning)", ("results/ablation.typ.j2", "results/memory.typ.j2")),
     Section("q1_5_implementation", None, "زیربخش پنجم – پیاده‌سازی",
             ("results/dataset.typ.j2", "results/training.typ.j2", "results/rouge.typ.j2", "results/samples.typ.j2")),
     Section("q2_flow", "سوال دوم: تطبیق جریان (Flow Matching)", "زیربخش‌های اول تا سوم",

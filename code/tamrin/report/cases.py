@@ -358,6 +358,71 @@ def flow(e: dict[str, Any], floors: dict[str, float]) -> dict[str, Any]:
     }
 
 
+# ------------------------------------------------------------------------------------------------ ablation
+
+TIME_GROWTH = 1.5  # a step of the largest rank under 1.5× that of the smallest counts as nearly constant
+
+
+def rank_effect(rows: list[dict[str, Any]]) -> str:
+    """What the measured exact match says about the rank: "within_noise" (every rank's exact match lies inside
+    the best rank's 95 % interval), "grows_with_rank" (the best is the largest rank and a smaller one lies
+    outside that interval), "peaks_below_max" (the best is a smaller rank, the others outside its interval)."""
+    best = max(rows, key=lambda x: (x["exact_match"], -x["rank"]))
+    lo, hi = best["exact_match_ci"]
+    if all(lo <= x["exact_match"] <= hi for x in rows):
+        return "within_noise"
+    return "grows_with_rank" if best["rank"] == max(x["rank"] for x in rows) else "peaks_below_max"
+
+
+def _interval_case(a: dict[str, Any], b: dict[str, Any]) -> str:
+    """Exact match of run a against run b: "a_better" / "b_better" when the 95 % intervals are disjoint,
+    else "within_noise"."""
+    if a["exact_match_ci"][0] > b["exact_match_ci"][1]:
+        return "a_better"
+    if b["exact_match_ci"][0] > a["exact_match_ci"][1]:
+        return "b_better"
+    return "within_noise"
+
+
+def ablation(ab: dict[str, Any]) -> dict[str, Any]:
+    """The rank ablation's table rows, its named cases, or (disabled) the time estimate."""
+    st, est = ab["settings"], ab["estimate"]
+    out: dict[str, Any] = {"enabled": ab["enabled"], "skipped_ranks": [x["rank"] for x in ab["skipped"]],
+                           "estimate_minutes": None if est["total_seconds"] is None else est["total_seconds"] / 60,
+                           "planned_runs": est["runs"], "steps": st["steps"]}
+    if not ab["enabled"]:
+        return out
+    rows = [{**x, "peak_gpu_gib": None if x["peak_gpu_bytes"] is None else gib(x["peak_gpu_bytes"]),
+             "adapter_state_mib": x["adapter_state_bytes"] / 2 ** 20,
+             "ms_per_step": None if x["seconds_per_step"] is None else 1000 * x["seconds_per_step"]}
+            for x in ab["runs"]]
+    main = [x for x in rows if x["quantization"] == st["quantization"]]
+    other = [x for x in rows if x["quantization"] != st["quantization"]]
+    best = max(main, key=lambda x: (x["exact_match"], -x["rank"]))
+    for x in rows:
+        x["is_best"], x["main_base"] = x is best, x["quantization"] == st["quantization"]
+    small, large = min(main, key=lambda x: x["rank"]), max(main, key=lambda x: x["rank"])
+    timed = small["seconds_per_step"] is not None and large["seconds_per_step"] is not None
+    comparison = None
+    if other:
+        u = other[0]
+        same = next((x for x in main if x["rank"] == u["rank"]), None)
+        if same is not None:
+            comparison = {"rank": u["rank"], "quantized": same, "unquantized": u,
+                          "quality_case": {"a_better": "quantized_better", "b_better": "unquantized_better",
+                                           "within_noise": "within_noise"}[_interval_case(same, u)],
+                          "speed_ratio": None if not (same["seconds_per_step"] and u["seconds_per_step"])
+                          else same["seconds_per_step"] / u["seconds_per_step"]}
+    return {**out, "rows": rows, "main": main, "best": best, "smallest": small, "largest": large,
+            "effect": rank_effect(main), "on_gpu": all(x["peak_gpu_gib"] is not None for x in rows),
+            "params_ratio": large["trainable_params"] / small["trainable_params"],
+            "rank_ratio": large["rank"] / small["rank"],
+            "time_ratio": large["seconds_per_step"] / small["seconds_per_step"] if timed else None,
+            "time_case": "not_measured" if not timed else (
+                "nearly_constant" if large["seconds_per_step"] < TIME_GROWTH * small["seconds_per_step"] else "grows"),
+            "comparison": comparison}
+
+
 # ------------------------------------------------------------------------------------------------ layout
 
 def layout(n_examples: int, n_samples: int, n_flow_methods: int) -> dict[str, int]:
@@ -383,6 +448,7 @@ def decisions(r: dict[str, Any], floors: dict[str, float], n_examples: int) -> d
         "samples": samples(r["eval"]["samples"]),
         "memory": memory(r["memory"]),
         "flow": fl,
+        "ablation": ablation(r["ablation"]),
         "layout": layout(n_examples, len(r["eval"]["samples"]), len(fl["methods"])),
     }
     return out
