@@ -222,7 +222,8 @@ def template_decisions(r: dict[str, Any], data_examples: list[dict]) -> dict[str
     Persian name of every question type that occurs."""
     qtypes = [*r["data"]["qtypes"], *(s["qtype"] for s in r["eval"]["samples"]),
               *r["eval"]["finetuned"]["metrics"]["per_qtype"]]
-    return {"case": cases.decisions(r, figs.sampling_floor(r["flow"]["experiment"]), len(data_examples)),
+    return {"case": cases.decisions(r, figs.sampling_floor(r["flow"]["experiment"]), len(data_examples),
+                                    manifests_of(r)),
             "gib": cases.gib, "millions": cases.millions, "billions": cases.billions,
             "qtype_fa": cases.qtype_names(QTYPE_FA, qtypes)}
 

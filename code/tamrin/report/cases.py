@@ -423,6 +423,21 @@ def ablation(ab: dict[str, Any]) -> dict[str, Any]:
             "comparison": comparison}
 
 
+# ------------------------------------------------------------------------------------------------ attribution
+
+def attribution(manifests: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """This tool's identity for the «منابع کد و ابزارها» section: its package version and the commit(s) the
+    stages ran (a `-dirty` suffix means uncommitted changes), from the manifests."""
+    commits: dict[str, list[str]] = {}
+    for stage, m in manifests.items():
+        commits.setdefault(str(m.get("code_version", "?")), []).append(stage)
+    versions = sorted({str((m.get("packages") or {}).get("tamrin")) for m in manifests.values()
+                       if (m.get("packages") or {}).get("tamrin")})
+    return {"tool_versions": versions,
+            "commits": [{"commit": c.removesuffix("-dirty")[:12], "dirty": c.endswith("-dirty"), "stages": st}
+                        for c, st in commits.items()]}
+
+
 # ------------------------------------------------------------------------------------------------ layout
 
 def layout(n_examples: int, n_samples: int, n_flow_methods: int) -> dict[str, int]:
@@ -434,7 +449,8 @@ def layout(n_examples: int, n_samples: int, n_flow_methods: int) -> dict[str, in
 
 # ------------------------------------------------------------------------------------------------ entry
 
-def decisions(r: dict[str, Any], floors: dict[str, float], n_examples: int) -> dict[str, Any]:
+def decisions(r: dict[str, Any], floors: dict[str, float], n_examples: int,
+              manifests: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Everything the templates select or print beyond the raw results, from the loaded results `r`."""
     ft = r["finetune"]
     cfg = ft["manifest"]["config"]
@@ -449,6 +465,7 @@ def decisions(r: dict[str, Any], floors: dict[str, float], n_examples: int) -> d
         "memory": memory(r["memory"]),
         "flow": fl,
         "ablation": ablation(r["ablation"]),
+        "attribution": attribution(manifests or {}),
         "layout": layout(n_examples, len(r["eval"]["samples"]), len(fl["methods"])),
     }
     return out
