@@ -22,7 +22,7 @@ from .. import ROOT
 from ..atomic import write_text
 from ..errors import TamrinError
 from . import derivation_text
-from . import cases
+from . import cases, coverage
 from . import figures as figs
 from .context import config_dict, demo_stages, load_results, manifests_of
 from .lint import (Finding, LintError, bib_keys, covered_codepoints, figure_findings, font_findings,
@@ -214,6 +214,7 @@ def build_context(r: dict[str, Any], rp: ReportPaths, report_cfg: Any, student: 
         "report_build": {"typst": typst_version},
         "derivation_texts": derivation_text.load(rp.templates),
         **template_decisions(r, data_examples),
+        "coverage": {"rows": coverage.rows(rp.templates), "total_points": coverage.total_points()},
     }
 
 
@@ -289,6 +290,7 @@ def build_report(rp: ReportPaths, report_cfg: Any, student: Any, log: Any = None
         timings["read"] = time.perf_counter() - t0
         context = build_context(r, rp, report_cfg, student, typst.__version__)
         findings += lint_templates(rp.templates, template_names(rp))
+        findings += coverage.findings(rp.templates)
         findings += derivation_text.lint(context["derivation_texts"])
         findings += derivation_text.drift(context["derivation_texts"], r["derive"]["derivations"])
         if any(f.kind == "derivation-text" for f in findings):
