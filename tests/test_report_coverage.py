@@ -3,6 +3,7 @@ heading that answers it; a section file that loses a question's answer heading f
 from __future__ import annotations
 
 import shutil
+import re
 from pathlib import Path
 
 import pypdf
@@ -90,3 +91,13 @@ def test_the_coverage_table_gives_every_question_a_page(tmp_path):
     start = max(i for i, t in enumerate(pages) if "پوشش" in t and "پیوست" in t)
     text = "".join(pages[start:start + 3])  # pypdf reorders RTL words: count words, not phrases
     assert text.count("زیربخش") >= len(COV.QUESTIONS)
+
+
+def test_every_recorded_package_has_its_use_in_the_attribution_section():
+    """«منابع کد و ابزارها» names what each library does; a package the manifests record without an entry there
+    would stop the report (StrictUndefined), so the two lists are checked against each other here."""
+    from tamrin.provenance import PACKAGES
+
+    source = (TEMPLATES / "results" / "attribution.typ.j2").read_text(encoding="utf-8")
+    described = set(re.findall(r'^\s*"([a-z0-9-]+)": "', source, flags=re.M))
+    assert set(PACKAGES) <= described, set(PACKAGES) - described
