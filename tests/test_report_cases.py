@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tamrin.data.vocab import ANSWERS
+from tamrin.contract.facts import ANSWERS
 from tamrin.report import cases as C
 from tamrin.report.context import load_results
 from tamrin.report.figures import sampling_floor
