@@ -48,7 +48,7 @@ def test_status_on_empty_checkout(tmp_path, capsys):
     root = make_root(tmp_path)
     assert cli.main(["status", "--profile", "demo"], paths=Paths(root)) == 0
     out = capsys.readouterr().out
-    for name in ("data", "finetune", "eval", "memory", "flow", "report", "zip"):
+    for name in ("data", "finetune", "eval", "ablation", "memory", "flow", "report", "zip"):
         assert any(line.startswith(name) and "missing" in line for line in out.splitlines()), name
 
 
@@ -123,7 +123,8 @@ def test_redact_hides_tokens(monkeypatch):
 
 def test_stage_graph():
     assert ancestors("eval") == ["data", "finetune"]
-    assert descendants("data") == ["finetune", "eval", "report", "zip"]
+    assert descendants("data") == ["finetune", "eval", "ablation", "report", "zip"]
+    assert ancestors("ablation") == ["data", "finetune", "eval"]
     assert ancestors("memory") == [] and ancestors("flow") == []
 
 
@@ -132,7 +133,7 @@ def test_stage_graph():
 @pytest.fixture
 def fake_graph(monkeypatch):
     """The real stage graph and config sections, with cheap entry points."""
-    for name in ("data", "finetune", "eval", "memory", "flow"):
+    for name in ("data", "finetune", "eval", "ablation", "memory", "flow"):
         monkeypatch.setitem(STAGES, name, dataclasses.replace(STAGES[name], entry="fake_stages:write_config"))
     sys.path.insert(0, str(Path(__file__).parent))
     yield

@@ -21,6 +21,7 @@ COMMANDS = {
     "data": "build the CLEVR subset (or synthetic scenes) → results/data/",
     "finetune": "QLoRA fine-tune PaliGemma on the train split → results/finetune/",
     "eval": "ROUGE and exact match of the base and fine-tuned models → results/eval/",
+    "ablation": "LoRA rank ablation: one adapter per rank, same data, steps and seed → results/ablation/",
     "memory": "memory budget of full fine-tuning vs LoRA/QLoRA for PaliGemma-3B → results/memory/",
     "derive": "flow-matching derivations, checked with sympy and numerically → results/derive/",
     "flow": "the flow-matching experiment: I-CFM vs OT-CFM on 2-D data → results/flow/",

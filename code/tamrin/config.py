@@ -32,6 +32,7 @@ SECTIONS: dict[str, str] = {
     "eval": "tamrin.vlm.config:EvalConfig",
     "memory": "tamrin.vlm.config:MemoryConfig",
     "derive": "tamrin.flow.derive_config:DeriveConfig",
+    "ablation": "tamrin.vlm.ablation_config:AblationConfig",
     "flow": "tamrin.flow.config:FlowConfig",
     "report": "tamrin.report.config:ReportConfig",
     "zip": "tamrin.submit.config:ZipConfig",

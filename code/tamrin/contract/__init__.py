@@ -33,11 +33,12 @@ FILES: dict[str, Any] = {
     "eval/finetuned/predictions.jsonl": m.Prediction,
     "eval/samples.json": m.Samples,
     "eval/summary.json": m.EvalSummary,
+    "ablation/ablation.json": m.Ablation,
     "memory/memory.json": m.Memory,
     "derive/derivations.json": list[m.Derivation],
     "flow/experiment.json": m.Experiment,
 }
-MANIFEST_STAGES = ("data", "finetune", "eval", "memory", "derive", "flow")
+MANIFEST_STAGES = ("data", "finetune", "eval", "ablation", "memory", "derive", "flow")
 FILES.update({f"{s}/manifest.json": m.Manifest for s in MANIFEST_STAGES})
 
 

@@ -243,6 +243,73 @@ class EvalSummary(Strict):
     nonfinite_batches: dict[str, int]  # batches whose logits were non-finite even in fp32
 
 
+# ----------------------------------------------------------------------------------------------------- ablation
+
+class AblationSettings(Strict):
+    ranks: list[int]
+    steps: int
+    seed: int
+    lr: float
+    batch_size: int
+    grad_accum: int
+    alpha_mode: Literal["ratio", "fixed"]
+    alpha_over_rank: Optional[float] = None  # ratio mode
+    alpha: Optional[float] = None  # fixed mode
+    quantization: Literal["nf4", "none"]
+    n_test: int
+    device: str
+    gpu_gib: Optional[float]
+
+
+class AblationSkipped(Strict):
+    rank: int
+    reason: Literal["needs_large_gpu"]
+
+
+class AblationEstimate(Strict):
+    runs: int
+    steps_per_run: int
+    seconds_per_step: Optional[float]
+    eval_seconds_per_run: Optional[float]
+    total_seconds: Optional[float]
+
+
+class AblationRougeL(Strict):
+    f: float
+    ci_low: float
+    ci_high: float
+
+
+class AblationRun(Strict):
+    rank: int
+    alpha: float
+    quantization: Literal["nf4", "none"]
+    trainable_params: int
+    total_params: int
+    steps: int
+    exact_match: float
+    exact_match_ci: list[float]
+    rougeL: AblationRougeL
+    loss: list[float]
+    loss_first_mean: float
+    loss_last_mean: float
+    seconds_per_step: Optional[float]  # steady state: the first step excluded
+    train_seconds: float
+    eval_seconds: float
+    peak_gpu_bytes: Optional[int]
+    adapter_state_bytes: int
+
+
+class Ablation(Strict):
+    """results/ablation/ablation.json (layout described in vlm/ablation.py)."""
+
+    enabled: bool
+    settings: AblationSettings
+    skipped: list[AblationSkipped]
+    estimate: AblationEstimate
+    runs: list[AblationRun]
+
+
 # ------------------------------------------------------------------------------------------------------- memory
 
 class Memory(Strict):
@@ -254,10 +321,10 @@ class Memory(Strict):
     params: dict[str, Any]
     params_closed_form: dict[str, Any]
     lora: dict[str, Any]
+    siglip_scope: dict[str, Any]  # what LoRA scope "all" adds: params, state bytes, SigLIP activations
     quantization: dict[str, Any]
-    assumptions: list[str]
-    budgets: dict[str, dict[str, Any]]
-    formulas: list[dict[str, str]]
+    budgets: dict[str, dict[str, Any]]  # textbook budgets (bf16 weights and adapters)
+    as_implemented: dict[str, dict[str, int]]  # bytes as the code stores them, per measured mode
     activations_estimate: dict[str, Any]
     measured: Optional[dict[str, Any]]
     measured_vs_computed: Optional[dict[str, Any]]

@@ -21,6 +21,7 @@ from .. import ROOT
 from ..atomic import write_text
 from ..errors import TamrinError
 from . import derivation_text
+from . import cases, coverage
 from . import figures as figs
 from .figure_cache import Drawing
 from .context import config_dict, demo_stages, load_results, manifests_of
@@ -38,8 +39,8 @@ TEMPLATES = ROOT / "templates"
 QTYPE_FA = {"exist": "وجود", "count": "شمارش", "compare_integer": "مقایسهٔ تعداد", "query_color": "پرسش از رنگ",
             "query_shape": "پرسش از شکل", "query_material": "پرسش از جنس", "query_size": "پرسش از اندازه",
             "compare_attribute": "مقایسهٔ ویژگی"}
-STAGE_FA = {"data": "داده", "finetune": "آموزش", "eval": "ارزیابی", "memory": "حافظه", "derive": "اشتقاق‌ها",
-            "flow": "تطبیق جریان"}
+STAGE_FA = {"data": "داده", "finetune": "آموزش", "eval": "ارزیابی", "ablation": "اثر رتبه", "memory": "حافظه",
+            "derive": "اشتقاق‌ها", "flow": "تطبیق جریان"}
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ SECTIONS = (
     Section("q1_1_vlm", "سوال اول: مدل‌های زبانی–بصری (Vision-Language Models)", "زیربخش اول: VLM", ()),
     Section("q1_2_siglip", None, "زیربخش دوم: رمزگذار تصویر SigLIP", ()),
     Section("q1_3_pretraining", None, "زیربخش سوم: پیش‌آموزش (Pre-training)", ()),
-    Section("q1_4_transfer", None, "زیربخش چهارم: یادگیری انتقالی (Transfer learning)", ("results/memory.typ.j2",)),
+    Section("q1_4_transfer", None, "زیربخش چهارم: یادگیری انتقالی (Transfer learning)", ("results/ablation.typ.j2", "results/memory.typ.j2")),
     Section("q1_5_implementation", None, "زیربخش پنجم: پیاده‌سازی",
             ("results/dataset.typ.j2", "results/training.typ.j2", "results/rouge.typ.j2", "results/samples.typ.j2")),
     Section("q2_flow", "سوال دوم: تطبیق جریان (Flow Matching)", "زیربخش‌های اول تا سوم",
@@ -217,11 +218,24 @@ def build_context(r: dict[str, Any], rp: ReportPaths, report_cfg: Any, student: 
         "cover": {"student_name": name, "student_name_en": name_en or "student",
                   "date_fa": report_cfg.date_fa or jalali_date(_latest_finish(manifests))},
         "fig": fig, "data_examples": data_examples, "flow_floor": figs.sampling_floor(r["flow"]["experiment"]),
-        "flow_methods": figs.flow_methods(r["flow"]["experiment"]), "loss_window": window, "qtype_fa": QTYPE_FA,
+        "flow_methods": figs.flow_methods(r["flow"]["experiment"]), "loss_window": window,
         "sections": sections, "provenance": provenance_rows(manifests), "packages": package_rows(manifests),
         "report_build": {"typst": typst_version},
         "derivation_texts": derivation_text.load(rp.templates),
+        **template_decisions(r, data_examples),
+        "coverage": {"rows": coverage.rows(rp.templates), "total_points": coverage.total_points()},
     }
+
+
+def template_decisions(r: dict[str, Any], data_examples: list[dict]) -> dict[str, Any]:
+    """What the templates select and print beyond the raw results (cases.py): `case`, the unit helpers and the
+    Persian name of every question type that occurs."""
+    qtypes = [*r["data"]["qtypes"], *(s["qtype"] for s in r["eval"]["samples"]),
+              *r["eval"]["finetuned"]["metrics"]["per_qtype"]]
+    return {"case": cases.decisions(r, figs.sampling_floor(r["flow"]["experiment"]), len(data_examples),
+                                    manifests_of(r)),
+            "gib": cases.gib, "millions": cases.millions, "billions": cases.billions,
+            "qtype_fa": cases.qtype_names(QTYPE_FA, qtypes)}
 
 
 def template_names(rp: ReportPaths) -> list[str]:
@@ -285,6 +299,7 @@ def build_report(rp: ReportPaths, report_cfg: Any, student: Any, log: Any = None
         timings["read"] = time.perf_counter() - t0
         context = build_context(r, rp, report_cfg, student, typst.__version__)
         findings += lint_templates(rp.templates, template_names(rp))
+        findings += coverage.findings(rp.templates)
         findings += derivation_text.lint(context["derivation_texts"])
         findings += derivation_text.drift(context["derivation_texts"], r["derive"]["derivations"])
         if any(f.kind == "derivation-text" for f in findings):

@@ -16,7 +16,7 @@ from .. import contract
 from ..contract.facts import QTYPES, normalize_for_scoring
 from ..errors import MissingResultError
 
-RESULT_STAGES = ("data", "finetune", "eval", "memory", "derive", "flow")
+RESULT_STAGES = ("data", "finetune", "eval", "ablation", "memory", "derive", "flow")
 
 
 class Results:
@@ -105,6 +105,12 @@ def load_derive(res: Results) -> dict[str, Any]:
             "manifest": res.json("derive/manifest.json")}
 
 
+def load_ablation(res: Results) -> dict[str, Any]:
+    """results/ablation/ablation.json (layout in code/tamrin/vlm/ablation.py) and its manifest; a disabled
+    ablation still writes the file (no runs, its time estimate)."""
+    return {**res.json("ablation/ablation.json"), "manifest": res.json("ablation/manifest.json")}
+
+
 def load_results(results_dir: Path) -> dict[str, Any]:
     res = Results(results_dir)
     data = load_data(res)
@@ -113,6 +119,7 @@ def load_results(results_dir: Path) -> dict[str, Any]:
         "data": data,
         "finetune": load_finetune(res),
         "eval": load_eval(res, data["test"]),
+        "ablation": load_ablation(res),
         "memory": memory,
         "memory_manifest": res.json("memory/manifest.json"),
         "derive": load_derive(res),
@@ -122,7 +129,7 @@ def load_results(results_dir: Path) -> dict[str, Any]:
 
 def manifests_of(r: dict[str, Any]) -> dict[str, dict]:
     return {"data": r["data"]["manifest"], "finetune": r["finetune"]["manifest"], "eval": r["eval"]["manifest"],
-            "memory": r["memory_manifest"], "derive": r["derive"]["manifest"],
+            "ablation": r["ablation"]["manifest"], "memory": r["memory_manifest"], "derive": r["derive"]["manifest"],
             "flow": r["flow"]["manifest"]}
 
 

@@ -17,7 +17,7 @@ from typing import Callable
 from ..atomic import write_text
 
 CACHE_FILE = ".figures-cache.json"
-DRAWING_CODE = Path(__file__).with_name("figures.py")
+DRAWING_CODE = (Path(__file__).with_name("figures.py"), Path(__file__).with_name("figures_extra.py"))
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ def code_fingerprint() -> str:
         mpl = metadata.version("matplotlib")
     except metadata.PackageNotFoundError:  # pragma: no cover - matplotlib is a dependency
         mpl = "?"
-    return hashlib.sha256(DRAWING_CODE.read_bytes() + mpl.encode()).hexdigest()
+    return hashlib.sha256(b"".join(f.read_bytes() for f in DRAWING_CODE) + mpl.encode()).hexdigest()
 
 
 def figure_key(spec: FigureSpec, fingerprint: str) -> str:

@@ -366,7 +366,10 @@ def figure_specs(r: dict[str, Any], window: int) -> dict[str, FigureSpec]:
                                 + sorted(set(base_q) | set(tuned_q))))
     exp = r["flow"]["experiment"]
     flow = {k: exp[k] for k in ("settings", "labels", "summary", "w2_vs_steps", "reference", "figures") if k in exp}
+    from .figures_extra import extra_specs
+
     return {
+        **extra_specs(r),
         "loss": FigureSpec("loss.svg", loss_figure, (r["finetune"]["loss"], window)),
         "per_qtype": FigureSpec("per_qtype.svg", per_qtype_figure, (qtypes, base_q, tuned_q)),
         "flow_samples": FigureSpec("flow_samples.png", flow_samples_figure, (flow,)),

@@ -38,9 +38,9 @@ def run(ctx) -> None:
 
         result["measured"] = measure(mem, lora, ctx.work_dir, ctx.log)
     elif measured_file is not None:
-        measured = read_json(measured_file)
-        measured["source"] = str(mem.measured_from)
-        result["measured"] = measured
+        from .memory_measure import committed_block
+
+        result["measured"] = committed_block(read_json(measured_file), str(mem.measured_from))
     result["measured_vs_computed"] = reconcile(result)
     contract.write(ctx.out_dir, "memory/memory.json", result)
     ctx.extra["lora_trainable"] = result["lora"]["trainable"]

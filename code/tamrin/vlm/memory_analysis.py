@@ -16,7 +16,8 @@ total). Keys that config.json leaves to transformers' defaults (`head_dim` 256, 
 `tie_word_embeddings`, `image_size` 224, `num_channels` 3) are pinned explicitly so a change of defaults cannot
 silently change the architecture.
 
-memory.json schema (all byte values are plain bytes, integers; GiB = 2**30 B):
+memory.json schema (numbers only: the Persian prose that explains them lives in the report templates, the English
+rationale in this module's comments; all byte values are plain bytes, integers; GiB = 2**30 B):
   model                      "google/paligemma-3b-pt-224"
   config_file                path of the shipped config, relative to the repository root
   architecture               {vision: {layers, hidden, intermediate, heads, patch, image_size, image_tokens},
@@ -28,31 +29,38 @@ memory.json schema (all byte values are plain bytes, integers; GiB = 2**30 B):
   params_closed_form         the same keys from the closed form over the config (must equal `params`)
   lora                       {rank, alpha, targets, scope (configured), trainable (configured scope, via peft),
                               trainable_fraction, by_scope: {language_model|all: {peft, formula, adapted_modules,
-                              per_target: {name: params}}}, note}
+                              per_target: {name: params}}}}
+  siglip_scope               what scope "all" adds over "language_model" (peft's suffix match also adapts SigLIP's
+                              q/k/v): {params, state_bytes: {textbook (12 B/param: bf16 weight + grad, fp32
+                              Adam), as_implemented (16 B/param: fp32 adapter weight + grad + Adam)},
+                              activations: {with_grad_ckpt, without_grad_ckpt} (the SigLIP share of the
+                              activation estimate when gradients reach the vision tower)}
   quantization               {quant_type "nf4", double_quant (configured = true), bits_per_param_nf4 (4.5),
                               bits_per_param_nf4_dq (4.127), quantized_params, unquantized_params,
-                              quantized_modules (count of Linear4bit layers), unquantized (list of strings),
-                              explanation}
-  assumptions                list of strings (dtype assumptions of every budget)
-  budgets                    {full_ft, full_ft_mixed_fp32_master, lora, qlora}: each {label, trainable_params,
-                              weights, grads, optimizer: {adam_fp32, adam_bf16}, total: {adam_fp32, adam_bf16},
-                              bytes_per_param_total: {adam_fp32, adam_bf16}, note}
-                              (full_ft_mixed_fp32_master: optimizer/total only under adam_fp32; adam_bf16 = null)
-  formulas                   [{key, text, typst}]: typst is a math-mode body (wrap it in $ … $)
-  activations_estimate       ESTIMATE, kept apart from the exact budgets: {label, seq_len, batch, suffix_len,
-                              assumptions, per_token_layer_bytes {decoder, vision},
+                              quantized_modules (count of Linear4bit layers)}
+  budgets                    textbook budgets (see ASSUMPTIONS below): {full_ft, full_ft_mixed_fp32_master, lora,
+                              qlora}: each {trainable_params, weights, grads, optimizer: {adam_fp32, adam_bf16},
+                              total: {adam_fp32, adam_bf16}, bytes_per_param_total: {adam_fp32, adam_bf16}}
+                              (full_ft_mixed_fp32_master also has master_weights; its adam_bf16 entries are null)
+  as_implemented             the bytes Tamrin's training code actually stores (see IMPLEMENTATION below), per mode
+                              the GPU measurement runs: {qlora_nf4, lora_bf16, full_ft_bf16}: each {trainable_params,
+                              weights, grads, optimizer, total}
+  activations_estimate       ESTIMATE, kept apart from the exact budgets (see ACTIVATIONS below): {seq_len, batch,
+                              suffix_len, vision_trainable, per_token_layer_bytes {decoder, vision},
                               with_grad_ckpt|without_grad_ckpt: {decoder, vision, logits_suffix, logits_full,
                               total_suffix_loss, total_full_loss}}
   measured                   null, or {device, gpu_mem, torch, transformers, bitsandbytes, seq_len, batch, steps,
-                              loss, source, modes: {mode: {ok, peak_allocated, peak_reserved, weights_allocated,
-                              trainable_params, seconds_per_step, error, note}}}
+                              warmup_steps, loss, grad_ckpt, lora_scope, weights ("random" | "checkpoint"), source,
+                              modes: {mode: {ok, error, weights_allocated, trainable_params, peak_allocated,
+                              peak_reserved, seconds_warmup_step, seconds_per_step_steady, losses}}}
                               (modes: qlora_nf4, lora_bf16, full_ft_bf16; an OOM is recorded as ok=false;
-                              seconds_per_step includes the first, warm-up step — bench/ measures throughput)
-  measured_vs_computed       null, or {note, activation_estimate_shape_matches, modes: {mode: {ok,
-                              weights_expected, weights_measured, weights_rel_error, state_expected,
-                              peak_measured, beyond_state, activation_estimate}}} — expected bytes as the code
-                              stores them (fp32 non-quantized tensors under QLoRA, fp32 adapters, AdamW states
-                              in the parameter dtype; see IMPLEMENTATION_NOTE)
+                              peak_allocated = torch.cuda.max_memory_allocated above what was allocated before the
+                              model was built: no CUDA context, no allocator slack (peak_reserved shows the slack);
+                              seconds_per_step_steady times only the `steps` steps after `warmup_steps` untimed
+                              ones; a measurement from before the warm-up split has seconds_per_step_steady null)
+  measured_vs_computed       null, or {activation_estimate_shape_matches, modes: {mode: {ok, weights_expected,
+                              weights_measured, weights_rel_error, state_expected, peak_measured, beyond_state,
+                              activation_estimate}}} — expected bytes from `as_implemented`
 """
 from __future__ import annotations
 
@@ -265,97 +273,101 @@ def nf4_bytes(n: int, double_quant: bool) -> float:
 # Byte budgets (exact, given the dtype assumptions)
 # ----------------------------------------------------------------------------------------------------------------
 
-ASSUMPTIONS = [
-    "bf16 (2 B) for weights, activations and gradients of trainable tensors; frozen tensors have no gradient.",
-    "AdamW keeps two states per trainable parameter (first and second moment): 8 B in fp32 or 4 B in bf16. "
-    "PyTorch's AdamW stores its states in the parameter's dtype, so bf16 parameters give bf16 states unless a "
-    "mixed-precision wrapper keeps fp32 copies.",
-    "Classic mixed precision (Micikevicius et al. 2018; ZeRO's 16 B/param) adds an fp32 master copy of every "
-    "trainable weight (4 B) on top of bf16 weights, bf16 gradients and fp32 Adam states: 2+2+4+8 = 16 B/param.",
-    "LoRA and QLoRA adapters are counted in bf16 like the rest; peft by default upcasts adapters to fp32 "
-    "(autocast_adapter_dtype), which adds 2 B per adapter parameter to weights and gradients (< 0.1 GiB here).",
-    "QLoRA: every nn.Linear weight except the tied lm_head is NF4 (4 bits) with one absmax per block of 64; "
-    "double quantization stores those absmax values in 8 bits with one fp32 scale per 256 blocks. Embeddings, "
-    "norms, biases, patch and position embeddings stay bf16.",
-    "Budgets cover model state only; activations, the CUDA context (~0.5 GiB) and allocator slack come on top.",
-]
+# ASSUMPTIONS of the textbook budgets (the report states them in Persian beside the table):
+# - bf16 (2 B) for weights and for the gradients of trainable tensors; frozen tensors have no gradient.
+# - AdamW keeps two states per trainable parameter (first and second moment): 8 B in fp32 or 4 B in bf16.
+#   PyTorch's AdamW stores its states in the parameter's dtype, so bf16 parameters give bf16 states unless a
+#   mixed-precision wrapper keeps fp32 copies.
+# - Classic mixed precision (Micikevicius et al. 2018; ZeRO's 16 B/param) adds an fp32 master copy of every
+#   trainable weight (4 B) on top of bf16 weights, bf16 gradients and fp32 Adam states: 2 + 2 + 4 + 8 = 16 B/param.
+# - LoRA and QLoRA adapters are counted in bf16 like the rest (the textbook view); what the code really stores is
+#   `as_implemented` below.
+# - QLoRA: every nn.Linear weight except the tied lm_head is NF4 (4 bits) with one absmax per block of 64; double
+#   quantization stores those absmax values in 8 bits with one fp32 scale per 256 blocks (4.127 bit/param instead
+#   of 4.5). Embeddings, norms, biases, patch and position embeddings stay bf16.
+# - Budgets cover model state only; activations, the CUDA context (~0.5 GiB) and allocator slack come on top.
 
 
-def _budget(label: str, trainable: int, weights: float, grads: float, note: str,
-            params_for_ratio: int, master: float = 0.0, adam_bf16: bool = True) -> dict[str, Any]:
+def _budget(trainable: int, weights: float, grads: float, params_for_ratio: int, master: float = 0.0,
+            adam_bf16: bool = True) -> dict[str, Any]:
     opt32 = 2 * FP32 * trainable
     opt16 = 2 * BF16 * trainable if adam_bf16 else None
     tot32 = weights + grads + master + opt32
     tot16 = (weights + grads + master + opt16) if adam_bf16 else None
-    out = {"label": label, "trainable_params": trainable, "weights": round(weights), "grads": round(grads),
+    out = {"trainable_params": trainable, "weights": round(weights), "grads": round(grads),
            "optimizer": {"adam_fp32": opt32, "adam_bf16": opt16},
            "total": {"adam_fp32": round(tot32), "adam_bf16": None if tot16 is None else round(tot16)},
            "bytes_per_param_total": {"adam_fp32": tot32 / params_for_ratio,
-                                     "adam_bf16": None if tot16 is None else tot16 / params_for_ratio},
-           "note": note}
+                                     "adam_bf16": None if tot16 is None else tot16 / params_for_ratio}}
     if master:
         out["master_weights"] = round(master)
     return out
 
 
 def budgets(total: int, lora_trainable: int, quantized: int, double_quant: bool = True) -> dict[str, Any]:
-    """Bytes of weights, gradients and AdamW states for full FT, LoRA and QLoRA of a model with `total` params."""
+    """Bytes of weights, gradients and AdamW states for full FT, LoRA and QLoRA of a model with `total` params
+    (P = all parameters, P_L = LoRA parameters, Q = NF4 weights, U = P - Q):
+      full FT        2P + 2P + 8P = 12P  (8P with bf16 Adam states)
+      mixed          2P + 2P + 4P (fp32 master) + 8P = 16P
+      LoRA           (2P + 2P_L) + 2P_L + 8P_L = 2P + 12 P_L
+      QLoRA          (Q b/8 + 2U + 2P_L) + 2P_L + 8P_L, b = 4.127 bit with double quantization."""
     unquantized = total - quantized
     base_nf4 = nf4_bytes(quantized, double_quant) + BF16 * unquantized
     return {
-        "full_ft": _budget("full fine-tuning, bf16", total, BF16 * total, BF16 * total,
-                           "every parameter trainable", total),
-        "full_ft_mixed_fp32_master": _budget(
-            "full fine-tuning, mixed precision with fp32 master weights", total, BF16 * total, BF16 * total,
-            "bf16 working copy + fp32 master copy + fp32 Adam states", total, master=FP32 * total, adam_bf16=False),
-        "lora": _budget("LoRA, frozen bf16 base", lora_trainable, BF16 * (total + lora_trainable),
-                        BF16 * lora_trainable, "base frozen in bf16; gradients and Adam states for adapters only",
-                        total),
-        "qlora": _budget("QLoRA, frozen NF4 base" + (" + double quant" if double_quant else ""), lora_trainable,
-                         base_nf4 + BF16 * lora_trainable, BF16 * lora_trainable,
-                         f"{quantized:,} weights in NF4, {unquantized:,} (embeddings, norms, biases, patch/"
-                         "position embeddings) in bf16; adapters bf16", total),
+        "full_ft": _budget(total, BF16 * total, BF16 * total, total),
+        # bf16 working copy + fp32 master copy + fp32 Adam states
+        "full_ft_mixed_fp32_master": _budget(total, BF16 * total, BF16 * total, total, master=FP32 * total,
+                                             adam_bf16=False),
+        # base frozen in bf16; gradients and Adam states for the adapters only
+        "lora": _budget(lora_trainable, BF16 * (total + lora_trainable), BF16 * lora_trainable, total),
+        # Q weights in NF4, U (embeddings, norms, biases, patch/position embeddings) in bf16; adapters bf16
+        "qlora": _budget(lora_trainable, base_nf4 + BF16 * lora_trainable, BF16 * lora_trainable, total),
     }
 
 
-def formulas() -> list[dict[str, str]]:
-    """The budget formulas: P = all parameters, P_L = LoRA parameters, Q = NF4-quantized weights, U = P - Q."""
-    return [
-        {"key": "lora_params", "text": "P_L = sum over adapted linears of r·(d_in + d_out)",
-         "typst": "P_L = sum_(\"adapted\" W in RR^(d_\"out\" times d_\"in\")) r (d_\"in\" + d_\"out\")"},
-        {"key": "full_ft", "text": "M_full = 2P (weights) + 2P (grads) + 8P (Adam fp32) = 12P; with bf16 Adam states 2P + 2P + 4P = 8P",
-         "typst": "M_\"full\" = underbrace(2P, \"weights\") + underbrace(2P, \"grads\") + underbrace(8P, \"Adam fp32\") = 12P"
-                  " quad (8P \" with bf16 Adam states\")"},
-        {"key": "full_ft_master", "text": "M_mixed = 2P + 2P + 4P (fp32 master) + 8P = 16P",
-         "typst": "M_\"mixed\" = 2P + 2P + underbrace(4P, \"fp32 master\") + 8P = 16P"},
-        {"key": "lora", "text": "M_LoRA = 2P + 2P_L (weights) + 2P_L (grads) + 8P_L (Adam fp32) = 2P + 12P_L",
-         "typst": "M_\"LoRA\" = underbrace(2P + 2P_L, \"weights\") + underbrace(2P_L, \"grads\") + underbrace(8P_L, \"Adam fp32\")"
-                  " = 2P + 12 P_L"},
-        {"key": "nf4_bits", "text": "NF4: 4 + 32/64 = 4.5 bits/param; with double quant 4 + 8/64 + 32/(64·256) ≈ 4.127 bits/param",
-         "typst": "b_\"NF4\" = 4 + 32/64 = 4.5, quad b_\"NF4+DQ\" = 4 + 8/64 + 32/(64 dot 256) approx 4.127 \" bit\""},
-        {"key": "qlora", "text": "M_QLoRA = Q·b/8 + 2U + 2P_L (weights) + 2P_L (grads) + 8P_L (Adam fp32)",
-         "typst": "M_\"QLoRA\" = underbrace(Q b/8 + 2U + 2P_L, \"weights\") + underbrace(2P_L, \"grads\")"
-                  " + underbrace(8P_L, \"Adam fp32\")"},
-    ]
+# IMPLEMENTATION: the bytes as Tamrin's training code actually stores them, which differ from the textbook budgets:
+# - peft's prepare_model_for_kbit_training casts every non-quantized float16/bfloat16 parameter (embeddings, norms,
+#   biases, patch/position embeddings) to fp32 for QLoRA (peft/utils/other.py: "cast all non INT8 parameters to
+#   fp32");
+# - LoRA adapters are kept in fp32 (finetune.build_training_model upcasts them; peft's autocast_adapter_dtype does
+#   the same for bf16 bases), so their gradients and AdamW states are fp32 too;
+# - torch.optim.AdamW keeps its two states in the parameter's dtype (bf16 for full fine-tuning of a bf16 model).
+# The GPU measurement's weights after loading agree with these bytes to < 0.1 % (measured_vs_computed).
+
+def as_implemented(total: int, lora_trainable: int, quantized: int, double_quant: bool = True
+                   ) -> dict[str, dict[str, int]]:
+    """Weights, gradients, AdamW states and their total per measured mode, as the code stores them (bytes)."""
+    unquantized = total - quantized
+
+    def mode(trainable: int, weights: float, grads: float, optimizer: float) -> dict[str, int]:
+        return {"trainable_params": trainable, "weights": round(weights), "grads": round(grads),
+                "optimizer": round(optimizer), "total": round(weights + grads + optimizer)}
+
+    adapters = lora_trainable
+    return {
+        "qlora_nf4": mode(adapters, nf4_bytes(quantized, double_quant) + FP32 * unquantized + FP32 * adapters,
+                          FP32 * adapters, 2 * FP32 * adapters),
+        "lora_bf16": mode(adapters, BF16 * total + FP32 * adapters, FP32 * adapters, 2 * FP32 * adapters),
+        "full_ft_bf16": mode(total, BF16 * total, BF16 * total, 2 * BF16 * total),
+    }
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Activations (an ESTIMATE, kept apart from the exact budgets above)
 # ----------------------------------------------------------------------------------------------------------------
 
-ACTIVATION_ASSUMPTIONS = (
-    "bf16 activations. Per token and Gemma layer: RMSNorm input and output before attention (2h), q/k/v after "
-    "RoPE (a·d + 2·kv·d; SDPA keeps them and its output), attention output = o_proj input (a·d), RMSNorm input "
-    "and output before the MLP (2h), gate, GELU(gate), up and their product = down_proj input (4i). SigLIP layers "
-    "count only when gradients reach the vision tower (LoRA scope all): LayerNorm in/out ×2 (4h), q/k/v (3h), "
-    "attention output (h), fc1 output and GELU output (2i). With gradient checkpointing only each layer's input "
-    "(h per token) is kept, plus one layer's full set while it is recomputed. Logits: bf16 logits + fp32 upcast + "
-    "fp32 log-softmax ≈ 10 B each, for every position (full loss) or only the answer positions (suffix-only loss). "
-    "LoRA dropout copies, attention softmax statistics, the CUDA context and allocator slack are not counted.")
+# ACTIVATIONS (an estimate): bf16 activations. Per token and Gemma layer: RMSNorm input and output before
+# attention (2h), q/k/v after RoPE (a·d + 2·kv·d; SDPA keeps them and its output), attention output = o_proj input
+# (a·d), RMSNorm input and output before the MLP (2h), gate, GELU(gate), up and their product = down_proj input (4i).
+# SigLIP layers count only when gradients reach the vision tower (LoRA scope all): LayerNorm in/out ×2 (4h), q/k/v
+# (3h), attention output (h), fc1 output and GELU output (2i). With gradient checkpointing only each layer's input
+# (h per token) is kept, plus one layer's full set while it is recomputed. Logits: bf16 logits + fp32 upcast + fp32
+# log-softmax ≈ 10 B each, for every position (full loss) or only the answer positions (suffix-only loss). LoRA
+# dropout copies, attention softmax statistics, the CUDA context and allocator slack are not counted.
 
 
 def activation_estimate(d: Dims, seq_len: int, batch: int, suffix_len: int, vision_trainable: bool) -> dict[str, Any]:
-    """Bytes of activations kept for the backward pass, counted tensor by tensor (see ACTIVATION_ASSUMPTIONS)."""
+    """Bytes of activations kept for the backward pass, counted tensor by tensor (see ACTIVATIONS above)."""
     h, i, a, kv, hd = d.t_hidden, d.t_inter, d.t_heads, d.kv_heads, d.head_dim
     dec_tok = BF16 * (2 * h + a * hd + 2 * kv * hd + a * hd + 2 * h + 4 * i)
     hv, iv = d.v_hidden, d.v_inter
@@ -374,9 +386,7 @@ def activation_estimate(d: Dims, seq_len: int, batch: int, suffix_len: int, visi
     no_ckpt = total(d.t_layers * tokens * dec_tok, vis_layers * vtokens * vis_tok)
     ckpt = total(d.t_layers * tokens * BF16 * h + tokens * dec_tok,
                  (vis_layers * vtokens * BF16 * hv + vtokens * vis_tok) if vision_trainable else 0)
-    return {"label": "estimate — not an exact count; compare with `measured`", "seq_len": seq_len, "batch": batch,
-            "suffix_len": suffix_len, "vision_trainable": vision_trainable,
-            "assumptions": ACTIVATION_ASSUMPTIONS,
+    return {"seq_len": seq_len, "batch": batch, "suffix_len": suffix_len, "vision_trainable": vision_trainable,
             "per_token_layer_bytes": {"decoder": dec_tok, "vision": vis_tok},
             "with_grad_ckpt": ckpt, "without_grad_ckpt": no_ckpt}
 
@@ -420,68 +430,60 @@ def analyse(rank: int, alpha: float, targets: list[str], scope: str, seq_len: in
             "projection_dim": d.proj},
         "params": counted,
         "params_closed_form": closed,
+        # SigLIP names its attention output out_proj and its MLP fc1/fc2, so with scope=all the assignment's
+        # targets adapt only q/k/v of the 27 vision layers besides the 18 Gemma layers.
         "lora": {"rank": rank, "alpha": alpha, "targets": list(targets), "scope": scope, "trainable": trainable,
-                 "trainable_fraction": trainable / total, "by_scope": by_scope,
-                 "note": "SigLIP names its attention output out_proj and its MLP fc1/fc2, so with scope=all the "
-                         "assignment's targets adapt only q/k/v of the 27 vision layers besides the 18 Gemma layers."},
+                 "trainable_fraction": trainable / total, "by_scope": by_scope},
+        "siglip_scope": siglip_scope(d, by_scope, seq_len, batch, suffix_len),
+        # Not quantized (bf16 in the textbook budget, fp32 as implemented): the token embeddings (tied with
+        # lm_head; transformers skips the output embedding), RMSNorm / LayerNorm weights, linear biases (SigLIP,
+        # projector), SigLIP's patch-embedding convolution and position embedding. NF4 codes (4 bit) with one fp32
+        # absmax per 64 weights = 4 + 32/64 = 4.5 bit/param; double quantization stores the absmax in 8 bit (FP8
+        # in the paper, blockwise 8-bit in bitsandbytes) with one fp32 constant per 256 absmax values:
+        # 8/64 + 32/(64·256) = 0.127 bit instead of 0.5, i.e. ≈ 4.127 bit/param.
         "quantization": {
             "quant_type": "nf4", "double_quant": double_quant, "bits_per_param_nf4": BITS_NF4,
             "bits_per_param_nf4_dq": BITS_NF4_DQ, "quantized_params": quant["quantized_params"],
-            "quantized_modules": quant["quantized_modules"], "unquantized_params": total - quant["quantized_params"],
-            "unquantized": ["token embeddings (tied with lm_head; transformers skips the output embedding)",
-                            "RMSNorm / LayerNorm weights", "linear biases (SigLIP, projector)",
-                            "SigLIP patch-embedding convolution and position embedding"],
-            "explanation": "QLoRA (Dettmers et al. 2023): NF4 codes (4 bit) with one fp32 absmax per 64 weights "
-                           "= 4 + 32/64 = 4.5 bit/param; double quantization stores the absmax in 8 bit (FP8 in "
-                           "the paper, blockwise 8-bit in bitsandbytes) with one fp32 constant per 256 absmax "
-                           "values: 8/64 + 32/(64·256) = 0.127 bit instead of 0.5, i.e. ≈4.127 bit/param."},
-        "assumptions": ASSUMPTIONS,
+            "quantized_modules": quant["quantized_modules"], "unquantized_params": total - quant["quantized_params"]},
         "budgets": budgets(total, trainable, quant["quantized_params"], double_quant),
-        "formulas": formulas(),
+        "as_implemented": as_implemented(total, trainable, quant["quantized_params"], double_quant),
         "activations_estimate": activation_estimate(d, seq_len, batch, suffix_len, vision_trainable=(scope == "all")),
         "measured": None,
     }
 
 
-IMPLEMENTATION_NOTE = (
-    "Expected bytes as Tamrin's training code actually stores them (differs from the textbook budgets above): "
-    "peft's prepare_model_for_kbit_training keeps every non-quantized tensor (embeddings, norms, biases, patch/"
-    "position embeddings) in fp32 for QLoRA; peft keeps LoRA adapters in fp32 (so their gradients and AdamW "
-    "states are fp32); torch.optim.AdamW keeps its two states in the parameter's dtype (bf16 for full fine-tuning "
-    "of a bf16 model). 'beyond_state' = measured peak − expected weights/gradients/optimizer states: activations, "
-    "dequantized-weight and optimizer temporaries, allocator slack.")
-
-
-def expected_as_implemented(result: dict[str, Any], trainable: int) -> dict[str, dict[str, float]]:
-    """Weights and full training state (weights + gradients + AdamW states) per measured mode, in bytes."""
-    P = result["params"]["total"]
-    Q = result["quantization"]["quantized_params"]
-    U = P - Q
-    PL = trainable
-    qlora_w = nf4_bytes(Q, result["quantization"]["double_quant"]) + FP32 * U + FP32 * PL
-    return {"qlora_nf4": {"weights": qlora_w, "state": qlora_w + FP32 * PL + 2 * FP32 * PL},
-            "lora_bf16": {"weights": BF16 * P + FP32 * PL, "state": BF16 * P + FP32 * PL + FP32 * PL + 2 * FP32 * PL},
-            "full_ft_bf16": {"weights": BF16 * P, "state": BF16 * P + BF16 * P + 2 * BF16 * P}}
+def siglip_scope(d: Dims, by_scope: dict[str, dict], seq_len: int, batch: int, suffix_len: int) -> dict[str, Any]:
+    """What LoRA scope "all" (peft's suffix match also hits SigLIP's q_proj/k_proj/v_proj) adds over the Gemma-only
+    scope: adapter parameters, their training state (textbook bf16 adapters: 2 + 2 + 8 B; as implemented, fp32
+    adapters: 4 + 4 + 8 B per parameter) and the activations the backward pass then keeps inside SigLIP."""
+    extra = by_scope["all"]["peft"] - by_scope["language_model"]["peft"]
+    vision = activation_estimate(d, seq_len, batch, suffix_len, vision_trainable=True)
+    return {"params": extra,
+            "state_bytes": {"textbook": (BF16 + BF16 + 2 * FP32) * extra, "as_implemented": (3 * FP32 + FP32) * extra},
+            "activations": {k: vision[k]["vision"] for k in ("with_grad_ckpt", "without_grad_ckpt")}}
 
 
 def reconcile(result: dict[str, Any]) -> dict[str, Any] | None:
-    """Computed vs measured, mode by mode (None when nothing was measured)."""
+    """Computed (as implemented) vs measured, mode by mode (None when nothing was measured). `beyond_state` =
+    measured peak − the expected weights, gradients and optimizer states: activations, dequantized-weight and
+    optimizer temporaries, allocator fragmentation inside the allocated bytes."""
     measured = result.get("measured")
     if not measured:
         return None
     act = result["activations_estimate"]
     same_shape = (measured.get("seq_len"), measured.get("batch")) == (act["seq_len"], act["batch"])
+    P, Q = result["params"]["total"], result["quantization"]["quantized_params"]
     modes = {}
     for mode, m in measured.get("modes", {}).items():
         if not m.get("ok") or "weights_allocated" not in m:
             modes[mode] = {"ok": False, "error": m.get("error")}
             continue
-        exp = expected_as_implemented(result, m["trainable_params"] if mode != "full_ft_bf16" else 0)[mode]
+        adapters = m["trainable_params"] if mode != "full_ft_bf16" else 0
+        exp = as_implemented(P, adapters, Q, result["quantization"]["double_quant"])[mode]
         modes[mode] = {
-            "ok": True, "weights_expected": round(exp["weights"]), "weights_measured": m["weights_allocated"],
+            "ok": True, "weights_expected": exp["weights"], "weights_measured": m["weights_allocated"],
             "weights_rel_error": m["weights_allocated"] / exp["weights"] - 1,
-            "state_expected": round(exp["state"]), "peak_measured": m["peak_allocated"],
-            "beyond_state": m["peak_allocated"] - round(exp["state"]),
+            "state_expected": exp["total"], "peak_measured": m["peak_allocated"],
+            "beyond_state": m["peak_allocated"] - exp["total"],
             "activation_estimate": act["with_grad_ckpt"]["total_suffix_loss"] if same_shape else None}
-    return {"note": IMPLEMENTATION_NOTE, "activation_estimate_shape_matches": same_shape, "modes": modes}
-
+    return {"activation_estimate_shape_matches": same_shape, "modes": modes}

@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from .memory_analysis import GIB, load_config
-from .step import train_steps
+from .step import Steps
 
 
 MODES = ("qlora_nf4", "lora_bf16", "full_ft_bf16")
+WARMUP_STEPS = 1  # untimed: the first step pays CUDA/cuBLAS initialisation, autotuning and allocator growth
 
 
 def save_random_checkpoint(folder: Path, device: str = "cuda", seed: int = 0) -> Path:
@@ -90,10 +91,26 @@ def build_mode(mode: str, source: str | Path, lora, device, compute_dtype=None, 
     return model
 
 
-def measure_mode(mode: str, source, lora, mem, log=None) -> dict[str, Any]:
-    """Peak GPU memory of `mem.measure_steps` optimizer steps in `mode` (bytes above what was allocated before)."""
-    import gc
+def timed_steps(steps: Steps, batch: dict, n: int, warmup: int, sync) -> dict[str, Any]:
+    """`warmup` untimed optimizer steps, then `n` timed ones: (seconds of the warm-up, steady seconds per step,
+    every loss). `sync` waits for the device (torch.cuda.synchronize) so a step's time is its own."""
     import time
+
+    t0 = time.perf_counter()
+    losses = steps.run(batch, warmup)
+    sync()
+    t1 = time.perf_counter()
+    losses += steps.run(batch, n)
+    sync()
+    t2 = time.perf_counter()
+    return {"seconds_warmup_step": (t1 - t0) / warmup if warmup else None, "seconds_per_step_steady": (t2 - t1) / n,
+            "losses": losses}
+
+
+def measure_mode(mode: str, source, lora, mem, log=None) -> dict[str, Any]:
+    """Peak GPU memory over the warm-up and `mem.measure_steps` timed optimizer steps in `mode` (bytes above what
+    was allocated before the model was built: the CUDA context and the allocator's reserve are not in it)."""
+    import gc
 
     import torch
 
@@ -103,22 +120,24 @@ def measure_mode(mode: str, source, lora, mem, log=None) -> dict[str, Any]:
     base = torch.cuda.memory_allocated(device)
     torch.cuda.reset_peak_memory_stats(device)
     out: dict[str, Any] = {"ok": False, "error": None}
-    model = batch = None
+    model = batch = steps = None
     try:
         model = build_mode(mode, source, lora, device)
         out["weights_allocated"] = torch.cuda.memory_allocated(device) - base
         out["trainable_params"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
         batch = synthetic_batch(model.config, mem.batch_size, mem.seq_len, mem.suffix_len, device,
                                 torch.float32)  # fp32 pixels, as the processor gives them to finetune
-        t0 = time.perf_counter()
-        losses = train_steps(model, batch, mem.measure_steps)
-        torch.cuda.synchronize(device)
-        out.update(ok=True, seconds_per_step=(time.perf_counter() - t0) / mem.measure_steps, losses=losses)
+        steps = Steps(model)
+        out.update(ok=True, **timed_steps(steps, batch, mem.measure_steps, WARMUP_STEPS,
+                                          lambda: torch.cuda.synchronize(device)))
     except torch.cuda.OutOfMemoryError as e:
         out["error"] = "out of memory: " + str(e).split("\n")[0][:300]
+    finally:
+        if steps is not None:
+            steps.close()
     out["peak_allocated"] = torch.cuda.max_memory_allocated(device) - base
     out["peak_reserved"] = torch.cuda.max_memory_reserved(device)
-    del model, batch
+    del model, batch, steps
     gc.collect()
     torch.cuda.empty_cache()
     if log:
@@ -128,7 +147,6 @@ def measure_mode(mode: str, source, lora, mem, log=None) -> dict[str, Any]:
 
 def measure(mem, lora, work_dir: Path, log=None) -> dict[str, Any]:
     """The `measured` block of memory.json (CUDA only)."""
-
     import torch
     import transformers
 
@@ -147,10 +165,30 @@ def measure(mem, lora, work_dir: Path, log=None) -> dict[str, Any]:
     modes = {}
     for mode in mem.measure_modes:
         modes[mode] = measure_mode(mode, source, lora, mem, log)
+    # No host name and no local path: the block goes into results/, the report and the zip.
     return {"device": props.name, "gpu_mem": props.total_memory, "torch": torch.__version__,
             "transformers": transformers.__version__, "bitsandbytes": bnb_version, "seq_len": mem.seq_len,
-            "batch": mem.batch_size, "steps": mem.measure_steps, "loss": "suffix", "grad_ckpt": True,
-            "lora_scope": lora.scope, "weights": "random" if not mem.checkpoint else Path(mem.checkpoint).name,
-            "optimizer": "torch.optim.AdamW (states in the parameter dtype: bf16 for full FT, fp32 for peft's "
-                         "fp32 adapters)",
-            "modes": modes}
+            "batch": mem.batch_size, "steps": mem.measure_steps, "warmup_steps": WARMUP_STEPS, "loss": "suffix",
+            "grad_ckpt": True, "lora_scope": lora.scope, "weights": "checkpoint" if mem.checkpoint else "random",
+            "modes": modes}  # the optimizer is torch.optim.AdamW: states in the parameter dtype (bf16 for full
+    # fine-tuning, fp32 for the fp32 adapters)
+
+
+MODE_KEYS = ("ok", "error", "weights_allocated", "trainable_params", "peak_allocated", "peak_reserved",
+             "seconds_warmup_step", "seconds_per_step_steady", "losses")
+BLOCK_KEYS = ("device", "gpu_mem", "torch", "transformers", "bitsandbytes", "seq_len", "batch", "steps",
+              "warmup_steps", "loss", "grad_ckpt", "lora_scope")
+
+
+def committed_block(raw: dict[str, Any], source: str) -> dict[str, Any]:
+    """A committed measurement file (`memory.measured_from`) as the `measured` block: only the known fields (a host
+    name or a local checkpoint path in an older file stays out of results/). A file measured before the warm-up
+    step was split off has one `seconds_per_step` that includes the first step; it is dropped, not relabelled,
+    so `seconds_per_step_steady` is null there and the report prints no per-step time until the file is
+    re-measured (bench/gpu_run.sh memory)."""
+    block = {k: raw.get(k) for k in BLOCK_KEYS}
+    block["weights"] = "random" if raw.get("weights") in (None, "random") or "random" in str(raw.get("weights")) \
+        else "checkpoint"
+    block["source"] = source
+    block["modes"] = {mode: {k: m.get(k) for k in MODE_KEYS} for mode, m in (raw.get("modes") or {}).items()}
+    return block
