@@ -264,7 +264,7 @@ def test_figures_are_redrawn_only_when_their_data_change(tmp_path):
     redraw only the loss figure, a deleted file redraws only that file."""
     results, out = tmp_path / "results", tmp_path / "figures"
     shutil.copytree(FIXTURE, results)
-    files = {"loss.svg", "per_qtype.svg", "flow_samples.png", "flow_trajectories.png", "flow_w2.svg"}
+    files = {"loss.svg", "per_qtype.svg", "flow_samples.png", "flow_trajectories.png", "flow_w2.svg", "ablation_rank.svg"}
     assert Drawing(results, out, 20).wait() == dict.fromkeys(files, True)
     assert all((out / f).stat().st_size > 1000 for f in files)
     assert Drawing(results, out, 20).wait() == dict.fromkeys(files, False)

@@ -66,7 +66,7 @@ def test_estimate_terms_behave():
     assert q["saved"] > b["saved"] and q["checkpoint"] == 4 * D.t_hidden and b["checkpoint"] == 2 * D.t_hidden
     # without dropout the LoRA layers keep no masks
     assert cc.layer_bytes_per_token(D, stream=4, targets=TARGETS, dropout=False)["saved"] < q["saved"]
-    # the state term is the memory stage's expected_as_implemented
+    # the state term is the memory stage's as_implemented
     pl = ma.closed_form_lora(D, 16, TARGETS, "language_model")["formula"]
     assert cc.estimate_peak(D, quantized=True, double_quant=True, rank=16, targets=TARGETS, scope="language_model",
                             dropout=0.05, seq_len=280, batch=8, suffix_len=3, loss="suffix",

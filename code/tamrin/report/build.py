@@ -344,7 +344,7 @@ def build_report(rp: ReportPaths, report_cfg: Any, student: Any, log: Any = None
     tmp.replace(pdf_path)
     seconds = time.perf_counter() - t0
     if log is not None:
-        log.info(f"report: {pdf_path} ({seconds:.1f} s: " + ", ".join(f"{k} {v:.2f}" for k, v in timings.items()) + ")")
+        log.info(f"report: {pdf_path.relative_to(rp.root) if pdf_path.is_relative_to(rp.root) else pdf_path.name} ({seconds:.1f} s: " + ", ".join(f"{k} {v:.2f}" for k, v in timings.items()) + ")")
     return BuildResult(pdf_path, typ_path, seconds, info.pages, timings)
 
 

@@ -4,7 +4,7 @@ off: there is no GPU memory to save, and recomputing every layer doubled the dem
 for the tiny model at batch 8, measured in one run on this project's 2-core machine).
 
 The estimate is the memory stage's own arithmetic (`memory_analysis`): the training state as the code stores it
-(`expected_as_implemented`: NF4 weights, fp32 non-quantized tensors and adapters, gradients, AdamW states), the
+(`as_implemented`: NF4 weights, fp32 non-quantized tensors and adapters, gradients, AdamW states), the
 logits and vision terms of `activation_estimate`, and its tensor-by-tensor count of what one Gemma layer keeps for
 the backward pass — with the dtypes Tamrin's QLoRA stack really has, which the textbook count (bf16 everywhere)
 does not:
@@ -48,10 +48,10 @@ def layer_bytes_per_token(d: ma.Dims, *, stream: int, targets: list[str], dropou
 
 
 def training_state(d: ma.Dims, *, quantized: bool, double_quant: bool, lora_trainable: int) -> float:
-    """Weights + gradients + AdamW states as the code stores them (memory_analysis.expected_as_implemented)."""
-    result = {"params": ma.closed_form_params(d),
-              "quantization": {"quantized_params": ma.closed_form_quantized(d), "double_quant": double_quant}}
-    return ma.expected_as_implemented(result, lora_trainable)["qlora_nf4" if quantized else "lora_bf16"]["state"]
+    """Weights + gradients + AdamW states as the code stores them (memory_analysis.as_implemented)."""
+    modes = ma.as_implemented(ma.closed_form_params(d)["total"], lora_trainable, ma.closed_form_quantized(d),
+                              double_quant)
+    return modes["qlora_nf4" if quantized else "lora_bf16"]["total"]
 
 
 def estimate_peak(d: ma.Dims, *, quantized: bool, double_quant: bool, rank: int, targets: list[str], scope: str,
