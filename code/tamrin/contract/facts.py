@@ -74,3 +74,9 @@ def normalize_for_scoring(text: str) -> str:
     spaces ("Two." and "2" are the same answer). Exact match, ROUGE and the report's ✓/✗ all use it."""
     words = re.sub(r"[^\w\s]|_", " ", str(text).lower()).split()
     return " ".join(NUMBER_WORDS.get(w, w) for w in words)
+
+
+# The flow experiment's methods and source → target pairs, and the names figures and tables show for them.
+FLOW_METHOD_LABELS: dict[str, str] = {"icfm": "I-CFM", "otcfm": "OT-CFM (exact minibatch OT)",
+                                      "lipman": "FM (Lipman OT path, σ_min)"}
+FLOW_PAIR_LABELS: dict[str, str] = {"gaussian-moons": "N(0, I) → two moons", "8gaussians-moons": "8 Gaussians → two moons"}

@@ -396,7 +396,6 @@ class Experiment(Strict):
     schema_version: int
     profile: Profile
     settings: dict[str, Any]
-    labels: dict[str, dict[str, str]]
     runs: list[FlowRun]
     reference: list[FlowReference]
     summary: dict[str, dict[str, dict[str, MeanStd]]]  # pair -> method -> metric

@@ -33,9 +33,8 @@ from . import datasets
 from .batched import train_batched
 from .evaluate import dopri5, euler, evaluate, evaluate_stacked
 from .ot import w2_squared
-from .train import METHOD_LABELS, train
+from .train import train
 
-PAIR_LABELS = {"gaussian-moons": "N(0, I) → two moons", "8gaussians-moons": "8 Gaussians → two moons"}
 
 # The literature anchor, read from the source (see `anchor()`): Cheng & Schwing (2025), Fig. 1, unconditional
 # 8gaussians → moons, mean ± std over 10 runs, quantity = POT `ot.emd2` on `ot.dist` (squared Euclidean) = W2².
@@ -173,18 +172,14 @@ def anchor(summary: dict[str, Any], refs: list[dict[str, Any]], settings: dict[s
     limits = [r["w2sq_collapse_to_mean"] for r in refs if r["pair"] == pair]
     limit_w2sq = float(np.mean(limits)) if limits else None
     reported = {k: {m: {"mean": v[0], "std": v[1]} for m, v in d.items()} for k, d in ANCHOR_REPORTED.items()}
-    out: dict[str, Any] = {
-        "source": "Cheng & Schwing (2025), 'The Curse of Conditions: Analyzing and Improving Optimal Transport for "
-                  "Conditional Flow-Based Generation', Fig. 1 (unconditional FM vs OT); code: hkchengrex/C2OT "
-                  "moons.py, data samplers copied from TorchCFM",
-        "pair": pair, "reported_w2_squared": reported, "runs": 10,
-        "quantity": "POT ot.emd2([], [], ot.dist(x1, generated)) with ot.dist's default squared-Euclidean cost, "
-                    "i.e. W2² (no square root), on 10,000 points; TorchCFM's own `wasserstein()` takes the square "
-                    "root, so its numbers are W2",
-        "their_setup": "data as TorchCFM (8 Gaussians at radius 5, covariance sqrt(0.1) I; torchdyn moons ×3 − 1); "
-                       "σ = 0; 20,000 Adam steps, lr 3e-4, batch 256 (OT on batches of 1024 split into 4); "
-                       "a residual GELU MLP of width 128 (not TorchCFM's 3×64 SELU MLP); dopri5 atol = rtol = 1e-4",
-    }
+    # Source: Cheng & Schwing (2025), "The Curse of Conditions: Analyzing and Improving Optimal Transport for
+    # Conditional Flow-Based Generation", Fig. 1 (unconditional FM vs OT); code hkchengrex/C2OT moons.py, data samplers
+    # copied from TorchCFM. Their quantity is POT ot.emd2([], [], ot.dist(x1, generated)) with ot.dist's default
+    # squared-Euclidean cost, i.e. W2² (no square root), on 10,000 points (TorchCFM's own `wasserstein()` takes the
+    # square root). Their setup: data as TorchCFM (8 Gaussians at radius 5, covariance sqrt(0.1) I; torchdyn moons
+    # ×3 − 1); σ = 0; 20,000 Adam steps, lr 3e-4, batch 256 (OT on batches of 1024 split into 4); a residual GELU MLP
+    # of width 128 (not TorchCFM's 3×64 SELU MLP); dopri5 atol = rtol = 1e-4; 10 runs.
+    out: dict[str, Any] = {"pair": pair, "reported_w2_squared": reported, "runs": 10}
     if pair in summary:
         ours = {}
         for m in ("icfm", "otcfm"):
@@ -196,14 +191,10 @@ def anchor(summary: dict[str, Any], refs: list[dict[str, Any]], settings: dict[s
         out["ours_settings"] = {k: settings[k]
                                 for k in ("steps", "batch_size", "lr", "lr_schedule", "n_eval", "seeds", "hidden")}
         out["icfm_euler_1_limit_w2_squared"] = limit_w2sq
-        out["explanation"] = (
-            "1-step Euler from x0 lands at x0 + v(x0, 0). For I-CFM the exact field at t = 0 is E[x1] − x0, so "
-            "a well-trained I-CFM collapses all samples onto the target mean and its 1-step W2² tends to "
-            "E‖x1 − E x1‖² (icfm_euler_1_limit_w2_squared); how close a run gets depends on how well the "
-            "network "
-            "fits the field near t = 0 (capacity, steps, lr). OT-CFM's pairs make v nearly constant along "
-            "straight paths, so 1 step is almost exact; its residual W2² falls with training steps and with the "
-            "OT batch size (the literature solves OT on 1024-point batches).")
+        # 1-step Euler from x0 lands at x0 + v(x0, 0). For I-CFM the exact field at t = 0 is E[x1] − x0, so a
+        # well-trained I-CFM collapses all samples onto the target mean and its 1-step W2² tends to E‖x1 − E x1‖²
+        # (icfm_euler_1_limit_w2_squared). OT-CFM's pairs make v nearly constant along straight paths, so one step
+        # is almost exact; its residual W2² falls with training steps and with the OT batch size.
         if {"icfm", "otcfm"} <= ours.keys():
             ratio = ours["icfm"]["euler_1"]["mean"] / max(ours["otcfm"]["euler_1"]["mean"], 1e-12)
             lit_ratio = ANCHOR_REPORTED["euler_1"]["icfm"][0] / ANCHOR_REPORTED["euler_1"]["otcfm"][0]
@@ -370,24 +361,22 @@ def run(cfg: Any, profile: str, work_dir: Path, log: logging.Logger) -> dict[str
         "pairs": list(cfg.pairs), "methods": list(cfg.methods), "seeds": list(cfg.seeds), "steps": cfg.steps,
         "batch_size": cfg.batch_size, "lr": cfg.lr, "lr_schedule": cfg.lr_schedule, "optimizer": "Adam",
         "hidden": cfg.hidden,
-        "model": f"MLP (x, t) → 3 hidden layers × {cfg.hidden}, SELU → v (TorchCFM)", "sigma": cfg.sigma,
+        "sigma": cfg.sigma,  # model: TorchCFM's MLP (x, t) → 3 hidden layers × hidden, SELU → v
         "sigma_min": cfg.sigma_min, "n_eval": cfg.n_eval, "euler_steps": sorted(cfg.euler_steps),
-        "dopri_tol": cfg.dopri_tol, "ot": "exact assignment on the squared-Euclidean cost per training batch "
-                                          "(scipy.optimize.linear_sum_assignment); x0[row] paired with x1[col]",
-        "w2": "exact W2 between the generated and held-out target samples (equal sizes; linear assignment on "
-              "the squared-Euclidean cost); w2sq = W2²",
+        # ot: the exact assignment on the squared-Euclidean cost of each training batch
+        # (scipy.optimize.linear_sum_assignment), x0[row] paired with x1[col]; w2: the exact W2 between generated and
+        # held-out target samples of equal size (a linear assignment), w2sq = W2². Timing per run: all runs train as
+        # one batched model; a run's ms_per_step_without_ot is the batched step's time outside OT waits divided by the
+        # number of runs it advanced, its ms_ot_per_step the CPU time of its own OT solves per step, ms_per_step
+        # their sum.
+        "dopri_tol": cfg.dopri_tol,
         "threads": cfg.threads, "device": device, "ot_threads": ot_threads,
-        "timing_per_run": "all runs train as one batched model; a run's ms_per_step_without_ot is the batched "
-                          "step's time outside OT waits divided by the number of runs it advanced, its "
-                          "ms_ot_per_step the CPU time of its own OT solves per step, ms_per_step their sum",
     }
     timing["experiment_seconds"] = time.perf_counter() - started
     return {
         "schema_version": 1,
         "profile": profile,
         "settings": settings,
-        "labels": {"methods": {m: METHOD_LABELS[m] for m in cfg.methods},
-                   "pairs": {p: PAIR_LABELS[p] for p in cfg.pairs}},
         "runs": [{k: v for k, v in r.items() if k not in ("figures", "loss_curve")} for r in runs],
         "reference": references,
         "summary": summary,

@@ -20,10 +20,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..contract.facts import FLOW_METHOD_LABELS
+
 from . import datasets
 from .ot import ot_pairing
 
-METHOD_LABELS = {"icfm": "I-CFM", "otcfm": "OT-CFM (exact minibatch OT)", "lipman": "FM (Lipman OT path, σ_min)"}
+METHOD_LABELS = FLOW_METHOD_LABELS  # the methods this module trains (their display names: contract.facts)
 
 
 def mlp(hidden: int = 64) -> torch.nn.Module:

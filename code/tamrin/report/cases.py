@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from ..contract.facts import ANSWERS, COLORS, MATERIALS, NUMBERS, QTYPES, SHAPES, SIZES, YES_NO, normalize_for_scoring
+from ..contract.facts import (ANSWERS, COLORS, FLOW_METHOD_LABELS, FLOW_PAIR_LABELS, MATERIALS, NUMBERS, QTYPES, SHAPES,
+                              SIZES, YES_NO, normalize_for_scoring)
 from .figures import flow_methods, method_label
 
 GIB = 2 ** 30
@@ -327,7 +328,8 @@ def anchor_case(ours: float, reported: float) -> str:
 
 
 def flow(e: dict[str, Any], floors: dict[str, float]) -> dict[str, Any]:
-    st, labels, summary = e["settings"], e["labels"], e["summary"]
+    st, summary = e["settings"], e["summary"]
+    labels = {"methods": FLOW_METHOD_LABELS, "pairs": FLOW_PAIR_LABELS}
     k1 = min(st["euler_steps"])
     methods = flow_methods(e)  # the methods with results, in the settings' order (what the figures draw)
     pairs = [flow_pair(p, labels["pairs"][p], summary[p], k1, floors[p]) for p in st["pairs"]

@@ -12,7 +12,10 @@ import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..contract.facts import FLOW_METHOD_LABELS, FLOW_PAIR_LABELS
 from .figure_cache import FigureSpec
+
+FLOW_LABELS = {"methods": FLOW_METHOD_LABELS, "pairs": FLOW_PAIR_LABELS}
 
 WIDTH_IN = 6.2  # text width of the A4 page with 2.5 cm margins, in inches
 COLORS = {"base": "#9a9a9a", "finetuned": "#1f5fa8", "raw": "#9fb7d6", "smooth": "#1f5fa8",
@@ -206,7 +209,7 @@ def flow_methods(exp: dict) -> list[str]:
 
 def method_label(exp: dict, method: str) -> str:
     """A method's short display name ('OT-CFM (exact minibatch OT)' → 'OT-CFM'), or its key."""
-    return _short(exp.get("labels", {}).get("methods", {}).get(method, method))
+    return _short(FLOW_LABELS["methods"].get(method, method))
 
 
 def _pair_limits(whole: list[list], robust: Sequence[list] = (), clip: float = 0.5, margin: float = 0.08
@@ -233,7 +236,7 @@ def flow_samples_figure(exp: dict, path: Path) -> Path:
     """Per pair two rows — after one Euler step and after the adaptive dopri5 solve — and one column per
     method, beside a first column with the source (top) and target (bottom) samples; every panel of a pair
     on the same axes (experiment.json `figures.samples`)."""
-    pairs, labels = exp["settings"]["pairs"], exp["labels"]
+    pairs, labels = exp["settings"]["pairs"], FLOW_LABELS
     samples = exp["figures"]["samples"]
     methods = [m for m in flow_methods(exp) if all(m in samples[p]["generated"] for p in pairs)]
     solvers = (("euler_1", "1 Euler step"), ("dopri5", "dopri5 (adaptive)"))
@@ -269,7 +272,7 @@ def flow_trajectories_figure(exp: dict, path: Path) -> Path:
     target samples; rows: pairs, columns: methods, every panel of a pair on the same axes."""
     from matplotlib.collections import LineCollection
 
-    pairs, labels, figs = exp["settings"]["pairs"], exp["labels"], exp["figures"]
+    pairs, labels, figs = exp["settings"]["pairs"], FLOW_LABELS, exp["figures"]
     methods = [m for m in flow_methods(exp) if all(m in figs["trajectories"][p] for p in pairs)]
     grid = _PanelGrid(len(pairs), len(methods), 1.9, left=0.34, right=0.05, top=0.02, bottom=0.03, gap=0.07,
                       title_space=[0.3] + [0.0] * (len(pairs) - 1))
@@ -308,7 +311,7 @@ def flow_w2_figure(exp: dict, path: Path) -> Path:
 
     from matplotlib.lines import Line2D
 
-    pairs, labels, floor = exp["settings"]["pairs"], exp["labels"], sampling_floor(exp)
+    pairs, labels, floor = exp["settings"]["pairs"], FLOW_LABELS, sampling_floor(exp)
     fig, axes = _subplots(1, len(pairs), figsize=(WIDTH_IN, 2.6))
     markers = ("o", "s", "^", "D", "v")
     for i, pair in enumerate(pairs):
@@ -365,7 +368,7 @@ def figure_specs(r: dict[str, Any], window: int) -> dict[str, FigureSpec]:
     qtypes = list(dict.fromkeys([t for t in QTYPES if t in base_q or t in tuned_q]
                                 + sorted(set(base_q) | set(tuned_q))))
     exp = r["flow"]["experiment"]
-    flow = {k: exp[k] for k in ("settings", "labels", "summary", "w2_vs_steps", "reference", "figures") if k in exp}
+    flow = {k: exp[k] for k in ("settings", "summary", "w2_vs_steps", "reference", "figures") if k in exp}
     from .figures_extra import extra_specs
 
     return {

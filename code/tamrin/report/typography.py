@@ -29,7 +29,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from .typst_scan import in_spans, scan
+from .typst_scan import scan
 
 INLINE_MATH_LIMIT = 60  # symbols (see math_symbols): about half a line of body text
 ORPHAN_ROOM_PT = 40.0  # under a heading: its gap below plus two lines of body text (10.5 pt, leading 0.85 em)
