@@ -31,6 +31,21 @@ def to_persian_digits(text: str) -> str:
     return "".join(out).translate(_TO_PERSIAN)
 
 
+def latin_number(value: float | int, decimals: int | None = None, grouping: bool = False) -> str:
+    """A finite number as text with Latin digits, the one formatting rule of prose and formulas: ints as they are,
+    floats with `decimals` places (4 significant digits when None), "," between thousands when `grouping`.
+    Raises ValueError where that would need an exponent (the caller says how to write it instead)."""
+    sep = "," if grouping else ""
+    if decimals is None and isinstance(value, int):
+        return f"{value:{sep}d}"
+    if decimals is None:
+        text = f"{value:{sep}.4g}"
+        if "e" in text:
+            raise ValueError(f"{value!r} would need an exponent: give decimals (fa(x, 2)) or use the `sci` filter")
+        return text
+    return f"{value:{sep}.{decimals}f}"
+
+
 def fa(value: float | int | str, decimals: int | None = None, grouping: bool = False) -> str:
     """A number in Persian digits: `fa(0.7346, 2)` → «۰٫۷۳»; ints keep no decimals unless asked.
 
@@ -43,15 +58,7 @@ def fa(value: float | int | str, decimals: int | None = None, grouping: bool = F
         raise TypeError(f"fa() needs a number, got {value!r}")
     if isinstance(value, float) and not math.isfinite(value):
         return "—" if math.isnan(value) else ("∞" if value > 0 else "−∞")
-    sep = "," if grouping else ""
-    if decimals is None and isinstance(value, int):
-        text = f"{value:{sep}d}"
-    elif decimals is None:
-        text = f"{value:{sep}.4g}"
-        if "e" in text:
-            raise ValueError(f"fa({value!r}) would need an exponent: give decimals (fa(x, 2)) or use the `sci` filter")
-    else:
-        text = f"{value:{sep}.{decimals}f}"
+    text = latin_number(value, decimals, grouping)
     if text.startswith("-"):
         text = "\u2212" + text[1:]
     return to_persian_digits(text)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 import re
 
+from ..contract.persian import latin_number
+
 # Characters with a meaning somewhere in Typst markup (emphasis, code, math, labels, references, lists,
 # headings, comments, smart quotes, escapes, shorthands). A backslash before any of them prints it as is.
 _MARKUP_SPECIAL = set("\\#*_`$<>@[]~/=-+'\":.{}")
@@ -77,15 +79,7 @@ def math_number(value: float | int, decimals: int | None = None, grouping: bool 
         raise TypeError(f"a formula needs a number, got {value!r}")
     if isinstance(value, float) and not math.isfinite(value):
         return "oo" if value > 0 else ("-oo" if value < 0 else '"NaN"')
-    sep = "," if grouping else ""
-    if decimals is None and isinstance(value, int):
-        text = f"{value:{sep}d}"
-    elif decimals is None:
-        text = f"{value:{sep}.4g}"
-        if "e" in text:
-            raise ValueError(f"{value!r} would need an exponent in a formula: give decimals or use `sci`")
-    else:
-        text = f"{value:{sep}.{decimals}f}"
+    text = latin_number(value, decimals, grouping)
     sign, digits = ("-", text[1:]) if text.startswith("-") else ("", text)
     return sign + (f'"{digits}"' if "," in digits else digits)
 
