@@ -10,7 +10,6 @@ both alike; ratios are the result, absolute times only describe this run.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import platform
 import statistics

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tamrin.config import load_config
-from tamrin.errors import ConfigError, TamrinError
+from tamrin.errors import ConfigError
 from tamrin.flow import experiment, stage
 from tamrin.runner import Paths, run_stage
 

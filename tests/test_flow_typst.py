@@ -5,7 +5,8 @@ import pytest
 import sympy as sp
 import typst
 
-from tamrin.flow.typst_math import compile_check, number, symbol_name, typst as to_typst
+from tamrin.contract.persian import typst_number as number
+from tamrin.flow.typst_math import compile_check, symbol_name, typst as to_typst
 
 t, x, x1 = sp.symbols("t x x_1", real=True)
 sigma, mu, alpha = sp.Function("sigma"), sp.Function("mu"), sp.Function("alpha")

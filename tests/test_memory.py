@@ -198,7 +198,7 @@ def test_missing_measured_file_is_one_clear_error(tmp_path):
 
 
 def test_measurement_path_on_a_tiny_model(tmp_path):
-    """build_mode → synthetic_batch → train_steps (the code the GPU measurement runs), on CPU in fp32."""
+    """build_mode → synthetic_batch → Steps (the code the GPU measurement runs), on CPU in fp32."""
     from transformers import PaliGemmaConfig, PaliGemmaForConditionalGeneration
 
     torch.manual_seed(0)

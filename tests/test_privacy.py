@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import shutil
 import socket
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 

@@ -9,7 +9,6 @@ import shutil
 from pathlib import Path
 
 import pypdf
-import pytest
 import typst
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"

@@ -2,7 +2,6 @@
 project sees them. Nothing here records a host name, a user name or an absolute path."""
 from __future__ import annotations
 
-import hashlib
 import os
 import platform
 import subprocess
@@ -11,6 +10,7 @@ from importlib import metadata
 from pathlib import Path
 
 from . import ROOT
+from .codehash import PACKAGE_DIR, hash_files
 from .contract.secrets import Identity, redact as _redact
 
 PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "accelerate", "datasets", "huggingface-hub",
@@ -54,22 +54,6 @@ def project_path(path: str | Path, root: Path = ROOT) -> str:
     return f"<outside>/{p.name}"
 
 
-def hash_paths(paths: list[Path]) -> str:
-    """sha256 over the .py/.toml/.json/.j2/.typ sources under `paths` (name and bytes), order-independent."""
-    h = hashlib.sha256()
-    files: list[Path] = []
-    for p in paths:
-        if p.is_dir():
-            files += [f for f in p.rglob("*") if f.is_file() and "__pycache__" not in f.parts
-                      and f.suffix in (".py", ".toml", ".json", ".j2", ".typ")]
-        elif p.is_file():
-            files.append(p)
-    for f in sorted(files):
-        h.update(str(f.relative_to(ROOT) if f.is_relative_to(ROOT) else f.name).encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()
-
-
 def code_version() -> str:
     """The git commit (with -dirty when the tree has changes), else a hash of the package sources."""
     try:
@@ -81,7 +65,9 @@ def code_version() -> str:
             return commit + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         pass
-    return "src-" + hash_paths([ROOT / "code" / "tamrin"])[:16]
+    sources = [f for f in PACKAGE_DIR.rglob("*") if f.is_file() and "__pycache__" not in f.parts
+               and f.suffix in (".py", ".json")]
+    return "src-" + hash_files(sources)[:16]
 
 
 def _cpu_name() -> str:

@@ -46,6 +46,15 @@ def latin_number(value: float | int, decimals: int | None = None, grouping: bool
     return f"{value:{sep}.{decimals}f}"
 
 
+def typst_number(value: float, digits: int = 2) -> str:
+    """A float as Typst math with Latin digits: `0.075`, or `1.8 dot 10^(-10)` for very small or large magnitudes
+    (`digits` + 1 significant digits, `digits` in the mantissa)."""
+    if value == 0 or 1e-3 <= abs(value) < 1e4:
+        return f"{value:.{digits + 1}g}"
+    mantissa, exp = f"{value:.{digits - 1}e}".split("e")
+    return f"{mantissa} dot 10^({int(exp)})"
+
+
 def fa(value: float | int | str, decimals: int | None = None, grouping: bool = False) -> str:
     """A number in Persian digits: `fa(0.7346, 2)` → «۰٫۷۳»; ints keep no decimals unless asked.
 

@@ -23,7 +23,7 @@ from scipy.integrate import solve_ivp
 
 from . import theorem3 as th3
 from .records import Derivation, Step
-from .typst_math import number
+from ..contract.persian import typst_number as number
 
 # --- Theorem 2: Monte-Carlo gradients --------------------------------------------------------------------------
 

@@ -321,14 +321,6 @@ def typst(expr: Any, **settings: Any) -> str:
     return TypstPrinter(settings).doprint(sp.sympify(expr))
 
 
-def number(value: float, digits: int = 2) -> str:
-    """A float as Typst math: `0.075`, or `1.8 dot 10^(-10)` for very small or large magnitudes."""
-    if value == 0 or 1e-3 <= abs(value) < 1e4:
-        return f"{value:.{digits + 1}g}"
-    mantissa, exp = f"{value:.{digits - 1}e}".split("e")
-    return f"{mantissa} dot 10^({int(exp)})"
-
-
 def equation(lhs: Any, rhs: Any, **settings: Any) -> str:
     """`lhs = rhs` in Typst math; either side may already be a Typst string."""
     left = lhs if isinstance(lhs, str) else typst(lhs, **settings)

@@ -27,10 +27,10 @@ class Results:
         self.root = Path(root)
 
     def json(self, rel: str) -> Any:
+        """The validated contents of results/<rel> as plain data (a list of rows for a .jsonl file)."""
         return contract.read_plain(self.root, rel)
 
-    def jsonl(self, rel: str) -> list[dict]:
-        return contract.read_plain(self.root, rel)
+    jsonl = json
 
 
 def split_counts(rows: list[dict]) -> dict[str, int]:

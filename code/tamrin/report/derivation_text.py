@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..contract.persian import typst_number
 from .lint import Finding, lint_template_source
 from .typst_text import Raw
 
@@ -67,10 +68,7 @@ def math_number(value: float | int) -> Raw:
         raise TypeError(f"mathnum needs a number, got {value!r}")
     if isinstance(value, int) or float(value).is_integer() and abs(value) < 1e6:
         return Raw(str(int(value)))
-    if 1e-3 <= abs(value) < 1e4:
-        return Raw(f"{value:.3g}")
-    mantissa, exponent = f"{value:.1e}".split("e")
-    return Raw(f"{mantissa} dot 10^({int(exponent)})")
+    return Raw(typst_number(value))
 
 
 def fixed(value: float, decimals: int) -> Raw:

@@ -219,10 +219,6 @@ def scan(src: str) -> _Scanner:
     return sc
 
 
-def in_spans(offset: int, spans: list[tuple[int, int]]) -> bool:
-    return any(a <= offset < b for a, b in spans)
-
-
 def markup_text(src: str) -> str:
     """`src` with every non-markup character replaced by a space (newlines kept, so offsets and line
     numbers stay the same)."""

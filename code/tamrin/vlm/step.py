@@ -132,12 +132,3 @@ class Steps:
         """Drop every reference (the accelerator's too) so the model and the optimizer state can be freed."""
         self.acc.free_memory()
         self.model = self.opt = self.params = None
-
-
-def train_steps(model, batch: dict, steps: int, loss: str = "suffix", lr: float = 1e-5) -> list[float]:
-    """`steps` fresh optimizer steps on `batch` (see Steps); returns the step losses."""
-    steps_ = Steps(model, lr=lr)
-    try:
-        return steps_.run(batch, steps, loss)
-    finally:
-        steps_.close()
