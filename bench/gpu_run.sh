@@ -9,6 +9,7 @@
 # bench   bench/bench_vlm.py: QLoRA r16 seq 280, b8/b32 × suffix/full loss × gradient checkpointing on/off (samples/s,
 #         peak, the memory estimate of `train.grad_ckpt = auto`), the finetune loop vs the bench step at b8 × accum 2
 #         (one process), eval batched vs plain generate vs one-by-one at batch 32 (≈ 3 min on an H200)
+# evalprof  bench/eval_profile.py: where the eval stage's batched generation loses time against plain generate
 # memory  `build.py memory` with memory.measure = true on the random 3B checkpoint
 # paper   the paper profile end to end: 4-bit load, suffix-only loss training, a kill after the first
 #         checkpoint + resume, batched eval of base and fine-tuned
@@ -73,6 +74,10 @@ phase_ckpt() { $PY bench/make_random_3b.py "$CKPT" --data results/data ${TINY:+-
 phase_bench() {
   $PY bench/bench_vlm.py --checkpoint "$CKPT" --data results/data --out "$OUT/bench_$(slug).json"
   cp "$OUT/bench_$(slug).json" "bench/results/$(slug).json" 2>/dev/null || true
+}
+
+phase_evalprof() {
+  $PY bench/eval_profile.py --checkpoint "$CKPT" --data results/data --out "$OUT/eval_profile_$(slug).json"
 }
 
 phase_memory() {

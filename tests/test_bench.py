@@ -62,9 +62,10 @@ def test_bench_code_path_on_cpu(tiny, tmp_path, one_torch_thread):
     ckpt, data = tiny
     cpu = torch.device("cpu")
     rows = bench_vlm.bench_training(ckpt, [2], ["suffix", "full"], seq_len=12, suffix_len=3, steps=1, warmup=1,
-                                    rank=4, device=cpu, quantization="none", grad_ckpts=(True, False))
-    assert [(r["grad_ckpt"], r["batch"], r["loss"], r["ok"]) for r in rows] == [
-        (True, 2, "suffix", True), (True, 2, "full", True), (False, 2, "suffix", True), (False, 2, "full", True)]
+                                    rank=4, device=cpu, quantization="none", settings=("on", "off", "2"))
+    assert [(r["setting"], r["grad_ckpt_layers"], r["batch"], r["loss"], r["ok"]) for r in rows] == [
+        ("on", 1, 2, "suffix", True), ("on", 1, 2, "full", True), ("off", 0, 2, "suffix", True),
+        ("off", 0, 2, "full", True), ("2", 0, 2, "suffix", True), ("2", 0, 2, "full", True)]
     assert all(r["samples_per_s"] > 0 and all(map(torch.isfinite, map(torch.tensor, r["losses"]))) for r in rows)
     assert all(r["estimate_peak_gib"] > 0 for r in rows)  # the memory estimate beside each measured row
 
@@ -81,10 +82,13 @@ def test_bench_code_path_on_cpu(tiny, tmp_path, one_torch_thread):
     assert gen["plain_generate"]["n"] == 6 and gen["plain_generate"]["new_tokens_per_call"] <= 2
     assert gen["vs_plain_generate"] > 0
     fast = {**rows[0], "batch": 32, "peak_allocated_gib": 9.5, "samples_per_s": 41.0}
+    auto = {**rows[4], "setting": "auto@14.5 → 6 of 18 decoder layers", "batch": 8, "samples_per_s": 12.0,
+            "peak_allocated_gib": 12.0}
     v = bench_vlm.verdict([fast, {**rows[0], "batch": 8, "samples_per_s": 10.0},
-                           {**rows[2], "batch": 8, "samples_per_s": 13.0, "peak_allocated_gib": 15.0}], gen, loop)
+                           {**rows[2], "batch": 8, "samples_per_s": 13.0, "peak_allocated_gib": 15.0}, auto], gen, loop)
     assert v["qlora_b32_peak_ok"] and v["qlora_b32_speed_ok"] and not v["b32_speed_ok"]
-    assert v["no_ckpt_b8_speedup"] == 1.3 and v["no_ckpt_b8_speedup_ok"] and not v["no_ckpt_b8_peak_ok"]
+    assert v["no_ckpt_b8_speedup"] == 1.3 and v["no_ckpt_b8_peak_gib"] == 15.0
+    assert v["auto_b8_speedup"] == 1.2 and not v["auto_b8_speedup_ok"] and v["auto_b8_peak_ok"]
     assert v["eval_speedup_ok"] == (gen["speedup"] >= 10)
     assert v["loop_vs_bench_ok"] == (loop["loop_vs_bench"] >= 0.95)
 

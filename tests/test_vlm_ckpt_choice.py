@@ -1,5 +1,6 @@
 """train.grad_ckpt = auto: the memory estimate agrees with every peak measured on the GPU (bench/results/*.json),
-and the decision follows it branch by branch — including through finetune's own `checkpointing_choice`."""
+the layer settings are what transformers really sets, and the decision follows the estimate branch by branch —
+including through finetune's own `checkpointing_choice` on the real model code."""
 from __future__ import annotations
 
 import json
@@ -22,8 +23,15 @@ TARGETS = list(ma.GEMMA_LINEARS)
 
 def _estimate(**kw) -> float:
     args = dict(quantized=True, double_quant=True, rank=16, targets=TARGETS, scope="language_model", dropout=0.05,
-                seq_len=280, batch=8, suffix_len=3, loss="suffix", grad_ckpt=True)
+                seq_len=280, batch=8, suffix_len=3, loss="suffix", ckpt_layers=D.t_layers)
     return cc.estimate_peak(D, **{**args, **kw})["total"]
+
+
+def _layers(row: dict) -> int:
+    """Checkpointed decoder layers of a measured row (older rows say only on/off)."""
+    if "grad_ckpt_layers" in row:
+        return row["grad_ckpt_layers"]
+    return D.t_layers if row.get("grad_ckpt", True) else 0
 
 
 def measured_peaks() -> list[tuple[dict, float]]:
@@ -35,12 +43,12 @@ def measured_peaks() -> list[tuple[dict, float]]:
         for r in data.get("training") or []:
             if r.get("ok") and r.get("rank") == 16 and r.get("peak_allocated_gib"):
                 args = dict(quantized=r["mode"].startswith("nf4"), batch=r["batch"], seq_len=r["seq_len"],
-                            suffix_len=r.get("suffix_len", 3), loss=r["loss"], grad_ckpt=r.get("grad_ckpt", True))
+                            suffix_len=r.get("suffix_len", 3), loss=r["loss"], ckpt_layers=_layers(r))
                 out.append((args, r["peak_allocated_gib"] * 2**30))
         for mode, m in (data.get("modes") or {}).items():
             if m.get("ok") and mode in ("qlora_nf4", "lora_bf16") and data.get("lora_scope") == "language_model":
                 args = dict(quantized=mode == "qlora_nf4", batch=data["batch"], seq_len=data["seq_len"],
-                            loss=data["loss"], grad_ckpt=data["grad_ckpt"])
+                            loss=data["loss"], ckpt_layers=_layers(data))
                 out.append((args, m["peak_allocated"]))
     return out
 
@@ -56,9 +64,17 @@ def test_estimate_is_within_tolerance_of_every_measured_peak():
 
 
 def test_estimate_terms_behave():
-    on, off = _estimate(), _estimate(grad_ckpt=False)
+    on, off = _estimate(), _estimate(ckpt_layers=0)
     assert off > 2 * on  # 18 layers' saved tensors instead of 18 layer inputs
-    assert _estimate(batch=32, grad_ckpt=False) > off  # more tokens, more activations
+    assert _estimate(batch=32, ckpt_layers=0) > off  # more tokens, more activations
+    # each checkpointed layer trades its saved set for its input, the first one also pays one recompute
+    per = cc.layer_bytes_per_token(D, stream=4, targets=TARGETS, dropout=True)
+    tokens = 8 * 280
+    assert _estimate(ckpt_layers=1) - off == tokens * per["checkpoint"]
+    assert _estimate(ckpt_layers=6) - _estimate(ckpt_layers=7) == tokens * (per["saved"] - per["checkpoint"])
+    assert off > _estimate(ckpt_layers=6) > on
+    with pytest.raises(ValueError):
+        _estimate(ckpt_layers=D.t_layers + 1)
     assert _estimate(loss="full") > on  # logits at every position
     # QLoRA keeps the residual stream (and so the MLP intermediates) in fp32: more per token than a bf16 base
     q = cc.layer_bytes_per_token(D, stream=4, targets=TARGETS, dropout=True)
@@ -70,24 +86,111 @@ def test_estimate_terms_behave():
     pl = ma.closed_form_lora(D, 16, TARGETS, "language_model")["formula"]
     assert cc.estimate_peak(D, quantized=True, double_quant=True, rank=16, targets=TARGETS, scope="language_model",
                             dropout=0.05, seq_len=280, batch=8, suffix_len=3, loss="suffix",
-                            grad_ckpt=True)["state"] == round(cc.training_state(D, quantized=True, double_quant=True,
+                            ckpt_layers=18)["state"] == round(cc.training_state(D, quantized=True, double_quant=True,
                                                                                 lora_trainable=pl))
+
+
+def test_settings_are_what_transformers_sets():
+    """Each every_n of the real 3B architecture: the counts read off a meta model, and on a model built for real
+    (the tiny one) the same N really leaves those layers checkpointed after attach_lora."""
+    from transformers import PaliGemmaConfig
+
+    found = cc.settings(PaliGemmaConfig.from_dict(ma.load_config_dict()))
+    assert found[None] == cc.Pattern(None, 0, 0)
+    assert found[1] == cc.Pattern(1, 18, 27)  # every layer: Gemma's 18 and SigLIP's 27
+    assert max(k for k in found if k) == 45  # one setting per checkpointable layer count
+    # transformers counts SigLIP's layers first: every 3rd of the 45 hits decoder layers 27, 30, …, 42 → 6 of 18
+    assert found[3].decoder == 6 and found[2].decoder == 9
+    order = cc.candidates(found)
+    assert [p.decoder for p in order] == sorted({p.decoder for p in found.values()})
+    assert order[0].every_n is None and order[-1].every_n == 1
+    assert all(p.decoder > 0 for p in order[1:])
+
+
+def test_partial_checkpointing_on_a_real_model_trains():
+    """every_n on the tiny PaliGemma: the flags transformers sets match `settings`, and the loss still falls."""
+    from transformers import PaliGemmaConfig
+
+    from tamrin.vlm.model import attach_lora, load_base_model
+
+    src = tiny_base()
+    cfg = PaliGemmaConfig.from_pretrained(src)
+    found = cc.settings(cfg)
+    n = next(k for k, p in found.items() if k and 0 < p.decoder < cfg.text_config.num_hidden_layers)
+    base = load_base_model(src, quantization="none", compute_dtype=torch.float32, device=torch.device("cpu"))
+    model, _ = attach_lora(base, rank=4, alpha=8, dropout=0.0, targets=TARGETS, scope="language_model",
+                           quantized=False, ckpt_every=n)
+    assert cc.checkpointed_layers(model) == found[n].decoder
+    model.train()
+    from tamrin.vlm.loss import suffix_loss
+    from tamrin.vlm.memory_measure import synthetic_batch
+    from tamrin.vlm.step import Steps
+
+    # a checkpointed layer enters its MLP again in the backward pass, the others once (a pre-hook: torch's
+    # non-reentrant checkpoint stops the recompute right after the last saved tensor, inside down_proj)
+    layers = model.get_base_model().model.language_model.layers
+    calls = [0] * len(layers)
+    hooks = [layer.mlp.register_forward_pre_hook(lambda *a, i=i: calls.__setitem__(i, calls[i] + 1))
+             for i, layer in enumerate(layers)]
+    batch = synthetic_batch(model.config, 2, 30, 3, torch.device("cpu"), torch.float32)
+    loss, _ = suffix_loss(model, batch)
+    loss.backward()
+    for h in hooks:
+        h.remove()
+    assert calls == [2 if layer.gradient_checkpointing else 1 for layer in layers] and calls.count(2) == found[n].decoder
+    model.zero_grad(set_to_none=True)
+    losses = Steps(model, lr=5e-3).run(batch, 6)
+    assert losses[-1] < losses[0]
+
+
+def _settings():
+    return {None: cc.Pattern(None, 0, 0), 1: cc.Pattern(1, 18, 27), 2: cc.Pattern(2, 9, 14),
+            3: cc.Pattern(3, 6, 9), 4: cc.Pattern(4, 5, 7), 14: cc.Pattern(14, 2, 2), 8: cc.Pattern(8, 2, 4),
+            40: cc.Pattern(40, 0, 1)}
 
 
 def test_choice_branch_by_branch():
     gib = 2**30
-    assert cc.choose("true", cuda=True) == cc.Choice(True, "on: train.grad_ckpt = true")
-    assert cc.choose(False, cuda=True).on is False and cc.choose(True, cuda=False).on is True
-    cpu = cc.choose("auto", cuda=False)
+    found = _settings()
+    kw = dict(found=found, layers=18)
+    assert cc.choose("true", cuda=True, **kw) == cc.Choice(found[1], 18, "on: train.grad_ckpt = true")
+    assert cc.choose(False, cuda=True, **kw).on is False and cc.choose(True, cuda=False, **kw).on is True
+    three = cc.choose("3", cuda=True, **kw)
+    assert three.every_n == 3 and three.as_dict()["grad_ckpt_layers"] == 6 and "6 of 18" in three.reason
+    cpu = cc.choose("auto", cuda=False, **kw)
     assert cpu.on is False and "CPU" in cpu.reason
-    est = {"total": 10 * gib}
-    fits = cc.choose("auto", cuda=True, estimate=est, free_bytes=12 * gib)  # 10 ≤ 0.85 × 12 = 10.2
+    # one candidate per decoder count; for 2 layers every 14th (2 SigLIP layers) beats every 8th (4)
+    assert [(p.every_n, p.decoder) for p in cc.candidates(found)] == [(None, 0), (14, 2), (4, 5), (3, 6), (2, 9),
+                                                                        (1, 18)]
+    est = {k: {"total": (10 - 0.5 * k) * gib} for k in (0, 2, 5, 6, 9, 18)}  # 10 GiB off, 0.5 GiB per layer
+    fits = cc.choose("auto", cuda=True, estimates=est, free_bytes=12 * gib, **kw)  # 10 ≤ 0.85 × 12 = 10.2
     assert fits.on is False and "10.0 GiB" in fits.reason and "fits" in fits.reason and "85%" in fits.reason
-    tight = cc.choose("auto", cuda=True, estimate=est, free_bytes=11 * gib)  # 10 > 9.35
-    assert tight.on is True and "exceeds" in tight.reason
-    assert fits.as_dict() == {"grad_ckpt": False, "grad_ckpt_reason": fits.reason}
-    with pytest.raises(ValueError):
-        cc.choose("sometimes", cuda=True)
+    some = cc.choose("auto", cuda=True, estimates=est, free_bytes=10 * gib, **kw)  # 8.5: 5 layers → 7.5 GiB
+    assert some.every_n == 4 and some.pattern.decoder == 5 and "5 of 18" in some.reason and some.peak_gib == 7.5
+    assert some.as_dict() == {"grad_ckpt": True, "grad_ckpt_layers": 5, "decoder_layers": 18,
+                              "grad_ckpt_reason": some.reason}
+    every = cc.choose("auto", cuda=True, estimates=est, free_bytes=2 * gib, **kw)  # 1.7: only all 18 → 1.0 GiB
+    assert every.every_n == 1 and "only with every layer" in every.reason
+    over = cc.choose("auto", cuda=True, estimates=est, free_bytes=1 * gib, **kw)  # nothing fits
+    assert over.every_n == 1 and "exceeds" in over.reason and "batch_size" in over.reason
+    assert fits.as_dict() == {"grad_ckpt": False, "grad_ckpt_layers": 0, "decoder_layers": 18,
+                              "grad_ckpt_reason": fits.reason}
+    from tamrin.errors import ConfigError
+
+    for bad in ("sometimes", "99"):
+        with pytest.raises(ConfigError):
+            cc.choose(bad, cuda=True, **kw)
+
+
+def test_config_refuses_a_bad_value():
+    from tamrin.errors import ConfigError
+    from tamrin.vlm.config import TrainConfig
+
+    for good in ("auto", "true", "false", "3"):
+        TrainConfig(grad_ckpt=good).validate()
+    for bad in ("sometimes", "-2"):
+        with pytest.raises(ConfigError, match="train.grad_ckpt"):
+            TrainConfig(grad_ckpt=bad).validate()
 
 
 def test_finetune_resolves_auto_from_the_model_config(monkeypatch):
@@ -102,9 +205,9 @@ def test_finetune_resolves_auto_from_the_model_config(monkeypatch):
     forced = finetune.checkpointing_choice(src, model_cfg(), lora_cfg(), train_cfg(grad_ckpt="true"),
                                            torch.device("cpu"), "nf4")
     assert forced.on is True
-    for free, expect in ((2**40, False), (2**10, True)):
+    for free, expect in ((2**40, None), (2**10, 1)):
         monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None, free=free: (free, 2**40))
         got = finetune.checkpointing_choice(src, model_cfg(), lora_cfg(), train_cfg(grad_ckpt="auto"),
                                             torch.device("cuda"), "nf4", seq_len=40)
-        assert got.on is expect and got.free_gib == round(free / 2**30, 2)
+        assert got.every_n == expect and got.free_gib == round(free / 2**30, 2)
         assert got.peak_off_gib is not None and got.peak_off_gib < 1  # the tiny model's estimate, not the 3B's

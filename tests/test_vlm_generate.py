@@ -26,7 +26,7 @@ def tiny():
         processor, base = load_tiny(quantization="nf4")
         torch.manual_seed(0)  # LoRA A's init: the same model whatever ran before in this session
         model, _ = attach_lora(base, rank=8, alpha=16, dropout=0.0, targets=["q_proj", "o_proj", "up_proj", "down_proj"],
-                               scope="language_model", quantized=True, grad_ckpt=False)
+                               scope="language_model", quantized=True, ckpt_every=None)
         torch.manual_seed(2)
         with torch.no_grad():
             for n, p in model.named_parameters():

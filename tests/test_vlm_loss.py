@@ -24,7 +24,7 @@ def lora_model():
     with one_thread():
         processor, base = load_tiny(quantization="nf4")
         model, _ = attach_lora(base, rank=8, alpha=16, dropout=0.0, targets=["q_proj", "v_proj", "down_proj"],
-                               scope="language_model", quantized=True, grad_ckpt=False)
+                               scope="language_model", quantized=True, ckpt_every=None)
         torch.manual_seed(1)
         with torch.no_grad():
             for n, p in model.named_parameters():

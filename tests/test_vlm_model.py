@@ -26,7 +26,7 @@ def test_lora_scope(scope, vision):
         _, base = load_tiny(quantization="nf4")
         layers = base.config.text_config.num_hidden_layers
         model, info = attach_lora(base, rank=4, alpha=8, dropout=0.0, targets=ASSIGNMENT_TARGETS, scope=scope,
-                                  quantized=True, grad_ckpt=True)
+                                  quantized=True, ckpt_every=1)
     d = info.as_dict()
     assert d["matched_in_language_model"] == 7 * layers
     assert d["matched_in_vision_tower"] == vision
@@ -43,7 +43,7 @@ def test_lora_targets_that_match_nothing_is_one_line():
         _, base = load_tiny(quantization="none")
         with pytest.raises(TamrinError, match="match no module"):
             attach_lora(base, rank=4, alpha=8, dropout=0.0, targets=["no_such_proj"], scope="language_model",
-                        quantized=False, grad_ckpt=False)
+                        quantized=False, ckpt_every=None)
 
 
 def test_quantization_and_dtype_choices(monkeypatch):
@@ -99,7 +99,7 @@ def test_unquantized_lora_with_checkpointing_trains():
     with one_thread():
         processor, base = load_tiny(quantization="none")
         model, info = attach_lora(base, rank=4, alpha=8, dropout=0.0, targets=ASSIGNMENT_TARGETS,
-                                  scope="language_model", quantized=False, grad_ckpt=True)
+                                  scope="language_model", quantized=False, ckpt_every=1)
         assert model.get_base_model().is_gradient_checkpointing and not any(
             type(m).__name__ == "Linear4bit" for m in model.modules())
         model.train()

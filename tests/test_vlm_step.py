@@ -63,7 +63,7 @@ def test_steps_accumulates_micro_batches_like_one_batch():
         processor, base = load_tiny(quantization="none")
         torch.manual_seed(0)
         model, _ = attach_lora(base, rank=4, alpha=8, dropout=0.0, targets=["q_proj", "v_proj"],
-                               scope="language_model", quantized=False, grad_ckpt=False)
+                               scope="language_model", quantized=False, ckpt_every=None)
         model.train()
         rows = batches.read_split(DATA, "train")[:4]
         store = batches.ImageStore(DATA)

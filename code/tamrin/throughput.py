@@ -69,7 +69,7 @@ def reference_from_bench(bench: dict) -> Reference:
     # With gradient checkpointing on: what a 16 GB GPU runs (`train.grad_ckpt = auto` turns it on there), so the
     # extrapolation stays on the safe side; a larger GPU is measured by doctor's timed steps.
     rows = [t for t in bench["training"] if t.get("ok") and t.get("loss") == "suffix" and "nf4" in t.get("mode", "")
-            and t.get("grad_ckpt", True)]
+            and (t["setting"] == "on" if "setting" in t else t.get("grad_ckpt", True))]  # every layer checkpointed
     if not rows:
         raise ValueError("no suffix-loss NF4 training measurement in the bench file")
     gen = bench["generation"]["batched"]

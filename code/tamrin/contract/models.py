@@ -137,6 +137,8 @@ class FinetuneSummary(Strict):
     compute_dtype: Literal["bf16", "fp16", "fp32"]
     loss: Literal["suffix", "full"]
     grad_ckpt: bool
+    grad_ckpt_layers: int  # decoder layers checkpointed (all of them, some of them under auto, or none)
+    decoder_layers: int  # of the model's decoder
     grad_ckpt_reason: str  # which, and why (train.grad_ckpt = auto decides from the memory estimate)
     n_train: int
     skipped_too_long: int

@@ -1,7 +1,14 @@
-"""`train.grad_ckpt`: gradient checkpointing on, off, or `auto` — off when the estimated peak memory of the
-configured batch without it fits in `FREE_SHARE` of the GPU's free memory, on otherwise. On a CPU `auto` means
-off: there is no GPU memory to save, and recomputing every layer doubled the demo's step time (38.6 → 80.8 ms
-for the tiny model at batch 8, measured in one run on this project's 2-core machine).
+"""`train.grad_ckpt`: gradient checkpointing on, off, on every N-th layer, or `auto` — the fewest checkpointed
+decoder layers whose estimated peak memory for the configured batch fits in `FREE_SHARE` of the GPU's free memory
+(none when everything fits, every layer when even that does not). On a CPU `auto` means off: there is no GPU
+memory to save, and recomputing every layer doubled the demo's step time (38.6 → 80.8 ms for the tiny model at
+batch 8, measured in one run on this project's 2-core machine).
+
+Partial checkpointing is transformers' own `activation_checkpointing_enable(every_n_layers=N)` (transformers PR
+#48200; modeling_utils.py `_set_gradient_checkpointing` sets `gradient_checkpointing` on every N-th
+`GradientCheckpointingLayer`, counted over the whole model: SigLIP's 27 encoder layers first, then Gemma's 18). Which
+layers a given N checkpoints is read off the library itself on a meta-device model (`settings`), so nothing here
+re-implements its counting; a transformers without `every_n_layers` leaves `auto` with all or nothing.
 
 The estimate is the memory stage's own arithmetic (`memory_analysis`): the training state as the code stores it
 (`as_implemented`: NF4 weights, fp32 non-quantized tensors and adapters, gradients, AdamW states), the
@@ -19,16 +26,21 @@ does not:
 - the backward of one layer holds the gradients of its four intermediate-width MLP tensors at once.
 These were read from the tensors autograd saves (torch.autograd.graph.saved_tensors_hooks) for one Gemma layer of
 the real width on CPU, and the sum is checked against every peak measured on the H200 (bench/results/*.json,
-tests/test_vlm_ckpt_choice.py: within ESTIMATE_TOLERANCE).
+tests/test_vlm_ckpt_choice.py: within ESTIMATE_TOLERANCE). A checkpointed layer keeps its input only; the others
+keep their whole set; while a checkpointed layer is recomputed in the backward pass its set exists once more.
 """
 from __future__ import annotations
 
+import functools
+import inspect
+import json
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import ConfigError
 from . import memory_analysis as ma
 
-FREE_SHARE = 0.85  # of the free GPU memory the estimated peak may take with checkpointing off
+FREE_SHARE = 0.85  # of the free GPU memory the estimated peak may take
 ESTIMATE_TOLERANCE = 0.15  # |estimate / measured - 1| on the committed GPU measurements (tested)
 MASK = 1  # bytes per element of a dropout mask (bool on CUDA)
 
@@ -54,18 +66,34 @@ def training_state(d: ma.Dims, *, quantized: bool, double_quant: bool, lora_trai
     return modes["qlora_nf4" if quantized else "lora_bf16"]["total"]
 
 
+def _kept(layers: int, checkpointed: int, checkpoint: int, saved: int) -> int:
+    """Bytes per token kept by `layers` layers of which `checkpointed` keep only their input (+ one recompute)."""
+    return checkpointed * checkpoint + (layers - checkpointed) * saved + (saved if checkpointed else 0)
+
+
 def estimate_peak(d: ma.Dims, *, quantized: bool, double_quant: bool, rank: int, targets: list[str], scope: str,
-                  dropout: float, seq_len: int, batch: int, suffix_len: int, loss: str, grad_ckpt: bool) -> dict:
-    """Estimated peak GPU memory (bytes) of one training step, by term."""
+                  dropout: float, seq_len: int, batch: int, suffix_len: int, loss: str, ckpt_layers: int,
+                  vision_ckpt_layers: int | None = None) -> dict:
+    """Estimated peak GPU memory (bytes) of one training step, by term, with `ckpt_layers` of the decoder's layers
+    checkpointed (0 = off, d.t_layers = all) and `vision_ckpt_layers` of SigLIP's (counted only when gradients
+    reach the vision tower, lora.scope = all; default: all of them when every decoder layer is, else none)."""
+    if not 0 <= ckpt_layers <= d.t_layers:
+        raise ValueError(f"ckpt_layers = {ckpt_layers} is not within 0..{d.t_layers}")
+    if vision_ckpt_layers is None:
+        vision_ckpt_layers = d.v_layers if ckpt_layers == d.t_layers else 0
     lora_trainable = ma.closed_form_lora(d, rank, targets, scope)["formula"]
     state = training_state(d, quantized=quantized, double_quant=double_quant, lora_trainable=lora_trainable)
     per = layer_bytes_per_token(d, stream=ma.FP32 if quantized else ma.BF16, targets=targets, dropout=dropout > 0)
-    tokens = batch * seq_len
-    kept = (d.t_layers * per["checkpoint"] + per["saved"]) if grad_ckpt else d.t_layers * per["saved"]
     act = ma.activation_estimate(d, seq_len, batch, suffix_len, vision_trainable=scope == "all")
-    act = act["with_grad_ckpt" if grad_ckpt else "without_grad_ckpt"]
-    terms = {"state": round(state), "decoder": tokens * (kept + per["backward"]),
-             "logits": act["logits_suffix" if loss == "suffix" else "logits_full"], "vision": act["vision"]}
+    vision = 0
+    if scope == "all":
+        vis_tok = act["per_token_layer_bytes"]["vision"]
+        vision = batch * d.image_tokens * _kept(d.v_layers, vision_ckpt_layers, ma.BF16 * d.v_hidden, vis_tok)
+    terms = {"state": round(state),
+             "decoder": batch * seq_len * (_kept(d.t_layers, ckpt_layers, per["checkpoint"], per["saved"])
+                                           + per["backward"]),
+             "logits": act["without_grad_ckpt"]["logits_suffix" if loss == "suffix" else "logits_full"],
+             "vision": vision}
     return {**terms, "total": sum(terms.values())}
 
 
@@ -77,39 +105,162 @@ def dims_of(config) -> ma.Dims:
     return ma.Dims.from_dict(raw)
 
 
+# ---------------------------------------------------------------- which layers a setting checkpoints
+
+@dataclass(frozen=True)
+class Pattern:
+    """One checkpointing setting: `every_n` as `activation_checkpointing_enable(every_n_layers=)` takes it (None =
+    off) and how many of the decoder's and SigLIP's layers it checkpoints."""
+    every_n: int | None
+    decoder: int
+    vision: int
+
+
+def partial_supported() -> bool:
+    """Whether this transformers' `activation_checkpointing_enable` takes `every_n_layers`."""
+    from transformers import PreTrainedModel
+
+    enable = getattr(PreTrainedModel, "activation_checkpointing_enable", None)
+    return enable is not None and "every_n_layers" in inspect.signature(enable).parameters
+
+
+def _flags(model) -> tuple[int, int]:
+    """(decoder, vision) layers with gradient checkpointing set, read off a PaliGemma model's layers."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    dec = sum(bool(m.gradient_checkpointing) for m in base.model.language_model.layers)
+    vis = sum(bool(m.gradient_checkpointing) for m in base.model.vision_tower.modules()
+              if isinstance(m, GradientCheckpointingLayer))
+    return dec, vis
+
+
+def checkpointed_layers(model) -> int:
+    """Decoder layers of a (peft-wrapped) PaliGemma model that recompute in the backward pass."""
+    return _flags(model)[0]
+
+
+@functools.lru_cache(maxsize=8)
+def _settings(config_json: str) -> tuple[Pattern, ...]:
+    from transformers import PaliGemmaConfig
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    model = ma.meta_model(PaliGemmaConfig.from_dict(json.loads(config_json)))
+    total = sum(isinstance(m, GradientCheckpointingLayer) for m in model.modules())
+    out = [Pattern(None, 0, 0)]
+    for n in range(1, total + 1) if partial_supported() else ():
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False},
+                                              every_n_layers=n)
+        out.append(Pattern(n, *_flags(model)))
+    if len(out) == 1:  # no every_n_layers: gradient_checkpointing_enable sets every layer
+        out.append(Pattern(1, model.config.text_config.num_hidden_layers,
+                           sum(isinstance(m, GradientCheckpointingLayer) for m in model.model.vision_tower.modules())))
+    return tuple(out)
+
+
+def settings(config) -> dict[int | None, Pattern]:
+    """What each `every_n_layers` setting checkpoints for a `PaliGemmaConfig` (None = off, 1 = every layer, up to
+    the model's count of checkpointable layers), found by enabling each one on a meta-device model."""
+    return {p.every_n: p for p in _settings(config.to_json_string(use_diff=False))}
+
+
+def candidates(found: dict[int | None, Pattern]) -> list[Pattern]:
+    """One setting per count of checkpointed decoder layers, ascending (off first, every layer last): for a count
+    reached by several settings, the one checkpointing the fewest SigLIP layers, then the smallest N."""
+    best: dict[int, Pattern] = {}
+    for p in found.values():
+        if p.every_n is not None and p.decoder == 0:
+            continue  # SigLIP layers only: no decoder memory saved
+        key = (p.vision, p.every_n or 0)
+        if p.decoder not in best or key < (best[p.decoder].vision, best[p.decoder].every_n or 0):
+            best[p.decoder] = p
+    return [best[k] for k in sorted(best)]
+
+
+# ---------------------------------------------------------------- the decision
+
 @dataclass(frozen=True)
 class Choice:
-    on: bool
+    pattern: Pattern
+    layers: int  # decoder layers of the model
     reason: str
-    peak_off_gib: float | None = None  # estimated peak without checkpointing
+    peak_gib: float | None = None  # estimated peak with the chosen setting (auto on CUDA)
+    peak_off_gib: float | None = None  # estimated peak without checkpointing (auto on CUDA)
     free_gib: float | None = None
 
+    @property
+    def on(self) -> bool:
+        return self.pattern.every_n is not None
+
+    @property
+    def every_n(self) -> int | None:
+        return self.pattern.every_n
+
+    @property
+    def config_value(self) -> str:
+        """The `train.grad_ckpt` value that makes this same choice without `auto`."""
+        return {None: "false", 1: "true"}.get(self.every_n, str(self.every_n))
+
     def as_dict(self) -> dict[str, Any]:
-        return {"grad_ckpt": self.on, "grad_ckpt_reason": self.reason}
+        return {"grad_ckpt": self.on, "grad_ckpt_layers": self.pattern.decoder, "decoder_layers": self.layers,
+                "grad_ckpt_reason": self.reason}
 
 
 def requested_mode(value: Any) -> str:
-    """"auto" | "true" | "false" from a config value (the string, or a bool set in code)."""
+    """"auto" | "true" | "false" | "N" (every N-th layer) from a config value (the string, or a bool/int set in
+    code); anything else is returned as it is, for `choose` to refuse."""
     text = str(value).strip().lower()
-    return {"1": "true", "yes": "true", "on": "true", "0": "false", "no": "false", "off": "false"}.get(text, text)
+    text = {"1": "true", "yes": "true", "on": "true", "0": "false", "no": "false", "off": "false"}.get(text, text)
+    return text
 
 
-def choose(requested: Any, *, cuda: bool, estimate: dict | None = None, free_bytes: int | None = None) -> Choice:
-    """The decision and its reason. `estimate` (estimate_peak without checkpointing) and `free_bytes` are needed
-    for `auto` on CUDA only."""
-    mode = requested_mode(requested)
+def _fixed(mode: str, found: dict[int | None, Pattern], layers: int) -> Choice:
     if mode == "true":
-        return Choice(True, "on: train.grad_ckpt = true")
+        return Choice(found[1], layers, "on: train.grad_ckpt = true")
     if mode == "false":
-        return Choice(False, "off: train.grad_ckpt = false")
+        return Choice(found[None], layers, "off: train.grad_ckpt = false")
+    n = int(mode)
+    if n not in found:
+        top = max((k for k in found if k), default=1)
+        raise ConfigError(f"bad value for 'train.grad_ckpt': {n}: this model and transformers take a layer interval of 2 to {top} "
+                         "(transformers without every_n_layers: true or false only)" if top > 1 else
+                         f"bad value for 'train.grad_ckpt': {n}: this transformers has no every_n_layers; use auto, true or false")
+    p = found[n]
+    return Choice(p, layers, f"on for every {n}th layer: train.grad_ckpt = {n} ({p.decoder} of {layers} decoder "
+                             "layers)")
+
+
+def choose(requested: Any, *, cuda: bool, found: dict[int | None, Pattern], layers: int,
+           estimates: dict[int, dict] | None = None, free_bytes: int | None = None) -> Choice:
+    """The decision and its reason. `found`: `settings(config)`; `estimates` (checkpointed decoder layers →
+    estimate_peak, for every count in `candidates(found)`) and `free_bytes` are needed for `auto` on CUDA only."""
+    mode = requested_mode(requested)
+    if mode.isdigit() or mode in ("true", "false"):
+        return _fixed(mode, found, layers)
     if mode != "auto":
-        raise ValueError(f"train.grad_ckpt must be auto, true or false, not {requested!r}")
+        raise ConfigError(f"bad value for 'train.grad_ckpt': {requested!r}; use auto, true, false or a layer interval N ≥ 2")
     if not cuda:
-        return Choice(False, "off (auto): training on the CPU, no GPU memory to save")
+        return Choice(found[None], layers, "off (auto): training on the CPU, no GPU memory to save")
     gib = 2 ** 30
-    peak, free = estimate["total"] / gib, free_bytes / gib
-    if estimate["total"] <= FREE_SHARE * free_bytes:
-        return Choice(False, f"off (auto): the estimated peak without it, {peak:.1f} GiB, fits in "
-                             f"{FREE_SHARE:.0%} of the {free:.1f} GiB free on the GPU", round(peak, 2), round(free, 2))
-    return Choice(True, f"on (auto): the estimated peak without it, {peak:.1f} GiB, exceeds {FREE_SHARE:.0%} of the "
-                        f"{free:.1f} GiB free on the GPU", round(peak, 2), round(free, 2))
+    budget, free = FREE_SHARE * free_bytes, free_bytes / gib
+    off = estimates[0]["total"] / gib
+    order = candidates(found)
+    for p in order:
+        peak = estimates[p.decoder]["total"] / gib
+        if estimates[p.decoder]["total"] <= budget:
+            if p.every_n is None:
+                reason = (f"off (auto): the estimated peak without it, {off:.1f} GiB, fits in {FREE_SHARE:.0%} of "
+                          f"the {free:.1f} GiB free on the GPU")
+            elif p.decoder == layers:
+                reason = (f"on (auto): only with every layer checkpointed does the estimated peak, {peak:.1f} GiB, "
+                          f"fit in {FREE_SHARE:.0%} of the {free:.1f} GiB free on the GPU ({off:.1f} GiB without)")
+            else:
+                reason = (f"{p.decoder} of {layers} decoder layers (auto): the fewest whose estimated peak, "
+                          f"{peak:.1f} GiB, fits in {FREE_SHARE:.0%} of the {free:.1f} GiB free on the GPU "
+                          f"({off:.1f} GiB without checkpointing)")
+            return Choice(p, layers, reason, round(peak, 2), round(off, 2), round(free, 2))
+    peak = estimates[order[-1].decoder]["total"] / gib
+    return Choice(order[-1], layers, f"on (auto): even with every layer checkpointed the estimated peak, {peak:.1f} "
+                                     f"GiB, exceeds {FREE_SHARE:.0%} of the {free:.1f} GiB free on the GPU; lower "
+                                     "train.batch_size if it runs out of memory",
+                  round(peak, 2), round(off, 2), round(free, 2))

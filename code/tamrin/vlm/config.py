@@ -55,9 +55,9 @@ class TrainConfig:
     scheduler: str = field_("cosine", "learning-rate schedule", choices=("cosine", "linear", "constant"))
     warmup_ratio: float = field_(0.05, "share of steps spent warming up the learning rate", min=0.0, max=1.0)
     weight_decay: float = field_(0.0, "AdamW weight decay", min=0.0)
-    grad_ckpt: str = field_("auto", "gradient checkpointing (less memory, slower): auto = off when the estimated "
-                                    "peak without it fits 85% of the free GPU memory (off on a CPU), or true / false",
-                            choices=("auto", "true", "false"))
+    grad_ckpt: str = field_("auto", "gradient checkpointing (less memory, slower): auto = the fewest checkpointed "
+                                    "layers whose estimated peak fits 85% of the free GPU memory (off on a CPU); "
+                                    "true / false; or N = every N-th layer")
     loss: str = field_("suffix", "suffix = logits only where labels are; full = plain HF loss over all positions",
                        choices=("suffix", "full"))
     compute_dtype: str = field_("auto", "compute dtype: auto = bf16 where supported, else fp16 (T4)",
@@ -68,6 +68,14 @@ class TrainConfig:
     num_workers: int = field_(0, "DataLoader worker processes that load and preprocess images", min=0)
     max_nonfinite_steps: int = field_(3, "consecutive steps with a non-finite loss (each one's update skipped) "
                                          "before the run stops; 10× as many under fp16", min=1)
+
+    def validate(self) -> None:
+        from .ckpt_choice import requested_mode
+
+        mode = requested_mode(self.grad_ckpt)
+        if not (mode in ("auto", "true", "false") or (mode.isdigit() and int(mode) >= 2)):
+            raise ConfigError(f"bad value for 'train.grad_ckpt': {self.grad_ckpt!r}; use auto, true, false or a "
+                              "layer interval N ≥ 2 (checkpoint every N-th layer)")
 
 
 @dataclass

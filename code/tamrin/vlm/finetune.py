@@ -36,7 +36,7 @@ from .. import contract
 from ..contract.facts import ANSWERS
 from ..errors import TamrinError
 from . import batches, checkpoint
-from .ckpt_choice import Choice, choose, dims_of, estimate_peak
+from .ckpt_choice import Choice, candidates, checkpointed_layers, choose, dims_of, estimate_peak, settings
 from .loss import LOSSES
 from .model import DTYPE_NAMES, LoraInfo, attach_lora, friendly_hub_errors, load_base_model, load_processor, \
     param_counts, resolve_compute_dtype, resolve_quantization, threads_for
@@ -91,16 +91,22 @@ def _model_config(source):
 def checkpointing_choice(source, model_cfg, lora_cfg, train_cfg, device: torch.device, quant: str, *,
                          seq_len: int | None = None, suffix_len: int = 3) -> Choice:
     """`train.grad_ckpt` resolved for this device: for `auto` on CUDA, the memory estimate of a batch of
-    `train.batch_size` sequences of `seq_len` tokens (default `train.max_length`: the longest allowed) without
-    checkpointing against the GPU's free memory, read before the weights are loaded."""
+    `train.batch_size` sequences of `seq_len` tokens (default `train.max_length`: the longest allowed) for each
+    count of checkpointed layers against the GPU's free memory, read before the weights are loaded."""
     cuda = device.type == "cuda"
+    config = _model_config(source)
+    found, layers = settings(config), config.text_config.num_hidden_layers
     if str(train_cfg.grad_ckpt).lower() != "auto" or not cuda:
-        return choose(train_cfg.grad_ckpt, cuda=cuda)
-    estimate = estimate_peak(dims_of(_model_config(source)), quantized=quant == "nf4",
-                             double_quant=model_cfg.double_quant, rank=lora_cfg.rank, targets=list(lora_cfg.targets),
-                             scope=lora_cfg.scope, dropout=lora_cfg.dropout, seq_len=seq_len or train_cfg.max_length,
-                             batch=train_cfg.batch_size, suffix_len=suffix_len, loss=train_cfg.loss, grad_ckpt=False)
-    return choose("auto", cuda=True, estimate=estimate, free_bytes=torch.cuda.mem_get_info(device)[0])
+        return choose(train_cfg.grad_ckpt, cuda=cuda, found=found, layers=layers)
+    d = dims_of(config)
+    estimates = {p.decoder: estimate_peak(d, quantized=quant == "nf4", double_quant=model_cfg.double_quant,
+                                          rank=lora_cfg.rank, targets=list(lora_cfg.targets), scope=lora_cfg.scope,
+                                          dropout=lora_cfg.dropout, seq_len=seq_len or train_cfg.max_length,
+                                          batch=train_cfg.batch_size, suffix_len=suffix_len, loss=train_cfg.loss,
+                                          ckpt_layers=p.decoder, vision_ckpt_layers=p.vision)
+                 for p in candidates(found)}
+    return choose("auto", cuda=True, found=found, layers=layers, estimates=estimates,
+                  free_bytes=torch.cuda.mem_get_info(device)[0])
 
 
 def build_training_model(source, model_cfg, lora_cfg, train_cfg, device: torch.device, *, processor=None,
@@ -116,7 +122,10 @@ def build_training_model(source, model_cfg, lora_cfg, train_cfg, device: torch.d
                            double_quant=model_cfg.double_quant)
     model, info = attach_lora(base, rank=lora_cfg.rank, alpha=lora_cfg.alpha, dropout=lora_cfg.dropout,
                               targets=lora_cfg.targets, scope=lora_cfg.scope, quantized=quant == "nf4",
-                              grad_ckpt=ckpt.on)
+                              ckpt_every=ckpt.every_n)
+    if checkpointed_layers(model) != ckpt.pattern.decoder:  # the library did not do what the choice counted on
+        raise AssertionError(f"{checkpointed_layers(model)} decoder layers checkpointed, "
+                             f"{ckpt.pattern.decoder} expected for every_n = {ckpt.every_n}")
     # LoRA weights (the only trained ones) stay fp32 whatever the compute dtype: AdamW updates keep their
     # precision, and fp16's gradient scaler refuses to unscale fp16 gradients (the T4 path).
     for p in model.parameters():

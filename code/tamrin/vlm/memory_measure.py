@@ -71,7 +71,7 @@ def build_mode(mode: str, source: str | Path, lora, device, compute_dtype=None, 
     LoRA) or full fine-tuning (bf16, every parameter trainable). Returns the model in train mode."""
     import torch
 
-    from .model import attach_lora, load_base_model
+    from .model import attach_lora, enable_checkpointing, load_base_model
 
     if mode not in MODES:
         raise ValueError(f"unknown memory mode {mode!r}; one of {MODES}")
@@ -81,12 +81,12 @@ def build_mode(mode: str, source: str | Path, lora, device, compute_dtype=None, 
                             double_quant=True)
     if mode == "full_ft_bf16":
         if grad_ckpt:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            model.config.use_cache = False
+            enable_checkpointing(model)
         model.requires_grad_(True)
     else:
         model, _ = attach_lora(model, rank=lora.rank, alpha=lora.alpha, dropout=lora.dropout,
-                               targets=list(lora.targets), scope=lora.scope, quantized=quantized, grad_ckpt=grad_ckpt)
+                               targets=list(lora.targets), scope=lora.scope, quantized=quantized,
+                               ckpt_every=1 if grad_ckpt else None)
     model.train()
     return model
 

@@ -190,25 +190,35 @@ class LoraInfo:
                 "matched_in_vision_tower": vision, "matched_in_language_model": len(self.matched) - vision}
 
 
+def enable_checkpointing(model, every_n: int = 1) -> None:
+    """Gradient checkpointing (non-reentrant: works with DDP and frozen inputs) on every `every_n`-th layer, through
+    transformers' own switch (`every_n_layers`, see ckpt_choice); the KV cache off, as checkpointing needs."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers ≥ 5.2x
+        extra = {"every_n_layers": every_n} if every_n != 1 else {}
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs, **extra)
+    elif every_n == 1:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    else:
+        raise TamrinError(f"checkpointing every {every_n}th layer needs transformers with every_n_layers; use "
+                          "train.grad_ckpt = auto, true or false")
+    model.config.use_cache = False  # a KV cache is useless while training and conflicts with checkpointing
+
+
 def attach_lora(model, *, rank: int, alpha: float, dropout: float, targets: list[str], scope: str,
-                quantized: bool, grad_ckpt: bool):
-    """Wrap `model` with LoRA adapters (peft). Quantized models are first prepared for k-bit training
-    (frozen base, norms/embeddings upcast to fp32, input grads enabled for checkpointing).
+                quantized: bool, ckpt_every: int | None):
+    """Wrap `model` with LoRA adapters (peft), with gradient checkpointing on every `ckpt_every`-th layer (None =
+    off). Quantized models are first prepared for k-bit training (frozen base, norms/embeddings upcast to fp32).
     Returns (peft_model, LoraInfo)."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from peft.tuners.lora import LoraLayer
 
-    ckpt_kwargs = {"use_reentrant": False}  # works with DDP and frozen inputs
     if quantized:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=grad_ckpt,
-                                                gradient_checkpointing_kwargs=ckpt_kwargs)
-    elif grad_ckpt:
-        if hasattr(model, "activation_checkpointing_enable"):  # transformers ≥ 5.2x
-            model.activation_checkpointing_enable(activation_checkpointing_kwargs=ckpt_kwargs)
-        else:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=ckpt_kwargs)
-    if grad_ckpt:
-        model.config.use_cache = False  # a KV cache is useless while training and conflicts with checkpointing
+        # peft's own checkpointing switch would enable every layer; with use_reentrant=False it does nothing else
+        # (peft/utils/other.py, prepare_model_for_kbit_training), so checkpointing is enabled below instead
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    if ckpt_every is not None:
+        enable_checkpointing(model, ckpt_every)
     cfg = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, bias="none",
                      target_modules=lora_target_pattern(targets, scope), task_type="CAUSAL_LM")
     try:
