@@ -432,7 +432,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--rank", type=int, default=16)
     ap.add_argument("--loop", default="8x2", help="batch x accumulation of the loop-vs-bench row ('' to skip)")
-    ap.add_argument("--workers", type=int, default=2, help="DataLoader workers of the loop and the batched eval")
+    ap.add_argument("--workers", type=int, default=2, help="DataLoader workers of the loop (paper train.num_workers)")
+    ap.add_argument("--gen-workers", type=int, default=0, help="DataLoader workers of the batched eval (paper "
+                                                               "eval.num_workers, from eval_workers_nvidia-h200.json)")
     ap.add_argument("--gen-batched", type=int, default=128, help="questions answered in batches")
     ap.add_argument("--gen-single", type=int, default=32, help="questions answered one at a time")
     ap.add_argument("--gen-batch-size", type=int, default=32)
@@ -476,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
             print("--data is needed for the generation benchmark (or pass --skip-gen)", file=sys.stderr)
             return 2
         gen = bench_generation(args.checkpoint, args.gen_batched, args.gen_single, args.gen_batch_size,
-                               args.max_new_tokens, args.data, num_workers=args.workers)
+                               args.max_new_tokens, args.data, num_workers=args.gen_workers)
     result["generation"] = gen
     result["verdict"] = verdict(train_rows, gen, loop)
     out_path.parent.mkdir(parents=True, exist_ok=True)
