@@ -1,14 +1,13 @@
 """Where the eval stage's batched generation loses time against a plain `model.generate` (issue 15, part 4).
 
 On the NF4 base + a fresh LoRA adapter (as `eval` runs it), in one process, one after the other:
-- `answer`: the eval stage's `generate.answer` on N test questions (cold pixel cache, then warm: what the
-  fine-tuned pass sees after the base pass), with the time of each phase of its loop taken apart (host batch
-  building, host-to-device copy, `generate`, decoding), each phase closed by a device sync;
-- `plain_padded`: `model.generate` on the very batches `answer` builds (length-sorted, left-padded), prebuilt on
-  the device: the ceiling for these prompts;
-- `plain_uniform`: `model.generate` on prompts of one length with an all-ones mask (bench_vlm's ceiling);
-- `base_and_finetuned`: both passes of the eval stage (adapter disabled, then enabled) sharing one pixel cache,
-  against twice `plain_padded`.
+- the eval loop taken apart once: tokenising, preprocessing the images, then per batch host batch building,
+  host-to-device copy, `generate` and decoding, each phase closed by a device sync;
+- then, interleaved `--repeats` times so that a slow spell of the machine hits every variant alike (medians):
+  `answer_warm` (the eval stage's `generate.answer`, pixel cache warm as in the fine-tuned pass after the base
+  pass), `plain_padded` (`model.generate` on the very batches `answer` builds, prebuilt on the device: the ceiling
+  for these prompts), `plain_uniform` (prompts of one length, all-ones mask: bench_vlm's ceiling), `one_by_one`
+  (batch 1) and `plain_padded_adapter_off` (the LoRA layers' share of the generation time).
 
 Usage: python bench/eval_profile.py --checkpoint DIR --data results/data --out FILE   (DIR: bench/make_random_3b.py)
 """
@@ -16,12 +15,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "code"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def _without_adapter(model, fn):
+    with model.disable_adapter():
+        return fn()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-n", type=int, default=512)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--max-new-tokens", type=int, default=8)
-    ap.add_argument("--repeats", type=int, default=2, help="timed repeats of each variant (the best is kept)")
+    ap.add_argument("--repeats", type=int, default=5, help="interleaved timed repeats of each variant (median kept)")
+    ap.add_argument("--single", type=int, default=32, help="questions answered one at a time")
     args = ap.parse_args(argv)
 
     import torch
@@ -56,39 +62,22 @@ def main(argv: list[str] | None = None) -> int:
     model = get_peft_model(base, PeftLora(r=16, lora_alpha=32, target_modules=lora_target_pattern(
         list(lora_cfg.targets), lora_cfg.scope)))
     model.eval()
-    kw = dict(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, device=device, progress=False)
+    kw = {"batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens, "device": device, "progress": False}
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     out: dict = {"device": torch.cuda.get_device_name() if cuda else "cpu", "n": args.n, "batch_size": args.batch_size,
                  "max_new_tokens": args.max_new_tokens, "unique_images": len({r["image"] for r in rows})}
 
-    def best(fn, repeats: int = args.repeats) -> float:
-        times = []
-        for _ in range(repeats):
-            sync()
-            t = time.perf_counter()
-            fn()
-            sync()
-            times.append(time.perf_counter() - t)
-        return min(times)
-
     g.answer(model, processor, rows[:64], images, model_cfg.prompt_prefix, **kw)  # warm-up (kernels, allocator)
 
-    # answer: cold cache (every image preprocessed inside the timed call), then warm
-    cold = []
-    for _ in range(args.repeats):
-        sync()
-        t = time.perf_counter()
-        g.answer(model, processor, rows, images, model_cfg.prompt_prefix, **kw)
-        sync()
-        cold.append(time.perf_counter() - t)
+    # the eval loop taken apart (warm pixel cache), keeping the device batches it builds
     pixels = vb.PixelCache(processor.image_processor, images, 2**30)
-    g.answer(model, processor, rows, images, model_cfg.prompt_prefix, pixels=pixels, **kw)
-    warm = best(lambda: g.answer(model, processor, rows, images, model_cfg.prompt_prefix, pixels=pixels, **kw))
-    out["answer"] = {"cold_s": round(min(cold), 3), "warm_s": round(warm, 3)}
-
-    # the same loop taken apart, warm cache
+    t = time.perf_counter()
     examples = vb.tokenize(processor, rows, model_cfg.prompt_prefix, with_answers=False)
     groups = g.length_groups([len(e) for e in examples], args.batch_size)
+    out["tokenize_s"] = round(time.perf_counter() - t, 3)
+    t = time.perf_counter()
+    pixels([r["image"] for r in rows])
+    out["preprocess_images_s"] = round(time.perf_counter() - t, 3)
     phases = {"host_batch": 0.0, "to_device": 0.0, "generate": 0.0, "decode": 0.0}
     device_batches = []
     with torch.no_grad():
@@ -112,14 +101,6 @@ def main(argv: list[str] | None = None) -> int:
     out["padding"] = {"mean_width": round(sum(b["input_ids"].shape[1] for b in device_batches) / len(device_batches), 1),
                       "pad_share": round(1 - sum(int(b["attention_mask"].sum()) for b in device_batches)
                                          / sum(b["attention_mask"].numel() for b in device_batches), 4)}
-
-    def plain_padded() -> None:
-        with torch.no_grad():
-            for b in device_batches:
-                g._generate(model, b, max_new_tokens=args.max_new_tokens, tok=tok)
-
-    out["plain_padded_s"] = round(best(plain_padded), 3)
-
     width = int(out["padding"]["mean_width"])
     ids = torch.randint(10, processor.image_token_id, (args.batch_size, width))
     ids[:, :processor.image_seq_length] = processor.image_token_id
@@ -128,32 +109,38 @@ def main(argv: list[str] | None = None) -> int:
     uniform = {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device),
                "token_type_ids": torch.zeros_like(ids).to(device),
                "pixel_values": torch.randn(args.batch_size, 3, vc.image_size, vc.image_size).to(device)}
+    single_rows = rows[:args.single]
 
-    def plain_uniform() -> None:
-        with torch.no_grad():
-            for _ in device_batches:
-                g._generate(model, uniform, max_new_tokens=args.max_new_tokens, tok=tok)
-
-    out["plain_uniform_s"] = round(best(plain_uniform), 3)
-
-    # both passes of the eval stage, one shared pixel cache (as evaluate.py runs them)
-    def both() -> None:
-        shared = vb.PixelCache(processor.image_processor, images, 2**30)
-        with model.disable_adapter():
-            g.answer(model, processor, rows, images, model_cfg.prompt_prefix, pixels=shared, **kw)
-        g.answer(model, processor, rows, images, model_cfg.prompt_prefix, pixels=shared, **kw)
-
-    def plain_both() -> None:
-        with model.disable_adapter():
-            plain_padded()
-        plain_padded()
-
-    out["base_and_finetuned_s"] = round(best(both), 3)
-    out["plain_padded_both_s"] = round(best(plain_both), 3)
-    out["ratios"] = {"answer_cold_vs_plain_padded": round(out["plain_padded_s"] / out["answer"]["cold_s"], 3),
-                     "answer_warm_vs_plain_padded": round(out["plain_padded_s"] / out["answer"]["warm_s"], 3),
-                     "answer_cold_vs_plain_uniform": round(out["plain_uniform_s"] / out["answer"]["cold_s"], 3),
-                     "both_passes_vs_plain_padded": round(out["plain_padded_both_s"] / out["base_and_finetuned_s"], 3)}
+    variants = {
+        "answer_warm": lambda: g.answer(model, processor, rows, images, model_cfg.prompt_prefix, pixels=pixels, **kw),
+        "plain_padded": lambda: [g._generate(model, b, max_new_tokens=args.max_new_tokens, tok=tok)
+                                 for b in device_batches],
+        "plain_uniform": lambda: [g._generate(model, uniform, max_new_tokens=args.max_new_tokens, tok=tok)
+                                  for _ in device_batches],
+        "one_by_one": lambda: g.answer(model, processor, single_rows, images, model_cfg.prompt_prefix, pixels=pixels,
+                                       **{**kw, "batch_size": 1}),
+        "plain_padded_adapter_off": lambda: _without_adapter(model, lambda: [
+            g._generate(model, b, max_new_tokens=args.max_new_tokens, tok=tok) for b in device_batches]),
+    }
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    with torch.no_grad():
+        for _ in range(args.repeats):  # interleaved, so that a slow spell of the machine hits every variant
+            for name, fn in variants.items():
+                sync()
+                t = time.perf_counter()
+                fn()
+                sync()
+                times[name].append(time.perf_counter() - t)
+    out["seconds"] = {k: {"median": round(statistics.median(v), 3), "min": round(min(v), 3), "max": round(max(v), 3)}
+                      for k, v in times.items()}
+    med = {k: statistics.median(v) for k, v in times.items()}
+    per_answer = {k: med[k] / (len(single_rows) if k == "one_by_one" else len(rows)) for k in med}
+    out["answers_per_s"] = {k: round(1 / v, 2) for k, v in per_answer.items()}
+    out["ratios"] = {"answer_vs_plain_padded": round(med["plain_padded"] / med["answer_warm"], 3),
+                     "answer_vs_plain_uniform": round(med["plain_uniform"] / med["answer_warm"], 3),
+                     "answer_vs_one_by_one": round(per_answer["one_by_one"] / per_answer["answer_warm"], 2),
+                     "adapter_share_of_generate": round(1 - med["plain_padded_adapter_off"] / med["plain_padded"], 3),
+                     "loop_overhead_share": round(1 - phases["generate"] / sum(phases.values()), 4)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
     print(json.dumps(out), flush=True)
