@@ -77,7 +77,7 @@ phase_bench() {
 }
 
 phase_evalprof() {
-  $PY bench/eval_profile.py --checkpoint "$CKPT" --data results/data --out "$OUT/eval_profile_$(slug).json"
+  $PY bench/eval_profile.py --checkpoint "$CKPT" --data results/data --out "$OUT/eval_profile_$(slug).json" --repeats 3
 }
 
 phase_memory() {

@@ -295,6 +295,33 @@ def test_a_stage_being_built_elsewhere_is_refused(tmp_path, fake_graph):
     assert run_stage("flow", cfg, Paths(root)).status == "ran"  # released
 
 
+def test_a_killed_builders_forked_children_do_not_keep_its_lock(tmp_path):
+    """A run killed while its DataLoader workers (forked children) live on: the next run takes the lock at once
+    (the resume after a crash), instead of being refused until the orphans exit."""
+    import signal
+
+    from tamrin.runner import stage_lock
+
+    root = make_root(tmp_path)
+    script = ("import os, sys, time; sys.path.insert(0, {code!r})\n"
+              "from pathlib import Path\nfrom tamrin.runner import Paths, stage_lock\n"
+              "with stage_lock(Paths(Path({root!r})), 'finetune'):\n"
+              "    child = os.fork()\n"
+              "    if child == 0:\n        time.sleep(60); os._exit(0)\n"
+              "    print(child, flush=True); time.sleep(60)\n").format(code=str(ROOT / "code"), root=str(root))
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    child = int(proc.stdout.readline())
+    try:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        os.kill(child, 0)  # the orphan is still alive, holding the inherited lock file open
+        with stage_lock(Paths(root), "finetune"):
+            pass
+    finally:
+        os.kill(child, signal.SIGKILL)
+        proc.stdout.close()
+
+
 def test_atomic_files_have_normal_permissions(tmp_path):
     from tamrin.atomic import write_text
 

@@ -208,7 +208,12 @@ def load_entry(stage: Stage) -> Callable[[StageContext], None]:
 
 @contextmanager
 def stage_lock(paths: Paths, name: str):
-    """Hold an exclusive lock on a stage: two processes building the same results/ must not interleave."""
+    """Hold an exclusive lock on a stage: two processes building the same results/ must not interleave.
+
+    A POSIX record lock (`lockf`), not `flock`: a forked child — a DataLoader worker — does not inherit it, so the
+    lock ends with the process that took it. With `flock` the workers of a killed run share the lock's open file
+    and keep it until they notice their parent is gone, and the resumed run is refused in the meantime (the GPU
+    kill-and-resume run of the paper profile hit exactly this)."""
     lock_dir = paths.results / ".locks"
     lock_dir.mkdir(parents=True, exist_ok=True)
     f = open(lock_dir / f"{name}.lock", "a+")
@@ -216,7 +221,7 @@ def stage_lock(paths: Paths, name: str):
         try:
             import fcntl
 
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except ImportError:  # pragma: no cover - Windows: no advisory locks, run unguarded
             pass
         except OSError:
