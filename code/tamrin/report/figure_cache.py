@@ -3,8 +3,16 @@
 A figure is stale when its file is missing or its key changed: the key hashes the figure's data (the spec's
 arguments), the drawing code (figures.py) and the matplotlib version. `Drawing` starts a child Python process
 first thing in the report stage; the child reads results/ itself (nothing large crosses the pipe), decides which
-figures are stale, draws them and prints {files, keys}; the parent records the redrawn ones in
-figures/.figures-cache.json. This is the only drawing path: the report stage and the tests both go through it.
+figures are stale, puts a placeholder where a stale figure has no file yet and says it is ready, then draws them
+(each into a temporary file renamed over the final one) and prints {files, keys}; the parent records the redrawn
+ones in figures/.figures-cache.json. This is the only drawing path: the report stage and the tests both go
+through it.
+
+Why the placeholders: once every figure path holds an image, Typst can lay the whole document out while the
+figures are being drawn (`Drawing.ready`, then a first compile in a thread); Typst memoises that work, so the
+compile after the drawing redoes only what the real figures change (report/build.py). The placeholders never
+reach a PDF: the only compile whose output is kept runs after the child has exited, and a placeholder left by a
+child that failed has no key in the cache file, so the next run draws it again.
 """
 from __future__ import annotations
 
@@ -17,6 +25,13 @@ from typing import Callable
 from ..atomic import write_text
 
 CACHE_FILE = ".figures-cache.json"
+# A 1×1 transparent PNG and an empty SVG of the figures' usual 6.2 × 2.6 in shape: placeholders for figures
+# that have no file yet (their size only moves page breaks, which the compile after the drawing redoes anyway)
+PLACEHOLDERS = {
+    ".png": bytes.fromhex("89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c4890000000d49444154789c"
+                          "6360606060000000050001a5f645400000000049454e44ae426082"),
+    ".svg": b'<svg xmlns="http://www.w3.org/2000/svg" width="446" height="187" viewBox="0 0 446 187"/>',
+}
 DRAWING_CODE = (Path(__file__).with_name("figures.py"), Path(__file__).with_name("figures_extra.py"))
 
 
@@ -77,21 +92,38 @@ class Drawing:
         import subprocess
         import sys
 
+        import tempfile
+
         self.out = out
         out.mkdir(parents=True, exist_ok=True)
+        # stderr to a file, not a pipe: `ready` reads stdout alone, and a full stderr pipe would stall the child
+        self._err = tempfile.TemporaryFile(mode="w+", encoding="utf-8")
         code_dir = str(Path(__file__).resolve().parents[2])
         env = {**os.environ,
                "PYTHONPATH": os.pathsep.join([code_dir, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
         self._proc: subprocess.Popen | None = subprocess.Popen(
             [sys.executable, "-c", "from tamrin.report.figure_cache import child_main; child_main()",
              str(results), str(out), str(smooth_window)],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            env=env, stdout=subprocess.PIPE, stderr=self._err, text=True)
+        self._ready = False
+
+    def ready(self) -> bool:
+        """Block until every figure path holds an image (the final one, or a placeholder while it is drawn);
+        False when the child ended without saying so (`wait` then raises its error)."""
+        if self._proc is None or self._ready:
+            return self._ready
+        line = self._proc.stdout.readline()
+        self._ready = line.strip() == '{"ready": true}'
+        return self._ready
 
     def wait(self) -> dict[str, bool]:
         if self._proc is None:
             raise RuntimeError("the figures were already collected")
         proc, self._proc = self._proc, None
-        out, err = proc.communicate()
+        out, _ = proc.communicate()
+        self._err.seek(0)
+        err = self._err.read()
+        self._err.close()
         if proc.returncode != 0:
             last = err.strip().splitlines()[-1] if err.strip() else f"exit code {proc.returncode}"
             raise RuntimeError(f"drawing the figures failed: {last}\n{err[-3000:]}")
@@ -106,10 +138,12 @@ class Drawing:
             self._proc.kill()
             self._proc.communicate()
             self._proc = None
+            self._err.close()
 
 
 def child_main() -> None:
     """Child-process entry of `Drawing`: argv = results dir, figures dir, configured smoothing window."""
+    import os
     import sys
 
     from .context import load_results
@@ -121,6 +155,14 @@ def child_main() -> None:
     fingerprint = code_fingerprint()
     todo = stale(specs, out, fingerprint)
     for spec in todo:
-        spec.draw(*spec.args, out / spec.file)
+        path = out / spec.file
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(PLACEHOLDERS[path.suffix])
+    print(json.dumps({"ready": True}), flush=True)
+    for spec in todo:
+        path = out / spec.file
+        drawn = spec.draw(*spec.args, path.with_name(f".drawing-{path.name}"))  # same suffix: same format
+        os.replace(drawn, path)  # a reader sees the placeholder or the whole figure, never half of it
     print(json.dumps({"files": [s.file for s in specs],
                       "keys": {s.file: figure_key(s, fingerprint) for s in todo}}))

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from ..errors import TamrinError
 from .templating import DELIMITERS
-from .typst_scan import markup_text, math_spans, scan
+from .typst_scan import scan
 
 _JINJA = re.compile(r"⟦#.*?#⟧|⟦%.*?%⟧|⟦.*?⟧", re.S)
 _NUMBER_RUN = re.compile(r"[A-Za-z0-9۰-۹٠-٩_.\-/٫٬]+")
@@ -87,10 +87,11 @@ def typed_numbers(src: str) -> list[tuple[int, str]]:
     """(line, token) of every number typed into the prose of template source `src`."""
     found = []
     typst = _blank_jinja(src)
-    for start, end in math_spans(typst):
+    scanned = scan(typst)  # once: the math spans and the prose come from the same scan
+    for start, end in scanned.maths:
         if _NUMBER_ONLY_MATH.fullmatch(typst[start:end]):
             found.append((_line_of(src, start), typst[start:end]))
-    prose = markup_text(typst)
+    prose = scanned.markup_text()
     for m in _NUMBER_RUN.finditer(prose):
         token = m.group(0)
         if _DIGIT.search(token) and not _LATIN.search(token):

@@ -12,8 +12,13 @@ from __future__ import annotations
 import re
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+# A run of markup characters none of which can start anything else (escape, comment, raw, math, code, label,
+# reference, bracket): `markup_until` takes such a run in one step instead of character by character.
+_PLAIN = re.compile(r"[^\\/`$#<@\[\]]+")
 _LABEL = re.compile(r"<([A-Za-z_][A-Za-z0-9_:.-]*)>")
 _REF = re.compile(r"@([A-Za-z_][A-Za-z0-9_:.-]*[A-Za-z0-9_])")
+_NON_MARKUP = re.compile(rb"\x00+")
+_NOT_NEWLINE = re.compile(r"[^\n]")
 _STATEMENTS = {"let", "set", "show", "import", "include", "return", "if", "for", "while", "context",
                "break", "continue"}
 # Functions of style.typ whose content argument is one left-to-right isolate (`#en[…]`).
@@ -90,7 +95,15 @@ class _Scanner:
         """Scan markup from i until an unmatched `close` (']' for a content block, None for the file)."""
         s = self.s
         depth = 0
+        plain = _PLAIN.match
         while i < self.n:
+            m = plain(s, i)
+            if m:
+                j = m.end()
+                self.markup[i:j] = b"\x01" * (j - i)
+                i = j
+                if i >= self.n:
+                    break
             c = s[i]
             if c == "\\":
                 if s.startswith("u{", i + 1):
@@ -134,6 +147,16 @@ class _Scanner:
             self.markup[i] = 1
             i += 1
         return i
+
+    def markup_text(self) -> str:
+        """The source with every non-markup character a space (newlines kept): see `markup_text`."""
+        out, s, i = [], self.s, 0
+        for m in _NON_MARKUP.finditer(self.markup):
+            out.append(s[i:m.start()])
+            out.append(_NOT_NEWLINE.sub(" ", s[m.start():m.end()]))
+            i = m.end()
+        out.append(s[i:])
+        return "".join(out)
 
     # --- code -----------------------------------------------------------------------------------
     def code_until(self, i: int, close: str) -> int:
@@ -222,13 +245,7 @@ def scan(src: str) -> _Scanner:
 def markup_text(src: str) -> str:
     """`src` with every non-markup character replaced by a space (newlines kept, so offsets and line
     numbers stay the same)."""
-    sc = scan(src)
-    return "".join(ch if (sc.markup[i] or ch == "\n") else " " for i, ch in enumerate(src))
-
-
-def math_spans(src: str) -> list[tuple[int, int]]:
-    """(start, end) offsets of every math span `$…$` (delimiters included)."""
-    return scan(src).maths
+    return scan(src).markup_text()
 
 
 def labels_and_refs(src: str) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
