@@ -50,4 +50,7 @@ if [[ -n "${TAMRIN_UNPINNED:-}" ]]; then
 else
   "$PY" -m pip install -e ".[test]" -c constraints/tested.txt
 fi
+# Bytecode now, once: otherwise every `build.py` process (and the report's figure child) compiles Tamrin's modules
+# again until it has written them; about a tenth of a cold `report-only` (bench/results/report_only*.json).
+"$PY" -m compileall -q code build.py >/dev/null || true
 echo "[install] done: $("$PY" -c 'import torch, transformers, peft; print("torch", torch.__version__, "| transformers", transformers.__version__, "| peft", peft.__version__)')"
