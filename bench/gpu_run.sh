@@ -32,7 +32,7 @@ CKPT=${CKPT:-/tmp/tamrin-paligemma-3b-random}
 PY=${PY:-python3}
 mkdir -p "$OUT"
 PHASES=("$@")
-[ ${#PHASES[@]} -eq 0 ] || [ "${PHASES[0]}" = all ] && PHASES=(setup data ckpt memory bench paper fp16)
+[ ${#PHASES[@]} -eq 0 ] || [ "${PHASES[0]}" = all ] && PHASES=(setup data ckpt memory bench evalprof paper fp16)
 LOG="$OUT/log_$(IFS=-; echo "${PHASES[*]}").txt"
 exec > >(tee -a "$LOG") 2>&1
 T0=$(date +%s)
