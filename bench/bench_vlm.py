@@ -96,7 +96,7 @@ def resolve_setting(setting: str, checkpoint: Path, rank: int, quantization: str
                     suffix_len: int, loss: str) -> tuple[str, str]:
     """(train.grad_ckpt value, label) of one benchmark setting: on | off | N (every N-th layer) | auto@GIB — what
     `train.grad_ckpt = auto` picks for this batch when GIB GiB are free (e.g. a T4's), decided by finetune's own
-    `checkpointing_choice` with the free memory set to GIB."""
+    `checkpointing_choice` given GIB as the free memory."""
     import torch
 
     named = {"on": "true", "off": "false"}
@@ -106,13 +106,8 @@ def resolve_setting(setting: str, checkpoint: Path, rank: int, quantization: str
 
     free = float(setting.split("@", 1)[1]) * GIB
     model_cfg, lora_cfg, train_cfg = _cfgs(checkpoint, rank, quantization, "auto", batch_size=batch, loss=loss)
-    real = torch.cuda.mem_get_info
-    torch.cuda.mem_get_info = lambda device=None: (int(free), int(free))
-    try:
-        choice = checkpointing_choice(str(checkpoint), model_cfg, lora_cfg, train_cfg, torch.device("cuda"),
-                                      quantization, seq_len=seq_len, suffix_len=suffix_len)
-    finally:
-        torch.cuda.mem_get_info = real
+    choice = checkpointing_choice(str(checkpoint), model_cfg, lora_cfg, train_cfg, torch.device("cuda"),
+                                  quantization, seq_len=seq_len, suffix_len=suffix_len, free_bytes=int(free))
     return choice.config_value, f"{setting} → {choice.reason}"
 
 

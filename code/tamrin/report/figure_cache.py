@@ -91,7 +91,6 @@ class Drawing:
         import os
         import subprocess
         import sys
-
         import tempfile
 
         self.out = out

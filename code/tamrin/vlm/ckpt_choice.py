@@ -207,11 +207,15 @@ class Choice:
 
 
 def requested_mode(value: Any) -> str:
-    """"auto" | "true" | "false" | "N" (every N-th layer) from a config value (the string, or a bool/int set in
-    code); anything else is returned as it is, for `choose` to refuse."""
+    """"auto" | "true" | "false" | "N" (every N-th layer, N ≥ 2) from a config value (the string, or a bool/int
+    set in code); ConfigError for anything else. The one rule for the value: the config check and `choose` both
+    call it."""
     text = str(value).strip().lower()
     text = {"1": "true", "yes": "true", "on": "true", "0": "false", "no": "false", "off": "false"}.get(text, text)
-    return text
+    if text in ("auto", "true", "false") or (text.isdigit() and int(text) >= 2):
+        return text
+    raise ConfigError(f"bad value for 'train.grad_ckpt': {value!r}; use auto, true, false or a layer interval "
+                      "N ≥ 2 (checkpoint every N-th layer)")
 
 
 def _fixed(mode: str, found: dict[int | None, Pattern], layers: int) -> Choice:
@@ -221,10 +225,10 @@ def _fixed(mode: str, found: dict[int | None, Pattern], layers: int) -> Choice:
         return Choice(found[None], layers, "off: train.grad_ckpt = false")
     n = int(mode)
     if n not in found:
-        top = max((k for k in found if k), default=1)
-        raise ConfigError(f"bad value for 'train.grad_ckpt': {n}: this model and transformers take a layer interval of 2 to {top} "
-                         "(transformers without every_n_layers: true or false only)" if top > 1 else
-                         f"bad value for 'train.grad_ckpt': {n}: this transformers has no every_n_layers; use auto, true or false")
+        top = max(k for k in found if k)
+        allowed = f"a layer interval of 2 to {top}" if top > 1 else "no layer interval (no every_n_layers here)"
+        raise ConfigError(f"bad value for 'train.grad_ckpt': {n}: this model and transformers take {allowed}; "
+                          "use auto, true or false otherwise")
     p = found[n]
     return Choice(p, layers, f"on for every {n}th layer: train.grad_ckpt = {n} ({p.decoder} of {layers} decoder "
                              "layers)")
@@ -235,10 +239,8 @@ def choose(requested: Any, *, cuda: bool, found: dict[int | None, Pattern], laye
     """The decision and its reason. `found`: `settings(config)`; `estimates` (checkpointed decoder layers →
     estimate_peak, for every count in `candidates(found)`) and `free_bytes` are needed for `auto` on CUDA only."""
     mode = requested_mode(requested)
-    if mode.isdigit() or mode in ("true", "false"):
-        return _fixed(mode, found, layers)
     if mode != "auto":
-        raise ConfigError(f"bad value for 'train.grad_ckpt': {requested!r}; use auto, true, false or a layer interval N ≥ 2")
+        return _fixed(mode, found, layers)
     if not cuda:
         return Choice(found[None], layers, "off (auto): training on the CPU, no GPU memory to save")
     gib = 2 ** 30

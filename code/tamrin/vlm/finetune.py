@@ -89,10 +89,11 @@ def _model_config(source):
 
 
 def checkpointing_choice(source, model_cfg, lora_cfg, train_cfg, device: torch.device, quant: str, *,
-                         seq_len: int | None = None, suffix_len: int = 3) -> Choice:
+                         seq_len: int | None = None, suffix_len: int = 3, free_bytes: int | None = None) -> Choice:
     """`train.grad_ckpt` resolved for this device: for `auto` on CUDA, the memory estimate of a batch of
     `train.batch_size` sequences of `seq_len` tokens (default `train.max_length`: the longest allowed) for each
-    count of checkpointed layers against the GPU's free memory, read before the weights are loaded."""
+    count of checkpointed layers against the GPU's free memory, read before the weights are loaded (`free_bytes`
+    stands in for it: the benchmark's "what would auto pick on a T4")."""
     cuda = device.type == "cuda"
     config = _model_config(source)
     found, layers = settings(config), config.text_config.num_hidden_layers
@@ -105,8 +106,8 @@ def checkpointing_choice(source, model_cfg, lora_cfg, train_cfg, device: torch.d
                                           batch=train_cfg.batch_size, suffix_len=suffix_len, loss=train_cfg.loss,
                                           ckpt_layers=p.decoder, vision_ckpt_layers=p.vision)
                  for p in candidates(found)}
-    return choose("auto", cuda=True, found=found, layers=layers, estimates=estimates,
-                  free_bytes=torch.cuda.mem_get_info(device)[0])
+    free = free_bytes if free_bytes is not None else torch.cuda.mem_get_info(device)[0]
+    return choose("auto", cuda=True, found=found, layers=layers, estimates=estimates, free_bytes=free)
 
 
 def build_training_model(source, model_cfg, lora_cfg, train_cfg, device: torch.device, *, processor=None,
@@ -123,9 +124,10 @@ def build_training_model(source, model_cfg, lora_cfg, train_cfg, device: torch.d
     model, info = attach_lora(base, rank=lora_cfg.rank, alpha=lora_cfg.alpha, dropout=lora_cfg.dropout,
                               targets=lora_cfg.targets, scope=lora_cfg.scope, quantized=quant == "nf4",
                               ckpt_every=ckpt.every_n)
-    if checkpointed_layers(model) != ckpt.pattern.decoder:  # the library did not do what the choice counted on
-        raise AssertionError(f"{checkpointed_layers(model)} decoder layers checkpointed, "
-                             f"{ckpt.pattern.decoder} expected for every_n = {ckpt.every_n}")
+    done = checkpointed_layers(model)
+    if done != ckpt.pattern.decoder:  # the library did not do what the choice counted on
+        raise AssertionError(f"{done} decoder layers checkpointed, {ckpt.pattern.decoder} expected for "
+                             f"every_n = {ckpt.every_n}")
     # LoRA weights (the only trained ones) stay fp32 whatever the compute dtype: AdamW updates keep their
     # precision, and fp16's gradient scaler refuses to unscale fp16 gradients (the T4 path).
     for p in model.parameters():
