@@ -70,6 +70,12 @@ SECTIONS = (
 )
 
 
+# The supplement («پیوست تکمیلی», templates/supplement.typ.j2) in its order: each name is a partial
+# templates/supplement/<name>.typ.j2 that starts with its own level-1 heading. The report cites a section by its
+# number, `⟦ supp.memory ⟧`, so the order lives only here.
+SUPPLEMENT = ("derivations", "memory", "ablation", "flow", "coverage", "reproducibility")
+
+
 @dataclass
 class ReportPaths:
     results: Path
@@ -220,7 +226,7 @@ def build_context(r: dict[str, Any], rp: ReportPaths, report_cfg: Any, student: 
                   "date_fa": report_cfg.date_fa or jalali_date(_latest_finish(manifests))},
         "fig": fig, "data_examples": data_examples, "flow_floor": figs.sampling_floor(r["flow"]["experiment"]),
         "flow_methods": figs.flow_methods(r["flow"]["experiment"]), "loss_window": window,
-        "sections": sections, "provenance": provenance_rows(manifests), "packages": package_rows(manifests),
+        "sections": sections, "supp": {name: i for i, name in enumerate(SUPPLEMENT, 1)}, "provenance": provenance_rows(manifests), "packages": package_rows(manifests),
         "report_build": {"typst": typst_version},
         "derivation_texts": derivation_text.load(rp.templates),
         **template_decisions(r, data_examples),
