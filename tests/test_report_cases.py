@@ -299,3 +299,9 @@ def test_ablation_quantization_comparison(unq, case):
 def test_ablation_disabled_gives_only_the_estimate():
     a = C.ablation(_ablation([], enabled=False))
     assert a == {"enabled": False, "skipped_ranks": [64], "estimate_minutes": 10.0, "planned_runs": 4, "steps": 80}
+
+
+def test_the_learning_rate_case_follows_the_configured_rate():
+    assert C.lr_case(2e-4) == "qlora_range"
+    assert C.lr_case(5e-4) == "qlora_range"
+    assert C.lr_case(3e-3) == "above_qlora_range"

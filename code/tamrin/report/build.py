@@ -29,7 +29,8 @@ from .context import config_dict, demo_stages, load_results, manifests_of
 from .lint import (Finding, LintError, bib_keys, covered_codepoints, figure_findings, font_findings,
                    glyph_findings, lint_templates, undefined_references)
 from ..contract.persian import jalali_date
-from .pdf_info import pdf_info
+from .pdf_info import pdf_info, pdf_text
+from .vocabulary import vocabulary_findings
 from .templating import make_environment
 from .typst_scan import scan
 from .typography import orphan_findings, typography_findings
@@ -44,30 +45,9 @@ STAGE_FA = {"data": "داده", "finetune": "آموزش", "eval": "ارزیاب�
             "derive": "اشتقاق‌ها", "flow": "تطبیق جریان"}
 
 
-@dataclass(frozen=True)
-class Section:
-    """One prose file of templates/sections/, with what the report shows when it is missing."""
-
-    name: str
-    heading1: str | None  # the level-1 heading the file itself starts with (shown only when it is missing)
-    heading2: str
-    partials: tuple[str, ...]  # results partials the file includes (shown anyway when it is missing)
-
-    @property
-    def template(self) -> str:
-        return f"sections/{self.name}.typ.j2"
-
-
-SECTIONS = (
-    Section("q1_1_vlm", "سوال اول: مدل‌های زبانی–بصری (Vision-Language Models)", "زیربخش اول: VLM", ()),
-    Section("q1_2_siglip", None, "زیربخش دوم: رمزگذار تصویر SigLIP", ()),
-    Section("q1_3_pretraining", None, "زیربخش سوم: پیش‌آموزش (Pre-training)", ()),
-    Section("q1_4_transfer", None, "زیربخش چهارم: یادگیری انتقالی (Transfer learning)", ("results/ablation.typ.j2", "results/memory.typ.j2")),
-    Section("q1_5_implementation", None, "زیربخش پنجم: پیاده‌سازی",
-            ("results/dataset.typ.j2", "results/training.typ.j2", "results/rouge.typ.j2", "results/samples.typ.j2")),
-    Section("q2_flow", "سوال دوم: تطبیق جریان (Flow Matching)", "زیربخش‌های اول تا سوم",
-            ("results/derivations.typ.j2", "results/flow.typ.j2")),
-)
+# The prose files of templates/sections/, in the assignment's order (each answers the questions coverage.py
+# assigns to it).
+SECTIONS = tuple(dict.fromkeys(q.section for q in coverage.QUESTIONS))
 
 
 # The supplement («پیوست تکمیلی», templates/supplement.typ.j2) in its order: each name is a partial
@@ -96,6 +76,7 @@ class BuildResult:
     seconds: float
     pages: int
     timings: dict[str, float] = field(default_factory=dict)
+    supplement: Path | None = None
 
 
 def _typst_path(path: Path, root: Path) -> str:
@@ -216,8 +197,6 @@ def build_context(r: dict[str, Any], rp: ReportPaths, report_cfg: Any, student: 
     st = config_dict(student)
     name = " ".join(x for x in (st.get("first_name_fa", ""), st.get("last_name_fa", "")) if x).strip()
     name_en = " ".join(x for x in (st.get("first_name_en", ""), st.get("last_name_en", "")) if x).strip()
-    sections = [{"name": s.name, "template": s.template, "exists": (rp.templates / s.template).is_file(),
-                 "heading1": s.heading1, "heading2": s.heading2, "partials": list(s.partials)} for s in SECTIONS]
     return {
         "r": r, "demo": bool(demo), "demo_stage": {s: s in demo for s in manifests},
         "demo_stages_fa": "، ".join(STAGE_FA.get(s, s) for s in demo),
@@ -226,7 +205,7 @@ def build_context(r: dict[str, Any], rp: ReportPaths, report_cfg: Any, student: 
                   "date_fa": report_cfg.date_fa or jalali_date(_latest_finish(manifests))},
         "fig": fig, "data_examples": data_examples, "flow_floor": figs.sampling_floor(r["flow"]["experiment"]),
         "flow_methods": figs.flow_methods(r["flow"]["experiment"]), "loss_window": window,
-        "sections": sections, "supp": {name: i for i, name in enumerate(SUPPLEMENT, 1)}, "provenance": provenance_rows(manifests), "packages": package_rows(manifests),
+        "sections": [f"sections/{name}.typ.j2" for name in SECTIONS], "supp": {name: i for i, name in enumerate(SUPPLEMENT, 1)}, "provenance": provenance_rows(manifests), "packages": package_rows(manifests),
         "report_build": {"typst": typst_version},
         "derivation_texts": derivation_text.load(rp.templates),
         **template_decisions(r, data_examples),
@@ -246,19 +225,26 @@ def template_decisions(r: dict[str, Any], data_examples: list[dict]) -> dict[str
 
 
 def template_names(rp: ReportPaths) -> list[str]:
-    names = ["report.typ.j2"] + sorted(f"results/{p.name}" for p in (rp.templates / "results").glob("*.typ.j2"))
-    names += [s.template for s in SECTIONS if (rp.templates / s.template).is_file()]
+    names = ["report.typ.j2", "supplement.typ.j2"]
+    names += sorted(f"{d}/{p.name}" for d in ("results", "supplement") for p in (rp.templates / d).glob("*.typ.j2"))
+    names += [f"sections/{name}.typ.j2" for name in SECTIONS]
     return names
 
 
-def render(context: dict[str, Any], templates_dir: Path, cache_dir: Path | None = None) -> str:
+def environment(context: dict[str, Any], templates_dir: Path, cache_dir: Path | None = None) -> jinja2.Environment:
+    """The Jinja environment with the whole context as globals (visible in imported macros too: `⟦% from … import
+    m %⟧` has no context)."""
     env = make_environment(templates_dir, cache_dir)
-    # As globals, the context is visible in imported macros too (`⟦% from … import m %⟧` has no context).
     env.globals.update(context)
     env.globals["derivation_fa"] = derivation_text.render(env, context["derivation_texts"],
                                                           context["r"]["derive"]["derivations"])
+    return env
+
+
+def render(env: jinja2.Environment, name: str) -> str:
+    """templates/<name> rendered; a template error is one line naming the file and line."""
     try:
-        return env.get_template("report.typ.j2").render()
+        return env.get_template(name).render()
     except jinja2.TemplateSyntaxError as e:
         raise TamrinError(f"template syntax error in templates/{e.name or e.filename}:{e.lineno}: {e.message}") from None
     except jinja2.TemplateError as e:
@@ -305,10 +291,58 @@ def _warm_up(drawing: Drawing, typ_path: Path, root: Path, fonts_dir: Path, time
     return thread
 
 
+def _compile_checked(typ_path: Path, rp: ReportPaths, timestamp: datetime | None, findings: list[Finding]
+                     ) -> Any:
+    """Compile one document and add the findings that depend on its layout (Typst warnings, figures and their
+    references, orphaned headings, fonts); None when it did not compile."""
+    fonts_dir = rp.templates / "fonts"
+    where = f"report/{typ_path.name}"
+    try:
+        compiled = compile_pdf(typ_path, rp.root, fonts_dir, timestamp=timestamp)
+    except TypstCompileError as e:
+        findings.append(Finding("typst-error", where, e.diagnostic.line()))
+        return None
+    findings += [Finding("typst-warning", where, w.line()) for w in compiled.warnings]
+    findings += figure_findings(query(compiled, "figure"), query(compiled, "ref"))
+    findings += orphan_findings(query(compiled, "<tamrin-keep>"))
+    findings += font_findings(pdf_info(compiled.pdf).fonts, ALLOWED_PDF_FONTS)
+    return compiled
+
+
+def _source_findings(source: str, bib: Path, fonts_dir: Path, style: Path) -> list[Finding]:
+    scanned = scan(source)
+    return (undefined_references(source, bib_keys(bib.read_text(encoding="utf-8")), scanned)
+            + glyph_findings(source, covered_codepoints(fonts_dir), scanned)
+            + typography_findings(source, style, scanned))
+
+
+def report_layout(compiled: Any) -> dict[str, Any]:
+    """What the report's own introspection says about its layout (the `<tamrin-layout>` metadata of
+    report.typ.j2): every heading with its label, page and height on the page, the page height, and where each
+    question's answer lies (section number, page, figures). The supplement's coverage table and the page-budget
+    test read it."""
+    found = query(compiled, "<tamrin-layout>")
+    if not found:
+        raise TamrinError("report/report.typ has no <tamrin-layout> metadata: templates/report.typ.j2 must end with "
+                          "#layout-metadata()")
+    return found[0]["value"]
+
+
+def _write_pdf(path: Path, pdf: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".pdf.tmp")
+    tmp.write_bytes(pdf)
+    tmp.replace(path)
+
+
 def build_report(rp: ReportPaths, report_cfg: Any, student: Any, log: Any = None) -> BuildResult:
+    """Both documents: report.pdf (the answers) and supplement.pdf (the checks and the reproducibility material
+    that support them). The supplement is rendered after the report compiles, because its coverage table gives
+    the report's pages."""
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     pdf_path, typ_path = rp.report / "report.pdf", rp.report / "report.typ"
+    supp_pdf, supp_typ = rp.report / "supplement.pdf", rp.report / "supplement.typ"
     findings: list[Finding] = []
     fonts_dir = rp.templates / "fonts"
     findings += [Finding("font", f"templates/fonts/{name}", "required font file is missing (vendored Vazirmatn, "
@@ -330,19 +364,17 @@ def build_report(rp: ReportPaths, report_cfg: Any, student: Any, log: Any = None
         findings += derivation_text.drift(context["derivation_texts"], r["derive"]["derivations"])
         if any(f.kind == "derivation-text" for f in findings):
             raise LintError(findings)  # the proofs cannot be rendered without their words
-        source = render(context, rp.templates, rp.cache_dir())
+        env = environment(context, rp.templates, rp.cache_dir())
+        source = render(env, "report.typ.j2")
         rp.report.mkdir(parents=True, exist_ok=True)
         write_text(typ_path, source)
-        for name in ("style.typ", "refs.bib"):
+        for name in ("style.typ", "layout.typ", "refs.bib"):
             shutil.copyfile(rp.templates / name, rp.report / name)
         timestamp = _latest_finish(manifests_of(r))
         warm_up = _warm_up(drawing, typ_path, rp.root, fonts_dir, timestamp)
         findings += lint_templates(rp.templates, template_names(rp))
         findings += coverage.findings(rp.templates)
-        scanned = scan(source)
-        findings += undefined_references(source, bib_keys(bib.read_text(encoding="utf-8")), scanned)
-        findings += glyph_findings(source, covered_codepoints(fonts_dir), scanned)
-        findings += typography_findings(source, rp.templates / "style.typ", scanned)
+        findings += _source_findings(source, bib, fonts_dir, rp.templates / "style.typ")
         timings["render"] = time.perf_counter() - t0 - sum(timings.values())
     except BaseException:
         drawing.close()
@@ -352,32 +384,33 @@ def build_report(rp: ReportPaths, report_cfg: Any, student: Any, log: Any = None
         warm_up.join()
     timings["figures (wait)"] = time.perf_counter() - t0 - sum(timings.values())
 
-    compiled = None
+    compiled = supp = None
     if not any(f.kind == "undefined-reference" for f in findings):  # Typst stops at the first one anyway
-        try:
-            compiled = compile_pdf(typ_path, rp.root, fonts_dir, timestamp=timestamp)
-        except TypstCompileError as e:
-            findings.append(Finding("typst-error", "report/report.typ", e.diagnostic.line()))
+        compiled = _compile_checked(typ_path, rp, timestamp, findings)
     if compiled is not None:
-        findings += [Finding("typst-warning", "report/report.typ", w.line()) for w in compiled.warnings]
-        findings += figure_findings(query(compiled, "figure"), query(compiled, "ref"))
-        findings += orphan_findings(query(compiled, "<tamrin-keep>"))
-        info = pdf_info(compiled.pdf)
-        findings += font_findings(info.fonts, ALLOWED_PDF_FONTS)
+        layout = report_layout(compiled)
+        findings += vocabulary_findings(pdf_text(compiled.pdf), "report/report.pdf")
+        env.globals["report_layout"] = layout
+        supp_source = render(env, "supplement.typ.j2")
+        write_text(supp_typ, supp_source)
+        findings += _source_findings(supp_source, bib, fonts_dir, rp.templates / "style.typ")
+        if not any(f.kind == "undefined-reference" for f in findings):
+            supp = _compile_checked(supp_typ, rp, timestamp, findings)
     timings["compile"] = time.perf_counter() - t0 - sum(timings.values())
 
     if findings:
-        pdf_path.unlink(missing_ok=True)  # never leave a PDF that failed its checks for the zip to pack
+        for stale in (pdf_path, supp_pdf):
+            stale.unlink(missing_ok=True)  # never leave a PDF that failed its checks for the zip to pack
         raise LintError(findings)
-    assert compiled is not None
-    pdf_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pdf_path.with_suffix(".pdf.tmp")
-    tmp.write_bytes(compiled.pdf)
-    tmp.replace(pdf_path)
+    assert compiled is not None and supp is not None
+    _write_pdf(pdf_path, compiled.pdf)
+    _write_pdf(supp_pdf, supp.pdf)
     seconds = time.perf_counter() - t0
+    pages = pdf_info(compiled.pdf).pages
     if log is not None:
-        log.info(f"report: {pdf_path.relative_to(rp.root) if pdf_path.is_relative_to(rp.root) else pdf_path.name} ({seconds:.1f} s: " + ", ".join(f"{k} {v:.2f}" for k, v in timings.items()) + ")")
-    return BuildResult(pdf_path, typ_path, seconds, info.pages, timings)
+        log.info(f"report: report/report.pdf ({pages} pages) and report/supplement.pdf ({pdf_info(supp.pdf).pages} "
+                 f"pages) in {seconds:.1f} s: " + ", ".join(f"{k} {v:.2f}" for k, v in timings.items()))
+    return BuildResult(pdf_path, typ_path, seconds, pages, timings, supplement=supp_pdf)
 
 
 def run(ctx: Any) -> None:

@@ -9,7 +9,7 @@ tests/test_report_cases.py.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Iterable, Literal
 
 from ..contract.facts import (ANSWERS, COLORS, FLOW_METHOD_LABELS, FLOW_PAIR_LABELS, MATERIALS, NUMBERS, QTYPES, SHAPES,
                               SIZES, YES_NO, normalize_for_scoring)
@@ -63,9 +63,20 @@ def loss_trend(first: float, last: float) -> str:
     return "flat_or_rose"
 
 
+# The QLoRA paper's learning rate for models up to 13B (its appendix; 1e-4 above that): a configured peak rate up
+# to 2.5× this is "in its range", a larger one needs the prose's reason for a large rate.
+QLORA_LR = 2e-4
+
+
+def lr_case(lr: float) -> Literal["qlora_range", "above_qlora_range"]:
+    """Whether the configured peak learning rate lies within the QLoRA paper's range (≤ 2.5 × 2e-4)."""
+    return "qlora_range" if lr <= 2.5 * QLORA_LR else "above_qlora_range"
+
+
 def training(summary: dict[str, Any], lora_cfg: dict[str, Any], train_cfg: dict[str, Any]) -> dict[str, Any]:
     rss = summary.get("peak_cpu_rss_mib")
     return {
+        "lr_case": lr_case(train_cfg["lr"]),
         "loss_trend": loss_trend(summary["loss_first_mean"], summary["loss_last_mean"]),
         "trainable_fraction": summary["trainable_params"] / summary["total_params"],
         "alpha_over_rank": lora_cfg["alpha"] / lora_cfg["rank"],

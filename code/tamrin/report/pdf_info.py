@@ -45,3 +45,11 @@ def pdf_info(pdf: bytes) -> PdfInfo:
     for page in reader.pages:
         visit(page.get("/Resources"))
     return PdfInfo(len(reader.pages), frozenset(fonts))
+
+
+def pdf_text(pdf: bytes) -> list[str]:
+    """The text of each page as pypdf extracts it: words intact, though a right-to-left line may come out in
+    visual order (enough for word lists, not for reading order)."""
+    import pypdf
+
+    return [page.extract_text() or "" for page in pypdf.PdfReader(io.BytesIO(pdf)).pages]
