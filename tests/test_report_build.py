@@ -125,10 +125,9 @@ def test_persian_text_supplements_digits_cover_and_banner(report_only):
     assert re.search("جدول ?۱", text) and "معادله" in text
     for word in ("خدا", "دانشگاه", "تهران", "مطالب", "شکل‌ها", "جدول‌ها", "دانشجویی"):
         assert word in text, word
-    assert "offline demo — not PaliGemma results" in text
+    assert "offline test run — not PaliGemma results" in text
     source = (root / "report" / "report.typ").read_text(encoding="utf-8")
     assert "[به نام خدا]" in source
-    assert "<tab:memory-measured>" in source  # the fixture has a GPU measurement
     assert "\\[نام دانشجو\\]" in source and "\\[شمارهٔ دانشجویی\\]" in source  # placeholders: no student.toml
     # numbers from the results, in Persian digits: the test split size of the fixture
     n_test = len((FIXTURE / "data" / "test.jsonl").read_text(encoding="utf-8").splitlines())
@@ -141,7 +140,7 @@ def test_derivations_read_as_persian_proofs(report_only):
     from tamrin.report.templating import make_environment
 
     root, _ = report_only
-    source = (root / "report" / "report.typ").read_text(encoding="utf-8")
+    source = (root / "report" / "supplement.typ").read_text(encoding="utf-8")  # the checks are the supplement's
     derivations = json.loads((FIXTURE / "derive" / "derivations.json").read_text(encoding="utf-8"))
     symbolic = [d for d in derivations if d["check"] == "sympy"]
     assert 0 < len(symbolic) < len(derivations)
@@ -157,9 +156,36 @@ def test_derivations_read_as_persian_proofs(report_only):
             assert note in source, (d["name"], note)
         for a, text in zip(d["assumptions"], t["assumptions"]):
             assert text in source and f"(در گام {str(a['enters_at_step']).translate(FA)} به کار می‌رود.)" in source
-    text = _text(root / "report" / "report.pdf")
+    text = _text(root / "report" / "supplement.pdf")
     for word in ("اثبات", "حکم", "فوبینی", "بونفرونی"):  # words without ZWNJ: pypdf splits those
         assert word in text, word
+
+
+def test_each_answer_keeps_within_its_page_budget(report_only):
+    """The spans come from the report's own Typst introspection (report/report-layout.json, the <tamrin-layout>
+    metadata): a part may exceed its budget by 30% at most."""
+    from tamrin.report.budgets import over_budget, spans
+
+    root, _ = report_only
+    layout = json.loads((root / "report" / "report-layout.json").read_text(encoding="utf-8"))
+    print({part: round(span, 2) for part, span in spans(layout).items()}, layout["physical-pages"], "pages")
+    assert over_budget(layout) == []
+    assert layout["physical-pages"] <= 36
+
+
+def test_the_supplement_holds_the_checks_coverage_and_reproducibility(report_only):
+    root, _ = report_only
+    layout = json.loads((root / "report" / "report-layout.json").read_text(encoding="utf-8"))
+    source = (root / "report" / "supplement.typ").read_text(encoding="utf-8")
+    for label in ("supp:derivations", "supp:flow", "supp:coverage", "supp:reproducibility", "tab:coverage",
+                  "tab:provenance", "tab:packages", "tab:flow"):
+        assert f"<{label}>" in source, label
+    # the coverage table prints each answer's page as the report's own introspection gives it
+    for qid, answer in layout["answers"].items():
+        assert f"[{answer['page']}]" in source, qid
+    report = (root / "report" / "report.typ").read_text(encoding="utf-8")
+    assert "«بررسی‌شده با sympy ✓»" not in report  # the report cites the checks, the supplement holds them
+    assert report.count("پیوست تکمیلی") >= 3
 
 
 def test_memory_formulas_appear_once(report_only):
@@ -174,10 +200,9 @@ def test_memory_formulas_appear_once(report_only):
 # ------------------------------------------------------------------------------------------------ templates
 
 def _templates(tmp: Path, sections: dict[str, str] | None) -> Path:
-    """A copy of templates/ whose sections/ holds only `sections` (name → source)."""
+    """A copy of templates/ whose sections named in `sections` (name → source) are replaced."""
     tpl = tmp / "templates"
-    shutil.copytree(TEMPLATES, tpl, ignore=shutil.ignore_patterns("sections"))
-    (tpl / "sections").mkdir()
+    shutil.copytree(TEMPLATES, tpl)
     for name, src in (sections or {}).items():
         (tpl / "sections" / f"{name}.typ.j2").write_text(src, encoding="utf-8")
     return tpl
@@ -191,25 +216,9 @@ def _build(tmp: Path, tpl: Path):
     return rp, lambda: build_report(rp, cfg.report, cfg.student)
 
 
-def test_missing_sections_render_with_a_notice_and_the_results(tmp_path):
-    rp, build = _build(tmp_path, _templates(tmp_path, None))
-    memory = json.loads((rp.results / "memory" / "memory.json").read_text(encoding="utf-8"))
-    memory["measured"] = None  # no GPU measurement: its table is left out, and nothing refers to it
-    (rp.results / "memory" / "memory.json").write_text(json.dumps(memory), encoding="utf-8")
-    t0 = time.perf_counter()
-    result = build()
-    print(f"results-only report: {time.perf_counter() - t0:.2f} s, {result.pages} pages")
-    text = _text(result.pdf)
-    assert all(word in text for word in ("هنوز", "نوشته", "نشده")), "the missing-section notice is not in the PDF"
-    source = result.typ.read_text(encoding="utf-8")
-    assert source.count("#missing-section(") == 6
-    for label in ("tab:dataset", "fig:loss", "tab:rouge", "fig:samples", "tab:memory", "tab:flow"):
-        assert f"<{label}>" in source, label
-    assert "<tab:memory-measured>" not in source
-
-
 PLANTED = """= سوال اول
 دقت مدل ۸۷ درصد بود. TODO: بازنویسی
+با پروفایل نمایشی و گزینهٔ `lora.scope` آموزش دادیم.
 #figure(rect(width: 1cm, height: 1cm)) <fig:nocap>
 #figure(rect(width: 1cm, height: 1cm), caption: [بی‌ارجاع]) <fig:unref>
 #figure(grid([`x`]), caption: [شکل با کد]) <fig:listing>
@@ -234,7 +243,7 @@ def test_lint_catches_each_planted_fault(tmp_path):
     findings = info.value.findings
     kinds = {f.kind for f in findings}
     assert {"typed-number", "todo", "uncaptioned", "unreferenced", "figure-kind", "typst-warning", "font",
-            "glyph", "split-assignment", "gloss-unit", "latin-isolate", "orphan"} <= kinds, kinds
+            "glyph", "split-assignment", "gloss-unit", "latin-isolate", "orphan", "tool-vocabulary"} <= kinds, kinds
     by_kind = {k: [f for f in findings if f.kind == k] for k in kinds}
     assert any("87" in f.message or "۸۷" in f.message for f in by_kind["typed-number"])
     assert all(f.where.startswith("templates/sections/q1_1_vlm.typ.j2:") for f in by_kind["typed-number"])
@@ -243,6 +252,7 @@ def test_lint_catches_each_planted_fault(tmp_path):
     assert any(f.where == "templates/fonts/Vazirmatn-Medium.ttf" for f in by_kind["font"])  # missing file
     assert any("LibertinusSerif" in f.message for f in by_kind["font"])  # ǅ fell back to a font outside the set
     assert any("U+A74E" in f.message for f in by_kind["glyph"])
+    assert {m.split("»")[0] for m in (f.message for f in by_kind["tool-vocabulary"])} >= {"«پروفایل", "«lora.scope"}
     assert not (rp.report / "report.pdf").exists(), "a PDF that failed the lint must not be left for the zip"
     message = str(info.value)
     assert message.startswith(f"report lint failed with {len(findings)} problem(s):")

@@ -32,13 +32,13 @@ def test_loss_trend(first, last, case):
 def test_training_numbers():
     summary = {"loss_first_mean": 5.0, "loss_last_mean": 1.0, "trainable_params": 50, "total_params": 1000,
                "world_size": 2, "peak_gpu_mem_gib": None, "peak_cpu_rss_mib": 2048.0}
-    t = C.training(summary, {"alpha": 32.0, "rank": 16}, {"max_grad_norm": None})
-    assert t == {"loss_trend": "fell_by_half", "trainable_fraction": 0.05, "alpha_over_rank": 2.0, "multi_gpu": True,
+    t = C.training(summary, {"alpha": 32.0, "rank": 16}, {"max_grad_norm": None, "lr": 3e-3})
+    assert t == {"lr_case": "above_qlora_range", "loss_trend": "fell_by_half", "trainable_fraction": 0.05, "alpha_over_rank": 2.0, "multi_gpu": True,
                  "clips_gradients": False, "on_gpu": False, "peak_rss_gib": 2.0}
     t = C.training({**summary, "world_size": 1, "peak_gpu_mem_gib": 3.1, "peak_cpu_rss_mib": None},
-                   {"alpha": 8.0, "rank": 16}, {"max_grad_norm": 1.0})
-    assert (t["multi_gpu"], t["clips_gradients"], t["on_gpu"], t["peak_rss_gib"], t["alpha_over_rank"]) == \
-        (False, True, True, None, 0.5)
+                   {"alpha": 8.0, "rank": 16}, {"max_grad_norm": 1.0, "lr": 2e-4})
+    assert (t["multi_gpu"], t["clips_gradients"], t["on_gpu"], t["peak_rss_gib"], t["alpha_over_rank"], t["lr_case"]) == \
+        (False, True, True, None, 0.5, "qlora_range")
 
 
 # ------------------------------------------------------------------------------------------------ ROUGE

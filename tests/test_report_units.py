@@ -194,3 +194,20 @@ def test_loss_figure_leaves_out_a_skipped_step(tmp_path):
              "skipped": "non-finite loss" if s == 3 else None} for s in range(1, 11)]
     out = loss_figure(rows, 3, tmp_path / "loss.svg")
     assert out.stat().st_size > 1000
+
+
+def test_the_tool_vocabulary_lint_finds_each_kind_and_passes_plain_prose():
+    from tamrin.report.vocabulary import vocabulary_findings
+
+    planted = ["نتایج با Tamrin و پروفایل demo ساخته شد", "python build.py all --set lora.scope=all",
+               "مرحلهٔ memory و commit 3f2a و cache key", "results/eval/manifest.json", "train.max_minutes"]
+    found = vocabulary_findings(planted, "x.pdf")
+    pages = {f.where for f in found}
+    assert pages == {f"x.pdf page {i}" for i in range(1, 6)}, pages
+    words = {f.message.split("»")[0].lstrip("«") for f in found}
+    assert {"Tamrin", "پروفایل", "demo", "build.py", "--set", "lora.scope", "commit", "cache key", "results/",
+            "train.max_minutes"} <= words, words
+    assert any(w.startswith("مرحلهٔ") or w.startswith("memory") for w in words), words
+    clean = ["در زیربخش سوم، مرحلهٔ دوم پیش‌آموزش (Stage 2) با Flow Matching و data parallelism آمده است.",
+             "حافظهٔ QLoRA برابر ۵٫۰۹ GiB است؛ peft و transformers را به کار بردیم."]
+    assert vocabulary_findings(clean, "x.pdf") == []

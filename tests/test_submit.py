@@ -29,7 +29,7 @@ STUDENT = {"first_name_fa": "علی", "last_name_fa": "محمدی", "first_name_
 
 # What the zip of the fixture must hold, exactly.
 EXPECTED = {
-    "report.pdf", "notebook.ipynb", "notebook.html",
+    "report.pdf", "supplement.pdf", "notebook.ipynb", "notebook.html",
     "build.py", "README.md", "pyproject.toml", "Makefile",
     "code/tamrin/__init__.py", "code/tamrin/submit/pack.py",
     "templates/report.typ.j2", "templates/style.typ",
@@ -136,6 +136,7 @@ def make_tree(root: Path, profile: str = "paper", student: dict | None = STUDENT
     _png(root / "figures/loss.png", "blue")
     _pdf(root / "figures/rouge.pdf")
     _pdf(root / "report/report.pdf")
+    _pdf(root / "report/supplement.pdf")
     _w(root / "report/report.typ", "= report\n")
     return root
 
@@ -188,6 +189,7 @@ def test_zip_holds_exactly_the_expected_files(tmp_path, template):
     with zipfile.ZipFile(out) as zf:
         nb = nbformat.reads(zf.read("notebook.ipynb").decode(), as_version=4)
         assert zf.read("report.pdf") == (root / "report/report.pdf").read_bytes()
+        assert zf.read("supplement.pdf") == (root / "report/supplement.pdf").read_bytes()
         modes = {i.filename: (i.external_attr >> 16) & 0o777 for i in zf.infolist()}
     assert modes["notebook.ipynb"] == 0o644  # readable once unpacked, though atomic writes made it 0600
     nbformat.validate(nb)

@@ -8,6 +8,7 @@ pack it). Never imports torch, transformers or datasets.
 """
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 import time
@@ -405,6 +406,7 @@ def build_report(rp: ReportPaths, report_cfg: Any, student: Any, log: Any = None
     assert compiled is not None and supp is not None
     _write_pdf(pdf_path, compiled.pdf)
     _write_pdf(supp_pdf, supp.pdf)
+    write_text(rp.report / "report-layout.json", json.dumps(layout, ensure_ascii=False, indent=1))
     seconds = time.perf_counter() - t0
     pages = pdf_info(compiled.pdf).pages
     if log is not None:

@@ -81,7 +81,7 @@ def validate(path: Path, expected: list[str], pdf_name: str) -> None:
         raise TamrinError(f"{pdf_name} inside the zip has no pages; rebuild it with `python build.py report`")
 
 
-def write_zip(entries: list[Entry], dest: Path, max_mb: float, pdf_name: str) -> list[Item]:
+def write_zip(entries: list[Entry], dest: Path, max_mb: float, pdf_names: tuple[str, ...]) -> list[Item]:
     """Write `entries` to `dest` via a temporary file in the same folder; only a zip that fits the size
     limit and passes validation replaces `dest`."""
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -97,7 +97,8 @@ def write_zip(entries: list[Entry], dest: Path, max_mb: float, pdf_name: str) ->
             raise TamrinError(f"the zip would be {human(size)}, over zip.max_mb = {max_mb:g} MB; largest items: "
                               f"{', '.join(largest(items))} — drop them or raise the limit "
                               f"(--set zip.max_mb=…)")
-        validate(tmp, [e.arc for e in entries], pdf_name)
+        for pdf_name in pdf_names:
+            validate(tmp, [e.arc for e in entries], pdf_name)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it 0600

@@ -17,7 +17,7 @@ from ..runner import MANIFEST, StageContext
 from .archive import human, summary, write_zip
 from .naming import missing_keys, zip_name
 from .readable import readable_text
-from .select import REPORT_PDF, plan
+from .select import PDFS, plan
 
 
 def result_profiles(results: Path) -> dict[str, str]:
@@ -58,13 +58,13 @@ def run(ctx: StageContext) -> None:
         raise TamrinError(f"refusing to pack demo results ({', '.join(demo)} ran with the offline demo profile, "
                           "not PaliGemma): run with --profile paper, or pass --allow-demo to pack them anyway")
     check_student(ctx)
-    pdf = paths.report / "report.pdf"
-    check_report(pdf, paths.rel(pdf))
+    for name in PDFS:
+        check_report(paths.report / name, paths.rel(paths.report / name))
 
     from .notebook import ensure_notebook  # nbformat/nbconvert load only when the zip is really built
 
     ensure_notebook(ctx)
-    entries = plan(paths.root, paths.results, paths.figures, pdf, paths.dist, cfg.include_adapter)
+    entries = plan(paths.root, paths.results, paths.figures, paths.report, paths.dist, cfg.include_adapter)
     hits = scan([(e.arc, readable_text(e.src)) for e in entries], identity())
     if hits:
         more = f" (and {len(hits) - 1} more: {'; '.join(hits[1:4])})" if len(hits) > 1 else ""
@@ -72,7 +72,7 @@ def run(ctx: StageContext) -> None:
                           "leaked token at huggingface.co/settings/tokens), then run the zip again")
 
     dest = paths.dist / zip_name(cfg.name_pattern, ctx.cfg.student)
-    items = write_zip(entries, dest, cfg.max_mb, REPORT_PDF)
+    items = write_zip(entries, dest, cfg.max_mb, PDFS)
     if demo:
         ctx.log.warning(f"packed DEMO results ({', '.join(demo)}) because of --allow-demo: they are not "
                         "PaliGemma results — do not hand this zip in as your answer")

@@ -29,6 +29,8 @@ ADAPTER = "finetune/adapter"  # relative to results/
 DATASET_IMAGES = "data/images"  # relative to results/: images of the dataset, never packed
 NOTEBOOK_FILES = ("notebook.ipynb", "notebook.html")  # in dist/, packed at the zip's top level
 REPORT_PDF = "report.pdf"  # packed at the zip's top level
+SUPPLEMENT_PDF = "supplement.pdf"  # beside it: the checks and reproducibility material that support the answers
+PDFS = (REPORT_PDF, SUPPLEMENT_PDF)  # both in report/
 
 
 @dataclass(frozen=True)
@@ -139,10 +141,10 @@ def figure_entries(figures: Path) -> list[Entry]:
             if not f.name.startswith(".") and not is_excluded(f.relative_to(figures).as_posix())]
 
 
-def plan(root: Path, results: Path, figures: Path, report_pdf: Path, dist: Path,
+def plan(root: Path, results: Path, figures: Path, report_dir: Path, dist: Path,
          include_adapter: bool) -> list[Entry]:
-    """Every file of the zip: report.pdf and the notebook at the top, then code, results, figures."""
-    top = [Entry(report_pdf, REPORT_PDF)]
+    """Every file of the zip: report.pdf, supplement.pdf and the notebook at the top, then code, results, figures."""
+    top = [Entry(report_dir / name, name) for name in PDFS]
     top += [Entry(dist / n, n) for n in NOTEBOOK_FILES if (dist / n).is_file()]
     entries = top + code_entries(root) + result_entries(results, include_adapter) + figure_entries(figures)
     seen: set[str] = set()
