@@ -28,7 +28,7 @@ def test_every_question_of_the_assignment_with_its_points():
     points = {q.id: q.points for q in COV.QUESTIONS}
     assert (points["1.1.1"], points["1.3.1"], points["1.4.3"], points["1.5.1"], points["1.5.4"]) == (2.5, 6, 10, 20, 3)
     assert COV.total_points() == 105
-    assert {q.section for q in COV.QUESTIONS} == {s.name for s in SECTIONS}
+    assert {q.section for q in COV.QUESTIONS} == set(SECTIONS)
 
 
 def test_heading_labels_only_count_labels_on_heading_lines():
