@@ -15,7 +15,7 @@ import pytest
 
 from tamrin.config import load_config
 from tamrin.errors import TamrinError
-from tamrin.report.figure_cache import Drawing
+from tamrin.report.figure_cache import draw_stale
 from tamrin.report.build import ReportPaths, build_report
 from tamrin.report.lint import LintError
 
@@ -74,25 +74,6 @@ def test_report_only_renders_without_importing_torch(report_only):
     assert (root / "report" / "report.pdf").stat().st_size > 50_000
     for name in ("loss.svg", "per_qtype.svg", "flow_w2.svg", "flow_samples.png", "flow_trajectories.png"):
         assert (root / "figures" / name).is_file(), name
-
-
-def test_the_pdf_after_the_warm_up_compile_is_a_from_scratch_compile(report_only):
-    """report-only lays the document out once while the figures are drawn (with placeholders in their place) and
-    compiles again after: the kept PDF must be byte for byte what one compile of the finished files gives, in a
-    fresh interpreter (nothing memoised) with the same timestamp."""
-    root, _ = report_only
-    code = (f"import sys; sys.path.insert(0, {str(ROOT / 'code')!r})\n"
-            "from pathlib import Path\n"
-            "from tamrin.report.build import _latest_finish, manifests_of\n"
-            "from tamrin.report.context import load_results\n"
-            "from tamrin.report.typst_compile import compile_pdf\n"
-            f"root = Path({str(root)!r})\n"
-            "stamp = _latest_finish(manifests_of(load_results(root / 'results')))\n"
-            f"pdf = compile_pdf(root / 'report' / 'report.typ', root, Path({str(TEMPLATES / 'fonts')!r}), stamp).pdf\n"
-            "sys.stdout.buffer.write(pdf)\n")
-    fresh = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=240, cwd=root)
-    assert fresh.returncode == 0, fresh.stderr[-3000:]
-    assert fresh.stdout == (root / "report" / "report.pdf").read_bytes()
 
 
 def _fonts(pdf: Path) -> dict[str, bool]:
@@ -288,51 +269,30 @@ def test_a_missing_result_is_one_line_naming_the_file_and_the_command(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ figures
 
+def _draw(results: Path, out: Path) -> dict[str, bool]:
+    from tamrin.report.context import load_results
+    from tamrin.report.figures import figure_specs, smoothing_window
+
+    r = load_results(results)
+    return draw_stale(list(figure_specs(r, smoothing_window(len(r["finetune"]["loss"]), 20)).values()), out)
+
+
 def test_figures_are_redrawn_only_when_their_data_change(tmp_path):
-    """The one drawing path (a child process reading results/): a second run redraws nothing, changed loss rows
-    redraw only the loss figure, a deleted file redraws only that file."""
+    """A second run redraws nothing, changed loss rows redraw only the loss figure, a deleted file redraws only
+    that file, and a comment in the drawing code redraws nothing (the code is hashed by its syntax tree)."""
     results, out = tmp_path / "results", tmp_path / "figures"
     shutil.copytree(FIXTURE, results)
-    files = {"loss.svg", "per_qtype.svg", "flow_samples.png", "flow_trajectories.png", "flow_w2.svg", "ablation_rank.svg"}
-    assert Drawing(results, out, 20).wait() == dict.fromkeys(files, True)
-    assert all((out / f).stat().st_size > 1000 for f in files)
-    assert Drawing(results, out, 20).wait() == dict.fromkeys(files, False)
+    drawn = _draw(results, out)
+    files = set(drawn)
+    assert {"loss.svg", "per_qtype.svg", "flow_samples.png", "flow_trajectories.png", "flow_w2.svg"} <= files
+    assert all(drawn.values()) and all((out / f).stat().st_size > 1000 for f in files)
+    assert _draw(results, out) == dict.fromkeys(files, False)
     loss = results / "finetune" / "loss.jsonl"
     loss.write_text("".join(loss.read_text(encoding="utf-8").splitlines(keepends=True)[:-1]), encoding="utf-8")
     (out / "flow_w2.svg").unlink()
-    redrawn = Drawing(results, out, 20).wait()
+    redrawn = _draw(results, out)
     assert {f for f, again in redrawn.items() if again} == {"loss.svg", "flow_w2.svg"}
-    assert (out / "flow_w2.svg").is_file()
-
-
-def test_every_figure_path_holds_an_image_once_the_drawing_is_ready(tmp_path):
-    """`ready()` comes after the child has put a placeholder at each stale figure's path (so Typst can start);
-    after `wait()` each file is the drawn figure, and a placeholder left by a failed child is redrawn."""
-    from tamrin.report.figure_cache import PLACEHOLDERS, read_cache
-
-    results, out = tmp_path / "results", tmp_path / "figures"
-    shutil.copytree(FIXTURE, results)
-    drawing = Drawing(results, out, 20)
-    assert drawing.ready()
-    files = [p for p in out.iterdir() if p.suffix in PLACEHOLDERS]
-    assert len(files) >= 5 and all(p.stat().st_size > 0 for p in files)
-    drawn = drawing.wait()
-    assert all(drawn.values()) and sorted(drawn) == sorted(p.name for p in files)
-    assert not any(p.read_bytes() == PLACEHOLDERS[p.suffix] for p in files)
-    assert not list(out.glob(".drawing-*"))  # every temporary file was renamed over its figure
-    # a child that died after its placeholders: no key recorded, so the next drawing replaces them
-    victim = out / sorted(drawn)[0]
-    victim.write_bytes(PLACEHOLDERS[victim.suffix])
-    cache = read_cache(out)
-    del cache[victim.name]
-    (out / ".figures-cache.json").write_text(json.dumps(cache))
-    assert Drawing(results, out, 20).wait()[victim.name] is True
-    assert victim.read_bytes() != PLACEHOLDERS[victim.suffix]
-
-
-def test_a_failing_figure_child_is_one_error_naming_the_cause(tmp_path):
-    with pytest.raises(RuntimeError, match="drawing the figures failed"):
-        Drawing(tmp_path / "no-results", tmp_path / "figures", 20).wait()
+    assert (out / "flow_w2.svg").is_file() and not list(out.glob(".drawing-*"))
 
 
 def test_fixture_maker_keeps_what_the_report_reads(tmp_path):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -25,7 +24,7 @@ from ..errors import TamrinError
 from . import derivation_text
 from . import cases, coverage
 from . import figures as figs
-from .figure_cache import Drawing
+from .figure_cache import draw_stale
 from .context import config_dict, demo_stages, load_results, manifests_of
 from .lint import (Finding, LintError, bib_keys, covered_codepoints, figure_findings, font_findings,
                    glyph_findings, lint_templates, undefined_references)
@@ -158,13 +157,14 @@ def package_rows(manifests: dict[str, dict]) -> list[tuple[str, str]]:
 
 
 def make_figures(r: dict[str, Any], rp: ReportPaths, cfg: Any) -> tuple[dict[str, str], list[dict], int]:
-    """The figures' Typst paths (a child process draws them: `figure_cache.Drawing`) and the images the report
-    shows, copied into figures/; returns (figure name → Typst path, dataset examples, loss smoothing window)."""
+    """The figures (the stale ones redrawn: figure_cache.draw_stale) and the images the report shows, copied into
+    figures/; returns (figure name → Typst path, dataset examples, loss smoothing window)."""
     out = rp.figures
     if not r["finetune"]["loss"]:
         raise TamrinError("results/finetune/loss.jsonl has no steps: rerun `python build.py finetune --force finetune`")
     window = figs.smoothing_window(len(r["finetune"]["loss"]), cfg.smooth_window)
     specs = figs.figure_specs(r, window)
+    draw_stale(list(specs.values()), out)
     fig = {name: _typst_path(out / spec.file, rp.root) for name, spec in specs.items()}
 
     data_dir = rp.results / "data"
@@ -271,27 +271,6 @@ def _check_derivations(r: dict[str, Any]) -> None:
                           "does not print an unchecked proof — fix code/tamrin/flow and rerun `python build.py derive`")
 
 
-def _warm_up(drawing: Drawing, typ_path: Path, root: Path, fonts_dir: Path, timestamp: datetime | None
-             ) -> threading.Thread | None:
-    """A first compile of report.typ in a thread, while the figures are drawn and this thread lints: its output
-    is dropped, but Typst memoises the layout, so the compile after the drawing redoes only what the finished
-    figures change (on the results fixture, 2 cores: 1.1 s for a compile from nothing, 0.2–0.3 s after this one).
-    The `typst` package releases the GIL while it compiles. Started only once every figure path holds an image
-    (`Drawing.ready`); a warm-up that fails changes nothing but the time."""
-    if not drawing.ready():
-        return None
-
-    def run() -> None:
-        try:
-            compile_pdf(typ_path, root, fonts_dir, timestamp=timestamp)
-        except (TypstCompileError, RuntimeError, OSError):
-            pass  # the compile after the drawing reports every problem
-
-    thread = threading.Thread(target=run, name="typst-warm-up", daemon=True)
-    thread.start()
-    return thread
-
-
 def _compile_checked(typ_path: Path, rp: ReportPaths, timestamp: datetime | None, findings: list[Finding]
                      ) -> Any:
     """Compile one document and add the findings that depend on its layout (Typst warnings, figures and their
@@ -352,38 +331,28 @@ def build_report(rp: ReportPaths, report_cfg: Any, student: Any, log: Any = None
     if not bib.is_file():
         raise TamrinError("missing templates/refs.bib: the bibliography of the report (see templates/README.md)")
 
-    # The figures first: the child process starts now and works while this one renders (figure_cache.Drawing).
-    drawing = Drawing(rp.results, rp.figures, report_cfg.smooth_window)
-    try:
-        import typst
+    import typst
 
-        r = load_results(rp.results)
-        _check_derivations(r)
-        timings["read"] = time.perf_counter() - t0
-        context = build_context(r, rp, report_cfg, student, typst.__version__)
-        findings += derivation_text.lint(context["derivation_texts"])
-        findings += derivation_text.drift(context["derivation_texts"], r["derive"]["derivations"])
-        if any(f.kind == "derivation-text" for f in findings):
-            raise LintError(findings)  # the proofs cannot be rendered without their words
-        env = environment(context, rp.templates, rp.cache_dir())
-        source = render(env, "report.typ.j2")
-        rp.report.mkdir(parents=True, exist_ok=True)
-        write_text(typ_path, source)
-        for name in ("style.typ", "layout.typ", "refs.bib"):
-            shutil.copyfile(rp.templates / name, rp.report / name)
-        timestamp = _latest_finish(manifests_of(r))
-        warm_up = _warm_up(drawing, typ_path, rp.root, fonts_dir, timestamp)
-        findings += lint_templates(rp.templates, template_names(rp))
-        findings += coverage.findings(rp.templates)
-        findings += _source_findings(source, bib, fonts_dir, rp.templates / "style.typ")
-        timings["render"] = time.perf_counter() - t0 - sum(timings.values())
-    except BaseException:
-        drawing.close()
-        raise
-    drawing.wait()  # the figures must exist before Typst reads them
-    if warm_up is not None:
-        warm_up.join()
-    timings["figures (wait)"] = time.perf_counter() - t0 - sum(timings.values())
+    r = load_results(rp.results)
+    _check_derivations(r)
+    timings["read"] = time.perf_counter() - t0
+    context = build_context(r, rp, report_cfg, student, typst.__version__)
+    timings["figures"] = time.perf_counter() - t0 - sum(timings.values())
+    findings += derivation_text.lint(context["derivation_texts"])
+    findings += derivation_text.drift(context["derivation_texts"], r["derive"]["derivations"])
+    if any(f.kind == "derivation-text" for f in findings):
+        raise LintError(findings)  # the proofs cannot be rendered without their words
+    env = environment(context, rp.templates, rp.cache_dir())
+    source = render(env, "report.typ.j2")
+    rp.report.mkdir(parents=True, exist_ok=True)
+    write_text(typ_path, source)
+    for name in ("style.typ", "layout.typ", "refs.bib"):
+        shutil.copyfile(rp.templates / name, rp.report / name)
+    timestamp = _latest_finish(manifests_of(r))
+    findings += lint_templates(rp.templates, template_names(rp))
+    findings += coverage.findings(rp.templates)
+    findings += _source_findings(source, bib, fonts_dir, rp.templates / "style.typ")
+    timings["render"] = time.perf_counter() - t0 - sum(timings.values())
 
     compiled = supp = None
     if not any(f.kind == "undefined-reference" for f in findings):  # Typst stops at the first one anyway

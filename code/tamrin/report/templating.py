@@ -17,8 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from jinja2 import nodes
-from jinja2.compiler import CodeGenerator
 
 from ..contract.persian import fa, pct, percent, plus_minus
 from .typst_text import Raw, assignment, code_number, escape_markup, sci, typst_string
@@ -47,7 +45,11 @@ class TemplateValueError(jinja2.TemplateError):
     """A value a template tried to print that has no single right rendering."""
 
 
-def finalize(value: Any) -> Any:
+@jinja2.pass_eval_context
+def finalize(eval_ctx: Any, value: Any) -> Any:
+    """Every printed value as Typst-safe text. It takes the evaluation context (unused) because Jinja folds a
+    constant output (`⟦ 3 ⟧`, `⟦ "a&b" ⟧`) at compile time, HTML-escaped and past `finalize`, unless finalize
+    needs the runtime context (jinja2/compiler.py, CodeGenerator.visit_Output): so every value comes here."""
     if hasattr(value, "__html__"):  # Raw, Markup (macro output), _Escaped
         return value
     if isinstance(value, bool) or value is None:
@@ -62,21 +64,9 @@ def finalize(value: Any) -> Any:
     raise TemplateValueError(f"template printed a {type(value).__name__} ({str(value)[:60]!r}); print one field of it")
 
 
-class _RuntimeOutputCodeGenerator(CodeGenerator):
-    """Jinja folds constant outputs (`⟦ 3 ⟧`, `⟦ "a&b" ⟧`) at compile time with HTML escaping and without
-    calling `finalize` on the raw value; send every expression through `finalize` at run time instead."""
-
-    def _output_child_to_const(self, node: nodes.Expr, frame: Any, finalize: Any) -> str:
-        if isinstance(node, nodes.TemplateData):
-            return super()._output_child_to_const(node, frame, finalize)
-        raise nodes.Impossible()
-
-
 class ReportEnvironment(jinja2.Environment):
     """`a.b` on a dict looks the key up first, so result keys such as `items` or `values` are not
     shadowed by dict methods."""
-
-    code_generator_class = _RuntimeOutputCodeGenerator
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         if isinstance(obj, dict) and attribute in obj:
