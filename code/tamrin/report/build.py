@@ -285,7 +285,8 @@ def _compile_checked(typ_path: Path, rp: ReportPaths, timestamp: datetime | None
     findings += [Finding("typst-warning", where, w.line()) for w in compiled.warnings]
     findings += figure_findings(query(compiled, "figure"), query(compiled, "ref"))
     findings += orphan_findings(query(compiled, "<tamrin-keep>"))
-    findings += font_findings(pdf_info(compiled.pdf).fonts, ALLOWED_PDF_FONTS)
+    compiled.info = pdf_info(compiled.pdf)
+    findings += font_findings(compiled.info.fonts, ALLOWED_PDF_FONTS)
     return compiled
 
 
@@ -377,9 +378,9 @@ def build_report(rp: ReportPaths, report_cfg: Any, student: Any, log: Any = None
     _write_pdf(supp_pdf, supp.pdf)
     write_text(rp.report / "report-layout.json", json.dumps(layout, ensure_ascii=False, indent=1))
     seconds = time.perf_counter() - t0
-    pages = pdf_info(compiled.pdf).pages
+    pages = compiled.info.pages
     if log is not None:
-        log.info(f"report: report/report.pdf ({pages} pages) and report/supplement.pdf ({pdf_info(supp.pdf).pages} "
+        log.info(f"report: report/report.pdf ({pages} pages) and report/supplement.pdf ({supp.info.pages} "
                  f"pages) in {seconds:.1f} s: " + ", ".join(f"{k} {v:.2f}" for k, v in timings.items()))
     return BuildResult(pdf_path, typ_path, seconds, pages, timings, supplement=supp_pdf)
 

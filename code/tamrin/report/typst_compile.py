@@ -52,6 +52,7 @@ class Compiled:
     pdf: bytes
     warnings: list[Diagnostic]
     compiler: object  # typst.Compiler, kept for queries on the same (cached) document
+    info: object = None  # pdf_info.PdfInfo once read (pages, fonts)
 
 
 def compile_pdf(main: Path, root: Path, fonts_dir: Path, timestamp: datetime | None = None) -> Compiled:
