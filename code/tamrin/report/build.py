@@ -27,13 +27,13 @@ from . import figures as figs
 from .figure_cache import draw_stale
 from .context import config_dict, demo_stages, load_results, manifests_of
 from .lint import (Finding, LintError, bib_keys, covered_codepoints, figure_findings, font_findings,
-                   glyph_findings, lint_templates, undefined_references)
+                   glyph_findings, undefined_references)
 from ..contract.persian import jalali_date
 from .pdf_info import pdf_info, pdf_text
 from .vocabulary import vocabulary_findings
 from .templating import make_environment
 from .typst_scan import scan
-from .typography import orphan_findings, typography_findings
+from .typography import orphan_findings
 from .typst_compile import ALLOWED_PDF_FONTS, TypstCompileError, compile_pdf, missing_font_files, query
 
 TEMPLATES = ROOT / "templates"
@@ -225,13 +225,6 @@ def template_decisions(r: dict[str, Any], data_examples: list[dict]) -> dict[str
             "qtype_fa": cases.qtype_names(QTYPE_FA, qtypes)}
 
 
-def template_names(rp: ReportPaths) -> list[str]:
-    names = ["report.typ.j2", "supplement.typ.j2"]
-    names += sorted(f"{d}/{p.name}" for d in ("results", "supplement") for p in (rp.templates / d).glob("*.typ.j2"))
-    names += [f"sections/{name}.typ.j2" for name in SECTIONS]
-    return names
-
-
 def environment(context: dict[str, Any], templates_dir: Path, cache_dir: Path | None = None) -> jinja2.Environment:
     """The Jinja environment with the whole context as globals (visible in imported macros too: `⟦% from … import
     m %⟧` has no context)."""
@@ -290,11 +283,13 @@ def _compile_checked(typ_path: Path, rp: ReportPaths, timestamp: datetime | None
     return compiled
 
 
-def _source_findings(source: str, bib: Path, fonts_dir: Path, style: Path) -> list[Finding]:
+def _source_findings(source: str, bib: Path, fonts_dir: Path) -> list[Finding]:
+    """The checks of a rendered source that depend on the results printed into it: references that resolve and
+    glyphs the vendored fonts cover. The template-source lints (typed numbers, markers, typography, coverage)
+    run in the tests, on the fixture render (tests/test_report_build.py)."""
     scanned = scan(source)
     return (undefined_references(source, bib_keys(bib.read_text(encoding="utf-8")), scanned)
-            + glyph_findings(source, covered_codepoints(fonts_dir), scanned)
-            + typography_findings(source, style, scanned))
+            + glyph_findings(source, covered_codepoints(fonts_dir), scanned))
 
 
 def report_layout(compiled: Any) -> dict[str, Any]:
@@ -350,9 +345,7 @@ def build_report(rp: ReportPaths, report_cfg: Any, student: Any, log: Any = None
     for name in ("style.typ", "layout.typ", "refs.bib"):
         shutil.copyfile(rp.templates / name, rp.report / name)
     timestamp = _latest_finish(manifests_of(r))
-    findings += lint_templates(rp.templates, template_names(rp))
-    findings += coverage.findings(rp.templates)
-    findings += _source_findings(source, bib, fonts_dir, rp.templates / "style.typ")
+    findings += _source_findings(source, bib, fonts_dir)
     timings["render"] = time.perf_counter() - t0 - sum(timings.values())
 
     compiled = supp = None
@@ -364,7 +357,7 @@ def build_report(rp: ReportPaths, report_cfg: Any, student: Any, log: Any = None
         env.globals["report_layout"] = layout
         supp_source = render(env, "supplement.typ.j2")
         write_text(supp_typ, supp_source)
-        findings += _source_findings(supp_source, bib, fonts_dir, rp.templates / "style.typ")
+        findings += _source_findings(supp_source, bib, fonts_dir)
         if not any(f.kind == "undefined-reference" for f in findings):
             supp = _compile_checked(supp_typ, rp, timestamp, findings)
     timings["compile"] = time.perf_counter() - t0 - sum(timings.values())

@@ -124,6 +124,20 @@ def lint_templates(templates_dir: Path, names: list[str]) -> list[Finding]:
     return findings
 
 
+def source_lints(templates_dir: Path, rendered: list[str]) -> list[Finding]:
+    """The lints of the template sources and their rendered output that do not depend on the results: typed
+    numbers and open markers in every template, an answer heading for every question, and the typography rules
+    on each rendered document. The tests run them on the fixture render (the build does not)."""
+    from . import coverage
+    from .typography import typography_findings
+
+    names = sorted(p.relative_to(templates_dir).as_posix() for p in templates_dir.rglob("*.typ.j2"))
+    findings = lint_templates(templates_dir, names) + coverage.findings(templates_dir)
+    for source in rendered:
+        findings += typography_findings(source, templates_dir / "style.typ")
+    return findings
+
+
 def bib_keys(bib_text: str) -> set[str]:
     return set(_BIB_KEY.findall(bib_text))
 
