@@ -200,7 +200,8 @@ def test_the_tool_vocabulary_lint_finds_each_kind_and_passes_plain_prose():
     from tamrin.report.vocabulary import vocabulary_findings
 
     planted = ["نتایج با Tamrin و پروفایل demo ساخته شد", "python build.py all --set lora.scope=all",
-               "مرحلهٔ memory و commit 3f2a و cache key", "results/eval/manifest.json", "train.max_minutes"]
+               "مرحلهٔ memory و commit 3f2a و cache key", "results/eval/manifest.json", "minutes_max.train"]
+    # the last page as PDFium gives a config key inside a right-to-left line: its segments reversed
     found = vocabulary_findings(planted, "x.pdf")
     pages = {f.where for f in found}
     assert pages == {f"x.pdf page {i}" for i in range(1, 6)}, pages

@@ -42,14 +42,30 @@ def _config_keys() -> re.Pattern[str]:
     return re.compile(r"(?<![\w.])(?:" + "|".join(map(re.escape, keys)) + r")(?![\w])")
 
 
+_LATIN_TOKEN = re.compile(r"[A-Za-z0-9]*(?:[._/-]+[A-Za-z0-9]*)+")
+_SEPARATORS = re.compile(r"([._/-]+)")
+
+
+def _segments_reversed(text: str) -> str:
+    """`text` with the segments of every Latin token joined by . _ / - in reverse order. Inside a right-to-left
+    line the PDF text extractor (PDFium) orders those segments right to left, since the separators are bidi
+    neutrals: `lora.scope` comes back as `scope.lora`, `train.max_minutes` as `minutes_max.train`."""
+    return _LATIN_TOKEN.sub(lambda m: "".join(reversed(_SEPARATORS.split(m.group()))), text)
+
+
 def vocabulary_findings(pages: list[str], where: str) -> list[Finding]:
-    """One finding per banned word on a page of the compiled document's text."""
+    """One finding per banned word on a page of the compiled document's text (read both as extracted and with
+    the segments of Latin tokens reversed, whichever order the extractor gave them in)."""
     rules = [(re.compile(p, re.IGNORECASE), why) for p, why in FIXED]
     rules += [(STAGE_WORD, "a stage name"), (_config_keys(), "a config key")]
     out = []
-    for number, text in enumerate(pages, 1):
+    for number, page in enumerate(pages, 1):
+        seen: set[tuple[str, int]] = set()
         for pattern, why in rules:
-            for m in pattern.finditer(text):
+            for m in (m for text in (page, _segments_reversed(page)) for m in pattern.finditer(text)):
+                if (m.group(), id(pattern)) in seen:
+                    continue
+                seen.add((m.group(), id(pattern)))
                 out.append(Finding("tool-vocabulary", f"{where} page {number}",
                                    f"«{' '.join(m.group().split())}» is {why}: the report is the student's answer and "
                                    "never names the tool's machinery (move it to the supplement or reword it)"))
