@@ -32,6 +32,10 @@ class HTML:
     def __init__(self, data): self.data = data
 class Image:
     def __init__(self, filename=None, **kw): self.filename = filename
+class SVG:
+    def __init__(self, filename=None, **kw):
+        self.filename = filename
+        assert open(filename).read().lstrip().startswith(("<?xml", "<svg")), filename
 class FileLink:
     def __init__(self, path): self.path = path
 def display(*objs):

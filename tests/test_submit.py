@@ -43,7 +43,7 @@ EXPECTED = {
     "results/memory/manifest.json", "results/memory/memory.json",
     "results/derive/manifest.json", "results/derive/derivations.json", "results/flow/manifest.json",
     "results/flow/experiment.json",
-    "figures/loss.png", "figures/rouge.pdf",
+    "figures/loss.svg", "figures/rouge.pdf",
 }
 ADAPTER = {"results/finetune/adapter/adapter_config.json", "results/finetune/adapter/adapter_model.safetensors"}
 
@@ -133,7 +133,7 @@ def make_tree(root: Path, profile: str = "paper", student: dict | None = STUDENT
     _w(root / "results/.staging/eval-123/metrics.json", {"partial": True})
     _w(root / "results/last-error.txt", "Traceback\n")
     # products
-    _png(root / "figures/loss.png", "blue")
+    _w(root / "figures/loss.svg", "<svg xmlns='http://www.w3.org/2000/svg'/>")  # the name the report draws
     _pdf(root / "figures/rouge.pdf")
     _pdf(root / "report/report.pdf")
     _pdf(root / "report/supplement.pdf")
@@ -373,8 +373,13 @@ def test_inline_views_read_the_results(tmp_path, template):
     assert rows[1]["rougeL"] == "0.900 [0.850, 0.950]" and rows[0]["exact match"] == "0.200"
     html = show.samples_html(results)
     assert html.count("<img src=\"data:image/png;base64,") == 3 and "What color is object 2?" in html
-    assert show.loss_figure_path(root / "figures") == root / "figures/loss.png"
-    fig = show.plot_loss(results, window=5)
-    raw, avg = fig.axes[0].lines
-    assert list(raw.get_xdata()) == list(range(1, 31)) and avg.get_ydata()[4] == pytest.approx(
-        sum(3.0 / s for s in range(1, 6)) / 5)
+    # the notebook shows the file the report stage draws, under the name figure_specs gives it
+    from tamrin.report.context import load_results
+    from tamrin.report.figures import figure_specs
+
+    produced = figure_specs(load_results(FIXTURE), 5)["loss"].file
+    (root / "figures" / produced).write_text("<svg xmlns='http://www.w3.org/2000/svg'/>", encoding="utf-8")
+    assert show.loss_figure(root / "figures") == root / "figures" / produced
+    (root / "figures" / produced).unlink()
+    with pytest.raises(FileNotFoundError, match="run the build cell first"):
+        show.loss_figure(root / "figures")

@@ -17,6 +17,7 @@ from .figure_cache import FigureSpec
 
 FLOW_LABELS = {"methods": FLOW_METHOD_LABELS, "pairs": FLOW_PAIR_LABELS}
 
+LOSS_FIGURE = "loss.svg"  # the training-loss figure under figures/ (the notebook shows this same file)
 WIDTH_IN = 6.2  # text width of the A4 page with 2.5 cm margins, in inches
 COLORS = {"base": "#9a9a9a", "finetuned": "#1f5fa8", "raw": "#9fb7d6", "smooth": "#1f5fa8",
           "icfm": "#d9731a", "otcfm": "#1f5fa8", "lipman": "#6b9e3a", "source": "#9a9a9a", "target": "#202020"}
@@ -373,7 +374,7 @@ def figure_specs(r: dict[str, Any], window: int) -> dict[str, FigureSpec]:
 
     return {
         **extra_specs(r),
-        "loss": FigureSpec("loss.svg", loss_figure, (r["finetune"]["loss"], window)),
+        "loss": FigureSpec(LOSS_FIGURE, loss_figure, (r["finetune"]["loss"], window)),
         "per_qtype": FigureSpec("per_qtype.svg", per_qtype_figure, (qtypes, base_q, tuned_q)),
         "flow_samples": FigureSpec("flow_samples.png", flow_samples_figure, (flow,)),
         "flow_traj": FigureSpec("flow_trajectories.png", flow_trajectories_figure, (flow,)),

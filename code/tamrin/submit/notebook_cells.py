@@ -270,15 +270,11 @@ LOSS_MD = """\
 """
 
 LOSS = '''\
-from IPython.display import HTML, Image, display
+from IPython.display import HTML, SVG, display
 from tamrin.submit import show
 
 RESULTS, FIGURES = Path(os.environ.get("TAMRIN_RESULTS_DIR") or "results"), Path("figures")
-figure = show.loss_figure_path(FIGURES)
-if figure is not None:
-    display(Image(filename=str(figure)))
-else:
-    display(show.plot_loss(RESULTS))
+display(SVG(filename=str(show.loss_figure(FIGURES))))  # the report's own figure
 '''
 
 ROUGE_MD = """\

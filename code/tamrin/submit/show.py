@@ -1,7 +1,8 @@
 """Inline views for the Colab/Kaggle notebook: the loss curve, the ROUGE table and the 10 samples.
 
 They read only the files of results/ and figures/ (the results contract of DESIGN.md) and return plain
-values — a path, a matplotlib figure, an HTML string — so they work (and are tested) without IPython;
+values — a path, an HTML string — so they work (and are tested) without IPython; the loss curve is the report's
+own figure file, not a second drawing;
 the notebook wraps them in `IPython.display`.
 """
 from __future__ import annotations
@@ -12,6 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..report.figures import LOSS_FIGURE
+
 MODELS = (("base", "base PaliGemma"), ("finetuned", "fine-tuned (QLoRA)"))
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL")
 
@@ -21,40 +24,12 @@ def _jsonl(path: Path) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def loss_figure_path(figures: Path) -> Path | None:
-    """The report's own loss-curve image, when the report stage drew one."""
-    hits = sorted(p for p in figures.glob("*loss*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))  # what IPython.display.Image shows
-    return hits[0] if hits else None
-
-
-def moving_average(values: list[float], window: int) -> list[float]:
-    out, acc = [], 0.0
-    for i, v in enumerate(values):
-        acc += v
-        if i >= window:
-            acc -= values[i - window]
-        out.append(acc / min(i + 1, window))
-    return out
-
-
-def plot_loss(results: Path, window: int = 20) -> Any:
-    """A matplotlib figure of results/finetune/loss.jsonl: the raw loss and its moving average."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    rows = [r for r in _jsonl(results / "finetune" / "loss.jsonl") if r["loss"] is not None]  # skipped steps: null
-    steps, loss = [r["step"] for r in rows], [float(r["loss"]) for r in rows]
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    ax.plot(steps, loss, lw=0.8, alpha=0.4, label="loss per optimizer step")
-    ax.plot(steps, moving_average(loss, window), lw=2, label=f"moving average ({window} steps)")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("training loss")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    return fig
+def loss_figure(figures: Path) -> Path:
+    """The report's own loss figure (the file the report stage draws), or a clear error before the report ran."""
+    path = figures / LOSS_FIGURE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: the report draws it (run the build cell first)")
+    return path
 
 
 def _score(metric: Any) -> float | None:
