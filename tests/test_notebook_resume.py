@@ -55,19 +55,25 @@ def checkout_copy(dest: Path) -> None:
             shutil.copy2(src, dest / rel)
 
 
-def notebook_script(settings) -> str:
-    from tamrin.submit.notebook_cells import INSTALL, build_notebook
+def notebook_script(values: dict) -> str:
+    """The notebook's code cells with its parameters set, less the cells tagged install and hub-login."""
+    from tamrin.submit.notebook import build_notebook
 
-    cells = [c.source for c in build_notebook(settings).cells if c.cell_type == "code"]
-    kept = [c for c in cells if c != INSTALL and "def hf_token_from_secrets" not in c]
+    cells = [c for c in build_notebook(values).cells if c.cell_type == "code"]
+    kept = [c.source for c in cells if not {"install", "hub-login"} & set(c.metadata.get("tags", []))]
     assert len(kept) == len(cells) - 2
     return "\n\n".join(kept) + "\n"
 
 
+def config_args(values: dict) -> list[str]:
+    """What the notebook's setup cell computes as CONFIG_ARGS from the same parameters."""
+    sets = [f"train.batch_size={values['BATCH_SIZE']}", f"train.grad_accum={values['GRAD_ACCUM']}",
+            f"train.max_minutes={values['MAX_MINUTES']:g}", *values["EXTRA_SETS"]]
+    return ["--profile", values["PROFILE"], *[a for v in sets for a in ("--set", v)]]
+
+
 @pytest.mark.slow
 def test_notebook_resumes_a_killed_run_and_ends_with_the_report(tmp_path):
-    from tamrin.submit.notebook_cells import NotebookSettings
-
     work, drive = tmp_path / "work", tmp_path / "drive" / "MyDrive" / "tamrin" / "results"
     repo = work / "tamrin"
     checkout_copy(repo)
@@ -77,11 +83,11 @@ def test_notebook_resumes_a_killed_run_and_ends_with_the_report(tmp_path):
     (standin / "IPython" / "display.py").write_text(IPYTHON_STANDIN)
     env = {**os.environ, "TAMRIN_RESULTS_DIR": str(drive), "TQDM_DISABLE": "1", "MPLBACKEND": "Agg",
            "PYTHONPATH": os.pathsep.join([str(repo / "code"), str(standin)])}
-    settings = NotebookSettings(repo_url="", batch_size=8, grad_accum=1, max_minutes=60, student=STUDENT,
-                                profile="demo", extra_sets=SMALL)
+    values = {"REPO_URL": "", "PROFILE": "demo", "BATCH_SIZE": 8, "GRAD_ACCUM": 1, "MAX_MINUTES": 60.0,
+              "EXTRA_SETS": list(SMALL), "STUDENT": STUDENT, "T4_ESTIMATE_MD": ""}
 
     # 1. the first session: fine-tuning killed (SIGKILL, like a lost runtime) once a checkpoint is complete
-    first = subprocess.Popen([sys.executable, "build.py", "finetune", *settings.config_args()], cwd=repo, env=env,
+    first = subprocess.Popen([sys.executable, "build.py", "finetune", *config_args(values)], cwd=repo, env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 240
     try:
@@ -98,7 +104,7 @@ def test_notebook_resumes_a_killed_run_and_ends_with_the_report(tmp_path):
 
     # 2. the notebook from the top, as after a reconnect
     script = tmp_path / "notebook.py"
-    script.write_text(notebook_script(settings), encoding="utf-8")
+    script.write_text(notebook_script(values), encoding="utf-8")
     res = subprocess.run([sys.executable, str(script)], cwd=work, env=env, capture_output=True, text=True, timeout=900)
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-4000:]

@@ -345,8 +345,10 @@ def test_notebook_is_valid_and_exported(template):
         compile(src, "cell", "exec")  # every cell is plain Python (no IPython-only syntax)
     text = "\n".join(code)
     assert "userdata.get(\"HF_TOKEN\")" in text and "get_secret(\"HF_TOKEN\")" in text
-    assert "'train.batch_size=4', '--set', 'train.grad_accum=4', '--set', 'train.max_minutes=150'" in text
-    assert "'all', '--profile', 'paper'" in text
+    params = next(c.source for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    assert "BATCH_SIZE = 4" in params and "GRAD_ACCUM = 4" in params and "MAX_MINUTES = 150.0" in params
+    assert "PROFILE = 'paper'" in params
+    assert 'sh(sys.executable, "build.py", "all", *CONFIG_ARGS' in text and '"doctor", *CONFIG_ARGS' in text
     assert "keep-torch" in text and "print(_token" not in text
     assert "'student_number': '810100000'" in text  # pre-filled from the student's config
     assert html.stat().st_size > 1000 and "Run everything" in html.read_text(encoding="utf-8")

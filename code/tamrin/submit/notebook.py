@@ -1,16 +1,25 @@
-"""`notebook` command: dist/notebook.ipynb (Colab/Kaggle) and its HTML export (nbconvert, not executed)."""
+"""`notebook` command: dist/notebook.ipynb (Colab/Kaggle) and its HTML export (nbconvert, not executed).
+
+The notebook is committed as a notebook, `notebook.ipynb` beside this file: it installs Tamrin (clone or upload;
+the tested library versions, the platform's CUDA torch kept), keeps results on Google Drive (Colab) or in
+/kaggle/working (Kaggle) so a disconnect loses nothing, logs in to the hub with the token from the platform's
+secrets (never printed), runs `build.py doctor` and then `build.py all` sized for a 16 GB T4, shows the report's
+loss figure, the ROUGE table and the 10 samples, and downloads the zip. Building it only fills its one cell
+tagged `parameters` (as papermill would) from the configuration.
+"""
 from __future__ import annotations
 
 import subprocess
 import warnings
 from pathlib import Path
+from typing import Any
 
 from ..atomic import write_text
 from ..errors import TamrinError
 from ..runner import StageContext
-from .notebook_cells import STUDENT_KEYS, NotebookSettings, build_notebook
-
 IPYNB, HTML = "notebook.ipynb", "notebook.html"
+TEMPLATE = Path(__file__).with_name("notebook.ipynb")
+STUDENT_KEYS = ("first_name_fa", "last_name_fa", "first_name_en", "last_name_en", "student_number")
 
 
 def origin_url(root: Path) -> str:
@@ -49,14 +58,30 @@ def t4_estimate_md(root: Path, batch_size: int, grad_accum: int, max_minutes: fl
     return "\n".join(lines)
 
 
-def settings(ctx: StageContext) -> NotebookSettings:
+def parameters(ctx: StageContext) -> dict[str, object]:
+    """The values of the notebook's parameters cell, from the configuration."""
     z = ctx.section("zip")
-    return NotebookSettings(repo_url=z.notebook_repo_url or origin_url(ctx.paths.root),
-                            batch_size=z.notebook_batch_size, grad_accum=z.notebook_grad_accum,
-                            max_minutes=z.notebook_max_minutes,
-                            student={k: str(getattr(ctx.cfg.student, k, "")) for k in STUDENT_KEYS},
-                            estimate_md=t4_estimate_md(ctx.paths.root, z.notebook_batch_size, z.notebook_grad_accum,
-                                                       z.notebook_max_minutes))
+    return {"REPO_URL": z.notebook_repo_url or origin_url(ctx.paths.root), "PROFILE": "paper",
+            "BATCH_SIZE": z.notebook_batch_size, "GRAD_ACCUM": z.notebook_grad_accum,
+            "MAX_MINUTES": float(z.notebook_max_minutes), "EXTRA_SETS": [],
+            "STUDENT": {k: str(getattr(ctx.cfg.student, k, "")) for k in STUDENT_KEYS},
+            "T4_ESTIMATE_MD": t4_estimate_md(ctx.paths.root, z.notebook_batch_size, z.notebook_grad_accum,
+                                             z.notebook_max_minutes)}
+
+
+def build_notebook(values: dict[str, object]) -> Any:
+    """The committed notebook with its parameters cell set to `values` (each a Python literal), validated."""
+    import nbformat
+
+    nb = nbformat.read(TEMPLATE, as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    unknown = set(values) - {line.split(" =")[0] for line in cell.source.splitlines() if " = " in line}
+    if unknown:
+        raise ValueError(f"the notebook's parameters cell has no {', '.join(sorted(unknown))}")
+    head = cell.source.splitlines()[0]
+    cell.source = "\n".join([head, *(f"{name} = {value!r}" for name, value in values.items())]) + "\n"
+    nbformat.validate(nb)
+    return nb
 
 
 def export_html(nb) -> str:
@@ -73,7 +98,7 @@ def write_notebook(ctx: StageContext) -> tuple[Path, Path]:
     """(Re)write dist/notebook.ipynb and dist/notebook.html from the configuration."""
     import nbformat
 
-    nb = build_notebook(settings(ctx))
+    nb = build_notebook(parameters(ctx))
     ipynb, html = ctx.paths.dist / IPYNB, ctx.paths.dist / HTML
     write_text(ipynb, nbformat.writes(nb))
     write_text(html, export_html(nb))
