@@ -3,7 +3,7 @@
 Training: QLoRA (NF4 + double quant, LoRA r=16 on the assignment's targets) at batch 8 and 32, suffix-only vs
 full-logit loss, gradient checkpointing on and off — samples/s, peak GPU memory, and the memory stage's estimate of
 that peak (vlm/ckpt_choice.py, which `train.grad_ckpt = auto` decides from). The model is built by the finetune
-stage's `build_training_model` and each step is its `step_loss` + guard + clipping + AdamW (`tamrin.vlm.step.Steps`).
+stage's `build_training_model` and each step is its step object (`tamrin.vlm.step.TrainStep`: precision, guard, clipping, AdamW).
 Loop vs bench: the finetune stage's own `train()` on a synthetic data folder whose examples all have the bench's
 shape, against the bench step on batches of that folder, at the same batch and accumulation — in one run.
 Evaluation: the eval stage's `generate.answer` at batch N vs a plain `model.generate` on uniform prompts of the
@@ -120,7 +120,7 @@ def bench_training(checkpoint: Path, batches: list[int], losses: list[str], seq_
 
     from tamrin.vlm.finetune import build_training_model
     from tamrin.vlm.memory_measure import synthetic_batch
-    from tamrin.vlm.step import Steps
+    from tamrin.vlm.step import TrainStep
 
     device = device or torch.device("cuda", torch.cuda.current_device())
     cu = Cuda(device)
@@ -141,7 +141,7 @@ def bench_training(checkpoint: Path, batches: list[int], losses: list[str], seq_
         model = tm.model
         model.train()
         weights = cu.allocated_gib()
-        stepper = Steps(model)  # one optimizer per model, as in a training run
+        stepper = TrainStep.for_measuring(model)  # one optimizer per model, as in a training run
         pattern = tm.grad_ckpt.pattern
         for label, batch_size, loss in runs:
             row = {"mode": f"{tm.quantization} base + LoRA", "rank": rank, "batch": batch_size, "seq_len": seq_len,
@@ -221,14 +221,14 @@ def bench_loop(checkpoint: Path, batch: int, accum: int, steps: int, warmup: int
                rank: int, device=None, quantization: str = "nf4", grad_ckpt: str = "auto", num_workers: int = 2,
                work: Path | None = None, questions_per_image: int = 1) -> dict:
     """Samples/s of the finetune stage's own loop (`train()` on a synthetic folder of the bench's shape) and of the
-    bench step (`Steps` on batches of that folder) at the same batch × accumulation, with the same checkpointing
+    bench step (`TrainStep` on batches of that folder) at the same batch × accumulation, with the same checkpointing
     (the loop's `grad_ckpt` choice), in this one process. Both skip their first `warmup` optimizer steps."""
     import torch
 
     from tamrin.vlm import batches as vb
     from tamrin.vlm.finetune import build_training_model, train
     from tamrin.vlm.model import load_processor, resolve_quantization
-    from tamrin.vlm.step import Steps
+    from tamrin.vlm.step import TrainStep
 
     device = device or torch.device("cuda", torch.cuda.current_device())
     cu = Cuda(device)
@@ -270,7 +270,7 @@ def bench_loop(checkpoint: Path, batch: int, accum: int, steps: int, warmup: int
     rows = vb.read_split(work / "data", "train")
     micro = [vb.to_device(vb.encode(processor, rows[j * batch:(j + 1) * batch], vb.ImageStore(work / "data"),
                                     model_cfg.prompt_prefix, with_answers=True), device) for j in range(accum)]
-    stepper = Steps(tm.model, lr=1e-5)
+    stepper = TrainStep.for_measuring(tm.model, lr=1e-5)
     stepper.run(micro, warmup)
     cu.sync()
     t = time.perf_counter()

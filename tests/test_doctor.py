@@ -178,3 +178,35 @@ def test_results_dir_from_option_or_environment(tmp_path, monkeypatch):
     assert p.results == (tmp_path / "drive").resolve() and p.work_dir("finetune") == p.results / ".work" / "finetune"
     assert p.rel(p.results / "data" / "stats.json") == "results/data/stats.json"  # no absolute path in messages
     assert Paths.from_env(tmp_path, tmp_path / "other").results == (tmp_path / "other").resolve()  # the option wins
+
+
+def test_timed_steps_time_finetunes_step_object_without_the_warmup(tmp_path, monkeypatch):
+    """doctor's timed steps are calls of finetune's `TrainStep` (the one object the finetune loop calls), and the
+    reported seconds per step leave the first (warm-up) step out: a first call made 0.6 s slower does not show."""
+    import json as _json
+
+    sys.path.insert(0, str(ROOT / "tests" / "fixtures"))
+    from vlm_support import DATA, tiny_base
+
+    from tamrin.doctor import steps as doctor_steps
+    from tamrin.vlm.model import load_processor
+    from tamrin.vlm.step import TrainStep
+
+    rows = [_json.loads(x) for x in (DATA / "train.jsonl").read_text().splitlines()[:8]]
+    facts = Facts("demo", work_dir=tmp_path, source=tiny_base(), processor=load_processor(tiny_base()),
+                  examples=[{"image": (DATA / r["image"]).read_bytes(), "question": r["question"],
+                             "answer": r["answer"], "qtype": r["qtype"]} for r in rows])
+    cfg = load_config("demo", overrides=["train.batch_size=2"])
+    seen, real = [], TrainStep.__call__
+
+    def recorded(self, micro, loss=None):
+        seen.append(self)
+        if len(seen) == 1:
+            time.sleep(0.6)
+        return real(self, micro, loss)
+
+    monkeypatch.setattr(TrainStep, "__call__", recorded)
+    timing = doctor_steps.timed_steps(facts, cfg, 3)
+    assert len(seen) == 4 and all(s is seen[0] for s in seen) and type(seen[0]) is TrainStep
+    assert len(timing.losses) == 4 and timing.finite
+    assert timing.warmup_seconds >= 0.6 > timing.seconds_per_step

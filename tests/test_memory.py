@@ -198,7 +198,7 @@ def test_missing_measured_file_is_one_clear_error(tmp_path):
 
 
 def test_measurement_path_on_a_tiny_model(tmp_path):
-    """build_mode → synthetic_batch → Steps (the code the GPU measurement runs), on CPU in fp32."""
+    """build_mode → synthetic_batch → TrainStep (the code the GPU measurement runs), on CPU in fp32."""
     from transformers import PaliGemmaConfig, PaliGemmaForConditionalGeneration
 
     torch.manual_seed(0)
@@ -222,7 +222,7 @@ def test_measurement_path_on_a_tiny_model(tmp_path):
         else:
             assert n == M.closed_form_lora(M.Dims(1, 128, 256, 2, 16, 32, 3, 1, 128, 256, 2, 1, 64, 512, 128, True),
                                            16, TARGETS, "language_model")["formula"]
-        steps = S.Steps(model, lr=1e-3)
+        steps = S.TrainStep.for_measuring(model, lr=1e-3)
         timed = MM.timed_steps(steps, batch, 2, MM.WARMUP_STEPS, lambda: None)
         steps.close()
         assert len(timed["losses"]) == 2 + MM.WARMUP_STEPS and all(math.isfinite(x) for x in timed["losses"])

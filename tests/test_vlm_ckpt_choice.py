@@ -124,7 +124,7 @@ def test_partial_checkpointing_on_a_real_model_trains():
     model.train()
     from tamrin.vlm.loss import suffix_loss
     from tamrin.vlm.memory_measure import synthetic_batch
-    from tamrin.vlm.step import Steps
+    from tamrin.vlm.step import TrainStep
 
     # a checkpointed layer enters its MLP again in the backward pass, the others once (a pre-hook: torch's
     # non-reentrant checkpoint stops the recompute right after the last saved tensor, inside down_proj)
@@ -139,7 +139,7 @@ def test_partial_checkpointing_on_a_real_model_trains():
         h.remove()
     assert calls == [2 if layer.gradient_checkpointing else 1 for layer in layers] and calls.count(2) == found[n].decoder
     model.zero_grad(set_to_none=True)
-    losses = Steps(model, lr=5e-3).run(batch, 6)
+    losses = TrainStep.for_measuring(model, lr=5e-3).run(batch, 6)
     assert losses[-1] < losses[0]
 
 

@@ -1,5 +1,6 @@
-"""The optimizer-step helpers shared by finetune, the memory measurement, doctor and the benchmark: the non-finite
-guard's limits, the fp16 grad scaler's back-off on a skipped step, and `Steps` with gradient accumulation."""
+"""The one optimizer step (`TrainStep`) of finetune, the memory measurement, doctor and the benchmark: the non-finite
+guard's limits, the fp16 grad scaler's back-off on a skipped step, gradient accumulation, the schedule, and the
+precision decided from the GPU's compute capability."""
 from __future__ import annotations
 
 import math
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))
-from vlm_support import DATA, load_tiny, one_thread  # noqa: E402
+from vlm_support import DATA, load_tiny, one_thread, train_cfg  # noqa: E402
 
 from tamrin.errors import TamrinError  # noqa: E402
 from tamrin.vlm import batches, step  # noqa: E402
@@ -54,28 +55,118 @@ def test_first_steps_finite():
     assert not step.first_steps_finite([])
 
 
-def test_steps_accumulates_micro_batches_like_one_batch():
-    """`Steps.run` on two micro-batches takes the gradient of the mean over all their answer tokens: the same
-    first-step loss as one batch holding both, and a loss that falls."""
+def _tiny_lora(dtype: torch.dtype = torch.float32, device: str = "cpu"):
     from tamrin.vlm.model import attach_lora
 
-    with one_thread():
-        processor, base = load_tiny(quantization="none")
-        torch.manual_seed(0)
-        model, _ = attach_lora(base, rank=4, alpha=8, dropout=0.0, targets=["q_proj", "v_proj"],
-                               scope="language_model", quantized=False, ckpt_every=None)
-        model.train()
-        rows = batches.read_split(DATA, "train")[:4]
-        store = batches.ImageStore(DATA)
-        whole = batches.encode(processor, rows, store, "answer en ", with_answers=True)
-        halves = [batches.encode(processor, rows[:2], store, "answer en ", with_answers=True),
-                  batches.encode(processor, rows[2:], store, "answer en ", with_answers=True)]
-        s = step.Steps(model, lr=1e-2)
-        from tamrin.vlm.loss import LOSSES
+    processor, base = load_tiny(quantization="none", dtype=dtype)
+    torch.manual_seed(0)
+    model, _ = attach_lora(base.to(device), rank=4, alpha=8, dropout=0.0, targets=["q_proj", "v_proj"],
+                           scope="language_model", quantized=False, ckpt_every=None)
+    model.train()
+    return processor, model
 
-        one = step.train_step(s.model, [whole], LOSSES["suffix"], s.acc)
-        s.opt.zero_grad(set_to_none=True)
+
+def _batches(processor, n: int = 4, device: str = "cpu") -> tuple[dict, list[dict]]:
+    rows = batches.read_split(DATA, "train")[:n]
+    store = batches.ImageStore(DATA)
+    enc = lambda rs: batches.to_device(batches.encode(processor, rs, store, "answer en ", with_answers=True),  # noqa
+                                       torch.device(device))
+    return enc(rows), [enc(rows[:n // 2]), enc(rows[n // 2:])]
+
+
+def test_step_accumulates_micro_batches_like_one_batch_and_the_loss_falls():
+    """`TrainStep` on two micro-batches takes the gradient of the mean over all their answer tokens: the same
+    first-step loss as one batch holding both, and a loss that falls."""
+    from tamrin.vlm.loss import LOSSES
+
+    with one_thread():
+        processor, model = _tiny_lora()
+        whole, halves = _batches(processor)
+        s = step.TrainStep.for_measuring(model, lr=1e-2)
+        one = float(step.step_loss(s.model, [whole], LOSSES["suffix"], s.acc))
+        s.optimizer.zero_grad(set_to_none=True)
         losses = s.run(halves, 4)
         s.close()
     assert losses[0] == pytest.approx(one, rel=1e-5)
     assert losses[-1] < losses[0]
+
+
+def test_step_follows_the_schedule_and_skips_it_with_the_update(monkeypatch):
+    """The learning rate warms up, and a step whose loss is not finite neither updates nor steps the schedule."""
+    cfg = train_cfg(lr=1e-2, warmup_ratio=0.25, scheduler="linear", max_grad_norm=1.0)
+    with one_thread():
+        processor, model = _tiny_lora()
+        _, halves = _batches(processor)
+        s = step.TrainStep.for_training(model, cfg, total_steps=8)
+        real = step.step_loss
+        calls = [0]
+
+        def nan_on_third(*a, **k):
+            calls[0] += 1
+            loss = real(*a, **k)
+            return torch.full_like(loss, float("nan")) if calls[0] == 3 else loss
+
+        monkeypatch.setattr(step, "step_loss", nan_on_third)
+        before = {n: p.detach().clone() for n, p in s.unwrapped.named_parameters() if p.requires_grad}
+        results = [s(halves) for _ in range(4)]
+        s.close()
+    lrs = [r.lr for r in results]
+    assert lrs[0] == 0.0 and lrs[1] == pytest.approx(5e-3) and lrs[2] == pytest.approx(1e-2) == lrs[3]
+    assert [r.skipped is None for r in results] == [True, True, False, True]
+    assert "non-finite" in results[2].skipped and results[2].stop is None
+    assert any(not torch.equal(before[n], p) for n, p in model.named_parameters() if p.requires_grad)
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """Accelerate keeps one process-wide state whose mixed precision cannot change once set: reset it around a
+    test that asks for another precision than the rest of the session (fp32 on this CPU)."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def fake_gpu(monkeypatch, capability: tuple[int, int]) -> None:
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    # says True on a T4 (emulated bf16): the precision must not follow it
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: f"GPU {capability}")
+
+
+def test_capability_7_5_trains_in_fp16_with_fp32_lora_weights(monkeypatch, fresh_accelerate_state):
+    """A T4 (capability 7.5): fp16 autocast (Accelerate's "fp16", which brings the grad scaler on a GPU), the
+    LoRA weights fp32 even when the adapter was made in fp16, the guard's fp16 patience; an A100 gets bf16."""
+    fake_gpu(monkeypatch, (8, 0))
+    assert step.precision_for(torch.device("cuda", 0)) == (torch.bfloat16, "bf16")
+    fake_gpu(monkeypatch, (7, 5))
+    dtype, mixed = step.precision_for(torch.device("cuda", 0))
+    assert (dtype, mixed) == (torch.float16, "fp16")
+    with one_thread():
+        _, model = _tiny_lora()
+        for p in model.parameters():
+            if p.requires_grad:
+                p.data = p.data.half()
+        s = step.TrainStep.for_training(model, train_cfg(), total_steps=4,
+                                        accelerator=step.make_accelerator(dtype, cuda=False))
+    trained = [p for p in model.parameters() if p.requires_grad]
+    assert trained and all(p.dtype == torch.float32 for p in trained)
+    assert s.acc.mixed_precision == "fp16" and s.guard.fp16 and s.guard.limit == 3 * step.FP16_PATIENCE_FACTOR
+    s.close()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the grad scaler exists on a CUDA GPU only")
+def test_capability_7_5_on_a_real_gpu_steps_with_the_grad_scaler(monkeypatch, fresh_accelerate_state):
+    """On a CUDA GPU told it is a T4: fp16 autocast, a real GradScaler, fp32 LoRA weights, finite losses that fall."""
+    fake_gpu(monkeypatch, (7, 5))
+    processor, model = _tiny_lora(device="cuda")
+    _, halves = _batches(processor, device="cuda")
+    s = step.TrainStep.for_training(model, train_cfg(lr=1e-2, warmup_ratio=0.0, scheduler="constant"),
+                                    total_steps=6)
+    assert isinstance(s.scaler, torch.amp.GradScaler) and s.scaler.is_enabled()
+    assert all(p.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
+    results = [s(halves) for _ in range(6)]
+    s.close()
+    losses = [r.loss for r in results if r.skipped is None]
+    assert len(losses) >= 4 and all(math.isfinite(x) for x in losses) and losses[-1] < losses[0]

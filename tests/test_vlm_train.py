@@ -16,7 +16,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))
 from vlm_support import DATA, lora_cfg, model_cfg, one_thread, train_cfg  # noqa: E402
 
-from tamrin.vlm import finetune  # noqa: E402
+from tamrin.vlm import finetune, step  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 LOG = logging.getLogger("test.vlm")
@@ -133,7 +133,7 @@ def test_out_of_memory_is_one_line_with_advice(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(finetune, "step_loss", boom)
+    monkeypatch.setattr(step, "step_loss", boom)
     with pytest.raises(TamrinError) as err:
         _train(tmp_path, "oom", max_steps=3, batch_size=8, grad_accum=2)
     msg = str(err.value)
@@ -150,10 +150,10 @@ def test_data_loader_workers(tmp_path):
 
 
 def _nan_at(monkeypatch, calls: set[int] | None = None, from_call: int | None = None):
-    """Make finetune's step loss NaN at the given 1-based calls (after the real forward/backward ran)."""
+    """Make the training step's loss NaN at the given 1-based calls (after the real forward/backward ran)."""
     import torch
 
-    real, n = finetune.step_loss, [0]
+    real, n = step.step_loss, [0]
 
     def patched(*args, **kwargs):
         loss = real(*args, **kwargs)
@@ -161,7 +161,7 @@ def _nan_at(monkeypatch, calls: set[int] | None = None, from_call: int | None = 
         bad = (calls and n[0] in calls) or (from_call is not None and n[0] >= from_call)
         return torch.full_like(loss, float("nan")) if bad else loss
 
-    monkeypatch.setattr(finetune, "step_loss", patched)
+    monkeypatch.setattr(step, "step_loss", patched)
 
 
 def test_nonfinite_loss_skips_the_update_and_is_counted(tmp_path, monkeypatch):

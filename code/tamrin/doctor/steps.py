@@ -1,5 +1,6 @@
 """N timed optimizer steps of the real model with the real config — the finetune stage's own model building
-(`build_training_model`) and step function (`train_step`) — then the estimate of `all` from them."""
+(`build_training_model`) and its step object (`step.TrainStep`: precision, clipping, guard, schedule) — then the
+estimate of `all` from them."""
 from __future__ import annotations
 
 import math
@@ -8,21 +9,6 @@ import time
 from dataclasses import dataclass
 
 from .result import FAIL, OK, SKIP, Check, Facts
-
-
-def _train_step():
-    """The finetune stage's step function, wherever it lives in this version (vlm/step.py or vlm/finetune.py)."""
-    try:
-        from ..vlm.step import train_step
-    except ImportError:
-        from ..vlm.finetune import train_step
-    return train_step
-
-
-def _mixed_precision(dtype) -> str:
-    import torch
-
-    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "no")  # as finetune.train asks Accelerate
 
 
 @dataclass
@@ -41,20 +27,20 @@ class StepTiming:
 
 
 def timed_steps(facts: Facts, cfg, n_steps: int) -> StepTiming:
+    """One untimed warm-up step, then `n_steps` timed ones, each the finetune stage's `TrainStep` on micro-batches
+    of the dataset examples (encoded inside the timing when finetune would encode in-process)."""
     import torch
-    from accelerate import Accelerator
 
     from ..vlm import batches
     from ..vlm.finetune import build_training_model
-    from ..vlm.loss import LOSSES
     from ..vlm.model import DTYPE_NAMES, threads_for
+    from ..vlm.step import TrainStep
     from .processor import example_rows
 
     device = torch.device("cuda", 0) if facts.gpu else torch.device("cpu")
     t_cfg = cfg.train
     rows = example_rows(facts, facts.work_dir, len(facts.examples))
     store = batches.ImageStore(facts.work_dir)
-    train_step, loss_fn = _train_step(), LOSSES[t_cfg.loss]
 
     def sync() -> None:
         if device.type == "cuda":
@@ -73,29 +59,26 @@ def timed_steps(facts: Facts, cfg, n_steps: int) -> StepTiming:
         t0 = time.perf_counter()
         tm = build_training_model(facts.source, cfg.model, cfg.lora, t_cfg, device)
         load = time.perf_counter() - t0
-        accelerator = Accelerator(mixed_precision=_mixed_precision(tm.compute_dtype), cpu=device.type == "cpu")
-        params = [p for p in tm.model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=t_cfg.lr, weight_decay=t_cfg.weight_decay)
-        model, optimizer = accelerator.prepare(tm.model, optimizer)
-        model.train()
+        # the schedule spans these steps only: a step's time does not depend on its learning rate
+        step = TrainStep.for_training(tm.model, t_cfg, total_steps=n_steps + 1)
+        step.model.train()
         encode_in_loop = t_cfg.num_workers == 0  # with DataLoader workers, encoding overlaps the step
         times, losses, skipped = [], [], 0
-        for step in range(n_steps + 1):
-            micro = None if encode_in_loop else micro_batches(step)
+        for i in range(n_steps + 1):
+            micro = None if encode_in_loop else micro_batches(i)
             sync()
             t = time.perf_counter()
             if micro is None:
-                micro = micro_batches(step)
-            loss = train_step(model, micro, loss_fn, accelerator)
-            if t_cfg.max_grad_norm:
-                accelerator.clip_grad_norm_(params, t_cfg.max_grad_norm)
-            optimizer.step()
-            skipped += int(bool(accelerator.optimizer_step_was_skipped))
-            optimizer.zero_grad(set_to_none=True)
+                micro = micro_batches(i)
+            r = step(micro)
             sync()
             times.append(time.perf_counter() - t)
-            losses.append(float(loss))
-    timed = times[1:] or times
+            losses.append(r.loss)
+            skipped += r.skipped is not None and r.skipped.startswith("fp16")
+            if r.stop is not None:
+                break
+        step.close()
+    timed = times[1:] or times  # the first step pays CUDA/allocator warm-up
     return StepTiming(load, statistics.median(timed), times[0], losses, skipped, DTYPE_NAMES[tm.compute_dtype],
                       tm.quantization)
 

@@ -16,8 +16,9 @@ guard needs before the update (loss.jsonl keeps one line per optimizer step).
 Outputs: loss.jsonl (one line per optimizer step), adapter/ (peft), summary.json, and for the demo's tiny
 model base_model/ (the exact random-weight base that was fine-tuned, so `eval` compares against it).
 
-Reusable pieces (the benchmark imports them): `base_source`, `build_training_model`; the optimizer step
-itself is `step.train_step`.
+`train` reads top to bottom as setup → loop → save. The optimizer step itself (precision, accumulation, clipping,
+the non-finite guard, the schedule) is `step.TrainStep`, the one step doctor, the memory measurement and the
+benchmark also run. Reusable pieces (the benchmark imports them): `base_source`, `build_training_model`.
 """
 from __future__ import annotations
 
@@ -37,11 +38,10 @@ from ..contract.facts import ANSWERS
 from ..errors import TamrinError
 from . import batches, checkpoint
 from .ckpt_choice import Choice, candidates, checkpointed_layers, choose, dims_of, estimate_peak, settings
-from .loss import LOSSES
 from .model import DTYPE_NAMES, LoraInfo, attach_lora, friendly_hub_errors, load_base_model, load_processor, \
     param_counts, resolve_compute_dtype, resolve_quantization, threads_for
 from .schedule import Plan, make_plan
-from .step import NonFiniteGuard, apply_update, skip_update, step_loss, train_step  # noqa: F401 (train_step: doctor)
+from .step import TrainStep, make_accelerator
 
 BASE_DIR = "base_model"
 
@@ -128,11 +128,6 @@ def build_training_model(source, model_cfg, lora_cfg, train_cfg, device: torch.d
     if done != ckpt.pattern.decoder:  # the library did not do what the choice counted on
         raise AssertionError(f"{done} decoder layers checkpointed, {ckpt.pattern.decoder} expected for "
                              f"every_n = {ckpt.every_n}")
-    # LoRA weights (the only trained ones) stay fp32 whatever the compute dtype: AdamW updates keep their
-    # precision, and fp16's gradient scaler refuses to unscale fp16 gradients (the T4 path).
-    for p in model.parameters():
-        if p.requires_grad and p.dtype != torch.float32:
-            p.data = p.data.float()
     return TrainingModel(model, processor, info, quant, dtype, ckpt)
 
 
@@ -165,20 +160,6 @@ def keep_fitting(rows: list[dict], examples: list[batches.Example], max_length: 
 
 # ---------------------------------------------------------------- the loop
 
-def _mixed_precision(dtype: torch.dtype) -> str:
-    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "no")
-
-
-def _peak_rss_mib() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux reports KiB
-
-
-def _oom_message(train_cfg) -> str:
-    b, a = train_cfg.batch_size, train_cfg.grad_accum
-    return (f"CUDA out of memory at train.batch_size = {b}: use a smaller batch and more accumulation "
-            f"(same effective batch), e.g. --set train.batch_size={max(1, b // 2)} --set train.grad_accum={a * 2}")
-
-
 def run(ctx) -> None:
     """Stage entry point."""
     model_cfg = ctx.section("model")
@@ -199,175 +180,207 @@ def run(ctx) -> None:
 def train(*, data_dir: Path, out_dir: Path, work_dir: Path, model_cfg, lora_cfg, train_cfg, log) -> dict:
     """Fine-tune and write loss.jsonl, adapter/, summary.json (and base_model/ for the tiny model) to
     `out_dir`; checkpoints go to `work_dir`. Returns the summary."""
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
-    from transformers import get_scheduler
 
+    # ---- setup: data, model, the step, the resumed state
     t_start = time.perf_counter()
     out_dir, work_dir = Path(out_dir), Path(work_dir)
-    is_cuda = torch.cuda.is_available()
-    dtype0 = resolve_compute_dtype(train_cfg.compute_dtype, torch.device("cuda" if is_cuda else "cpu"))
+    cuda = torch.cuda.is_available()
+    dtype = resolve_compute_dtype(train_cfg.compute_dtype, torch.device("cuda" if cuda else "cpu"))
     # Under a distributed launch this waits for every process, so all of them read the same, finished data.
-    accelerator = Accelerator(mixed_precision=_mixed_precision(dtype0), cpu=not is_cuda)
-    rows = batches.read_split(data_dir, "train")
+    accelerator = make_accelerator(dtype, cuda)
     device, main, rank = accelerator.device, accelerator.is_main_process, accelerator.process_index
+    rows = batches.read_split(data_dir, "train")
     set_seed(train_cfg.seed)
-
     with accelerator.main_process_first():  # the main process builds the tiny base; the others then load it
         source = base_source(model_cfg, work_dir, rows)
     processor = load_processor(source)
     images = batches.ImageStore(data_dir)
-    mismatch = batches.processor_mismatch(processor, rows[:4], images, model_cfg.prompt_prefix)
+    rows, examples, skipped = training_examples(processor, rows, images, model_cfg.prompt_prefix, train_cfg, log)
+    tm = build_training_model(source, model_cfg, lora_cfg, train_cfg, device, processor=processor,
+                              seq_len=max(map(len, examples)), suffix_len=max(sum(e.token_type_ids) for e in examples))
+    plan = make_plan(len(rows), batch_size=train_cfg.batch_size, grad_accum=train_cfg.grad_accum,
+                     world=accelerator.num_processes, epochs=train_cfg.epochs, max_steps=train_cfg.max_steps,
+                     seed=train_cfg.seed)
+    step = TrainStep.for_training(tm.model, train_cfg, total_steps=plan.total_steps, accelerator=accelerator)
+    start, history, seconds_before = _resume(work_dir, rank, step, log)
+    log.info(f"gradient checkpointing {tm.grad_ckpt.reason}")
+    log.info(f"training: {len(rows)} examples, {plan.total_steps} steps of {train_cfg.batch_size}×"
+             f"{train_cfg.grad_accum}×{plan.world} examples; LoRA r={lora_cfg.rank} on {len(tm.lora.matched)} "
+             f"modules ({tm.lora.scope}); weights {tm.quantization}, compute {DTYPE_NAMES[tm.compute_dtype]}")
+    loss_log = _LossLog(out_dir / "loss.jsonl", history, main)
+    loader = _loader(plan, start, rank, examples, batches.PixelCache(processor.image_processor, images),
+                     processor.tokenizer.pad_token_id, train_cfg, cuda)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+    step.model.train()  # gradient checkpointing only acts in train mode
+    bar = tqdm(total=plan.total_steps, initial=start, desc="finetune", unit="step", disable=not main,
+               dynamic_ncols=True)
+    clock = _StepClock(time.perf_counter())
+    done, stopped = start, None
+
+    # ---- the loop: one optimizer step per group of micro-batches
+    try:
+        for step_idx, group in itertools.groupby(loader, key=lambda item: item[0]):
+            micro = [batches.to_device(b, device) for _, b in group]
+            r = step(micro)
+            done = step_idx + 1
+            clock.step_done(time.perf_counter(), sum(len(b["input_ids"]) for b in micro) * plan.world)
+            if r.skipped and r.skipped.startswith("non-finite"):
+                log.warning(f"step {done}: the loss is {r.loss}; update skipped ({step.guard.in_a_row} in a row)")
+            loss_log.append({"step": done, "loss": round(r.loss, 6) if math.isfinite(r.loss) else None,
+                             "lr": r.lr, "epoch": round(plan.epoch_of(done), 4),
+                             "seconds": round(seconds_before + clock.elapsed(time.perf_counter()), 2),
+                             "skipped": r.skipped})
+            bar.update(1)
+            bar.set_postfix(loss=f"{r.loss:.4f}", lr=f"{r.lr:.2e}")
+            if r.stop is not None:
+                raise r.stop
+            if _time_is_up(accelerator, train_cfg.max_minutes, t_start) and done < plan.total_steps:
+                stopped = f"train.max_minutes = {train_cfg.max_minutes} reached after step {done}"
+                log.warning(f"stopping early: {stopped}; the adapter trained so far is saved")
+                break
+            if done % train_cfg.save_every == 0 and done < plan.total_steps:
+                t_save = time.perf_counter()
+                _save_checkpoint(accelerator, work_dir, done, step,
+                                 {"history": loss_log.rows, "seconds": seconds_before + clock.elapsed(t_save)})
+                clock.pause(time.perf_counter() - t_save)
+    except torch.OutOfMemoryError:
+        raise TamrinError(_oom_message(train_cfg)) from None
+    finally:
+        bar.close()
+
+    # ---- save: the summary, the adapter (and the demo's base model)
+    accelerator.wait_for_everyone()
+    summary = _summary(model_cfg, lora_cfg, train_cfg, tm, step, plan, loss_log.rows, n_train=len(rows),
+                       skipped_too_long=skipped, start=start, done=done, stopped=stopped, clock=clock,
+                       train_seconds=seconds_before + time.perf_counter() - clock.t0, t_start=t_start)
+    if main:
+        _save_results(out_dir, step.unwrapped, source if model_cfg.kind == "tiny" else None, summary)
+        n_skipped = summary["skipped_steps"]
+        log.info(f"mean loss of the first / last {summary['loss_window']} steps: {_fmt(summary['loss_first_mean'])} → "
+                 f"{_fmt(summary['loss_last_mean'])} ({done} steps, {summary['samples_per_s']} samples/s"
+                 f"{f', {n_skipped} updates skipped' if n_skipped else ''})")
+    accelerator.wait_for_everyone()
+    return summary
+
+
+# ---------------------------------------------------------------- helpers of the loop
+
+def training_examples(processor, rows: list[dict], images: batches.ImageStore, prefix: str, train_cfg, log
+                      ) -> tuple[list[dict], list[batches.Example], int]:
+    """The rows that fit `train.max_length`, tokenised once for all steps, and how many were dropped; stops when
+    the installed processor would build other inputs than Tamrin's tokeniser."""
+    mismatch = batches.processor_mismatch(processor, rows[:4], images, prefix)
     if mismatch:
         raise TamrinError(f"the installed transformers' PaliGemmaProcessor builds other training inputs than "
                           f"Tamrin's tokeniser ({mismatch}); install the tested versions "
                           "(pip install -e . -c constraints/tested.txt) and rerun")
-    examples = batches.tokenize(processor, rows, model_cfg.prompt_prefix, with_answers=True)  # once, for all steps
+    examples = batches.tokenize(processor, rows, prefix, with_answers=True)
     rows, examples, skipped = keep_fitting(rows, examples, train_cfg.max_length)
     if skipped:
         log.warning(f"skipped {skipped} training examples longer than train.max_length = {train_cfg.max_length}")
     if not examples:
         raise TamrinError("no training examples left (all were longer than train.max_length?); "
                           "raise train.max_length or check results/data/train.jsonl")
-    tm = build_training_model(source, model_cfg, lora_cfg, train_cfg, device, processor=processor,
-                              seq_len=max(map(len, examples)), suffix_len=max(sum(e.token_type_ids) for e in examples))
-    log.info(f"gradient checkpointing {tm.grad_ckpt.reason}")
-    plan = make_plan(len(rows), batch_size=train_cfg.batch_size, grad_accum=train_cfg.grad_accum,
-                     world=accelerator.num_processes, epochs=train_cfg.epochs, max_steps=train_cfg.max_steps,
-                     seed=train_cfg.seed)
+    return rows, examples, skipped
 
-    params = [p for p in tm.model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
-    warmup = math.ceil(train_cfg.warmup_ratio * plan.total_steps)
-    sched_name = "constant_with_warmup" if train_cfg.scheduler == "constant" else train_cfg.scheduler
-    scheduler = get_scheduler(sched_name, optimizer, num_warmup_steps=warmup, num_training_steps=plan.total_steps)
-    model, optimizer = accelerator.prepare(tm.model, optimizer)  # the scheduler steps once per optimizer step
 
-    # Resume from the newest complete checkpoint of this exact configuration (the work dir is keyed by it).
-    start, history, seconds_before = 0, [], 0.0
-    resumed = checkpoint.resume(work_dir, rank, log, model=accelerator.unwrap_model(model), optimizer=optimizer,
-                                scheduler=scheduler, scaler=accelerator.scaler)
-    if resumed is not None:
-        ckpt, meta = resumed
-        start, history, seconds_before = meta["step"], meta["history"], meta["seconds"]
-        log.info(f"resuming from step {start}/{plan.total_steps} ({ckpt.name})")
+def _resume(work_dir: Path, rank: int, step: TrainStep, log) -> tuple[int, list[dict], float]:
+    """(first step to run, loss rows so far, training seconds so far) from the newest complete checkpoint of this
+    exact configuration (the work dir is keyed by it), or a fresh start."""
+    resumed = checkpoint.resume(work_dir, rank, log, model=step.unwrapped, optimizer=step.optimizer,
+                                scheduler=step.scheduler, scaler=step.scaler)
+    if resumed is None:
+        return 0, [], 0.0
+    ckpt, meta = resumed
+    step.steps_done = meta["step"]
+    log.info(f"resuming from step {meta['step']} ({ckpt.name})")
+    return meta["step"], meta["history"], meta["seconds"]
 
-    log.info(f"training: {len(rows)} examples, {plan.total_steps} steps of {train_cfg.batch_size}×"
-             f"{train_cfg.grad_accum}×{plan.world} examples; LoRA r={lora_cfg.rank} on {len(tm.lora.matched)} "
-             f"modules ({tm.lora.scope}); weights {tm.quantization}, compute {DTYPE_NAMES[tm.compute_dtype]}")
-    loss_path = out_dir / "loss.jsonl"
-    if main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with open(loss_path, "w", encoding="utf-8") as f:
-            f.writelines(_loss_line(r) for r in history)
 
-    data = StepBatches(plan, start, rank, examples, batches.PixelCache(processor.image_processor, images),
-                       processor.tokenizer.pad_token_id)
-    # Its own generator: creating the iterator draws a worker seed, which must not shift the global RNG
-    # that dropout uses (a resumed run would otherwise diverge from an uninterrupted one).
-    loader = torch.utils.data.DataLoader(data, batch_size=None, shuffle=False, num_workers=train_cfg.num_workers,
-                                         collate_fn=_identity, pin_memory=is_cuda,
-                                         generator=torch.Generator().manual_seed(train_cfg.seed),
-                                         prefetch_factor=4 if train_cfg.num_workers else None)
+def _loader(plan: Plan, start: int, rank: int, examples, pixels, pad_id: int, train_cfg, cuda: bool):
+    """The micro-batches of steps `start`… in order, built in `train.num_workers` worker processes."""
+    data = StepBatches(plan, start, rank, examples, pixels, pad_id)
     if train_cfg.num_workers:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # forked workers + a threaded tokenizer can hang
-    loss_fn = LOSSES[train_cfg.loss]
-    guard = NonFiniteGuard(train_cfg.max_nonfinite_steps, fp16=tm.compute_dtype == torch.float16)
-    if is_cuda:
-        torch.cuda.reset_peak_memory_stats(device)
-    model.train()  # gradient checkpointing only acts in train mode
-    bar = tqdm(total=plan.total_steps, initial=start, desc="finetune", unit="step", disable=not main,
-               dynamic_ncols=True)
-    clock = _StepClock(time.perf_counter())
-    step, stopped = start, None
-    try:
-        for step_idx, group in itertools.groupby(loader, key=lambda item: item[0]):
-            micro = [batches.to_device(b, device) for _, b in group]
-            lr = scheduler.get_last_lr()[0]
-            loss_t = step_loss(model, micro, loss_fn, accelerator)
-            step = step_idx + 1
-            loss = float(loss_t)  # the one wait per step: the guard decides before the update
-            try:
-                skip, diverged = guard.skip(loss, step), None
-            except TamrinError as e:  # too many in a row: log this step too, then stop
-                skip, diverged = True, e
-            if skip:
-                skip_update(accelerator, optimizer)
-                note = "non-finite loss: update skipped"
-                log.warning(f"step {step}: the loss is {loss}; update skipped ({guard.in_a_row} in a row)")
-            elif apply_update(accelerator, optimizer, params, train_cfg.max_grad_norm):
-                scheduler.step()
-                note = None
-            else:  # fp16: the grad scaler found inf/nan gradients, skipped the update and lowered its scale
-                note = "fp16 gradient overflow: update skipped by the grad scaler"
-            n_samples = sum(len(b["input_ids"]) for b in micro) * plan.world
-            clock.step_done(time.perf_counter(), n_samples)
-            record = {"step": step, "loss": round(loss, 6) if math.isfinite(loss) else None, "lr": lr,
-                      "epoch": round(plan.epoch_of(step), 4),
-                      "seconds": round(seconds_before + clock.elapsed(time.perf_counter()), 2), "skipped": note}
-            history.append(record)
-            if main:
-                with open(loss_path, "a", encoding="utf-8") as f:
-                    f.write(_loss_line(record))
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
-            if diverged is not None:
-                raise diverged
-            if _time_is_up(accelerator, train_cfg.max_minutes, t_start) and step < plan.total_steps:
-                stopped = f"train.max_minutes = {train_cfg.max_minutes} reached after step {step}"
-                log.warning(f"stopping early: {stopped}; the adapter trained so far is saved")
-                break
-            if step % train_cfg.save_every == 0 and step < plan.total_steps:
-                t_save = time.perf_counter()
-                _save_checkpoint(accelerator, work_dir, step, model, optimizer, scheduler,
-                                 {"history": history, "seconds": seconds_before + clock.elapsed(t_save)})
-                clock.pause(time.perf_counter() - t_save)
-    except torch.OutOfMemoryError:
-        raise TamrinError(_oom_message(train_cfg)) from None
-    finally:
-        bar.close()
-    loop_seconds = time.perf_counter() - clock.t0
+    # Its own generator: creating the iterator draws a worker seed, which must not shift the global RNG
+    # that dropout uses (a resumed run would otherwise diverge from an uninterrupted one).
+    return torch.utils.data.DataLoader(data, batch_size=None, shuffle=False, num_workers=train_cfg.num_workers,
+                                       collate_fn=_identity, pin_memory=cuda,
+                                       generator=torch.Generator().manual_seed(train_cfg.seed),
+                                       prefetch_factor=4 if train_cfg.num_workers else None)
 
-    accelerator.wait_for_everyone()
+
+class _LossLog:
+    """loss.jsonl, one validated line per optimizer step, appended as the steps finish (main process only)."""
+
+    def __init__(self, path: Path, rows: list[dict], write: bool) -> None:
+        self.path, self.rows, self.write = path, list(rows), write
+        if write:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "w", encoding="utf-8") as f:
+                f.writelines(_loss_line(r) for r in self.rows)
+
+    def append(self, row: dict) -> None:
+        self.rows.append(row)
+        if self.write:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(_loss_line(row))
+
+
+def _summary(model_cfg, lora_cfg, train_cfg, tm: TrainingModel, step: TrainStep, plan: Plan, history: list[dict], *,
+             n_train: int, skipped_too_long: int, start: int, done: int, stopped: str | None, clock: "_StepClock",
+             train_seconds: float, t_start: float) -> dict:
+    """summary.json's contents (see contract FinetuneSummary)."""
+    cuda = torch.cuda.is_available()
+    device = step.acc.device
     skipped_steps = [r for r in history if r.get("skipped")]
-    summary = {
+    return {
         "model": "tiny" if model_cfg.kind == "tiny" else str(model_cfg.id),
         "base_model": BASE_DIR if model_cfg.kind == "tiny" else str(model_cfg.id),
         "base_model_in_results": model_cfg.kind == "tiny",
-        **param_counts(accelerator.unwrap_model(model)),
+        **param_counts(step.unwrapped),
         "lora": {**tm.lora.as_dict(), "rank": lora_cfg.rank, "alpha": lora_cfg.alpha, "dropout": lora_cfg.dropout},
         "quantization": tm.quantization, "double_quant": model_cfg.double_quant if tm.quantization == "nf4" else None,
         "compute_dtype": DTYPE_NAMES[tm.compute_dtype], "loss": train_cfg.loss, **tm.grad_ckpt.as_dict(),
-        "n_train": len(rows), "skipped_too_long": skipped,
+        "n_train": n_train, "skipped_too_long": skipped_too_long,
         "batch_size": train_cfg.batch_size, "grad_accum": train_cfg.grad_accum, "world_size": plan.world,
         "effective_batch": train_cfg.batch_size * train_cfg.grad_accum * plan.world,
-        "steps_per_epoch": plan.steps_per_epoch, "total_steps": plan.total_steps, "steps_done": step,
-        "epochs_done": round(plan.epoch_of(step), 4), "resumed_from_step": start or None,
+        "steps_per_epoch": plan.steps_per_epoch, "total_steps": plan.total_steps, "steps_done": done,
+        "epochs_done": round(plan.epoch_of(done), 4), "resumed_from_step": start or None,
         "stopped_early": stopped,
         "skipped_steps": len(skipped_steps),
         "nonfinite_loss_steps": sum(r["loss"] is None for r in skipped_steps),
         **_loss_ends(history),
         "samples_per_s": clock.samples_per_s(),
         "checkpoint_seconds": round(clock.paused, 2),
-        "train_seconds": round(seconds_before + loop_seconds, 2), "wall_seconds": round(time.perf_counter() - t_start, 2),
-        "peak_gpu_mem_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 3) if is_cuda else None,
+        "train_seconds": round(train_seconds, 2), "wall_seconds": round(time.perf_counter() - t_start, 2),
+        "peak_gpu_mem_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 3) if cuda else None,
         "peak_cpu_rss_mib": _peak_rss_mib(),
-        "device": torch.cuda.get_device_name(device) if is_cuda else "cpu",
+        "device": torch.cuda.get_device_name(device) if cuda else "cpu",
         "torch_threads": torch.get_num_threads(),
     }
-    if main:
-        unwrapped = accelerator.unwrap_model(model)
-        if model_cfg.kind == "tiny":  # the adapter's base is the copy saved beside it, not the scratch folder
-            unwrapped.peft_config["default"].base_model_name_or_path = f"../{BASE_DIR}"
-            shutil.copytree(source, out_dir / BASE_DIR, dirs_exist_ok=True)
-        unwrapped.save_pretrained(out_dir / "adapter")
-        contract.write(out_dir, "finetune/summary.json", summary)
-        log.info(f"mean loss of the first / last {summary['loss_window']} steps: {_fmt(summary['loss_first_mean'])} → "
-                 f"{_fmt(summary['loss_last_mean'])} ({step} steps, {summary['samples_per_s']} samples/s"
-                 f"{f', {len(skipped_steps)} updates skipped' if skipped_steps else ''})")
-    accelerator.wait_for_everyone()
-    return summary
+
+
+def _save_results(out_dir: Path, model, tiny_source: Path | None, summary: dict) -> None:
+    """adapter/ and summary.json (and, for the demo's tiny model, its base beside the adapter)."""
+    if tiny_source is not None:  # the adapter's base is the copy saved beside it, not the scratch folder
+        model.peft_config["default"].base_model_name_or_path = f"../{BASE_DIR}"
+        shutil.copytree(tiny_source, out_dir / BASE_DIR, dirs_exist_ok=True)
+    model.save_pretrained(out_dir / "adapter")
+    contract.write(out_dir, "finetune/summary.json", summary)
+
+
+def _peak_rss_mib() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux reports KiB
+
+
+def _oom_message(train_cfg) -> str:
+    b, a = train_cfg.batch_size, train_cfg.grad_accum
+    return (f"CUDA out of memory at train.batch_size = {b}: use a smaller batch and more accumulation "
+            f"(same effective batch), e.g. --set train.batch_size={max(1, b // 2)} --set train.grad_accum={a * 2}")
 
 
 class _StepClock:
@@ -437,10 +450,10 @@ def _time_is_up(accelerator, max_minutes: float | None, t_start: float) -> bool:
     return bool(accelerator.reduce(flag, "max") > 0)
 
 
-def _save_checkpoint(accelerator, work_dir: Path, step: int, model, optimizer, scheduler, meta: dict) -> None:
-    folder = checkpoint.save(work_dir, step, rank=accelerator.process_index, is_main=accelerator.is_main_process,
-                             model=accelerator.unwrap_model(model), optimizer=optimizer, scheduler=scheduler,
-                             scaler=accelerator.scaler, meta=meta)
+def _save_checkpoint(accelerator, work_dir: Path, step_no: int, step: TrainStep, meta: dict) -> None:
+    folder = checkpoint.save(work_dir, step_no, rank=accelerator.process_index, is_main=accelerator.is_main_process,
+                             model=step.unwrapped, optimizer=step.optimizer, scheduler=step.scheduler,
+                             scaler=step.scaler, meta=meta)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         checkpoint.finish(folder)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .memory_analysis import GIB, load_config
-from .step import Steps
+from .step import TrainStep
 
 
 MODES = ("qlora_nf4", "lora_bf16", "full_ft_bf16")
@@ -91,7 +91,7 @@ def build_mode(mode: str, source: str | Path, lora, device, compute_dtype=None, 
     return model
 
 
-def timed_steps(steps: Steps, batch: dict, n: int, warmup: int, sync) -> dict[str, Any]:
+def timed_steps(steps: TrainStep, batch: dict, n: int, warmup: int, sync) -> dict[str, Any]:
     """`warmup` untimed optimizer steps, then `n` timed ones: (seconds of the warm-up, steady seconds per step,
     every loss). `sync` waits for the device (torch.cuda.synchronize) so a step's time is its own."""
     import time
@@ -127,7 +127,8 @@ def measure_mode(mode: str, source, lora, mem, log=None) -> dict[str, Any]:
         out["trainable_params"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
         batch = synthetic_batch(model.config, mem.batch_size, mem.seq_len, mem.suffix_len, device,
                                 torch.float32)  # fp32 pixels, as the processor gives them to finetune
-        steps = Steps(model)
+        # full fine-tuning keeps its bf16 weights (and so bf16 AdamW states): that is the mode being measured
+        steps = TrainStep.for_measuring(model, keep_param_dtype=mode == "full_ft_bf16")
         out.update(ok=True, **timed_steps(steps, batch, mem.measure_steps, WARMUP_STEPS,
                                           lambda: torch.cuda.synchronize(device)))
     except torch.cuda.OutOfMemoryError as e:

@@ -1,22 +1,32 @@
-"""One optimizer step of LoRA fine-tuning, shared by the finetune stage, the memory measurement, `doctor` and the
-benchmark, so that each of them measures exactly the step `build.py finetune` takes.
+"""The optimizer step of LoRA fine-tuning — the only one. `TrainStep` is used by the finetune stage, `doctor`'s
+timed steps, the memory measurement and bench/bench_vlm.py, so each of them runs exactly the step
+`build.py finetune` takes.
 
-`step_loss` runs forward/backward over the micro-batches of one optimizer step and returns the loss as a device
-tensor (no host sync); `train_step` is the same returning a float. `apply_update` is clipping + the optimizer
-step; `NonFiniteGuard` decides what a non-finite loss does (skip the update, back the fp16 grad scaler off, stop
-after too many in a row). `Steps` strings them together as the finetune loop does.
+One call, `step(micro_batches)`, does what the finetune loop needs of an optimizer step:
+- forward/backward over the step's micro-batches (gradient accumulation; `step_loss`), the loss normalised by
+  the step's label-token count;
+- the precision rules: bf16 autocast where the GPU's compute capability is ≥ 8.0, else fp16 autocast with a
+  grad scaler, fp32 on a CPU (decided by `model.resolve_compute_dtype` from the capability, never from
+  `torch.cuda.is_bf16_supported()`), and the trained (LoRA) weights kept in fp32 whatever the compute dtype;
+- the non-finite-loss guard (the update is skipped and counted; too many in a row stop the run);
+- gradient clipping, AdamW, and the learning-rate schedule (warm-up + cosine / linear / constant), stepped only
+  when the update was applied.
 """
 from __future__ import annotations
 
 import contextlib
 import math
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
 
 from ..errors import TamrinError
 from .batches import IGNORE
+from .loss import LOSSES
 
+
+# ---------------------------------------------------------------- the pieces of a step
 
 def step_loss(model, micro_batches: list[dict], loss_fn: Callable, accelerator) -> torch.Tensor:
     """Forward/backward every micro-batch of one optimizer step (no optimizer update); the step's mean token loss
@@ -35,11 +45,6 @@ def step_loss(model, micro_batches: list[dict], loss_fn: Callable, accelerator) 
             accelerator.backward(loss_sum * accelerator.num_processes / n_global)
         total += loss_sum.detach().float()
     return accelerator.reduce(total, "sum") / n_global
-
-
-def train_step(model, micro_batches: list[dict], loss_fn: Callable, accelerator) -> float:
-    """`step_loss` read back to the host (one device sync): the step's mean token loss."""
-    return float(step_loss(model, micro_batches, loss_fn, accelerator))
 
 
 def apply_update(accelerator, optimizer, params: Sequence[torch.nn.Parameter], max_grad_norm: float | None) -> bool:
@@ -96,39 +101,140 @@ def first_steps_finite(losses: Sequence[float]) -> bool:
     return bool(losses) and all(math.isfinite(x) for x in losses)
 
 
-class Steps:
-    """Optimizer steps exactly as the finetune loop does them: Accelerate (bf16 autocast on CUDA), `step_loss` with
-    the finetune code's loss, the non-finite guard, clipping at 1.0, AdamW. Used by the memory measurement, doctor
-    and bench/bench_vlm.py."""
+# ---------------------------------------------------------------- precision
 
-    def __init__(self, model, lr: float = 1e-5, max_grad_norm: float | None = 1.0, nonfinite_patience: int = 3) -> None:
-        from accelerate import Accelerator
+def mixed_precision(compute_dtype: torch.dtype) -> str:
+    """Accelerate's `mixed_precision` for a compute dtype: bf16 / fp16 autocast (fp16 also brings the grad
+    scaler), "no" for fp32."""
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(compute_dtype, "no")
 
-        cuda = next(model.parameters()).device.type == "cuda"
-        self.acc = Accelerator(mixed_precision="bf16" if cuda else "no", cpu=not cuda)
+
+def precision_for(device: torch.device, requested: str = "auto") -> tuple[torch.dtype, str]:
+    """(compute dtype, Accelerate's mixed precision) of training on `device`: `model.resolve_compute_dtype` decides
+    from the GPU's compute capability (bf16 from 8.0, else fp16, whose Accelerator brings the grad scaler:
+    accelerate/accelerator.py, `Accelerator.__init__`, `get_grad_scaler` when mixed_precision == "fp16" on a GPU)."""
+    from .model import resolve_compute_dtype
+
+    dtype = resolve_compute_dtype(requested, device)
+    return dtype, mixed_precision(dtype)
+
+
+def make_accelerator(compute_dtype: torch.dtype, cuda: bool):
+    """The Accelerator a training step runs under (under `accelerate launch`, the DDP process group's)."""
+    from accelerate import Accelerator
+
+    return Accelerator(mixed_precision=mixed_precision(compute_dtype), cpu=not cuda)
+
+
+def keep_trained_weights_fp32(model) -> None:
+    """The trained weights stay fp32 whatever the compute dtype: AdamW updates keep their precision, and fp16's
+    grad scaler refuses to unscale fp16 gradients (the T4 path). peft already creates LoRA weights in fp32 on a
+    half-precision base (`autocast_adapter_dtype`); this holds it for any other trainable parameter."""
+    for p in model.parameters():
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.float()
+
+
+# ---------------------------------------------------------------- the step
+
+@dataclass
+class StepResult:
+    loss: float  # the step's mean token loss (nan/inf when it was not finite)
+    lr: float  # the learning rate the step's update used (or would have used)
+    skipped: str | None  # why the update was skipped, None when it was applied
+    stop: TamrinError | None = None  # too many non-finite losses in a row: the caller records this step, then stops
+
+
+class TrainStep:
+    """One optimizer step at a time: `step(micro_batches) -> StepResult`. Holds the accelerator, the (prepared)
+    model and optimizer, the scheduler and the non-finite guard; `steps_done` counts the steps taken (set it when
+    a run resumes)."""
+
+    def __init__(self, model, accelerator, *, lr: float, weight_decay: float = 0.0,
+                 max_grad_norm: float | None = 1.0, loss: str = "suffix", scheduler: str = "constant",
+                 warmup_steps: int = 0, total_steps: int = 1, nonfinite_patience: int = 3,
+                 keep_param_dtype: bool = False) -> None:
+        from transformers import get_scheduler
+
+        if not keep_param_dtype:  # only the memory measurement's full fine-tuning keeps bf16 weights
+            keep_trained_weights_fp32(model)
+        self.acc = accelerator
         self.params = [p for p in model.parameters() if p.requires_grad]
-        self.max_grad_norm = max_grad_norm
-        self.model, self.opt = self.acc.prepare(model, torch.optim.AdamW(self.params, lr=lr))
-        self.guard = NonFiniteGuard(nonfinite_patience, fp16=False)
-        self.skipped = 0
+        optimizer = torch.optim.AdamW(self.params, lr=lr, weight_decay=weight_decay)
+        name = "constant_with_warmup" if scheduler == "constant" else scheduler
+        # Not prepared by Accelerate: it steps once per applied optimizer step, not once per process.
+        self.scheduler = get_scheduler(name, optimizer, num_warmup_steps=warmup_steps, num_training_steps=total_steps)
+        self.model, self.optimizer = accelerator.prepare(model, optimizer)
+        self.loss_fn, self.max_grad_norm = LOSSES[loss], max_grad_norm
+        self.guard = NonFiniteGuard(nonfinite_patience, fp16=accelerator.mixed_precision == "fp16")
+        self.steps_done = 0
 
-    def run(self, batch: dict | list[dict], steps: int, loss: str = "suffix") -> list[float]:
-        """`steps` optimizer steps on `batch` (one micro-batch, or a list: gradient accumulation over them)."""
-        from .loss import LOSSES
+    @classmethod
+    def for_training(cls, model, train_cfg, *, total_steps: int, accelerator=None) -> "TrainStep":
+        """The step of `[train]`: its lr, weight decay, clipping, loss, schedule over `total_steps` and guard. The
+        accelerator is finetune's when given, else one for the model's device and the compute dtype
+        `train.compute_dtype` resolves to there."""
+        if accelerator is None:
+            accelerator = _accelerator_for(model, train_cfg.compute_dtype)
+        return cls(model, accelerator, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay,
+                   max_grad_norm=train_cfg.max_grad_norm, loss=train_cfg.loss, scheduler=train_cfg.scheduler,
+                   warmup_steps=math.ceil(train_cfg.warmup_ratio * total_steps), total_steps=total_steps,
+                   nonfinite_patience=train_cfg.max_nonfinite_steps)
 
+    @classmethod
+    def for_measuring(cls, model, *, lr: float = 1e-5, keep_param_dtype: bool = False) -> "TrainStep":
+        """A step at a small constant learning rate for the memory measurement and the benchmark (the default
+        clipping, guard and loss of `[train]`), in the precision this device trains in."""
+        return cls(model, _accelerator_for(model, "auto"), lr=lr, keep_param_dtype=keep_param_dtype)
+
+    @property
+    def scaler(self):
+        """The fp16 grad scaler (None under bf16 / fp32)."""
+        return self.acc.scaler
+
+    @property
+    def unwrapped(self):
+        """The model without its DDP wrapper (what is saved)."""
+        return self.acc.unwrap_model(self.model)
+
+    def __call__(self, micro_batches: list[dict], loss: str | None = None) -> StepResult:
+        """One optimizer step over `micro_batches` (`loss` overrides the configured loss: the benchmark's rows).
+        The host waits for the device once, to read the loss the guard decides on before the update."""
+        lr = self.scheduler.get_last_lr()[0]
+        value = float(step_loss(self.model, micro_batches, LOSSES[loss] if loss else self.loss_fn, self.acc))
+        self.steps_done += 1
+        stop = None
+        try:
+            skip = self.guard.skip(value, self.steps_done)
+        except TamrinError as e:  # too many in a row: the caller logs this step too, then stops
+            skip, stop = True, e
+        if skip:
+            skip_update(self.acc, self.optimizer)
+            return StepResult(value, lr, "non-finite loss: update skipped", stop)
+        if not apply_update(self.acc, self.optimizer, self.params, self.max_grad_norm):
+            # fp16: the grad scaler found inf/nan gradients, skipped the update and lowered its scale
+            return StepResult(value, lr, "fp16 gradient overflow: update skipped by the grad scaler")
+        self.scheduler.step()
+        return StepResult(value, lr, None)
+
+    def run(self, batch: dict | list[dict], steps: int, loss: str | None = None) -> list[float]:
+        """`steps` optimizer steps on the same `batch` (one micro-batch, or a list of them: accumulation); their
+        losses. Raises the guard's TamrinError when the loss stays non-finite."""
         micro = batch if isinstance(batch, list) else [batch]
         losses = []
         for _ in range(steps):
-            value = train_step(self.model, micro, LOSSES[loss], self.acc)
-            losses.append(value)
-            if self.guard.skip(value, len(losses)):
-                skip_update(self.acc, self.opt)
-                self.skipped += 1
-            elif not apply_update(self.acc, self.opt, self.params, self.max_grad_norm):
-                self.skipped += 1
+            r = self(micro, loss)
+            if r.stop is not None:
+                raise r.stop
+            losses.append(r.loss)
         return losses
 
     def close(self) -> None:
         """Drop every reference (the accelerator's too) so the model and the optimizer state can be freed."""
         self.acc.free_memory()
-        self.model = self.opt = self.params = None
+        self.model = self.optimizer = self.scheduler = self.params = None
+
+
+def _accelerator_for(model, requested: str):
+    device = next(model.parameters()).device
+    return make_accelerator(precision_for(device, requested)[0], device.type == "cuda")
