@@ -27,6 +27,7 @@ FILES: dict[str, Any] = {
     "data/test.jsonl": m.QuestionRow,
     "finetune/summary.json": m.FinetuneSummary,
     "finetune/loss.jsonl": m.LossRow,
+    "finetune/heldout.jsonl": m.HeldoutRow,
     "eval/base/metrics.json": m.EvalMetrics,
     "eval/finetuned/metrics.json": m.EvalMetrics,
     "eval/base/predictions.jsonl": m.Prediction,

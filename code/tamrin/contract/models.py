@@ -112,6 +112,26 @@ class LossRow(Strict):
     skipped: Optional[str] = None  # why the step's update was skipped (non-finite loss, fp16 gradient overflow)
 
 
+class HeldoutRow(Strict):
+    """One line of results/finetune/heldout.jsonl: the held-out slice of the train split after `step` steps."""
+
+    step: int  # 0 = before training
+    loss: Optional[float]  # mean token loss on the answers (None: not finite)
+    exact_match: float  # share whose answer greedy decoding reproduces token for token (teacher-forced argmax)
+    n: int  # held-out questions
+
+
+class HeldoutSummary(Strict):
+    """finetune summary's `heldout`: the held-out slice and what evaluating it cost."""
+
+    n: int
+    every: int  # optimizer steps between evaluations
+    evaluations: int
+    seconds: float  # spent evaluating the held-out slice
+    step_seconds: float  # spent in the optimizer steps (checkpoint saving and held-out excluded)
+    share: Optional[float]  # seconds / step_seconds
+
+
 class LoraSummary(Strict):
     scope: str
     targets: list[str]
@@ -167,6 +187,7 @@ class FinetuneSummary(Strict):
     peak_cpu_rss_mib: float
     device: str
     torch_threads: int
+    heldout: Optional[HeldoutSummary] = None  # None: no held-out slice (train.heldout_size = 0)
 
 
 # --------------------------------------------------------------------------------------------------------- eval

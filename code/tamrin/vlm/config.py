@@ -66,6 +66,10 @@ class TrainConfig:
     max_length: int = field_(384, "token cap per example (256 image tokens + prefix + suffix); longer ones are skipped", min=8)
     max_grad_norm: Optional[float] = field_(1.0, "clip the gradient norm to this (empty = no clipping)", min=0.0)
     num_workers: int = field_(0, "DataLoader worker processes that load and preprocess images", min=0)
+    heldout_size: int = field_(48, "questions of the train split held out of training (whole images) for a held-out "
+                                    "loss curve beside the training loss; 0 = none", min=0)
+    heldout_every: int = field_(40, "optimizer steps between two evaluations of the held-out slice (one costs about "
+                                    "heldout_size / 3 training examples: keep it near 5% of training or below)", min=1)
     max_nonfinite_steps: int = field_(3, "consecutive steps with a non-finite loss (each one's update skipped) "
                                          "before the run stops; 10× as many under fp16", min=1)
 

@@ -36,7 +36,7 @@ import torch
 from .. import contract
 from ..contract.facts import ANSWERS
 from ..errors import TamrinError
-from . import batches, checkpoint
+from . import batches, checkpoint, heldout
 from .ckpt_choice import Choice, candidates, checkpointed_layers, choose, dims_of, estimate_peak, settings
 from .model import DTYPE_NAMES, LoraInfo, attach_lora, friendly_hub_errors, load_base_model, load_processor, \
     param_counts, resolve_compute_dtype, resolve_quantization, threads_for
@@ -197,21 +197,25 @@ def train(*, data_dir: Path, out_dir: Path, work_dir: Path, model_cfg, lora_cfg,
         source = base_source(model_cfg, work_dir, rows)
     processor = load_processor(source)
     images = batches.ImageStore(data_dir)
+    pixels = batches.PixelCache(processor.image_processor, images)
+    rows, held_rows = heldout.carve(rows, train_cfg.heldout_size, train_cfg.seed)  # never trained on
     rows, examples, skipped = training_examples(processor, rows, images, model_cfg.prompt_prefix, train_cfg, log)
+    held = _heldout(processor, held_rows, pixels, model_cfg.prompt_prefix, train_cfg) if held_rows and main else None
     tm = build_training_model(source, model_cfg, lora_cfg, train_cfg, device, processor=processor,
                               seq_len=max(map(len, examples)), suffix_len=max(sum(e.token_type_ids) for e in examples))
     plan = make_plan(len(rows), batch_size=train_cfg.batch_size, grad_accum=train_cfg.grad_accum,
                      world=accelerator.num_processes, epochs=train_cfg.epochs, max_steps=train_cfg.max_steps,
                      seed=train_cfg.seed)
     step = TrainStep.for_training(tm.model, train_cfg, total_steps=plan.total_steps, accelerator=accelerator)
-    start, history, seconds_before = _resume(work_dir, rank, step, log)
+    start, meta = _resume(work_dir, rank, step, log)
+    seconds_before = meta.get("seconds", 0.0)
     log.info(f"gradient checkpointing {tm.grad_ckpt.reason}")
     log.info(f"training: {len(rows)} examples, {plan.total_steps} steps of {train_cfg.batch_size}×"
              f"{train_cfg.grad_accum}×{plan.world} examples; LoRA r={lora_cfg.rank} on {len(tm.lora.matched)} "
              f"modules ({tm.lora.scope}); weights {tm.quantization}, compute {DTYPE_NAMES[tm.compute_dtype]}")
-    loss_log = _LossLog(out_dir / "loss.jsonl", history, main)
-    loader = _loader(plan, start, rank, examples, batches.PixelCache(processor.image_processor, images),
-                     processor.tokenizer.pad_token_id, train_cfg, cuda)
+    loss_log = _JsonlLog(out_dir, "finetune/loss.jsonl", meta.get("history", []), main)
+    held_log = _JsonlLog(out_dir, "finetune/heldout.jsonl", meta.get("heldout", []), held is not None)
+    loader = _loader(plan, start, rank, examples, pixels, processor.tokenizer.pad_token_id, train_cfg, cuda)
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
     step.model.train()  # gradient checkpointing only acts in train mode
@@ -219,6 +223,15 @@ def train(*, data_dir: Path, out_dir: Path, work_dir: Path, model_cfg, lora_cfg,
                dynamic_ncols=True)
     clock = _StepClock(time.perf_counter())
     done, stopped = start, None
+
+    def evaluate_heldout() -> None:  # main process only; its time is kept out of the training time
+        if held is not None and heldout.is_due(done, train_cfg.heldout_every, plan.total_steps) and \
+                done not in {r["step"] for r in held_log.rows}:
+            t = time.perf_counter()
+            held_log.append(held.evaluate(step.unwrapped, done, device))
+            clock.pause("heldout", time.perf_counter() - t)
+
+    evaluate_heldout()  # before the first step: where the curve starts
 
     # ---- the loop: one optimizer step per group of micro-batches
     try:
@@ -237,6 +250,7 @@ def train(*, data_dir: Path, out_dir: Path, work_dir: Path, model_cfg, lora_cfg,
             bar.set_postfix(loss=f"{r.loss:.4f}", lr=f"{r.lr:.2e}")
             if r.stop is not None:
                 raise r.stop
+            evaluate_heldout()
             if _time_is_up(accelerator, train_cfg.max_minutes, t_start) and done < plan.total_steps:
                 stopped = f"train.max_minutes = {train_cfg.max_minutes} reached after step {done}"
                 log.warning(f"stopping early: {stopped}; the adapter trained so far is saved")
@@ -244,8 +258,10 @@ def train(*, data_dir: Path, out_dir: Path, work_dir: Path, model_cfg, lora_cfg,
             if done % train_cfg.save_every == 0 and done < plan.total_steps:
                 t_save = time.perf_counter()
                 _save_checkpoint(accelerator, work_dir, done, step,
-                                 {"history": loss_log.rows, "seconds": seconds_before + clock.elapsed(t_save)})
-                clock.pause(time.perf_counter() - t_save)
+                                 {"history": loss_log.rows, "heldout": held_log.rows,
+                                  "heldout_seconds": meta.get("heldout_seconds", 0.0) + clock.paused["heldout"],
+                                  "seconds": seconds_before + clock.elapsed(t_save)})
+                clock.pause("checkpoint", time.perf_counter() - t_save)
     except torch.OutOfMemoryError:
         raise TamrinError(_oom_message(train_cfg)) from None
     finally:
@@ -256,6 +272,13 @@ def train(*, data_dir: Path, out_dir: Path, work_dir: Path, model_cfg, lora_cfg,
     summary = _summary(model_cfg, lora_cfg, train_cfg, tm, step, plan, loss_log.rows, n_train=len(rows),
                        skipped_too_long=skipped, start=start, done=done, stopped=stopped, clock=clock,
                        train_seconds=seconds_before + time.perf_counter() - clock.t0, t_start=t_start)
+    summary["heldout"] = None if held is None else heldout.summary(
+        held_log.rows, n=held.n, every=train_cfg.heldout_every,
+        seconds=meta.get("heldout_seconds", 0.0) + clock.paused["heldout"],
+        step_seconds=seconds_before + clock.elapsed(time.perf_counter()))
+    if main and summary["heldout"] and (summary["heldout"]["share"] or 0) > heldout.BUDGET:
+        log.warning(f"the held-out evaluations took {summary['heldout']['share']:.0%} of the training time; "
+                    "lower train.heldout_size or raise train.heldout_every")
     if main:
         _save_results(out_dir, step.unwrapped, source if model_cfg.kind == "tiny" else None, summary)
         n_skipped = summary["skipped_steps"]
@@ -287,17 +310,24 @@ def training_examples(processor, rows: list[dict], images: batches.ImageStore, p
     return rows, examples, skipped
 
 
-def _resume(work_dir: Path, rank: int, step: TrainStep, log) -> tuple[int, list[dict], float]:
-    """(first step to run, loss rows so far, training seconds so far) from the newest complete checkpoint of this
-    exact configuration (the work dir is keyed by it), or a fresh start."""
+def _heldout(processor, rows: list[dict], pixels, prefix: str, train_cfg) -> heldout.HeldOut:
+    """The held-out slice tokenised and collated once, in micro-batches of the training batch size."""
+    examples = batches.tokenize(processor, rows, prefix, with_answers=True)
+    _, examples, _ = keep_fitting(rows, examples, train_cfg.max_length)
+    return heldout.HeldOut(examples, pixels, processor.tokenizer.pad_token_id, train_cfg.batch_size)
+
+
+def _resume(work_dir: Path, rank: int, step: TrainStep, log) -> tuple[int, dict]:
+    """(first step to run, the checkpoint's meta: loss and held-out rows so far, seconds so far) from the newest
+    complete checkpoint of this exact configuration (the work dir is keyed by it), or a fresh start."""
     resumed = checkpoint.resume(work_dir, rank, log, model=step.unwrapped, optimizer=step.optimizer,
                                 scheduler=step.scheduler, scaler=step.scaler)
     if resumed is None:
-        return 0, [], 0.0
+        return 0, {}
     ckpt, meta = resumed
     step.steps_done = meta["step"]
     log.info(f"resuming from step {meta['step']} ({ckpt.name})")
-    return meta["step"], meta["history"], meta["seconds"]
+    return meta["step"], meta
 
 
 def _loader(plan: Plan, start: int, rank: int, examples, pixels, pad_id: int, train_cfg, cuda: bool):
@@ -313,21 +343,25 @@ def _loader(plan: Plan, start: int, rank: int, examples, pixels, pad_id: int, tr
                                        prefetch_factor=4 if train_cfg.num_workers else None)
 
 
-class _LossLog:
-    """loss.jsonl, one validated line per optimizer step, appended as the steps finish (main process only)."""
+class _JsonlLog:
+    """A .jsonl results file (loss.jsonl, heldout.jsonl), one validated line per row, appended as rows come
+    (main process only): a killed run leaves the rows so far."""
 
-    def __init__(self, path: Path, rows: list[dict], write: bool) -> None:
-        self.path, self.rows, self.write = path, list(rows), write
+    def __init__(self, out_dir: Path, rel: str, rows: list[dict], write: bool) -> None:
+        self.path, self.rel, self.rows, self.write = out_dir / rel.split("/", 1)[1], rel, list(rows), write
         if write:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "w", encoding="utf-8") as f:
-                f.writelines(_loss_line(r) for r in self.rows)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "w", encoding="utf-8") as f:
+                f.writelines(self._line(r) for r in self.rows)
+
+    def _line(self, row: dict) -> str:
+        return contract.json_line(contract.validate(self.rel, [row])[0])
 
     def append(self, row: dict) -> None:
         self.rows.append(row)
         if self.write:
             with open(self.path, "a", encoding="utf-8") as f:
-                f.write(_loss_line(row))
+                f.write(self._line(row))
 
 
 def _summary(model_cfg, lora_cfg, train_cfg, tm: TrainingModel, step: TrainStep, plan: Plan, history: list[dict], *,
@@ -355,7 +389,7 @@ def _summary(model_cfg, lora_cfg, train_cfg, tm: TrainingModel, step: TrainStep,
         "nonfinite_loss_steps": sum(r["loss"] is None for r in skipped_steps),
         **_loss_ends(history),
         "samples_per_s": clock.samples_per_s(),
-        "checkpoint_seconds": round(clock.paused, 2),
+        "checkpoint_seconds": round(clock.paused["checkpoint"], 2),
         "train_seconds": round(train_seconds, 2), "wall_seconds": round(time.perf_counter() - t_start, 2),
         "peak_gpu_mem_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 3) if cuda else None,
         "peak_cpu_rss_mib": _peak_rss_mib(),
@@ -385,20 +419,20 @@ def _oom_message(train_cfg) -> str:
 
 class _StepClock:
     """Throughput that excludes the first step of this process (CUDA/allocator/autotuning warm-up) and the time
-    spent saving checkpoints. Each step's reading follows its wait for the step loss; the optimizer update queued
+    spent saving checkpoints and evaluating the held-out slice (`pause`). Each step's reading follows its wait for the step loss; the optimizer update queued
     after it ends inside the next step's reading, so the steps' times add up to the GPU's."""
 
     def __init__(self, t0: float) -> None:
-        self.t0, self.paused, self.steps = t0, 0.0, 0
-        self.t_first = self.t_last = None  # ends of the first and the last step (checkpoint saving excluded)
+        self.t0, self.paused, self.steps = t0, {"checkpoint": 0.0, "heldout": 0.0}, 0
+        self.t_first = self.t_last = None  # ends of the first and the last step (pauses excluded)
         self.samples_after_first = 0
 
-    def pause(self, seconds: float) -> None:
-        self.paused += seconds
+    def pause(self, what: str, seconds: float) -> None:
+        self.paused[what] += seconds
 
     def elapsed(self, now: float) -> float:
-        """Seconds since the start, checkpoint saving excluded."""
-        return now - self.t0 - self.paused
+        """Seconds since the start, pauses excluded."""
+        return now - self.t0 - sum(self.paused.values())
 
     def step_done(self, now: float, samples: int) -> None:
         self.steps += 1
@@ -417,10 +451,6 @@ class _StepClock:
 
 def _fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
-
-
-def _loss_line(record: dict) -> str:
-    return contract.json_line(contract.validate("finetune/loss.jsonl", [record])[0])
 
 
 def _loss_ends(history: list[dict]) -> dict:

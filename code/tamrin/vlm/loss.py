@@ -20,7 +20,7 @@ from .batches import IGNORE, logits_needed  # noqa: F401 - one definition, used 
 MODEL_INPUTS = ("input_ids", "pixel_values", "attention_mask", "token_type_ids", "position_ids")
 
 
-def _token_ce_sum(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def token_ce_sum(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Sum of CE over positions t predicting labels[t+1] (logits and labels cover the same positions)."""
     targets = labels[:, 1:]
     logits = logits[:, :-1].float()  # the loss in fp32, as transformers does
@@ -29,12 +29,17 @@ def _token_ce_sum(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Ten
     return loss, (targets != IGNORE).sum()
 
 
-def suffix_loss(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """(loss sum, token count) computing logits only at the positions that predict suffix tokens."""
+def suffix_logits(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, labels) at just the positions that predict suffix tokens: the last `logits_to_keep` of each row."""
     labels = batch["labels"]
     keep = batch.get("logits_to_keep") or logits_needed(labels)  # precomputed on the host by batches.collate
     out = model(**{k: batch[k] for k in MODEL_INPUTS if k in batch}, logits_to_keep=keep, use_cache=False)
-    return _token_ce_sum(out.logits, labels[:, -keep:])
+    return out.logits, labels[:, -keep:]
+
+
+def suffix_loss(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss sum, token count) computing logits only at the positions that predict suffix tokens."""
+    return token_ce_sum(*suffix_logits(model, batch))
 
 
 def full_loss(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:

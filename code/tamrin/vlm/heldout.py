@@ -1,0 +1,106 @@
+"""The held-out curve of fine-tuning: loss and exact match on a fixed slice of the TRAIN split that training never
+sees, every `train.heldout_every` optimizer steps — what shows overfitting (the training loss keeps falling while
+the held-out loss flattens or rises). The test split stays untouched until `eval`.
+
+The slice is whole images (CLEVR asks several questions about one scene, so a question held out beside a trained
+one about the same image would not be held out), chosen by a seeded permutation of the image names: the same
+rows for the same data and seed, on every process and after a resume.
+
+Exact match here is teacher-forced: an example counts when the model's most likely token is right at every answer
+position, <eos> included — exactly when greedy decoding would reproduce the answer token for token, read off the
+same forward pass as the loss (so it costs nothing extra; `eval`'s generated answers are compared after
+normalisation, so they can only match more often).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Iterator, Sequence
+
+import torch
+
+from . import batches
+from .batches import IGNORE
+from .loss import token_ce_sum, suffix_logits
+
+BUDGET = 0.05  # of the training steps' time: above it, the run warns
+
+
+def carve(rows: list[dict], size: int, seed: int) -> tuple[list[dict], list[dict]]:
+    """(rows to train on, held-out rows): whole images in a seeded order until at least `size` questions are held
+    out (0 = none). Both keep the split's order; a split too small to keep anything for training holds none out."""
+    if size <= 0:
+        return rows, []
+    images = sorted({r["image"] for r in rows})
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed * 1_000_003 + 7)).tolist()
+    per_image: dict[str, int] = {}
+    for r in rows:
+        per_image[r["image"]] = per_image.get(r["image"], 0) + 1
+    chosen, n = set(), 0
+    for i in order:
+        if n >= size:
+            break
+        chosen.add(images[i])
+        n += per_image[images[i]]
+    held = [r for r in rows if r["image"] in chosen]
+    train = [r for r in rows if r["image"] not in chosen]
+    return (rows, []) if not train else (train, held)
+
+
+def is_due(step: int, every: int, total: int) -> bool:
+    """Evaluate before the first step, every `every` steps, and after the last one."""
+    return step == 0 or step == total or step % every == 0
+
+
+@contextlib.contextmanager
+def dropout_off(model) -> Iterator[None]:
+    """Dropout modules in eval mode, everything else as it is (train mode). Not `model.eval()`: bitsandbytes
+    0.50 repacks a Linear4bit's weight for a CPU inference kernel without a backward the first time the layer runs
+    in eval mode on an input without grad (bitsandbytes/nn/modules.py, Linear4bit.forward, on CPUs with
+    AVX512-BF16), which would cut the training's gradient path. With dropout off no random number is drawn, so
+    evaluating leaves the training run exactly as it would be without it."""
+    dropouts = [m for m in model.modules() if isinstance(m, torch.nn.Dropout) and m.training]
+    for m in dropouts:
+        m.train(False)
+    try:
+        yield
+    finally:
+        for m in dropouts:
+            m.train(True)
+
+
+class HeldOut:
+    """The held-out rows tokenised and collated once (micro-batches of `batch_size`, on the host); `evaluate`
+    returns one heldout.jsonl row."""
+
+    def __init__(self, examples: Sequence[batches.Example], pixels: batches.PixelCache, pad_id: int,
+                 batch_size: int) -> None:
+        chunks = [examples[i:i + batch_size] for i in range(0, len(examples), batch_size)]
+        self.batches = [batches.collate(c, pixels([e.image for e in c]), pad_id, with_answers=True) for c in chunks]
+        self.n = len(examples)
+
+    @torch.no_grad()
+    def evaluate(self, model, step: int, device: torch.device) -> dict:
+        """{step, loss (mean over the answer tokens), exact_match, n} of `model` now."""
+        loss_sum = torch.zeros((), device=device)
+        tokens = torch.zeros((), device=device, dtype=torch.long)
+        exact = torch.zeros((), device=device, dtype=torch.long)
+        with dropout_off(model):
+            for b in self.batches:
+                logits, labels = suffix_logits(model, batches.to_device(b, device))
+                s, n = token_ce_sum(logits, labels)
+                loss_sum += s.float()
+                tokens += n
+                targets = labels[:, 1:]
+                right = (logits[:, :-1].argmax(-1) == targets) | (targets == IGNORE)
+                exact += right.all(dim=1).sum()
+        loss = float(loss_sum / tokens)  # one wait for the device per evaluation
+        return {"step": step, "loss": round(loss, 6) if math.isfinite(loss) else None,
+                "exact_match": round(int(exact) / self.n, 6), "n": self.n}
+
+
+def summary(rows: list[dict], *, n: int, every: int, seconds: float, step_seconds: float) -> dict:
+    """summary.json's `heldout` block: the slice, how often it was evaluated, and what that cost next to the
+    optimizer steps (`share`: held-out seconds / seconds of the training steps, checkpoint saving excluded)."""
+    return {"n": n, "every": every, "evaluations": len(rows), "seconds": round(seconds, 3),
+            "step_seconds": round(step_seconds, 3), "share": round(seconds / step_seconds, 4) if step_seconds > 0 else None}
