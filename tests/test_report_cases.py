@@ -305,3 +305,31 @@ def test_the_learning_rate_case_follows_the_configured_rate():
     assert C.lr_case(2e-4) == "qlora_range"
     assert C.lr_case(5e-4) == "qlora_range"
     assert C.lr_case(3e-3) == "above_qlora_range"
+
+
+
+# ---------------------------------------------------------------------------------------------- held-out curve
+
+@pytest.mark.parametrize("losses, trend", [
+    ([2.0, 1.5], "too_few"),
+    ([2.0, 1.6, 1.4, 1.2, 1.0, 0.9], "still_falling"),  # −10% over the last third
+    ([2.0, 1.5, 1.3, 1.25, 1.24, 1.24], "flattened"),  # within 2% over the last third, never above its low
+    ([2.0, 1.5, 1.2, 1.3, 1.4, 1.5], "rising"),  # 25% above its lowest point: overfitting
+    ([2.0, 1.5, 1.2, 1.22, 1.23], "flattened"),  # 2.5% above the low: noise, not a rise
+])
+def test_heldout_trend(losses, trend):
+    assert C.heldout_trend(losses) == trend
+
+
+def test_heldout_case_leaves_the_untrained_point_out_of_the_trend():
+    summary = {"heldout": {"n": 20, "every": 40, "evaluations": 4, "seconds": 1.0, "step_seconds": 40.0,
+                           "share": 0.025}}
+    rows = [{"step": 0, "loss": 0.5, "exact_match": 0.0, "n": 20},  # an untrained start below the rest
+            {"step": 40, "loss": 2.0, "exact_match": 0.1, "n": 20},
+            {"step": 80, "loss": 1.6, "exact_match": 0.3, "n": 20},
+            {"step": 120, "loss": 1.3, "exact_match": 0.4, "n": 20}]
+    h = C.heldout(rows, summary)
+    assert h["trend"] == "still_falling" and h["start"] == 0.5 and h["last"] == 1.3 and h["last_step"] == 120
+    assert h["best"] == 1.3 and h["best_step"] == 120 and h["exact_match"] == 0.4 and h["share"] == 0.025
+    assert C.heldout([], {"heldout": None})["trend"] == "absent"
+    assert C.heldout(rows, {})["trend"] == "absent"

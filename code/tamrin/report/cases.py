@@ -73,6 +73,40 @@ def lr_case(lr: float) -> Literal["qlora_range", "above_qlora_range"]:
     return "qlora_range" if lr <= 2.5 * QLORA_LR else "above_qlora_range"
 
 
+
+HeldoutTrend = Literal["absent", "too_few", "still_falling", "flattened", "rising"]
+HELDOUT_FLAT = 0.02  # a relative change of the held-out loss within ±2% over the last third of the run is flat
+HELDOUT_RISE = 0.05  # ending 5% above its lowest point is a rise (overfitting)
+
+
+def heldout_trend(losses: list[float]) -> HeldoutTrend:
+    """How the held-out loss ends, from its values at the evaluations after training began (step 0 left out):
+    "rising" when it ends more than HELDOUT_RISE above its lowest value (the model has begun to overfit),
+    "still_falling" when it fell by more than HELDOUT_FLAT over the last third of the evaluations (at least the
+    last two), "flattened" otherwise; "too_few" below three evaluations."""
+    if len(losses) < 3:
+        return "too_few"
+    if losses[-1] > (1 + HELDOUT_RISE) * min(losses):
+        return "rising"
+    back = losses[-max(2, round(len(losses) / 3))]
+    return "still_falling" if losses[-1] < (1 - HELDOUT_FLAT) * back else "flattened"
+
+
+def heldout(rows: list[dict[str, Any]], summary: dict[str, Any]) -> dict[str, Any]:
+    """The held-out curve for the prose: its trend, where it started and ended, its lowest point, the final exact
+    match, and what it cost next to training."""
+    block = summary.get("heldout")
+    trained = [r for r in rows if r["step"] > 0 and r["loss"] is not None]
+    if not block or not rows:
+        return {"trend": "absent"}
+    best = min(trained, key=lambda r: r["loss"]) if trained else None
+    return {"trend": heldout_trend([r["loss"] for r in trained]), "n": block["n"], "every": block["every"],
+            "start": rows[0]["loss"], "last": trained[-1]["loss"] if trained else None,
+            "best": best and best["loss"], "best_step": best and best["step"],
+            "last_step": trained[-1]["step"] if trained else None,
+            "exact_match": trained[-1]["exact_match"] if trained else None, "share": block["share"]}
+
+
 def training(summary: dict[str, Any], lora_cfg: dict[str, Any], train_cfg: dict[str, Any]) -> dict[str, Any]:
     rss = summary.get("peak_cpu_rss_mib")
     return {
@@ -472,6 +506,7 @@ def decisions(r: dict[str, Any], floors: dict[str, float], n_examples: int,
     out = {
         "clevr": clevr_facts(),
         "training": training(ft["summary"], cfg["lora"], cfg["train"]),
+        "heldout": heldout(ft.get("heldout", []), ft["summary"]),
         "rouge": rouge(r["eval"]["base"]["metrics"], r["eval"]["finetuned"]["metrics"]),
         "per_qtype": per_qtype(r["eval"]["finetuned"]["metrics"]["per_qtype"]),
         "samples": samples(r["eval"]["samples"]),

@@ -60,7 +60,9 @@ def load_data(res: Results) -> dict[str, Any]:
 
 
 def load_finetune(res: Results) -> dict[str, Any]:
-    return {"summary": res.json("finetune/summary.json"), "loss": res.jsonl("finetune/loss.jsonl"),
+    summary = res.json("finetune/summary.json")
+    return {"summary": summary, "loss": res.jsonl("finetune/loss.jsonl"),
+            "heldout": res.jsonl("finetune/heldout.jsonl") if summary.get("heldout") else [],
             "manifest": res.json("finetune/manifest.json")}
 
 

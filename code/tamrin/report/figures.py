@@ -20,7 +20,8 @@ FLOW_LABELS = {"methods": FLOW_METHOD_LABELS, "pairs": FLOW_PAIR_LABELS}
 LOSS_FIGURE = "loss.svg"  # the training-loss figure under figures/ (the notebook shows this same file)
 WIDTH_IN = 6.2  # text width of the A4 page with 2.5 cm margins, in inches
 COLORS = {"base": "#9a9a9a", "finetuned": "#1f5fa8", "raw": "#9fb7d6", "smooth": "#1f5fa8",
-          "icfm": "#d9731a", "otcfm": "#1f5fa8", "lipman": "#6b9e3a", "source": "#9a9a9a", "target": "#202020"}
+          "icfm": "#d9731a", "otcfm": "#1f5fa8", "lipman": "#6b9e3a", "source": "#9a9a9a", "target": "#202020",
+          "heldout": "#d9731a"}
 STYLE = {
     "font.family": "DejaVu Sans", "font.size": 8.5, "axes.titlesize": 9, "axes.labelsize": 8.5,
     "legend.fontsize": 8, "xtick.labelsize": 8, "ytick.labelsize": 8, "axes.spines.top": False,
@@ -74,8 +75,9 @@ def smoothing_window(n_steps: int, configured: int) -> int:
     return max(1, min(configured, n_steps // 5 or 1))
 
 
-def loss_figure(loss_rows: list[dict], window: int, path: Path) -> Path:
-    """The loss of every optimizer step; a skipped step (non-finite loss, logged as null) has no point."""
+def loss_figure(loss_rows: list[dict], window: int, path: Path, heldout_rows: Sequence[dict] = ()) -> Path:
+    """The loss of every optimizer step; a skipped step (non-finite loss, logged as null) has no point. With
+    `heldout_rows`, the loss on the held-out slice of the train split at each evaluation, on the same axes."""
     kept = [r for r in loss_rows if r["loss"] is not None]
     steps = [r["step"] for r in kept]
     loss = [r["loss"] for r in kept]
@@ -84,9 +86,13 @@ def loss_figure(loss_rows: list[dict], window: int, path: Path) -> Path:
     ax.plot(steps, loss, color=COLORS["raw"], linewidth=0.9, label="loss per optimizer step")
     ax.plot(steps, moving_average(loss, window), color=COLORS["smooth"], linewidth=1.8,
             label=f"centred moving average ({window} steps)")
+    held = [r for r in heldout_rows if r["loss"] is not None]
+    if held:
+        ax.plot([r["step"] for r in held], [r["loss"] for r in held], color=COLORS["heldout"], linewidth=1.4,
+                marker="o", markersize=3.5, label=f"held-out loss ({held[0]['n']} train-split questions, not trained on)")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("cross-entropy (answer tokens)")
-    ax.set_xlim(min(steps), max(steps))
+    ax.set_xlim(min(steps + [r["step"] for r in held]), max(steps))
     ax.legend(frameon=False, loc="upper right")
     return _save(fig, path)
 
@@ -374,7 +380,8 @@ def figure_specs(r: dict[str, Any], window: int) -> dict[str, FigureSpec]:
 
     return {
         **extra_specs(r),
-        "loss": FigureSpec(LOSS_FIGURE, loss_figure, (r["finetune"]["loss"], window)),
+        "loss": FigureSpec(LOSS_FIGURE, loss_figure, (r["finetune"]["loss"], window,
+                                                      r["finetune"].get("heldout", []))),
         "per_qtype": FigureSpec("per_qtype.svg", per_qtype_figure, (qtypes, base_q, tuned_q)),
         "flow_samples": FigureSpec("flow_samples.png", flow_samples_figure, (flow,)),
         "flow_traj": FigureSpec("flow_trajectories.png", flow_trajectories_figure, (flow,)),
