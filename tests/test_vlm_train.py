@@ -29,8 +29,12 @@ def _train(tmp: Path, name: str, **train_kw) -> dict:
                               model_cfg=model_cfg(), lora_cfg=lora_cfg(), train_cfg=train_cfg(**train_kw), log=LOG)
 
 
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
 def _losses(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "loss.jsonl").read_text().splitlines()]
+    return _rows(out / "loss.jsonl")
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +117,11 @@ def test_resume_after_kill_matches_uninterrupted_run(reference, tmp_path):
     for a, b in zip(losses, ref_losses):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-4, abs=1e-5), (a, b)
         assert a["lr"] == pytest.approx(b["lr"])
+    # the held-out curve too: the rows before the kill come from the checkpoint, the rest from the resumed run
+    ref_held, held = _rows(reference[2] / "heldout.jsonl"), _rows(tmp_path / "resumed" / "heldout.jsonl")
+    assert [r["step"] for r in held] == [r["step"] for r in ref_held] == [0, 5, 10, 15, 20, 25, 30]
+    for a, b in zip(held, ref_held):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4, abs=1e-5) and a["exact_match"] == b["exact_match"]
 
 
 def test_max_minutes_stops_cleanly_and_saves(tmp_path):
@@ -197,3 +206,25 @@ def test_inputs_that_differ_from_the_processor_stop_training_at_start(tmp_path, 
         _train(tmp_path, "mismatch", max_steps=2)
     assert "\n" not in str(err.value) and "PaliGemmaProcessor" in str(err.value)
     assert not (tmp_path / "mismatch" / "out" / "loss.jsonl").exists()  # stopped before any step
+
+
+def test_heldout_slice_is_never_trained_on_and_evaluating_it_changes_nothing(tmp_path):
+    """The held-out rows are whole images of the train split, the same ones every time, and none of them is
+    trained on; evaluating them every step or only at the ends leaves the training run bit for bit the same
+    (dropout off while evaluating: no random number drawn), and the curve starts before the first step."""
+    from tamrin.vlm import batches, heldout
+
+    rows = batches.read_split(DATA, "train")
+    train, held = heldout.carve(rows, 12, seed=0)
+    assert len(held) >= 12 and len(train) + len(held) == len(rows)
+    assert not {r["image"] for r in held} & {r["image"] for r in train}
+    assert heldout.carve(rows, 12, seed=0) == (train, held) and heldout.carve(rows, 0, seed=0) == (rows, [])
+    often = _train(tmp_path, "often", max_steps=6, heldout_every=1)
+    rarely = _train(tmp_path, "rarely", max_steps=6, heldout_every=100)
+    a, b = _losses(tmp_path / "often" / "out"), _losses(tmp_path / "rarely" / "out")
+    assert [(r["loss"], r["lr"]) for r in a] == [(r["loss"], r["lr"]) for r in b]
+    ha, hb = _rows(tmp_path / "often" / "out" / "heldout.jsonl"), _rows(tmp_path / "rarely" / "out" / "heldout.jsonl")
+    assert [r["step"] for r in ha] == list(range(7)) and [r["step"] for r in hb] == [0, 6]
+    assert ha[-1] == hb[-1] and ha[0]["n"] == len(held) and ha[-1]["loss"] < ha[0]["loss"]
+    assert often["n_train"] == len(train) and often["heldout"]["evaluations"] == 7
+    assert 0 < often["heldout"]["seconds"] and 0 < often["heldout"]["share"]
