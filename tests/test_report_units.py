@@ -192,7 +192,7 @@ def test_loss_figure_leaves_out_a_skipped_step(tmp_path):
 
     rows = [{"step": s, "loss": None if s == 3 else 2.0 / s, "lr": 1e-4, "epoch": s / 10, "seconds": s,
              "skipped": "non-finite loss" if s == 3 else None} for s in range(1, 11)]
-    out = loss_figure(rows, 3, tmp_path / "loss.svg")
+    out = loss_figure(rows, 3, [], tmp_path / "loss.svg")
     assert out.stat().st_size > 1000
 
 
@@ -212,3 +212,23 @@ def test_the_tool_vocabulary_lint_finds_each_kind_and_passes_plain_prose():
     clean = ["در زیربخش سوم، مرحلهٔ دوم پیش‌آموزش (Stage 2) با Flow Matching و data parallelism آمده است.",
              "حافظهٔ QLoRA برابر ۵٫۰۹ GiB است؛ peft و transformers را به کار بردیم."]
     assert vocabulary_findings(clean, "x.pdf") == []
+
+
+def test_loss_figure_draws_the_heldout_curve_on_the_same_axes(tmp_path, monkeypatch):
+    """The held-out points (step 0 included, a non-finite one left out) are a third line of the loss figure."""
+    from matplotlib.figure import Figure
+
+    from tamrin.report import figures
+
+    rows = [{"step": s, "loss": 2.0 / s, "lr": 1e-4, "epoch": s / 10, "seconds": s, "skipped": None}
+            for s in range(1, 11)]
+    held = [{"step": 0, "loss": 3.0, "exact_match": 0.0, "n": 20}, {"step": 5, "loss": None, "exact_match": 0.1, "n": 20},
+            {"step": 10, "loss": 0.5, "exact_match": 0.4, "n": 20}]
+    drawn, real_save = [], figures._save
+    monkeypatch.setattr(figures, "_save", lambda fig, path, tight=True: drawn.append(fig) or real_save(fig, path, tight))
+    figures.loss_figure(rows, 3, held, tmp_path / "loss.svg")
+    ax = drawn[0].axes[0]
+    lines = ax.get_lines()
+    assert isinstance(drawn[0], Figure) and len(lines) == 3
+    assert list(lines[2].get_xdata()) == [0, 10] and list(lines[2].get_ydata()) == [3.0, 0.5]
+    assert "held-out" in ax.get_legend().get_texts()[2].get_text() and ax.get_xlim()[0] == 0

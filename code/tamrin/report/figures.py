@@ -75,7 +75,7 @@ def smoothing_window(n_steps: int, configured: int) -> int:
     return max(1, min(configured, n_steps // 5 or 1))
 
 
-def loss_figure(loss_rows: list[dict], window: int, path: Path, heldout_rows: Sequence[dict] = ()) -> Path:
+def loss_figure(loss_rows: list[dict], window: int, heldout_rows: Sequence[dict], path: Path) -> Path:
     """The loss of every optimizer step; a skipped step (non-finite loss, logged as null) has no point. With
     `heldout_rows`, the loss on the held-out slice of the train split at each evaluation, on the same axes."""
     kept = [r for r in loss_rows if r["loss"] is not None]

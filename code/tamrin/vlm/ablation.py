@@ -166,7 +166,8 @@ def _run(ctx, device) -> None:
         mc = dataclasses.replace(model_cfg, kind="pretrained", id=str(source),
                                  quantization="none" if r["quantization"] == "none" else model_cfg.quantization)
         lc = dataclasses.replace(lora_cfg, rank=r["rank"], alpha=r["alpha"])
-        tc = dataclasses.replace(train_cfg, max_steps=steps, save_every=steps, max_minutes=None)
+        # the main run's training rows (the same held-out slice left out), evaluated only at the two ends
+        tc = dataclasses.replace(train_cfg, max_steps=steps, save_every=steps, max_minutes=None, heldout_every=steps)
         run_dir = ctx.work_dir / f"r{r['rank']}-{r['quantization']}"
         ctx.log.info(f"ablation run {i}/{len(runs)}: r = {r['rank']}, alpha = {r['alpha']:g}, "
                      f"base {r['quantization']}")

@@ -178,8 +178,8 @@ def run(ctx) -> None:
 
 
 def train(*, data_dir: Path, out_dir: Path, work_dir: Path, model_cfg, lora_cfg, train_cfg, log) -> dict:
-    """Fine-tune and write loss.jsonl, adapter/, summary.json (and base_model/ for the tiny model) to
-    `out_dir`; checkpoints go to `work_dir`. Returns the summary."""
+    """Fine-tune and write loss.jsonl, heldout.jsonl, adapter/, summary.json (and base_model/ for the tiny model)
+    to `out_dir`; checkpoints go to `work_dir`. Returns the summary."""
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
 
@@ -195,43 +195,29 @@ def train(*, data_dir: Path, out_dir: Path, work_dir: Path, model_cfg, lora_cfg,
     set_seed(train_cfg.seed)
     with accelerator.main_process_first():  # the main process builds the tiny base; the others then load it
         source = base_source(model_cfg, work_dir, rows)
-    processor = load_processor(source)
-    images = batches.ImageStore(data_dir)
-    pixels = batches.PixelCache(processor.image_processor, images)
-    rows, held_rows = heldout.carve(rows, train_cfg.heldout_size, train_cfg.seed)  # never trained on
-    rows, examples, skipped = training_examples(processor, rows, images, model_cfg.prompt_prefix, train_cfg, log)
-    held = _heldout(processor, held_rows, pixels, model_cfg.prompt_prefix, train_cfg) if held_rows and main else None
-    tm = build_training_model(source, model_cfg, lora_cfg, train_cfg, device, processor=processor,
-                              seq_len=max(map(len, examples)), suffix_len=max(sum(e.token_type_ids) for e in examples))
-    plan = make_plan(len(rows), batch_size=train_cfg.batch_size, grad_accum=train_cfg.grad_accum,
+    data = TrainingData.load(source, data_dir, rows, model_cfg.prompt_prefix, train_cfg, log)
+    tm = build_training_model(source, model_cfg, lora_cfg, train_cfg, device, processor=data.processor,
+                              seq_len=data.longest, suffix_len=data.longest_suffix)
+    plan = make_plan(len(data.rows), batch_size=train_cfg.batch_size, grad_accum=train_cfg.grad_accum,
                      world=accelerator.num_processes, epochs=train_cfg.epochs, max_steps=train_cfg.max_steps,
                      seed=train_cfg.seed)
     step = TrainStep.for_training(tm.model, train_cfg, total_steps=plan.total_steps, accelerator=accelerator)
     start, meta = _resume(work_dir, rank, step, log)
-    seconds_before = meta.get("seconds", 0.0)
-    log.info(f"gradient checkpointing {tm.grad_ckpt.reason}")
-    log.info(f"training: {len(rows)} examples, {plan.total_steps} steps of {train_cfg.batch_size}×"
-             f"{train_cfg.grad_accum}×{plan.world} examples; LoRA r={lora_cfg.rank} on {len(tm.lora.matched)} "
-             f"modules ({tm.lora.scope}); weights {tm.quantization}, compute {DTYPE_NAMES[tm.compute_dtype]}")
-    loss_log = _JsonlLog(out_dir, "finetune/loss.jsonl", meta.get("history", []), main)
-    held_log = _JsonlLog(out_dir, "finetune/heldout.jsonl", meta.get("heldout", []), held is not None)
-    loader = _loader(plan, start, rank, examples, pixels, processor.tokenizer.pad_token_id, train_cfg, cuda)
+    _log_start(log, tm, plan, lora_cfg, train_cfg, len(data.rows))
+    losses = _JsonlLog(out_dir, "finetune/loss.jsonl", meta.get("history", []), main)
+    held = data.heldout(train_cfg) if main else None  # evaluated by the main process only
+    monitor = heldout.Monitor(held, train_cfg.heldout_every, plan.total_steps,
+                              _JsonlLog(out_dir, "finetune/heldout.jsonl", meta.get("heldout", []), held is not None),
+                              seconds_before=meta.get("heldout_seconds", 0.0))
+    loader = _loader(plan, start, rank, data, train_cfg, cuda)
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
     step.model.train()  # gradient checkpointing only acts in train mode
     bar = tqdm(total=plan.total_steps, initial=start, desc="finetune", unit="step", disable=not main,
                dynamic_ncols=True)
-    clock = _StepClock(time.perf_counter())
+    clock = _StepClock(time.perf_counter(), meta.get("seconds", 0.0))
     done, stopped = start, None
-
-    def evaluate_heldout() -> None:  # main process only; its time is kept out of the training time
-        if held is not None and heldout.is_due(done, train_cfg.heldout_every, plan.total_steps) and \
-                done not in {r["step"] for r in held_log.rows}:
-            t = time.perf_counter()
-            held_log.append(held.evaluate(step.unwrapped, done, device))
-            clock.pause("heldout", time.perf_counter() - t)
-
-    evaluate_heldout()  # before the first step: where the curve starts
+    clock.pause("heldout", monitor(step.unwrapped, done, device))  # before the first step: where the curve starts
 
     # ---- the loop: one optimizer step per group of micro-batches
     try:
@@ -240,27 +226,23 @@ def train(*, data_dir: Path, out_dir: Path, work_dir: Path, model_cfg, lora_cfg,
             r = step(micro)
             done = step_idx + 1
             clock.step_done(time.perf_counter(), sum(len(b["input_ids"]) for b in micro) * plan.world)
-            if r.skipped and r.skipped.startswith("non-finite"):
+            losses.append(_loss_row(r, done, plan, clock.seconds(time.perf_counter())))
+            if r.skipped and not math.isfinite(r.loss):
                 log.warning(f"step {done}: the loss is {r.loss}; update skipped ({step.guard.in_a_row} in a row)")
-            loss_log.append({"step": done, "loss": round(r.loss, 6) if math.isfinite(r.loss) else None,
-                             "lr": r.lr, "epoch": round(plan.epoch_of(done), 4),
-                             "seconds": round(seconds_before + clock.elapsed(time.perf_counter()), 2),
-                             "skipped": r.skipped})
             bar.update(1)
             bar.set_postfix(loss=f"{r.loss:.4f}", lr=f"{r.lr:.2e}")
             if r.stop is not None:
                 raise r.stop
-            evaluate_heldout()
+            clock.pause("heldout", monitor(step.unwrapped, done, device))
             if _time_is_up(accelerator, train_cfg.max_minutes, t_start) and done < plan.total_steps:
                 stopped = f"train.max_minutes = {train_cfg.max_minutes} reached after step {done}"
                 log.warning(f"stopping early: {stopped}; the adapter trained so far is saved")
                 break
             if done % train_cfg.save_every == 0 and done < plan.total_steps:
                 t_save = time.perf_counter()
-                _save_checkpoint(accelerator, work_dir, done, step,
-                                 {"history": loss_log.rows, "heldout": held_log.rows,
-                                  "heldout_seconds": meta.get("heldout_seconds", 0.0) + clock.paused["heldout"],
-                                  "seconds": seconds_before + clock.elapsed(t_save)})
+                _save_checkpoint(accelerator, work_dir, done, step, {
+                    "history": losses.rows, "heldout": monitor.log.rows, "heldout_seconds": monitor.seconds,
+                    "seconds": clock.seconds(t_save)})
                 clock.pause("checkpoint", time.perf_counter() - t_save)
     except torch.OutOfMemoryError:
         raise TamrinError(_oom_message(train_cfg)) from None
@@ -269,27 +251,59 @@ def train(*, data_dir: Path, out_dir: Path, work_dir: Path, model_cfg, lora_cfg,
 
     # ---- save: the summary, the adapter (and the demo's base model)
     accelerator.wait_for_everyone()
-    summary = _summary(model_cfg, lora_cfg, train_cfg, tm, step, plan, loss_log.rows, n_train=len(rows),
-                       skipped_too_long=skipped, start=start, done=done, stopped=stopped, clock=clock,
-                       train_seconds=seconds_before + time.perf_counter() - clock.t0, t_start=t_start)
-    summary["heldout"] = None if held is None else heldout.summary(
-        held_log.rows, n=held.n, every=train_cfg.heldout_every,
-        seconds=meta.get("heldout_seconds", 0.0) + clock.paused["heldout"],
-        step_seconds=seconds_before + clock.elapsed(time.perf_counter()))
-    if main and summary["heldout"] and (summary["heldout"]["share"] or 0) > heldout.BUDGET:
-        log.warning(f"the held-out evaluations took {summary['heldout']['share']:.0%} of the training time; "
-                    "lower train.heldout_size or raise train.heldout_every")
+    summary = _summary(model_cfg, lora_cfg, train_cfg, tm, step, plan, losses.rows, n_train=len(data.rows),
+                       skipped_too_long=data.skipped, start=start, done=done, stopped=stopped, clock=clock,
+                       t_start=t_start, heldout_block=monitor.summary(clock.seconds(time.perf_counter())))
     if main:
         _save_results(out_dir, step.unwrapped, source if model_cfg.kind == "tiny" else None, summary)
-        n_skipped = summary["skipped_steps"]
-        log.info(f"mean loss of the first / last {summary['loss_window']} steps: {_fmt(summary['loss_first_mean'])} → "
-                 f"{_fmt(summary['loss_last_mean'])} ({done} steps, {summary['samples_per_s']} samples/s"
-                 f"{f', {n_skipped} updates skipped' if n_skipped else ''})")
+        _log_end(log, summary)
     accelerator.wait_for_everyone()
     return summary
 
 
 # ---------------------------------------------------------------- helpers of the loop
+
+@dataclass
+class TrainingData:
+    """The train split as training uses it: the rows trained on (the held-out slice carved out, the ones longer
+    than `train.max_length` dropped) tokenised once, the held-out rows, and the processor and pixel cache."""
+    processor: object
+    pixels: batches.PixelCache
+    rows: list[dict]
+    examples: list[batches.Example]
+    skipped: int  # longer than train.max_length
+    heldout_rows: list[dict]
+    prefix: str
+
+    @classmethod
+    def load(cls, source, data_dir: Path, rows: list[dict], prefix: str, train_cfg, log) -> "TrainingData":
+        processor = load_processor(source)
+        images = batches.ImageStore(data_dir)
+        rows, held = heldout.carve(rows, train_cfg.heldout_size, train_cfg.seed)  # never trained on
+        rows, examples, skipped = training_examples(processor, rows, images, prefix, train_cfg, log)
+        return cls(processor, batches.PixelCache(processor.image_processor, images), rows, examples, skipped, held,
+                   prefix)
+
+    @property
+    def longest(self) -> int:
+        return max(map(len, self.examples))
+
+    @property
+    def longest_suffix(self) -> int:
+        return max(sum(e.token_type_ids) for e in self.examples)
+
+    @property
+    def pad_id(self) -> int:
+        return self.processor.tokenizer.pad_token_id
+
+    def heldout(self, train_cfg) -> heldout.HeldOut | None:
+        """The held-out slice tokenised and collated once, in micro-batches of the training batch size."""
+        if not self.heldout_rows:
+            return None
+        examples = batches.tokenize(self.processor, self.heldout_rows, self.prefix, with_answers=True)
+        _, examples, _ = keep_fitting(self.heldout_rows, examples, train_cfg.max_length)
+        return heldout.HeldOut(examples, self.pixels, self.pad_id, train_cfg.batch_size) if examples else None
+
 
 def training_examples(processor, rows: list[dict], images: batches.ImageStore, prefix: str, train_cfg, log
                       ) -> tuple[list[dict], list[batches.Example], int]:
@@ -310,13 +324,6 @@ def training_examples(processor, rows: list[dict], images: batches.ImageStore, p
     return rows, examples, skipped
 
 
-def _heldout(processor, rows: list[dict], pixels, prefix: str, train_cfg) -> heldout.HeldOut:
-    """The held-out slice tokenised and collated once, in micro-batches of the training batch size."""
-    examples = batches.tokenize(processor, rows, prefix, with_answers=True)
-    _, examples, _ = keep_fitting(rows, examples, train_cfg.max_length)
-    return heldout.HeldOut(examples, pixels, processor.tokenizer.pad_token_id, train_cfg.batch_size)
-
-
 def _resume(work_dir: Path, rank: int, step: TrainStep, log) -> tuple[int, dict]:
     """(first step to run, the checkpoint's meta: loss and held-out rows so far, seconds so far) from the newest
     complete checkpoint of this exact configuration (the work dir is keyed by it), or a fresh start."""
@@ -330,14 +337,14 @@ def _resume(work_dir: Path, rank: int, step: TrainStep, log) -> tuple[int, dict]
     return meta["step"], meta
 
 
-def _loader(plan: Plan, start: int, rank: int, examples, pixels, pad_id: int, train_cfg, cuda: bool):
+def _loader(plan: Plan, start: int, rank: int, data: TrainingData, train_cfg, cuda: bool):
     """The micro-batches of steps `start`… in order, built in `train.num_workers` worker processes."""
-    data = StepBatches(plan, start, rank, examples, pixels, pad_id)
+    items = StepBatches(plan, start, rank, data.examples, data.pixels, data.pad_id)
     if train_cfg.num_workers:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # forked workers + a threaded tokenizer can hang
     # Its own generator: creating the iterator draws a worker seed, which must not shift the global RNG
     # that dropout uses (a resumed run would otherwise diverge from an uninterrupted one).
-    return torch.utils.data.DataLoader(data, batch_size=None, shuffle=False, num_workers=train_cfg.num_workers,
+    return torch.utils.data.DataLoader(items, batch_size=None, shuffle=False, num_workers=train_cfg.num_workers,
                                        collate_fn=_identity, pin_memory=cuda,
                                        generator=torch.Generator().manual_seed(train_cfg.seed),
                                        prefetch_factor=4 if train_cfg.num_workers else None)
@@ -364,9 +371,32 @@ class _JsonlLog:
                 f.write(self._line(row))
 
 
+def _log_start(log, tm: TrainingModel, plan: Plan, lora_cfg, train_cfg, n_train: int) -> None:
+    log.info(f"gradient checkpointing {tm.grad_ckpt.reason}")
+    log.info(f"training: {n_train} examples, {plan.total_steps} steps of {train_cfg.batch_size}×"
+             f"{train_cfg.grad_accum}×{plan.world} examples; LoRA r={lora_cfg.rank} on {len(tm.lora.matched)} "
+             f"modules ({tm.lora.scope}); weights {tm.quantization}, compute {DTYPE_NAMES[tm.compute_dtype]}")
+
+
+def _log_end(log, summary: dict) -> None:
+    n_skipped, ho = summary["skipped_steps"], summary["heldout"]
+    log.info(f"mean loss of the first / last {summary['loss_window']} steps: {_fmt(summary['loss_first_mean'])} → "
+             f"{_fmt(summary['loss_last_mean'])} ({summary['steps_done']} steps, {summary['samples_per_s']} samples/s"
+             f"{f', {n_skipped} updates skipped' if n_skipped else ''})")
+    if ho and (ho["share"] or 0) > heldout.BUDGET:
+        log.warning(f"the held-out evaluations took {ho['share']:.0%} of the training time; lower "
+                    "train.heldout_size or raise train.heldout_every")
+
+
+def _loss_row(r, step: int, plan: Plan, seconds: float) -> dict:
+    """One loss.jsonl line (contract LossRow)."""
+    return {"step": step, "loss": round(r.loss, 6) if math.isfinite(r.loss) else None, "lr": r.lr,
+            "epoch": round(plan.epoch_of(step), 4), "seconds": round(seconds, 2), "skipped": r.skipped}
+
+
 def _summary(model_cfg, lora_cfg, train_cfg, tm: TrainingModel, step: TrainStep, plan: Plan, history: list[dict], *,
              n_train: int, skipped_too_long: int, start: int, done: int, stopped: str | None, clock: "_StepClock",
-             train_seconds: float, t_start: float) -> dict:
+             t_start: float, heldout_block: dict | None) -> dict:
     """summary.json's contents (see contract FinetuneSummary)."""
     cuda = torch.cuda.is_available()
     device = step.acc.device
@@ -390,11 +420,13 @@ def _summary(model_cfg, lora_cfg, train_cfg, tm: TrainingModel, step: TrainStep,
         **_loss_ends(history),
         "samples_per_s": clock.samples_per_s(),
         "checkpoint_seconds": round(clock.paused["checkpoint"], 2),
-        "train_seconds": round(train_seconds, 2), "wall_seconds": round(time.perf_counter() - t_start, 2),
+        "train_seconds": round(clock.before + time.perf_counter() - clock.t0, 2),
+        "wall_seconds": round(time.perf_counter() - t_start, 2),
         "peak_gpu_mem_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 3) if cuda else None,
         "peak_cpu_rss_mib": _peak_rss_mib(),
         "device": torch.cuda.get_device_name(device) if cuda else "cpu",
         "torch_threads": torch.get_num_threads(),
+        "heldout": heldout_block,
     }
 
 
@@ -422,8 +454,8 @@ class _StepClock:
     spent saving checkpoints and evaluating the held-out slice (`pause`). Each step's reading follows its wait for the step loss; the optimizer update queued
     after it ends inside the next step's reading, so the steps' times add up to the GPU's."""
 
-    def __init__(self, t0: float) -> None:
-        self.t0, self.paused, self.steps = t0, {"checkpoint": 0.0, "heldout": 0.0}, 0
+    def __init__(self, t0: float, before: float = 0.0) -> None:
+        self.t0, self.before, self.paused, self.steps = t0, before, {"checkpoint": 0.0, "heldout": 0.0}, 0
         self.t_first = self.t_last = None  # ends of the first and the last step (pauses excluded)
         self.samples_after_first = 0
 
@@ -433,6 +465,10 @@ class _StepClock:
     def elapsed(self, now: float) -> float:
         """Seconds since the start, pauses excluded."""
         return now - self.t0 - sum(self.paused.values())
+
+    def seconds(self, now: float) -> float:
+        """Seconds of training steps of the whole run (a resumed run's earlier ones included), pauses excluded."""
+        return self.before + self.elapsed(now)
 
     def step_done(self, now: float, samples: int) -> None:
         self.steps += 1

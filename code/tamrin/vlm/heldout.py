@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 from typing import Iterator, Sequence
 
 import torch
@@ -99,8 +100,30 @@ class HeldOut:
                 "exact_match": round(int(exact) / self.n, 6), "n": self.n}
 
 
-def summary(rows: list[dict], *, n: int, every: int, seconds: float, step_seconds: float) -> dict:
-    """summary.json's `heldout` block: the slice, how often it was evaluated, and what that cost next to the
-    optimizer steps (`share`: held-out seconds / seconds of the training steps, checkpoint saving excluded)."""
-    return {"n": n, "every": every, "evaluations": len(rows), "seconds": round(seconds, 3),
-            "step_seconds": round(step_seconds, 3), "share": round(seconds / step_seconds, 4) if step_seconds > 0 else None}
+class Monitor:
+    """The finetune loop's held-out curve: `monitor(model, step, device)` evaluates the slice when the step is due
+    (and not evaluated before a resume), appends the row to `log` and returns the seconds it took (0 when it did
+    nothing, as on every process but the main one, which has no slice)."""
+
+    def __init__(self, held: HeldOut | None, every: int, total_steps: int, log, seconds_before: float = 0.0) -> None:
+        self.held, self.every, self.total, self.log = held, every, total_steps, log
+        self.seconds = seconds_before  # spent evaluating, over the whole run (a resumed run's earlier part too)
+
+    def __call__(self, model, step: int, device: torch.device) -> float:
+        if self.held is None or not is_due(step, self.every, self.total) or \
+                any(r["step"] == step for r in self.log.rows):
+            return 0.0
+        t0 = time.perf_counter()
+        self.log.append(self.held.evaluate(model, step, device))
+        spent = time.perf_counter() - t0
+        self.seconds += spent
+        return spent
+
+    def summary(self, step_seconds: float) -> dict | None:
+        """summary.json's `heldout` block: the slice, how often it was evaluated, and what that cost next to the
+        optimizer steps (`share`: held-out seconds / seconds of the training steps, checkpoint saving excluded)."""
+        if self.held is None:
+            return None
+        return {"n": self.held.n, "every": self.every, "evaluations": len(self.log.rows),
+                "seconds": round(self.seconds, 3), "step_seconds": round(step_seconds, 3),
+                "share": round(self.seconds / step_seconds, 4) if step_seconds > 0 else None}
