@@ -30,6 +30,8 @@ IPYTHON_STANDIN = '''\
 SHOWN = []
 class HTML:
     def __init__(self, data): self.data = data
+class Markdown:
+    def __init__(self, data): self.data = data
 class Image:
     def __init__(self, filename=None, **kw): self.filename = filename
 class SVG:
