@@ -200,7 +200,7 @@ def test_the_tool_vocabulary_lint_finds_each_kind_and_passes_plain_prose():
     from tamrin.report.vocabulary import vocabulary_findings
 
     planted = ["نتایج با Tamrin و پروفایل demo ساخته شد", "python build.py all --set lora.scope=all",
-               "مرحلهٔ memory و commit 3f2a و cache key", "results/eval/manifest.json", "minutes_max.train"]
+               "مرحلهٔ memory و commit 3f2a و cache key و مرحلٔه finetune", "results/eval/manifest.json", "minutes_max.train"]
     # the last page as PDFium gives a config key inside a right-to-left line: its segments reversed
     found = vocabulary_findings(planted, "x.pdf")
     pages = {f.where for f in found}
@@ -209,6 +209,7 @@ def test_the_tool_vocabulary_lint_finds_each_kind_and_passes_plain_prose():
     assert {"Tamrin", "پروفایل", "demo", "build.py", "--set", "lora.scope", "commit", "cache key", "results/",
             "train.max_minutes"} <= words, words
     assert any(w.startswith("مرحلهٔ") or w.startswith("memory") for w in words), words
+    assert any(w.startswith("مرحلٔه") for w in words), words  # «هٔ» as PDFium gives it
     clean = ["در زیربخش سوم، مرحلهٔ دوم پیش‌آموزش (Stage 2) با Flow Matching و data parallelism آمده است.",
              "حافظهٔ QLoRA برابر ۵٫۰۹ GiB است؛ peft و transformers را به کار بردیم."]
     assert vocabulary_findings(clean, "x.pdf") == []

@@ -21,14 +21,15 @@ FIXED: tuple[tuple[str, str], ...] = (
     (r"\bbuild\.py\b|\bmake (?:report|test)\b|\bpip install\b", "a command line"),
     (r"(?<![\w-])--[a-z][a-z-]+", "a command-line option"),
     (r"\bcommit\b", "a commit"),
-    (r"\bcache[ _-]?keys?\b|کلید (?:کش|حافظهٔ نهان)", "a cache key"),
+    (r"\bcache[ _-]?keys?\b|کلید (?:کش|حافظ(?:هٔ|ٔه|ۀ) نهان)", "a cache key"),
     (r"\bmanifest(?:\.json)?\b", "a manifest"),
     (r"\bresults/", "a results path"),
     (r"\b(?:max_minutes|grad_ckpt|save_every|measured_from)\b", "a config key"),
 )
 # «مرحلهٔ memory» in either order: pypdf may give a right-to-left line in visual order.
 _STAGE = "|".join(STAGE_NAMES)
-STAGE_WORD = re.compile(rf"مرحله[ٔۀ]?\W{{0,4}}(?:\S+\s+){{0,2}}?`?(?:{_STAGE})\b|\b(?:{_STAGE})`?\s+(?:\S+\s+){{0,2}}?مرحله")
+# PDFium gives «هٔ» (heh + hamza above) as hamza then heh: «مرحلٔه».
+STAGE_WORD = re.compile(rf"مرحل(?:ه|ٔه)[ٔۀ]?\W{{0,4}}(?:\S+\s+){{0,2}}?`?(?:{_STAGE})\b|\b(?:{_STAGE})`?\s+(?:\S+\s+){{0,2}}?مرحل")
 
 
 @lru_cache(maxsize=1)
