@@ -58,6 +58,20 @@ def test_paper_fails_each_failing_check_in_one_line_here():
     print(f"doctor --profile paper took {seconds:.1f} s here")
 
 
+def test_python_row_asks_what_pyproject_asks(monkeypatch):
+    import platform
+
+    from tamrin.doctor.packages import check_python_and_packages, python_requirement
+    from tamrin.doctor.result import Facts
+
+    assert python_requirement() == ">=3.11"  # Colab ships 3.13, Kaggle 3.12; the pinned set needs 3.11
+    monkeypatch.setattr(platform, "python_version", lambda: "3.10.13")
+    c = check_python_and_packages(Facts(profile="demo"))
+    assert c.status == "FAIL" and c.result == "Python 3.10.13" and ">=3.11" in c.fix
+    monkeypatch.setattr(platform, "python_version", lambda: "3.13.0")
+    assert check_python_and_packages(Facts(profile="demo")).result.startswith("Python 3.13.0; torch ")
+
+
 def test_table_and_exit_rule():
     checks = [Check("a", OK, "fine"), Check("bb", FAIL, "broken", "fix it", ["detail"]), Check("c", SKIP, "n/a")]
     text = render(checks)
