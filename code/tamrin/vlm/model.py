@@ -164,6 +164,19 @@ def load_base_model(source: str | Path, *, quantization: str, compute_dtype: tor
         return PaliGemmaForConditionalGeneration.from_pretrained(str(source), **kwargs)
 
 
+def prepare_quantized(model):
+    """What training does to a 4-bit base before LoRA: peft's `prepare_model_for_kbit_training` without its
+    checkpointing switch — the base frozen and every parameter that is not a 4-bit weight (norms, embeddings, the
+    vision tower's patch embedding, the lm head) upcast to fp32, so the residual stream runs in fp32 and only the
+    4-bit matmuls compute in the compute dtype (fp16 on a T4, where Gemma is known to overflow: gemma_pytorch#10).
+    Evaluation calls it too, so it computes as training did (peft/utils/other.py, peft 0.21.2)."""
+    from peft import prepare_model_for_kbit_training
+
+    # peft's own checkpointing switch would enable every layer; with use_reentrant=False it does nothing else,
+    # so training enables checkpointing itself (attach_lora)
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+
+
 # ---------------------------------------------------------------- LoRA
 
 def lora_target_pattern(targets: list[str], scope: str) -> str | list[str]:
@@ -210,13 +223,11 @@ def attach_lora(model, *, rank: int, alpha: float, dropout: float, targets: list
     """Wrap `model` with LoRA adapters (peft), with gradient checkpointing on every `ckpt_every`-th layer (None =
     off). Quantized models are first prepared for k-bit training (frozen base, norms/embeddings upcast to fp32).
     Returns (peft_model, LoraInfo)."""
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from peft import LoraConfig, get_peft_model
     from peft.tuners.lora import LoraLayer
 
     if quantized:
-        # peft's own checkpointing switch would enable every layer; with use_reentrant=False it does nothing else
-        # (peft/utils/other.py, prepare_model_for_kbit_training), so checkpointing is enabled below instead
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        model = prepare_quantized(model)
     if ckpt_every is not None:
         enable_checkpointing(model, ckpt_every)
     cfg = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, bias="none",
