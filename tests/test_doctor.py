@@ -162,6 +162,23 @@ def test_processor_check_on_the_tiny_model(tmp_path):
     assert any(d.startswith("decoded prefix: '<bos>answer en ") and d.endswith("?\\n'") for d in c.details)
 
 
+@pytest.mark.slow
+def test_timed_steps_show_three_answers_of_the_model(tmp_path):
+    from tamrin.doctor.answers import answer_lines
+    from tamrin.doctor.dataset import check_dataset
+    from tamrin.doctor.processor import check_processor
+    from tamrin.doctor.steps import check_steps
+
+    cfg = load_config("demo")
+    facts = Facts("demo", work_dir=tmp_path)
+    assert check_dataset(facts, cfg).status == OK and check_processor(facts, cfg).status == OK
+    c, timing = check_steps(facts, cfg, 1)
+    assert c.status == OK, c
+    assert [(q, ref) for q, ref, _ in timing.answers] == [(e["question"], str(e["answer"])) for e in facts.examples[:3]]
+    assert all(isinstance(got, str) for _, _, got in timing.answers)
+    assert c.details == answer_lines(timing.answers) and c.details[0].startswith("answer 1: '")
+
+
 def test_estimate_from_a_measured_step(tmp_path, monkeypatch):
     from tamrin.doctor import estimate
     from tamrin.doctor.steps import StepTiming
