@@ -72,6 +72,27 @@ def test_python_row_asks_what_pyproject_asks(monkeypatch):
     assert check_python_and_packages(Facts(profile="demo")).result.startswith("Python 3.13.0; torch ")
 
 
+def test_disk_row_estimates_the_first_download(tmp_path, monkeypatch):
+    import shutil as sh
+    from collections import namedtuple
+
+    import torch
+
+    from tamrin.doctor import disk
+    from tamrin.runner import Paths
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(sh, "disk_usage", lambda path: usage(100 * 10**9, 0, 8 * 10**9))
+    paths = Paths(tmp_path)
+    t4 = disk.check_disk("paper", paths, False, "google/paligemma-3b-pt-224", torch.float16)
+    assert t4.status == "ok" and "first model download about 5.8 GB (the float16 revision; 11.7 GB if" in t4.result
+    fp32 = disk.check_disk("paper", paths, False, "google/paligemma-3b-pt-224", torch.float32)
+    assert fp32.status == "FAIL" and "model cache needs 13.0 GB (8.0 GB free" in fp32.result  # main: 11.7 + 1.3
+    assert "download" not in disk.check_disk("paper", paths, True, "google/paligemma-3b-pt-224", torch.float16).result
+    cfg = load_config("paper")
+    assert disk.planned_dtype(cfg, gpu=False) == torch.float16  # no GPU here: the notebook's T4
+
+
 def test_table_and_exit_rule():
     checks = [Check("a", OK, "fine"), Check("bb", FAIL, "broken", "fix it", ["detail"]), Check("c", SKIP, "n/a")]
     text = render(checks)
