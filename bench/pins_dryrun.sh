@@ -19,7 +19,7 @@ dry_run() {  # constraints file, python, version (3.12), output file, extra requ
   {
     echo "# $(date -u +%Y-%m-%dT%H:%MZ)  $("$py" -m pip --version | cut -d' ' -f1-2) on Python $("$py" -c 'import platform; print(platform.python_version())')"
     echo "# pip install --dry-run --target T --only-binary=:all: --find-links W --python-version $ver --implementation cp <manylinux x86_64 tags> -c $pins '.[test]' $*"
-    PIP_CONFIG_FILE=/dev/null "$py" -m pip install --dry-run --target "$target" --only-binary=:all: \
+    env -u PIP_FIND_LINKS -u PIP_CONSTRAINT -u PIP_EXTRA_INDEX_URL PIP_CONFIG_FILE=/dev/null "$py" -m pip install --dry-run --target "$target" --only-binary=:all: \
       --find-links "$WHEELS" --python-version "$ver" --implementation cp $PLAT --progress-bar off \
       -c "$pins" ".[test]" "$@" 2>&1 | grep -v -E '^\s*(Downloading|Obtaining|Using cached)'
     echo "# exit status: ${PIPESTATUS[0]}"
