@@ -151,7 +151,7 @@ def load_processor(source: str | Path):
 # same weights at half the size. The names: transformers' own PaliGemma integration tests load pt-224 with
 # `revision="bfloat16"` and `revision="float16"` (huggingface/transformers, tests/models/paligemma/
 # test_modeling_paligemma.py: test_small_model_integration_test_paligemma_batched_bf16 / _f16), and the model card
-# offers the weights "in float32, bfloat16 and float16" with the same `revision=` snippets.
+# lists the weights in float32, bfloat16 and float16 (seen through a mirror of the card; the hub is out of reach here).
 HALF_REVISIONS = {torch.bfloat16: "bfloat16", torch.float16: "float16"}
 MAIN_DOWNLOAD_GB = 11.7  # main's float32 safetensors (above)
 
