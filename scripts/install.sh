@@ -21,8 +21,9 @@ else
   PY=.venv/bin/python
 fi
 
-"$PY" -c 'import sys; assert sys.version_info >= (3, 10), "Tamrin needs Python >= 3.10"' \
-  || { echo "[install] error: Python $("$PY" --version) is too old; Tamrin needs Python >= 3.10" >&2; exit 2; }
+# 3.11: what the pinned set needs (pyproject.toml's requires-python); Colab (3.13) and Kaggle (3.12) are newer.
+"$PY" -c 'import sys; assert sys.version_info >= (3, 11), "Tamrin needs Python >= 3.11"' \
+  || { echo "[install] error: Python $("$PY" --version) is too old; Tamrin needs Python >= 3.11" >&2; exit 2; }
 
 TORCH_MIN=2.6  # transformers 5 disables older torch (pyproject.toml says why)
 if "$PY" -c 'import torch' 2>/dev/null; then

@@ -3,7 +3,9 @@ Tamrin's direct dependencies and of the Hugging Face runtime they load.
 
 Not pinned: torch (Colab/Kaggle keep their CUDA build; >= 2.6 is enforced elsewhere) and the scientific/Jupyter
 base a notebook platform ships (numpy, scipy, pillow, matplotlib, …): forcing other versions of those into a
-running notebook kernel breaks it more often than a version difference breaks Tamrin.
+running notebook kernel breaks it more often than a version difference breaks Tamrin. Nor fsspec: Colab's
+preinstalled gcsfs pins it exactly (gcsfs up to 2025.12.0 requires fsspec==its own version), so any pin clashes
+there; datasets' own bounds choose it (bench/pins_dryrun.sh checks the set on Python 3.12 and 3.13).
 
     python scripts/pin_tested.py            # rewrite constraints/tested.txt from the running environment
     python scripts/pin_tested.py --check    # exit 1 when the file differs from the environment
@@ -18,8 +20,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = ROOT / "constraints" / "tested.txt"
-PLATFORM = {"torch", "numpy", "scipy", "pillow", "matplotlib", "tqdm", "packaging", "tomli"}
-HF_RUNTIME = {"safetensors", "hf-xet", "fsspec"}  # loaded by transformers/datasets/huggingface-hub
+PLATFORM = {"torch", "numpy", "scipy", "pillow", "matplotlib", "tqdm", "packaging", "tomli",
+            "fsspec"}  # fsspec: pinned exactly by the platform's gcsfs (see above)
+HF_RUNTIME = {"safetensors", "hf-xet"}  # loaded by transformers/datasets/huggingface-hub
 
 
 def canonical(name: str) -> str:
@@ -27,10 +30,8 @@ def canonical(name: str) -> str:
 
 
 def direct_dependencies() -> list[str]:
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib
+    import tomllib
+
     from packaging.requirements import Requirement
 
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["dependencies"]
@@ -44,7 +45,7 @@ def pins() -> list[str]:
         try:
             out.append(f"{name}=={metadata.version(name)}")
         except metadata.PackageNotFoundError:
-            pass  # a marker-excluded dependency (bitsandbytes on macOS, tomli on 3.11+)
+            pass  # a marker-excluded dependency (bitsandbytes on macOS)
     return out
 
 
@@ -52,7 +53,7 @@ def render() -> str:
     py = ".".join(map(str, sys.version_info[:2]))
     head = (f"# Versions Tamrin's test suite passed with (Python {py}); written by scripts/pin_tested.py.\n"
             "# Used as `pip install -e . -c constraints/tested.txt` (scripts/install.sh, the notebook).\n"
-            "# torch and the platform's numpy/scipy/pillow/matplotlib are not pinned (see the script).\n")
+            "# torch, fsspec and the platform's numpy/scipy/pillow/matplotlib are not pinned (see the script).\n")
     return head + "\n".join(pins()) + "\n"
 
 

@@ -37,12 +37,18 @@ def handler_for(case: str) -> Callable:
 @contextlib.contextmanager
 def mock_hub(monkeypatch, case: str, offline: bool = False):
     """Every hub request answered as `case`; HF_HUB_OFFLINE as `offline` for huggingface_hub and datasets."""
+    with serve(monkeypatch, handler_for(case), offline):
+        yield
+
+
+@contextlib.contextmanager
+def serve(monkeypatch, handler: Callable, offline: bool = False):
+    """Every hub request answered by `handler(request) -> response`; HF_HUB_OFFLINE as `offline`."""
     import datasets.config
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", offline)
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", offline)
-    handler = handler_for(case)
     _http.set_client_factory(lambda: HTTP.Client(transport=HTTP.MockTransport(handler), follow_redirects=True,
                                                  event_hooks={"request": [_http.hf_request_event_hook]}))
     try:

@@ -24,6 +24,24 @@ def test_question_boilerplate_is_stripped(user):
     assert clean_question(user) == Q
 
 
+@pytest.mark.parametrize("user", [
+    f"{Q} Answer the question using a single word or phrase.",                  # the LLaVA suffix, same line
+    f"{Q} Give a very brief answer.",
+    f"{Q} Be concise. Give a short answer.",                                    # two instruction sentences
+    f"{Q}  Answer briefly!  Answer:",
+    f"Look at the image carefully.\n{Q} Answer briefly.",                       # a preamble line, then Q4's line
+    f"Question: {Q} Short answer required.\nAnswer:",
+])
+def test_instruction_sentences_after_the_question_mark_on_its_line_are_stripped(user):
+    assert clean_question(user) == Q
+
+
+def test_a_tail_that_is_not_all_instruction_is_kept():
+    # "…? Answer briefly. What about cubes?" is two questions: nothing is cut from the first one's line
+    assert clean_question(f"{Q} Answer with one word: yes, no, or a number.") == Q
+    assert clean_question("Is it red? Or is it blue.") == "Is it red? Or is it blue."
+
+
 def test_question_text_itself_is_kept_intact():
     # Words like "answer" inside a real question, and ";" clauses, are not instructions.
     q = "There is a small rubber cube; are there any cylinders of the same color as it?"

@@ -135,17 +135,23 @@ CAULDRON_ROWS = [
 ]
 
 
-def write_cauldron_copy(folder: Path, rows=CAULDRON_ROWS, declare_size: bool = True) -> Path:
-    """A dataset folder laid out like the hub repo: README.md with the config YAML + clevr/train-*.parquet."""
+def write_cauldron_copy(folder: Path, rows=CAULDRON_ROWS, declare_size: bool = True, shards: int = 1,
+                        row_group: int | None = None) -> Path:
+    """A dataset folder laid out like the hub repo: README.md with the config YAML + clevr/train-*.parquet
+    (`shards` files; `row_group` rows per parquet row group, the library's default when None)."""
     from datasets import Dataset, Features, Image as HFImage, List, Value
 
     features = Features({"images": List(HFImage()),
                          "texts": List({"user": Value("string"), "assistant": Value("string"),
                                         "source": Value("string")})})
-    data = {"images": [[{"bytes": b, "path": None} for b in imgs] for imgs, _ in rows],
-            "texts": [texts for _, texts in rows]}
     (folder / "clevr").mkdir(parents=True)
-    Dataset.from_dict(data, features=features).to_parquet(str(folder / "clevr" / "train-00000-of-00001.parquet"))
+    per = -(-len(rows) // shards)
+    for k in range(shards):
+        part = rows[k * per:(k + 1) * per]
+        data = {"images": [[{"bytes": b, "path": None} for b in imgs] for imgs, _ in part],
+                "texts": [texts for _, texts in part]}
+        name = f"train-{k:05d}-of-{shards:05d}.parquet"
+        Dataset.from_dict(data, features=features).to_parquet(str(folder / "clevr" / name), batch_size=row_group)
     splits = (f"  splits:\n  - name: train\n    num_bytes: 1000\n    num_examples: {len(rows)}\n"
               if declare_size else "")
     (folder / "README.md").write_text(
@@ -369,3 +375,81 @@ def test_a_source_that_yields_nothing_is_a_clear_error(tmp_path):
         run_data(root, hub_overrides(copy, "data.fraction=1.0"))
     assert "off_vocabulary: 1" in str(err.value)
     assert read_manifest(Paths(root), "data") is None  # nothing half-written was kept
+
+
+# --- a row format the cleaning does not read stops the stage early ------------------------------------------------
+def not_clevr(i: int) -> dict:
+    return {"user": f"Describe picture {i} in detail.", "assistant": f"A calm room with {i % 7} objects in it.",
+            "source": "other"}
+
+
+@pytest.fixture
+def parquet_rows(monkeypatch):
+    """Rows the parquet reader handed to `datasets` (what was actually read from the files), counted where
+    datasets' parquet builder yields its tables."""
+    from datasets.packaged_modules.parquet.parquet import Parquet
+
+    seen = {"rows": 0}
+    real = Parquet._generate_tables
+
+    def counting(self, *args, **kwargs):
+        for key, table in real(self, *args, **kwargs):
+            seen["rows"] += table.num_rows
+            yield key, table
+
+    monkeypatch.setattr(Parquet, "_generate_tables", counting)
+    return seen
+
+
+def test_rows_in_a_format_the_cleaning_does_not_read_stop_the_stage_early(tmp_path, parquet_rows):
+    from tamrin.data.hub import EARLY_ROWS
+
+    image = [png()]
+    rows = [(image, [not_clevr(i), not_clevr(i + 1)]) for i in range(6000)]
+    copy = write_cauldron_copy(tmp_path / "elsewhere", rows=rows, shards=3, row_group=100)
+    root = make_root(tmp_path)
+    with pytest.raises(TamrinError) as err:
+        run_data(root, hub_overrides(copy))  # the default shuffle buffer: 1000 rows
+    msg = str(err.value)
+    assert "\n" not in msg and "kept 0 of the 600 QA pairs in the first 300 rows" in msg and EARLY_ROWS == 300
+    assert "raw row 1: 'Describe picture" in msg and "raw row 2: 'Describe picture" in msg
+    assert "python build.py doctor" in msg
+    # read: the 300 rows judged (3 row groups of 100), not the shuffle buffer's 1000 nor the 6000 of the folder
+    assert parquet_rows["rows"] == 300, parquet_rows
+    assert read_manifest(Paths(root), "data") is None
+
+
+@pytest.mark.parametrize("clevr_share,fails", [(0.4, True), (0.6, False)])
+def test_the_early_check_needs_half_of_the_pairs_kept(tmp_path, clevr_share, fails):
+    rows = []
+    for i in range(1500):  # in each block of 10 rows, the first `clevr_share` × 10 carry CLEVR pairs
+        ok = i % 10 < clevr_share * 10
+        rows.append(([png((i % 250, 0, 0))], [turn("How many spheres are there?", "2.") if ok else not_clevr(i)]))
+    copy = write_cauldron_copy(tmp_path / "mixed", rows=rows, row_group=100)
+    root = make_root(tmp_path)
+    overrides = hub_overrides(copy, "data.max_questions=40")
+    if fails:
+        with pytest.raises(TamrinError, match=r"kept 120 of the 300 QA pairs in the first 300 rows \(40%"):
+            run_data(root, overrides)
+    else:
+        assert run_data(root, overrides).status == "ran"
+        _, train, test, _ = load_outputs(root)
+        assert len(train) + len(test) == 40
+
+
+def test_the_early_check_judges_once_on_the_rows_it_was_given():
+    from tamrin.data.config import DataConfig
+    from tamrin.data.hub import RowFormatCheck
+
+    check = RowFormatCheck(DataConfig(), "copy", after_rows=4)
+    good = {"images": [], "texts": [turn("How many cubes are there?", "3")]}
+    bad = {"images": [], "texts": [not_clevr(1)]}
+    for row in (good, good, bad, bad):  # the 4th row: 2 of 4 pairs kept = 50%, not below half, so no error
+        check.observe(row)
+    assert (check.rows, check.pairs, check.kept) == (4, 4, 2)
+    check.observe(bad)  # rows after the judged ones are not counted again
+    assert check.rows == 4
+    empty = RowFormatCheck(DataConfig(), "copy", after_rows=2)
+    empty.observe({"images": [], "texts": []})
+    with pytest.raises(TamrinError, match="no QA pairs at all"):
+        empty.observe({"images": [], "texts": []})

@@ -58,6 +58,41 @@ def test_paper_fails_each_failing_check_in_one_line_here():
     print(f"doctor --profile paper took {seconds:.1f} s here")
 
 
+def test_python_row_asks_what_pyproject_asks(monkeypatch):
+    import platform
+
+    from tamrin.doctor.packages import check_python_and_packages, python_requirement
+    from tamrin.doctor.result import Facts
+
+    assert python_requirement() == ">=3.11"  # Colab ships 3.13, Kaggle 3.12; the pinned set needs 3.11
+    monkeypatch.setattr(platform, "python_version", lambda: "3.10.13")
+    c = check_python_and_packages(Facts(profile="demo"))
+    assert c.status == "FAIL" and c.result == "Python 3.10.13" and ">=3.11" in c.fix
+    monkeypatch.setattr(platform, "python_version", lambda: "3.13.0")
+    assert check_python_and_packages(Facts(profile="demo")).result.startswith("Python 3.13.0; torch ")
+
+
+def test_disk_row_estimates_the_first_download(tmp_path, monkeypatch):
+    import shutil as sh
+    from collections import namedtuple
+
+    import torch
+
+    from tamrin.doctor import disk
+    from tamrin.runner import Paths
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(sh, "disk_usage", lambda path: usage(100 * 10**9, 0, 8 * 10**9))
+    paths = Paths(tmp_path)
+    t4 = disk.check_disk("paper", paths, False, "google/paligemma-3b-pt-224", torch.float16)
+    assert t4.status == "ok" and "first model download about 5.8 GB (the float16 revision; 11.7 GB if" in t4.result
+    fp32 = disk.check_disk("paper", paths, False, "google/paligemma-3b-pt-224", torch.float32)
+    assert fp32.status == "FAIL" and "model cache needs 13.0 GB (8.0 GB free" in fp32.result  # main: 11.7 + 1.3
+    assert "download" not in disk.check_disk("paper", paths, True, "google/paligemma-3b-pt-224", torch.float16).result
+    cfg = load_config("paper")
+    assert disk.planned_dtype(cfg, gpu=False) == torch.float16  # no GPU here: the notebook's T4
+
+
 def test_table_and_exit_rule():
     checks = [Check("a", OK, "fine"), Check("bb", FAIL, "broken", "fix it", ["detail"]), Check("c", SKIP, "n/a")]
     text = render(checks)
@@ -146,6 +181,23 @@ def test_processor_check_on_the_tiny_model(tmp_path):
     assert c.status == OK, c
     assert c.result.startswith("16 image tokens") and "labels exactly on the suffix" in c.result
     assert any(d.startswith("decoded prefix: '<bos>answer en ") and d.endswith("?\\n'") for d in c.details)
+
+
+@pytest.mark.slow
+def test_timed_steps_show_three_answers_of_the_model(tmp_path):
+    from tamrin.doctor.answers import answer_lines
+    from tamrin.doctor.dataset import check_dataset
+    from tamrin.doctor.processor import check_processor
+    from tamrin.doctor.steps import check_steps
+
+    cfg = load_config("demo")
+    facts = Facts("demo", work_dir=tmp_path)
+    assert check_dataset(facts, cfg).status == OK and check_processor(facts, cfg).status == OK
+    c, timing = check_steps(facts, cfg, 1)
+    assert c.status == OK, c
+    assert [(q, ref) for q, ref, _ in timing.answers] == [(e["question"], str(e["answer"])) for e in facts.examples[:3]]
+    assert all(isinstance(got, str) for _, _, got in timing.answers)
+    assert c.details == answer_lines(timing.answers) and c.details[0].startswith("answer 1: '")
 
 
 def test_estimate_from_a_measured_step(tmp_path, monkeypatch):

@@ -24,7 +24,8 @@ Question (`clean_question`):
       trailing answer stub ("Answer:", "A:"); then, since a CLEVR question is one sentence ending in "?", when
       some line ends in "?" only the last such line is kept (an instruction worded in a way the patterns miss
       cannot leak into the question);
-  Q4. on the question line, cut an instruction that follows the last "?" ("…cube? Answer with one word.");
+  Q4. (applied to every line first, so that such a line counts as a question line in Q3) cut the instruction
+      sentences that follow the last "?" on the same line ("…cube? Answer with one word. Be concise.");
   Q5. strip a leading speaker/field label ("Question:", "Q:", "User:");
   Q6. join what remains with single spaces; an empty result means "no question" (the pair is skipped).
 Answer (`clean_answer`):
@@ -55,6 +56,7 @@ INSTRUCTION_PATTERNS: tuple[str, ...] = (
 _INSTRUCTION_LINE = re.compile(r"^(?:" + "|".join(INSTRUCTION_PATTERNS) + r")$", re.IGNORECASE)
 _LABEL = re.compile(r"^(question|q|user|human)\s*:\s*", re.IGNORECASE)
 _ANSWER_LABEL = re.compile(r"^(answer|a|assistant|gpt)\s*:\s*", re.IGNORECASE)
+_SENTENCE_END = re.compile(r"(?<=[.!])\s+")  # between the sentences of an instruction tail
 _ANSWER_FRAME = re.compile(r"^(so\s*,?\s*)?the (final |correct )?answer is\s*:?\s*", re.IGNORECASE)
 
 
@@ -62,20 +64,30 @@ def _is_instruction(line: str) -> bool:
     return bool(_INSTRUCTION_LINE.match(line.strip()))
 
 
+def _cut_instruction_tail(line: str) -> str:
+    """Q4: "…cube? Answer with one word. Be brief." → "…cube?" when every sentence after the last "?" is an
+    instruction (a tail that is not, e.g. a second clause of the question, is kept)."""
+    if "?" not in line:
+        return line
+    head, tail = line.rsplit("?", 1)
+    sentences = [x for x in _SENTENCE_END.split(tail.strip()) if x.strip()]
+    if sentences and all(_is_instruction(x) for x in sentences):
+        return head + "?"
+    return line
+
+
 def clean_question(user_text: str) -> str:
     """The bare question inside an instruction-formatted user turn ("" when none is left)."""
     text = _IMAGE_TOKENS.sub(" ", user_text or "")
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    # Q4 before Q3: a question line with an instruction glued on must end in "?" when the question lines are chosen
+    lines = [_cut_instruction_tail(ln) for ln in lines]
     lines = [ln for ln in lines if not _is_instruction(ln)]
     asked = [ln for ln in lines if ln.endswith("?")]
     if asked:
         lines = asked[-1:]
     out = []
     for ln in lines:
-        if "?" in ln:
-            head, tail = ln.rsplit("?", 1)
-            if tail.strip() and _is_instruction(tail.strip()):
-                ln = head + "?"
         ln = _LABEL.sub("", ln).strip()
         if ln:
             out.append(ln)

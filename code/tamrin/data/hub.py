@@ -8,7 +8,8 @@ from `program_column` when it has one).
 The subset is deterministic: the stream is shuffled with the seed (shard order + a bounded buffer) and rows are
 read until the stage has kept its question target (`subset.question_target`: a share of `data.source_questions`,
 CLEVR train's 699,989 by default, with a margin), counted after cleaning and skips. Everything that can go wrong before the first row arrives becomes one line
-naming the problem and the fix.
+naming the problem and the fix; a row format the cleaning does not read stops the stage after a few hundred rows
+(`RowFormatCheck`), not after the whole stream.
 """
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ from ..errors import TamrinError
 from ..hub_errors import explain
 from .cleaning import clean_answer, clean_question
 from .qtype import classify
+
+EARLY_ROWS = 300  # rows read from the source before the stage judges whether it reads their format
+EARLY_MIN_KEPT = 0.5  # share of the QA pairs of those rows the cleaning must turn into CLEVR pairs
 
 # Datasets that are (or were) loading scripts: `datasets` ≥ 4 refuses them.
 SCRIPT_DATASETS = {"HuggingFaceM4/clevr": "HuggingFaceM4/the_cauldron (config clevr)"}
@@ -136,6 +140,57 @@ def row_pairs(row: dict, cfg: Any) -> list[tuple[str, str, Any]]:
     return [(str(row.get(cfg.question_column) or ""), str(row.get(cfg.answer_column) or ""), program)]
 
 
+def one_line(text: str, n: int = 90) -> str:
+    """`text` on one line (line breaks shown as ⏎), cut to `n` characters: a raw row inside a message."""
+    one = " ⏎ ".join(line.strip() for line in str(text).splitlines() if line.strip())
+    return one if len(one) <= n else one[: n - 1] + "…"
+
+
+@dataclass
+class RowFormatCheck:
+    """Judges, once `after_rows` rows have been observed, whether the cleaning reads their format: fewer than
+    `min_kept` of their QA pairs turned into CLEVR (question, answer) pairs (or no pair at all) is one line and a
+    stop, so a layout the cleaning does not read costs a few hundred rows instead of the whole stream (the_cauldron's
+    clevr config: 24 shards, about 13 GB)."""
+    cfg: Any
+    where: str
+    after_rows: int = EARLY_ROWS
+    min_kept: float = EARLY_MIN_KEPT
+    rows: int = 0
+    pairs: int = 0
+    kept: int = 0
+    not_kept: list[tuple[str, str]] = field(default_factory=list)  # the first two raw pairs the cleaning dropped
+
+    def observe(self, row: dict) -> None:
+        if self.rows >= self.after_rows:
+            return  # judged already
+        self.rows += 1
+        for user, assistant, _ in row_pairs(row, self.cfg):
+            self.pairs += 1
+            if clean_question(user) and clean_answer(assistant) is not None:
+                self.kept += 1
+            elif len(self.not_kept) < 2:
+                self.not_kept.append((user, assistant))
+        if self.rows == self.after_rows and self.failed:
+            raise TamrinError(self.message())
+
+    @property
+    def failed(self) -> bool:
+        return self.kept < self.min_kept * self.pairs or not self.pairs
+
+    def message(self) -> str:
+        from ..provenance import redact
+
+        share = self.kept / self.pairs if self.pairs else 0.0
+        shown = "; ".join(f"raw row {i + 1}: {one_line(u, 80)!r} → {one_line(a, 30)!r}"
+                          for i, (u, a) in enumerate(self.not_kept)) or "no QA pairs at all"
+        return redact(f"{self.where}: the cleaning kept {self.kept} of the {self.pairs} QA pairs in the first "
+                      f"{self.rows} rows ({share:.0%}, below {self.min_kept:.0%}), so the rows are probably in a "
+                      f"format it does not read ({shown}); stopped before streaming the rest: run `python build.py "
+                      "doctor` (with the same --profile/--set options) to see more rows raw and cleaned, then set "
+                      "data.hub_layout and the column keys to match")
+
+
 def clean_pairs(pairs: list[tuple[str, str, Any]], counts: HubCounts) -> list[dict]:
     out = []
     for user, assistant, program in pairs:
@@ -153,25 +208,41 @@ def clean_pairs(pairs: list[tuple[str, str, Any]], counts: HubCounts) -> list[di
     return out
 
 
-def iter_images(ds: Any, cfg: Any, counts: HubCounts, shuffle_buffer: int) -> Iterator[HubImage]:
-    """Shuffle (seeded), take the subset, and yield one item per row (several QA pairs per image)."""
-    where = f"{cfg.hub_id}" + (f" (config {cfg.hub_config})" if cfg.hub_config else "")
-    check_columns(getattr(ds, "column_names", None), cfg, where)
-    counts.total_rows = split_size(ds, cfg.hub_split)  # recorded in stats.json when the card declares it
-    ds = ds.decode(False).shuffle(seed=cfg.seed, buffer_size=shuffle_buffer)
-    rows = iter(ds)
+def _rows(stream: Any, cfg: Any, where: str, counts: HubCounts) -> Iterator[dict]:
+    """The rows of `stream`, with anything the remote stream raises (HTTP, network, parquet) made one line."""
+    rows = iter(stream)
     while True:
         try:
             row = next(rows)
         except StopIteration:
-            break
-        except Exception as e:  # noqa: BLE001 - anything the remote stream raises (HTTP, network, parquet)
+            return
+        except Exception as e:  # noqa: BLE001 - each known failure becomes one line
             line = explain(e, cfg.hub_id, repo_type="dataset", has_token=bool(_token()))
             first = str(e).splitlines()[0] if str(e) else ""
             raise TamrinError(f"streaming {where} failed after {counts.rows} rows: "
                               + (line or f"{type(e).__name__}: {first}; check the network and rerun")) from None
-        if counts.rows == 0:
+        yield row
+
+
+def iter_images(ds: Any, cfg: Any, counts: HubCounts, shuffle_buffer: int,
+                early_rows: int = EARLY_ROWS) -> Iterator[HubImage]:
+    """Shuffle (seeded), take the subset, and yield one item per row (several QA pairs per image).
+
+    First the row format is judged on the first `early_rows` rows in stored order (`RowFormatCheck`). Not on the
+    shuffled stream: `IterableDataset.shuffle` fills its buffer from 10 shards at a time (`max_buffer_input_shards`,
+    datasets 5.2 iterable_dataset.py), so its first rows already cost a whole row group from each of 10 shards;
+    the stored order reads only the row groups that hold the judged rows. A stream that passes costs those rows
+    once more (the shuffled stream reads its own)."""
+    where = f"{cfg.hub_id}" + (f" (config {cfg.hub_config})" if cfg.hub_config else "")
+    check_columns(getattr(ds, "column_names", None), cfg, where)
+    counts.total_rows = split_size(ds, cfg.hub_split)  # recorded in stats.json when the card declares it
+    ds = ds.decode(False)
+    check = RowFormatCheck(cfg, where, after_rows=early_rows)
+    for row in _rows(ds.take(early_rows), cfg, where, counts):
+        if check.rows == 0:
             check_columns(list(row), cfg, where)
+        check.observe(row)
+    for row in _rows(ds.shuffle(seed=cfg.seed, buffer_size=shuffle_buffer), cfg, where, counts):
         counts.rows += 1
         qas = clean_pairs(row_pairs(row, cfg), counts)
         data = image_bytes(row.get(cfg.image_column))

@@ -5,15 +5,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from ..data.hub import one_line as _short
 from .result import FAIL, OK, WARN, Check, Facts
 
 N_ROWS = 20
 UNPARSED_WARN = 0.2  # more than this share of pairs lost to cleaning: the rules probably miss the row format
-
-
-def _short(text: str, n: int = 90) -> str:
-    one = " ⏎ ".join(line.strip() for line in str(text).splitlines() if line.strip())
-    return one if len(one) <= n else one[: n - 1] + "…"
 
 
 def _decodable(p) -> list[dict]:

@@ -1,8 +1,8 @@
 """Python, the installed packages against pyproject's bounds (torch ≥ 2.6 among them), bitsandbytes' kernels."""
 from __future__ import annotations
 
+import platform
 import re
-import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -11,23 +11,40 @@ from .result import FAIL, OK, WARN, Check, Facts
 ROOT = Path(__file__).resolve().parents[3]
 
 
+def _project() -> dict | None:
+    """pyproject.toml's [project] table (the checkout's), or None for an installed package without it."""
+    path = ROOT / "pyproject.toml"
+    if not path.is_file():
+        return None
+    import tomllib
+
+    return tomllib.loads(path.read_text(encoding="utf-8"))["project"]
+
+
 def requirements() -> list[str]:
     """The `dependencies` of pyproject.toml (the checkout's; the installed package's metadata otherwise)."""
-    path = ROOT / "pyproject.toml"
-    if path.is_file():
-        try:
-            import tomllib
-        except ModuleNotFoundError:  # Python 3.10
-            import tomli as tomllib
-        return tomllib.loads(path.read_text(encoding="utf-8"))["project"]["dependencies"]
+    project = _project()
+    if project is not None:
+        return project["dependencies"]
     return [r for r in (metadata.requires("tamrin") or []) if "extra ==" not in r]
+
+
+def python_requirement() -> str:
+    """pyproject.toml's `requires-python` (what the pinned set needs), e.g. ">=3.11"."""
+    project = _project()
+    if project is not None:
+        return project["requires-python"]
+    return metadata.metadata("tamrin").get("Requires-Python", "")
 
 
 def check_python_and_packages(facts: Facts) -> Check:
     from packaging.requirements import Requirement
+    from packaging.specifiers import SpecifierSet
 
-    if sys.version_info < (3, 10):
-        return Check("python + packages", FAIL, f"Python {sys.version.split()[0]}", "Tamrin needs Python ≥ 3.10")
+    python, needed = platform.python_version(), python_requirement()
+    if needed and not SpecifierSet(needed).contains(python, prereleases=True):
+        return Check("python + packages", FAIL, f"Python {python}",
+                     f"Tamrin needs Python {needed} (what its pinned packages need): use a newer Python")
     bad, versions = [], {}
     for line in requirements():
         req = Requirement(line)
@@ -47,7 +64,7 @@ def check_python_and_packages(facts: Facts) -> Check:
         return Check("python + packages", FAIL, "; ".join(bad),
                      "run `bash scripts/install.sh` (or pip install -e . -c constraints/tested.txt); torch must be "
                      "≥ 2.6 with the build for your CUDA")
-    return Check("python + packages", OK, f"Python {sys.version.split()[0]}; {shown}")
+    return Check("python + packages", OK, f"Python {python}; {shown}")
 
 
 def check_bitsandbytes(facts: Facts) -> Check:

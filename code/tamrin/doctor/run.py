@@ -45,7 +45,7 @@ def run(cfg, paths, steps: int = 3) -> int:
     """All checks for `cfg`'s profile; exit status 0 only when the run can start."""
     from .access import check_access
     from .dataset import check_dataset
-    from .disk import check_disk
+    from .disk import check_disk, planned_dtype
     from .estimate import check_estimate
     from .gpu import check_gpu
     from .packages import check_bitsandbytes, check_python_and_packages
@@ -72,7 +72,7 @@ def run(cfg, paths, steps: int = 3) -> int:
         add("dataset", lambda: check_dataset(facts, cfg))
         add("processor", lambda: check_processor(facts, cfg))
         local = cfg.model.kind == "tiny" or Path(str(cfg.model.id)).is_dir()
-        add("disk", lambda: check_disk(cfg.profile, paths, local))
+        add("disk", lambda: check_disk(cfg.profile, paths, local, str(cfg.model.id), planned_dtype(cfg, facts.gpu)))
         timing_box: dict = {}
 
         def steps_check() -> Check:

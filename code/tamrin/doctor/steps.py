@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .result import FAIL, OK, SKIP, Check, Facts
 
@@ -20,6 +20,7 @@ class StepTiming:
     skipped_updates: int  # fp16 grad-scaler overflows
     dtype: str
     quantization: str
+    answers: list[tuple[str, str, str]] = field(default_factory=list)  # (question, reference, generated)
 
     @property
     def finite(self) -> bool:
@@ -78,9 +79,18 @@ def timed_steps(facts: Facts, cfg, n_steps: int) -> StepTiming:
             if r.stop is not None:
                 break
         step.close()
+        answers = _answers(tm.model, tm.processor, rows, store, cfg, device)
     timed = times[1:] or times  # the first step pays CUDA/allocator warm-up
     return StepTiming(load, statistics.median(timed), times[0], losses, skipped, DTYPE_NAMES[tm.compute_dtype],
-                      tm.quantization)
+                      tm.quantization, answers)
+
+
+def _answers(model, processor, rows, store, cfg, device) -> list[tuple[str, str, str]]:
+    """Three answers of the model as the steps left it (its adapter has barely moved: about the base's)."""
+    from .answers import sample_answers
+
+    return sample_answers(model, processor, rows, store, cfg.model.prompt_prefix, device=device,
+                          max_new_tokens=cfg.eval.max_new_tokens)
 
 
 def check_steps(facts: Facts, cfg, n_steps: int) -> tuple[Check, StepTiming | None]:
@@ -105,6 +115,10 @@ def check_steps(facts: Facts, cfg, n_steps: int) -> tuple[Check, StepTiming | No
             f"(load {timing.load_seconds:.0f} s; {timing.quantization}, compute {timing.dtype}); losses "
             f"{', '.join(f'{x:.3f}' for x in timing.losses)}: first steps {first}"
             + (f"; grad scaler skipped {timing.skipped_updates} update(s)" if timing.skipped_updates else ""))
+    from .answers import answer_lines
+
+    details = answer_lines(timing.answers)
     if not timing.finite:
-        return Check("timed steps", FAIL, line, "lower train.lr, or use train.compute_dtype = fp32/bf16"), timing
-    return Check("timed steps", OK, line), timing
+        return Check("timed steps", FAIL, line, "lower train.lr, or use train.compute_dtype = fp32/bf16",
+                     details), timing
+    return Check("timed steps", OK, line, details=details), timing

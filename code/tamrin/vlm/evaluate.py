@@ -1,7 +1,8 @@
 """`eval` stage: the base and the fine-tuned model on the same test questions → results/eval/.
 
 The base is exactly the model that was fine-tuned: the same source (the hub model, or for the demo the
-tiny random-weight base saved by `finetune`), loaded with the same quantization and compute dtype, with the
+tiny random-weight base saved by `finetune`), loaded with the same quantization and compute dtype and, when
+4-bit, the same preparation as training (`model.prepare_quantized`: fp32 outside the 4-bit matmuls), with the
 LoRA adapter attached; base answers come from the same object under `disable_adapter()`. A batch whose logits
 are not finite (fp16 overflow) is generated again in fp32 (generate.answer); summary.json counts them.
 
@@ -22,8 +23,8 @@ from ..errors import MissingResultError, TamrinError
 from . import batches
 from .generate import answer
 from .metrics import compute_metrics
-from .model import DTYPE_NAMES, load_base_model, load_processor, resolve_compute_dtype, resolve_quantization, \
-    threads_for
+from .model import DTYPE_NAMES, load_base_model, load_processor, prepare_quantized, resolve_compute_dtype, \
+    resolve_quantization, threads_for
 
 
 def base_source_of(finetune_dir: Path, summary: dict, model_cfg) -> Path | str:
@@ -62,6 +63,8 @@ def load_for_eval(finetune_dir: Path, model_cfg, device: torch.device):
     processor = load_processor(source)
     base = load_base_model(source, quantization=quant, compute_dtype=dtype, device=device,
                            double_quant=model_cfg.double_quant)
+    if quant == "nf4":
+        base = prepare_quantized(base)  # the numerics training used (fp32 residual stream), not a plain fp16 base
     model = PeftModel.from_pretrained(base, finetune_dir / "adapter", is_trainable=False)
     model.eval()
     info = {"base_model": str(summary.get("base_model")), "quantization": quant, "compute_dtype": DTYPE_NAMES[dtype]}

@@ -42,6 +42,14 @@ def decode_new(processor, sequences: torch.Tensor, prompt_len: int) -> list[str]
     return [t.strip() for t in processor.batch_decode(sequences[:, prompt_len:], skip_special_tokens=True)]
 
 
+def below_fp32(model) -> bool:
+    """Does any part of `model` compute below fp32: an fp16/bf16 weight, or a 4-bit layer's compute dtype (a
+    4-bit base prepared as for training keeps everything else in fp32, so its weights alone do not tell)?"""
+    if any(p.dtype in (torch.float16, torch.bfloat16) for p in model.parameters()):
+        return True
+    return any(m.compute_dtype != torch.float32 for m in model.modules() if hasattr(m, "compute_type_is_set"))
+
+
 @contextlib.contextmanager
 def fp32_compute(model):
     """Every fp16/bf16 parameter and buffer in fp32, and bitsandbytes' 4-bit layers computing in fp32, for the
@@ -149,7 +157,7 @@ def answer(model, processor, rows: Sequence[dict], images, prefix: str, *, batch
                 watch.reset()
                 seqs = _generate(model, batch, max_new_tokens=max_new_tokens, tok=tok)
                 if watch.seen():
-                    if vision_dtype(model) != torch.float32:
+                    if below_fp32(model):
                         counts["fp32_fallback_batches"] += 1
                         watch.reset()
                         with fp32_compute(model):

@@ -6,6 +6,7 @@ saved tiny demo model, or a locally saved checkpoint). `attach_lora` wraps it wi
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import warnings
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from typing import Iterator
 import torch
 
 from ..errors import TamrinError
+from ..log import LOGGER
 
 # transformers 5.x renamed gradient_checkpointing_* to activation_checkpointing_*; peft still calls the old
 # names. The warning is not actionable for a user of this tool, so it is not printed on every run.
@@ -144,11 +146,50 @@ def load_processor(source: str | Path):
         return PaliGemmaProcessor.from_pretrained(str(source), token=None if _is_local(source) else hf_token())
 
 
+# The hub revision that holds the weights in each half precision. google/paligemma-3b-pt-224's main branch stores
+# float32 safetensors (three shards: 4.95 + 5.0 + 1.74 GB ≈ 11.7 GB); its "bfloat16" and "float16" revisions hold the
+# same weights at half the size. The names: transformers' own PaliGemma integration tests load pt-224 with
+# `revision="bfloat16"` and `revision="float16"` (huggingface/transformers, tests/models/paligemma/
+# test_modeling_paligemma.py: test_small_model_integration_test_paligemma_batched_bf16 / _f16), and the model card
+# lists the weights in float32, bfloat16 and float16 (seen through a mirror of the card; the hub is out of reach here).
+HALF_REVISIONS = {torch.bfloat16: "bfloat16", torch.float16: "float16"}
+MAIN_DOWNLOAD_GB = 11.7  # main's float32 safetensors (above)
+
+
+def weights_revision(source: str | Path, compute_dtype: torch.dtype) -> str | None:
+    """The hub revision to load for `compute_dtype`: the half-precision one that matches it (half the first
+    download; the weights are cast to `compute_dtype` on loading anyway), or None (main) for fp32 compute and for a
+    local folder, which has no revisions."""
+    if _is_local(source):
+        return None
+    return HALF_REVISIONS.get(compute_dtype)
+
+
+def download_gb(source: str | Path, compute_dtype: torch.dtype) -> float:
+    """About how many GB the first load of google/paligemma-3b-pt-224 downloads (half for a half revision; it
+    is main's size when the revision turns out to be missing)."""
+    if _is_local(source):
+        return 0.0
+    return MAIN_DOWNLOAD_GB / 2 if weights_revision(source, compute_dtype) else MAIN_DOWNLOAD_GB
+
+
+def revision_missing(exc: BaseException) -> bool:
+    """Did loading fail because the repository has no such revision? huggingface_hub raises
+    `RevisionNotFoundError` (X-Error-Code RevisionNotFound) and transformers re-raises it as an OSError
+    "… is not a valid git identifier …" `from` it (transformers/utils/hub.py, cached_files), so the chain is searched."""
+    from huggingface_hub.errors import RevisionNotFoundError
+
+    from ..hub_errors import cause_chain
+
+    return any(isinstance(x, RevisionNotFoundError) for x in cause_chain(exc))
+
+
 def load_base_model(source: str | Path, *, quantization: str, compute_dtype: torch.dtype, device: torch.device,
                     double_quant: bool = True):
     """`PaliGemmaForConditionalGeneration.from_pretrained(source)` on `device`, NF4-quantized or not.
 
-    Unquantized weights load in `compute_dtype`; NF4 layers compute in `compute_dtype`.
+    Unquantized weights load in `compute_dtype`; NF4 layers compute in `compute_dtype`. From the hub, the revision
+    whose weights are stored in `compute_dtype` (`weights_revision`), else main, with one log line.
     """
     from transformers import PaliGemmaForConditionalGeneration
 
@@ -160,8 +201,30 @@ def load_base_model(source: str | Path, *, quantization: str, compute_dtype: tor
     qcfg = quantization_config(quantization, compute_dtype, double_quant)
     if qcfg is not None:
         kwargs["quantization_config"] = qcfg
+    revision = weights_revision(source, compute_dtype)
     with friendly_hub_errors(source):
+        if revision is not None:
+            try:
+                return PaliGemmaForConditionalGeneration.from_pretrained(str(source), revision=revision, **kwargs)
+            except Exception as e:  # noqa: BLE001 - only a missing revision is handled here
+                if not revision_missing(e):
+                    raise
+            logging.getLogger(LOGGER).info(f"{source} has no '{revision}' revision: loading main (float32 "
+                                           f"weights, about {MAIN_DOWNLOAD_GB:g} GB the first time)")
         return PaliGemmaForConditionalGeneration.from_pretrained(str(source), **kwargs)
+
+
+def prepare_quantized(model):
+    """What training does to a 4-bit base before LoRA: peft's `prepare_model_for_kbit_training` without its
+    checkpointing switch — the base frozen and every parameter that is not a 4-bit weight (norms, embeddings, the
+    vision tower's patch embedding, the lm head) upcast to fp32, so the residual stream runs in fp32 and only the
+    4-bit matmuls compute in the compute dtype (fp16 on a T4, where Gemma is known to overflow: gemma_pytorch#10).
+    Evaluation calls it too, so it computes as training did (peft/utils/other.py, peft 0.21.2)."""
+    from peft import prepare_model_for_kbit_training
+
+    # peft's own checkpointing switch would enable every layer; with use_reentrant=False it does nothing else,
+    # so training enables checkpointing itself (attach_lora)
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
 
 
 # ---------------------------------------------------------------- LoRA
@@ -210,13 +273,11 @@ def attach_lora(model, *, rank: int, alpha: float, dropout: float, targets: list
     """Wrap `model` with LoRA adapters (peft), with gradient checkpointing on every `ckpt_every`-th layer (None =
     off). Quantized models are first prepared for k-bit training (frozen base, norms/embeddings upcast to fp32).
     Returns (peft_model, LoraInfo)."""
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from peft import LoraConfig, get_peft_model
     from peft.tuners.lora import LoraLayer
 
     if quantized:
-        # peft's own checkpointing switch would enable every layer; with use_reentrant=False it does nothing else
-        # (peft/utils/other.py, prepare_model_for_kbit_training), so checkpointing is enabled below instead
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        model = prepare_quantized(model)
     if ckpt_every is not None:
         enable_checkpointing(model, ckpt_every)
     cfg = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, bias="none",
