@@ -109,6 +109,8 @@ def test_persian_text_supplements_digits_cover_and_banner(report_only):
     assert "offline test run — not PaliGemma results" in text
     source = (root / "report" / "report.typ").read_text(encoding="utf-8")
     assert "[به نام خدا]" in source
+    # the memory answer: the textbook parts and the final-answer table (the GPU measurement is the supplement's)
+    assert "<tab:memory>" in source and "<tab:memory-answer>" in source
     assert "\\[نام دانشجو\\]" in source and "\\[شمارهٔ دانشجویی\\]" in source  # placeholders: no student.toml
     # numbers from the results, in Persian digits: the test split size of the fixture
     n_test = len((FIXTURE / "data" / "test.jsonl").read_text(encoding="utf-8").splitlines())

@@ -333,3 +333,28 @@ def test_heldout_case_leaves_the_untrained_point_out_of_the_trend():
     assert h["best"] == 1.3 and h["best_step"] == 120 and h["exact_match"] == 0.4 and h["share"] == 0.025
     assert C.heldout([], {"heldout": None})["trend"] == "absent"
     assert C.heldout(rows, {})["trend"] == "absent"
+
+
+def test_memory_report_tables_breakdown_answer_and_as_implemented(r):
+    """The report's tab:memory has the parts only (textbook columns), the answer table the totals once, and the
+    supplement's as-implemented rows add up and differ from the textbook state by the fp32 upcast."""
+    m = r["memory"]
+    c = C.memory(m)
+    assert [row["key"] for row in c["breakdown"]] == list(C.MEMORY_BREAKDOWN_ROWS)
+    assert all(len(row["cells"]) == len(C.MEMORY_COLUMNS) - 1 for row in c["breakdown"])
+    assert not any(row["key"].startswith("total_") for row in c["breakdown"])
+    P = m["params"]["total"]
+    ans = {row["key"]: row for row in c["answer_rows"]}
+    assert [row["key"] for row in c["answer_rows"]] == [k for k, _, _ in C.MEMORY_ANSWER_ROWS]
+    assert ans["full_adam_fp32"]["gib"] == pytest.approx(12 * P / 2 ** 30)
+    assert (ans["full_adam_fp32"]["bytes_per_param"], ans["full_adam_bf16"]["bytes_per_param"],
+            ans["full_mixed"]["bytes_per_param"]) == (12, 8, 16)
+    assert all(ans[k]["gib"] == pytest.approx(c["answer"][k]) for k in ans)  # one number, two views
+    assert ans["lora"]["bytes_per_param"] > 2 > ans["qlora"]["bytes_per_param"]  # 2P of frozen bf16 weights
+    impl = {row["mode"]: row for row in c["as_implemented"]}
+    assert list(impl) == [mode for mode, _ in C.MEASURED_MODES]
+    for row in impl.values():
+        assert row["total_gib"] == pytest.approx(row["weights_gib"] + row["grads_gib"] + row["optimizer_gib"])
+        assert row["extra_gib"] == pytest.approx(row["total_gib"] - row["textbook_gib"])
+    assert impl["full_ft_bf16"]["extra_gib"] == pytest.approx(0)  # torch's AdamW keeps bf16 states: 8P, as counted
+    assert impl["qlora_nf4"]["extra_gib"] > 0 and impl["lora_bf16"]["extra_gib"] > 0  # fp32 adapters (and upcasts)
