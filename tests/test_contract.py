@@ -11,6 +11,7 @@ import pytest
 
 from tamrin import contract
 from tamrin.errors import MissingResultError
+from tamrin.stages import COMPUTE_STAGES
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "results"
 
@@ -26,7 +27,7 @@ def test_every_fixture_file_fits_its_model_and_every_model_has_a_file():
 
 
 def test_the_fixture_is_a_real_demo_run_of_this_contract():
-    manifests = {s: contract.read(FIXTURE, f"{s}/manifest.json") for s in contract.MANIFEST_STAGES}
+    manifests = {s: contract.read(FIXTURE, f"{s}/manifest.json") for s in COMPUTE_STAGES}
     assert {m.profile for m in manifests.values()} == {"demo"}
     assert manifests["eval"].inputs["finetune"] == manifests["finetune"].cache_key
     # every file a manifest lists was really written by that stage (the fixture keeps the ones the report reads)

@@ -32,7 +32,7 @@ from .provenance import code_version, hardware, packages, project_path, redact
 from .schema import input_files
 from .stages import STAGES, Stage
 
-MANIFEST = "manifest.json"
+MANIFEST = contract.MANIFEST
 
 
 RESULTS_DIR_ENV = "TAMRIN_RESULTS_DIR"

@@ -1,51 +1,79 @@
-"""The results contract: one typed model per results file (`models`), the facts every stage shares (`facts`:
-CLEVR question types, answer vocabulary and normalisation; `persian`: digits and number formatting; `secrets`:
-tokens and identity), and the functions stages write and the report and the zip read through.
+"""The results contract: one typed model per results file, in one module per stage (`contract.data`,
+`contract.finetune`, …, each with its `FILES`: results file → model; `contract.manifest` for every stage's
+manifest.json), the facts every stage shares (`facts`: CLEVR question types, answer vocabulary and normalisation;
+`persian`: digits and number formatting; `secrets`: tokens and identity), and the functions stages write and the
+report and the zip read through.
 
 `FILES` maps each results file (relative to results/) to its model; `.jsonl` files hold one model per line and
 `derive/derivations.json` a list of records. Writing validates before anything touches the disk (atomically), and
 reading a file that does not fit its model is one clear line naming the file, the field and the stage to rerun.
+
+Every model forbids unknown fields, so a writer that adds, renames or drops a field fails validation until the
+contract says so — and the test that validates the committed fixture (tests/fixtures/results, regenerated from a
+real demo run by tests/fixtures/make_results_fixture.py) fails when the two drift apart. Files hold numbers,
+identifiers and Typst math; the words the report prints about them live in the templates.
+
+A stage's models are looked up by name (`model_of`), not imported here: importing this package must not bring every
+stage's models into every stage's cache key. The runner adds a stage's own module (`contract.<stage>`) to its key.
 """
 from __future__ import annotations
 
+import importlib
 import json
+import pkgutil
+from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable, Literal, TypeVar
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from ..atomic import write_text
 from ..errors import MissingResultError
-from . import models as m
+
+Profile = Literal["paper", "demo"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
 
 T = TypeVar("T", bound=BaseModel)
+MANIFEST = "manifest.json"
 
-# results file (relative to results/) -> model; a `list` marks a JSON list of that model, jsonl one per line
-FILES: dict[str, Any] = {
-    "data/stats.json": m.DataStats,
-    "data/train.jsonl": m.QuestionRow,
-    "data/test.jsonl": m.QuestionRow,
-    "finetune/summary.json": m.FinetuneSummary,
-    "finetune/loss.jsonl": m.LossRow,
-    "finetune/heldout.jsonl": m.HeldoutRow,
-    "eval/base/metrics.json": m.EvalMetrics,
-    "eval/finetuned/metrics.json": m.EvalMetrics,
-    "eval/base/predictions.jsonl": m.Prediction,
-    "eval/finetuned/predictions.jsonl": m.Prediction,
-    "eval/samples.json": m.Samples,
-    "eval/summary.json": m.EvalSummary,
-    "ablation/ablation.json": m.Ablation,
-    "memory/memory.json": m.Memory,
-    "derive/derivations.json": list[m.Derivation],
-    "flow/experiment.json": m.Experiment,
-}
-MANIFEST_STAGES = ("data", "finetune", "eval", "ablation", "memory", "derive", "flow")
-FILES.update({f"{s}/manifest.json": m.Manifest for s in MANIFEST_STAGES})
+
+def stage_models(stage: str) -> Any:
+    """The module of a stage's results models (`tamrin.contract.<stage>`); ModuleNotFoundError for another name."""
+    return importlib.import_module(f"{__name__}.{stage}")
 
 
 def model_of(rel: str) -> Any:
     """The model of a results file, by its path relative to results/ (KeyError for a file outside the contract)."""
-    return FILES[rel]
+    stage, _, name = rel.partition("/")
+    try:
+        files = getattr(stage_models(stage), "FILES", None) if stage.isidentifier() else None
+    except ModuleNotFoundError:
+        files = None
+    if files is None:
+        raise KeyError(rel)
+    return stage_models("manifest").Manifest if name == MANIFEST else files[rel]
+
+
+@lru_cache(maxsize=None)
+def _all_files() -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for info in pkgutil.iter_modules(__path__):
+        module = stage_models(info.name)
+        if hasattr(module, "FILES"):
+            out.update(module.FILES)
+            out[f"{info.name}/{MANIFEST}"] = stage_models("manifest").Manifest
+    return out
+
+
+def __getattr__(name: str) -> Any:
+    """`FILES`: every results file of every stage -> its model (built on first use)."""
+    if name == "FILES":
+        return _all_files()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _stage(rel: str) -> str:

@@ -14,6 +14,7 @@ from ..contract.secrets import scan
 from ..errors import TamrinError
 from ..provenance import identity
 from ..runner import MANIFEST, StageContext
+from ..stages import COMPUTE_STAGES
 from .archive import human, summary, write_zip
 from .naming import missing_keys, zip_name
 from .readable import readable_text
@@ -23,7 +24,7 @@ from .select import PDFS, plan
 def result_profiles(results: Path) -> dict[str, str]:
     """stage -> profile, from every results/<stage>/manifest.json, read through the results contract (a manifest
     that does not fit it is one clear line)."""
-    return {stage: contract.read(results, f"{stage}/{MANIFEST}").profile for stage in contract.MANIFEST_STAGES
+    return {stage: contract.read(results, f"{stage}/{MANIFEST}").profile for stage in COMPUTE_STAGES
             if (results / stage / MANIFEST).is_file()}
 
 

@@ -1,0 +1,94 @@
+"""The eval stage's results files: results/eval/{base,finetuned}/{metrics.json, predictions.jsonl}, samples.json, summary.json.
+
+Part of the results contract (see `tamrin.contract`); a stage's own results models enter its cache key.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from . import Strict
+
+
+class Prediction(Strict):
+    """One line of results/eval/{base,finetuned}/predictions.jsonl."""
+
+    id: str
+    question: str
+    answer: str
+    prediction: str
+    qtype: Optional[str]
+
+
+class RougeScore(Strict):
+    f: float
+    p: float
+    r: float
+    ci_low: float
+    ci_high: float
+
+
+class QtypeScore(Strict):
+    n: int
+    exact_match: float
+    rougeL: float
+
+
+class EvalMetrics(Strict):
+    """results/eval/{base,finetuned}/metrics.json."""
+
+    n: int
+    rouge1: RougeScore
+    rouge2: RougeScore
+    rougeL: RougeScore
+    exact_match: float
+    exact_match_ci: tuple[float, float]
+    per_qtype: dict[str, QtypeScore]
+    one_word_answers: float
+    bootstrap: int  # resamples behind the 95% percentile intervals
+    seed: int
+
+
+class Sample(Strict):
+    id: str
+    image: str
+    question: str
+    answer: str
+    qtype: Optional[str]
+    base: str
+    finetuned: str
+
+
+class Samples(Strict):
+    """results/eval/samples.json: the questions the report shows."""
+
+    seed: int
+    ids: list[str]
+    samples: list[Sample]
+
+
+class EvalSummary(Strict):
+    """results/eval/summary.json."""
+
+    base_model: str
+    quantization: str
+    compute_dtype: str
+    n: int
+    batch_size: int
+    max_new_tokens: int
+    seconds: dict[str, float]
+    questions_per_s: dict[str, float]
+    device: str
+    exact_match: dict[str, float]
+    fp32_fallback_batches: dict[str, int]  # batches generated again in fp32 after non-finite logits
+    nonfinite_batches: dict[str, int]  # batches whose logits were non-finite even in fp32
+
+
+# results file (relative to results/) -> its model
+FILES = {
+    "eval/base/metrics.json": EvalMetrics,
+    "eval/finetuned/metrics.json": EvalMetrics,
+    "eval/base/predictions.jsonl": Prediction,
+    "eval/finetuned/predictions.jsonl": Prediction,
+    "eval/samples.json": Samples,
+    "eval/summary.json": EvalSummary,
+}

@@ -1,0 +1,42 @@
+"""results/<stage>/manifest.json: what ran a stage, with which config, code and inputs (written last).
+
+Part of the results contract (see `tamrin.contract`); a stage's own results models enter its cache key.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from pydantic import Field
+
+from . import Profile, Strict
+
+
+class Hardware(Strict):
+    """What ran a stage, by model name only (no host name, no user, no paths)."""
+
+    cpu: str
+    gpu: Optional[str] = None
+    gpu_mem: Optional[str] = None
+    python: str
+    os: str
+
+
+class Manifest(Strict):
+    """results/<stage>/manifest.json — written last, after every other file of the stage."""
+
+    stage: str
+    profile: Profile
+    cache_key: str
+    config: dict[str, dict[str, Any]]  # the config sections the stage read, {section: {key: value}}
+    inputs: dict[str, str]  # upstream stage -> its cache key
+    config_hash: str
+    code_hash: str
+    code_version: str  # git commit (+ "-dirty") or a source hash
+    started: str
+    finished: str
+    seconds: float
+    hardware: Hardware
+    packages: dict[str, str]
+    sources: list[str]  # config layers, relative to the project root ("configs/demo.toml", "--set a.b")
+    summary: dict[str, Any] = Field(default_factory=dict)  # a few headline numbers of the stage
+    files: dict[str, int]  # every file of the stage folder -> its size in bytes
