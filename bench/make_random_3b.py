@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from transformers import GenerationConfig
 
-    from tamrin.vlm.memory_analysis import load_config
+    from tamrin.vlm.footprint import load_config
     from tamrin.vlm.memory_measure import save_random_checkpoint
 
     config = load_config()

@@ -18,7 +18,7 @@ import make_random_3b  # noqa: E402
 def test_tokenizer_has_paligemma_id_layout():
     from PIL import Image
 
-    from tamrin.vlm.memory_analysis import load_config
+    from tamrin.vlm.footprint import load_config
 
     config = load_config()
     proc = make_random_3b.build_processor(["answer en how many red cubes are there?", "3", "yes"], config)
@@ -95,7 +95,7 @@ def test_bench_code_path_on_cpu(tiny, tmp_path, one_torch_thread):
 
 def test_synthetic_folder_reaches_the_bench_shape(tmp_path):
     from tamrin.vlm import batches
-    from tamrin.vlm.memory_analysis import load_config
+    from tamrin.vlm.footprint import load_config
 
     proc = make_random_3b.build_processor(["answer en is there a red cube or the large sphere?", "yes", "red cube"],
                                           load_config())

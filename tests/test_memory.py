@@ -257,8 +257,6 @@ def test_timed_steps_exclude_the_warmup_step(monkeypatch):
 
     t = MM.timed_steps(FakeSteps(), {}, 3, 1, lambda: None)
     assert t["seconds_warmup_step"] == 5.0 and t["seconds_per_step_steady"] == 0.5 and len(t["losses"]) == 4
-    old_mean = (5.0 + 3 * 0.5) / 4  # what timing every step, the first included, reports
-    assert old_mean > 3 * t["seconds_per_step_steady"]
 
 
 def test_measure_refuses_without_cuda(tmp_path, monkeypatch):

@@ -14,11 +14,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))
 from vlm_support import lora_cfg, model_cfg, tiny_base, train_cfg  # noqa: E402
 
 from tamrin.vlm import ckpt_choice as cc  # noqa: E402
-from tamrin.vlm import memory_analysis as ma  # noqa: E402
+from tamrin.vlm import footprint as fp  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-D = ma.Dims.from_dict(ma.load_config_dict())  # google/paligemma-3b-pt-224
-TARGETS = list(ma.GEMMA_LINEARS)
+D = fp.Dims.from_dict(fp.load_config_dict())  # google/paligemma-3b-pt-224
+TARGETS = list(fp.GEMMA_LINEARS)
 
 
 def _estimate(**kw) -> float:
@@ -83,7 +83,7 @@ def test_estimate_terms_behave():
     # without dropout the LoRA layers keep no masks
     assert cc.layer_bytes_per_token(D, stream=4, targets=TARGETS, dropout=False)["saved"] < q["saved"]
     # the state term is the memory stage's as_implemented
-    pl = ma.closed_form_lora(D, 16, TARGETS, "language_model")["formula"]
+    pl = fp.closed_form_lora(D, 16, TARGETS, "language_model")["formula"]
     assert cc.estimate_peak(D, quantized=True, double_quant=True, rank=16, targets=TARGETS, scope="language_model",
                             dropout=0.05, seq_len=280, batch=8, suffix_len=3, loss="suffix",
                             ckpt_layers=18)["state"] == round(cc.training_state(D, quantized=True, double_quant=True,
@@ -95,7 +95,7 @@ def test_settings_are_what_transformers_sets():
     (the tiny one) the same N really leaves those layers checkpointed after attach_lora."""
     from transformers import PaliGemmaConfig
 
-    found = cc.settings(PaliGemmaConfig.from_dict(ma.load_config_dict()))
+    found = cc.settings(PaliGemmaConfig.from_dict(fp.load_config_dict()))
     assert found[None] == cc.Pattern(None, 0, 0)
     assert found[1] == cc.Pattern(1, 18, 27)  # every layer: Gemma's 18 and SigLIP's 27
     assert max(k for k in found if k) == 45  # one setting per checkpointable layer count

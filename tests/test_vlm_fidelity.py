@@ -10,7 +10,7 @@ from PIL import Image
 
 from tamrin.vlm import batches
 from tamrin.vlm.generate import decode_new
-from tamrin.vlm.memory_analysis import load_config
+from tamrin.vlm.footprint import load_config
 from tamrin.vlm.paligemma_layout import IMAGE_TOKEN_INDEX, layout_processor
 
 PREFIX = "answer en "

@@ -18,15 +18,7 @@ from .stages import COMPUTE_STAGES, STAGES, ancestors
 COMMANDS = {
     "all": "run every stage in order (cached ones are skipped), then the report and the zip",
     "report-only": "render the report and pack the zip from cached results; never trains",
-    "data": "build the CLEVR subset (or synthetic scenes) → results/data/",
-    "finetune": "QLoRA fine-tune PaliGemma on the train split → results/finetune/",
-    "eval": "ROUGE and exact match of the base and fine-tuned models → results/eval/",
-    "ablation": "LoRA rank ablation: one adapter per rank, same data, steps and seed → results/ablation/",
-    "memory": "memory budget of full fine-tuning vs LoRA/QLoRA for PaliGemma-3B → results/memory/",
-    "derive": "flow-matching derivations, checked with sympy and numerically → results/derive/",
-    "flow": "the flow-matching experiment: I-CFM vs OT-CFM on 2-D data → results/flow/",
-    "report": "render figures and the Persian Typst report from cached results → report/report.pdf",
-    "zip": "pack the submission zip → dist/<name>.zip",
+    **{name: stage.help for name, stage in STAGES.items()},
     "notebook": "write the Colab/Kaggle notebook → dist/notebook.ipynb (+ .html)",
     "status": "show each stage: cached / stale (why) / missing, with profile, duration, hardware",
     "doctor": "preflight: packages, GPU, token and access, dataset, processor, disk, timed steps and a time estimate",
@@ -116,14 +108,11 @@ def run_product(name: str, cfg: Config, paths: Paths, **kwargs) -> None:
 
 
 def cmd_status(cfg: Config, paths: Paths) -> None:
-    from .runner import expected_keys, staleness
+    from .runner import plan
 
-    keys = expected_keys(cfg)
     rows = [("stage", "state", "profile", "seconds", "finished", "hardware")]
-    for name in COMPUTE_STAGES:
-        m = read_manifest(paths, name)
-        why = staleness(STAGES[name], m, keys[name], paths.stage_dir(name))
-        state = "cached" if why is None else ("missing" if m is None else f"stale ({why})")
+    for name, st in plan(cfg, paths).items():
+        m, state = st.manifest, st.describe()
         if m is None:
             rows.append((name, state, "-", "-", "-", "-"))
             continue

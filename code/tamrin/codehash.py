@@ -5,6 +5,11 @@ Starting from the entry module, every `import tamrin.…` / `from tamrin… impo
 within `code/tamrin` only. A module brings with it the `__init__.py` of each package above it (importing runs
 them) and the data files beside it that its source names in a string literal (e.g. `paligemma_3b_config.json`).
 Lazy imports count: a stage's key changes when any code it *may* run changes, never less.
+
+A source file is hashed by its normalised syntax tree (`ast.dump` without docstrings), so comments, docstrings and
+formatting never enter a key. Modules that only turn failures into messages (`MESSAGE_MODULES`) are hashed with
+their string constants blanked too: rewording a message changes no result. (`ast.dump`'s text can differ between
+Python versions, so a new Python changes every key; the runner's policy for expensive stages keeps their results.)
 """
 from __future__ import annotations
 
@@ -17,6 +22,8 @@ from . import ROOT
 
 PACKAGE = "tamrin"
 PACKAGE_DIR = ROOT / "code" / PACKAGE
+# Modules (relative to the package) whose every string is message text: their wording never enters a key.
+MESSAGE_MODULES = ("errors.py", "hub_errors.py")
 
 
 def module_file(name: str) -> Path | None:
@@ -108,11 +115,56 @@ def stage_sources(entry_module: str) -> list[Path]:
     return sorted(files)
 
 
+def _strip_docstrings(tree: ast.AST) -> None:
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
+                    and isinstance(first.value.value, str):
+                node.body = node.body[1:] or [ast.Pass()]
+
+
+def _blank_strings(tree: ast.AST) -> None:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            node.value = ""
+
+
+def is_message_module(path: Path) -> bool:
+    return path.is_relative_to(PACKAGE_DIR) and path.relative_to(PACKAGE_DIR).as_posix() in MESSAGE_MODULES
+
+
+def normalised(path: Path) -> bytes:
+    """What of a file can change a result: a Python file's syntax tree without docstrings (and without strings in
+    a message module); any other file's bytes."""
+    if path.suffix != ".py":
+        return path.read_bytes()
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    _strip_docstrings(tree)
+    if is_message_module(path):
+        _blank_strings(tree)
+    return ast.dump(tree).encode()
+
+
+def _label(f: Path) -> str:
+    return f.relative_to(ROOT).as_posix() if f.is_relative_to(ROOT) else f.name
+
+
+def file_hashes(files: list[Path]) -> dict[str, str]:
+    """Each file (by its path relative to the repository) -> a short hash of its normalised content, sorted."""
+    return {_label(f): hashlib.sha256(normalised(f)).hexdigest()[:16] for f in sorted(files)}
+
+
+def combine(hashes: dict[str, str]) -> str:
+    """One hash over per-file hashes (their paths included)."""
+    return hashlib.sha256("".join(f"{k}\0{v}\0" for k, v in sorted(hashes.items())).encode()).hexdigest()
+
+
 def hash_files(files: list[Path]) -> str:
-    """sha256 over the files' paths (relative to the repository) and bytes, in sorted order."""
-    h = hashlib.sha256()
-    for f in sorted(files):
-        h.update(f.relative_to(ROOT).as_posix().encode() if f.is_relative_to(ROOT) else f.name.encode())
-        h.update(b"\0")
-        h.update(f.read_bytes())
-    return h.hexdigest()
+    """sha256 over the files' paths (relative to the repository) and normalised contents."""
+    return combine(file_hashes(files))
+
+
+def changed_files(before: dict[str, str], after: dict[str, str]) -> list[str]:
+    """Files added, removed or changed between two `file_hashes` results."""
+    return sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))

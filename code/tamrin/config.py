@@ -15,7 +15,7 @@ from typing import Any
 
 from . import ROOT
 from .errors import ConfigError
-from .schema import build_section
+from .schema import build_section, field_
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -36,9 +36,18 @@ SECTIONS: dict[str, str] = {
     "flow": "tamrin.flow.config:FlowConfig",
     "report": "tamrin.report.config:ReportConfig",
     "zip": "tamrin.submit.config:ZipConfig",
+    "build": "tamrin.config:BuildConfig",
 }
 
 PROFILES = ("paper", "demo")
+
+
+@dataclass
+class BuildConfig:
+    """[build]: how the runner treats cached results (enters no cache key)."""
+
+    strict: bool = field_(False, "true: finetune, eval and ablation rerun when only their code changed, like every "
+                                 "other stage; false: they keep their results and name the changed files")
 
 
 def section_class(name: str) -> type:

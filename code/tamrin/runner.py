@@ -24,13 +24,13 @@ from typing import Any, Callable
 from . import ROOT
 from .atomic import read_json
 from .config import Config
-from .errors import MissingResultError, NotBuiltError, TamrinError
+from .errors import MissingResultError, TamrinError
 from .log import attach_file, stage_logger
-from .codehash import hash_files, stage_sources
+from .codehash import changed_files, combine, file_hashes, module_file, stage_sources
 from . import contract
 from .provenance import code_version, hardware, packages, project_path, redact
 from .schema import input_files
-from .stages import STAGES, Stage
+from .stages import COMPUTE_STAGES, STAGES, Stage
 
 MANIFEST = contract.MANIFEST
 
@@ -119,11 +119,17 @@ def read_manifest(paths: Paths, name: str) -> dict | None:
         return None
 
 
-def code_hash(stage: Stage, cfg: Config) -> str:
-    """Hash of the sources the stage's entry module imports, and of every repository file its config names as an
-    input (e.g. `memory.measured_from`): a committed file enters the key only when the config points at it."""
+def code_files(stage: Stage, cfg: Config) -> dict[str, str]:
+    """Per-file hashes of what the stage runs and reads: the sources its entry module imports, its own results
+    models (`contract.<stage>`), and every repository file its config names as an input (e.g.
+    `memory.measured_from`: a committed file enters the key only when the config points at it)."""
     named = [f for section in stage.sections for f in input_files(cfg.sections[section], ROOT)]
-    return hash_files(stage_sources(stage.module) + named)
+    models = [module_file(stage.results_module)] if module_file(stage.results_module) else []
+    return file_hashes(sorted(set(stage_sources(stage.module) + models + named)))
+
+
+def code_hash(stage: Stage, cfg: Config) -> str:
+    return combine(code_files(stage, cfg))
 
 
 def config_of(stage: Stage, cfg: Config) -> dict[str, Any]:
@@ -140,18 +146,20 @@ class KeyParts:
     config_hash: str
     code_hash: str
     inputs: dict[str, str]
+    code_files: dict[str, str] = field(default_factory=dict)
 
 
 def cache_key(stage: Stage, cfg: Config, upstream_keys: dict[str, str]) -> KeyParts:
     """Hash of the stage's config sections, profile, its code, and the upstream stages' keys."""
     cfg_hash = _digest({"profile": cfg.profile, "config": config_of(stage, cfg)})
-    src_hash = code_hash(stage, cfg)
+    files = code_files(stage, cfg)
+    src_hash = combine(files)
     key = _digest({"stage": stage.name, "config": cfg_hash, "code": src_hash, "inputs": upstream_keys})
-    return KeyParts(key, cfg_hash, src_hash, dict(upstream_keys))
+    return KeyParts(key, cfg_hash, src_hash, dict(upstream_keys), files)
 
 
 def expected_keys(cfg: Config, names: list[str] | None = None) -> dict[str, KeyParts]:
-    """The cache key each compute stage would have now, upstream first."""
+    """The cache key each compute stage would have if every stage ran now, upstream first."""
     out: dict[str, KeyParts] = {}
     for name, stage in STAGES.items():
         if not stage.cached or (names is not None and name not in names):
@@ -194,16 +202,70 @@ def staleness(stage: Stage, manifest: dict | None, parts: KeyParts, folder: Path
     return "; ".join(why) or "key differs"
 
 
+def code_only_change(stage: Stage, cfg: Config, manifest: dict | None, parts: KeyParts,
+                     folder: Path | None = None) -> list[str] | None:
+    """The changed files when the stage is expensive and only its code changed — same config, same upstream
+    results, its outputs intact — and [build] strict is off: the runner then keeps its results (Snakemake's
+    --rerun-triggers without "code"). None otherwise, and when nothing changed."""
+    if not stage.expensive or cfg.build.strict or manifest is None or manifest.get("cache_key") == parts.key:
+        return None
+    if manifest.get("config_hash") != parts.config_hash or (manifest.get("inputs") or {}) != parts.inputs:
+        return None
+    if manifest.get("code_hash") == parts.code_hash or (folder is not None and missing_outputs(folder, manifest)):
+        return None
+    recorded = manifest.get("code_files") or {}
+    return changed_files(recorded, parts.code_files) if recorded else ["(not recorded by this older manifest)"]
+
+
+@dataclass
+class StageState:
+    """What `all` would do with one compute stage now."""
+
+    state: str  # "cached" | "kept" (only its code changed) | "stale" | "missing"
+    why: str | None  # for stale: the reason; for kept: the changed files
+    parts: KeyParts
+    manifest: dict | None
+
+    @property
+    def key(self) -> str:
+        """The key downstream stages will read: the recorded one for a result that stays, else the new one."""
+        return self.manifest["cache_key"] if self.state in ("cached", "kept") else self.parts.key
+
+    def describe(self) -> str:
+        if self.state == "kept":
+            return f"code changed (kept): {self.why}"
+        return self.state if self.state in ("cached", "missing") else f"stale ({self.why})"
+
+
+def judge(stage: Stage, cfg: Config, manifest: dict | None, parts: KeyParts, folder: Path | None) -> StageState:
+    why = staleness(stage, manifest, parts, folder)
+    if why is None:
+        return StageState("cached", None, parts, manifest)
+    changed = code_only_change(stage, cfg, manifest, parts, folder)
+    if changed is not None:
+        return StageState("kept", ", ".join(changed), parts, manifest)
+    return StageState("missing" if manifest is None else "stale", why, parts, manifest)
+
+
+def plan(cfg: Config, paths: Paths) -> dict[str, StageState]:
+    """Each compute stage's state, upstream first, as `all` would find it: a stage downstream of one that will run
+    again is stale too; one downstream of a kept result reads that result's recorded key."""
+    out: dict[str, StageState] = {}
+    for name in COMPUTE_STAGES:
+        stage = STAGES[name]
+        parts = cache_key(stage, cfg, {d: out[d].key for d in stage.deps})
+        out[name] = judge(stage, cfg, read_manifest(paths, name), parts, paths.stage_dir(name))
+    return out
+
+
+def keep_message(name: str, state: StageState) -> str:
+    return (f"kept: {name} — only its code changed ({state.why}); its results stay. To rerun it: "
+            f"python build.py {name} --force {name} (or set build.strict = true)")
+
+
 def load_entry(stage: Stage) -> Callable[[StageContext], None]:
     module, func = stage.entry.split(":")
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as e:
-        if e.name == module:
-            raise NotBuiltError(f"stage '{stage.name}' is not built yet in this version of Tamrin "
-                                f"({module} is missing); nothing was run") from None
-        raise
-    return getattr(mod, func)
+    return getattr(importlib.import_module(module), func)
 
 
 @contextmanager
@@ -266,7 +328,7 @@ def _now() -> str:
 @dataclass
 class Outcome:
     stage: str
-    status: str  # "cached" | "ran"
+    status: str  # "cached" | "kept" | "ran"
     key: str
     seconds: float
 
@@ -318,8 +380,9 @@ def _run_secondary(name: str, cfg: Config, paths: Paths, force: bool) -> Outcome
     stage = STAGES[name]
     # rank 0 may still be writing an upstream result; the stage's own rendezvous (finetune) waits for it
     parts = cache_key(stage, cfg, _upstream_keys(stage, paths, required=False))
-    if not force and staleness(stage, read_manifest(paths, name), parts, paths.stage_dir(name)) is None:
-        return Outcome(name, "cached", parts.key, 0.0)
+    state = judge(stage, cfg, read_manifest(paths, name), parts, paths.stage_dir(name))
+    if not force and state.state in ("cached", "kept"):
+        return Outcome(name, state.state, state.key, 0.0)
     logging.getLogger("tamrin").setLevel(logging.WARNING)  # rank 0 reports progress; the others only problems
     scratch = Path(tempfile.mkdtemp(prefix=f"tamrin-{name}-rank{_distributed_rank()}-"))
     ctx = _stage_context(stage, cfg, paths, scratch, parts.key)
@@ -336,13 +399,16 @@ def _run_locked(name: str, cfg: Config, paths: Paths, force: bool) -> Outcome:
     upstream = _upstream_keys(stage, paths)
     parts = cache_key(stage, cfg, upstream)
     previous = read_manifest(paths, name)
-    why = staleness(stage, previous, parts, paths.stage_dir(name))
-    if not force and why is None:
+    state = judge(stage, cfg, previous, parts, paths.stage_dir(name))
+    if not force and state.state == "cached":
         log.info(f"cached: {name} (key {parts.key[:4]}…, {previous.get('seconds', 0):.0f} s saved)")
         return Outcome(name, "cached", parts.key, 0.0)
+    if not force and state.state == "kept":
+        log.info(keep_message(name, state))
+        return Outcome(name, "kept", state.key, 0.0)
 
     if previous is not None and not force:
-        log.info(f"re-running {name}: {why}")
+        log.info(f"re-running {name}: {state.why}")
     entry = load_entry(stage)
     _clear_leftovers(paths, name)
     staging = paths.staging_root() / f"{name}-{os.getpid()}"
@@ -364,7 +430,7 @@ def _run_locked(name: str, cfg: Config, paths: Paths, force: bool) -> Outcome:
     manifest = {
         "stage": name, "profile": cfg.profile, "cache_key": parts.key,
         "config": config_of(stage, cfg), "inputs": upstream,
-        "config_hash": parts.config_hash, "code_hash": parts.code_hash,
+        "config_hash": parts.config_hash, "code_hash": parts.code_hash, "code_files": parts.code_files,
         "code_version": code_version(), "started": started, "finished": _now(),
         "seconds": round(seconds, 2), "hardware": hardware(), "packages": packages(),
         "sources": [s if s.startswith("--set ") else project_path(s, paths.root) for s in cfg.sources],

@@ -13,35 +13,43 @@ class Stage:
     sections: tuple[str, ...]  # config sections whose values enter the cache key
     deps: tuple[str, ...]  # upstream stages whose cache keys enter the cache key
     entry: str  # "module:function" taking a StageContext; the sources it imports enter the cache key
+    help: str  # one line for `build.py --help`
     cached: bool = True  # False: always re-run (cheap product stages: report, zip)
-    summary: str = ""
+    # Hours on a GPU: when only the stage's code changed (not its config or inputs), `all` keeps its results and
+    # says which files changed, unless build.strict (Snakemake's --rerun-triggers without "code", by default).
+    expensive: bool = False
 
     @property
     def module(self) -> str:
         return self.entry.split(":")[0]
 
+    @property
+    def results_module(self) -> str:
+        """The module of the stage's results models, which enter its key beside the code it imports."""
+        return f"tamrin.contract.{self.name}"
+
 
 STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("data", ("data",), (), "tamrin.data.stage:run",
-          summary="CLEVR subset (hub / official folder) or synthetic scenes → results/data/"),
+          "build the CLEVR subset (or synthetic scenes) → results/data/"),
     Stage("finetune", ("model", "lora", "train"), ("data",), "tamrin.vlm.finetune:run",
-          summary="QLoRA fine-tuning of PaliGemma → results/finetune/"),
+          "QLoRA fine-tune PaliGemma on the train split → results/finetune/", expensive=True),
     Stage("eval", ("model", "eval"), ("data", "finetune"), "tamrin.vlm.evaluate:run",
-          summary="ROUGE / exact match of base vs fine-tuned → results/eval/"),
+          "ROUGE and exact match of the base and fine-tuned models → results/eval/", expensive=True),
     Stage("ablation", ("ablation", "model", "lora", "train", "eval"), ("data", "finetune", "eval"),
           "tamrin.vlm.ablation:run",
-          summary="LoRA rank ablation (ranks × same data, steps, seed) → results/ablation/"),
+          "LoRA rank ablation: one adapter per rank, same data, steps and seed → results/ablation/", expensive=True),
     Stage("memory", ("memory", "lora"), (), "tamrin.vlm.memory:run",
-          summary="memory budget of full FT vs LoRA vs QLoRA for PaliGemma-3B → results/memory/"),
+          "memory budget of full fine-tuning vs LoRA/QLoRA for PaliGemma-3B → results/memory/"),
     Stage("derive", ("derive",), (), "tamrin.flow.derive_stage:run",
-          summary="flow-matching derivations, checked with sympy and numerically → results/derive/"),
+          "flow-matching derivations, checked with sympy and numerically → results/derive/"),
     Stage("flow", ("flow",), (), "tamrin.flow.stage:run",
-          summary="the I-CFM vs OT-CFM experiment → results/flow/"),
+          "the flow-matching experiment: I-CFM vs OT-CFM on 2-D data → results/flow/"),
     Stage("report", ("report", "student"), ("data", "finetune", "eval", "ablation", "memory", "derive", "flow"),
-          "tamrin.report.build:run", cached=False,
-          summary="figures + Persian Typst report → figures/, report/report.pdf"),
-    Stage("zip", ("zip", "student"), ("report",), "tamrin.submit.pack:run", cached=False,
-          summary="submission zip → dist/<name>.zip"),
+          "tamrin.report.build:run",
+          "render figures and the Persian Typst report from cached results → report/report.pdf", cached=False),
+    Stage("zip", ("zip", "student"), ("report",), "tamrin.submit.pack:run",
+          "pack the submission zip → dist/<name>.zip", cached=False),
 )}
 
 COMPUTE_STAGES = tuple(n for n, s in STAGES.items() if s.cached)

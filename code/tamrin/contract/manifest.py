@@ -31,6 +31,7 @@ class Manifest(Strict):
     inputs: dict[str, str]  # upstream stage -> its cache key
     config_hash: str
     code_hash: str
+    code_files: dict[str, str] = Field(default_factory=dict)  # each source and input file -> its hash (to name changes)
     code_version: str  # git commit (+ "-dirty") or a source hash
     started: str
     finished: str

@@ -10,7 +10,7 @@ Partial checkpointing is transformers' own `activation_checkpointing_enable(ever
 layers a given N checkpoints is read off the library itself on a meta-device model (`settings`), so nothing here
 re-implements its counting; a transformers without `every_n_layers` leaves `auto` with all or nothing.
 
-The estimate is the memory stage's own arithmetic (`memory_analysis`): the training state as the code stores it
+The estimate is the memory stage's own arithmetic (`footprint`): the training state as the code stores it
 (`as_implemented`: NF4 weights, fp32 non-quantized tensors and adapters, gradients, AdamW states), the
 logits and vision terms of `activation_estimate`, and its tensor-by-tensor count of what one Gemma layer keeps for
 the backward pass — with the dtypes Tamrin's QLoRA stack really has, which the textbook count (bf16 everywhere)
@@ -38,30 +38,30 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
-from . import memory_analysis as ma
+from . import footprint as fp
 
 FREE_SHARE = 0.85  # of the free GPU memory the estimated peak may take
 ESTIMATE_TOLERANCE = 0.15  # |estimate / measured - 1| on the committed GPU measurements (tested)
 MASK = 1  # bytes per element of a dropout mask (bool on CUDA)
 
 
-def layer_bytes_per_token(d: ma.Dims, *, stream: int, targets: list[str], dropout: bool) -> dict[str, int]:
+def layer_bytes_per_token(d: fp.Dims, *, stream: int, targets: list[str], dropout: bool) -> dict[str, int]:
     """Bytes per token of one Gemma decoder layer: `checkpoint` (its input, all that checkpointing keeps),
     `saved` (everything kept for the backward pass without checkpointing) and `backward` (its gradients' working
     set). `stream` = bytes per element of the residual stream (4 under QLoRA, else the compute dtype's 2)."""
-    h, i, q, c = d.t_hidden, d.t_inter, d.t_heads * d.head_dim, ma.BF16
+    h, i, q, c = d.t_hidden, d.t_inter, d.t_heads * d.head_dim, fp.BF16
     inputs = {"q_proj": h, "k_proj": h, "v_proj": h, "o_proj": q, "gate_proj": h, "up_proj": h, "down_proj": i}
     lora = sum((c + (MASK if dropout else 0)) * inputs[t] for t in targets if t in inputs)
-    saved = (2 * ma.FP32 * h  # the fp32 copies of both RMSNorm inputs
+    saved = (2 * fp.FP32 * h  # the fp32 copies of both RMSNorm inputs
              + 4 * c * q  # q, k and v repeated to all heads, attention output
              + 3 * stream * i  # gate output (GELU input), GELU output and up output (the product's inputs)
              + lora)
     return {"checkpoint": stream * h, "saved": saved, "backward": 4 * stream * i}
 
 
-def training_state(d: ma.Dims, *, quantized: bool, double_quant: bool, lora_trainable: int) -> float:
-    """Weights + gradients + AdamW states as the code stores them (memory_analysis.as_implemented)."""
-    modes = ma.as_implemented(ma.closed_form_params(d)["total"], lora_trainable, ma.closed_form_quantized(d),
+def training_state(d: fp.Dims, *, quantized: bool, double_quant: bool, lora_trainable: int) -> float:
+    """Weights + gradients + AdamW states as the code stores them (footprint.as_implemented)."""
+    modes = fp.as_implemented(fp.closed_form_params(d)["total"], lora_trainable, fp.closed_form_quantized(d),
                               double_quant)
     return modes["qlora_nf4" if quantized else "lora_bf16"]["total"]
 
@@ -71,7 +71,7 @@ def _kept(layers: int, checkpointed: int, checkpoint: int, saved: int) -> int:
     return checkpointed * checkpoint + (layers - checkpointed) * saved + (saved if checkpointed else 0)
 
 
-def estimate_peak(d: ma.Dims, *, quantized: bool, double_quant: bool, rank: int, targets: list[str], scope: str,
+def estimate_peak(d: fp.Dims, *, quantized: bool, double_quant: bool, rank: int, targets: list[str], scope: str,
                   dropout: float, seq_len: int, batch: int, suffix_len: int, loss: str, ckpt_layers: int,
                   vision_ckpt_layers: int | None = None) -> dict:
     """Estimated peak GPU memory (bytes) of one training step, by term, with `ckpt_layers` of the decoder's layers
@@ -81,14 +81,14 @@ def estimate_peak(d: ma.Dims, *, quantized: bool, double_quant: bool, rank: int,
         raise ValueError(f"ckpt_layers = {ckpt_layers} is not within 0..{d.t_layers}")
     if vision_ckpt_layers is None:
         vision_ckpt_layers = d.v_layers if ckpt_layers == d.t_layers else 0
-    lora_trainable = ma.closed_form_lora(d, rank, targets, scope)["formula"]
+    lora_trainable = fp.closed_form_lora(d, rank, targets, scope)["formula"]
     state = training_state(d, quantized=quantized, double_quant=double_quant, lora_trainable=lora_trainable)
-    per = layer_bytes_per_token(d, stream=ma.FP32 if quantized else ma.BF16, targets=targets, dropout=dropout > 0)
-    act = ma.activation_estimate(d, seq_len, batch, suffix_len, vision_trainable=scope == "all")
+    per = layer_bytes_per_token(d, stream=fp.FP32 if quantized else fp.BF16, targets=targets, dropout=dropout > 0)
+    act = fp.activation_estimate(d, seq_len, batch, suffix_len, vision_trainable=scope == "all")
     vision = 0
     if scope == "all":
         vis_tok = act["per_token_layer_bytes"]["vision"]
-        vision = batch * d.image_tokens * _kept(d.v_layers, vision_ckpt_layers, ma.BF16 * d.v_hidden, vis_tok)
+        vision = batch * d.image_tokens * _kept(d.v_layers, vision_ckpt_layers, fp.BF16 * d.v_hidden, vis_tok)
     terms = {"state": round(state),
              "decoder": batch * seq_len * (_kept(d.t_layers, ckpt_layers, per["checkpoint"], per["saved"])
                                            + per["backward"]),
@@ -97,12 +97,12 @@ def estimate_peak(d: ma.Dims, *, quantized: bool, double_quant: bool, rank: int,
     return {**terms, "total": sum(terms.values())}
 
 
-def dims_of(config) -> ma.Dims:
+def dims_of(config) -> fp.Dims:
     """The memory stage's dimensions of a loaded `PaliGemmaConfig` (the real 3B one or the demo's tiny one)."""
     raw = config.to_dict()
     raw["text_config"].setdefault("head_dim", config.text_config.head_dim)
     raw["vision_config"].setdefault("num_channels", getattr(config.vision_config, "num_channels", 3))
-    return ma.Dims.from_dict(raw)
+    return fp.Dims.from_dict(raw)
 
 
 # ---------------------------------------------------------------- which layers a setting checkpoints
@@ -145,7 +145,7 @@ def _settings(config_json: str) -> tuple[Pattern, ...]:
     from transformers import PaliGemmaConfig
     from transformers.modeling_layers import GradientCheckpointingLayer
 
-    model = ma.meta_model(PaliGemmaConfig.from_dict(json.loads(config_json)))
+    model = fp.meta_model(PaliGemmaConfig.from_dict(json.loads(config_json)))
     total = sum(isinstance(m, GradientCheckpointingLayer) for m in model.modules())
     out = [Pattern(None, 0, 0)]
     for n in range(1, total + 1) if partial_supported() else ():

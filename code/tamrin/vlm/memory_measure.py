@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .memory_analysis import GIB, load_config
+from .footprint import GIB, load_config
 from .step import TrainStep
 
 
