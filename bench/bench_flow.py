@@ -1,7 +1,7 @@
 """The flow experiment: the per-run code (before batching) against the batched code, same settings, one process.
 
-OLD: every (pair, method, seed) trains its own model (`train.train`) and is evaluated alone
-(`experiment.run_one`: direct exact solves, no column potentials), spread over `--old-workers` spawned processes
+OLD: every (pair, method, seed) trains its own model and is evaluated alone (`run_one` of the per-run reference
+trainer, tests/flow_reference.py: direct exact solves, no column potentials), spread over `--old-workers` spawned processes
 with one torch thread each, and the reference W2s solved one after the other — what `experiment.run` did with
 `flow.workers = 2` (the demo and paper configs). NEW: `experiment.run` (one batched model, OT and W2 solves
 beside the torch step). Both include training, evaluation and figure data, exclude imports and the summary.
@@ -30,6 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "code"))
+sys.path.append(str(ROOT / "tests"))  # flow_reference: the per-run trainer (OLD)
 
 
 def flow_config(settings: str, steps: int | None, device: str):
@@ -43,11 +44,12 @@ def _old_worker(pair: str, method: str, seed: int, cfg) -> dict:
     """One run in a spawned process, as the pre-batching `experiment._worker_run` did."""
     import torch
 
+    from flow_reference import run_one
     from tamrin.flow import experiment
 
     torch.set_num_threads(cfg.threads)
     sets = experiment.eval_sets(pair, seed, cfg.n_eval)
-    return experiment.run_one(pair, method, seed, cfg, sets, experiment.reference(sets, warm_start=False))
+    return run_one(pair, method, seed, cfg, sets, experiment.reference(sets, warm_start=False))
 
 
 def run_old(cfg, workers: int) -> tuple[float, list[dict]]:

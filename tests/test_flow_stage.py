@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+import flow_reference
 from tamrin.config import load_config
 from tamrin.errors import ConfigError
 from tamrin.flow import experiment, stage
@@ -122,7 +123,7 @@ def test_the_batched_experiment_matches_the_per_run_reference():
         result = experiment.run(cfg, "demo", Path(work), logging.getLogger("test"))
     for run in result["runs"]:
         sets = experiment.eval_sets(run["pair"], run["seed"], cfg.n_eval)
-        ref = experiment.run_one(run["pair"], run["method"], run["seed"], cfg, sets,
+        ref = flow_reference.run_one(run["pair"], run["method"], run["seed"], cfg, sets,
                                  experiment.reference(sets, warm_start=False), with_figures=False)
         for key, value in ref["metrics"].items():
             if key not in ("train_seconds", "ms_per_step", "ms_ot_per_step", "ms_per_step_without_ot"):
@@ -163,7 +164,7 @@ def test_plotted_target_samples_cover_both_moons():
 
 
 def test_cosine_schedule():
-    from tamrin.flow.train import learning_rate
+    from tamrin.flow.batched import learning_rate
 
     assert learning_rate(0, 100, 0.01, "cosine") == pytest.approx(0.01)
     assert learning_rate(50, 100, 0.01, "cosine") == pytest.approx(0.005)

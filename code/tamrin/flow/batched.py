@@ -1,10 +1,18 @@
 """All runs of the experiment as one batched model: one optimiser step advances every (pair, method, seed).
 
-Per run r, everything is what the per-run reference `train.train` does:
-- model: `train.init_model(seed, hidden)` (TorchCFM's MLP, seeded by the run's seed), stored as stacked,
+Methods (all regress v_θ(x_t, t) onto a conditional target with the mean squared error):
+- `icfm`:   independent coupling (x0, x1) ~ p0 × q, x_t = t x1 + (1 − t) x0 + σ ε, target x1 − x0 (Tong et al.).
+- `otcfm`:  the same, but each minibatch is re-paired by the exact OT assignment on ‖x0 − x1‖²
+            (x0[row] with x1[col], scipy.optimize.linear_sum_assignment).
+- `lipman`: Lipman et al.'s OT *path* with independent coupling: x_t = (1 − (1 − σ_min) t) x0 + t x1,
+            target x1 − (1 − σ_min) x0 (eq. 20–23).
+
+Per run r, everything is what training that run alone does (the per-run reference trainer lives in
+tests/flow_reference.py; tests/test_flow_batched.py compares the two step by step, bench/bench_flow.py times them):
+- model: `init_model(seed, hidden)` (TorchCFM's MLP, seeded by the run's seed), stored as stacked,
   transposed weights so that layer l of every run is one `torch.baddbmm` — run r's rows only ever meet run r's
   weights;
-- data: the (pair, seed) stream of `train.data_rng`, drawn by `train.draw_batch` in the same order (the methods
+- data: the (pair, seed) stream of `data_rng`, drawn by `draw_batch` in the same order (the methods
   of one (pair, seed) share these draws, as they always have; OT-CFM only re-pairs them);
 - loss: the mean squared error over the run's own batch; the optimised objective is the sum of the runs'
   losses, whose gradient with respect to run r's weights is exactly the gradient of run r's loss;
@@ -17,6 +25,7 @@ solves), with the column potential of `ot` that finds the same assignment 2–5�
 """
 from __future__ import annotations
 
+import math
 import queue
 import threading
 import time
@@ -27,11 +36,60 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..contract.facts import FLOW_METHOD_LABELS
 from . import datasets
 from .ot import ColumnPotential, fit_potential, ot_pairing
-from .train import METHOD_LABELS, data_rng, draw_batch, init_model, learning_rate
 
 Run = tuple[str, str, int]  # (pair, method, seed)
+METHOD_LABELS = FLOW_METHOD_LABELS  # the methods trained here (their display names: contract.facts)
+
+
+def mlp(hidden: int = 64) -> torch.nn.Module:
+    """TorchCFM's MLP: input (x, t), 3 hidden layers of `hidden` units with SELU, output a 2-D velocity."""
+    return torch.nn.Sequential(
+        torch.nn.Linear(3, hidden), torch.nn.SELU(),
+        torch.nn.Linear(hidden, hidden), torch.nn.SELU(),
+        torch.nn.Linear(hidden, hidden), torch.nn.SELU(),
+        torch.nn.Linear(hidden, 2))
+
+
+def velocity(model: torch.nn.Module, x: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
+    """v_θ(x, t) for a batch x (n, 2) and a scalar or per-row t."""
+    tt = t if isinstance(t, torch.Tensor) else torch.tensor(float(t), device=x.device)
+    tt = tt.reshape(-1, 1).to(x.device, x.dtype).expand(x.shape[0], 1)
+    return model(torch.cat([x, tt], 1))
+
+
+def learning_rate(step: int, steps: int, lr: float, schedule: str) -> float:
+    """The learning rate of optimizer step `step` (0-based): constant, or cosine decay from `lr` to 0."""
+    if schedule == "constant":
+        return lr
+    if schedule == "cosine":
+        return 0.5 * lr * (1.0 + math.cos(math.pi * step / steps))
+    raise ValueError(f"unknown learning-rate schedule {schedule!r}")
+
+
+def data_rng(pair: str, seed: int) -> np.random.Generator:
+    """The training data stream of one (pair, seed), shared by every method (disjoint from the evaluation sets'
+    stream, which ends in 1 instead of 0)."""
+    return np.random.default_rng([seed, datasets.PAIRS.index(pair) if pair in datasets.PAIRS else 99, 0])
+
+
+def draw_batch(source: str, target: str, batch_size: int, rng: np.random.Generator
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One training step's draws, in this order: x0 ~ source, x1 ~ target, t ~ U(0, 1) (batch, 1), ε ~ N(0, I)."""
+    x0 = datasets.sample(source, batch_size, rng)
+    x1 = datasets.sample(target, batch_size, rng)
+    t = rng.uniform(0, 1, size=(batch_size, 1)).astype(np.float32)
+    eps = rng.standard_normal((batch_size, 2)).astype(np.float32)
+    return x0, x1, t, eps
+
+
+def init_model(seed: int, hidden: int) -> torch.nn.Module:
+    """The initial model of every run with this seed (the global torch generator is reseeded, as before)."""
+    torch.manual_seed(seed)
+    return mlp(hidden)
+
 
 
 class StackedMLP(torch.nn.Module):

@@ -14,7 +14,7 @@ import torch
 from torchdiffeq import odeint
 
 from .ot import w2_squared
-from .train import velocity
+from .batched import velocity
 
 
 def _device(model: torch.nn.Module) -> torch.device:

@@ -10,8 +10,8 @@ the OT solve.
 own initialisation, data stream, loss and Adam state), then evaluates them together (`evaluate.evaluate_stacked`);
 the exact OT solves of training and evaluation run in one thread pool. Every evaluated run is cached as JSON in
 the work folder, so a run killed during evaluation resumes without training the finished runs again, and the
-numbers of a run do not depend on which other runs shared its batch. `run_one` is the per-run reference path
-(one model, one run, direct exact solves: the code before batching), kept for tests and bench/bench_flow.py.
+numbers of a run do not depend on which other runs shared its batch. The per-run reference path (one model, one
+run, direct exact solves: the code before batching) is `run_one` in tests/flow_reference.py.
 """
 from __future__ import annotations
 
@@ -33,7 +33,6 @@ from . import datasets
 from .batched import train_batched
 from .evaluate import dopri5, euler, evaluate, evaluate_stacked
 from .ot import w2_squared
-from .train import train
 
 
 # The literature anchor, read from the source (see `anchor()`): Cheng & Schwing (2025), Fig. 1, unconditional
@@ -117,21 +116,6 @@ def figure_data(model: torch.nn.Module, sets: dict[str, np.ndarray], cfg: Any) -
     traj, _ = dopri5(model, x0[: cfg.n_traj], cfg.dopri_tol, times)  # (times, n, 2)
     return {"generated": {"dopri5": _round(gen), "euler_1": _round(gen1)},
             "trajectories": {"times": _round(times, 4), "xy": _round(np.transpose(traj, (1, 0, 2)))}}
-
-
-def run_one(pair: str, method: str, seed: int, cfg: Any, sets: dict[str, np.ndarray], ref: dict[str, float],
-            with_figures: bool = True, progress=None) -> dict[str, Any]:
-    """The per-run reference: train and evaluate one (pair, method, seed) alone, with direct exact solves (the
-    code before batching); with its figure data unless `with_figures` is False."""
-    tr = train(pair, method, seed, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, hidden=cfg.hidden,
-               sigma=cfg.sigma, sigma_min=cfg.sigma_min, lr_schedule=cfg.lr_schedule, progress=progress)
-    ev = evaluate(tr.model, sets["x0"], sets["x1"], list(cfg.euler_steps), cfg.dopri_tol, warm_start=False)
-    steps_at, curve = loss_curve(tr.losses)
-    out = {"pair": pair, "method": method, "seed": seed, "metrics": flat_metrics(ev, ref, tr, cfg.steps),
-           "loss_curve": {"step": steps_at, "loss": curve}}
-    if with_figures:
-        out["figures"] = figure_data(tr.model, sets, cfg)
-    return out
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
