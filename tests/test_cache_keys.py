@@ -183,3 +183,21 @@ def test_build_section_enters_no_key(tmp_path):
     plain = runner.expected_keys(load_config("demo", root=ROOT))
     strict = runner.expected_keys(load_config("demo", overrides=["build.strict=true"], root=ROOT))
     assert {n: k.key for n, k in plain.items()} == {n: k.key for n, k in strict.items()}
+
+
+@pytest.mark.parametrize("profile", ["paper", "demo"])
+def test_profiles_hold_only_what_differs_from_the_defaults(profile):
+    """A profile file is a small diff over the defaults (big_vision's base + overrides): a key restating its
+    default would hide which settings make the profile."""
+    import tomllib
+
+    from tamrin.config import section_class
+    from tamrin.schema import build_section
+
+    raw = tomllib.loads((ROOT / "configs" / f"{profile}.toml").read_text(encoding="utf-8"))
+    restated = []
+    for section, values in raw.items():
+        default = dataclasses.asdict(build_section(section, section_class(section), {}))
+        built = dataclasses.asdict(build_section(section, section_class(section), values))
+        restated += [f"{section}.{k}" for k in values if built[k] == default[k]]
+    assert restated == []
