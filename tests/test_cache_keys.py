@@ -197,7 +197,7 @@ def test_profiles_hold_only_what_differs_from_the_defaults(profile):
     raw = tomllib.loads((ROOT / "configs" / f"{profile}.toml").read_text(encoding="utf-8"))
     restated = []
     for section, values in raw.items():
-        default = dataclasses.asdict(build_section(section, section_class(section), {}))
-        built = dataclasses.asdict(build_section(section, section_class(section), values))
+        default = build_section(section, section_class(section), {}).model_dump()
+        built = build_section(section, section_class(section), values).model_dump()
         restated += [f"{section}.{k}" for k in values if built[k] == default[k]]
     assert restated == []

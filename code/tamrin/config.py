@@ -1,13 +1,11 @@
 """Configuration: TOML profile file + optional --config file + configs/student.toml + --set overrides,
-validated into one typed dataclass per section.
+validated into one typed section (`schema`) each.
 
-Precedence (later wins): dataclass defaults < configs/<profile>.toml < --config FILE < configs/student.toml
+Precedence (later wins): schema defaults < configs/<profile>.toml < --config FILE < configs/student.toml
 < --set section.key=value.
 """
 from __future__ import annotations
 
-import dataclasses
-import importlib
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,44 +13,25 @@ from typing import Any
 
 from . import ROOT
 from .errors import ConfigError
-from .schema import build_section, field_
+from .schema import (AblationConfig, BuildConfig, DataConfig, DeriveConfig, EvalConfig, FlowConfig, LoraConfig,
+                     MemoryConfig, ModelConfig, ReportConfig, Section, StudentConfig, TrainConfig, ZipConfig,
+                     build_section)
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-# section name -> "module:Class". Each stage family owns the schema of its sections.
-SECTIONS: dict[str, str] = {
-    "student": "tamrin.student:StudentConfig",
-    "data": "tamrin.data.config:DataConfig",
-    "model": "tamrin.vlm.config:ModelConfig",
-    "lora": "tamrin.vlm.config:LoraConfig",
-    "train": "tamrin.vlm.config:TrainConfig",
-    "eval": "tamrin.vlm.config:EvalConfig",
-    "memory": "tamrin.vlm.config:MemoryConfig",
-    "derive": "tamrin.flow.derive_config:DeriveConfig",
-    "ablation": "tamrin.vlm.ablation_config:AblationConfig",
-    "flow": "tamrin.flow.config:FlowConfig",
-    "report": "tamrin.report.config:ReportConfig",
-    "zip": "tamrin.submit.config:ZipConfig",
-    "build": "tamrin.config:BuildConfig",
-}
+# section name -> its schema (order: the README's reference table and `Config.sections`)
+SECTIONS: dict[str, type[Section]] = {cls.section: cls for cls in (
+    StudentConfig, DataConfig, ModelConfig, LoraConfig, TrainConfig, EvalConfig, MemoryConfig, DeriveConfig,
+    AblationConfig, FlowConfig, ReportConfig, ZipConfig, BuildConfig)}
 
 PROFILES = ("paper", "demo")
 
 
-@dataclass
-class BuildConfig:
-    """[build]: how the runner treats cached results (enters no cache key)."""
-
-    strict: bool = field_(False, "true: finetune, eval and ablation rerun when only their code changed, like every "
-                                 "other stage; false: they keep their results and name the changed files")
-
-
-def section_class(name: str) -> type:
-    module, cls = SECTIONS[name].split(":")
-    return getattr(importlib.import_module(module), cls)
+def section_class(name: str) -> type[Section]:
+    return SECTIONS[name]
 
 
 @dataclass
@@ -70,7 +49,7 @@ class Config:
         raise AttributeError(name)
 
     def as_dict(self, name: str) -> dict[str, Any]:
-        return dataclasses.asdict(self.sections[name])
+        return self.sections[name].model_dump()
 
 
 def read_toml(path: Path) -> dict[str, Any]:

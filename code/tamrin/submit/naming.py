@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-from ..student import REQUIRED_FOR_ZIP
+from ..schema import REQUIRED_FOR_ZIP
 
 _UNSAFE = re.compile(r"[^\w.\-]+")  # \w keeps letters of any script, digits and "_"
 

@@ -30,7 +30,6 @@ ablation.json (numbers and identifiers only):
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -163,11 +162,12 @@ def _run(ctx, device) -> None:
     images = batches.ImageStore(data_dir)
     records = []
     for i, r in enumerate(runs, 1):
-        mc = dataclasses.replace(model_cfg, kind="pretrained", id=str(source),
-                                 quantization="none" if r["quantization"] == "none" else model_cfg.quantization)
-        lc = dataclasses.replace(lora_cfg, rank=r["rank"], alpha=r["alpha"])
+        mc = model_cfg.model_copy(update={"kind": "pretrained", "id": str(source), "quantization":
+                                          "none" if r["quantization"] == "none" else model_cfg.quantization})
+        lc = lora_cfg.model_copy(update={"rank": r["rank"], "alpha": r["alpha"]})
         # the main run's training rows (the same held-out slice left out), evaluated only at the two ends
-        tc = dataclasses.replace(train_cfg, max_steps=steps, save_every=steps, max_minutes=None, heldout_every=steps)
+        tc = train_cfg.model_copy(update={"max_steps": steps, "save_every": steps, "max_minutes": None,
+                                          "heldout_every": steps})
         run_dir = ctx.work_dir / f"r{r['rank']}-{r['quantization']}"
         ctx.log.info(f"ablation run {i}/{len(runs)}: r = {r['rank']}, alpha = {r['alpha']:g}, "
                      f"base {r['quantization']}")
