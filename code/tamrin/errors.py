@@ -17,7 +17,3 @@ class ConfigError(TamrinError):
 
 class MissingResultError(TamrinError):
     """A results file another stage must produce first."""
-
-
-class NotBuiltError(TamrinError):
-    """A command whose stage does not exist in this version of Tamrin."""

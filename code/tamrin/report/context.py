@@ -16,8 +16,6 @@ from .. import contract
 from ..contract.facts import QTYPES, normalize_for_scoring
 from ..errors import MissingResultError
 
-RESULT_STAGES = ("data", "finetune", "eval", "ablation", "memory", "derive", "flow")
-
 
 class Results:
     """Reads results files through the results contract: a missing file, or one that does not fit its model, is
