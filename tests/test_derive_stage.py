@@ -8,7 +8,7 @@ import pytest
 
 from tamrin.config import load_config
 from tamrin.errors import TamrinError
-from tamrin.flow import derivations, derive_stage
+from tamrin.flow import derive_stage
 from tamrin.flow.records import Derivation
 from tamrin.runner import Paths, run_stage
 
@@ -39,7 +39,7 @@ def _failed_record() -> Derivation:
 
 
 def test_a_failed_derivation_fails_the_stage_naming_it(tmp_path, monkeypatch):
-    monkeypatch.setattr(derivations, "build", lambda n, log=None: [_failed_record()])
+    monkeypatch.setattr(derive_stage, "build", lambda n, log=None: [_failed_record()])
     paths = Paths(tmp_path)
     with pytest.raises(TamrinError, match="thm_broken"):
         run_stage("derive", load_config("demo"), paths)

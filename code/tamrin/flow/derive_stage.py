@@ -8,11 +8,44 @@ Typst math does not compile, fails the stage with one line naming it.
 """
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from .. import contract
 from ..errors import TamrinError
-from . import derivations
+from . import numeric_checks, theorem2, theorem3
+from .records import Derivation
+from .typst_math import compile_check
+
+
+def build(numeric_samples: int, log: logging.Logger | None = None) -> list[Derivation]:
+    """Part 2.1 (symbolic + Monte Carlo), then part 2.2 (symbolic + ODE)."""
+    steps = [
+        ("Theorem 2 (sympy)", lambda: theorem2.derive()),
+        ("Theorem 2 (Monte Carlo)", lambda: [numeric_checks.check_gradients(numeric_samples)]),
+        ("Theorem 3 (sympy)", lambda: theorem3.derive()),
+        ("Theorem 3 (ODE)", lambda: [numeric_checks.check_paths(max(1000, numeric_samples // 5))]),
+    ]
+    records: list[Derivation] = []
+    for label, make in steps:
+        made = make()
+        if log is not None:
+            log.info(f"{label}: " + ", ".join(f"{r.name} {'passed' if r.passed else 'FAILED'}" for r in made))
+        records.extend(made)
+    return records
+
+
+def typst_errors(records: list[Derivation]) -> dict[str, str]:
+    """name -> compiler message for every record whose Typst math does not compile (empty when all do)."""
+    import typst
+
+    errors = {}
+    for r in records:
+        try:
+            compile_check([r.statement_typst, *r.steps_typst, *[a["typst"] for a in r.assumptions]])
+        except typst.TypstError as e:
+            errors[r.name] = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return errors
 
 
 def check_derivations(records: list[Any]) -> None:
@@ -22,7 +55,7 @@ def check_derivations(records: list[Any]) -> None:
         names = "; ".join(f"{r.name} (residual {r.residual:g} > tolerance {r.tolerance:g}, {r.check})" for r in failed)
         raise TamrinError(f"derive: derivation check failed: {names} — the derivation or its check is wrong; "
                           "fix code/tamrin/flow before building the report")
-    bad_typst = derivations.typst_errors(records)
+    bad_typst = typst_errors(records)
     if bad_typst:
         names = "; ".join(f"{n}: {msg}" for n, msg in bad_typst.items())
         raise TamrinError(f"derive: Typst math of a derivation does not compile: {names} — fix the printer or step")
@@ -34,7 +67,7 @@ def run(ctx: Any) -> None:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the numeric checks' small float64 MLP runs fastest on one thread
     try:
-        records = derivations.build(ctx.section("derive").numeric_samples, ctx.log)
+        records = build(ctx.section("derive").numeric_samples, ctx.log)
     finally:
         torch.set_num_threads(threads)
     check_derivations(records)
