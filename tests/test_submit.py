@@ -18,7 +18,7 @@ from tamrin.config import load_config
 from tamrin.errors import TamrinError
 from tamrin.runner import Paths, product_context
 from tamrin.submit import pack, show
-from tamrin.submit.naming import zip_name
+from tamrin.submit.pack import zip_name
 from tamrin.submit.notebook import run as notebook_run
 
 ZIP = "HW1_Mohammadi_810100000.zip"

@@ -7,6 +7,7 @@ directory, the user name or the host name (contract.secrets), or when the zip ex
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from .. import contract
@@ -14,11 +15,54 @@ from ..contract.secrets import scan
 from ..errors import TamrinError
 from ..provenance import identity
 from ..runner import MANIFEST, StageContext
+from ..schema import REQUIRED_FOR_ZIP
 from ..stages import COMPUTE_STAGES
 from .archive import human, summary, write_zip
-from .naming import missing_keys, zip_name
-from .readable import readable_text
 from .select import PDFS, plan
+
+
+_UNSAFE = re.compile(r"[^\w.\-]+")  # \w keeps letters of any script, digits and "_"
+
+
+def required_keys(pattern_keys: list[str]) -> list[str]:
+    """Student keys the zip needs: the always-required ones plus those its name uses."""
+    return list(dict.fromkeys([*REQUIRED_FOR_ZIP, *pattern_keys]))
+
+
+def missing_keys(student: object, pattern_keys: list[str]) -> list[str]:
+    """`student.*` keys that are still empty (the ones the zip refuses without)."""
+    return [f"student.{k}" for k in required_keys(pattern_keys) if not str(getattr(student, k, "")).strip()]
+
+
+def zip_name(pattern: str, student: object) -> str:
+    """`pattern` filled from the student's fields; spaces and path characters become `_`; ends in .zip."""
+    values = {k: str(v).strip() for k, v in vars(student).items()}
+    name = _UNSAFE.sub("_", pattern.format(**values)).strip("._")
+    if not name.lower().endswith(".zip"):
+        name += ".zip"
+    return name
+
+
+def readable_text(path: Path) -> str:
+    """The text of a file as a reader of the zip would see it, for the privacy scan: the text and metadata of a PDF
+    (its streams are compressed, so the raw bytes hide their words), UTF-8 text, else the bytes as Latin-1 (a token
+    inside a binary file is still found)."""
+    data = Path(path).read_bytes()
+    if data[:5] == b"%PDF-":
+        from pypdf import PdfReader
+        from pypdf.errors import PyPdfError
+
+        try:
+            reader = PdfReader(str(path))
+            meta = " ".join(str(v) for v in (reader.metadata or {}).values())
+            words = "\n".join(page.extract_text() or "" for page in reader.pages)
+        except (PyPdfError, ValueError, KeyError):  # a damaged PDF: its raw bytes are all there is to read
+            meta = words = ""
+        return meta + "\n" + words + "\n" + data.decode("latin-1")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
 
 
 def result_profiles(results: Path) -> dict[str, str]:
