@@ -1,7 +1,4 @@
-"""The ablation stage's results file: results/ablation/ablation.json.
-
-Part of the results contract (see `tamrin.contract`); a stage's own results models enter its cache key.
-"""
+"""The ablation stage's results file: results/ablation/ablation.json."""
 from __future__ import annotations
 
 from typing import Literal, Optional

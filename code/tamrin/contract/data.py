@@ -1,7 +1,4 @@
-"""The data stage's results files: results/data/{stats.json, train.jsonl, test.jsonl}.
-
-Part of the results contract (see `tamrin.contract`); a stage's own results models enter its cache key.
-"""
+"""The data stage's results files: results/data/{stats.json, train.jsonl, test.jsonl}."""
 from __future__ import annotations
 
 from typing import Any, Optional

@@ -1,7 +1,4 @@
-"""The derive stage's results file: results/derive/derivations.json.
-
-Part of the results contract (see `tamrin.contract`); a stage's own results models enter its cache key.
-"""
+"""The derive stage's results file: results/derive/derivations.json."""
 from __future__ import annotations
 
 from typing import Any, Literal, Optional

@@ -1,7 +1,5 @@
-"""The eval stage's results files: results/eval/{base,finetuned}/{metrics.json, predictions.jsonl}, samples.json, summary.json.
-
-Part of the results contract (see `tamrin.contract`); a stage's own results models enter its cache key.
-"""
+"""The eval stage's results files: results/eval/{base,finetuned}/{metrics.json, predictions.jsonl}, samples.json and
+summary.json."""
 from __future__ import annotations
 
 from typing import Optional

@@ -1,7 +1,4 @@
-"""The finetune stage's results files: results/finetune/{summary.json, loss.jsonl}.
-
-Part of the results contract (see `tamrin.contract`); a stage's own results models enter its cache key.
-"""
+"""The finetune stage's results files: results/finetune/{summary.json, loss.jsonl}."""
 from __future__ import annotations
 
 from typing import Literal, Optional

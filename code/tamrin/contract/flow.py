@@ -1,7 +1,4 @@
-"""The flow stage's results file: results/flow/experiment.json.
-
-Part of the results contract (see `tamrin.contract`); a stage's own results models enter its cache key.
-"""
+"""The flow stage's results file: results/flow/experiment.json."""
 from __future__ import annotations
 
 from typing import Any, Optional

@@ -1,7 +1,4 @@
-"""results/<stage>/manifest.json: what ran a stage, with which config, code and inputs (written last).
-
-Part of the results contract (see `tamrin.contract`); a stage's own results models enter its cache key.
-"""
+"""results/<stage>/manifest.json: what ran a stage, with which config, code and inputs (written last)."""
 from __future__ import annotations
 
 from typing import Any, Optional

@@ -1,7 +1,4 @@
-"""The memory stage's results file: results/memory/memory.json.
-
-Part of the results contract (see `tamrin.contract`); a stage's own results models enter its cache key.
-"""
+"""The memory stage's results file: results/memory/memory.json."""
 from __future__ import annotations
 
 from typing import Any, Optional
