@@ -39,7 +39,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("ablation", ("ablation", "model", "lora", "train", "eval"), ("data", "finetune", "eval"),
           "tamrin.vlm.ablation:run",
           "LoRA rank ablation: one adapter per rank, same data, steps and seed → results/ablation/", expensive=True),
-    Stage("memory", ("memory", "lora"), (), "tamrin.vlm.memory:run",
+    Stage("memory", ("memory", "lora"), (), "tamrin.vlm.memory_analysis:run",
           "memory budget of full fine-tuning vs LoRA/QLoRA for PaliGemma-3B → results/memory/"),
     Stage("derive", ("derive",), (), "tamrin.flow.derive_stage:run",
           "flow-matching derivations, checked with sympy and numerically → results/derive/"),
