@@ -188,6 +188,10 @@ def test_config_refuses_a_bad_value():
 
     for good in ("auto", "true", "false", "3"):
         assert TrainConfig(grad_ckpt=good).grad_ckpt == good  # a section checks itself when built
+    from tamrin.config import load_config
+
+    # `--set train.grad_ckpt=true` reads a TOML boolean: the documented value, not "not a string"
+    assert load_config("demo", overrides=["train.grad_ckpt=true"]).train.grad_ckpt == "true"
     for bad in ("sometimes", "-2"):
         with pytest.raises(ConfigError, match="train.grad_ckpt"):
             TrainConfig(grad_ckpt=bad)

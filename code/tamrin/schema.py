@@ -2,7 +2,7 @@
 choices or bounds; and `build_section`, which turns TOML / `--set` values into a section or raises `ConfigError`
 with one line naming the key, the value and what is allowed.
 
-Pydantic checks the types (lax: "2e-4" is a number, 3.0 an integer, 5 a string); before it, a `--set` list may be
+Pydantic checks the types (lax: "2e-4" is a number, 3.0 an integer, 5 and true strings); before it, a `--set` list may be
 written "a,b" and an optional value left empty ("", none, null); after it, every value (each item of a list) is
 checked against the field's choices and bounds, then the section's own cross-field `check`.
 """
@@ -78,6 +78,8 @@ class Section(BaseModel):
             raise ValueError("a boolean is not a number")
         if _scalar(tp) is bool and isinstance(value, str) and value.lower() in ("yes", "no"):
             return value.lower() == "yes"
+        if tp is str and isinstance(value, bool):  # `--set train.grad_ckpt=true` reads a TOML boolean
+            return str(value).lower()
         return value
 
     @model_validator(mode="after")
