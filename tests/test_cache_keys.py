@@ -201,3 +201,16 @@ def test_profiles_hold_only_what_differs_from_the_defaults(profile):
         built = build_section(section, section_class(section), values).model_dump()
         restated += [f"{section}.{k}" for k in values if built[k] == default[k]]
     assert restated == []
+
+
+def test_docstrings_comments_and_layout_do_not_enter_a_files_hash(tmp_path):
+    plain = "import os\nif os.sep:\n    class A:\n        def f(self, x):\n            return x + 1\n"
+    noisy = ('"""Module."""\nimport os  # why\n\nif os.sep:\n    class A:\n        """A class."""\n\n'
+             '        def f(self,\n              x):\n            """Add one."""\n            return (x\n + 1)\n')
+    changed = plain.replace("x + 1", "x + 2")
+    hashes = []
+    for i, text in enumerate((plain, noisy, changed)):
+        path = tmp_path / f"m{i}.py"
+        path.write_text(text, encoding="utf-8")
+        hashes.append(codehash.normalised_hash(path))
+    assert hashes[0] == hashes[1] != hashes[2]

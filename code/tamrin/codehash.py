@@ -61,8 +61,9 @@ def _resolve_from(module: str, is_package: bool, node: ast.ImportFrom) -> list[s
 
 
 @lru_cache(maxsize=None)
-def _direct(path: Path) -> tuple[tuple[Path, ...], tuple[Path, ...]]:
-    """(modules imported by `path`, data files beside it that it names)."""
+def _parsed(path: Path, mtime_ns: int, size: int) -> tuple[tuple[str, ...], frozenset[str], str]:
+    """One parse of a source file (per version of it): (names it imports, its short string literals, the hash of
+    its normalised syntax tree)."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     name, is_package = _module_name(path), path.name == "__init__.py"
     names: list[str] = []
@@ -74,6 +75,21 @@ def _direct(path: Path) -> tuple[tuple[Path, ...], tuple[Path, ...]]:
             names += _resolve_from(name, is_package, node)
         elif isinstance(node, ast.Constant) and isinstance(node.value, str) and len(node.value) < 200:
             literals.add(node.value)
+    _strip_docstrings(tree)
+    if is_message_module(path):
+        _blank_strings(tree)
+    return tuple(names), frozenset(literals), hashlib.sha256(ast.dump(tree).encode()).hexdigest()[:16]
+
+
+def _parse(path: Path) -> tuple[tuple[str, ...], frozenset[str], str]:
+    st = path.stat()
+    return _parsed(path, st.st_mtime_ns, st.st_size)
+
+
+@lru_cache(maxsize=None)
+def _direct(path: Path) -> tuple[tuple[Path, ...], tuple[Path, ...]]:
+    """(modules imported by `path`, data files beside it that it names)."""
+    names, literals, _ = _parse(path)
     modules = []
     for n in names:
         for prefix in _prefixes(n):  # importing a.b.c runs a/__init__ and a/b/__init__ too
@@ -115,13 +131,17 @@ def stage_sources(entry_module: str) -> list[Path]:
     return sorted(files)
 
 
-def _strip_docstrings(tree: ast.AST) -> None:
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
-            first = node.body[0]
-            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
-                    and isinstance(first.value.value, str):
-                node.body = node.body[1:] or [ast.Pass()]
+def _strip_docstrings(node: ast.AST) -> None:
+    """Remove the docstring of the module and of every class and function, in place (statements only: a
+    docstring is the first statement of a body)."""
+    if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+        first = node.body[0]
+        if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+            node.body = node.body[1:] or [ast.Pass()]
+    for field in ("body", "orelse", "finalbody", "handlers", "cases"):
+        for child in getattr(node, field, None) or ():
+            if isinstance(child, ast.AST):
+                _strip_docstrings(child)
 
 
 def _blank_strings(tree: ast.AST) -> None:
@@ -134,16 +154,12 @@ def is_message_module(path: Path) -> bool:
     return path.is_relative_to(PACKAGE_DIR) and path.relative_to(PACKAGE_DIR).as_posix() in MESSAGE_MODULES
 
 
-def normalised(path: Path) -> bytes:
-    """What of a file can change a result: a Python file's syntax tree without docstrings (and without strings in
-    a message module); any other file's bytes."""
-    if path.suffix != ".py":
-        return path.read_bytes()
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    _strip_docstrings(tree)
-    if is_message_module(path):
-        _blank_strings(tree)
-    return ast.dump(tree).encode()
+def normalised_hash(path: Path) -> str:
+    """A short hash of what of a file can change a result: a Python file's syntax tree without docstrings (and
+    without strings in a message module); any other file's bytes."""
+    if path.suffix == ".py":
+        return _parse(path)[2]
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
 def _label(f: Path) -> str:
@@ -151,8 +167,8 @@ def _label(f: Path) -> str:
 
 
 def file_hashes(files: list[Path]) -> dict[str, str]:
-    """Each file (by its path relative to the repository) -> a short hash of its normalised content, sorted."""
-    return {_label(f): hashlib.sha256(normalised(f)).hexdigest()[:16] for f in sorted(files)}
+    """Each file (by its path relative to the repository) -> the short hash of its normalised content, sorted."""
+    return {_label(f): normalised_hash(f) for f in sorted(files)}
 
 
 def combine(hashes: dict[str, str]) -> str:
