@@ -161,12 +161,9 @@ def cache_key(stage: Stage, cfg: Config, upstream_keys: dict[str, str]) -> KeyPa
 def expected_keys(cfg: Config, names: list[str] | None = None) -> dict[str, KeyParts]:
     """The cache key each compute stage would have if every stage ran now, upstream first."""
     out: dict[str, KeyParts] = {}
-    for name, stage in STAGES.items():
-        if not stage.cached or (names is not None and name not in names):
-            continue
-        ups = {d: out[d].key if d in out else expected_keys(cfg, [d])[d].key for d in stage.deps}
-        out[name] = cache_key(stage, cfg, ups)
-    return out
+    for name in COMPUTE_STAGES:
+        out[name] = cache_key(STAGES[name], cfg, {d: out[d].key for d in STAGES[name].deps})
+    return out if names is None else {n: out[n] for n in names}
 
 
 def output_files(folder: Path) -> dict[str, int]:

@@ -23,7 +23,7 @@ import json
 import pkgutil
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal, TypeVar
+from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
@@ -37,7 +37,6 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-T = TypeVar("T", bound=BaseModel)
 MANIFEST = "manifest.json"
 
 
@@ -152,7 +151,3 @@ def read(results: Path, rel: str) -> Any:
 def read_plain(results: Path, rel: str) -> Any:
     """The validated contents of results/<rel> as plain JSON data (what templates index into)."""
     return dump(read(results, rel))
-
-
-def rows(objs: Iterable[BaseModel]) -> list[dict[str, Any]]:
-    return [o.model_dump(mode="json") for o in objs]
