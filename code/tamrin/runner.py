@@ -202,13 +202,12 @@ def staleness(stage: Stage, manifest: dict | None, parts: KeyParts, folder: Path
 def code_only_change(stage: Stage, cfg: Config, manifest: dict | None, parts: KeyParts,
                      folder: Path | None = None) -> list[str] | None:
     """The changed files when the stage is expensive and only its code changed — same config, same upstream
-    results, its outputs intact — and [build] strict is off: the runner then keeps its results (Snakemake's
-    --rerun-triggers without "code"). None otherwise, and when nothing changed."""
+    results (so the key differs by code alone), its outputs intact — and [build] strict is off: the runner then
+    keeps its results (Snakemake's --rerun-triggers without "code"). None otherwise, and when nothing changed."""
     if not stage.expensive or cfg.build.strict or manifest is None or manifest.get("cache_key") == parts.key:
         return None
-    if manifest.get("config_hash") != parts.config_hash or (manifest.get("inputs") or {}) != parts.inputs:
-        return None
-    if manifest.get("code_hash") == parts.code_hash or (folder is not None and missing_outputs(folder, manifest)):
+    if (manifest.get("config_hash"), manifest.get("inputs") or {}) != (parts.config_hash, parts.inputs) \
+            or (folder is not None and missing_outputs(folder, manifest)):
         return None
     recorded = manifest.get("code_files") or {}
     return changed_files(recorded, parts.code_files) if recorded else ["(not recorded by this older manifest)"]
