@@ -18,11 +18,12 @@ _PLAIN = re.compile(r"[^\\/`$#<@\[\]]+")
 _LABEL = re.compile(r"<([A-Za-z_][A-Za-z0-9_:.-]*)>")
 _REF = re.compile(r"@([A-Za-z_][A-Za-z0-9_:.-]*[A-Za-z0-9_])")
 _NON_MARKUP = re.compile(rb"\x00+")
+_ISOLATE_MARK = re.compile("[\u2066\u2069]")
 _NOT_NEWLINE = re.compile(r"[^\n]")
 _STATEMENTS = {"let", "set", "show", "import", "include", "return", "if", "for", "while", "context",
                "break", "continue"}
 # Functions of style.typ whose content argument is one left-to-right isolate (`#en[…]`).
-ISOLATING = {"en"}
+ISOLATING = {"en", "gloss"}
 
 
 class _Scanner:
@@ -239,6 +240,13 @@ class _Scanner:
 def scan(src: str) -> _Scanner:
     sc = _Scanner(src)
     sc.markup_until(0, None)
+    # Isolates typed as characters (U+2066 … U+2069, what report/bidi.py writes) count like `#en[…]`.
+    opened: list[int] = []
+    for m in _ISOLATE_MARK.finditer(src):
+        if m.group() == "\u2066":
+            opened.append(m.end())
+        elif opened:
+            sc.isolates.append((opened.pop(), m.start()))
     return sc
 
 

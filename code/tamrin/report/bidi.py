@@ -1,0 +1,143 @@
+r"""One rule for Latin text inside the Persian report, applied by the renderer to the whole Typst source after
+Jinja (template prose and every printed value alike), so no template carries it by hand.
+
+Why: inside a right-to-left paragraph the Unicode bidi algorithm joins a Latin run with what stands next to it.
+Persian digits (U+06F0–U+06F9) have bidi class EN, and rule W7 gives an EN after a Latin (L) run the L direction:
+«حافظهٔ QLoRA ۵٫۰۹» is drawn «حافظهٔ ۵٫۰۹ QLoRA» to a right-to-left reader, and in «(I-CFM: ۲٫۷۷۴، OT-CFM: ۰٫۴۲۲)»
+each value lands beside the other method. A left-to-right *isolate* (U+2066 … U+2069) is one neutral character to
+the paragraph around it, so a number or a comma next to it keeps the paragraph's direction, and everything inside
+stays in order (Typst follows UAX #9 isolates; tests/test_report_bidi.py reads the glyph positions back).
+
+The rule, on markup text only (never math, code, raw, strings, labels or references — see typst_scan):
+- a *Latin run* — from a Latin letter to the last Latin letter or ASCII digit (a closing parenthesis when its
+  opening one is inside), over spaces, ASCII punctuation, escapes and inline math or code glued to it — is wrapped
+  in U+2066 … U+2069. Sentence punctuation after it («.», «،», «:») stays outside, in the paragraph's direction.
+- a *gloss* — «(English words, ABBR)» after a Persian word or a space, nothing Arabic-script inside — becomes
+  `#gloss[(…)]` (style.typ): one isolate in an unbreakable box, its parentheses attached.
+Runs already inside an isolate (`#en[…]`, `#gloss[…]`, or U+2066 … U+2069 in the source) are left alone, so the
+rule is idempotent: isolate(isolate(src)) == isolate(src).
+"""
+from __future__ import annotations
+
+import re
+
+from .typst_scan import scan
+
+LRI, PDI = "\u2066", "\u2069"
+GLOSS_FUNCTION = "gloss"  # style.typ: `#let gloss(body) = box(en(body))`
+GLOSS_BOX_LIMIT = 48  # characters of source: a longer gloss stays a breakable isolate (a box must fit its line)
+
+# The view the patterns run on: one character per source character.
+_ATOM = "\x01"  # a character of an inline formula or an inline code span (left to right already)
+_ESC = "\x02"  # the backslash of a markup escape
+_LIT = "\x03"  # the escaped character when it is punctuation (`\-`, `\.`, `\*` print it literally)
+_STOP = "\x00"  # anything else that is not markup text: code, display math, labels, references, comments
+
+_INNER = r"[A-Za-z0-9\x01\x02\x03 \-‐‑.,;:/'’&+%()!?·–—]"
+_RUN = re.compile(rf"[A-Za-z\x01]{_INNER}*")
+_GLOSS = re.compile(r"\((?=[A-Za-z\x01])[A-Za-z0-9\x01\x02\x03 \-‐‑.,;:/'’&+%!?·–—]*[A-Za-z0-9\x01.]\)")
+_END_OK = re.compile(r"[A-Za-z0-9\x01]")
+_ARABIC_LETTER = re.compile(r"[\u0620-\u064a\u066e-\u06d3\u06d5\u06fa-\u06ff\u0750-\u077f\ufb50-\ufdff\ufe70-\ufeff]")
+
+
+def _view(src: str) -> tuple[str, list[tuple[int, int]]]:
+    """`src` as the patterns see it, and the spans already isolated."""
+    sc = scan(src)
+    view = [_STOP] * len(src)
+    for i, ch in enumerate(src):
+        if sc.markup[i]:
+            view[i] = ch
+    for i, ch in enumerate(src):
+        if sc.escaped[i] and ch == "\\" and i + 1 < len(src):
+            view[i] = _ESC
+            nxt = src[i + 1]
+            view[i + 1] = nxt if nxt.isalnum() else _LIT
+    for a, b in sc.maths:
+        display = b - a >= 3 and src[a + 1] in " \n\t" and src[b - 2] in " \n\t"
+        if not display:
+            view[a:b] = [_ATOM] * (b - a)
+    for a, b in sc.raws:
+        if "\n" not in src[a:b] and not src.startswith("```", a):
+            view[a:b] = [_ATOM] * (b - a)
+    isolated = list(sc.isolates)
+    depth_start = []
+    for i, ch in enumerate(src):  # literal isolates typed into the source (or left by an earlier pass)
+        if ch == LRI:
+            depth_start.append(i)
+        elif ch == PDI and depth_start:
+            isolated.append((depth_start.pop(), i + 1))
+    return "".join(view), isolated
+
+
+def _inside(spans: list[tuple[int, int]], a: int, b: int) -> bool:
+    return any(c <= a and b <= d for c, d in spans)
+
+
+def _trim(view: str, a: int, b: int) -> int:
+    """The end of the Latin run view[a:b]: before an unmatched «)», an unclosed «(», and trailing punctuation."""
+    depth, opened = 0, []
+    for k in range(a, b):
+        c = view[k]
+        if c == "(":
+            opened.append(k)
+        elif c == ")":
+            if not opened:
+                b = k
+                break
+            opened.pop()
+    if opened:
+        b = min(b, opened[0])
+    while b > a and not (_END_OK.match(view[b - 1]) or (view[b - 1] == ")" and view[a:b].count("(") == view[a:b].count(")"))):
+        b -= 1
+    if b > a and view[b - 1] == _ESC:
+        b -= 1
+    return b
+
+
+def latin_spans(src: str) -> list[tuple[int, int, str]]:
+    """(start, end, kind) of every Latin run ('run') and gloss ('gloss') of `src` not yet isolated."""
+    view, isolated = _view(src)
+    out: list[tuple[int, int, str]] = []
+    taken = bytearray(len(src))
+    for m in _GLOSS.finditer(view):
+        a, b = m.span()
+        before = view[a - 1] if a else " "
+        if _END_OK.match(before) or before in ")]" or _inside(isolated, a, b):
+            continue  # after a Latin letter or digit it is a call: softmax(x)
+        if not re.search(r"[A-Za-z]{2}", view[a:b]):
+            continue
+        out.append((a, b, "gloss"))
+        taken[a:b] = b"\x01" * (b - a)
+    for m in _RUN.finditer(view):
+        a = m.start()
+        b = _trim(view, a, m.end())
+        while a < b and taken[a]:
+            a += 1
+        if any(taken[a:b]):
+            b = a + taken[a:b].index(1)
+            b = _trim(view, a, b)
+        if b <= a or not re.search(r"[A-Za-z]", view[a:b]) or _inside(isolated, a, b):
+            continue
+        if a and view[a - 1] in (LRI,) or (b < len(view) and view[b] == PDI):
+            continue
+        out.append((a, b, "run"))
+    return sorted(out)
+
+
+def isolate_latin(src: str) -> str:
+    """`src` with every Latin run and gloss in markup set as a left-to-right isolate (see the module doc)."""
+    spans = latin_spans(src)
+    if not spans:
+        return src
+    parts, last = [], 0
+    for a, b, kind in spans:
+        parts.append(src[last:a])
+        body = src[a:b]
+        after = src[b:b + 1]
+        if kind == "gloss" and len(body) <= GLOSS_BOX_LIMIT and after not in ("(", "["):
+            parts.append(f"#{GLOSS_FUNCTION}[{body}]")
+        else:
+            parts.append(LRI + body + PDI)
+        last = b
+    parts.append(src[last:])
+    return "".join(parts)
