@@ -60,6 +60,10 @@ def _view(src: str) -> tuple[str, list[tuple[int, int]]]:
         if "\n" not in src[a:b] and not src.startswith("```", a):
             view[a:b] = [_ATOM] * (b - a)
     isolated = list(sc.isolates)
+    for a, b in sc.isolates:  # `#en[…]`, `#gloss[…]`: one left-to-right atom that a run may take in
+        start = src.rfind("#", 0, a)
+        if start >= 0 and view[start] == _STOP:
+            view[start:b + 1] = [_ATOM] * (b + 1 - start)
     depth_start = []
     for i, ch in enumerate(src):  # literal isolates typed into the source (or left by an earlier pass)
         if ch == LRI:
@@ -108,20 +112,37 @@ def latin_spans(src: str) -> list[tuple[int, int, str]]:
             continue
         out.append((a, b, "gloss"))
         taken[a:b] = b"\x01" * (b - a)
-    for m in _RUN.finditer(view):
+    view_runs = "".join(_STOP if taken[k] else c for k, c in enumerate(view))  # runs stop at a gloss
+    for m in _RUN.finditer(view_runs):
         a = m.start()
-        b = _trim(view, a, m.end())
-        while a < b and taken[a]:
-            a += 1
-        if any(taken[a:b]):
-            b = a + taken[a:b].index(1)
-            b = _trim(view, a, b)
-        if b <= a or not re.search(r"[A-Za-z]", view[a:b]) or _inside(isolated, a, b):
+        b = _trim(view_runs, a, m.end())
+        body = view_runs[a:b]
+        if b <= a or _inside(isolated, a, b):
             continue
-        if a and view[a - 1] in (LRI,) or (b < len(view) and view[b] == PDI):
+        if not re.search(r"[A-Za-z]", body) and not re.search(r"\x01[^\x01 ]+\x01", body):
+            continue  # no Latin letter, and not two code spans or formulas glued by punctuation (`yes`/`no`)
+        if (a and view[a - 1] == LRI) or (b < len(view) and view[b] == PDI):
             continue
         out.append((a, b, "run"))
     return sorted(out)
+
+
+def _phrases(src: str, spans: list[tuple[int, int, str]]) -> list[list[tuple[int, int, str]]]:
+    """Runs and glosses with only spaces between them, «SigLIP (Sigmoid Loss …)»: one left-to-right phrase (two
+    isolates side by side would be drawn right to left, the gloss before its term)."""
+    out: list[list[tuple[int, int, str]]] = []
+    for span in spans:
+        if out and src[out[-1][-1][1]:span[0]].strip(" ") == "" and "\n" not in src[out[-1][-1][1]:span[0]]:
+            out[-1].append(span)
+        else:
+            out.append([span])
+    return out
+
+
+def _gloss(body: str, after: str) -> str:
+    if len(body) <= GLOSS_BOX_LIMIT and after not in ("(", "["):
+        return f"#{GLOSS_FUNCTION}[{body}]"
+    return LRI + body + PDI
 
 
 def isolate_latin(src: str) -> str:
@@ -130,14 +151,18 @@ def isolate_latin(src: str) -> str:
     if not spans:
         return src
     parts, last = [], 0
-    for a, b, kind in spans:
+    for phrase in _phrases(src, spans):
+        a, b = phrase[0][0], phrase[-1][1]
         parts.append(src[last:a])
-        body = src[a:b]
-        after = src[b:b + 1]
-        if kind == "gloss" and len(body) <= GLOSS_BOX_LIMIT and after not in ("(", "["):
-            parts.append(f"#{GLOSS_FUNCTION}[{body}]")
+        if len(phrase) == 1 and phrase[0][2] == "gloss":
+            parts.append(_gloss(src[a:b], src[b:b + 1]))
         else:
-            parts.append(LRI + body + PDI)
+            pieces, at = [], a
+            for x, y, kind in phrase:
+                pieces.append(src[at:x])
+                pieces.append(_gloss(src[x:y], src[y:y + 1]) if kind == "gloss" else src[x:y])
+                at = y
+            parts.append(LRI + "".join(pieces) + PDI)
         last = b
     parts.append(src[last:])
     return "".join(parts)

@@ -28,6 +28,7 @@ class Glyph:
     reversed: bool  # written right to left (its item is a right-to-left run)
     bold: bool
     color: tuple = ()
+    math: bool = False  # drawn in the math font
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ class _Font:
     widths: dict[int, float]
     default_width: float
     bold: bool
+    math: bool
 
 
 def _font(obj: Any) -> _Font:
@@ -110,7 +112,7 @@ def _font(obj: Any) -> _Font:
                     widths[c] = float(w[i + 2])
                 i += 3
     name = str(f.get("/BaseFont", ""))
-    return _Font(cmap, widths, dw, "Bold" in name)
+    return _Font(cmap, widths, dw, "Bold" in name, "Math" in name)
 
 
 _TOKEN = re.compile(rb"""
@@ -249,7 +251,7 @@ def _page_glyphs(page: Any, reader: pypdf.PdfReader, out: Page) -> None:
                     xa, ya = _apply(m, tx, 0)
                     xb, _ = _apply(m, tx + adv, 0)
                     out.glyphs.append(Glyph(font.to_unicode.get(cid, ""), min(xa, xb), max(xa, xb), ya,
-                                            size * abs(m[3]) if m[3] else size, item, rev, font.bold, color))
+                                            size * abs(m[3]) if m[3] else size, item, rev, font.bold, color, font.math))
                     tx += adv
         elif op == b"re":
             x, y, w, h = (float(v) for v in operands)
