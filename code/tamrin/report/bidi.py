@@ -14,6 +14,9 @@ The rule, on markup text only (never math, code, raw, strings, labels or referen
   in U+2066 … U+2069. Sentence punctuation after it («.», «،», «:») stays outside, in the paragraph's direction.
 - a *gloss* — «(English words, ABBR)» after a Persian word or a space, nothing Arabic-script inside — becomes
   `#gloss[(…)]` (style.typ): one isolate in an unbreakable box, its parentheses attached.
+- a *run-in title* — a bold run ending in «.», «:» or «؟» that opens a paragraph or a list item,
+  «*CLIP.* CLIP مدلی…» — becomes `#run-in[…]` (style.typ): one right-to-left isolate in a box, so the body's first
+  word can neither join it nor be drawn before it.
 Runs already inside an isolate (`#en[…]`, `#gloss[…]`, or U+2066 … U+2069 in the source) are left alone, so the
 rule is idempotent: isolate(isolate(src)) == isolate(src).
 """
@@ -166,3 +169,30 @@ def isolate_latin(src: str) -> str:
         last = b
     parts.append(src[last:])
     return "".join(parts)
+
+
+RUN_IN_FUNCTION = "run-in"  # style.typ: `#let run-in(body) = box(strong[RLI body PDI])`
+_RUN_IN = re.compile(r"^(?P<lead>[ \t]*(?:[-+] |\d+\. )?)\*(?P<body>[^*\n]+?[.:؟?!])\*(?=[ \t\n]|$)", re.M)
+
+
+def mark_run_ins(src: str) -> str:
+    """`src` with every bold run-in title (see the module doc) written as `#run-in[…]`."""
+    sc = scan(src)
+    parts, last = [], 0
+    for m in _RUN_IN.finditer(src):
+        star = m.start("body") - 1
+        if not sc.markup[star]:
+            continue  # code, math or raw text
+        line_start = m.start()
+        previous = src[src.rfind("\n", 0, max(0, line_start - 1)) + 1:max(0, line_start - 1)]
+        if m.group("lead").strip() == "" and previous.strip() and line_start > 0:
+            continue  # inside a paragraph: not its start
+        parts += [src[last:star], f"#{RUN_IN_FUNCTION}[{m.group('body')}]"]
+        last = m.end("body") + 1
+    parts.append(src[last:])
+    return "".join(parts)
+
+
+def bidi_rules(src: str) -> str:
+    """Every rule of this module on the rendered report source."""
+    return mark_run_ins(isolate_latin(src))

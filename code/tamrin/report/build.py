@@ -33,7 +33,7 @@ from .pdf_info import pdf_info, pdf_text
 from .vocabulary import vocabulary_findings
 from .templating import make_environment
 from .typst_scan import scan
-from .bidi import isolate_latin
+from .bidi import bidi_rules
 from .typography import orphan_findings
 from .typst_compile import ALLOWED_PDF_FONTS, TypstCompileError, compile_pdf, missing_font_files, query
 
@@ -239,7 +239,7 @@ def environment(context: dict[str, Any], templates_dir: Path, cache_dir: Path | 
 def render(env: jinja2.Environment, name: str) -> str:
     """templates/<name> rendered; a template error is one line naming the file and line."""
     try:
-        return isolate_latin(env.get_template(name).render())
+        return bidi_rules(env.get_template(name).render())
     except jinja2.TemplateSyntaxError as e:
         raise TamrinError(f"template syntax error in templates/{e.name or e.filename}:{e.lineno}: {e.message}") from None
     except jinja2.TemplateError as e:

@@ -38,8 +38,8 @@ _INVISIBLE = dict.fromkeys(map(ord, "\u200c\u200d\u200e\u200f\u061c\u2066\u2067\
 _ARABIC_LETTER = re.compile(r"[\u0620-\u064a\u066e-\u06d3\u06d5\u06fa-\u06ff\ufb50-\ufdff\ufe70-\ufeff]")
 _PERSIAN_DIGIT = re.compile(r"[\u06f0-\u06f9\u0660-\u0669]")
 _GLOSS_OPEN = re.compile(r"\((?=[A-Za-z])[^()\u0600-\u06ff]*$")
-_CAPTION = re.compile(r"^(شکل|جدول) ([۰-۹]+):")
-_ENTRY = re.compile(r"^(شکل|جدول) ([۰-۹]+)")
+_CAPTION = re.compile(r"^(شکل|جدول)[ \u00a0]([۰-۹]+):")
+_ENTRY = re.compile(r"^(شکل|جدول)[ \u00a0]([۰-۹]+)")
 _MARGIN = re.compile(r"#let page-margin = \(x: ([\d.]+)cm, top: ([\d.]+)cm, bottom: ([\d.]+)cm\)")
 
 
