@@ -62,6 +62,10 @@ def _view(src: str) -> tuple[str, list[tuple[int, int]]]:
     for a, b in sc.raws:
         if "\n" not in src[a:b] and not src.startswith("```", a):
             view[a:b] = [_ATOM] * (b - a)
+    for m in re.finditer(r"#raw\(", src):  # an inline `#raw(…)` call: left to right already, like `…`
+        end = _call_end(src, m.end() - 1)
+        if end is not None and view[m.start()] == _STOP and "\n" not in src[m.start():end]:
+            view[m.start():end] = [_ATOM] * (end - m.start())
     isolated = list(sc.isolates)
     for a, b in sc.isolates:  # `#en[…]`, `#gloss[…]`: one left-to-right atom that a run may take in
         start = src.rfind("#", 0, a)
@@ -74,6 +78,25 @@ def _view(src: str) -> tuple[str, list[tuple[int, int]]]:
         elif ch == PDI and depth_start:
             isolated.append((depth_start.pop(), i + 1))
     return "".join(view), isolated
+
+
+def _call_end(src: str, i: int) -> int | None:
+    """The index after the «)» that closes the «(» at i (strings skipped)."""
+    depth, k = 0, i
+    while k < len(src):
+        c = src[k]
+        if c == '"':
+            k += 1
+            while k < len(src) and src[k] != '"':
+                k += 2 if src[k] == "\\" else 1
+        elif c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+            if depth == 0:
+                return k + 1
+        k += 1
+    return None
 
 
 def _inside(spans: list[tuple[int, int]], a: int, b: int) -> bool:

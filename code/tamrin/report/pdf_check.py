@@ -29,7 +29,7 @@ CM = 72 / 2.54
 FILL_MIN = 0.60  # of the type area's height
 LEVEL1_SIZE = 15.0  # pt: a level-1 heading (style.typ: 16 pt); lines of this size open a chapter
 LINK_COLOR = (0.122, 0.373, 0.659)  # style.typ's accent: references and citations, left out of the order check
-LINE_GAP = 12.0  # pt: a wider horizontal gap between glyphs on one baseline separates two lines (table cells)
+LINE_GAP = 9.0  # pt: a wider horizontal gap between glyphs on one baseline separates two lines (table cells)
 _MIRROR = str.maketrans("()[]{}<>«»‹›", ")(][}{><»«›‹")
 # Left out of the comparison: invisible characters, and brackets — a bracket's shape depends on its embedding level,
 # which the PDF does not record for one-glyph items, so a mirrored bracket cannot be told from a moved one.
@@ -98,9 +98,14 @@ def _right_to_left(item: list[Glyph]) -> bool:
 
 
 def logical_text(line: list[Glyph]) -> str:
-    """The line in source order: its items in stream order. Typst writes one right-to-left run split into several
-    items (a font or style change inside it) in visual order, left to right, so consecutive right-to-left items
-    are read together, right to left."""
+    """The line in source order (see logical_glyphs)."""
+    return "".join(g.ch for g in logical_glyphs(line))
+
+
+def logical_glyphs(line: list[Glyph]) -> list[Glyph]:
+    """The line's glyphs in source order: its items in stream order. Typst writes one right-to-left run split into
+    several items (a font or style change inside it) in visual order, left to right, so consecutive right-to-left
+    items are read together, right to left."""
     items: dict[int, list[Glyph]] = {}
     for g in line:
         items.setdefault(g.item, []).append(g)
@@ -111,7 +116,7 @@ def logical_text(line: list[Glyph]) -> str:
             groups[-1][1].extend(items[k])
         else:
             groups.append((rtl, list(items[k])))
-    return "".join("".join(g.ch for g in sorted(gs, key=lambda g: g.x0, reverse=rtl)) for rtl, gs in groups)
+    return [g for rtl, gs in groups for g in sorted(gs, key=lambda g: g.x0, reverse=rtl)]
 
 
 _ARABIC_PUNCT = "\u060c\u061b\u061f\u066b\u066c"  # ، ؛ ؟ and the Persian decimal and thousands separators
@@ -155,15 +160,10 @@ class _Unit:
         return self.glyphs[-1].x1
 
 
-def _units(line: list[Glyph]) -> list[_Unit]:
-    """The line left to right as units: formulas (math glyphs that touch), Persian numbers, and ASCII numbers of
-    an item without other ASCII (a citation's «2») are atoms; every other glyph is a unit of its own."""
-    items: dict[int, list[Glyph]] = {}
-    for g in line:
-        items.setdefault(g.item, []).append(g)
-    other_ascii = {k for k, gs in items.items() if any(g.ch[:1].isascii() and not g.ch[:1].isdigit() and g.ch.strip()
-                                                       for g in gs)}
-    glyphs = sorted((g for g in line if g.ch.strip()), key=lambda g: g.x0)  # spaces play no part in the order
+def _math_glyphs(line: list[Glyph]) -> set[int]:
+    """ids of the glyphs of the line's formulas: math-font glyphs, and text set inside a formula ("Count", a
+    grouped number, «=» from the text font) — a Latin glyph touching one, a neutral between two."""
+    glyphs = sorted((g for g in line if g.ch.strip()), key=lambda g: g.x0)
     math = [g.math for g in glyphs]
     changed = True
     while changed:  # text set inside a formula ("Count", a grouped number, «=» from the text font) is part of it
@@ -180,6 +180,20 @@ def _units(line: list[Glyph]) -> list[_Unit]:
             if (_kind(g.ch) == "L" and (touch_left or touch_right)) \
                     or (left and (right or inner) and g.ch[:1] not in _SENTENCE_MARKS):
                 math[k] = changed = True
+    return {id(g) for g, m in zip(glyphs, math) if m}
+
+
+def _units(line: list[Glyph]) -> list[_Unit]:
+    """The line left to right as units: formulas (math glyphs that touch), Persian numbers, and ASCII numbers of
+    an item without other ASCII (a citation's «2») are atoms; every other glyph is a unit of its own."""
+    items: dict[int, list[Glyph]] = {}
+    for g in line:
+        items.setdefault(g.item, []).append(g)
+    other_ascii = {k for k, gs in items.items() if any(g.ch[:1].isascii() and not g.ch[:1].isdigit() and g.ch.strip()
+                                                       for g in gs)}
+    glyphs = sorted((g for g in line if g.ch.strip()), key=lambda g: g.x0)  # spaces play no part in the order
+    in_math = _math_glyphs(line)
+    math = [id(g) in in_math for g in glyphs]
     out: list[_Unit] = []
     for g, is_math in zip(glyphs, math):
         c = g.ch[:1]
@@ -211,6 +225,28 @@ def _units(line: list[Glyph]) -> list[_Unit]:
 
 
 def reading_text(line: list[Glyph]) -> str:
+    """The line as a Persian reader reads it off the page (see reading_units)."""
+    return "".join(g.ch for u in reading_units(line) for g in u.glyphs)
+
+
+def _formula_text(glyphs: list[Glyph], math: set[int]) -> str:
+    """Text with each formula one mark «∎»: the order inside a formula is the formula's own business (its items are
+    not written in reading order), its place in the line is the check's."""
+    out, prev_math = [], False
+    for g in glyphs:
+        if not g.ch.strip():
+            continue
+        if id(g) in math:
+            if not prev_math:
+                out.append("∎")
+            prev_math = True
+        else:
+            out.append(g.ch)
+            prev_math = False
+    return "".join(out)
+
+
+def reading_units(line: list[Glyph]) -> list["_Unit"]:
     """The line as a Persian reader reads it off the page (see the module doc): right to left, a Latin run left
     to right — from a left-to-right glyph to the last one before anything Arabic-script or an atom, with a formula
     touching it and the neutrals at its edges that belong to its own (left-to-right) item."""
@@ -238,11 +274,17 @@ def reading_text(line: list[Glyph]) -> str:
                 break  # a bracket or mark drawn right to left between two runs: two isolates, read right to left
             j += 1
         start = i
-        # Neutrals at either edge written in the same left-to-right item as the edge glyph belong to the run.
-        edge = units[start].glyphs[0]
-        while start > 0 and units[start - 1].kind == "n" and units[start - 1].glyphs[0].item == edge.item \
-                and not edge.reversed:
-            start -= 1
+        # Before (to the right of) the run: neutrals of its own left-to-right item, and a formula glued to them
+        # («FP32 (12P)» set as one isolate reads from its left end).
+        while start > 0:
+            u, edge = units[start - 1], units[start].glyphs[0]
+            if u.kind == "n" and u.glyphs[0].item == edge.item and not edge.reversed:
+                start -= 1
+            elif u.kind == "a" and u.glyphs[0].math and u.x0 - units[start].x1 < _TOUCH and start < i:
+                start -= 1
+            else:
+                break
+        # After (to the left of) it: neutrals written in the same left-to-right item as its edge glyph.
         edge = units[last].glyphs[-1]
         while last + 1 < n and units[last + 1].kind == "n" and units[last + 1].glyphs[0].item == edge.item \
                 and not edge.reversed:
@@ -251,7 +293,7 @@ def reading_text(line: list[Glyph]) -> str:
             latin[k] = True
         units[start:last + 1] = units[start:last + 1][::-1]
         i = last + 1
-    return "".join("".join(g.ch for g in u.glyphs) for u in units)
+    return units
 
 
 def _squash(text: str) -> str:
@@ -271,8 +313,10 @@ def order_findings(page: Page) -> list[PdfFinding]:
         logical = logical_text(line)
         if not _ARABIC_LETTER.search(logical) or sum(g.math for g in line) > len(line) / 2:
             continue  # a left-to-right line or a display formula: the reader model is for Persian lines
-        reading = reading_text(line)
-        if _squash(reading) != _squash(logical):
+        math = _math_glyphs(line)
+        reading = _formula_text([g for u in reading_units(line) for g in u.glyphs], math)
+        if _squash(reading) != _squash(_formula_text(logical_glyphs(line), math)):
+            reading = reading_text(line)
             out.append(PdfFinding("order", page.label, f"«{_snippet(logical)}» reads «{_snippet(reading)}»"))
     return out
 
