@@ -424,7 +424,8 @@ def list_page_findings(pages: list[Page]) -> list[PdfFinding]:
             m = _ENTRY.match(text.strip())
             if not m:
                 continue
-            digits = sorted((g for g in inside if _PERSIAN_DIGIT.match(g.ch or " ")), key=lambda g: g.x0)
+            digits = sorted((g for g in inside if _PERSIAN_DIGIT.match(g.ch or " ") or g.ch[:1].isdigit()),
+                            key=lambda g: g.x0)
             number = []
             for g in digits:  # the page number: the leftmost run of digits
                 if number and g.x0 - number[-1].x1 > 1.0:
