@@ -47,7 +47,7 @@ def test_a_number_after_a_latin_word_is_an_order_fault_until_the_word_is_isolate
     reader meets it first. The isolate written by the renderer puts it back on the name's left."""
     body = "حافظهٔ QLoRA ۵٫۰۹ گیگابایت است و (I-CFM: ۲٫۷۷۴، OT-CFM: ۰٫۴۲۲) پایان."
     planted = narrow_findings(tmp_path, body, rules=False)
-    assert [f.kind for f in planted] == ["order"], planted
+    assert planted and {f.kind for f in planted} == {"order"}, planted
     assert "QLoRA" in planted[0].text
     assert narrow_findings(tmp_path, body, rules=True) == []
 

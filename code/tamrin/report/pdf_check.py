@@ -33,7 +33,7 @@ LINE_GAP = 9.0  # pt: a wider horizontal gap between glyphs on one baseline sepa
 _MIRROR = str.maketrans("()[]{}<>«»‹›", ")(][}{><»«›‹")
 # Left out of the comparison: invisible characters, and brackets — a bracket's shape depends on its embedding level,
 # which the PDF does not record for one-glyph items, so a mirrored bracket cannot be told from a moved one.
-_INVISIBLE = dict.fromkeys(map(ord, "\u200c\u200d\u200e\u200f\u061c\u2066\u2067\u2068\u2069\u202a\u202b\u202c"
+_INVISIBLE = dict.fromkeys(map(ord, "\u2060\u200c\u200d\u200e\u200f\u061c\u2066\u2067\u2068\u2069\u202a\u202b\u202c"
                                "\u00a0 \t\n()[]{}<>«»‹›\u0650\u064e\u064f\u0651\u0652\u0654"))
 _ARABIC_LETTER = re.compile(r"[\u0620-\u064a\u066e-\u06d3\u06d5\u06fa-\u06ff\ufb50-\ufdff\ufe70-\ufeff]")
 _PERSIAN_DIGIT = re.compile(r"[\u06f0-\u06f9\u0660-\u0669]")
@@ -301,7 +301,7 @@ def _squash(text: str) -> str:
 
 
 def _snippet(text: str, limit: int = 90) -> str:
-    text = " ".join(text.translate(dict.fromkeys(map(ord, "\u2066\u2067\u2068\u2069\u202a\u202b\u202c"))).split())
+    text = " ".join(text.translate(dict.fromkeys(map(ord, "\u2060\u2066\u2067\u2068\u2069\u202a\u202b\u202c"))).split())
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
