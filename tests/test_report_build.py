@@ -327,3 +327,25 @@ def test_fixture_maker_keeps_what_the_report_reads(tmp_path):
         assert (tmp_path / "out" / "data" / rel).is_file()
     assert json.loads((tmp_path / "out" / "eval" / "finetuned" / "metrics.json").read_text()) == \
         json.loads((FIXTURE / "eval" / "finetuned" / "metrics.json").read_text())
+
+
+def test_the_pdf_checker_finds_nothing_on_the_report(report_only):
+    """Reading order, glosses, run-in titles, page fill, overflow and the lists of floats, read back from the
+    PDF (code/tamrin/report/pdf_check.py; each kind's planted case: tests/test_report_pdf_check.py)."""
+    from tamrin.report.pdf_check import Margins, check_pdf
+
+    root, _ = report_only
+    findings = check_pdf(root / "report" / "report.pdf", Margins.from_style(TEMPLATES / "style.typ"))
+    assert findings == [], "\n".join(f.line() for f in findings)
+
+
+def test_a_url_copied_from_the_bibliography_is_the_one_in_refs_bib(report_only):
+    """Every URL and DOI the bibliography prints (its first 20 characters found in the PDF's text) is there whole,
+    character for character — no U+2011 or word joiner in place of a hyphen, whatever line it breaks over."""
+    root, _ = report_only
+    bib = (TEMPLATES / "refs.bib").read_text(encoding="utf-8")
+    values = re.findall(r"(?:url|doi)\s*=\s*\{([^}]*)\}", bib)
+    flat = re.sub(r"\s+", "", "".join(page.extract_text() for page in pypdf.PdfReader(str(root / "report" / "report.pdf")).pages))
+    printed = [v for v in values if v[:20] in flat]
+    assert len(printed) >= 10 and any("-" in v for v in printed), printed
+    assert [v for v in printed if v not in flat] == []

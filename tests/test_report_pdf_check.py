@@ -143,9 +143,20 @@ def test_the_rules_are_idempotent_and_leave_code_math_and_raw_alone():
 
 def test_a_gloss_next_to_its_term_and_glued_code_are_one_phrase():
     assert isolate_latin("فرضیهٔ LoRA (Low-Rank Adaptation) این است") == \
-        "فرضیهٔ \u2066LoRA #gloss[(Low-Rank Adaptation)]\u2069 این است"
+        "فرضیهٔ \u2066LoRA #gloss[(#box[Low-Rank] Adaptation)]\u2069 این است"
     assert isolate_latin("پاسخ‌ها `yes`/`no`، اعداد") == "پاسخ‌ها \u2066`yes`/`no`\u2069، اعداد"
     assert isolate_latin("مدل 3B است") == "مدل 3\u2066B\u2069 است" or "\u20663B\u2069" in isolate_latin("مدل 3B است")
+
+
+def test_a_hyphenated_word_never_breaks_and_keeps_its_plain_hyphen(tmp_path):
+    """Over a range of line widths «ROUGE-L» and «OT-CFM» stay on one line with a plain U+002D, never U+2011 (no
+    Vazirmatn glyph) and no word joiner (it would ride on every hyphen glyph of the PDF, URLs included)."""
+    body = "برای سنجش پاسخ‌ها از معیار ROUGE-L و برای جریان از روش OT-CFM استفاده می‌کنیم و نتیجه را گزارش می‌دهیم."
+    for width in (5, 6, 7, 8):
+        page = f"#set page(width: {width}cm, height: auto, margin: (x: 0.5cm, y: 0.5cm))"
+        texts = [logical_text(ln) for p in read_pdf(compile_doc(tmp_path, body, page, rules=True)) for ln in lines(p)]
+        assert any("ROUGE-L" in t for t in texts) and any("OT-CFM" in t for t in texts), (width, texts)
+        assert not any("\u2011" in t or "\u2060" in t for t in texts)
 
 
 def test_run_ins_are_only_at_a_paragraph_or_item_start():

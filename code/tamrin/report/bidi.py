@@ -165,8 +165,29 @@ def _phrases(src: str, spans: list[tuple[int, int, str]]) -> list[list[tuple[int
     return out
 
 
-def _gloss(body: str, after: str) -> str:
-    if len(body) <= GLOSS_BOX_LIMIT and after not in ("(", "["):
+# A hyphenated Latin word, ROUGE-L, I-CFM, Gemma\-2B (a printed value escapes its hyphen).
+_HYPHENATED = re.compile(r"(?<![A-Za-z0-9\\])[A-Za-z0-9]+(?:\\?-[A-Za-z0-9]+)+(?![A-Za-z0-9])")
+
+
+def _join_hyphens(src: str, view: str, a: int, b: int) -> str:
+    """src[a:b] with each hyphenated word of its markup text (not in a formula, code or a nested isolate) in a
+    `#box[…]`: it never breaks at its hyphen. Not U+2011 (no glyph in Vazirmatn: the fallback touched the next
+    letter) and not a word joiner (Typst maps the hyphen glyph of «-⁠» to both characters for the whole PDF, so
+    URLs copied from the bibliography would carry it). Inside the run's isolate the box, a bidi neutral, takes
+    the run's direction."""
+    out, last = [], a
+    for m in _HYPHENATED.finditer(src, a, b):
+        if any(view[k] in (_ATOM, _STOP) for k in range(m.start(), m.end())) or src[m.end():m.end() + 1] in ("(", "["):
+            continue
+        out += [src[last:m.start()], f"#box[{m.group()}]"]
+        last = m.end()
+    out.append(src[last:b])
+    return "".join(out)
+
+
+def _gloss(body: str, after: str, length: int) -> str:
+    """A gloss of `length` source characters: boxed when it fits comfortably on a line."""
+    if length <= GLOSS_BOX_LIMIT and after not in ("(", "["):
         return f"#{GLOSS_FUNCTION}[{body}]"
     return LRI + body + PDI
 
@@ -176,17 +197,19 @@ def isolate_latin(src: str) -> str:
     spans = latin_spans(src)
     if not spans:
         return src
+    view, _ = _view(src)
     parts, last = [], 0
     for phrase in _phrases(src, spans):
         a, b = phrase[0][0], phrase[-1][1]
         parts.append(src[last:a])
         if len(phrase) == 1 and phrase[0][2] == "gloss":
-            parts.append(_gloss(src[a:b], src[b:b + 1]))
+            parts.append(_gloss(_join_hyphens(src, view, a, b), src[b:b + 1], b - a))
         else:
             pieces, at = [], a
             for x, y, kind in phrase:
                 pieces.append(src[at:x])
-                pieces.append(_gloss(src[x:y], src[y:y + 1]) if kind == "gloss" else src[x:y])
+                body = _join_hyphens(src, view, x, y)
+                pieces.append(_gloss(body, src[y:y + 1], y - x) if kind == "gloss" else body)
                 at = y
             parts.append(LRI + "".join(pieces) + PDI)
         last = b
