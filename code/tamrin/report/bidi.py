@@ -40,7 +40,6 @@ _INNER = r"[A-Za-z0-9\x01\x02\x03 \-‐‑.,;:/'’&+%()!?·–—]"
 _RUN = re.compile(rf"[A-Za-z\x01]{_INNER}*")
 _GLOSS = re.compile(r"\((?=[A-Za-z\x01])[A-Za-z0-9\x01\x02\x03 \-‐‑.,;:/'’&+%!?·–—]*[A-Za-z0-9\x01.]\)")
 _END_OK = re.compile(r"[A-Za-z0-9\x01]")
-_ARABIC_LETTER = re.compile(r"[\u0620-\u064a\u066e-\u06d3\u06d5\u06fa-\u06ff\u0750-\u077f\ufb50-\ufdff\ufe70-\ufeff]")
 
 
 def _view(src: str) -> tuple[str, list[tuple[int, int]]]:

@@ -5,9 +5,10 @@ with its page (the printed page label) and text:
 - `order`: on a line of Persian text, the order a Persian reader gets differs from the logical order. The logical
   order comes from the PDF: Typst writes a page's text items in source order (tagged PDF) and marks right-to-left
   items `/ReversedChars`. The reader's order is modelled from positions alone: right to left, except that a run of
-  Latin (from a left-to-right letter or ASCII digit to the next, with nothing Arabic-script between) and a Persian
-  number are read left to right; brackets read outside such a run are read mirrored (as a right-to-left reader
-  sees their shape). «حافظهٔ QLoRA ۵٫۰۹» drawn «حافظهٔ ۵٫۰۹ QLoRA» (rule W7) is read «حافظهٔ ۵٫۰۹ QLoRA».
+  Latin (from a left-to-right letter to the last one before anything Arabic-script, «،» included) is read left to
+  right, and a number or a formula is one word. Spaces and brackets (whose shape depends on an embedding level the
+  PDF does not record) are left out of the comparison; a formula counts as one mark. «حافظهٔ QLoRA ۵٫۰۹» drawn
+  «حافظهٔ ۵٫۰۹ QLoRA» (rule W7) is read «حافظهٔ ۵٫۰۹ QLoRA».
 - `gloss-split`: a gloss «(English words)» that starts on one line and ends on the next.
 - `run-in-split`: a bold run-in title that is not at the right end of its line (the body's first word drawn to
   its right, «CLIP. CLIP»).
@@ -30,7 +31,6 @@ FILL_MIN = 0.60  # of the type area's height
 LEVEL1_SIZE = 15.0  # pt: a level-1 heading (style.typ: 16 pt); lines of this size open a chapter
 LINK_COLOR = (0.122, 0.373, 0.659)  # style.typ's accent: references and citations, left out of the order check
 LINE_GAP = 9.0  # pt: a wider horizontal gap between glyphs on one baseline separates two lines (table cells)
-_MIRROR = str.maketrans("()[]{}<>«»‹›", ")(][}{><»«›‹")
 # Left out of the comparison: invisible characters, and brackets — a bracket's shape depends on its embedding level,
 # which the PDF does not record for one-glyph items, so a mirrored bracket cannot be told from a moved one.
 _INVISIBLE = dict.fromkeys(map(ord, "\u2060\u200c\u200d\u200e\u200f\u061c\u2066\u2067\u2068\u2069\u202a\u202b\u202c"
@@ -252,7 +252,6 @@ def reading_units(line: list[Glyph]) -> list["_Unit"]:
     touching it and the neutrals at its edges that belong to its own (left-to-right) item."""
     units = _units(line)[::-1]  # right to left
     n = len(units)
-    latin = [False] * n
     i = 0
     while i < n:
         if units[i].kind != "L":
@@ -289,8 +288,6 @@ def reading_units(line: list[Glyph]) -> list["_Unit"]:
         while last + 1 < n and units[last + 1].kind == "n" and units[last + 1].glyphs[0].item == edge.item \
                 and not edge.reversed:
             last += 1
-        for k in range(start, last + 1):
-            latin[k] = True
         units[start:last + 1] = units[start:last + 1][::-1]
         i = last + 1
     return units
@@ -414,7 +411,9 @@ def list_page_findings(pages: list[Page]) -> list[PdfFinding]:
     entries: list[tuple[str, str, str, str]] = []  # kind, number, printed page, list page
     for page in pages:
         for line in lines(page):
-            text = _squash(logical_text(line))
+            g0 = line[0]
+            if any(r[1] - 1 <= g0.y <= r[3] + 1 and r[0] - 1 <= g0.x0 <= r[2] + 1 for r, _ in page.links):
+                continue  # a list entry (a link), not a caption
             m = _CAPTION.match(logical_text(line).lstrip().translate(dict.fromkeys(map(ord, "\u2066\u2067\u2069"))))
             if m and (m.group(1), m.group(2)) not in captions:
                 captions[(m.group(1), m.group(2))] = page.label
