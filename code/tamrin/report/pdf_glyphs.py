@@ -242,6 +242,8 @@ def _page_glyphs(page: Any, reader: pypdf.PdfReader, out: Page) -> None:
                 if isinstance(part, float):
                     tx -= part / 1000 * size
                     continue
+                if not isinstance(part, bytes):
+                    continue
                 data = part
                 for k in range(0, len(data) - 1, 2):
                     cid = data[k] << 8 | data[k + 1]
