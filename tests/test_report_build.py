@@ -329,14 +329,16 @@ def test_fixture_maker_keeps_what_the_report_reads(tmp_path):
         json.loads((FIXTURE / "eval" / "finetuned" / "metrics.json").read_text())
 
 
-def test_the_pdf_checker_finds_nothing_on_the_report(report_only):
+def test_the_pdf_checker_finds_nothing_on_the_report_and_the_supplement(report_only):
     """Reading order, glosses, run-in titles, page fill, overflow and the lists of floats, read back from the
     PDF (code/tamrin/report/pdf_check.py; each kind's planted case: tests/test_report_pdf_check.py)."""
     from tamrin.report.pdf_check import Margins, check_pdf
 
     root, _ = report_only
-    findings = check_pdf(root / "report" / "report.pdf", Margins.from_style(TEMPLATES / "style.typ"))
-    assert findings == [], "\n".join(f.line() for f in findings)
+    margins = Margins.from_style(TEMPLATES / "style.typ")
+    for name in ("report.pdf", "supplement.pdf"):
+        findings = check_pdf(root / "report" / name, margins)
+        assert findings == [], name + ":\n" + "\n".join(f.line() for f in findings)
 
 
 def test_a_url_copied_from_the_bibliography_is_the_one_in_refs_bib(report_only):
