@@ -332,13 +332,16 @@ def test_fixture_maker_keeps_what_the_report_reads(tmp_path):
 def test_the_pdf_checker_finds_nothing_on_the_report_and_the_supplement(report_only):
     """Reading order, glosses, run-in titles, page fill, overflow and the lists of floats, read back from the
     PDF (code/tamrin/report/pdf_check.py; each kind's planted case: tests/test_report_pdf_check.py)."""
+    from tamrin.report.bidi import bidi_rules
     from tamrin.report.pdf_check import Margins, check_pdf
 
     root, _ = report_only
     margins = Margins.from_style(TEMPLATES / "style.typ")
-    for name in ("report.pdf", "supplement.pdf"):
-        findings = check_pdf(root / "report" / name, margins)
+    for name in ("report", "supplement"):
+        findings = check_pdf(root / "report" / f"{name}.pdf", margins)
         assert findings == [], name + ":\n" + "\n".join(f.line() for f in findings)
+        source = (root / "report" / f"{name}.typ").read_text(encoding="utf-8")
+        assert bidi_rules(source) == source, f"the renderer's bidi rules are not idempotent on {name}.typ"
 
 
 def test_a_url_copied_from_the_bibliography_is_the_one_in_refs_bib(report_only):

@@ -159,6 +159,11 @@ def test_a_hyphenated_word_never_breaks_and_keeps_its_plain_hyphen(tmp_path):
         assert not any("\u2011" in t or "\u2060" in t for t in texts)
 
 
+def test_a_run_cut_at_a_bracket_does_not_hide_the_next_one():
+    assert isolate_latin("دو گونهٔ FP4 (E3M0 و E2M1) و") == \
+        "دو گونهٔ \u2066FP4\u2069 (\u2066E3M0\u2069 و \u2066E2M1\u2069) و"
+
+
 def test_run_ins_are_only_at_a_paragraph_or_item_start():
     src = "متن *نه این.* ادامه\n- *این هم.* بله\n\n*و این:* بله\nسطر *نه.*\n"
     out = mark_run_ins(src)

@@ -138,9 +138,12 @@ def latin_spans(src: str) -> list[tuple[int, int, str]]:
         out.append((a, b, "gloss"))
         taken[a:b] = b"\x01" * (b - a)
     view_runs = "".join(_STOP if taken[k] else c for k, c in enumerate(view))  # runs stop at a gloss
-    for m in _RUN.finditer(view_runs):
+    pos = 0
+    while (m := _RUN.search(view_runs, pos)) is not None:
         a = m.start()
         b = _trim(view_runs, a, m.end())
+        # Go on right after the trimmed run: what was cut («FP4 (E3M0 …» → «FP4») may hold another run.
+        pos = max(b, a + 1)
         body = view_runs[a:b]
         if b <= a or _inside(isolated, a, b):
             continue
