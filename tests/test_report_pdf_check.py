@@ -136,6 +136,7 @@ def test_the_rules_are_idempotent_and_leave_code_math_and_raw_alone():
     assert bidi_rules(once) == once
     assert "\u2066QLoRA\u2069 ۵٫۰۹" in once
     assert "#gloss[(Visual Question Answering, VQA)]" in once
+    assert isolate_latin("روش (Visual *Question* Answering) و") == "روش #gloss[(Visual *Question* Answering)] و"
     assert '$x + y$' in once and "`code`" in once and '"QLoRA")' in once and "@qlora" in once
     assert once.count("#gloss[(a b)]") == 1 and "#en[(BLIP-2 @blip2)]" in once
     assert "#run-in[\u2066CLIP\u2069.] \u2066CLIP\u2069 مدل" in once

@@ -38,7 +38,7 @@ _STOP = "\x00"  # anything else that is not markup text: code, display math, lab
 
 _INNER = r"[A-Za-z0-9\x01\x02\x03 \-‐‑.,;:/'’&+%()!?·–—]"
 _RUN = re.compile(rf"[A-Za-z\x01]{_INNER}*")
-_GLOSS = re.compile(r"\((?=[A-Za-z\x01])[A-Za-z0-9\x01\x02\x03 \-‐‑.,;:/'’&+%!?·–—]*[A-Za-z0-9\x01.]\)")
+_GLOSS = re.compile(r"\((?=[*_]?[A-Za-z\x01])[A-Za-z0-9\x01\x02\x03 \-‐‑.,;:/'’&+%!?·–—*_]*[A-Za-z0-9\x01.*_]\)")
 _END_OK = re.compile(r"[A-Za-z0-9\x01]")
 
 
@@ -133,8 +133,8 @@ def latin_spans(src: str) -> list[tuple[int, int, str]]:
         before = view[a - 1] if a else " "
         if _END_OK.match(before) or before in ")]" or _inside(isolated, a, b):
             continue  # after a Latin letter or digit it is a call: softmax(x)
-        if not re.search(r"[A-Za-z]{2}", view[a:b]):
-            continue
+        if not re.search(r"[A-Za-z]{2}", view[a:b]) or view[a:b].count("*") % 2 or view[a:b].count("_") % 2:
+            continue  # a gloss has words; emphasis inside it opens and closes there («(Visual *Question* Answering)»)
         out.append((a, b, "gloss"))
         taken[a:b] = b"\x01" * (b - a)
     view_runs = "".join(_STOP if taken[k] else c for k, c in enumerate(view))  # runs stop at a gloss
