@@ -354,9 +354,9 @@ def test_fixture_maker_keeps_what_the_report_reads(tmp_path):
 
 def test_the_pdf_checker_finds_nothing_on_the_report_and_the_supplement(report_only):
     """Reading order, glosses, run-in titles, page fill, overflow and the lists of floats, read back from the
-    PDF (code/tamrin/report/pdf_check.py; each kind's planted case: tests/test_report_pdf_check.py)."""
+    PDF (tests/pdf_check.py; each kind's planted case: tests/test_report_pdf_check.py)."""
     from tamrin.report.bidi import bidi_rules
-    from tamrin.report.pdf_check import Margins, check_pdf
+    from pdf_check import Margins, check_pdf
 
     root, _ = report_only
     margins = Margins.from_style(TEMPLATES / "style.typ")

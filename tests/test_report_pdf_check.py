@@ -1,4 +1,4 @@
-"""The PDF checker (code/tamrin/report/pdf_check.py) on planted faults — tiny documents set with templates/style.typ
+"""The PDF checker (tests/pdf_check.py) on planted faults — tiny documents set with templates/style.typ
 and compiled here — and the renderer's bidi rules (code/tamrin/report/bidi.py) that remove them. Each kind of
 finding has a planted case it must catch, and the same text through the rules must come out clean."""
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 import typst
 
 from tamrin.report.bidi import bidi_rules, isolate_latin, mark_run_ins
-from tamrin.report.pdf_check import Margins, check_pdf, lines, logical_text, reading_text
-from tamrin.report.pdf_glyphs import read_pdf
+from pdf_check import Margins, check_pdf, lines, logical_text, reading_text
+from pdf_glyphs import read_pdf
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 MARGINS = Margins.from_style(TEMPLATES / "style.typ")

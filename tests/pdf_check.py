@@ -24,7 +24,7 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
-from .pdf_glyphs import Glyph, Page, read_pdf
+from pdf_glyphs import Glyph, Page, read_pdf
 
 CM = 72 / 2.54
 FILL_MIN = 0.60  # of the type area's height
