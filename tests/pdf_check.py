@@ -457,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="check a compiled report's PDF (order, glosses, run-in titles, "
                                              "underfull pages, overflow, list pages)")
     ap.add_argument("pdf", type=Path)
-    ap.add_argument("--style", type=Path, default=Path(__file__).resolve().parents[3] / "templates" / "style.typ")
+    ap.add_argument("--style", type=Path, default=Path(__file__).resolve().parents[1] / "templates" / "style.typ")
     args = ap.parse_args(argv)
     findings = check_pdf(args.pdf, Margins.from_style(args.style))
     for f in findings:
