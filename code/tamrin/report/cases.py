@@ -252,24 +252,33 @@ def model_outputs(name: str, outputs: dict[str, Any], metrics: dict[str, Any], r
                   ) -> dict[str, Any]:
     """One model's paragraph: its top answers (with their share among the correct answers), the collapse case,
     truncation, and its best and worst question types."""
-    top = [{"answer": shown_answer(x["answer"]), "empty": x["answer"] == "", "share": x["share"],
-            "reference_share": _share_of(reference, x["answer"]), "count": x["count"]}
+    top = [{**_shown(x), "reference_share": _share_of(reference, x["answer"]), "count": x["count"]}
            for x in outputs["top"][:SHOWN_ANSWERS]]
     collapse = collapse_case(outputs["top"])
+    ems = [q["exact_match"] for q in metrics["per_qtype"].values()]
     return {"model": name, "n": outputs["n"], "distinct": outputs["distinct"], "top": top,
             "collapse": collapse, "collapsed": collapse != "varied",
             "top2_share": sum(x["share"] for x in outputs["top"][:2]),
+            "top2_reference_share": sum(x["reference_share"] for x in top[:2]),
+            "top_never_correct": bool(top) and top[0]["reference_share"] == 0,
             "truncation_case": truncation_case(outputs["truncation"]), "truncation": outputs["truncation"],
-            "exact_match": metrics["exact_match"], "per_qtype": per_qtype(metrics["per_qtype"])}
+            "exact_match": metrics["exact_match"], "per_qtype": per_qtype(metrics["per_qtype"]),
+            "same_on_every_qtype": len(set(ems)) == 1}
+
+
+def _shown(x: dict[str, Any]) -> dict[str, Any]:
+    return {"answer": shown_answer(x["answer"]), "empty": x["answer"] == "", "share": x["share"]}
 
 
 def comparison(c: dict[str, Any], qtypes: Iterable[str]) -> dict[str, Any]:
     """A paired comparison a − b: the overall case and only the question types whose interval excludes 0
     (in `qtypes` order), each with its direction."""
     order = list(dict.fromkeys([*qtypes, *c["per_qtype"]]))
-    supported = [{"qtype": t, **c["per_qtype"][t], "case": difference_case(c["per_qtype"][t])}
+    supported = [{"qtype": t, **c["per_qtype"][t], "size": abs(c["per_qtype"][t]["diff"]),
+                  "case": difference_case(c["per_qtype"][t])}
                  for t in order if t in c["per_qtype"] and difference_case(c["per_qtype"][t]) != "within_noise"]
-    return {"a": c["a"], "b": c["b"], "overall": {**c["overall"], "case": difference_case(c["overall"])},
+    return {"a": c["a"], "b": c["b"],
+            "overall": {**c["overall"], "size": abs(c["overall"]["diff"]), "case": difference_case(c["overall"])},
             "supported": supported, "a_better": [x for x in supported if x["case"] == "a_better"],
             "b_better": [x for x in supported if x["case"] == "b_better"],
             "n_types": len(c["per_qtype"]), "n_within_noise": len(c["per_qtype"]) - len(supported)}
@@ -288,7 +297,7 @@ def discussion(ev: dict[str, Any], qtypes: Iterable[str]) -> dict[str, Any]:
     return {"models": models, "comparisons": comparisons, "bootstrap": a["bootstrap"],
             "collapsed": [m for m in ("base", "finetuned") if m in models and models[m]["collapsed"]],
             "reference": {"distinct": a["reference"]["distinct"], "collapse": collapse_case(ref_top),
-                          "top": [{"answer": x["answer"], "share": x["share"]} for x in ref_top[:SHOWN_ANSWERS]]},
+                          "top": [_shown(x) for x in ref_top[:SHOWN_ANSWERS]]},
             "truncated": [m for m in ("base", "finetuned") if m in models and models[m]["truncation_case"] == "some"]}
 
 

@@ -25,9 +25,9 @@ from .baseline import UNKNOWN_QTYPE
 TOP_ANSWERS = 10  # how many of the most frequent answers analysis.json keeps per model
 
 
-def answer_distribution(answers: Iterable[str], top: int = TOP_ANSWERS) -> dict:
+def answer_distribution(answers: Iterable[str], top: Optional[int] = TOP_ANSWERS) -> dict:
     """{n, distinct, top: [{answer, count, share}]} of the normalised answers, most frequent first (ties in
-    alphabetical order); an empty answer counts as the answer ""."""
+    alphabetical order), the first `top` of them (all when None); an empty answer counts as the answer ""."""
     counts = Counter(normalize(a) for a in answers)
     n = sum(counts.values())
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
@@ -84,7 +84,8 @@ def analyse(predictions: dict[str, Sequence[dict]], truncated: dict[str, Optiona
     first = next(iter(predictions.values()))
     return {
         "bootstrap": resamples, "seed": seed,
-        "reference": answer_distribution(r["answer"] for r in first),
+        # every correct answer (CLEVR has 28), so any model answer's share among them can be looked up
+        "reference": answer_distribution((r["answer"] for r in first), top=None),
         "models": {name: {**answer_distribution(r["prediction"] for r in rows),
                           "truncation": None if truncated.get(name) is None
                           else truncation(truncated[name], max_new_tokens)}
