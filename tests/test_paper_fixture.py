@@ -69,7 +69,7 @@ def test_the_paper_report_builds_without_demo_wording(paper_root):
     for demo_word in ("offline demo", "نمایشی", "demo-banner["):
         assert demo_word not in source, demo_word
     assert "[خط پایه]" in source  # the baseline's rows of the ROUGE/EM table
-    assert "از پاسخ‌های مدل پایه" in source and "بریده شده‌اند" in source  # the base model's truncation
-    assert "هیچ پاسخی از مدل تنظیم‌شده به سقف نرسیده است" in source
+    assert "پاسخ مدل پایه از" in source and "بریده شده‌اند" in source  # the base model's truncation
+    assert "هیچ پاسخی از مدل تنظیم‌شده به آن نرسیده است" in source
     assert "فروپاشی پاسخ در" not in source  # no collapse claimed
     assert "<tab:answers>" in source and "<tab:samples>" not in source

@@ -424,6 +424,7 @@ def test_discussion_calls_out_a_collapse_and_keeps_only_supported_differences():
     vs_base = d["comparisons"]["finetuned_vs_base"]
     assert vs_base["overall"]["case"] == "within_noise"  # an interval touching 0 supports nothing
     assert [x["qtype"] for x in vs_base["supported"]] == ["exist"] and vs_base["n_within_noise"] == 1
+    assert not vs_base["uniform"] and vs_base["smallest"]["qtype"] == "exist"
     vs_baseline = d["comparisons"]["finetuned_vs_baseline"]
     assert [(x["qtype"], x["case"], x["size"]) for x in vs_baseline["supported"]] == [("count", "b_better", 0.5)]
     assert vs_baseline["overall"]["case"] == "b_better" and vs_baseline["overall"]["size"] == pytest.approx(0.3)
@@ -440,3 +441,14 @@ def test_discussion_on_the_fixture_calls_out_the_demo_collapse(r):
     assert d["models"]["finetuned"]["collapse"] == expected
     assert "finetuned" in d["collapsed"]
     assert d["reference"]["collapse"] == "varied"  # CLEVR's own answers never collapse
+
+
+def test_a_comparison_where_every_type_agrees_is_uniform():
+    c = {"a": "finetuned", "b": "base", "overall": _diff(0.5, 0.4, 0.6),
+         "per_qtype": {"exist": _diff(0.6, 0.4, 0.8), "count": _diff(0.2, 0.05, 0.35)}}
+    v = C.comparison(c, ["exist", "count"])
+    assert v["uniform"] and v["smallest"]["qtype"] == "count" and v["smallest"]["size"] == 0.2
+    mixed = C.comparison({**c, "per_qtype": {**c["per_qtype"], "count": _diff(-0.2, -0.35, -0.05)}}, ["exist", "count"])
+    assert not mixed["uniform"] and [x["case"] for x in mixed["supported"]] == ["a_better", "b_better"]
+    none = C.comparison({**c, "per_qtype": {"exist": _diff(0.0, -0.1, 0.1)}}, ["exist"])
+    assert not none["uniform"] and none["smallest"] is None and none["n_within_noise"] == 1

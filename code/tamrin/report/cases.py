@@ -281,6 +281,9 @@ def comparison(c: dict[str, Any], qtypes: Iterable[str]) -> dict[str, Any]:
             "overall": {**c["overall"], "size": abs(c["overall"]["diff"]), "case": difference_case(c["overall"])},
             "supported": supported, "a_better": [x for x in supported if x["case"] == "a_better"],
             "b_better": [x for x in supported if x["case"] == "b_better"],
+            # every type favours the same model: the prose names the smallest difference instead of the list
+            "uniform": len(supported) == len(c["per_qtype"]) > 1 and len({x["case"] for x in supported}) == 1,
+            "smallest": min(supported, key=lambda x: x["size"], default=None),
             "n_types": len(c["per_qtype"]), "n_within_noise": len(c["per_qtype"]) - len(supported)}
 
 
