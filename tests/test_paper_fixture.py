@@ -40,6 +40,9 @@ def test_the_fixture_has_the_shape_of_a_paper_run(r):
     assert {m["profile"] for m in manifests_of(r).values()} == {"paper"}
     assert 6000 <= len(r["data"]["train"]) <= 7500 and len(r["data"]["test"]) == 500
     assert len(r["finetune"]["loss"]) == LOGGED_STEPS
+    em = [x["exact_match"] for x in r["finetune"]["heldout"]]  # the held-out curve rises, then flattens
+    mid = len(em) // 2
+    assert em[0] < em[mid] <= em[-1] and em[-1] - em[mid] < (em[mid] - em[0]) / 2
     base, tuned = r["eval"]["base"]["metrics"], r["eval"]["finetuned"]["metrics"]
     assert 0.1 < base["exact_match"] < 0.5 < tuned["exact_match"]  # partial exact match, then well above it
     assert base["rouge1"]["p"] < base["rouge1"]["r"]  # the base model answers in several words
