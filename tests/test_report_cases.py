@@ -358,3 +358,97 @@ def test_memory_report_tables_breakdown_answer_and_as_implemented(r):
         assert row["extra_gib"] == pytest.approx(row["total_gib"] - row["textbook_gib"])
     assert impl["full_ft_bf16"]["extra_gib"] == pytest.approx(0)  # torch's AdamW keeps bf16 states: 8P, as counted
     assert impl["qlora_nf4"]["extra_gib"] > 0 and impl["lora_bf16"]["extra_gib"] > 0  # fp32 adapters (and upcasts)
+
+# ------------------------------------------------------------------------------------------------ outputs (1.5.4)
+
+def _top(*shares):
+    return [{"answer": f"a{i}", "count": 0, "share": s} for i, s in enumerate(shares)]
+
+
+@pytest.mark.parametrize("shares,case", [((0.5, 0.1), "one_answer"), ((0.49, 0.31), "two_answers"),
+                                         ((0.45, 0.34), "varied"), ((0.19, 0.18, 0.08), "varied"), ((), "varied"),
+                                         ((1.0,), "one_answer")])
+def test_collapse_case(shares, case):
+    assert C.collapse_case(_top(*shares)) == case
+
+
+@pytest.mark.parametrize("lo,hi,case", [(0.01, 0.2, "a_better"), (-0.2, -0.01, "b_better"), (-0.1, 0.1, "within_noise"),
+                                        (0.0, 0.1, "within_noise")])
+def test_difference_case(lo, hi, case):
+    assert C.difference_case({"diff": (lo + hi) / 2, "ci_low": lo, "ci_high": hi}) == case
+
+
+def test_truncation_case_and_shown_answer():
+    assert C.truncation_case(None) == "not_generated"
+    assert C.truncation_case({"truncated": 0, "n": 5, "share": 0.0, "max_new_tokens": 8}) == "none"
+    assert C.truncation_case({"truncated": 2, "n": 5, "share": 0.4, "max_new_tokens": 8}) == "some"
+    assert C.shown_answer("red") == "red"
+    assert C.shown_answer("x" * 30, 24) == "x" * 24 + "…"
+
+
+def _eval(models: dict, comparisons: list, reference_top: list) -> dict:
+    per_q = {"exist": {"n": 2, "exact_match": 0.5, "rougeL": 0.5}, "count": {"n": 2, "exact_match": 0.0, "rougeL": 0.0}}
+    ev = {m: {"metrics": {"exact_match": 0.25, "per_qtype": per_q}} for m in models}
+    ev["analysis"] = {"bootstrap": 100, "seed": 0, "models": models, "comparisons": comparisons,
+                      "reference": {"n": 4, "distinct": len(reference_top), "top": reference_top}}
+    return ev
+
+
+def _diff(d, lo, hi):
+    return {"n": 2, "diff": d, "ci_low": lo, "ci_high": hi}
+
+
+def test_discussion_calls_out_a_collapse_and_keeps_only_supported_differences():
+    ref = [{"answer": "no", "count": 2, "share": 0.5}, {"answer": "2", "count": 1, "share": 0.25},
+           {"answer": "yes", "count": 1, "share": 0.25}]
+    tuned = {"n": 4, "distinct": 2, "top": [{"answer": "metal", "count": 2, "share": 0.5},
+                                            {"answer": "no", "count": 2, "share": 0.5}], "truncation":
+             {"max_new_tokens": 8, "n": 4, "truncated": 0, "share": 0.0}}
+    base = {"n": 4, "distinct": 4, "top": [{"answer": "", "count": 1, "share": 0.25}] + [
+        {"answer": f"w{i}", "count": 1, "share": 0.25} for i in range(3)],
+        "truncation": {"max_new_tokens": 8, "n": 4, "truncated": 1, "share": 0.25}}
+    base_line = {"n": 4, "distinct": 2, "top": ref[:2], "truncation": None}
+    comparisons = [{"a": "finetuned", "b": "base", "overall": _diff(0.25, 0.0, 0.5),
+                    "per_qtype": {"exist": _diff(0.5, 0.1, 0.9), "count": _diff(0.0, -0.5, 0.5)}},
+                   {"a": "finetuned", "b": "baseline", "overall": _diff(-0.3, -0.5, -0.1),
+                    "per_qtype": {"count": _diff(-0.5, -0.9, -0.1), "exist": _diff(0.0, 0.0, 0.0)}}]
+    d = C.discussion(_eval({"base": base, "finetuned": tuned, "baseline": base_line}, comparisons, ref),
+                     ["exist", "count"])
+    assert d["collapsed"] == ["finetuned"] and d["truncated"] == ["base"]
+    t = d["models"]["finetuned"]
+    assert t["collapse"] == "one_answer" and t["top"][0]["answer"] == "metal"
+    assert t["top"][0]["reference_share"] == 0.0 and t["top_never_correct"]  # metal is never the right answer
+    assert t["top"][1]["reference_share"] == 0.5 and t["top2_reference_share"] == 0.5
+    assert d["models"]["base"]["collapse"] == "varied" and d["models"]["base"]["top"][0]["empty"]
+    assert d["models"]["baseline"]["truncation_case"] == "not_generated"
+    vs_base = d["comparisons"]["finetuned_vs_base"]
+    assert vs_base["overall"]["case"] == "within_noise"  # an interval touching 0 supports nothing
+    assert [x["qtype"] for x in vs_base["supported"]] == ["exist"] and vs_base["n_within_noise"] == 1
+    assert not vs_base["uniform"] and vs_base["smallest"]["qtype"] == "exist"
+    vs_baseline = d["comparisons"]["finetuned_vs_baseline"]
+    assert [(x["qtype"], x["case"], x["size"]) for x in vs_baseline["supported"]] == [("count", "b_better", 0.5)]
+    assert vs_baseline["overall"]["case"] == "b_better" and vs_baseline["overall"]["size"] == pytest.approx(0.3)
+    assert d["reference"]["collapse"] == "one_answer"  # the threshold is on shares: a tiny reference can meet it
+
+
+def test_discussion_on_the_fixture_calls_out_the_demo_collapse(r):
+    """The demo's fine-tuned model answers one of a few words to nearly everything: the fixture's discussion must
+    say so, from the numbers."""
+    d = C.discussion(r["eval"], r["data"]["qtypes"])
+    a = r["eval"]["analysis"]["models"]["finetuned"]["top"]
+    expected = "one_answer" if a[0]["share"] >= C.COLLAPSE_TOP1 else (
+        "two_answers" if a[0]["share"] + a[1]["share"] >= C.COLLAPSE_TOP2 else "varied")
+    assert d["models"]["finetuned"]["collapse"] == expected
+    assert "finetuned" in d["collapsed"]
+    assert d["reference"]["collapse"] == "varied"  # CLEVR's own answers never collapse
+
+
+def test_a_comparison_where_every_type_agrees_is_uniform():
+    c = {"a": "finetuned", "b": "base", "overall": _diff(0.5, 0.4, 0.6),
+         "per_qtype": {"exist": _diff(0.6, 0.4, 0.8), "count": _diff(0.2, 0.05, 0.35)}}
+    v = C.comparison(c, ["exist", "count"])
+    assert v["uniform"] and v["smallest"]["qtype"] == "count" and v["smallest"]["size"] == 0.2
+    mixed = C.comparison({**c, "per_qtype": {**c["per_qtype"], "count": _diff(-0.2, -0.35, -0.05)}}, ["exist", "count"])
+    assert not mixed["uniform"] and [x["case"] for x in mixed["supported"]] == ["a_better", "b_better"]
+    none = C.comparison({**c, "per_qtype": {"exist": _diff(0.0, -0.1, 0.1)}}, ["exist"])
+    assert not none["uniform"] and none["smallest"] is None and none["n_within_noise"] == 1

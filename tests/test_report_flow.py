@@ -101,6 +101,17 @@ def test_source_and_target_are_never_cut_at_a_panel_edge(exp):
 def test_every_per_qtype_bar_carries_its_value_even_zero(drawn, tmp_path):
     base = {"count": {"exact_match": 0.0, "n": 3}, "exist": {"exact_match": 0.5, "n": 4}}
     tuned = {"count": {"exact_match": 0.0, "n": 3}, "exist": {"exact_match": 0.75, "n": 4}}
-    figs.per_qtype_figure(["count", "exist"], base, tuned, tmp_path / "q.svg")
+    figs.per_qtype_figure(["count", "exist"], base, tuned, None, tmp_path / "q.svg")
     labels = [t.get_text() for t in drawn["q.svg"].axes[0].texts]
     assert sorted(labels) == sorted(["0", "50", "0", "75"])
+
+
+def test_the_majority_baseline_is_a_tick_per_question_type(drawn, tmp_path):
+    base = {"count": {"exact_match": 0.0, "n": 3}, "exist": {"exact_match": 0.5, "n": 4}}
+    tuned = {"count": {"exact_match": 0.25, "n": 3}, "exist": {"exact_match": 0.75, "n": 4}}
+    baseline = {"count": {"exact_match": 0.2, "n": 3}, "exist": {"exact_match": 0.6, "n": 4}}
+    figs.per_qtype_figure(["count", "exist"], base, tuned, baseline, tmp_path / "q.svg")
+    ax = drawn["q.svg"].axes[0]
+    ticks = [seg for coll in ax.collections for seg in coll.get_segments()]
+    assert sorted(round(seg[0][1], 6) for seg in ticks) == [20.0, 60.0]  # one tick per type, at its exact match
+    assert "majority answer of the type (train)" in [t.get_text() for t in ax.get_legend().get_texts()]

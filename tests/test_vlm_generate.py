@@ -187,3 +187,45 @@ def test_nonfinite_logits_fall_back_to_fp32_for_that_batch(one_torch_thread):
     clean: dict = {}
     answer(model, processor, rows, store, PREFIX, stats=clean, **kw)
     assert clean == {"fp32_fallback_batches": 0, "nonfinite_batches": 0}
+
+
+def test_hit_limit_marks_rows_without_eos_after_the_full_budget():
+    from tamrin.vlm.generate import hit_limit
+
+    eos, pad = 1, 0
+    full = torch.tensor([[5, 6, 7], [5, eos, pad], [eos, pad, pad]])
+    assert hit_limit(full, eos, 3) == [True, False, False]
+    assert hit_limit(full[:, :2], eos, 3) == [False, False, False]  # the batch ended early: every row saw EOS
+
+
+@pytest.mark.parametrize("rule,expected", [("all_eos", [False] * 3), ("no_eos", [True] * 3),
+                                           ("first_row_eos", "one_stopped")])
+def test_answer_reports_which_rows_stopped_at_max_new_tokens(tiny, rule, expected):
+    """Steer the logits: EOS first for every row, never EOS, or EOS only for the batch's first row (the others
+    run to the limit); `answer` reports exactly the rows that were cut short, in the rows' order."""
+    processor, model = tiny
+    eos = processor.tokenizer.eos_token_id
+
+    def steer(module, args, out):
+        out = out.clone()
+        if rule == "no_eos":
+            out[..., eos] = -1e4
+        else:
+            out[..., eos] = -1e4
+            rows_ = slice(None) if rule == "all_eos" else slice(0, 1)
+            out[rows_, ..., eos] = 1e4
+        return out
+
+    rows = batches.read_split(DATA, "test")[:3]
+    flags: list[bool] = []
+    handle = model.get_output_embeddings().register_forward_hook(steer)
+    try:
+        with one_thread():
+            answer(model, processor, rows, batches.ImageStore(DATA), PREFIX, batch_size=3, max_new_tokens=3,
+                   device=torch.device("cpu"), progress=False, truncated=flags)
+    finally:
+        handle.remove()
+    if expected == "one_stopped":
+        assert sorted(flags) == [False, True, True]
+    else:
+        assert flags == expected

@@ -81,6 +81,14 @@ def test_finetune_and_eval_stages(tmp_path):
         assert set(m["per_qtype"]) == {"exist", "count", "query_color", "query_shape"}
         metrics[name] = m
     assert metrics["finetuned"]["exact_match"] > metrics["base"]["exact_match"]
+    baseline = read_jsonl(edir / "baseline" / "predictions.jsonl")  # the majority answer of each type
+    assert [p["id"] for p in baseline] == test_ids
+    assert len({(p["qtype"], p["prediction"]) for p in baseline}) == len({p["qtype"] for p in baseline})
+    analysis = json.loads((edir / "analysis.json").read_text())
+    assert set(analysis["models"]) == {"base", "finetuned", "baseline"}
+    assert analysis["models"]["baseline"]["truncation"] is None
+    assert analysis["models"]["base"]["truncation"]["n"] == len(test_ids)
+    assert [(c["a"], c["b"]) for c in analysis["comparisons"]][0] == ("finetuned", "base")
     assert metrics["finetuned"]["rougeL"]["f"] > metrics["base"]["rougeL"]["f"]
     samples = json.loads((edir / "samples.json").read_text())
     assert len(samples["ids"]) == 10 and set(samples["ids"]) <= set(test_ids)

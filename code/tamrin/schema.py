@@ -300,7 +300,13 @@ class TrainConfig(Section):
 class EvalConfig(Section):
     section: ClassVar[str] = "eval"
     batch_size: int = field_(16, "generation batch size", min=1)
-    max_new_tokens: int = field_(8, "tokens generated per answer (CLEVR answers are one word)", min=1)
+    # 32: CLEVR's answers are one word (1–2 tokens), but the pre-trained base model, asked in its own VQA format,
+    # may answer with a sentence ("there are three cylinders behind the red sphere" is ~12 Gemma tokens); a limit
+    # that cuts such an answer would score it as wrong for the limit's sake, not the model's. Greedy generation
+    # stops once every answer of a batch has ended, so the limit costs time only for answers that run on; the
+    # eval stage records the share of outputs that reached it (analysis.json) and the report prints it.
+    max_new_tokens: int = field_(32, "tokens generated per answer at most (an answer that reaches it is counted "
+                                     "as truncated)", min=1)
     max_examples: Optional[int] = field_(None, "cap on test questions evaluated", min=1)
     n_samples: int = field_(10, "random test samples shown in the report (the assignment asks 10)", min=1)
     seed: int = field_(0, "seed of the sample draw and the bootstrap")

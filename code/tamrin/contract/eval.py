@@ -1,5 +1,5 @@
-"""The eval stage's results files: results/eval/{base,finetuned}/{metrics.json, predictions.jsonl}, samples.json and
-summary.json."""
+"""The eval stage's results files: results/eval/{base,finetuned,baseline}/{metrics.json, predictions.jsonl},
+analysis.json, samples.json and summary.json."""
 from __future__ import annotations
 
 from typing import Optional
@@ -81,6 +81,57 @@ class EvalSummary(Strict):
     nonfinite_batches: dict[str, int]  # batches whose logits were non-finite even in fp32
 
 
+class AnswerCount(Strict):
+    answer: str  # normalised as exact match normalises it ("" for an empty output)
+    count: int
+    share: float
+
+
+class AnswerDistribution(Strict):
+    n: int
+    distinct: int
+    top: list[AnswerCount]  # the most frequent answers, most frequent first (vlm/outputs.py: TOP_ANSWERS)
+
+
+class Truncation(Strict):
+    """Outputs that stopped at the generation limit without an end-of-sequence token."""
+
+    max_new_tokens: int
+    n: int
+    truncated: int
+    share: float
+
+
+class ModelOutputs(AnswerDistribution):
+    truncation: Optional[Truncation]  # None: not generated (the majority baseline)
+
+
+class EmDifference(Strict):
+    """Exact match of model a minus model b on the same questions, with its paired bootstrap 95 % interval."""
+
+    n: int
+    diff: float
+    ci_low: float
+    ci_high: float
+
+
+class Comparison(Strict):
+    a: str
+    b: str
+    overall: EmDifference
+    per_qtype: dict[str, EmDifference]
+
+
+class EvalAnalysis(Strict):
+    """results/eval/analysis.json (layout in vlm/outputs.py): answer distributions, truncation, paired differences."""
+
+    bootstrap: int
+    seed: int
+    reference: AnswerDistribution  # the correct answers of the test questions
+    models: dict[str, ModelOutputs]  # base, finetuned, baseline
+    comparisons: list[Comparison]
+
+
 # results file (relative to results/) -> its model
 FILES = {
     "eval/base/metrics.json": EvalMetrics,
@@ -89,4 +140,7 @@ FILES = {
     "eval/finetuned/predictions.jsonl": Prediction,
     "eval/samples.json": Samples,
     "eval/summary.json": EvalSummary,
+    "eval/baseline/metrics.json": EvalMetrics,  # the majority answer per question type (vlm/baseline.py)
+    "eval/baseline/predictions.jsonl": Prediction,
+    "eval/analysis.json": EvalAnalysis,
 }

@@ -195,6 +195,115 @@ def samples(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+# ------------------------------------------------------------------------------------------------ outputs (1.5.4)
+
+CollapseCase = Literal["one_answer", "two_answers", "varied"]
+DifferenceCase = Literal["a_better", "b_better", "within_noise"]
+TruncationCase = Literal["none", "some", "not_generated"]
+# A model "collapses" when it gives one answer to at least half of the test questions, or two answers to at least
+# four fifths. CLEVR's own answers are far from that (yes and no together are about two fifths of its questions,
+# the rest spread over 26 answers), so a correct model never meets either bar; the report prints the reference
+# distribution beside the models' so a reader can check.
+COLLAPSE_TOP1 = 0.5
+COLLAPSE_TOP2 = 0.8
+SHOWN_ANSWERS = 3  # the most frequent answers the discussion names per model
+ANSWER_CHARS = 24  # a longer output is cut for display («…»); the distribution itself counts whole outputs
+DISCUSSED_MODELS = ("base", "finetuned", "baseline")
+
+
+def collapse_case(top: list[dict[str, Any]]) -> CollapseCase:
+    """From the most frequent answers ({answer, share}, most frequent first): "one_answer" (the first has a share
+    ≥ COLLAPSE_TOP1), "two_answers" (the first two together ≥ COLLAPSE_TOP2) or "varied"."""
+    shares = [x["share"] for x in top]
+    if shares and shares[0] >= COLLAPSE_TOP1:
+        return "one_answer"
+    if sum(shares[:2]) >= COLLAPSE_TOP2:
+        return "two_answers"
+    return "varied"
+
+
+def difference_case(d: dict[str, float]) -> DifferenceCase:
+    """A paired difference a − b with its 95 % interval: "a_better" / "b_better" when the interval excludes 0."""
+    if d["ci_low"] > 0:
+        return "a_better"
+    if d["ci_high"] < 0:
+        return "b_better"
+    return "within_noise"
+
+
+def truncation_case(t: dict[str, Any] | None) -> TruncationCase:
+    """Whether any output stopped at the generation limit; "not_generated" for the baseline (t is None)."""
+    if t is None:
+        return "not_generated"
+    return "some" if t["truncated"] > 0 else "none"
+
+
+def shown_answer(answer: str, limit: int = ANSWER_CHARS) -> str:
+    """An answer as the discussion prints it: cut to `limit` characters with «…» (an empty output stays "")."""
+    return answer if len(answer) <= limit else answer[:limit].rstrip() + "…"
+
+
+def _share_of(dist: dict[str, Any], answer: str) -> float:
+    """The share of `answer` in a distribution (0 when it is not among the kept top answers)."""
+    return next((x["share"] for x in dist["top"] if x["answer"] == answer), 0.0)
+
+
+def model_outputs(name: str, outputs: dict[str, Any], metrics: dict[str, Any], reference: dict[str, Any]
+                  ) -> dict[str, Any]:
+    """One model's paragraph: its top answers (with their share among the correct answers), the collapse case,
+    truncation, and its best and worst question types."""
+    top = [{**_shown(x), "reference_share": _share_of(reference, x["answer"]), "count": x["count"]}
+           for x in outputs["top"][:SHOWN_ANSWERS]]
+    collapse = collapse_case(outputs["top"])
+    ems = [q["exact_match"] for q in metrics["per_qtype"].values()]
+    return {"model": name, "n": outputs["n"], "distinct": outputs["distinct"], "top": top,
+            "collapse": collapse, "collapsed": collapse != "varied",
+            "top2_share": sum(x["share"] for x in outputs["top"][:2]),
+            "top2_reference_share": sum(x["reference_share"] for x in top[:2]),
+            "top_never_correct": bool(top) and top[0]["reference_share"] == 0,
+            "truncation_case": truncation_case(outputs["truncation"]), "truncation": outputs["truncation"],
+            "exact_match": metrics["exact_match"], "per_qtype": per_qtype(metrics["per_qtype"]),
+            "same_on_every_qtype": len(set(ems)) == 1}
+
+
+def _shown(x: dict[str, Any]) -> dict[str, Any]:
+    return {"answer": shown_answer(x["answer"]), "empty": x["answer"] == "", "share": x["share"]}
+
+
+def comparison(c: dict[str, Any], qtypes: Iterable[str]) -> dict[str, Any]:
+    """A paired comparison a − b: the overall case and only the question types whose interval excludes 0
+    (in `qtypes` order), each with its direction."""
+    order = list(dict.fromkeys([*qtypes, *c["per_qtype"]]))
+    supported = [{"qtype": t, **c["per_qtype"][t], "size": abs(c["per_qtype"][t]["diff"]),
+                  "case": difference_case(c["per_qtype"][t])}
+                 for t in order if t in c["per_qtype"] and difference_case(c["per_qtype"][t]) != "within_noise"]
+    return {"a": c["a"], "b": c["b"],
+            "overall": {**c["overall"], "size": abs(c["overall"]["diff"]), "case": difference_case(c["overall"])},
+            "supported": supported, "a_better": [x for x in supported if x["case"] == "a_better"],
+            "b_better": [x for x in supported if x["case"] == "b_better"],
+            # every type favours the same model: the prose names the smallest difference instead of the list
+            "uniform": len(supported) == len(c["per_qtype"]) > 1 and len({x["case"] for x in supported}) == 1,
+            "smallest": min(supported, key=lambda x: x["size"], default=None),
+            "n_types": len(c["per_qtype"]), "n_within_noise": len(c["per_qtype"]) - len(supported)}
+
+
+def discussion(ev: dict[str, Any], qtypes: Iterable[str]) -> dict[str, Any]:
+    """Everything the computed discussion of the outputs (1.5.4) states: per model (base, fine-tuned, majority
+    baseline) its answers, collapse and truncation cases and weakest types; the paired comparisons by pair name
+    ("finetuned_vs_base", …); the collapsed models; the reference answer distribution."""
+    a = ev["analysis"]
+    qtypes = list(qtypes)
+    models = {m: model_outputs(m, a["models"][m], ev[m]["metrics"], a["reference"])
+              for m in DISCUSSED_MODELS if m in a["models"]}
+    comparisons = {f"{c['a']}_vs_{c['b']}": comparison(c, qtypes) for c in a["comparisons"]}
+    ref_top = a["reference"]["top"]
+    return {"models": models, "comparisons": comparisons, "bootstrap": a["bootstrap"],
+            "collapsed": [m for m in ("base", "finetuned") if m in models and models[m]["collapsed"]],
+            "reference": {"distinct": a["reference"]["distinct"], "collapse": collapse_case(ref_top),
+                          "top": [_shown(x) for x in ref_top[:SHOWN_ANSWERS]]},
+            "truncated": [m for m in ("base", "finetuned") if m in models and models[m]["truncation_case"] == "some"]}
+
+
 # ------------------------------------------------------------------------------------------------ memory
 
 MEMORY_COLUMNS = ("full_ft", "full_ft_mixed_fp32_master", "lora", "qlora", "qlora_as_implemented")
@@ -552,6 +661,7 @@ def decisions(r: dict[str, Any], floors: dict[str, float], n_examples: int,
         "rouge": rouge(r["eval"]["base"]["metrics"], r["eval"]["finetuned"]["metrics"]),
         "per_qtype": per_qtype(r["eval"]["finetuned"]["metrics"]["per_qtype"]),
         "samples": samples(r["eval"]["samples"]),
+        "discussion": discussion(r["eval"], r["data"]["qtypes"]),
         "memory": memory(r["memory"]),
         "flow": fl,
         "ablation": ablation(r["ablation"]),

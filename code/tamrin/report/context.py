@@ -72,6 +72,8 @@ def load_eval(res: Results, test_rows: list[dict]) -> dict[str, Any]:
         preds[model] = _by_id(rows)
         out[model] = {"metrics": res.json(f"eval/{model}/metrics.json"), "n_predictions": len(rows)}
     out["summary"] = res.json("eval/summary.json")
+    out["baseline"] = {"metrics": res.json("eval/baseline/metrics.json")}  # majority answer per question type
+    out["analysis"] = res.json("eval/analysis.json")  # answer distributions, truncation, paired differences
     raw = res.json("eval/samples.json")
     test = _by_id(test_rows)
     samples = []

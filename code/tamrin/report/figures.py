@@ -97,8 +97,9 @@ def loss_figure(loss_rows: list[dict], window: int, heldout_rows: Sequence[dict]
     return _save(fig, path)
 
 
-def per_qtype_figure(qtypes: list[str], base: dict, finetuned: dict, path: Path) -> Path:
-    """Grouped bars: exact match of the base and the fine-tuned model per question type (n under each name)."""
+def per_qtype_figure(qtypes: list[str], base: dict, finetuned: dict, baseline: dict | None, path: Path) -> Path:
+    """Grouped bars: exact match of the base and the fine-tuned model per question type (n under each name); the
+    majority-answer baseline, when given, is a dashed tick across each type's pair of bars."""
     fig, axes = _subplots(figsize=(WIDTH_IN, 2.7))
     ax = axes[0][0]
     xs = range(len(qtypes))
@@ -109,13 +110,18 @@ def per_qtype_figure(qtypes: list[str], base: dict, finetuned: dict, path: Path)
                       label="base model" if name == "base" else "fine-tuned (LoRA)")
         # Every bar carries its value, so a series of zeros is visibly zero rather than missing.
         ax.bar_label(bars, labels=[f"{v:.0f}" for v in vals], padding=1.5, fontsize=6.5, color="#333333")
+    if baseline:
+        for x, t in zip(xs, qtypes):
+            if t in baseline:
+                ax.hlines(100 * baseline[t]["exact_match"], x - w, x + w, colors="#222222", linestyles=(0, (3, 2)),
+                          linewidth=1.1, label="majority answer of the type (train)" if x == 0 else None)
     ns = [finetuned.get(t, base.get(t, {})).get("n", 0) for t in qtypes]
     ax.set_xticks(list(xs), [f"{t.replace('_', chr(10))}\n(n={n})" for t, n in zip(qtypes, ns)], fontsize=7.5)
     ax.set_ylabel("exact match (%)")
     ax.set_ylim(0, 108)
     ax.set_yticks(range(0, 101, 20))
     ax.grid(axis="x", visible=False)
-    ax.legend(frameon=False, loc="upper right", ncols=2)
+    ax.legend(frameon=False, loc="upper right", ncols=3 if baseline else 2, fontsize=7)
     return _save(fig, path)
 
 
@@ -382,7 +388,8 @@ def figure_specs(r: dict[str, Any], window: int) -> dict[str, FigureSpec]:
         **extra_specs(r),
         "loss": FigureSpec(LOSS_FIGURE, loss_figure, (r["finetune"]["loss"], window,
                                                       r["finetune"].get("heldout", []))),
-        "per_qtype": FigureSpec("per_qtype.svg", per_qtype_figure, (qtypes, base_q, tuned_q)),
+        "per_qtype": FigureSpec("per_qtype.svg", per_qtype_figure,
+                                (qtypes, base_q, tuned_q, r["eval"]["baseline"]["metrics"]["per_qtype"])),
         "flow_samples": FigureSpec("flow_samples.png", flow_samples_figure, (flow,)),
         "flow_traj": FigureSpec("flow_trajectories.png", flow_trajectories_figure, (flow,)),
         "flow_w2": FigureSpec("flow_w2.svg", flow_w2_figure, (flow,)),

@@ -6,8 +6,11 @@ tiny random-weight base saved by `finetune`), loaded with the same quantization 
 LoRA adapter attached; base answers come from the same object under `disable_adapter()`. A batch whose logits
 are not finite (fp16 overflow) is generated again in fp32 (generate.answer); summary.json counts them.
 
-Writes base/ and finetuned/ (predictions.jsonl, metrics.json), samples.json (the `eval.n_samples` questions
-the report shows, drawn with `eval.seed`) and summary.json (timings, settings).
+Writes base/ and finetuned/ (predictions.jsonl, metrics.json), baseline/ (the same two files for the majority
+answer per question type of the train split, vlm/baseline.py), analysis.json (answer distributions, the share of
+outputs cut off at `eval.max_new_tokens`, paired bootstrap differences of exact match: vlm/outputs.py),
+samples.json (the `eval.n_samples` questions the report shows, drawn with `eval.seed`) and summary.json
+(timings, settings).
 """
 from __future__ import annotations
 
@@ -20,11 +23,12 @@ import torch
 from .. import contract
 from ..atomic import read_json
 from ..errors import MissingResultError, TamrinError
-from . import batches
+from . import baseline, batches
 from .generate import answer
 from .metrics import compute_metrics
 from .model import DTYPE_NAMES, load_base_model, load_processor, prepare_quantized, resolve_compute_dtype, \
     resolve_quantization, threads_for
+from .outputs import analyse
 
 
 def base_source_of(finetune_dir: Path, summary: dict, model_cfg) -> Path | str:
@@ -95,12 +99,13 @@ def _run(ctx, device: torch.device) -> None:
                  f"≤{eval_cfg.max_new_tokens} new tokens) on {device.type}")
 
     timings, predictions, guard = {}, {}, {"base": {}, "finetuned": {}}
+    truncated: dict[str, list[bool]] = {"base": [], "finetuned": []}
     pixels = batches.PixelCache(processor.image_processor, images, 2**30)  # the test images, shared by both runs
     gen = dict(batch_size=eval_cfg.batch_size, max_new_tokens=eval_cfg.max_new_tokens, device=device,
                num_workers=eval_cfg.num_workers, pixels=pixels)
     try:
         for name in ("base", "finetuned"):
-            gen["stats"] = guard[name]
+            gen["stats"], gen["truncated"] = guard[name], truncated[name]
             t0 = time.perf_counter()
             if name == "base":
                 with model.disable_adapter():  # the same weights without the LoRA update
@@ -112,12 +117,17 @@ def _run(ctx, device: torch.device) -> None:
                 ctx.log.warning(f"{name}: {guard[name]['fp32_fallback_batches']} batches had non-finite logits in "
                                 f"{info['compute_dtype']} and were generated again in fp32; "
                                 f"{guard[name]['nonfinite_batches']} stayed non-finite")
+            if any(truncated[name]):
+                ctx.log.warning(f"{name}: {sum(truncated[name])} of {len(rows)} answers stopped at "
+                                f"{eval_cfg.max_new_tokens} new tokens without an end of sequence")
             predictions[name] = [{"id": r["id"], "question": r["question"], "answer": r["answer"], "prediction": p,
                                   "qtype": r.get("qtype")} for r, p in zip(rows, preds)]
     except torch.OutOfMemoryError:
         raise TamrinError(f"CUDA out of memory while generating with eval.batch_size = {eval_cfg.batch_size}: "
                           f"use --set eval.batch_size={max(1, eval_cfg.batch_size // 2)}") from None
 
+    # the majority answer per question type of the train split: the floor a model that looks at the image clears
+    predictions["baseline"] = baseline.predict(batches.read_split(data_dir, "train"), rows)
     metrics = {}
     for name, preds in predictions.items():
         metrics[name] = compute_metrics(preds, resamples=eval_cfg.bootstrap, seed=eval_cfg.seed)
@@ -126,6 +136,9 @@ def _run(ctx, device: torch.device) -> None:
         ctx.log.info(f"{name}: exact match {metrics[name]['exact_match']:.3f}, "
                      f"ROUGE-L F1 {metrics[name]['rougeL']['f']:.3f} "
                      f"[{metrics[name]['rougeL']['ci_low']:.3f}, {metrics[name]['rougeL']['ci_high']:.3f}]")
+
+    contract.write(out, "eval/analysis.json", analyse(predictions, truncated, eval_cfg.max_new_tokens,
+                                                      resamples=eval_cfg.bootstrap, seed=eval_cfg.seed))
 
     ids = draw_samples([r["id"] for r in rows], eval_cfg.n_samples, eval_cfg.seed)
     by_id = {r["id"]: r for r in rows}

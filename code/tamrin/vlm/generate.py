@@ -92,6 +92,16 @@ class _NonFiniteLogits:
         self.handle.remove()
 
 
+def hit_limit(new_tokens: torch.Tensor, eos_token_id: int, max_new_tokens: int) -> list[bool]:
+    """Per row of `new_tokens` (the generated part of a batch, [rows, steps]): whether generation stopped at
+    `max_new_tokens` rather than at an end-of-sequence token. The greedy loop ends a batch when every row has
+    emitted EOS or after `max_new_tokens` steps (see the module docstring), so a row was cut short exactly when
+    the batch ran `max_new_tokens` steps and that row holds no EOS among them."""
+    if new_tokens.shape[1] < max_new_tokens:
+        return [False] * new_tokens.shape[0]
+    return (~(new_tokens[:, :max_new_tokens] == eos_token_id).any(dim=1)).tolist()
+
+
 def _generate(model, batch: dict, *, max_new_tokens: int, tok) -> torch.Tensor:
     batch = dict(batch)
     batch.pop("position_ids", None)  # generate derives them from the attention mask (PaliGemma adds its +1)
@@ -132,10 +142,12 @@ def length_groups(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
 
 def answer(model, processor, rows: Sequence[dict], images, prefix: str, *, batch_size: int, max_new_tokens: int,
            device: torch.device, desc: str = "generate", progress: bool = True, num_workers: int = 0,
-           pixels: batches.PixelCache | None = None, stats: dict | None = None) -> list[str]:
+           pixels: batches.PixelCache | None = None, stats: dict | None = None,
+           truncated: list[bool] | None = None) -> list[str]:
     """Greedy answers for `rows`, in their order, `batch_size` questions per `generate` call (batches formed in
     order of prompt length). `pixels`: a cache to share between calls (base and fine-tuned); `stats` gets
-    `fp32_fallback_batches` and `nonfinite_batches` (non-finite even in fp32) added."""
+    `fp32_fallback_batches` and `nonfinite_batches` (non-finite even in fp32) added; `truncated`, when given, is
+    filled with one flag per row, in the rows' order: the answer stopped at `max_new_tokens` (hit_limit)."""
     from tqdm.auto import tqdm
 
     model.eval()
@@ -147,6 +159,7 @@ def answer(model, processor, rows: Sequence[dict], images, prefix: str, *, batch
                                          num_workers=num_workers, pin_memory=device.type == "cuda",
                                          prefetch_factor=4 if num_workers else None)
     out: list[str | None] = [None] * len(rows)
+    cut: list[bool] = [False] * len(rows)
     counts = {"fp32_fallback_batches": 0, "nonfinite_batches": 0}
     watch = _NonFiniteLogits(model, device)
     bar = tqdm(total=len(rows), desc=desc, unit="q", disable=not progress, dynamic_ncols=True)
@@ -164,8 +177,10 @@ def answer(model, processor, rows: Sequence[dict], images, prefix: str, *, batch
                             seqs = _generate(model, batch, max_new_tokens=max_new_tokens, tok=tok)
                     if watch.seen():
                         counts["nonfinite_batches"] += 1
-                for i, text in zip(group, decode_new(processor, seqs.cpu(), batch["input_ids"].shape[1])):
-                    out[i] = text
+                seqs, prompt_len = seqs.cpu(), batch["input_ids"].shape[1]
+                for i, text, hit in zip(group, decode_new(processor, seqs, prompt_len),
+                                        hit_limit(seqs[:, prompt_len:], tok.eos_token_id, max_new_tokens)):
+                    out[i], cut[i] = text, hit
                 bar.update(len(group))
     finally:
         watch.close()
@@ -173,4 +188,6 @@ def answer(model, processor, rows: Sequence[dict], images, prefix: str, *, batch
     if stats is not None:
         for k, v in counts.items():
             stats[k] = stats.get(k, 0) + v
+    if truncated is not None:
+        truncated[:] = cut
     return out  # type: ignore[return-value]
