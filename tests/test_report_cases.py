@@ -227,7 +227,7 @@ def test_flow_summary_cases_on_the_fixture(r):
 # ------------------------------------------------------------------------------------------------ the rest
 
 def test_layout_numbers():
-    assert C.layout(6, 10, 3) == {"example_columns": 3, "sample_columns": 5, "flow_samples_width_pct": 100,
+    assert C.layout(6, 10, 3) == {"example_columns": 4, "sample_columns": 5, "flow_samples_width_pct": 100,
                                   "flow_traj_width_pct": 90}
     assert C.layout(2, 3, 2) == {"example_columns": 2, "sample_columns": 3, "flow_samples_width_pct": 75,
                                  "flow_traj_width_pct": 60}

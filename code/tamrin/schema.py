@@ -415,7 +415,7 @@ class ReportConfig(Section):
     date_fa: Optional[str] = field_(None, "date on the cover; empty = the Jalali date the latest result was produced")
     smooth_window: int = field_(20, "moving-average window of the smoothed loss curve (capped at a fifth of the steps)",
                                 min=1)
-    n_example_images: int = field_(6, "example dataset images shown in the dataset section", min=1, max=12)
+    n_example_images: int = field_(4, "example dataset images shown in the dataset section (one row)", min=1, max=12)
     bib_style: str = field_("ieee", "Typst/CSL bibliography style", choices=("ieee", "apa", "chicago-author-date",
                                                                            "american-physics-society"))
 

@@ -640,7 +640,7 @@ def attribution(manifests: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 def layout(n_examples: int, n_samples: int, n_flow_methods: int) -> dict[str, int]:
     """Grid columns and figure widths that depend on how many items there are."""
-    return {"example_columns": min(n_examples, 3), "sample_columns": min(n_samples, 5),
+    return {"example_columns": min(n_examples, 4), "sample_columns": min(n_samples, 5),
             "flow_samples_width_pct": min(n_flow_methods + 1, 4) * 25,
             "flow_traj_width_pct": min(n_flow_methods * 30, 100)}
 

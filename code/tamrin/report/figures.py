@@ -81,7 +81,7 @@ def loss_figure(loss_rows: list[dict], window: int, heldout_rows: Sequence[dict]
     kept = [r for r in loss_rows if r["loss"] is not None]
     steps = [r["step"] for r in kept]
     loss = [r["loss"] for r in kept]
-    fig, axes = _subplots(figsize=(WIDTH_IN, 2.6))
+    fig, axes = _subplots(figsize=(WIDTH_IN, 2.3))
     ax = axes[0][0]
     ax.plot(steps, loss, color=COLORS["raw"], linewidth=0.9, label="loss per optimizer step")
     ax.plot(steps, moving_average(loss, window), color=COLORS["smooth"], linewidth=1.8,
@@ -100,7 +100,7 @@ def loss_figure(loss_rows: list[dict], window: int, heldout_rows: Sequence[dict]
 def per_qtype_figure(qtypes: list[str], base: dict, finetuned: dict, baseline: dict | None, path: Path) -> Path:
     """Grouped bars: exact match of the base and the fine-tuned model per question type (n under each name); the
     majority-answer baseline, when given, is a dashed tick across each type's pair of bars."""
-    fig, axes = _subplots(figsize=(WIDTH_IN, 2.7))
+    fig, axes = _subplots(figsize=(WIDTH_IN, 2.3))
     ax = axes[0][0]
     xs = range(len(qtypes))
     w = 0.38
@@ -325,7 +325,7 @@ def flow_w2_figure(exp: dict, path: Path) -> Path:
     from matplotlib.lines import Line2D
 
     pairs, labels, floor = exp["settings"]["pairs"], FLOW_LABELS, sampling_floor(exp)
-    fig, axes = _subplots(1, len(pairs), figsize=(WIDTH_IN, 2.6))
+    fig, axes = _subplots(1, len(pairs), figsize=(WIDTH_IN, 2.2))
     markers = ("o", "s", "^", "D", "v")
     for i, pair in enumerate(pairs):
         ax = axes[0][i]
