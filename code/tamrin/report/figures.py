@@ -364,7 +364,7 @@ def flow_w2_figure(exp: dict, path: Path) -> Path:
         ax.set_title(labels["pairs"][pair])
         ax.legend(handles, names, frameon=False, fontsize=7, loc="upper right")
     fig.subplots_adjust(left=0.1, right=0.99, bottom=0.17, top=0.9, wspace=0.22)  # by hand: no tight_layout pass
-    return _save(fig, path)
+    return _save(fig, path, tight=False)
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -64,7 +64,7 @@ def ablation_figure(runs: list[dict[str, Any]], main_quantization: str, path: Pa
         ax.minorticks_off()
         ax.set_xlabel("LoRA rank r")
     fig.subplots_adjust(left=0.08, right=0.99, bottom=0.2, top=0.97, wspace=0.45)
-    return _save(fig, path)
+    return _save(fig, path, tight=False)
 
 
 def extra_specs(r: dict[str, Any]) -> dict[str, FigureSpec]:

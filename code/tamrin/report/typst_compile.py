@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 
 REQUIRED_FONT_FILES = ("Vazirmatn-Regular.ttf", "Vazirmatn-Medium.ttf", "Vazirmatn-Bold.ttf")
@@ -55,11 +56,19 @@ class Compiled:
     info: object = None  # pdf_info.PdfInfo once read (pages, fonts)
 
 
+@lru_cache(maxsize=2)
+def _fonts(fonts_dir: str) -> object:
+    """The vendored and embedded fonts, loaded once per process (the report and the supplement share them)."""
+    import typst
+
+    return typst.Fonts(include_system_fonts=False, include_embedded_fonts=True, font_paths=[fonts_dir])
+
+
 def compile_pdf(main: Path, root: Path, fonts_dir: Path, timestamp: datetime | None = None) -> Compiled:
     """Compile `main` (paths inside it resolve against `root`) to PDF bytes; raise TypstCompileError."""
     import typst
 
-    fonts = typst.Fonts(include_system_fonts=False, include_embedded_fonts=True, font_paths=[str(fonts_dir)])
+    fonts = _fonts(str(fonts_dir))
     compiler = typst.Compiler(str(main), root=str(root), font_paths=fonts, ignore_system_fonts=True)
     try:
         pdf, warnings = compiler.compile_with_warnings(format="pdf", timestamp=timestamp)
