@@ -76,3 +76,21 @@ def test_the_paper_report_builds_without_demo_wording(paper_root):
     assert "هیچ پاسخی از مدل تنظیم‌شده به آن نرسیده است" in source
     assert "فروپاشی پاسخ در" not in source  # no collapse claimed
     assert "<tab:answers>" in source and "<tab:samples>" not in source
+    # the page budgets hold for a real run's report too (the report's own layout, as the build wrote it)
+    import json
+
+    from tamrin.report.budgets import over_budget, spans
+
+    layout = json.loads((paper_root / "report" / "report-layout.json").read_text(encoding="utf-8"))
+    print({part: round(span, 2) for part, span in spans(layout).items()}, layout["physical-pages"], "pages")
+    assert over_budget(layout) == []
+    # and what a reader sees on its pages: the PDF checker finds nothing in either document
+    from pdf_check import Margins, check_pdf
+    from tamrin.report.lint import source_lints
+
+    margins = Margins.from_style(ROOT / "templates" / "style.typ")
+    for name in ("report", "supplement"):
+        findings = check_pdf(paper_root / "report" / f"{name}.pdf", margins)
+        assert findings == [], name + ":\n" + "\n".join(f.line() for f in findings)
+    rendered = [(paper_root / "report" / f"{n}.typ").read_text(encoding="utf-8") for n in ("report", "supplement")]
+    assert source_lints(ROOT / "templates", rendered) == []
