@@ -1,6 +1,6 @@
 """Mechanical template rewrites for the typography mechanisms of templates/style.typ (issue 17), so they can be
 re-applied to prose written before them. Idempotent; prints what it changed. The report lint
-(code/tamrin/report/typography.py) finds what these rules cannot rewrite.
+(tests/typography_lint.py) finds what these rules cannot rewrite.
 
     python scripts/rewrite_typography.py templates/sections/*.typ.j2 templates/results/*.typ.j2
 

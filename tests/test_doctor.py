@@ -13,8 +13,8 @@ import torch
 
 from hub_mock import mock_hub
 from tamrin.config import load_config
-from tamrin.doctor.result import FAIL, OK, SKIP, WARN, Check, Facts, can_start, render
-from tamrin.doctor.run import guarded
+from tamrin.doctor.checks import FAIL, OK, SKIP, WARN, Check, Facts, can_start, render
+from tamrin.doctor import guarded
 from tamrin.errors import TamrinError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,8 +61,8 @@ def test_paper_fails_each_failing_check_in_one_line_here():
 def test_python_row_asks_what_pyproject_asks(monkeypatch):
     import platform
 
-    from tamrin.doctor.packages import check_python_and_packages, python_requirement
-    from tamrin.doctor.result import Facts
+    from tamrin.doctor.checks import check_python_and_packages, python_requirement
+    from tamrin.doctor.checks import Facts
 
     assert python_requirement() == ">=3.11"  # Colab ships 3.13, Kaggle 3.12; the pinned set needs 3.11
     monkeypatch.setattr(platform, "python_version", lambda: "3.10.13")
@@ -78,7 +78,7 @@ def test_disk_row_estimates_the_first_download(tmp_path, monkeypatch):
 
     import torch
 
-    from tamrin.doctor import disk
+    from tamrin.doctor import checks as disk
     from tamrin.runner import Paths
 
     usage = namedtuple("usage", "total used free")
@@ -124,7 +124,7 @@ def fake_cuda(monkeypatch, name: str, capability: tuple[int, int], gib: float) -
 
 
 def test_gpu_check_reports_the_dtype_choice(monkeypatch):
-    from tamrin.doctor.gpu import check_gpu
+    from tamrin.doctor.checks import check_gpu
 
     cfg = load_config("paper")
     fake_cuda(monkeypatch, "Tesla T4", (7, 5), 14.7)
@@ -142,7 +142,7 @@ def test_gpu_check_reports_the_dtype_choice(monkeypatch):
     ("bad_token", FAIL, "refused the token"),
 ])
 def test_access_check(monkeypatch, case, status, words):
-    from tamrin.doctor.access import check_access
+    from tamrin.doctor.checks import check_access
 
     monkeypatch.setenv("HF_TOKEN", "hf_test")
     facts = Facts("paper")
@@ -154,7 +154,7 @@ def test_access_check(monkeypatch, case, status, words):
 def test_dataset_check_shows_raw_and_cleaned_rows_of_a_local_cauldron_copy(tmp_path, monkeypatch):
     import datasets.config
 
-    from tamrin.doctor.dataset import check_dataset
+    from tamrin.doctor.checks import check_dataset
     from test_data_stage import CAULDRON_ROWS, write_cauldron_copy
 
     monkeypatch.setattr(datasets.config, "SLEEP_TIME_ON_THREADS_SHUTDOWN", 0)
@@ -171,8 +171,8 @@ def test_dataset_check_shows_raw_and_cleaned_rows_of_a_local_cauldron_copy(tmp_p
 
 
 def test_processor_check_on_the_tiny_model(tmp_path):
-    from tamrin.doctor.dataset import check_dataset
-    from tamrin.doctor.processor import check_processor
+    from tamrin.doctor.checks import check_dataset
+    from tamrin.doctor.checks import check_processor
 
     cfg = load_config("demo")
     facts = Facts("demo", work_dir=tmp_path)
@@ -185,9 +185,9 @@ def test_processor_check_on_the_tiny_model(tmp_path):
 
 @pytest.mark.slow
 def test_timed_steps_show_three_answers_of_the_model(tmp_path):
-    from tamrin.doctor.answers import answer_lines
-    from tamrin.doctor.dataset import check_dataset
-    from tamrin.doctor.processor import check_processor
+    from tamrin.doctor.steps import answer_lines
+    from tamrin.doctor.checks import check_dataset
+    from tamrin.doctor.checks import check_processor
     from tamrin.doctor.steps import check_steps
 
     cfg = load_config("demo")
@@ -201,7 +201,7 @@ def test_timed_steps_show_three_answers_of_the_model(tmp_path):
 
 
 def test_estimate_from_a_measured_step(tmp_path, monkeypatch):
-    from tamrin.doctor import estimate
+    from tamrin.doctor import steps as estimate
     from tamrin.doctor.steps import StepTiming
     from tamrin.runner import Paths
 

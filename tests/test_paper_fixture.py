@@ -86,7 +86,7 @@ def test_the_paper_report_builds_without_demo_wording(paper_root):
     assert over_budget(layout) == []
     # and what a reader sees on its pages: the PDF checker finds nothing in either document
     from pdf_check import Margins, check_pdf
-    from tamrin.report.lint import source_lints
+    from typography_lint import source_lints
 
     margins = Margins.from_style(ROOT / "templates" / "style.typ")
     for name in ("report", "supplement"):

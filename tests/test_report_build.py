@@ -238,7 +238,7 @@ a letter only a fallback font has: ǅ, and a glyph no font has: Ꝏ.
 def test_lint_catches_each_planted_fault(tmp_path):
     """The build's checks (those that depend on the compiled document) and the source lints the tests run
     (lint.source_lints), each on the planted section."""
-    from tamrin.report.lint import source_lints
+    from typography_lint import source_lints
 
     tpl = _templates(tmp_path, {"q1_1_vlm": PLANTED})
     (tpl / "fonts" / "Vazirmatn-Medium.ttf").unlink()
@@ -278,7 +278,7 @@ def test_lint_catches_each_planted_fault(tmp_path):
 def test_the_templates_pass_the_source_lints(report_only):
     """Typed numbers, markers, answer headings and typography of the committed templates, on the fixture render
     of both documents."""
-    from tamrin.report.lint import source_lints
+    from typography_lint import source_lints
 
     root, _ = report_only
     rendered = [(root / "report" / f"{doc}.typ").read_text(encoding="utf-8") for doc in ("report", "supplement")]

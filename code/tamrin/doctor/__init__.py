@@ -1,6 +1,95 @@
-"""`python build.py doctor`: a preflight of everything a long run needs, in about a minute (plus the model
-download and N timed steps when it runs on a GPU). One module per check; `run.py` orders them, passes what one
-check learned to the next (`Facts`), keeps each to a time budget, and prints the table."""
-from .run import run
+"""Runs the checks in order, each within a time budget and without a traceback, and prints the table."""
+from __future__ import annotations
 
-__all__ = ["run"]
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+from ..errors import TamrinError
+from .checks import FAIL, Check, Facts, can_start, render
+
+
+# Seconds each check may take (the hub calls inside have their own shorter timeouts); the timed steps are not
+# bounded: on a GPU they include the model download.
+BUDGET = {"python + packages": 20, "gpu": 20, "bitsandbytes": 30, "hf token + access": 30, "dataset": 40,
+          "processor": 60, "disk": 10}
+
+
+def guarded(name: str, fn: Callable[[], Check], budget: float | None) -> Check:
+    """`fn()` in a worker thread: its TamrinError is the check's one-line failure, any other exception a one-line
+    'unexpected' failure, and running past `budget` seconds a failure too (the thread is left to die with the
+    process)."""
+    box: dict[str, Check] = {}
+
+    def work() -> None:
+        try:
+            box["check"] = fn()
+        except TamrinError as e:
+            cause, _, fix = str(e).partition(": ")
+            box["check"] = Check(name, FAIL, cause, fix)
+        except Exception as e:  # noqa: BLE001 - one line, never a traceback
+            first = str(e).splitlines()[0] if str(e) else ""
+            box["check"] = Check(name, FAIL, f"unexpected {type(e).__name__}: {first[:200]}",
+                                 "rerun with -v; report it if it persists")
+
+    worker = threading.Thread(target=work, name=f"doctor-{name}", daemon=True)
+    worker.start()
+    worker.join(budget)
+    return box.get("check") or Check(name, FAIL, f"did not finish within {budget:g} s",
+                                     "check the network (or the disk) and rerun")
+
+
+def run(cfg, paths, steps: int = 3) -> int:
+    """All checks for `cfg`'s profile; exit status 0 only when the run can start."""
+    from .checks import check_access
+    from .checks import check_dataset
+    from .checks import check_disk, planned_dtype
+    from .steps import check_estimate
+    from .checks import check_gpu
+    from .checks import check_bitsandbytes, check_python_and_packages
+    from .checks import check_processor
+    from .steps import check_steps
+
+    t0 = time.perf_counter()
+    facts = Facts(profile=cfg.profile)
+    facts.work_dir = Path(tempfile.mkdtemp(prefix="tamrin-doctor-"))
+    print(f"doctor: profile {cfg.profile}, model {cfg.model.id if cfg.model.kind != 'tiny' else 'tiny (offline)'}, "
+          f"data {cfg.data.source}", flush=True)
+    checks: list[Check] = []
+
+    def add(name: str, fn: Callable[[], Check]) -> None:
+        checks.append(guarded(name, fn, BUDGET.get(name)))
+        c = checks[-1]
+        print(f"  {c.name}: {c.status}", flush=True)
+
+    try:
+        add("python + packages", lambda: check_python_and_packages(facts))
+        add("gpu", lambda: check_gpu(facts, cfg))
+        add("bitsandbytes", lambda: check_bitsandbytes(facts))
+        add("hf token + access", lambda: check_access(facts, cfg))
+        add("dataset", lambda: check_dataset(facts, cfg))
+        add("processor", lambda: check_processor(facts, cfg))
+        local = cfg.model.kind == "tiny" or Path(str(cfg.model.id)).is_dir()
+        add("disk", lambda: check_disk(cfg.profile, paths, local, str(cfg.model.id), planned_dtype(cfg, facts.gpu)))
+        timing_box: dict = {}
+
+        def steps_check() -> Check:
+            check, timing_box["timing"] = check_steps(facts, cfg, steps)
+            return check
+
+        if steps > 0 and facts.gpu and cfg.profile != "demo":
+            print("  timed steps: loading the model (the first time this downloads several GB) …", flush=True)
+        add("timed steps", steps_check)
+        add("estimate of `all`", lambda: check_estimate(facts, cfg, paths, timing_box.get("timing")))
+    finally:
+        shutil.rmtree(facts.work_dir, ignore_errors=True)
+    print()
+    print(render(checks))
+    ok = can_start(checks)
+    print()
+    print(f"doctor: {'the run can start' if ok else 'fix the FAIL rows above, then rerun doctor'} "
+          f"({time.perf_counter() - t0:.0f} s)")
+    return 0 if ok else 1

@@ -27,14 +27,14 @@ from . import figures as figs
 from .figure_cache import draw_stale
 from .context import config_dict, demo_stages, load_results, manifests_of
 from .lint import (Finding, LintError, bib_keys, covered_codepoints, figure_findings, font_findings,
-                   glyph_findings, undefined_references)
+                   glyph_findings, orphan_findings, undefined_references)
 from ..contract.persian import jalali_date
 from .pdf_info import pdf_info, pdf_text
 from .vocabulary import vocabulary_findings
 from .templating import make_environment
 from .typst_scan import scan
 from .bidi import bidi_rules
-from .typography import orphan_findings
+
 from .typst_compile import ALLOWED_PDF_FONTS, TypstCompileError, compile_pdf, missing_font_files, query
 
 TEMPLATES = ROOT / "templates"

@@ -24,7 +24,7 @@ Document checks (on the rendered Typst and the compiled PDF):
 - `glyph`: a character of the prose that neither Vazirmatn nor the symbol fallbacks (DejaVu Sans Mono; New
   Computer Modern Math for the arrow and math-operator blocks) has: Typst would draw an empty box for it
   without any warning.
-- typography.py: `split-assignment`, `gloss-unit`, `latin-isolate`, `inline-math` (rendered source) and
+- tests/typography_lint.py (run by the tests on the fixture render, not by the build): `split-assignment`, `gloss-unit`, `latin-isolate`, `inline-math` (rendered source) and
   `orphan` (compiled layout): mixed-direction text and page breaks.
 """
 from __future__ import annotations
@@ -121,20 +121,6 @@ def lint_templates(templates_dir: Path, names: list[str]) -> list[Finding]:
     style = templates_dir / "style.typ"
     if style.exists():
         findings += lint_template_source("templates/style.typ", style.read_text(encoding="utf-8"), digits=False)
-    return findings
-
-
-def source_lints(templates_dir: Path, rendered: list[str]) -> list[Finding]:
-    """The lints of the template sources and their rendered output that do not depend on the results: typed
-    numbers and open markers in every template, an answer heading for every question, and the typography rules
-    on each rendered document. The tests run them on the fixture render (the build does not)."""
-    from . import coverage
-    from .typography import typography_findings
-
-    names = sorted(p.relative_to(templates_dir).as_posix() for p in templates_dir.rglob("*.typ.j2"))
-    findings = lint_templates(templates_dir, names) + coverage.findings(templates_dir)
-    for source in rendered:
-        findings += typography_findings(source, templates_dir / "style.typ")
     return findings
 
 
@@ -243,3 +229,20 @@ def glyph_findings(typst_src: str, covered: set[int], scanned: object | None = N
     return [Finding("glyph", f"report.typ:{_line_of(typst_src, off)}",
                     f"character {ch!r} (U+{ord(ch):04X}) is in no report font: it would print as an empty box")
             for ch, off in missing.items()]
+
+
+ORPHAN_ROOM_PT = 40.0  # under a heading: its gap below plus two lines of body text (10.5 pt, leading 0.85 em)
+
+
+def orphan_findings(probes: list[dict], room_pt: float = ORPHAN_ROOM_PT) -> list:
+    """From the `<tamrin-keep>` metadata of the compiled document: headings, box titles and lead-ins left at
+    the foot of a page with no room for what follows them."""
+    out = []
+    for probe in probes:
+        value = probe.get("value", probe)
+        if value.get("room", 1e9) < room_pt:
+            out.append(Finding("orphan", f"page {value.get('page')}",
+                               f"a {value.get('kind', 'heading')} ends {value['room']:.0f} pt above the foot of the "
+                               f"page, with no room for the first lines after it (needs {room_pt:.0f} pt): keep it "
+                               "with what follows (sticky block) or move the break"))
+    return out

@@ -29,10 +29,9 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from .typst_scan import scan
+from tamrin.report.typst_scan import scan
 
 INLINE_MATH_LIMIT = 60  # symbols (see math_symbols): about half a line of body text
-ORPHAN_ROOM_PT = 40.0  # under a heading: its gap below plus two lines of body text (10.5 pt, leading 0.85 em)
 
 _ARABIC = "\u0600-\u06ff\u0750-\u077f\ufb50-\ufdff\ufe70-\ufeff"
 _RELATION_END = re.compile(r"(=|approx|≈|<=|>=|<|>|≤|≥)\s*$")
@@ -253,7 +252,7 @@ def persian_inline_maths(doc: _Doc) -> list[tuple[int, str]]:
 
 def typography_findings(src: str, style_path: Path, scanned: object | None = None) -> list:
     """Every source finding of this module on the rendered report `src`."""
-    from .lint import Finding
+    from tamrin.report.lint import Finding
 
     doc = _Doc(src, scanned)
     patterns = show_rule_patterns(str(style_path))
@@ -282,17 +281,15 @@ def typography_findings(src: str, style_path: Path, scanned: object | None = Non
     return findings
 
 
-def orphan_findings(probes: list[dict], room_pt: float = ORPHAN_ROOM_PT) -> list:
-    """From the `<tamrin-keep>` metadata of the compiled document: headings, box titles and lead-ins left at
-    the foot of a page with no room for what follows them."""
-    from .lint import Finding
+def source_lints(templates_dir: Path, rendered: list[str]) -> list[Finding]:
+    """The lints of the template sources and their rendered output that do not depend on the results: typed
+    numbers and open markers in every template, an answer heading for every question, and the typography rules
+    on each rendered document. The tests run them on the fixture render (the build does not)."""
+    from tamrin.report import coverage
+    from tamrin.report.lint import lint_templates
 
-    out = []
-    for probe in probes:
-        value = probe.get("value", probe)
-        if value.get("room", 1e9) < room_pt:
-            out.append(Finding("orphan", f"page {value.get('page')}",
-                               f"a {value.get('kind', 'heading')} ends {value['room']:.0f} pt above the foot of the "
-                               f"page, with no room for the first lines after it (needs {room_pt:.0f} pt): keep it "
-                               "with what follows (sticky block) or move the break"))
-    return out
+    names = sorted(p.relative_to(templates_dir).as_posix() for p in templates_dir.rglob("*.typ.j2"))
+    findings = lint_templates(templates_dir, names) + coverage.findings(templates_dir)
+    for source in rendered:
+        findings += typography_findings(source, templates_dir / "style.typ")
+    return findings
