@@ -19,7 +19,7 @@ from typing import Any
 import jinja2
 
 from .. import ROOT
-from ..atomic import write_text
+from ..atomic import write_bytes, write_text
 from ..errors import TamrinError
 from . import derivation_text
 from . import cases, coverage
@@ -34,7 +34,6 @@ from .vocabulary import vocabulary_findings
 from .templating import make_environment
 from .typst_scan import scan
 from .bidi import bidi_rules
-
 from .typst_compile import ALLOWED_PDF_FONTS, TypstCompileError, compile_pdf, missing_font_files, query
 
 TEMPLATES = ROOT / "templates"
@@ -42,9 +41,6 @@ TEMPLATES = ROOT / "templates"
 QTYPE_FA = {"exist": "وجود", "count": "شمارش", "compare_integer": "مقایسهٔ تعداد", "query_color": "پرسش از رنگ",
             "query_shape": "پرسش از شکل", "query_material": "پرسش از جنس", "query_size": "پرسش از اندازه",
             "compare_attribute": "مقایسهٔ ویژگی"}
-STAGE_FA = {"data": "داده", "finetune": "آموزش", "eval": "ارزیابی", "ablation": "اثر رتبه", "memory": "حافظه",
-            "derive": "اشتقاق‌ها", "flow": "تطبیق جریان"}
-
 
 # The prose files of templates/sections/, in the assignment's order (each answers the questions coverage.py
 # assigns to it).
@@ -201,13 +197,14 @@ def build_context(r: dict[str, Any], rp: ReportPaths, report_cfg: Any, student: 
     name_en = " ".join(x for x in (st.get("first_name_en", ""), st.get("last_name_en", "")) if x).strip()
     return {
         "r": r, "demo": bool(demo), "demo_stage": {s: s in demo for s in manifests},
-        "demo_stages_fa": "، ".join(STAGE_FA.get(s, s) for s in demo),
         "student": st, "cfg": config_dict(report_cfg), "manifests": manifests,
         "cover": {"student_name": name, "student_name_en": name_en or "student",
                   "date_fa": report_cfg.date_fa or jalali_date(_latest_finish(manifests))},
         "fig": fig, "data_examples": data_examples, "flow_floor": figs.sampling_floor(r["flow"]["experiment"]),
         "flow_methods": figs.flow_methods(r["flow"]["experiment"]), "loss_window": window,
-        "sections": [f"sections/{name}.typ.j2" for name in SECTIONS], "supp": {name: i for i, name in enumerate(SUPPLEMENT, 1)}, "provenance": provenance_rows(manifests), "packages": package_rows(manifests),
+        "sections": [f"sections/{name}.typ.j2" for name in SECTIONS],
+        "supp": {name: i for i, name in enumerate(SUPPLEMENT, 1)},
+        "provenance": provenance_rows(manifests), "packages": package_rows(manifests),
         "report_build": {"typst": typst_version},
         "derivation_texts": derivation_text.load(rp.templates),
         **template_decisions(r, data_examples),
@@ -305,13 +302,6 @@ def report_layout(compiled: Any) -> dict[str, Any]:
     return found[0]["value"]
 
 
-def _write_pdf(path: Path, pdf: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".pdf.tmp")
-    tmp.write_bytes(pdf)
-    tmp.replace(path)
-
-
 def build_report(rp: ReportPaths, report_cfg: Any, student: Any, log: Any = None) -> BuildResult:
     """Both documents: report.pdf (the answers) and supplement.pdf (the checks and the reproducibility material
     that support them). The supplement is rendered after the report compiles, because its coverage table gives
@@ -368,8 +358,8 @@ def build_report(rp: ReportPaths, report_cfg: Any, student: Any, log: Any = None
             stale.unlink(missing_ok=True)  # never leave a PDF that failed its checks for the zip to pack
         raise LintError(findings)
     assert compiled is not None and supp is not None
-    _write_pdf(pdf_path, compiled.pdf)
-    _write_pdf(supp_pdf, supp.pdf)
+    write_bytes(pdf_path, compiled.pdf)
+    write_bytes(supp_pdf, supp.pdf)
     write_text(rp.report / "report-layout.json", json.dumps(layout, ensure_ascii=False, indent=1))
     seconds = time.perf_counter() - t0
     pages = compiled.info.pages

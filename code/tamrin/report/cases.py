@@ -132,7 +132,6 @@ def ci_case(base: dict[str, float], tuned: dict[str, float]) -> str:
     return "overlap"
 
 
-PARTIAL_CREDIT_MARGIN = 0.005  # ROUGE-L above exact match by more than rounding: partial credit exists
 
 
 def rouge(base: dict[str, Any], tuned: dict[str, Any]) -> dict[str, Any]:
@@ -143,23 +142,19 @@ def rouge(base: dict[str, Any], tuned: dict[str, Any]) -> dict[str, Any]:
         "em_change": _direction(tuned["exact_match"], base["exact_match"]),
         "ci_case": ci_case(base["rougeL"], tuned["rougeL"]),
         "base_verbose": base["rouge1"]["p"] < base["rouge1"]["r"],
-        "base_partial_credit": base["rougeL"]["f"] > base["exact_match"] + PARTIAL_CREDIT_MARGIN,
         "gap_shrank": gap(tuned) < gap(base),
-        "rouge2_case": "zero" if tuned["rouge2"]["f"] == 0 and base["rouge2"]["f"] == 0 else "near_zero",
     }
 
 
 def per_qtype(per_q: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
     """The question types with the highest and the lowest exact match (ties: the later type in the file's order
-    is the best, the earlier the worst), and whether counting is below existence; None with fewer than 2 types."""
+    is the best, the earlier the worst); None with fewer than 2 types."""
     if len(per_q) < 2:
         return None
     ranked = sorted(per_q.items(), key=lambda kv: kv[1]["exact_match"])
     (worst, w), (best, b) = ranked[0], ranked[-1]
     return {"best": {"qtype": best, "exact_match": b["exact_match"], "n": b["n"]},
-            "worst": {"qtype": worst, "exact_match": w["exact_match"], "n": w["n"]},
-            "count_below_exist": "count" in per_q and "exist" in per_q
-                                 and per_q["count"]["exact_match"] < per_q["exist"]["exact_match"]}
+            "worst": {"qtype": worst, "exact_match": w["exact_match"], "n": w["n"]}}
 
 
 # ------------------------------------------------------------------------------------------------ samples
@@ -173,7 +168,6 @@ def samples(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Counts over the shown samples and the named format case of the discussion."""
     base_out = sum(not in_vocabulary(x["base"]) for x in rows)
     tuned_out = sum(not in_vocabulary(x["finetuned"]) for x in rows)
-    wrong = list(dict.fromkeys(x["qtype"] for x in rows if not x["finetuned_ok"]))
     if base_out > tuned_out:
         fmt = "base_off_format"
     elif base_out == 0 and tuned_out == 0:
@@ -189,8 +183,7 @@ def samples(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "base_out": base_out, "tuned_out": tuned_out,
         "base_long": sum(len(x["base"].split()) > 1 for x in rows),
         "base_empty": sum(not x["base"].strip() for x in rows),
-        "format_case": fmt, "wrong_types": wrong,
-        "counting_error": any(t in ("count", "compare_integer") for t in wrong),
+        "format_case": fmt,
         "vocab_size": len(ANSWERS),
     }
 
@@ -659,7 +652,6 @@ def decisions(r: dict[str, Any], floors: dict[str, float], n_examples: int,
         "training": training(ft["summary"], cfg["lora"], cfg["train"]),
         "heldout": heldout(ft.get("heldout", []), ft["summary"]),
         "rouge": rouge(r["eval"]["base"]["metrics"], r["eval"]["finetuned"]["metrics"]),
-        "per_qtype": per_qtype(r["eval"]["finetuned"]["metrics"]["per_qtype"]),
         "samples": samples(r["eval"]["samples"]),
         "discussion": discussion(r["eval"], r["data"]["qtypes"]),
         "memory": memory(r["memory"]),
