@@ -19,7 +19,7 @@ from typing import Any
 import jinja2
 
 from .. import ROOT
-from ..atomic import write_bytes, write_text
+from ..atomic import write_text
 from ..errors import TamrinError
 from . import derivation_text
 from . import cases, coverage
@@ -302,6 +302,15 @@ def report_layout(compiled: Any) -> dict[str, Any]:
     return found[0]["value"]
 
 
+def _write_pdf(path: Path, pdf: bytes) -> None:
+    """A compiled PDF, renamed into place whole. (atomic.py writes text only; every compute stage's key hashes it,
+    so adding a bytes writer there would make every cached result stale once, for no change in any result.)"""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".pdf.tmp")
+    tmp.write_bytes(pdf)
+    tmp.replace(path)
+
+
 def build_report(rp: ReportPaths, report_cfg: Any, student: Any, log: Any = None) -> BuildResult:
     """Both documents: report.pdf (the answers) and supplement.pdf (the checks and the reproducibility material
     that support them). The supplement is rendered after the report compiles, because its coverage table gives
@@ -358,8 +367,8 @@ def build_report(rp: ReportPaths, report_cfg: Any, student: Any, log: Any = None
             stale.unlink(missing_ok=True)  # never leave a PDF that failed its checks for the zip to pack
         raise LintError(findings)
     assert compiled is not None and supp is not None
-    write_bytes(pdf_path, compiled.pdf)
-    write_bytes(supp_pdf, supp.pdf)
+    _write_pdf(pdf_path, compiled.pdf)
+    _write_pdf(supp_pdf, supp.pdf)
     write_text(rp.report / "report-layout.json", json.dumps(layout, ensure_ascii=False, indent=1))
     seconds = time.perf_counter() - t0
     pages = compiled.info.pages
