@@ -1,6 +1,6 @@
 """Figures drawn from results (matplotlib, Agg backend): one function per figure, each writing one file, and
-`figure_specs`, the list of the report's figures with their data. Which figures are stale, and drawing them in
-a child process while the report renders, is figure_cache.py's job.
+`figure_specs`, the list of the report's figures with their data. Which figures are stale, and drawing only
+those, is figure_cache.py's job.
 
 Line and bar charts are SVG (vector; text converted to paths so no font is needed to show them); dense
 point clouds are PNG. Every figure uses `STYLE`, so they share fonts, sizes and colours. Labels are English:
@@ -368,7 +368,7 @@ def flow_w2_figure(exp: dict, path: Path) -> Path:
 
 
 # ------------------------------------------------------------------------------------------------------------
-# The report's figures and their data (figure_cache.py draws the stale ones in a child process)
+# The report's figures and their data (figure_cache.py draws the stale ones)
 # ------------------------------------------------------------------------------------------------------------
 
 def figure_specs(r: dict[str, Any], window: int) -> dict[str, FigureSpec]:
