@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..errors import TamrinError
-from .qtype import classify
+from .cleaning import classify
 from ..contract.facts import ANSWERS, normalize_answer
 
 # Images selected beyond the target, as a share of it: covers missing or corrupt image files (the official

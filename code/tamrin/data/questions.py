@@ -4,22 +4,24 @@ Every template belongs to one of DESIGN.md's 8 question types. A question names 
 (`[size] [color] [material] shape-or-thing`, with CLEVR's synonyms) and, optionally, one spatial relation to an
 anchor object ("the cube that is left of the red sphere"). A question is only kept when it is well-posed:
 "the X" must denote exactly one object, a queried attribute is never given away by the description, and every
-relation it uses is unambiguous (see `scene.relation_holds`). Answers come from the 28-answer vocabulary and are
-kept close to balanced: query questions draw the answer value first (uniformly among the values in the scene) and
-compare-attribute questions draw "same"/"different" first; for exist, count and compare-integer questions several
-candidates are sampled and an answer is picked uniformly among those reached.
+relation it uses is unambiguous (the two objects differ by at least `RELATION_MARGIN` along its axis; closer pairs
+are never asked about). Answers come from the 28-answer vocabulary and are kept close to balanced: query questions
+draw the answer value first (uniformly among the values in the scene) and compare-attribute questions draw
+"same"/"different" first; for exist, count and compare-integer questions several candidates are sampled and an
+answer is picked uniformly among those reached.
 """
 from __future__ import annotations
 
 import itertools
 import random
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
-from .scene import RELATIONS, Scene, relation_holds
 from ..contract.facts import ATTRIBUTE_VALUES, SYNONYMS
 
 ATTRS = ("size", "color", "material", "shape")  # word order in a description
+RELATIONS: tuple[str, ...] = ("left", "right", "behind", "front")
+RELATION_MARGIN = 0.45  # world units: closer along the axis → the relation is ambiguous
 REL_WORDS = {"left": "left of", "right": "right of", "behind": "behind", "front": "in front of"}
 QUERY_TEMPLATES = {
     "color": ("What color is the {R}?", "What is the color of the {R}?", "The {R} is what color?"),
@@ -52,6 +54,14 @@ CANDIDATES = 8  # candidates sampled per question before picking a balanced answ
 RELATION_PROB = 0.3  # share of descriptions that use a spatial relation, where one is possible
 
 Desc = dict  # attribute name -> value, a subset of ATTRS
+
+
+def relation_holds(a: Any, b: Any, rel: str) -> bool | None:
+    """Is scene object `a` <rel> `b`? True/False when clear, None when the pair is within the ambiguity margin."""
+    delta = {"left": b.x - a.x, "right": a.x - b.x, "behind": a.y - b.y, "front": b.y - a.y}[rel]
+    if abs(delta) < RELATION_MARGIN:
+        return None
+    return delta > 0
 
 
 @dataclass(frozen=True)
@@ -88,11 +98,10 @@ def _cap(text: str) -> str:
 
 
 class SceneQuestions:
-    """Well-posed, answer-balanced questions about one scene."""
+    """Well-posed, answer-balanced questions about the objects of one scene."""
 
-    def __init__(self, scene: Scene, rng: random.Random) -> None:
-        self.scene = scene
-        self.objects = scene.objects
+    def __init__(self, objects: list[Any], rng: random.Random) -> None:
+        self.objects = objects
         self.rng = rng
         # Object sets are bit masks over object indices: set algebra stays cheap inside the candidate loops.
         self._value_mask: dict[tuple[str, str], int] = {}

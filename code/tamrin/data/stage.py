@@ -7,35 +7,65 @@ and counted, never fatal; a source that yields no usable question is a one-line 
 """
 from __future__ import annotations
 
+import io
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any, Optional
 
+from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from .. import contract
 from ..errors import TamrinError
-from .images import BadImage, to_png
-from .split import split_by_image, test_target
 from ..contract.facts import QTYPES
-from .subset import question_target, subset_stats
+from .subset import question_target, split_by_image, subset_stats, test_target
 
 _WARN_EXAMPLES = 5
+MAX_PIXELS = 40_000_000  # a CLEVR image is 480×320; anything far larger is not one
+
+
+class BadImage(Exception):
+    """An image that is missing, truncated or not decodable (the stage skips and counts it)."""
+
+
+def to_png(data: bytes | None) -> bytes:
+    """`data` fully decoded (catching truncation, which `verify()` alone misses): PNG input as is, other formats
+    re-encoded as RGB PNG."""
+    if not data:
+        raise BadImage("no image bytes")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as probe:
+                probe.verify()
+            with Image.open(io.BytesIO(data)) as img:
+                if img.width * img.height > MAX_PIXELS:
+                    raise BadImage(f"implausibly large image ({img.width}×{img.height})")
+                img.load()
+                if img.format == "PNG":
+                    return bytes(data)
+                buf = io.BytesIO()
+                img.convert("RGB").save(buf, format="PNG", compress_level=3)
+                return buf.getvalue()
+    except BadImage:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombWarning,
+            Image.DecompressionBombError) as e:
+        raise BadImage(f"{type(e).__name__}: {e}") from None
 
 
 class Collector:
     """Saves each image once and turns its QA pairs into records; counts whatever had to be skipped."""
 
-    def __init__(self, out_dir: Path, log: Any, limit: Optional[int] = None) -> None:
-        self.out_dir = out_dir
-        self.limit = limit  # the subset's question target: counted on questions actually kept
+    def __init__(self, out_dir: Path, log: Any) -> None:
+        self.limit: Optional[int] = None  # the subset's question target: counted on questions actually kept
         self.images_dir = out_dir / "images"
         self.images_dir.mkdir(parents=True, exist_ok=True)
         self.log = log
         self.records: list[dict] = []
         self.skipped: Counter = Counter()
-        self._saved: set[str] = set()
-        self._questions: dict[str, set[str]] = {}
+        self._questions: dict[str, set[str]] = {}  # image id -> its questions kept (saved images only)
         self.source_questions: Optional[int] = None  # the denominator of data.fraction (None: synthetic)
         self.counted = False  # True when counted from the source's files, False when declared in the config
 
@@ -46,9 +76,9 @@ class Collector:
     def add(self, image_id: str, data: Optional[bytes], qas: list[dict], source: str, trusted_png: bool = False) -> None:
         if not qas or self.full:
             return
-        if image_id not in self._saved:
+        if image_id not in self._questions:
             try:
-                png = data if trusted_png and data else to_png(data)[0]
+                png = data if trusted_png and data else to_png(data)
             except BadImage as e:
                 kind = "missing_image" if data is None else "corrupt_image"
                 self.skipped[kind] += 1
@@ -57,7 +87,6 @@ class Collector:
                     self.log.warning(f"skipped {kind.replace('_', ' ')} {image_id} ({e}); its {len(qas)} questions dropped")
                 return
             (self.images_dir / f"{image_id}.png").write_bytes(png)
-            self._saved.add(image_id)
             self._questions[image_id] = set()
         seen = self._questions[image_id]
         for qa in qas:
@@ -126,7 +155,7 @@ def collect_hub(cfg: Any, col: Collector) -> dict:
     label = f"{cfg.hub_id}:{cfg.hub_config}" if cfg.hub_config else cfg.hub_id
     col.limit = question_target(cfg.fraction, cfg.source_questions, cfg.margin, cfg.max_questions)
     col.source_questions, col.counted = cfg.source_questions, False
-    items = iter_images(ds, cfg, counts, cfg.shuffle_buffer)
+    items = iter_images(ds, cfg, counts)
     with _bar(col.limit, f"streaming {label}", "q") as bar:
         for item in items:
             before = len(col.records)
