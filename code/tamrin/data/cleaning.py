@@ -1,28 +1,22 @@
 """Raw CLEVR QA text → the bare question, the bare vocabulary answer and the question type.
 
-The_cauldron's `clevr` config: parquet shards `clevr/train-000NN-of-00024-*.parquet` (the repository's file tree on
-huggingface.co, `tree/main/clevr`), a row `{"images": [image, …], "texts": [{"user": …, "assistant": …}, …]}`
-(torchtune's `TheCauldronToMessages`, pytorch/torchtune `torchtune/datasets/multimodal/_the_cauldron.py`, reads
-exactly these keys; the dataset card names the columns the same way); image cells are undecoded `datasets.Image`
-features, `{"bytes": …, "path": …}`. Not confirmed offline (the hub was out of reach where this was written): the
-exact wording inside `user` and `assistant`. The Cauldron appends an answer-format instruction to many questions
-and writes many answers as a reply, so both forms are handled ("…?\nAnswer the question using a single word or
-phrase."; "2", "Answer: 2.", "Yes."). `build.py doctor` prints the raw and cleaned first rows of the real stream,
-and stats.json counts the pairs that could not be parsed.
+The_cauldron's `clevr` config is parquet shards (`tree/main/clevr` on huggingface.co) of rows `{"images": [image],
+"texts": [{"user": …, "assistant": …}, …]}` (the keys torchtune's `TheCauldronToMessages` reads,
+pytorch/torchtune `torchtune/datasets/multimodal/_the_cauldron.py`). Not confirmed offline: the wording inside the
+turns. The Cauldron appends answer-format instructions to many questions and writes many answers as a reply, so
+both forms are handled; `build.py doctor` prints raw and cleaned rows, and stats.json counts unparsed pairs.
 
-Question (`clean_question`), in order: Q1 drop image placeholders; Q2 split into non-empty lines; Q4 (first, so
-such a line counts as a question line in Q3) cut the instruction sentences after the last "?" of a line; Q3 drop
-instruction lines (`INSTRUCTION_PATTERNS`) and answer stubs, then keep only the last line ending in "?" (a CLEVR
-question is one sentence; an instruction the patterns miss cannot leak in); Q5 strip a speaker label
-("Question:", "User:"); Q6 join with single spaces ("" = no question: the pair is skipped).
-Answer (`clean_answer`): A1 strip a label ("Answer:", "Assistant:") and "The answer is …"; A2 normalise
-(`contract.facts.normalize_answer`: case, punctuation, grey→gray, two→2); A3 keep it only if it is one of the 28
-CLEVR answers.
+Question, in order: Q1 drop image placeholders; Q2 split into non-empty lines; Q4 (first, so such a line counts as
+a question line in Q3) cut the instruction sentences after a line's last "?"; Q3 drop instruction lines
+(`INSTRUCTION_PATTERNS`) and answer stubs, then keep only the last line ending in "?" (a CLEVR question is one
+sentence: an instruction the patterns miss cannot leak in); Q5 strip a speaker label; Q6 join ("" = no question).
+Answer: A1 strip a label and "The answer is …"; A2 `normalize_answer` (case, punctuation, grey→gray, two→2); A3 one
+of the 28 CLEVR answers, else None.
 
-Question type (DESIGN.md's 8 CLEVR types, `classify`): CLEVR names a question by the last function of its program
-(`exist`, `count`, `equal_integer`/`less_than`/`greater_than`, `query_<attr>`, `equal_<attr>`). Without a program
-the answer family narrows the type (a number → count, a colour → query_color, …) and, for yes/no answers, the
-wording separates exist, compare_integer and compare_attribute.
+Question type (`classify`): CLEVR names a question by the last function of its program (`exist`, `count`,
+`equal_integer`/`less_than`/`greater_than`, `query_<attr>`, `equal_<attr>`). Without a program the answer family
+narrows the type (a number → count, a colour → query_color, …) and, for yes/no answers, the wording separates
+exist, compare_integer and compare_attribute.
 """
 from __future__ import annotations
 
@@ -96,13 +90,8 @@ _PROGRAM_LAST: dict[str, str] = {
 
 def _function_name(node: Any) -> str:
     """A program node's function: CLEVR v1.0 uses `function`, older dumps `type`; `f[value]` forms are cut."""
-    if isinstance(node, str):
-        name = node
-    elif isinstance(node, dict):
-        name = node.get("function") or node.get("type") or ""
-    else:
-        name = ""
-    return str(name).split("[", 1)[0].strip()
+    name = node if isinstance(node, str) else (node.get("function") or node.get("type")) if isinstance(node, dict) else ""
+    return str(name or "").split("[", 1)[0].strip()
 
 
 def qtype_from_program(program: Any) -> Optional[str]:
@@ -137,11 +126,7 @@ _QUERY_WORDING: tuple[tuple[re.Pattern, str], ...] = (
 def _yes_no_type(q: str) -> str:
     if _COMPARE_INTEGER.search(q):
         return "compare_integer"
-    if _EXIST.search(q):
-        return "exist"
-    if _COMPARE_ATTRIBUTE.search(q):
-        return "compare_attribute"
-    return "exist"
+    return "compare_attribute" if not _EXIST.search(q) and _COMPARE_ATTRIBUTE.search(q) else "exist"
 
 
 def qtype_from_wording(question: str, answer: Optional[str] = None) -> Optional[str]:

@@ -1,15 +1,10 @@
 """The hub source: a CLEVR copy streamed with `datasets.load_dataset(..., streaming=True)`.
 
-Default: `HuggingFaceM4/the_cauldron`, config `clevr` — parquet rows of `images` (a list with one image) and
-`texts` (a list of `{user, assistant, source}` QA turns about that image). Another copy works by configuration:
-`hub_layout = "flat"` reads one QA pair per row from `question_column` / `answer_column` (and a CLEVR program
-from `program_column` when it has one).
-
-The subset is deterministic: the stream is shuffled with the seed (shard order + a bounded buffer) and rows are
-read until the stage has kept its question target (`subset.question_target`), counted after cleaning and skips.
-Everything that can go wrong before the first row arrives becomes one line naming the problem and the fix; a row
-format the cleaning does not read stops the stage after a few hundred rows (`RowFormatCheck`), not after the whole
-stream.
+Default: `HuggingFaceM4/the_cauldron`, config `clevr` (rows of `images` + `texts`, see `cleaning`); `hub_layout =
+"flat"` reads one QA pair per row from `question_column` / `answer_column` (and `program_column`). The stream is
+shuffled with the seed (shard order + a bounded buffer) and read until the stage has kept its question target.
+Failures before the first row become one line naming the fix; a row format the cleaning does not read stops the
+stage after a few hundred rows (`RowFormatCheck`), not after the whole stream.
 """
 from __future__ import annotations
 
@@ -27,13 +22,6 @@ EARLY_MIN_KEPT = 0.5  # share of the QA pairs of those rows the cleaning must tu
 # Datasets that are (or were) loading scripts: `datasets` ≥ 4 refuses them.
 SCRIPT_DATASETS = {"HuggingFaceM4/clevr": "HuggingFaceM4/the_cauldron (config clevr)"}
 _FIX_SOURCE = "or build offline with --set data.source=synthetic (or data.source=clevr_dir with data.path)"
-
-
-@dataclass
-class HubImage:
-    image_id: str
-    data: Optional[bytes]  # raw image bytes as stored (None when the row has none)
-    qas: list[dict[str, Any]] = field(default_factory=list)  # {question, answer, qtype}
 
 
 @dataclass
@@ -226,8 +214,8 @@ def _checked_rows(ds: Any, cfg: Any, n_rows: int, counts: HubCounts, what: str) 
         yield row
 
 
-def iter_images(ds: Any, cfg: Any, counts: HubCounts) -> Iterator[HubImage]:
-    """Shuffle (seeded), take the subset, and yield one item per row (several QA pairs per image).
+def iter_images(ds: Any, cfg: Any, counts: HubCounts) -> Iterator[tuple[str, Optional[bytes], list[dict]]]:
+    """Shuffle (seeded) and yield (image id, raw image bytes or None, cleaned QA pairs) per row.
 
     First the row format is judged on the first `EARLY_ROWS` rows in stored order (`RowFormatCheck`). Not on the
     shuffled stream: `IterableDataset.shuffle` fills its buffer from 10 shards at a time (`max_buffer_input_shards`,
@@ -245,7 +233,7 @@ def iter_images(ds: Any, cfg: Any, counts: HubCounts) -> Iterator[HubImage]:
         data = image_bytes(row.get(cfg.image_column))
         # Content-addressed ids: the same picture in two rows is one image (and lands in one split).
         image_id = "clevr_" + hashlib.sha1(data).hexdigest()[:16] if data else f"missing_row{counts.rows:07d}"
-        yield HubImage(image_id, data, qas)  # the caller stops once the subset's question target is kept
+        yield image_id, data, qas  # the caller stops once the subset's question target is kept
 
 
 @dataclass

@@ -30,12 +30,8 @@ QUERY_TEMPLATES = {
     "size": ("What size is the {R}?", "What is the size of the {R}?", "How big is the {R}?"),
 }
 COMPARE_ATTRIBUTE_TEMPLATES = {
-    "color": ("Is the {R1} the same color as the {R2}?", "Does the {R1} have the same color as the {R2}?",
-              "Do the {R1} and the {R2} have the same color?"),
-    "shape": ("Is the {R1} the same shape as the {R2}?", "Does the {R1} have the same shape as the {R2}?",
-              "Do the {R1} and the {R2} have the same shape?"),
-    "size": ("Is the {R1} the same size as the {R2}?", "Does the {R1} have the same size as the {R2}?",
-             "Do the {R1} and the {R2} have the same size?"),
+    **{a: (f"Is the {{R1}} the same {a} as the {{R2}}?", f"Does the {{R1}} have the same {a} as the {{R2}}?",
+           f"Do the {{R1}} and the {{R2}} have the same {a}?") for a in ("color", "shape", "size")},
     "material": ("Is the {R1} made of the same material as the {R2}?",
                  "Does the {R1} have the same material as the {R2}?",
                  "Are the {R1} and the {R2} made of the same material?"),
@@ -89,6 +85,10 @@ def desc_words(desc: Desc, rng: random.Random, plural: bool = False) -> str:
     return " ".join(words)
 
 
+def _bits(flags) -> int:
+    return sum(1 << i for i, flag in enumerate(flags) if flag)
+
+
 def _article(phrase: str) -> str:
     return ("an " if phrase[0] in "aeiou" else "a ") + phrase
 
@@ -107,34 +107,19 @@ class SceneQuestions:
         self._value_mask: dict[tuple[str, str], int] = {}
         for i, o in enumerate(self.objects):
             for a in ATTRS:
-                key = (a, o.attr(a))
-                self._value_mask[key] = self._value_mask.get(key, 0) | (1 << i)
+                self._value_mask[(a, o.attr(a))] = self._value_mask.get((a, o.attr(a)), 0) | (1 << i)
         self._all = (1 << len(self.objects)) - 1
         self._masks: dict[tuple, int] = {}
         # For each object: every subset of its attributes (0–3 of them, shortest first) and the mask it selects.
-        self._subsets: list[list[tuple[tuple[str, ...], int]]] = []
-        for o in self.objects:
-            rows = []
-            for k in range(0, 4):
-                for attrs in itertools.combinations(ATTRS, k):
-                    m = self._all
-                    for a in attrs:
-                        m &= self._value_mask[(a, o.attr(a))]
-                    rows.append((attrs, m))
-            self._subsets.append(rows)
+        self._subsets = [[(attrs, self._mask({a: o.attr(a) for a in attrs}))
+                          for k in range(4) for attrs in itertools.combinations(ATTRS, k)] for o in self.objects]
         self._unique: dict[tuple[int, tuple[str, ...]], list[Desc]] = {}
+        # (anchor, relation) -> (objects for which it holds, objects too close to tell), excluding the anchor
         self._rel: dict[tuple[int, str], tuple[int, int]] = {}
         for j, anchor in enumerate(self.objects):
             for rel in RELATIONS:
-                true = ambiguous = 0
-                for i, o in enumerate(self.objects):
-                    if i != j:
-                        holds = relation_holds(o, anchor, rel)
-                        if holds is None:
-                            ambiguous |= 1 << i
-                        elif holds:
-                            true |= 1 << i
-                self._rel[(j, rel)] = (true, ambiguous)
+                holds = [i != j and relation_holds(o, anchor, rel) for i, o in enumerate(self.objects)]
+                self._rel[(j, rel)] = (_bits(h is True for h in holds), _bits(h is None for h in holds))
 
     # --- descriptions and references -------------------------------------------------------------------------
     def _mask(self, desc: Desc) -> int:

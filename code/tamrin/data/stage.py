@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import warnings
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional
 
@@ -104,21 +105,17 @@ class Collector:
                                  "image_id": image_id, "source": source})
 
 
-def _bar(total: Optional[int], desc: str, unit: str) -> tqdm:
-    return tqdm(total=total, desc=desc, unit=unit, mininterval=0.5, dynamic_ncols=True, leave=False)
+def _bar(items: Any, desc: str, unit: str, total: Optional[int] = None) -> tqdm:
+    return tqdm(items, total=total, desc=desc, unit=unit, mininterval=0.5, dynamic_ncols=True, leave=False)
 
 
 def collect_synthetic(cfg: Any, col: Collector) -> dict:
     from .synthetic import make_scene
 
-    kwargs = dict(image_size=cfg.image_size, questions_per_scene=cfg.questions_per_scene,
-                  min_objects=cfg.min_objects, max_objects=cfg.max_objects)
-    with _bar(cfg.n_scenes, "synthetic scenes", "scene") as bar:
-        for i in range(cfg.n_scenes):
-            s = make_scene(cfg.seed, i, **kwargs)
-            qas = [{"question": q.question, "answer": q.answer, "qtype": q.qtype} for q in s.questions]
-            col.add(s.image_id, s.png, qas, "synthetic", trusted_png=True)
-            bar.update(1)
+    for i in _bar(range(cfg.n_scenes), "synthetic scenes", "scene"):
+        s = make_scene(cfg.seed, i, image_size=cfg.image_size, questions_per_scene=cfg.questions_per_scene,
+                       min_objects=cfg.min_objects, max_objects=cfg.max_objects)
+        col.add(s.image_id, s.png, [asdict(q) for q in s.questions], "synthetic", trusted_png=True)
     return {"kind": "synthetic", "scenes": cfg.n_scenes, "image_size": cfg.image_size,
             "objects_per_scene": [cfg.min_objects, cfg.max_objects]}
 
@@ -131,17 +128,14 @@ def collect_clevr_dir(cfg: Any, col: Collector) -> dict:
                      lambda n: question_target(cfg.fraction, n, cfg.margin, cfg.max_questions), bar)
     col.limit = sel.target
     col.skipped["off_vocabulary"] += sel.off_vocabulary
-    with _bar(len(sel.images), "copying CLEVR images", "img") as bar:
-        for im in sel.images:
-            if col.full:
-                break
-            split = im.path.parent.name
-            try:
-                data: Optional[bytes] = im.path.read_bytes()
-            except OSError:
-                data = None
-            col.add(im.image_id, data, im.qas, f"CLEVR_v1.0:{split}")
-            bar.update(1)
+    for im in _bar(sel.images, "copying CLEVR images", "img"):
+        if col.full:
+            break
+        try:
+            data: Optional[bytes] = im.path.read_bytes()
+        except OSError:
+            data = None
+        col.add(im.image_id, data, im.qas, f"CLEVR_v1.0:{im.path.parent.name}")
     col.source_questions, col.counted = sel.questions_read, True
     return {"kind": "clevr_dir", "path": str(cfg.path), "splits": list(cfg.clevr_splits),
             "questions_read": sel.questions_read, "images_selected": len(sel.images)}
@@ -155,11 +149,10 @@ def collect_hub(cfg: Any, col: Collector) -> dict:
     label = f"{cfg.hub_id}:{cfg.hub_config}" if cfg.hub_config else cfg.hub_id
     col.limit = question_target(cfg.fraction, cfg.source_questions, cfg.margin, cfg.max_questions)
     col.source_questions, col.counted = cfg.source_questions, False
-    items = iter_images(ds, cfg, counts)
-    with _bar(col.limit, f"streaming {label}", "q") as bar:
-        for item in items:
+    with _bar(None, f"streaming {label}", "q", total=col.limit) as bar:
+        for image_id, data, qas in iter_images(ds, cfg, counts):
             before = len(col.records)
-            col.add(item.image_id, item.data, item.qas, label)
+            col.add(image_id, data, qas, label)
             bar.update(len(col.records) - before)
             if col.full:
                 break
@@ -186,8 +179,7 @@ def split_stats(records: list[dict]) -> dict:
 def run(ctx: Any) -> None:
     cfg = ctx.section("data")
     col = Collector(ctx.out_dir, ctx.log)  # the hub and official-folder collectors set the question target
-    collect = {"synthetic": collect_synthetic, "clevr_dir": collect_clevr_dir, "hub": collect_hub}[cfg.source]
-    source_info = collect(cfg, col)
+    source_info = {"synthetic": collect_synthetic, "clevr_dir": collect_clevr_dir, "hub": collect_hub}[cfg.source](cfg, col)
     records = col.records
     if not records:
         skipped = ", ".join(f"{k}: {v}" for k, v in sorted(col.skipped.items())) or "nothing skipped"
@@ -197,7 +189,8 @@ def run(ctx: Any) -> None:
     if not train:
         raise TamrinError(f"only {len(records)} questions: nothing left for training after the test split; lower "
                           "data.test_fraction or add data")
-    if test_target(len(records), cfg.test_fraction, cfg.max_test) > 0 and not test:
+    n_test = test_target(len(records), cfg.test_fraction, cfg.max_test)
+    if n_test > 0 and not test:
         ctx.log.warning("the test split is empty (images carry more questions than the test target): raise "
                         "data.test_fraction or data.max_test")
     used = {r["image_id"] for r in records}
@@ -217,7 +210,7 @@ def run(ctx: Any) -> None:
             kept=len(records), source_questions=col.source_questions, counted=col.counted, target=col.limit,
             fraction=cfg.fraction, margin=cfg.margin, cap=cfg.max_questions),
         "split": {"by": "image", "test_fraction": cfg.test_fraction, "max_test": cfg.max_test,
-                  "test_target": test_target(len(records), cfg.test_fraction, cfg.max_test)},
+                  "test_target": n_test},
     }
     contract.write(ctx.out_dir, "data/stats.json", stats)
     skipped = {k: v for k, v in stats["skipped"].items() if v}

@@ -1,18 +1,13 @@
-"""The synthetic source: CLEVR-like scenes (3–10 objects on a ground plane), rendered, each with template questions.
+"""The synthetic source: CLEVR-like scenes of 3–10 objects on a ground plane, rendered, with template questions.
 
-World frame: the ground is z = 0, x grows to the camera's right, y grows away from the camera, z is up. The camera
-has no yaw, so CLEVR's spatial relations reduce to coordinates: "left of" = smaller x, "right of" = larger x,
-"behind" = larger y (farther), "in front of" = smaller y (`questions.relation_holds`).
+World frame: the ground is z = 0, x grows to the camera's right, y away from the camera, z is up. The camera has no
+yaw, so CLEVR's spatial relations reduce to coordinates (`questions.relation_holds`). Scene i of seed s is drawn
+from its own `random.Random`, so a scene does not depend on how many come before it; question types rotate across
+scenes so that all 8 appear equally often.
 
-Scene i of seed s is drawn from its own `random.Random` (seeded from s and i), so a scene does not depend on how
-many scenes come before it and a build is reproducible scene by scene. Question types rotate across scenes so
-that all 8 types appear equally often.
-
-The renderer (CLEVR's look: grey floor, soft shadows, shaded cubes/spheres/cylinders, rubber vs metal) draws at 2×
-the output size and box-filters down (anti-aliasing). Cubes and cylinders are projected polygons filled per face
-with Lambert + Blinn-Phong shading; spheres are shaded per pixel. Metal has a dimmer diffuse term and a sharp
-specular highlight (and a highlight gradient on flat faces); rubber is matte. Objects are painted far to near.
-Pure PIL + numpy, one core: a 224² scene takes a few milliseconds.
+The renderer draws CLEVR's look at 2× the output size and box-filters down: projected polygons per cube/cylinder
+face with Lambert + Blinn-Phong shading, spheres shaded per pixel, metal with a sharp highlight (and a gradient on
+flat faces), rubber matte, soft shadows, painted far to near. Pure PIL + numpy: a 224² scene takes a few ms.
 """
 from __future__ import annotations
 
@@ -151,10 +146,6 @@ def _shade(base: np.ndarray, normals: np.ndarray, views: np.ndarray, material: s
     return np.clip(base * (_AMBIENT + kd * diffuse)[:, None] + (255 * ks * 0.55 * spec)[:, None], 0, 255)
 
 
-def _tuple(c: np.ndarray) -> tuple[int, int, int]:
-    return tuple(np.rint(c).astype(int).tolist())  # type: ignore[return-value]
-
-
 @functools.lru_cache(maxsize=4)
 def _floor(size: int) -> tuple[Image.Image, Image.Image]:
     """The lit floor and the same floor in shadow, as `size`² RGB images (cached per size)."""
@@ -178,11 +169,7 @@ def _unit_ring(n: int) -> tuple[np.ndarray, np.ndarray]:
 def _circle(cx: float, cy: float, r: float, z: float = 0.0, n: int = 20) -> np.ndarray:
     """n points (n, 3) on the horizontal circle of radius r around (cx, cy) at height z."""
     cos, sin = _unit_ring(n)
-    out = np.empty((n, 3))
-    out[:, 0] = cx + r * cos
-    out[:, 1] = cy + r * sin
-    out[:, 2] = z
-    return out
+    return np.stack([cx + r * cos, cy + r * sin, np.full(n, z)], 1)
 
 
 _SHADOW_RES = 4  # the shadow mask is drawn at 1/4 of the render size and blurred there
@@ -223,11 +210,11 @@ def _view_dir(point: np.ndarray) -> np.ndarray:
 
 
 def _fill_face(img: Image.Image, draw: ImageDraw.ImageDraw, poly: np.ndarray, colour: np.ndarray, metal: bool,
-               highlight_at: np.ndarray | None = None) -> None:
+               highlight_at: np.ndarray) -> None:
     """Fill a projected face. Metal faces get a smooth highlight that brightens towards `highlight_at` (a flat
     mirror-like face lit by the environment, which flat Blinn-Phong alone cannot show)."""
-    if not (metal and highlight_at is not None):
-        draw.polygon(poly.ravel().tolist(), fill=_tuple(colour))
+    if not metal:
+        draw.polygon(poly.ravel().tolist(), fill=tuple(np.rint(colour).astype(int).tolist()))
         return
     x0, y0 = np.floor(poly.min(axis=0)).astype(int)
     x1, y1 = np.ceil(poly.max(axis=0)).astype(int) + 1
