@@ -10,7 +10,7 @@ import torch
 
 from tamrin.errors import TamrinError
 import flow_reference as train
-from tamrin.flow import batched, evaluate, experiment
+from tamrin.flow import batched, experiment
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # fixture in conftest.py
 
@@ -110,9 +110,9 @@ def test_stacked_solvers_give_the_per_run_solvers_numbers():
     x0 = rng.standard_normal((3, 60, 2)).astype(np.float32)
     x1 = (rng.standard_normal((3, 60, 2)) + 1).astype(np.float32)
     with ThreadPoolExecutor(2) as pool:
-        stacked = evaluate.evaluate_stacked(together.model, x0, x1, [1, 3], 1e-5, pool).results()
+        stacked = experiment.evaluate_stacked(together.model, x0, x1, [1, 3], 1e-5, pool).results()
     for r in range(3):
-        ref = evaluate.evaluate(_as_sequential(together.model, r, SETTINGS["hidden"]), x0[r], x1[r], [1, 3], 1e-5)
+        ref = train.evaluate(_as_sequential(together.model, r, SETTINGS["hidden"]), x0[r], x1[r], [1, 3], 1e-5)
         for n in ("1", "3"):
             assert stacked[r]["euler"][n]["w2"] == pytest.approx(ref["euler"][n]["w2"], rel=1e-5)
         assert stacked[r]["path"]["path_energy"] == pytest.approx(ref["path"]["path_energy"], rel=1e-5)

@@ -1,5 +1,11 @@
 """All runs of the experiment as one batched model: one optimiser step advances every (pair, method, seed).
 
+Data, as TorchCFM samples them (so the literature's numbers compare): `gaussian` N(0, I); `8gaussians`
+(`sample_8gaussians`): 8 centres on the circle of radius 5, covariance sqrt(0.1)·I (TorchCFM passes
+`math.sqrt(var) * eye` as the *covariance*, so the per-coordinate std is 0.1^(1/4) ≈ 0.562); `moons`
+(`sample_moons` = torchdyn's `generate_moons(n, noise=0.2) * 3 - 1`): the two half circles at evenly spaced
+angles, each point shifted by ONE uniform [0, 0.2) draw added to both coordinates, then scaled by 3 and shifted by −1.
+
 Methods (all regress v_θ(x_t, t) onto a conditional target with the mean squared error):
 - `icfm`:   independent coupling (x0, x1) ~ p0 × q, x_t = t x1 + (1 − t) x0 + σ ε, target x1 − x0 (Tong et al.).
 - `otcfm`:  the same, but each minibatch is re-paired by the exact OT assignment on ‖x0 − x1‖²
@@ -25,6 +31,7 @@ solves), with the column potential of `ot` that finds the same assignment 2–5�
 """
 from __future__ import annotations
 
+import functools
 import math
 import queue
 import threading
@@ -37,11 +44,47 @@ import numpy as np
 import torch
 
 from ..contract.facts import FLOW_METHOD_LABELS
-from . import datasets
 from .ot import ColumnPotential, fit_potential, ot_pairing
 
 Run = tuple[str, str, int]  # (pair, method, seed)
-METHOD_LABELS = FLOW_METHOD_LABELS  # the methods trained here (their display names: contract.facts)
+PAIRS = ("gaussian-moons", "8gaussians-moons")
+EIGHT_CENTRES = np.array([(1, 0), (-1, 0), (0, 1), (0, -1), (1 / np.sqrt(2), 1 / np.sqrt(2)),
+                          (1 / np.sqrt(2), -1 / np.sqrt(2)), (-1 / np.sqrt(2), 1 / np.sqrt(2)),
+                          (-1 / np.sqrt(2), -1 / np.sqrt(2))])
+
+
+def eight_gaussians(n: int, rng: np.random.Generator, scale: float = 5.0, var: float = 0.1) -> np.ndarray:
+    centres = EIGHT_CENTRES[rng.integers(0, 8, size=n)] * scale
+    return centres + np.sqrt(np.sqrt(var)) * rng.standard_normal((n, 2))  # covariance sqrt(var)·I, as TorchCFM
+
+
+@functools.lru_cache(maxsize=16)
+def _moon_curves(n: int) -> np.ndarray:
+    """The n points of the two half circles before the noise (computed once per size: training draws them at
+    every step)."""
+    n_out, n_in = n // 2, n - n // 2
+    a_out, a_in = np.linspace(0, np.pi, n_out), np.linspace(0, np.pi, n_in)
+    x = np.concatenate([np.cos(a_out), 1 - np.cos(a_in)])
+    y = np.concatenate([np.sin(a_out), 1 - np.sin(a_in) - 0.5])
+    curves = np.stack([x, y], 1)
+    curves.setflags(write=False)
+    return curves
+
+
+def moons(n: int, rng: np.random.Generator, noise: float = 0.2) -> np.ndarray:
+    return (_moon_curves(n) + rng.uniform(0.0, 1.0, size=(n, 1)) * noise) * 3 - 1
+
+
+SAMPLERS = {"gaussian": lambda n, rng: rng.standard_normal((n, 2)), "8gaussians": eight_gaussians, "moons": moons}
+
+
+def sample(name: str, n: int, rng: np.random.Generator) -> np.ndarray:
+    return SAMPLERS[name](n, rng).astype(np.float32)
+
+
+def split_pair(pair: str) -> tuple[str, str]:
+    source, target = pair.split("-", 1)
+    return source, target
 
 
 def mlp(hidden: int = 64) -> torch.nn.Module:
@@ -72,14 +115,14 @@ def learning_rate(step: int, steps: int, lr: float, schedule: str) -> float:
 def data_rng(pair: str, seed: int) -> np.random.Generator:
     """The training data stream of one (pair, seed), shared by every method (disjoint from the evaluation sets'
     stream, which ends in 1 instead of 0)."""
-    return np.random.default_rng([seed, datasets.PAIRS.index(pair) if pair in datasets.PAIRS else 99, 0])
+    return np.random.default_rng([seed, PAIRS.index(pair) if pair in PAIRS else 99, 0])
 
 
 def draw_batch(source: str, target: str, batch_size: int, rng: np.random.Generator
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One training step's draws, in this order: x0 ~ source, x1 ~ target, t ~ U(0, 1) (batch, 1), ε ~ N(0, I)."""
-    x0 = datasets.sample(source, batch_size, rng)
-    x1 = datasets.sample(target, batch_size, rng)
+    x0 = sample(source, batch_size, rng)
+    x1 = sample(target, batch_size, rng)
     t = rng.uniform(0, 1, size=(batch_size, 1)).astype(np.float32)
     eps = rng.standard_normal((batch_size, 2)).astype(np.float32)
     return x0, x1, t, eps
@@ -186,9 +229,9 @@ class BatchedTraining:
 def calibrate_potential(pair: str, batch_size: int, batches: int = 8) -> ColumnPotential | None:
     """The column potential that speeds up this pair's minibatch OT solves (`ot` module docstring), fitted on
     batches of a stream of its own (never the training or evaluation draws; it changes no pairing)."""
-    source, target = datasets.split_pair(pair)
-    rng = np.random.default_rng([0, datasets.PAIRS.index(pair) if pair in datasets.PAIRS else 99, 3])
-    return fit_potential([(datasets.sample(source, batch_size, rng), datasets.sample(target, batch_size, rng))
+    source, target = split_pair(pair)
+    rng = np.random.default_rng([0, PAIRS.index(pair) if pair in PAIRS else 99, 3])
+    return fit_potential([(sample(source, batch_size, rng), sample(target, batch_size, rng))
                           for _ in range(batches)], degree=6)
 
 
@@ -229,7 +272,7 @@ class _DataPipeline:
                  pool: Executor | None, lookahead: int) -> None:
         self.groups = list(dict.fromkeys((pair, seed) for pair, _, seed in runs))
         self.rngs = {g: data_rng(*g) for g in self.groups}
-        self.splits = {g: datasets.split_pair(g[0]) for g in self.groups}
+        self.splits = {g: split_pair(g[0]) for g in self.groups}
         self.ot_groups = list(dict.fromkeys((p, s) for p, m, s in runs if m == "otcfm"))
         self.potentials = {p: calibrate_potential(p, batch_size) for p in dict.fromkeys(p for p, _ in self.ot_groups)}
         self.group_index = np.array([self.groups.index((pair, seed)) for pair, _, seed in runs])
@@ -302,7 +345,7 @@ def train_batched(runs: list[Run], *, steps: int, batch_size: int, lr: float, hi
     """Train every run in `runs` together (see the module docstring); OT solves go to `pool` (None: in the
     data thread)."""
     for _, method, _ in runs:
-        if method not in METHOD_LABELS:
+        if method not in FLOW_METHOD_LABELS:
             raise ValueError(f"unknown method {method!r}")
     inits = {seed: init_model(seed, hidden) for seed in dict.fromkeys(s for _, _, s in runs)}
     model = StackedMLP([inits[seed] for _, _, seed in runs]).to(device)

@@ -2,7 +2,7 @@
 → results/derive/derivations.json.
 
 Cheap (seconds) and separate from the `flow` experiment, so editing a proof's wording (in the templates) or its
-check never retrains a flow run. The file is a JSON list, in report order, of `records.Derivation` records
+check never retrains a flow run. The file is a JSON list, in report order, of `derivations.Derivation` records
 (numbers and Typst math only; the typed model is the results contract). A record that fails its check, or whose
 Typst math does not compile, fails the stage with one line naming it.
 """
@@ -13,17 +13,17 @@ from typing import Any
 
 from .. import contract
 from ..errors import TamrinError
-from . import numeric_checks, theorem2, theorem3
-from .records import Derivation
+from . import numeric_checks
+from .derivations import Derivation, theorem2, theorem3
 from .typst_math import compile_check
 
 
 def build(numeric_samples: int, log: logging.Logger | None = None) -> list[Derivation]:
     """Part 2.1 (symbolic + Monte Carlo), then part 2.2 (symbolic + ODE)."""
     steps = [
-        ("Theorem 2 (sympy)", lambda: theorem2.derive()),
+        ("Theorem 2 (sympy)", theorem2),
         ("Theorem 2 (Monte Carlo)", lambda: [numeric_checks.check_gradients(numeric_samples)]),
-        ("Theorem 3 (sympy)", lambda: theorem3.derive()),
+        ("Theorem 3 (sympy)", theorem3),
         ("Theorem 3 (ODE)", lambda: [numeric_checks.check_paths(max(1000, numeric_samples // 5))]),
     ]
     records: list[Derivation] = []

@@ -21,8 +21,8 @@ import torch
 from scipy import stats
 from scipy.integrate import solve_ivp
 
-from . import theorem3 as th3
-from .records import Derivation, Step
+from . import derivations as th3
+from .derivations import Derivation, Step
 from ..contract.persian import typst_number as number
 
 # --- Theorem 2: Monte-Carlo gradients --------------------------------------------------------------------------

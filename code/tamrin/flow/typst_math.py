@@ -76,12 +76,10 @@ class TypstPrinter(Printer):
             return names[expr.name]
         return symbol_name(expr.name)
 
-    _print_Dummy = _print_Symbol
-
-    def _print_Integer(self, expr: sp.Integer) -> str:
+    def _print_Integer(self, expr: sp.Integer) -> str:  # also Zero, One, NegativeOne (their base class)
         return str(int(expr))
 
-    def _print_Rational(self, expr: sp.Rational) -> str:
+    def _print_Rational(self, expr: sp.Rational) -> str:  # also Half
         if expr.q == 1:
             return str(expr.p)
         sign = "-" if expr.p < 0 else ""
@@ -104,18 +102,6 @@ class TypstPrinter(Printer):
 
     def _print_ImaginaryUnit(self, expr: Any) -> str:
         return "i"
-
-    def _print_Zero(self, expr: Any) -> str:
-        return "0"
-
-    def _print_One(self, expr: Any) -> str:
-        return "1"
-
-    def _print_NegativeOne(self, expr: Any) -> str:
-        return "-1"
-
-    def _print_Half(self, expr: Any) -> str:
-        return "frac(1, 2)"
 
     # --- helpers ---------------------------------------------------------------------------------------------
     def parens(self, expr: sp.Basic, level: int, strict: bool = False) -> str:
@@ -203,9 +189,6 @@ class TypstPrinter(Printer):
     def _print_Abs(self, expr: sp.Abs) -> str:
         return f"abs({self._print(expr.args[0])})"
 
-    def _print_sqrt(self, expr: Any) -> str:  # pragma: no cover - sympy makes sqrt a Pow
-        return f"sqrt({self._print(expr.args[0])})"
-
     def _print_Function(self, expr: Any) -> str:
         # Known sympy functions (sin, cos, ...) that Typst has as operators.
         name = expr.func.__name__
@@ -254,23 +237,9 @@ class TypstPrinter(Printer):
         return f"lr({self._print(inner)} |)_({at})"
 
     # --- relations, sums, integrals -------------------------------------------------------------------------
-    def _print_Equality(self, expr: sp.Eq) -> str:
-        return f"{self._print(expr.lhs)} = {self._print(expr.rhs)}"
-
-    def _print_Unequality(self, expr: Any) -> str:
-        return f"{self._print(expr.lhs)} != {self._print(expr.rhs)}"
-
-    def _print_StrictGreaterThan(self, expr: Any) -> str:
-        return f"{self._print(expr.lhs)} > {self._print(expr.rhs)}"
-
-    def _print_StrictLessThan(self, expr: Any) -> str:
-        return f"{self._print(expr.lhs)} < {self._print(expr.rhs)}"
-
-    def _print_GreaterThan(self, expr: Any) -> str:
-        return f"{self._print(expr.lhs)} >= {self._print(expr.rhs)}"
-
-    def _print_LessThan(self, expr: Any) -> str:
-        return f"{self._print(expr.lhs)} <= {self._print(expr.rhs)}"
+    def _print_Relational(self, expr: Any) -> str:  # =, !=, <, >, <=, >= (Typst reads the same shorthands)
+        op = "=" if expr.rel_op == "==" else expr.rel_op
+        return f"{self._print(expr.lhs)} {op} {self._print(expr.rhs)}"
 
     def _limits(self, limits: Any, op: str) -> str:
         (var, lo, hi) = limits
@@ -302,13 +271,11 @@ class TypstPrinter(Printer):
     def _print_IndexedBase(self, expr: Any) -> str:
         return self._print(expr.label)
 
-    def _print_ImmutableDenseMatrix(self, expr: sp.Matrix) -> str:
+    def _print_MatrixBase(self, expr: sp.Matrix) -> str:
         if expr.shape[1] == 1:
             return f"vec({', '.join(self._print(e) for e in expr)})"
         rows = "; ".join(", ".join(self._print(e) for e in expr.row(i)) for i in range(expr.shape[0]))
         return f"mat({rows})"
-
-    _print_MutableDenseMatrix = _print_ImmutableDenseMatrix
 
     def emptyPrinter(self, expr: Any) -> str:  # noqa: N802 - sympy's hook name
         if isinstance(expr, str):
@@ -319,13 +286,6 @@ class TypstPrinter(Printer):
 def typst(expr: Any, **settings: Any) -> str:
     """`expr` (a sympy expression, or a Python number) as Typst math, without `$`."""
     return TypstPrinter(settings).doprint(sp.sympify(expr))
-
-
-def equation(lhs: Any, rhs: Any, **settings: Any) -> str:
-    """`lhs = rhs` in Typst math; either side may already be a Typst string."""
-    left = lhs if isinstance(lhs, str) else typst(lhs, **settings)
-    right = rhs if isinstance(rhs, str) else typst(rhs, **settings)
-    return f"{left} = {right}"
 
 
 def compile_check(snippets: list[str]) -> None:
