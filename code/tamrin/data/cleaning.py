@@ -90,7 +90,7 @@ _PROGRAM_LAST: dict[str, str] = {
 
 def _function_name(node: Any) -> str:
     """A program node's function: CLEVR v1.0 uses `function`, older dumps `type`; `f[value]` forms are cut."""
-    name = node if isinstance(node, str) else (node.get("function") or node.get("type")) if isinstance(node, dict) else ""
+    name = node if isinstance(node, str) else node.get("function") or node.get("type") if isinstance(node, dict) else ""
     return str(name or "").split("[", 1)[0].strip()
 
 

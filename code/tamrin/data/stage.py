@@ -179,7 +179,8 @@ def split_stats(records: list[dict]) -> dict:
 def run(ctx: Any) -> None:
     cfg = ctx.section("data")
     col = Collector(ctx.out_dir, ctx.log)  # the hub and official-folder collectors set the question target
-    source_info = {"synthetic": collect_synthetic, "clevr_dir": collect_clevr_dir, "hub": collect_hub}[cfg.source](cfg, col)
+    collect = {"synthetic": collect_synthetic, "clevr_dir": collect_clevr_dir, "hub": collect_hub}[cfg.source]
+    source_info = collect(cfg, col)
     records = col.records
     if not records:
         skipped = ", ".join(f"{k}: {v}" for k, v in sorted(col.skipped.items())) or "nothing skipped"
