@@ -87,8 +87,10 @@ def split_pair(pair: str) -> tuple[str, str]:
     return source, target
 
 
-def mlp(hidden: int = 64) -> torch.nn.Module:
-    """TorchCFM's MLP: input (x, t), 3 hidden layers of `hidden` units with SELU, output a 2-D velocity."""
+def init_model(seed: int, hidden: int) -> torch.nn.Module:
+    """TorchCFM's MLP, (x, t) → 3 hidden layers of `hidden` units with SELU → a 2-D velocity, as every run with
+    this seed starts (the global torch generator is reseeded, as before)."""
+    torch.manual_seed(seed)
     return torch.nn.Sequential(
         torch.nn.Linear(3, hidden), torch.nn.SELU(),
         torch.nn.Linear(hidden, hidden), torch.nn.SELU(),
@@ -97,10 +99,8 @@ def mlp(hidden: int = 64) -> torch.nn.Module:
 
 
 def velocity(model: torch.nn.Module, x: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
-    """v_θ(x, t) for a batch x (n, 2) and a scalar or per-row t."""
-    tt = t if isinstance(t, torch.Tensor) else torch.tensor(float(t), device=x.device)
-    tt = tt.reshape(-1, 1).to(x.device, x.dtype).expand(x.shape[0], 1)
-    return model(torch.cat([x, tt], 1))
+    """v_θ(x, t) at one time t for points x (…, N, 2): a per-run model on (N, 2), a StackedMLP on (R, N, 2)."""
+    return model(torch.cat([x, torch.full((*x.shape[:-1], 1), float(t), dtype=x.dtype, device=x.device)], -1))
 
 
 def learning_rate(step: int, steps: int, lr: float, schedule: str) -> float:
@@ -115,7 +115,7 @@ def learning_rate(step: int, steps: int, lr: float, schedule: str) -> float:
 def data_rng(pair: str, seed: int) -> np.random.Generator:
     """The training data stream of one (pair, seed), shared by every method (disjoint from the evaluation sets'
     stream, which ends in 1 instead of 0)."""
-    return np.random.default_rng([seed, PAIRS.index(pair) if pair in PAIRS else 99, 0])
+    return np.random.default_rng([seed, PAIRS.index(pair), 0])
 
 
 def draw_batch(source: str, target: str, batch_size: int, rng: np.random.Generator
@@ -124,19 +124,20 @@ def draw_batch(source: str, target: str, batch_size: int, rng: np.random.Generat
     x0 = sample(source, batch_size, rng)
     x1 = sample(target, batch_size, rng)
     t = rng.uniform(0, 1, size=(batch_size, 1)).astype(np.float32)
-    eps = rng.standard_normal((batch_size, 2)).astype(np.float32)
-    return x0, x1, t, eps
+    return x0, x1, t, rng.standard_normal((batch_size, 2)).astype(np.float32)
 
 
-def init_model(seed: int, hidden: int) -> torch.nn.Module:
-    """The initial model of every run with this seed (the global torch generator is reseeded, as before)."""
-    torch.manual_seed(seed)
-    return mlp(hidden)
-
+def _layers(weights: list[torch.Tensor], biases: list[torch.Tensor], h: torch.Tensor) -> torch.Tensor:
+    """Layer l of every stacked run is one `torch.baddbmm` (run r's rows only meet run r's weights), SELU between."""
+    for k, (w, b) in enumerate(zip(weights, biases)):
+        h = torch.baddbmm(b, h, w)
+        if k < len(weights) - 1:
+            h = torch.nn.functional.selu(h)
+    return h
 
 
 class StackedMLP(torch.nn.Module):
-    """R independent copies of `train.mlp`: layer l of run r computes x @ weights[l][r] + biases[l][r]
+    """R independent copies of `init_model`'s MLP: layer l of run r computes x @ weights[l][r] + biases[l][r]
     (weights (R, in, out) = the run's nn.Linear weight transposed, biases (R, 1, out)), SELU between layers."""
 
     def __init__(self, models: list[torch.nn.Module]) -> None:
@@ -150,19 +151,9 @@ class StackedMLP(torch.nn.Module):
             [torch.nn.Parameter(torch.stack([ls[k].bias.detach() for ls in layers]).unsqueeze(1).contiguous())
              for k in range(depth)])
 
-    @property
-    def runs(self) -> int:
-        return self.weights[0].shape[0]
-
     def forward(self, inp: torch.Tensor) -> torch.Tensor:
         """(R, N, 3) rows (x, t) → (R, N, 2) velocities."""
-        h = inp
-        last = len(self.weights) - 1
-        for k, (w, b) in enumerate(zip(self.weights, self.biases)):
-            h = torch.baddbmm(b, h, w)
-            if k < last:
-                h = torch.nn.functional.selu(h)
-        return h
+        return _layers(self.weights, self.biases, inp)
 
     def run_model(self, r: int) -> "OneRun":
         """Run r alone, as a module taking (N, 3) like the reference MLP (for the per-run solvers)."""
@@ -179,19 +170,7 @@ class OneRun(torch.nn.Module):
         self.device = stacked.weights[0].device
 
     def forward(self, inp: torch.Tensor) -> torch.Tensor:
-        h = inp.unsqueeze(0)
-        last = len(self.weights) - 1
-        for k, (w, b) in enumerate(zip(self.weights, self.biases)):
-            h = torch.baddbmm(b, h, w)
-            if k < last:
-                h = torch.nn.functional.selu(h)
-        return h[0]
-
-
-def stacked_velocity(model: StackedMLP, x: torch.Tensor, t: float) -> torch.Tensor:
-    """v_θr(x_r, t) for every run r: x (R, N, 2) at one scalar time."""
-    tt = torch.full((*x.shape[:-1], 1), float(t), dtype=x.dtype, device=x.device)
-    return model(torch.cat([x, tt], -1))
+        return _layers(self.weights, self.biases, inp.unsqueeze(0))[0]
 
 
 @dataclass
@@ -213,7 +192,6 @@ class BatchedTraining:
     loop_seconds: float  # wall time of the whole batched loop
     data_wait_seconds: float  # of which the torch loop waited for the data thread (draws + OT not overlapped)
     ot_cpu_seconds: np.ndarray  # (R,): CPU time of the run's own OT solves (0 for runs without OT)
-    device: str
 
     def run(self, r: int) -> RunTraining:
         """Run r's costs. The torch loop's time outside its waits for data advanced all R runs at once, so each
@@ -230,7 +208,7 @@ def calibrate_potential(pair: str, batch_size: int, batches: int = 8) -> ColumnP
     """The column potential that speeds up this pair's minibatch OT solves (`ot` module docstring), fitted on
     batches of a stream of its own (never the training or evaluation draws; it changes no pairing)."""
     source, target = split_pair(pair)
-    rng = np.random.default_rng([0, PAIRS.index(pair) if pair in PAIRS else 99, 3])
+    rng = np.random.default_rng([0, PAIRS.index(pair), 3])
     return fit_potential([(sample(source, batch_size, rng), sample(target, batch_size, rng))
                           for _ in range(batches)], degree=6)
 
@@ -379,4 +357,4 @@ def train_batched(runs: list[Run], *, steps: int, batch_size: int, lr: float, hi
                        for r in range(len(runs))])
     return BatchedTraining(model=model, runs=list(runs), losses=losses_np.astype(np.float64),
                            pair_cost=cost_sum / steps, loop_seconds=seconds, data_wait_seconds=wait,
-                           ot_cpu_seconds=ot_cpu, device=str(device))
+                           ot_cpu_seconds=ot_cpu)

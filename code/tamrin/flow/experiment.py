@@ -1,17 +1,13 @@
 """Part 3 experiment: I-CFM vs minibatch exact-OT CFM (and optionally Lipman's σ_min path) on 2-D toy data.
 
-Every (pair, method, seed) run trains one model, then measures on a fixed held-out set for that (pair, seed) —
-the same x0 and the same target samples for every method, so methods are compared pairwise:
-exact W2 / W2² after Euler with each step count and after adaptive dopri5 (with its NFE), the path energy,
-normalised path energy and straightness along the finest Euler path, and the training cost with and without
-the OT solve.
-
-`run` trains every run that is not cached yet as one batched model (`batched.train_batched`: each run keeps its
-own initialisation, data stream, loss and Adam state), then evaluates them together (`evaluate.evaluate_stacked`);
-the exact OT solves of training and evaluation run in one thread pool. Every evaluated run is cached as JSON in
-the work folder, so a run killed during evaluation resumes without training the finished runs again, and the
-numbers of a run do not depend on which other runs shared its batch. The per-run reference path (one model, one
-run, direct exact solves: the code before batching) is `run_one` in tests/flow_reference.py.
+Every (pair, method, seed) run is measured on a fixed held-out set for that (pair, seed) — the same x0 and target
+samples for every method, so methods compare pairwise: exact W2 / W2² after Euler with each step count and after
+adaptive dopri5 (with its NFE), path energy, normalised path energy and straightness along the finest Euler path,
+and the training cost with and without the OT solve. `run` trains the runs not cached yet as one batched model
+(`batched.train_batched`) and evaluates them together, the exact OT solves in thread pools. Every evaluated run is
+cached in the work folder, so a killed run resumes without training the finished runs again (a run's numbers do
+not depend on which runs shared its batch). The per-run reference (the code before batching) is
+tests/flow_reference.py.
 """
 from __future__ import annotations
 
@@ -26,12 +22,11 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-
 from torchdiffeq import odeint
 
 from ..atomic import write_json
 from ..errors import TamrinError
-from .batched import PAIRS, sample, split_pair, stacked_velocity, train_batched, velocity
+from .batched import PAIRS, sample, split_pair, train_batched, velocity
 from .ot import w2_squared
 
 
@@ -67,50 +62,32 @@ def reference(sets: dict[str, np.ndarray], warm_start: bool = True) -> dict[str,
             "w2sq_collapse_to_mean": float(((x1 - x1.mean(0)) ** 2).sum(1).mean())}
 
 
-# --- sampling a trained field, and its W2 ----------------------------------------------------------------------------
+# --- sampling a trained field, and its W2 ---------------------------------------------------------------------
 def _device(model: torch.nn.Module) -> torch.device:
     """Where the model's weights live (CPU for parameter-free test fields)."""
     if hasattr(model, "device"):
         return torch.device(model.device)
-    first = next(model.parameters(), None)
-    return first.device if first is not None else torch.device("cpu")
-
-
-def _euler_path(field: Callable[[torch.Tensor, float], torch.Tensor], x: torch.Tensor, steps: int
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Euler over (…, N, 2) points; the end points and the per-set (…) path energy and straightness."""
-    start = x.clone()
-    dt = 1.0 / steps
-    vs = []
-    for k in range(steps):
-        v = field(x, k * dt)
-        vs.append(v)
-        x = x + dt * v
-    disp = x - start
-    energy = sum((v ** 2).sum(-1) for v in vs) * dt
-    straight = sum(((disp - v) ** 2).sum(-1) for v in vs) * dt
-    return x, energy.mean(-1), straight.mean(-1)
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
 @torch.no_grad()
-def euler(model: torch.nn.Module, x0: np.ndarray, steps: int) -> tuple[np.ndarray, dict[str, float]]:
-    """Euler from t = 0 to 1 in `steps` equal steps; also the path energy and straightness of the discrete path.
-
+def euler(model: torch.nn.Module, x0: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Euler from t = 0 to 1 in `steps` equal steps over x0 (…, N, 2): one run, or every run of a StackedMLP at
+    once (a fixed-step solver treats every run alike). The end points, and per point set (…, float64) the path
+    energy and straightness of the discrete path:
     path energy  E = mean_i Σ_k ‖v_k‖² Δt                 (Tong et al.'s PE, discretised)
     straightness S = mean_i Σ_k ‖(x_N − x_0) − v_k‖² Δt    (Liu et al.; 0 for straight constant-speed paths)
     """
-    x = torch.from_numpy(np.asarray(x0, dtype=np.float32)).to(_device(model))
-    end, energy, straight = _euler_path(lambda y, t: velocity(model, y, t), x, steps)
-    return end.cpu().numpy(), {"path_energy": float(energy), "straightness": float(straight)}
-
-
-@torch.no_grad()
-def euler_stacked(model: Any, x0: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Euler for every run of a StackedMLP at once: x0 (R, N, 2) → end points (R, N, 2), path energy (R,),
-    straightness (R,) — per run the same computation as `euler`."""
-    x = torch.from_numpy(np.asarray(x0, dtype=np.float32)).to(model.weights[0].device)
-    end, energy, straight = _euler_path(lambda y, t: stacked_velocity(model, y, t), x, steps)
-    return end.cpu().numpy(), energy.cpu().numpy().astype(np.float64), straight.cpu().numpy().astype(np.float64)
+    x = start = torch.from_numpy(np.asarray(x0, dtype=np.float32)).to(_device(model))
+    dt = 1.0 / steps
+    vs = []
+    for k in range(steps):
+        vs.append(velocity(model, x, k * dt))
+        x = x + dt * vs[-1]
+    disp = x - start
+    energy = sum((v ** 2).sum(-1) for v in vs) * dt
+    straight = sum(((disp - v) ** 2).sum(-1) for v in vs) * dt
+    return (x.cpu().numpy(), *(a.mean(-1).cpu().numpy().astype(np.float64) for a in (energy, straight)))
 
 
 class _Counted(torch.nn.Module):
@@ -132,56 +109,38 @@ def dopri5(model: torch.nn.Module, x0: np.ndarray, tol: float, times: np.ndarray
     f = _Counted(model)
     ts = torch.tensor([0.0, 1.0] if times is None else list(times), dtype=torch.float32, device=device)
     y0 = torch.from_numpy(np.asarray(x0, dtype=np.float32)).to(device)
-    out = odeint(f, y0, ts, method="dopri5", atol=tol, rtol=tol)
-    states = out.cpu().numpy()
+    states = odeint(f, y0, ts, method="dopri5", atol=tol, rtol=tol).cpu().numpy()
     return (states[-1] if times is None else states), f.nfe
 
 
-def _w2_entry(w2sq: float) -> dict[str, float]:
-    return {"w2": float(np.sqrt(w2sq)), "w2_squared": w2sq}
-
-
-class PendingEvaluation:
-    """The evaluation of every run of a StackedMLP, solvers done, exact W2 solves still running in the pool:
-    `results()` waits for them (so the caller can do other solver work in between)."""
-
-    def __init__(self, euler_steps: list[int], w2: dict[tuple[int, str], Future], paths: list[dict[str, Any]],
-                 nfes: list[int], tol: float) -> None:
-        self._steps, self._w2, self._paths, self._nfes, self._tol = sorted(euler_steps), w2, paths, nfes, tol
-
-    def results(self) -> list[dict[str, Any]]:
-        """One dict per run, in `evaluate`'s layout."""
-        return [{"euler": {str(n): _w2_entry(self._w2[(r, str(n))].result()) for n in self._steps},
-                 "path": self._paths[r],
-                 "dopri5": {**_w2_entry(self._w2[(r, "dopri5")].result()), "nfe": nfe, "tol": self._tol}}
-                for r, nfe in enumerate(self._nfes)]
-
-
 def evaluate_stacked(model: Any, x0: np.ndarray, x1_heldout: np.ndarray, euler_steps: list[int], tol: float,
-                     pool: Executor) -> PendingEvaluation:
-    """`evaluate` for every run of a StackedMLP (x0, x1_heldout: (R, N, 2), run r's sets at index r).
+                     pool: Executor) -> Callable[[], list[dict[str, Any]]]:
+    """W2 and W2² (exact assignment) of every run's generated samples against its held-out target samples
+    (x0, x1_heldout: (R, N, 2), run r's sets at index r), per solver; the solvers run here and the W2 solves in
+    `pool`, so the caller can do other solver work before calling the returned function for the results.
 
-    Euler runs for all runs at once (a fixed-step solver treats every run alike). dopri5 stays per run: an
-    adaptive solver on the stacked state would choose one step size for all runs from an error norm over all of
-    them, which changes every run's steps, NFE and end points; solving each run on its own keeps the NFE the
-    number of evaluations that run needed at the tolerance."""
-    runs = x0.shape[0]
-    finest = max(euler_steps)
+    dopri5 stays per run: an adaptive solver on the stacked state would choose one step size for all runs from an
+    error norm over all of them, which changes every run's steps, NFE and end points; solving each run on its own
+    keeps the NFE the number of evaluations that run needed at the tolerance."""
+    runs, steps = x0.shape[0], sorted(euler_steps)
     w2: dict[tuple[int, str], Future] = {}
-    paths: list[dict[str, Any]] = [{} for _ in range(runs)]
-    for n in sorted(euler_steps):
-        gen, energy, straight = euler_stacked(model, x0, n)
-        for r in range(runs):
-            w2[(r, str(n))] = pool.submit(w2_squared, gen[r], x1_heldout[r])
-            if n == finest:
-                paths[r] = {"path_energy": float(energy[r]), "straightness": float(straight[r]),
-                            "from_euler_steps": n}
+    for n in steps:
+        gen, energy, straight = euler(model, x0, n)
+        w2 |= {(r, str(n)): pool.submit(w2_squared, gen[r], x1_heldout[r]) for r in range(runs)}
+    paths = [{"path_energy": float(energy[r]), "straightness": float(straight[r]), "from_euler_steps": steps[-1]}
+             for r in range(runs)]
     nfes = []
     for r in range(runs):
         gen, nfe = dopri5(model.run_model(r), x0[r], tol)
         nfes.append(nfe)
         w2[(r, "dopri5")] = pool.submit(w2_squared, gen, x1_heldout[r])
-    return PendingEvaluation(euler_steps, w2, paths, nfes, tol)
+
+    def entry(r: int, key: str) -> dict[str, float]:
+        w2sq = w2[(r, key)].result()
+        return {"w2": float(np.sqrt(w2sq)), "w2_squared": w2sq}
+
+    return lambda: [{"euler": {str(n): entry(r, str(n)) for n in steps}, "path": paths[r],
+                     "dopri5": {**entry(r, "dopri5"), "nfe": nfe, "tol": tol}} for r, nfe in enumerate(nfes)]
 
 
 # --- metrics, summary, figures ---------------------------------------------------------------------------------------
@@ -189,21 +148,14 @@ def flat_metrics(ev: dict[str, Any], ref: dict[str, float], tr: Any, steps: int)
     """One flat dict of numbers per run (the keys the summary averages over seeds)."""
     m: dict[str, float] = {}
     for n, v in ev["euler"].items():
-        m[f"w2_euler_{n}"] = v["w2"]
-        m[f"w2sq_euler_{n}"] = v["w2_squared"]
-    dop = ev["dopri5"]
-    m["w2_dopri5"], m["w2sq_dopri5"], m["nfe_dopri5"] = dop["w2"], dop["w2_squared"], dop["nfe"]
-    pe = ev["path"]["path_energy"]
-    m["path_energy"] = pe
-    m["npe"] = abs(pe - ref["w2sq_source_target"]) / ref["w2sq_source_target"]
-    m["straightness"] = ev["path"]["straightness"]
-    m["train_seconds"] = tr.seconds
-    m["ms_per_step"] = 1e3 * tr.seconds / steps
-    m["ms_ot_per_step"] = 1e3 * tr.ot_seconds / steps
-    m["ms_per_step_without_ot"] = 1e3 * (tr.seconds - tr.ot_seconds) / steps
-    m["final_loss"] = float(np.mean(tr.losses[-max(1, steps // 20):]))
-    m["pair_cost"] = tr.pair_cost
-    return m
+        m[f"w2_euler_{n}"], m[f"w2sq_euler_{n}"] = v["w2"], v["w2_squared"]
+    dop, pe, w2sq_pq = ev["dopri5"], ev["path"]["path_energy"], ref["w2sq_source_target"]
+    return m | {"w2_dopri5": dop["w2"], "w2sq_dopri5": dop["w2_squared"], "nfe_dopri5": dop["nfe"],
+                "path_energy": pe, "npe": abs(pe - w2sq_pq) / w2sq_pq, "straightness": ev["path"]["straightness"],
+                "train_seconds": tr.seconds, "ms_per_step": 1e3 * tr.seconds / steps,
+                "ms_ot_per_step": 1e3 * tr.ot_seconds / steps,
+                "ms_per_step_without_ot": 1e3 * (tr.seconds - tr.ot_seconds) / steps,
+                "final_loss": float(np.mean(tr.losses[-max(1, steps // 20):])), "pair_cost": tr.pair_cost}
 
 
 def loss_curve(losses: list[float], points: int = 100) -> tuple[list[int], list[float]]:
@@ -229,7 +181,7 @@ def figure_data(model: torch.nn.Module, sets: dict[str, np.ndarray], cfg: Any) -
     x0 is an i.i.d. sample, so its first `n_plot` points are a random subset."""
     x0 = sets["x0"]
     gen, _ = dopri5(model, x0[: cfg.n_plot], cfg.dopri_tol)
-    gen1, _ = euler(model, x0[: cfg.n_plot], 1)
+    gen1 = euler(model, x0[: cfg.n_plot], 1)[0]
     times = np.linspace(0.0, 1.0, cfg.traj_points)
     traj, _ = dopri5(model, x0[: cfg.n_traj], cfg.dopri_tol, times)  # (times, n, 2)
     return {"generated": {"dopri5": _round(gen), "euler_1": _round(gen1)},
@@ -238,16 +190,14 @@ def figure_data(model: torch.nn.Module, sets: dict[str, np.ndarray], cfg: Any) -
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
     """summary[pair][method][metric] = {mean, std (ddof 0, as numpy), n} over seeds."""
-    out: dict[str, Any] = {}
+    rows: dict[tuple[str, str], list[dict[str, float]]] = {}
     for r in runs:
-        out.setdefault(r["pair"], {}).setdefault(r["method"], []).append(r["metrics"])
+        rows.setdefault((r["pair"], r["method"]), []).append(r["metrics"])
     summary: dict[str, Any] = {}
-    for pair, by_method in out.items():
-        for method, rows in by_method.items():
-            keys = rows[0].keys()
-            summary.setdefault(pair, {})[method] = {
-                k: {"mean": float(np.mean([r[k] for r in rows])), "std": float(np.std([r[k] for r in rows])),
-                    "n": len(rows)} for k in keys}
+    for (pair, method), ms in rows.items():
+        summary.setdefault(pair, {})[method] = {
+            k: {"mean": float(np.mean([m[k] for m in ms])), "std": float(np.std([m[k] for m in ms])), "n": len(ms)}
+            for k in ms[0]}
     return summary
 
 
@@ -407,12 +357,12 @@ def _train_and_evaluate(todo: list[tuple[str, str, int]], cfg: Any, device: str,
              "waiting for the data thread (draws, OT))")
     t1 = time.perf_counter()
     sets = {(p, s): eval_sets(p, s, cfg.n_eval) for p, _, s in todo}
-    pending = evaluate_stacked(tr.model, np.stack([sets[(p, s)]["x0"] for p, _, s in todo]),
+    results = evaluate_stacked(tr.model, np.stack([sets[(p, s)]["x0"] for p, _, s in todo]),
                                np.stack([sets[(p, s)]["x1"] for p, _, s in todo]), list(cfg.euler_steps),
                                cfg.dopri_tol, pool)
     # The figures' solver runs go on while the pool finishes the W2 solves.
     figures = [figure_data(tr.model.run_model(r), sets[(p, s)], cfg) for r, (p, _, s) in enumerate(todo)]
-    for r, ((pair, method, seed), ev) in enumerate(zip(todo, pending.results())):
+    for r, ((pair, method, seed), ev) in enumerate(zip(todo, results())):
         steps_at, curve = loss_curve(tr.run(r).losses)
         finished({"pair": pair, "method": method, "seed": seed,
                   "metrics": flat_metrics(ev, refs[f"{pair}/{seed}"].result(), tr.run(r), cfg.steps),
