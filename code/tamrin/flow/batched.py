@@ -1,33 +1,25 @@
 """All runs of the experiment as one batched model: one optimiser step advances every (pair, method, seed).
 
-Data, as TorchCFM samples them (so the literature's numbers compare): `gaussian` N(0, I); `8gaussians`
-(`sample_8gaussians`): 8 centres on the circle of radius 5, covariance sqrt(0.1)·I (TorchCFM passes
-`math.sqrt(var) * eye` as the *covariance*, so the per-coordinate std is 0.1^(1/4) ≈ 0.562); `moons`
-(`sample_moons` = torchdyn's `generate_moons(n, noise=0.2) * 3 - 1`): the two half circles at evenly spaced
-angles, each point shifted by ONE uniform [0, 0.2) draw added to both coordinates, then scaled by 3 and shifted by −1.
+Data as TorchCFM samples them (so the literature's numbers compare): `gaussian` N(0, I); `8gaussians`
+(`sample_8gaussians`): 8 centres on the circle of radius 5 with covariance sqrt(0.1)·I (TorchCFM passes
+`math.sqrt(var) * eye` as the *covariance*: the per-coordinate std is 0.1^(1/4) ≈ 0.562); `moons` (`sample_moons`
+= torchdyn's `generate_moons(n, noise=0.2) * 3 - 1`): two half circles at evenly spaced angles, each point shifted
+by ONE uniform [0, 0.2) draw added to both coordinates.
 
-Methods (all regress v_θ(x_t, t) onto a conditional target with the mean squared error):
-- `icfm`:   independent coupling (x0, x1) ~ p0 × q, x_t = t x1 + (1 − t) x0 + σ ε, target x1 − x0 (Tong et al.).
-- `otcfm`:  the same, but each minibatch is re-paired by the exact OT assignment on ‖x0 − x1‖²
-            (x0[row] with x1[col], scipy.optimize.linear_sum_assignment).
-- `lipman`: Lipman et al.'s OT *path* with independent coupling: x_t = (1 − (1 − σ_min) t) x0 + t x1,
-            target x1 − (1 − σ_min) x0 (eq. 20–23).
+Methods (all regress v_θ(x_t, t) onto a conditional target with the mean squared error): `icfm`, independent
+coupling, x_t = t x1 + (1 − t) x0 + σ ε, target x1 − x0 (Tong et al.); `otcfm`, the same with each minibatch
+re-paired by the exact OT assignment on ‖x0 − x1‖²; `lipman`, Lipman et al.'s OT *path* with independent coupling,
+x_t = (1 − (1 − σ_min) t) x0 + t x1, target x1 − (1 − σ_min) x0 (eq. 20–23).
 
-Per run r, everything is what training that run alone does (the per-run reference trainer lives in
-tests/flow_reference.py; tests/test_flow_batched.py compares the two step by step, bench/bench_flow.py times them):
-- model: `init_model(seed, hidden)` (TorchCFM's MLP, seeded by the run's seed), stored as stacked,
-  transposed weights so that layer l of every run is one `torch.baddbmm` — run r's rows only ever meet run r's
-  weights;
-- data: the (pair, seed) stream of `data_rng`, drawn by `draw_batch` in the same order (the methods
-  of one (pair, seed) share these draws, as they always have; OT-CFM only re-pairs them);
-- loss: the mean squared error over the run's own batch; the optimised objective is the sum of the runs'
-  losses, whose gradient with respect to run r's weights is exactly the gradient of run r's loss;
-- optimiser: Adam, elementwise, so one Adam over the stacked tensors is R independent Adams (same step count,
-  same learning rate schedule, no coupling term).
-The data never depend on the model, so a data thread makes them a few steps ahead of the torch loop, and the
-exact OT pairing of every OT-CFM run's batch is solved in a thread pool beside both (scipy's
-`linear_sum_assignment` releases the GIL; measured: a spinning Python thread kept ~90 % of its rate during the
-solves), with the column potential of `ot` that finds the same assignment 2–5× faster.
+Per run r, everything is what training that run alone does (tests/flow_reference.py; tests/test_flow_batched.py
+compares the two step by step, bench/bench_flow.py times them): the model `init_model(seed, hidden)`, stored as
+stacked transposed weights; the (pair, seed) stream of `data_rng` drawn by `draw_batch` in the same order (the
+methods of one (pair, seed) share these draws; OT-CFM only re-pairs them); the optimised objective is the sum of
+the runs' losses, whose gradient with respect to run r's weights is exactly that of run r's loss; Adam is
+elementwise, so one Adam over the stacked tensors is R independent Adams. The data never depend on the model, so a
+data thread makes them a few steps ahead of the torch loop, and the OT pairings are solved in a thread pool beside
+both (scipy's `linear_sum_assignment` releases the GIL; measured: a spinning Python thread kept ~90 % of its rate
+during the solves), with the column potential of `ot` that finds the same assignment 2–5× faster.
 """
 from __future__ import annotations
 

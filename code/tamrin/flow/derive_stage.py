@@ -35,27 +35,21 @@ def build(numeric_samples: int, log: logging.Logger | None = None) -> list[Deriv
     return records
 
 
-def typst_errors(records: list[Derivation]) -> dict[str, str]:
-    """name -> compiler message for every record whose Typst math does not compile (empty when all do)."""
+def check_derivations(records: list[Any]) -> None:
+    """Raise TamrinError naming every derivation that failed its check or whose Typst math does not compile."""
     import typst
 
-    errors = {}
-    for r in records:
-        try:
-            compile_check([r.statement_typst, *r.steps_typst, *[a["typst"] for a in r.assumptions]])
-        except typst.TypstError as e:
-            errors[r.name] = str(e).splitlines()[0] if str(e) else type(e).__name__
-    return errors
-
-
-def check_derivations(records: list[Any]) -> None:
-    """Raise TamrinError naming every derivation that failed its check or whose Typst does not compile."""
     failed = [r for r in records if not r.passed]
     if failed:
         names = "; ".join(f"{r.name} (residual {r.residual:g} > tolerance {r.tolerance:g}, {r.check})" for r in failed)
         raise TamrinError(f"derive: derivation check failed: {names} — the derivation or its check is wrong; "
                           "fix code/tamrin/flow before building the report")
-    bad_typst = typst_errors(records)
+    bad_typst = {}
+    for r in records:
+        try:
+            compile_check([r.statement_typst, *r.steps_typst, *[a["typst"] for a in r.assumptions]])
+        except typst.TypstError as e:
+            bad_typst[r.name] = str(e).splitlines()[0] if str(e) else type(e).__name__
     if bad_typst:
         names = "; ".join(f"{n}: {msg}" for n, msg in bad_typst.items())
         raise TamrinError(f"derive: Typst math of a derivation does not compile: {names} — fix the printer or step")

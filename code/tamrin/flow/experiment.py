@@ -30,8 +30,13 @@ from .batched import PAIRS, sample, split_pair, train_batched, velocity
 from .ot import w2_squared
 
 
-# The literature anchor, read from the source (see `anchor()`): Cheng & Schwing (2025), Fig. 1, unconditional
-# 8gaussians → moons, mean ± std over 10 runs, quantity = POT `ot.emd2` on `ot.dist` (squared Euclidean) = W2².
+# The literature anchor: Cheng & Schwing (2025), "The Curse of Conditions: Analyzing and Improving Optimal Transport
+# for Conditional Flow-Based Generation", Fig. 1 (unconditional FM vs OT, 8gaussians → moons), mean ± std over 10
+# runs; code hkchengrex/C2OT moons.py, data samplers copied from TorchCFM. Their quantity is POT
+# ot.emd2([], [], ot.dist(x1, generated)) with ot.dist's default squared-Euclidean cost, i.e. W2² (no square root),
+# on 10,000 points (TorchCFM's own `wasserstein()` takes the square root). Their setup: data as TorchCFM; σ = 0;
+# 20,000 Adam steps, lr 3e-4, batch 256 (OT on batches of 1024 split into 4); a residual GELU MLP of width 128 (not
+# TorchCFM's 3×64 SELU MLP); dopri5 atol = rtol = 1e-4; 10 runs.
 ANCHOR_REPORTED = {
     "euler_1": {"icfm": (6.232, 0.186), "otcfm": (0.072, 0.025)},
     "adaptive": {"icfm": (0.120, 0.045), "otcfm": (0.050, 0.040)},
@@ -224,13 +229,6 @@ def anchor(summary: dict[str, Any], refs: list[dict[str, Any]], settings: dict[s
     limits = [r["w2sq_collapse_to_mean"] for r in refs if r["pair"] == pair]
     limit_w2sq = float(np.mean(limits)) if limits else None
     reported = {k: {m: {"mean": v[0], "std": v[1]} for m, v in d.items()} for k, d in ANCHOR_REPORTED.items()}
-    # Source: Cheng & Schwing (2025), "The Curse of Conditions: Analyzing and Improving Optimal Transport for
-    # Conditional Flow-Based Generation", Fig. 1 (unconditional FM vs OT); code hkchengrex/C2OT moons.py, data samplers
-    # copied from TorchCFM. Their quantity is POT ot.emd2([], [], ot.dist(x1, generated)) with ot.dist's default
-    # squared-Euclidean cost, i.e. W2² (no square root), on 10,000 points (TorchCFM's own `wasserstein()` takes the
-    # square root). Their setup: data as TorchCFM (8 Gaussians at radius 5, covariance sqrt(0.1) I; torchdyn moons
-    # ×3 − 1); σ = 0; 20,000 Adam steps, lr 3e-4, batch 256 (OT on batches of 1024 split into 4); a residual GELU MLP
-    # of width 128 (not TorchCFM's 3×64 SELU MLP); dopri5 atol = rtol = 1e-4; 10 runs.
     out: dict[str, Any] = {"pair": pair, "reported_w2_squared": reported, "runs": 10}
     if pair in summary:
         ours = {}
@@ -242,11 +240,9 @@ def anchor(summary: dict[str, Any], refs: list[dict[str, Any]], settings: dict[s
         out["ours_w2_squared"] = ours
         out["ours_settings"] = {k: settings[k]
                                 for k in ("steps", "batch_size", "lr", "lr_schedule", "n_eval", "seeds", "hidden")}
-        out["icfm_euler_1_limit_w2_squared"] = limit_w2sq
-        # 1-step Euler from x0 lands at x0 + v(x0, 0). For I-CFM the exact field at t = 0 is E[x1] − x0, so a
-        # well-trained I-CFM collapses all samples onto the target mean and its 1-step W2² tends to E‖x1 − E x1‖²
-        # (icfm_euler_1_limit_w2_squared). OT-CFM's pairs make v nearly constant along straight paths, so one step
-        # is almost exact; its residual W2² falls with training steps and with the OT batch size.
+        out["icfm_euler_1_limit_w2_squared"] = limit_w2sq  # see `reference`'s w2sq_collapse_to_mean
+        # OT-CFM's pairs make v nearly constant along straight paths, so one Euler step is almost exact; its residual
+        # W2² falls with training steps and with the OT batch size.
         if {"icfm", "otcfm"} <= ours.keys():
             ratio = ours["icfm"]["euler_1"]["mean"] / max(ours["otcfm"]["euler_1"]["mean"], 1e-12)
             lit_ratio = ANCHOR_REPORTED["euler_1"]["icfm"][0] / ANCHOR_REPORTED["euler_1"]["otcfm"][0]
@@ -286,12 +282,6 @@ def assemble_figures(runs: list[dict[str, Any]], cfg: Any, seed: int) -> dict[st
             figures["loss_curves"][pair][method] = {"step": curves[0]["step"], "loss_mean": _round(losses.mean(0), 4),
                                                     "loss_std": _round(losses.std(0), 4)}
     return figures
-
-
-def _log_run(log: logging.Logger, out: dict[str, Any]) -> None:
-    m = out["metrics"]
-    log.info(f"{out['pair']} {out['method']} seed {out['seed']}: W2 Euler-1 {m['w2_euler_1']:.3f}, "
-             f"dopri5 {m['w2_dopri5']:.3f} (NFE {m['nfe_dopri5']:.0f}), {m['ms_per_step']:.2f} ms/step")
 
 
 def resolve_device(choice: str) -> str:
@@ -394,7 +384,9 @@ def run(cfg: Any, profile: str, work_dir: Path, log: logging.Logger) -> dict[str
         # Every run keeps its figure data (a few hundred points), so the figures can never lack a method.
         write_json(runs_dir / f"{out['pair']}_{out['method']}_{out['seed']}.json", out)
         done[(out["pair"], out["method"], out["seed"])] = out
-        _log_run(log, out)
+        m = out["metrics"]
+        log.info(f"{out['pair']} {out['method']} seed {out['seed']}: W2 Euler-1 {m['w2_euler_1']:.3f}, "
+                 f"dopri5 {m['w2_dopri5']:.3f} (NFE {m['nfe_dopri5']:.0f}), {m['ms_per_step']:.2f} ms/step")
 
     timing: dict[str, Any] = {"trained_runs": len(todo), "resumed_runs": len(order) - len(todo)}
     # The reference W2 solves (two per pair and seed) run beside everything else in a thread of their own, so
@@ -413,16 +405,8 @@ def run(cfg: Any, profile: str, work_dir: Path, log: logging.Logger) -> dict[str
         "pairs": list(cfg.pairs), "methods": list(cfg.methods), "seeds": list(cfg.seeds), "steps": cfg.steps,
         "batch_size": cfg.batch_size, "lr": cfg.lr, "lr_schedule": cfg.lr_schedule, "optimizer": "Adam",
         "hidden": cfg.hidden,
-        "sigma": cfg.sigma,  # model: TorchCFM's MLP (x, t) → 3 hidden layers × hidden, SELU → v
-        "sigma_min": cfg.sigma_min, "n_eval": cfg.n_eval, "euler_steps": sorted(cfg.euler_steps),
-        # ot: the exact assignment on the squared-Euclidean cost of each training batch
-        # (scipy.optimize.linear_sum_assignment), x0[row] paired with x1[col]; w2: the exact W2 between generated and
-        # held-out target samples of equal size (a linear assignment), w2sq = W2². Timing per run: all runs train as
-        # one batched model; a run's ms_per_step_without_ot is the batched step's time outside OT waits divided by the
-        # number of runs it advanced, its ms_ot_per_step the CPU time of its own OT solves per step, ms_per_step
-        # their sum.
-        "dopri_tol": cfg.dopri_tol,
-        "threads": cfg.threads, "device": device, "ot_threads": ot_threads,
+        "sigma": cfg.sigma, "sigma_min": cfg.sigma_min, "n_eval": cfg.n_eval, "euler_steps": sorted(cfg.euler_steps),
+        "dopri_tol": cfg.dopri_tol, "threads": cfg.threads, "device": device, "ot_threads": ot_threads,
     }
     timing["experiment_seconds"] = time.perf_counter() - started
     return {

@@ -185,33 +185,18 @@ SCHEDULES = {"ot_sigma_min": 0.05, "ve_sigma_min": 0.01, "ve_sigma_max": 5.0, "v
 
 
 def concrete_paths() -> dict[str, dict[str, Any]]:
-    """μ_t, σ_t with concrete schedules (sympy, in t and x1), and the time interval to integrate over."""
-    s = th3.s
-    beta0, beta1 = SCHEDULES["vp_beta0"], SCHEDULES["vp_beta1"]
-    T_expr = beta0 * s + (beta1 - beta0) * s ** 2 / 2
+    """μ_t, σ_t with concrete schedules (sympy, in t and x1), their Theorem-3 field, and the time interval."""
+    s, beta0, beta1 = th3.s, SCHEDULES["vp_beta0"], SCHEDULES["vp_beta1"]
     smin_ve, smax_ve = SCHEDULES["ve_sigma_min"], SCHEDULES["ve_sigma_max"]
-    concrete = {
-        "ot": {"sigma_min": SCHEDULES["ot_sigma_min"], "t_end": 1.0},
-        "ve": {"schedule": sp.Lambda(s, smin_ve * (smax_ve / smin_ve) ** s), "t_end": 1.0},
-        "vp": {"schedule": sp.Lambda(s, sp.exp(-T_expr / 2)), "t_end": SCHEDULES["vp_t_end"]},
-    }
+    schedule = {"ot": {th3.sigma_min: SCHEDULES["ot_sigma_min"]},
+                "ve": {th3.sigma: sp.Lambda(s, smin_ve * (smax_ve / smin_ve) ** s)},
+                "vp": {th3.alpha: sp.Lambda(s, sp.exp(-(beta0 * s + (beta1 - beta0) * s ** 2 / 2) / 2))}}
     out = {}
     for path in th3.special_paths():
-        c = concrete[path.name]
-        mu_t, sig_t = path.mu_t, path.sigma_t
-        if path.name == "ot":
-            mu_t, sig_t = mu_t.subs(th3.sigma_min, c["sigma_min"]), sig_t.subs(th3.sigma_min, c["sigma_min"])
-        elif path.name == "ve":
-            mu_t, sig_t = mu_t, sig_t.subs(th3.sigma, c["schedule"]).doit()
-        else:
-            mu_t, sig_t = mu_t.subs(th3.alpha, c["schedule"]).doit(), sig_t.subs(th3.alpha, c["schedule"]).doit()
-        field = th3.theorem3_field(mu_t, sig_t)  # the derived formula, evaluated for this schedule
-        out[path.name] = {"mu": mu_t, "sigma": sig_t, "field": field, "t_end": c["t_end"]}
+        mu_t, sig_t = (e.subs(schedule[path.name]).doit() for e in (path.mu_t, path.sigma_t))
+        out[path.name] = {"mu": mu_t, "sigma": sig_t, "field": th3.theorem3_field(mu_t, sig_t),
+                          "t_end": SCHEDULES["vp_t_end"] if path.name == "vp" else 1.0}
     return out
-
-
-def _lambdify(expr: sp.Expr, *args: sp.Symbol):
-    return sp.lambdify(args, expr, modules="numpy")
 
 
 def check_paths(n: int, seed: int = 0) -> Derivation:
@@ -220,9 +205,9 @@ def check_paths(n: int, seed: int = 0) -> Derivation:
     worst_err, min_p = 0.0, 1.0
     n_tests = 0
     for name, p in concrete_paths().items():
-        mu = _lambdify(p["mu"], th3.t, th3.x1)
-        sig = _lambdify(p["sigma"], th3.t)
-        u = _lambdify(p["field"], th3.t, th3.x, th3.x1)
+        mu = sp.lambdify((th3.t, th3.x1), p["mu"], modules="numpy")
+        sig = sp.lambdify((th3.t,), p["sigma"], modules="numpy")
+        u = sp.lambdify((th3.t, th3.x, th3.x1), p["field"], modules="numpy")
         t_end = p["t_end"]
         times = [0.25 * t_end, 0.5 * t_end, 0.75 * t_end, t_end]
         x0 = mu(0.0, X1) + sig(0.0) * rng.standard_normal((n, 2))  # samples of p_0(x|x1)

@@ -112,15 +112,17 @@ class TypstPrinter(Printer):
         return self._print(expr)
 
     def _time_arg(self, arg: sp.Basic) -> str:
-        t = self._settings["time"]
-        if t is not None and arg == t:
-            return self._print(arg)
         text = self._print(arg)
-        return text if len(text) == 1 else f"({text})"
+        return text if arg == self._settings["time"] or len(text) == 1 else f"({text})"
 
     def _fname(self, func: Any) -> str:
         name = func.__name__
         return self._settings["names"].get(name, symbol_name(name))
+
+    def _time_function(self, func: Any, arg: sp.Basic, order: int = 0) -> str:
+        """`sigma_t (x_1)`, `sigma'_t (x_1)` at the time symbol; `sigma_(1 - t)`, `sigma'_(1 - t)` elsewhere."""
+        suffix = self._settings["time_functions"][func.__name__] if arg == self._settings["time"] else ""
+        return f"{self._fname(func)}{chr(39) * order}_{self._time_arg(arg)}{suffix}"
 
     # --- arithmetic -------------------------------------------------------------------------------------------
     def _print_Add(self, expr: sp.Add) -> str:
@@ -180,8 +182,7 @@ class TypstPrinter(Printer):
 
     # --- functions -----------------------------------------------------------------------------------------
     def _print_exp(self, expr: sp.exp) -> str:
-        e = self._print(expr.args[0])
-        return f"e^({e})"
+        return f"e^({self._print(expr.args[0])})"
 
     def _print_log(self, expr: sp.log) -> str:
         return f"ln({self._print(expr.args[0])})"
@@ -197,12 +198,8 @@ class TypstPrinter(Printer):
         raise TypeError(f"no Typst rule for function {name}")
 
     def _print_AppliedUndef(self, expr: Any) -> str:
-        name = expr.func.__name__
-        tf = self._settings["time_functions"]
-        if name in tf and len(expr.args) == 1:
-            arg = expr.args[0]
-            suffix = tf[name] if arg == self._settings["time"] else ""
-            return f"{self._fname(expr.func)}_{self._time_arg(arg)}{suffix}"
+        if expr.func.__name__ in self._settings["time_functions"] and len(expr.args) == 1:
+            return self._time_function(expr.func, expr.args[0])
         args = ", ".join(self._print(a) for a in expr.args)
         return f"{self._fname(expr.func)} ({args})"
 
@@ -212,16 +209,12 @@ class TypstPrinter(Printer):
         variables = expr.variable_count
         if (isinstance(f, AppliedUndef) and f.func.__name__ in tf and len(f.args) == 1
                 and len(variables) == 1 and variables[0][0] == f.args[0]):
-            order = int(variables[0][1])
-            arg = f.args[0]
-            suffix = tf[f.func.__name__] if arg == self._settings["time"] else ""
-            return f"{self._fname(f.func)}{chr(39) * order}_{self._time_arg(arg)}{suffix}"
+            return self._time_function(f.func, f.args[0], int(variables[0][1]))
         total = sum(int(n) for _, n in variables)
         if total == 1:
             return f"partial_{self._time_arg(variables[0][0])} {self.parens(f, PRECEDENCE['Mul'])}"
-        top = "partial" if total == 1 else f"partial^{total}"
         bottom = " ".join(f"partial {self._print(v)}" + (f"^{int(n)}" if n != 1 else "") for v, n in variables)
-        return f"frac({top}, {bottom}) {self.parens(f, PRECEDENCE['Mul'])}"
+        return f"frac(partial^{total}, {bottom}) {self.parens(f, PRECEDENCE['Mul'])}"
 
     def _print_Subs(self, expr: sp.Subs) -> str:
         inner, old, new = expr.args
@@ -229,10 +222,7 @@ class TypstPrinter(Printer):
         if (isinstance(inner, sp.Derivative) and isinstance(inner.expr, AppliedUndef)
                 and inner.expr.func.__name__ in tf and len(old) == 1 and len(inner.variable_count) == 1
                 and inner.variable_count[0][0] == old[0] and inner.expr.args == (old[0],)):
-            order = int(inner.variable_count[0][1])
-            arg = new[0]
-            suffix = tf[inner.expr.func.__name__] if arg == self._settings["time"] else ""
-            return f"{self._fname(inner.expr.func)}{chr(39) * order}_{self._time_arg(arg)}{suffix}"
+            return self._time_function(inner.expr.func, new[0], int(inner.variable_count[0][1]))
         at = ", ".join(f"{self._print(o)} = {self._print(n)}" for o, n in zip(old, new))
         return f"lr({self._print(inner)} |)_({at})"
 
