@@ -1,12 +1,10 @@
 """The official CLEVR v1.0 folder: `questions/CLEVR_<split>_questions.json` + `images/<split>/CLEVR_<split>_*.png`.
 
-The train questions file is ~0.5 GB of JSON; loading it whole would take several GB of memory, so it is read
-with a streaming parser (ijson), one question object at a time, in two passes:
-1. count the usable questions (answer in CLEVR's vocabulary) of every image; that total is the denominator of
-   `data.fraction`, and the images are ordered by a seeded hash (deterministic, uniform);
-2. read the questions of the smallest-hash images whose counts add up to the target (`subset.question_target`)
-   plus a reserve for images that turn out unreadable. The stage keeps questions in that order until the target
-   count is reached, so the subset is an exact number of questions, not a Binomial number of images.
+The train questions file is ~0.5 GB of JSON (several GB of memory if loaded whole), so it is streamed (ijson) in
+two passes: count the usable questions of every image (the denominator of `data.fraction`), then read the
+questions of the images first in a seeded hash order whose counts cover the target plus a reserve for unreadable
+images. The stage keeps questions in that order up to the target: an exact number of questions, not a Binomial
+number of images.
 """
 from __future__ import annotations
 

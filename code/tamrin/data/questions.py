@@ -1,18 +1,15 @@
-"""CLEVR-style questions from templates, answered by executing them on the scene graph.
+"""CLEVR-style questions of DESIGN.md's 8 types from templates, answered by executing them on the scene graph.
 
-Every template belongs to one of DESIGN.md's 8 question types. A question names objects by a description
-(`[size] [color] [material] shape-or-thing`, with CLEVR's synonyms) and, optionally, one spatial relation to an
-anchor object ("the cube that is left of the red sphere"). A question is only kept when it is well-posed:
-"the X" must denote exactly one object, a queried attribute is never given away by the description, and every
-relation it uses is unambiguous (the two objects differ by at least `RELATION_MARGIN` along its axis; closer pairs
-are never asked about). Answers come from the 28-answer vocabulary and are kept close to balanced: query questions
-draw the answer value first (uniformly among the values in the scene) and compare-attribute questions draw
-"same"/"different" first; for exist, count and compare-integer questions several candidates are sampled and an
-answer is picked uniformly among those reached.
+Objects are named by a description (`[size] [color] [material] shape-or-thing`, CLEVR's synonyms), maybe with one
+spatial relation to an anchor ("the cube that is left of the red sphere"). Only well-posed questions are kept:
+"the X" denotes exactly one object, a queried attribute is never given away, and every relation is unambiguous
+(the objects differ by at least `RELATION_MARGIN` along its axis). Answers are kept close to balanced (see `ask`).
 """
 from __future__ import annotations
 
+import functools
 import itertools
+import operator
 import random
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
@@ -76,13 +73,10 @@ class Question:
 
 def desc_words(desc: Desc, rng: random.Random, plural: bool = False) -> str:
     """'large red metal cube' with CLEVR synonyms; 'thing'/'object' when the shape is not given."""
-    words = []
-    for attr in ATTRS[:3]:
-        if attr in desc:
-            words.append(rng.choice(SYNONYMS.get(desc[attr], (desc[attr],))))
-    noun = rng.choice(SYNONYMS.get(desc.get("shape", "thing"), (desc.get("shape", "thing"),)))
-    words.append(noun + "s" if plural else noun)
-    return " ".join(words)
+    words = [rng.choice(SYNONYMS.get(desc[a], (desc[a],))) for a in ATTRS[:3] if a in desc]
+    shape = desc.get("shape", "thing")
+    noun = rng.choice(SYNONYMS.get(shape, (shape,)))
+    return " ".join([*words, noun + "s" if plural else noun])
 
 
 def _bits(flags) -> int:
@@ -124,13 +118,9 @@ class SceneQuestions:
     # --- descriptions and references -------------------------------------------------------------------------
     def _mask(self, desc: Desc) -> int:
         key = tuple(sorted(desc.items()))
-        m = self._masks.get(key)
-        if m is None:
-            m = self._all
-            for item in key:
-                m &= self._value_mask.get(item, 0)
-            self._masks[key] = m
-        return m
+        if key not in self._masks:
+            self._masks[key] = functools.reduce(operator.and_, (self._value_mask.get(i, 0) for i in key), self._all)
+        return self._masks[key]
 
     def _count_of(self, desc: Desc) -> int:
         return self._mask(desc).bit_count()

@@ -1,13 +1,10 @@
 """The synthetic source: CLEVR-like scenes of 3–10 objects on a ground plane, rendered, with template questions.
 
-World frame: the ground is z = 0, x grows to the camera's right, y away from the camera, z is up. The camera has no
-yaw, so CLEVR's spatial relations reduce to coordinates (`questions.relation_holds`). Scene i of seed s is drawn
-from its own `random.Random`, so a scene does not depend on how many come before it; question types rotate across
-scenes so that all 8 appear equally often.
-
-The renderer draws CLEVR's look at 2× the output size and box-filters down: projected polygons per cube/cylinder
-face with Lambert + Blinn-Phong shading, spheres shaded per pixel, metal with a sharp highlight (and a gradient on
-flat faces), rubber matte, soft shadows, painted far to near. Pure PIL + numpy: a 224² scene takes a few ms.
+World frame: ground z = 0, x to the camera's right, y away from it, z up; the camera has no yaw, so CLEVR's spatial
+relations reduce to coordinates (`questions.relation_holds`). Scene i of seed s has its own `random.Random` (it
+does not depend on the scenes before it); question types rotate across scenes so all 8 appear equally often.
+The renderer draws CLEVR's look at 2× and box-filters down: shaded polygons per cube/cylinder face, spheres shaded
+per pixel, metal with sharp highlights, rubber matte, soft shadows, far to near. Pure PIL + numpy, a few ms a scene.
 """
 from __future__ import annotations
 
