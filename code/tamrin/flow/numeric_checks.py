@@ -1,14 +1,10 @@
 """Numeric companions of the symbolic derivations (float64, seeded, CPU).
 
-- `check_gradients` (Theorem 2): a 2-D Gaussian-mixture target, Lipman's OT path, a small random MLP v_θ.
-  Monte-Carlo ∇θ L_FM (with the exact marginal field u_t(x), closed form for this target) and ∇θ L_CFM (with
-  u_t(x|x1)) from the same samples, by autograd, batch by batch; the paired batch differences must have mean 0
-  (per-parameter t-test, Bonferroni over all parameters), and L_CFM − L_FM must equal the expected conditional
-  variance of u_t(x|x1). A negative control (a deliberately wrong marginal field) must be rejected by the same
-  test, so the test is shown to have power.
-- `check_paths` (Theorem 3): for the OT, VE and VP paths with concrete schedules, integrate dx/dt = u_t(x|x1)
-  (the Theorem-3 field, lambdified from sympy) from samples of p_0(x|x1) and compare with ψ_t(x0) pointwise and
-  with fresh samples of p_t(x|x1) = N(μ_t, σ_t² I) (two-sample Kolmogorov–Smirnov per coordinate).
+`check_gradients` (Theorem 2): Monte-Carlo ∇θ L_FM (exact marginal field of a 2-D Gaussian mixture on Lipman's OT
+path) and ∇θ L_CFM of a small random MLP from the same samples; their paired batch differences must have mean 0
+(per-parameter t-tests, Bonferroni) and L_CFM − L_FM must equal the expected conditional variance, while a wrong
+marginal field must be rejected (the test has power). `check_paths` (Theorem 3): integrate the lambdified sympy
+field of the OT, VE and VP paths and compare with ψ_t(x0) pointwise and with fresh p_t(x|x1) samples (KS tests).
 """
 from __future__ import annotations
 

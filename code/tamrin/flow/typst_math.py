@@ -1,14 +1,10 @@
 """A small sympy → Typst math printer, so every derivation step can be typeset by the report as it was checked.
 
 Typst math differs from LaTeX: `frac(a, b)`, `sqrt(x)`, `x_1`, `x_(1 - t)`, `sigma'_t`, multi-letter text in
-quotes (`"min"`), and juxtaposed single letters need a space (`a b`, never `ab`). Only what the flow derivations
-use is supported; anything else raises `TypeError` instead of silently printing LaTeX or Python syntax.
-
-Conventions:
-- a Symbol `name_sub` prints as `name_sub` (Greek names stay Greek, other multi-letter parts are quoted);
-- an applied undefined function listed in `time_functions` with the time symbol as its argument prints in the
-  paper's notation, e.g. `sigma(t)` → `sigma_t (x_1)` and its t-derivative → `sigma'_t (x_1)`;
-  at another argument (e.g. `1 - t`) it prints `sigma_(1 - t)` and the derivative `sigma'_(1 - t)`.
+quotes (`"min"`), and juxtaposed single letters need a space (`a b`, never `ab`). Anything without a rule raises
+`TypeError` instead of silently printing LaTeX or Python syntax. A Symbol `name_sub` prints as `name_sub` (Greek
+stays Greek, other multi-letter parts are quoted); an undefined function listed in `time_functions` prints in the
+paper's notation (`sigma(t)` → `sigma_t (x_1)`, its t-derivative `sigma'_t (x_1)`, at 1 - t `sigma_(1 - t)`).
 """
 from __future__ import annotations
 
