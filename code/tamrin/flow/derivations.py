@@ -290,17 +290,12 @@ def continuity_residual(d: int) -> sp.Expr:
 def _per_component_sum(expr_i: sp.Expr, z: sp.Symbol, dm: sp.Symbol, d: sp.Symbol,
                        R: sp.Symbol, M: sp.Symbol) -> sp.Expr:
     """Σ_i of a per-component expression a + b z_i m'_i + c z_i² (z_i = x_i − μ_i): d a + b M + c R."""
-    poly = sp.Poly(sp.expand(expr_i), z, dm)
+    weights = {(0, 0): d, (1, 1): M, (2, 0): R}
     out = sp.Integer(0)
-    for (pz, pm), coeff in poly.terms():
-        if (pz, pm) == (0, 0):
-            out += d * coeff
-        elif (pz, pm) == (1, 1):
-            out += coeff * M
-        elif (pz, pm) == (2, 0):
-            out += coeff * R
-        else:
+    for (pz, pm), coeff in sp.Poly(sp.expand(expr_i), z, dm).terms():
+        if (pz, pm) not in weights:
             raise ValueError(f"unexpected monomial z^{pz} m^{pm}")
+        out += coeff * weights[(pz, pm)]
     return out
 
 

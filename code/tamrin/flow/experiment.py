@@ -207,20 +207,13 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, dict[
 
 
 def w2_vs_steps(summary: dict[str, Any], euler_steps: list[int]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
     steps = sorted(euler_steps)
-    for pair, by_method in summary.items():
-        for method, s in by_method.items():
-            out.setdefault(pair, {})[method] = {
-                "steps": steps,
-                "w2_mean": [s[f"w2_euler_{n}"]["mean"] for n in steps],
-                "w2_std": [s[f"w2_euler_{n}"]["std"] for n in steps],
-                "w2sq_mean": [s[f"w2sq_euler_{n}"]["mean"] for n in steps],
-                "w2sq_std": [s[f"w2sq_euler_{n}"]["std"] for n in steps],
-                "dopri5": {k: s[f"{k}_dopri5"]["mean"] for k in ("w2", "w2sq", "nfe")}
-                | {f"{k}_std": s[f"{k}_dopri5"]["std"] for k in ("w2", "w2sq", "nfe")},
-            }
-    return out
+    return {pair: {method: {
+        "steps": steps,
+        **{f"{w}_{st}": [s[f"{w}_euler_{n}"][st] for n in steps] for w in ("w2", "w2sq") for st in ("mean", "std")},
+        "dopri5": {k: s[f"{k}_dopri5"]["mean"] for k in ("w2", "w2sq", "nfe")}
+        | {f"{k}_std": s[f"{k}_dopri5"]["std"] for k in ("w2", "w2sq", "nfe")},
+    } for method, s in by_method.items()} for pair, by_method in summary.items()}
 
 
 def anchor(summary: dict[str, Any], refs: list[dict[str, Any]], settings: dict[str, Any]) -> dict[str, Any]:
@@ -231,12 +224,10 @@ def anchor(summary: dict[str, Any], refs: list[dict[str, Any]], settings: dict[s
     reported = {k: {m: {"mean": v[0], "std": v[1]} for m, v in d.items()} for k, d in ANCHOR_REPORTED.items()}
     out: dict[str, Any] = {"pair": pair, "reported_w2_squared": reported, "runs": 10}
     if pair in summary:
-        ours = {}
-        for m in ("icfm", "otcfm"):
-            if m in summary[pair]:
-                s = summary[pair][m]
-                ours[m] = {"euler_1": {"mean": s["w2sq_euler_1"]["mean"], "std": s["w2sq_euler_1"]["std"]},
-                           "adaptive": {"mean": s["w2sq_dopri5"]["mean"], "std": s["w2sq_dopri5"]["std"]}}
+        by = summary[pair]
+        ours = {m: {"euler_1": {k: by[m]["w2sq_euler_1"][k] for k in ("mean", "std")},
+                    "adaptive": {k: by[m]["w2sq_dopri5"][k] for k in ("mean", "std")}}
+                for m in ("icfm", "otcfm") if m in by}
         out["ours_w2_squared"] = ours
         out["ours_settings"] = {k: settings[k]
                                 for k in ("steps", "batch_size", "lr", "lr_schedule", "n_eval", "seeds", "hidden")}

@@ -71,19 +71,6 @@ def marginal_field(x: np.ndarray, t: np.ndarray, weights: np.ndarray = MIX_WEIGH
     return u, within + between
 
 
-def _batch_gradients(model: torch.nn.Module, batch: dict[str, np.ndarray], u_fm: np.ndarray) -> dict[str, Any]:
-    inp = torch.from_numpy(np.concatenate([batch["x"], batch["t"]], 1))
-    v = model(inp)
-    u_m = torch.from_numpy(u_fm)
-    u_c = torch.from_numpy(conditional_field(batch["x"], batch["x1"], batch["t"]))
-    fm = ((v - u_m) ** 2).sum(1)
-    cfm = ((v - u_c) ** 2).sum(1)
-    params = list(model.parameters())
-    g_fm = torch.cat([g.reshape(-1) for g in torch.autograd.grad(fm.mean(), params, retain_graph=True)])
-    g_cfm = torch.cat([g.reshape(-1) for g in torch.autograd.grad(cfm.mean(), params)])
-    return {"g_fm": g_fm.numpy(), "g_cfm": g_cfm.numpy(), "fm": fm.detach().numpy(), "cfm": cfm.detach().numpy()}
-
-
 def gradient_statistics(n: int, seed: int, batches: int = 100, wrong_posterior: bool = False) -> dict[str, Any]:
     """Paired per-batch gradient differences and the loss gap versus the variance term."""
     rng = np.random.default_rng(seed)
@@ -91,17 +78,21 @@ def gradient_statistics(n: int, seed: int, batches: int = 100, wrong_posterior: 
     size = max(n // batches, 2)
     weights = np.full_like(MIX_WEIGHTS, 1.0 / len(MIX_WEIGHTS)) if wrong_posterior else MIX_WEIGHTS
     g_fm, g_cfm, gap, var, loss_fm, loss_cfm = [], [], [], [], [], []
-    for _ in range(batches):
-        batch = sample_mixture_path(size, rng)
-        u, v_term = marginal_field(batch["x"], batch["t"], weights)
-        out = _batch_gradients(model, batch, u)
-        g_fm.append(out["g_fm"])
-        g_cfm.append(out["g_cfm"])
-        gap.append(float((out["cfm"] - out["fm"]).mean()))
-        loss_fm.append(float(out["fm"].mean()))
-        loss_cfm.append(float(out["cfm"].mean()))
+    params = list(model.parameters())
+    for _ in range(batches):  # autograd gradients of both losses on the same samples, batch by batch
+        b = sample_mixture_path(size, rng)
+        u, v_term = marginal_field(b["x"], b["t"], weights)
+        v = model(torch.from_numpy(np.concatenate([b["x"], b["t"]], 1)))
+        fm = ((v - torch.from_numpy(u)) ** 2).sum(1)
+        cfm = ((v - torch.from_numpy(conditional_field(b["x"], b["x1"], b["t"]))) ** 2).sum(1)
+        g_fm.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(fm.mean(), params, retain_graph=True)]))
+        g_cfm.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(cfm.mean(), params)]))
+        fm, cfm = fm.detach().numpy(), cfm.detach().numpy()
+        gap.append(float((cfm - fm).mean()))
+        loss_fm.append(float(fm.mean()))
+        loss_cfm.append(float(cfm.mean()))
         var.append(float(v_term.mean()))
-    g_fm, g_cfm = np.array(g_fm), np.array(g_cfm)
+    g_fm, g_cfm = torch.stack(g_fm).numpy(), torch.stack(g_cfm).numpy()
     d = g_fm - g_cfm
     se = d.std(0, ddof=1) / math.sqrt(batches)
     z = d.mean(0) / np.maximum(se, 1e-300)
