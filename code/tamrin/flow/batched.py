@@ -167,8 +167,8 @@ class OneRun(torch.nn.Module):
 
 @dataclass
 class RunTraining:
-    """What the metrics need of one run's training (the attributes of `train.TrainResult` without the model).
-    `seconds` is the run's share of the batched loop plus its own OT solves (see `BatchedTraining.run`)."""
+    """What the metrics need of one run's training (flow_reference's `TrainResult` without the model). `seconds`
+    is the run's share of the batched loop plus its own OT solves (see `BatchedTraining.run`)."""
     losses: list[float]
     pair_cost: float
     seconds: float
@@ -215,8 +215,8 @@ def _ot_task(x0: np.ndarray, x1: np.ndarray, potential: ColumnPotential | None
 
 def coefficients(runs: list[Run], sigma: float, sigma_min: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-run (k, c, s), each (R, 1, 1) float32, such that x_t = t x1 + (1 − k t) x0 + s ε and the target is
-    x1 − c x0: (1, 1, σ) for icfm/otcfm, (1 − σ_min, 1 − σ_min, 0) for lipman — `train.conditional_batch`, with
-    float32 factors that reproduce its float32 arithmetic."""
+    x1 − c x0: (1, 1, σ) for icfm/otcfm, (1 − σ_min, 1 − σ_min, 0) for lipman — flow_reference's
+    `conditional_batch`, with float32 factors that reproduce its float32 arithmetic."""
     k = np.array([1 - sigma_min if m == "lipman" else 1.0 for _, m, _ in runs], dtype=np.float32)
     s = np.array([0.0 if m == "lipman" else sigma for _, m, _ in runs], dtype=np.float32)
     return k[:, None, None], k[:, None, None].copy(), s[:, None, None]
@@ -233,10 +233,10 @@ class _Immediate:
 
 class _DataPipeline:
     """Every step's training data — the draws of each (pair, seed) stream, the OT re-pairing of the OT-CFM runs,
-    x_t and the targets of every run — made in step order by one producer thread, `lookahead` steps ahead of
-    the torch step (the data stream does not depend on the model). The draws all happen in that one thread, in
-    the order of the per-run reference, so the streams are those of `train.train`; the OT solves of a step go to
-    the pool as soon as its batch is drawn and are collected when the step's tensors are built."""
+    x_t and the targets of every run — made in step order by one producer thread, `lookahead` steps ahead of the
+    torch step (the data stream does not depend on the model). The draws all happen in that one thread, in the
+    order of the per-run reference (flow_reference's `train`); the OT solves of a step go to the pool as soon as
+    its batch is drawn and are collected when the step's tensors are built."""
 
     def __init__(self, runs: list[Run], steps: int, batch_size: int, sigma: float, sigma_min: float,
                  pool: Executor | None, lookahead: int) -> None:
