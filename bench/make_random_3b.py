@@ -19,8 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "code"))
 
 
 def build_processor(texts: list[str], config):
-    """The processor saved with the checkpoint: PaliGemma's real token-id layout (tamrin.vlm.paligemma_layout)."""
-    from tamrin.vlm.paligemma_layout import layout_processor
+    """The processor saved with the checkpoint: PaliGemma's real token-id layout (tamrin.vlm.tiny)."""
+    from tamrin.vlm.tiny import layout_processor
 
     return layout_processor(texts, config)
 
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import GenerationConfig
 
     from tamrin.vlm.footprint import load_config
-    from tamrin.vlm.memory_measure import save_random_checkpoint
+    from tamrin.vlm.memory_analysis import save_random_checkpoint
 
     config = load_config()
     save_random_checkpoint(args.out, device=args.device)

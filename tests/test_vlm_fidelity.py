@@ -9,9 +9,9 @@ import torch
 from PIL import Image
 
 from tamrin.vlm import batches
-from tamrin.vlm.generate import decode_new
+from tamrin.vlm.evaluate import decode_new
 from tamrin.vlm.footprint import load_config
-from tamrin.vlm.paligemma_layout import IMAGE_TOKEN_INDEX, layout_processor
+from tamrin.vlm.tiny import IMAGE_TOKEN_INDEX, layout_processor
 
 PREFIX = "answer en "
 ROWS = [{"id": "a", "image": "a.png", "question": "Is there a red cube?", "answer": "yes"},

@@ -50,11 +50,6 @@ def test_skip_update_clears_gradients_and_backs_the_scaler_off():
     assert p.grad is None
 
 
-def test_first_steps_finite():
-    assert step.first_steps_finite([3.2, 2.9]) and not step.first_steps_finite([3.2, math.nan])
-    assert not step.first_steps_finite([])
-
-
 def _tiny_lora(dtype: torch.dtype = torch.float32, device: str = "cpu"):
     from tamrin.vlm.model import attach_lora
 
@@ -77,13 +72,11 @@ def _batches(processor, n: int = 4, device: str = "cpu") -> tuple[dict, list[dic
 def test_step_accumulates_micro_batches_like_one_batch_and_the_loss_falls():
     """`TrainStep` on two micro-batches takes the gradient of the mean over all their answer tokens: the same
     first-step loss as one batch holding both, and a loss that falls."""
-    from tamrin.vlm.loss import LOSSES
-
     with one_thread():
         processor, model = _tiny_lora()
         whole, halves = _batches(processor)
         s = step.TrainStep.for_measuring(model, lr=1e-2)
-        one = float(step.step_loss(s.model, [whole], LOSSES["suffix"], s.acc))
+        one = float(step.step_loss(s.model, [whole], step.LOSSES["suffix"], s.acc))
         s.optimizer.zero_grad(set_to_none=True)
         losses = s.run(halves, 4)
         s.close()

@@ -1,32 +1,18 @@
-"""`ablation` stage: the measured effect of the LoRA rank → results/ablation/ablation.json.
+"""`ablation` stage: the measured effect of the LoRA rank → results/ablation/ablation.json (its fields:
+contract/ablation.py).
 
 For every rank of `ablation.ranks` (plus `large_gpu_ranks` on a large GPU) one adapter is trained with the
 finetune stage's own loop (`finetune.train`) on the same train split, the same number of steps and the same seed
 as every other rank, on the same base the main run fine-tuned (finetune's summary says which), then reloaded
 from its saved files (`evaluate.load_for_eval`: fresh objects, so no 4-bit weight is evaluated before or
 between trainings in one model object — bitsandbytes 0.50 repacks a Linear4bit weight for its gradient-less
-CPU kernel on the first eval-mode no-grad forward) and answers the test questions (`generate.answer`), scored
+CPU kernel on the first eval-mode no-grad forward) and answers the test questions (`evaluate.answer`), scored
 with the eval stage's `metrics.compute_metrics`. With `ablation.compare_quantization` the main rank is also
 trained on an unquantized base (LoRA beside QLoRA).
 
 With `ablation.enabled = false` (the paper profile's default: it costs GPU time) the stage trains nothing; it
 prints and records how long the ablation would take on this hardware, from the main run's steady-state seconds
 per step and the eval stage's generation speed.
-
-ablation.json (numbers and identifiers only):
-  enabled              bool
-  settings             {ranks (planned, in order), steps, seed, lr, batch_size, grad_accum, alpha_mode
-                        ("ratio" | "fixed"), alpha_over_rank (ratio mode) | alpha (fixed mode), quantization (of the
-                        main run: "nf4" | "none"), n_test, device ("cpu" or the GPU name), gpu_gib (null on CPU)}
-  skipped              [{rank, reason: "needs_large_gpu"}]
-  estimate             {runs, steps_per_run, seconds_per_step (main run, steady state), eval_seconds_per_run,
-                        total_seconds}
-  runs                 [] when disabled, else one per trained adapter, in plan order:
-                       {rank, alpha, quantization, trainable_params, total_params, steps, exact_match,
-                        exact_match_ci [lo, hi], rougeL {f, ci_low, ci_high}, loss [per step],
-                        loss_first_mean, loss_last_mean, seconds_per_step (steady: the first step excluded),
-                        train_seconds, eval_seconds, peak_gpu_bytes (CUDA; null on CPU),
-                        adapter_state_bytes (fp32 adapter weight + gradient + two AdamW states = 16 B/param)}
 """
 from __future__ import annotations
 
@@ -39,8 +25,6 @@ from ..atomic import read_json, read_jsonl
 
 ADAPTER_STATE_BYTES = 16  # fp32 adapter weight + fp32 gradient + two fp32 AdamW moments, per trainable parameter
 
-
-# ---------------------------------------------------------------- pure planning
 
 def plan_runs(ab, lora_rank: int, lora_alpha: float, quantization: str, gpu_gib: float | None
               ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -104,8 +88,6 @@ def _done(run_dir: Path, steps: int) -> bool:
             and read_json(summary).get("steps_done") == steps)
 
 
-# ---------------------------------------------------------------- the stage
-
 def run(ctx) -> None:
     """Stage entry point."""
     import torch
@@ -121,9 +103,8 @@ def _run(ctx, device) -> None:
     import torch
 
     from . import batches
-    from .evaluate import base_source_of, load_for_eval
+    from .evaluate import answer, base_source_of, load_for_eval
     from .finetune import train
-    from .generate import answer
     from .metrics import compute_metrics
 
     ab, model_cfg, lora_cfg = ctx.section("ablation"), ctx.section("model"), ctx.section("lora")

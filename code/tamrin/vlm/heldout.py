@@ -22,7 +22,7 @@ import torch
 
 from . import batches
 from .batches import IGNORE
-from .loss import token_ce_sum, suffix_logits
+from .step import suffix_logits, token_ce_sum
 
 BUDGET = 0.05  # of the training steps' time: above it, the run warns
 
@@ -48,11 +48,6 @@ def carve(rows: list[dict], size: int, seed: int) -> tuple[list[dict], list[dict
     return (rows, []) if not train else (train, held)
 
 
-def is_due(step: int, every: int, total: int) -> bool:
-    """Evaluate before the first step, every `every` steps, and after the last one."""
-    return step == 0 or step == total or step % every == 0
-
-
 @contextlib.contextmanager
 def dropout_off(model) -> Iterator[None]:
     """Dropout modules in eval mode, everything else as it is (train mode). Not `model.eval()`: bitsandbytes
@@ -70,15 +65,18 @@ def dropout_off(model) -> Iterator[None]:
             m.train(True)
 
 
-class HeldOut:
-    """The held-out rows tokenised and collated once (micro-batches of `batch_size`, on the host); `evaluate`
-    returns one heldout.jsonl row."""
+class Monitor:
+    """The finetune loop's held-out curve. The slice's `examples` are collated once, on the host, in micro-batches of
+    `batch_size`; `monitor(model, step, device)` evaluates them before the first step, every `every` steps and after
+    the last (a step evaluated before a resume is not evaluated again), appends the heldout.jsonl row to `log` and
+    returns the seconds it took — 0 when it did nothing, as on every process but the main one, which has no slice."""
 
-    def __init__(self, examples: Sequence[batches.Example], pixels: batches.PixelCache, pad_id: int,
-                 batch_size: int) -> None:
+    def __init__(self, examples: Sequence[batches.Example], pixels: batches.PixelCache, pad_id: int, batch_size: int,
+                 *, every: int, total_steps: int, log, seconds_before: float = 0.0) -> None:
         chunks = [examples[i:i + batch_size] for i in range(0, len(examples), batch_size)]
         self.batches = [batches.collate(c, pixels([e.image for e in c]), pad_id, with_answers=True) for c in chunks]
-        self.n = len(examples)
+        self.n, self.every, self.total, self.log = len(examples), every, total_steps, log
+        self.seconds = seconds_before  # spent evaluating, over the whole run (a resumed run's earlier part too)
 
     @torch.no_grad()
     def evaluate(self, model, step: int, device: torch.device) -> dict:
@@ -99,22 +97,12 @@ class HeldOut:
         return {"step": step, "loss": round(loss, 6) if math.isfinite(loss) else None,
                 "exact_match": round(int(exact) / self.n, 6), "n": self.n}
 
-
-class Monitor:
-    """The finetune loop's held-out curve: `monitor(model, step, device)` evaluates the slice when the step is due
-    (and not evaluated before a resume), appends the row to `log` and returns the seconds it took (0 when it did
-    nothing, as on every process but the main one, which has no slice)."""
-
-    def __init__(self, held: HeldOut | None, every: int, total_steps: int, log, seconds_before: float = 0.0) -> None:
-        self.held, self.every, self.total, self.log = held, every, total_steps, log
-        self.seconds = seconds_before  # spent evaluating, over the whole run (a resumed run's earlier part too)
-
     def __call__(self, model, step: int, device: torch.device) -> float:
-        if self.held is None or not is_due(step, self.every, self.total) or \
-                any(r["step"] == step for r in self.log.rows):
+        due = step == 0 or step == self.total or step % self.every == 0
+        if not self.n or not due or any(r["step"] == step for r in self.log.rows):
             return 0.0
         t0 = time.perf_counter()
-        self.log.append(self.held.evaluate(model, step, device))
+        self.log.append(self.evaluate(model, step, device))
         spent = time.perf_counter() - t0
         self.seconds += spent
         return spent
@@ -122,8 +110,8 @@ class Monitor:
     def summary(self, step_seconds: float) -> dict | None:
         """summary.json's `heldout` block: the slice, how often it was evaluated, and what that cost next to the
         optimizer steps (`share`: held-out seconds / seconds of the training steps, checkpoint saving excluded)."""
-        if self.held is None:
+        if not self.n:
             return None
-        return {"n": self.held.n, "every": self.every, "evaluations": len(self.log.rows),
+        return {"n": self.n, "every": self.every, "evaluations": len(self.log.rows),
                 "seconds": round(self.seconds, 3), "step_seconds": round(step_seconds, 3),
                 "share": round(self.seconds / step_seconds, 4) if step_seconds > 0 else None}
