@@ -105,7 +105,7 @@ def _run(ctx, device) -> None:
     from . import batches
     from .evaluate import answer, base_source_of, load_for_eval
     from .finetune import train
-    from .metrics import compute_metrics
+    from .metrics import compute_metrics, prediction_rows
 
     ab, model_cfg, lora_cfg = ctx.section("ablation"), ctx.section("model"), ctx.section("lora")
     train_cfg, eval_cfg = ctx.section("train"), ctx.section("eval")
@@ -165,8 +165,7 @@ def _run(ctx, device) -> None:
         del model
         if cuda:
             torch.cuda.empty_cache()
-        metrics = compute_metrics([{"answer": row["answer"], "prediction": p, "qtype": row.get("qtype")}
-                                   for row, p in zip(rows, preds)], resamples=eval_cfg.bootstrap, seed=eval_cfg.seed)
+        metrics = compute_metrics(prediction_rows(rows, preds), resamples=eval_cfg.bootstrap, seed=eval_cfg.seed)
         records.append(run_record(r, summary, loss_rows, metrics, seconds))
         ctx.log.info(f"r = {r['rank']} ({r['quantization']}): exact match {metrics['exact_match']:.3f}, "
                      f"ROUGE-L {metrics['rougeL']['f']:.3f}, {summary['trainable_params']:,} trainable")

@@ -1,23 +1,19 @@
-"""Reading the data stage's files and turning question rows into model batches, exactly as transformers'
+"""Reading the data stage's files and turning question rows into model batches exactly as transformers'
 `PaliGemmaProcessor` does for `google/paligemma-3b-pt-224` — but tokenised once per example instead of once per
-batch, with each image's pixel values computed once — and which examples each optimizer step sees (`Plan`).
+batch, each image's pixel values computed once — and which examples each optimizer step sees (`Plan`).
 
-What the processor builds (transformers 5.24, models/paligemma/processing_paligemma.py: `prepare_inputs_layout`,
-`__call__`, `replace_image_token`; the same string in 4.4x's `build_string_from_input`) for a prompt without an
-`<image>` placeholder: `image_seq_length` × "<image>" (256 for the 3B model), then <bos>, then the prompt, then
-"\n"; with `suffix=` the answer + <eos> is tokenised as the pair's second segment (so nothing merges across the
-"\n"), `token_type_ids` is 0 on the prefix and 1 on the suffix, and labels are the input ids with every
-token_type 0 position (prefix and padding) set to -100. (With an "<image>" already in the text, 4.4x skipped both
-the <bos> and the <eos> — one more reason to build the string here rather than rely on that branch.)
-`processor_mismatch` compares `encode` with a real `processor(...)` call, which finetune runs once at start so a
-different transformers version cannot silently build other inputs; tests check it token by token against
-`PaliGemmaProcessor` with a tokenizer of PaliGemma's real id layout (tamrin.vlm.tiny.layout_processor).
+For a prompt without an `<image>` placeholder the processor builds (transformers 5.24, processing_paligemma.py:
+`prepare_inputs_layout`, `__call__`, `replace_image_token`; the same string in 4.4x's `build_string_from_input`)
+`image_seq_length` × "<image>", <bos>, the prompt, "\n"; with `suffix=` the answer + <eos> is the pair's second
+segment (nothing merges across the "\n"), `token_type_ids` is 1 on it, and labels are -100 wherever token_type is
+0. (With an "<image>" in the text, 4.4x skipped the <bos> and the <eos>: one more reason to build the string here.)
+`processor_mismatch` compares `encode` with a real `processor(...)` call, which finetune runs at start so another
+transformers version cannot silently build other inputs.
 
-Batches are left-padded in training and generation alike, so the suffix (and the next generated token) always
-sits at the right end: the suffix-only loss then needs logits for only the last few positions, a count computed
-here on the host (`logits_to_keep`) so the training step never waits on the device for it. Position ids are
-passed explicitly (1-based, counted over real tokens) so left padding does not shift them; they equal what
-`generate` computes from the attention mask.
+Batches are left-padded in training and generation alike, so the suffix (and the next generated token) sits at the
+right end: the suffix-only loss needs logits for the last few positions only, a count computed here on the host
+(`logits_to_keep`) so the step never waits on the device for it. Position ids are passed explicitly (1-based, over
+real tokens), equal to what `generate` computes from the attention mask.
 """
 from __future__ import annotations
 

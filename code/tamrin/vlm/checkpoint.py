@@ -1,12 +1,8 @@
-"""Resumable training state in the stage's work folder (survives a kill).
-
-A checkpoint is a folder `ckpt-<step>` holding the trainable (LoRA) weights, optimizer, scheduler and
-grad-scaler states, the RNG state of every process, and the loss log so far. Everything is tensors and plain
-data, loaded with `torch.load(weights_only=True)` (no pickled objects, so a checkpoint file cannot run code).
-`complete.json` is written last, so a folder without it (a kill mid-save) is ignored; the two newest complete
-checkpoints are kept, so when the newest one fails to load (a disk error, a truncated file) the run resumes from
-the one before, losing nothing but the steps in between. The quantized base model is never saved here — it is
-reloaded from its source.
+"""Resumable training state in the stage's work folder: a folder `ckpt-<step>` with the trainable (LoRA) weights,
+optimizer, scheduler and grad-scaler states, every process's RNG state and the logs so far — tensors and plain
+data only, loaded with `torch.load(weights_only=True)` (a checkpoint file cannot run code). `complete.json` is
+written last, so a kill mid-save leaves a folder that is ignored; the two newest complete ones are kept, so a newest
+one that fails to load resumes from the one before. The quantized base is never saved: it is reloaded from source.
 """
 from __future__ import annotations
 

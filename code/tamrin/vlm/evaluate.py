@@ -1,27 +1,20 @@
 """`eval` stage: the base and the fine-tuned model on the same test questions → results/eval/, and the batched greedy
-answering it (and the ablation and doctor) uses.
+answering that eval, the ablation and doctor use.
 
-The base is exactly the model that was fine-tuned: the same source (the hub model, or for the demo the tiny
-random-weight base saved by `finetune`), loaded with the same quantization and compute dtype and, when 4-bit, the
-same preparation as training (`model.prepare_quantized`: fp32 outside the 4-bit matmuls), with the LoRA adapter
-attached; base answers come from the same object under `disable_adapter()`. Writes base/, finetuned/ and baseline/
-(predictions.jsonl, metrics.json; the baseline is the majority answer per question type of the train split),
-analysis.json, samples.json (the `eval.n_samples` questions the report shows, drawn with `eval.seed`) and
-summary.json.
+The base is exactly the model that was fine-tuned: the same source, quantization, compute dtype and (4-bit) the same
+preparation as training (`model.prepare_quantized`: fp32 outside the 4-bit matmuls), its answers taken from the
+same object under `disable_adapter()`. Besides the two models' predictions and metrics: baseline/ (the majority
+answer per question type of the train split), analysis.json, samples.json (`eval.n_samples` questions drawn with
+`eval.seed`, for the report) and summary.json.
 
-Answering (issue 15; H200 numbers in bench/results/):
-- every question is tokenised once (batches.tokenize); DataLoader workers (`eval.num_workers`) decode and
-  preprocess the images ahead of generation into pinned memory, so the GPU does not wait between batches;
-- questions are generated in order of prompt length (the answers are put back in the input order), so a batch
-  holds prompts of nearly one length and little padding;
-- transformers' greedy loop already stops as soon as every row has emitted EOS: `GenerationMixin._sample` runs
-  `while self._has_unfinished_sequences(...)` with `unfinished_sequences &= ~stopping_criteria(...)` and
-  `StopCheck.__call__` returning `unfinished_sequences.max() == 0` (transformers 5.24, generation/utils.py);
-- only the new tokens are decoded, with `skip_special_tokens=True`, which drops what the tokenizer marks special
-  (<pad>, <eos>, <bos>, <image>) and keeps PaliGemma's <locNNNN>/<segNNN> pieces, which `PaliGemmaProcessor`
-  registers as ordinary added tokens (processing_paligemma.py: `tokenizer.add_tokens(EXTRA_TOKENS)`);
-- fp16 guard: a forward hook on the output embedding notes non-finite logits on the device (no sync per step); a
-  batch that had any is generated again with every floating weight and the 4-bit layers' compute in fp32.
+Answering (issue 15; H200 numbers in bench/results/): questions are tokenised once and generated in order of prompt
+length (little padding; answers put back in input order), their images preprocessed ahead by DataLoader workers
+into pinned memory. transformers' greedy loop already stops once every row has emitted EOS (`GenerationMixin._sample`
+loops `while self._has_unfinished_sequences(...)`, `StopCheck.__call__` returns `unfinished_sequences.max() == 0`;
+transformers 5.24, generation/utils.py). Only the new tokens are decoded, with `skip_special_tokens=True`: that drops
+<pad>, <eos>, <bos>, <image> and keeps PaliGemma's <locNNNN>/<segNNN> pieces, which `PaliGemmaProcessor` registers as
+ordinary added tokens (processing_paligemma.py: `tokenizer.add_tokens(EXTRA_TOKENS)`). fp16 guard: a forward hook
+notes non-finite logits on the device (no sync per step); such a batch is generated again in fp32.
 """
 from __future__ import annotations
 
@@ -38,7 +31,7 @@ from .. import contract
 from ..atomic import read_json
 from ..errors import MissingResultError, TamrinError
 from . import batches
-from .metrics import analyse, compute_metrics, majority_baseline
+from .metrics import analyse, compute_metrics, majority_baseline, prediction_rows
 from .model import DTYPE_NAMES, load_base_model, load_processor, prepare_quantized, resolve_compute_dtype, \
     resolve_quantization, threads_for
 
@@ -267,8 +260,7 @@ def _run(ctx, device: torch.device) -> None:
             if any(truncated[name]):
                 ctx.log.warning(f"{name}: {sum(truncated[name])} of {len(rows)} answers stopped at "
                                 f"{eval_cfg.max_new_tokens} new tokens without an end of sequence")
-            predictions[name] = [{"id": r["id"], "question": r["question"], "answer": r["answer"], "prediction": p,
-                                  "qtype": r.get("qtype")} for r, p in zip(rows, preds)]
+            predictions[name] = prediction_rows(rows, preds)
     except torch.OutOfMemoryError:
         raise TamrinError(f"CUDA out of memory while generating with eval.batch_size = {eval_cfg.batch_size}: "
                           f"use --set eval.batch_size={max(1, eval_cfg.batch_size // 2)}") from None
@@ -286,14 +278,11 @@ def _run(ctx, device: torch.device) -> None:
     contract.write(out, "eval/analysis.json", analyse(predictions, truncated, eval_cfg.max_new_tokens,
                                                       resamples=eval_cfg.bootstrap, seed=eval_cfg.seed))
     ids = draw_samples([r["id"] for r in rows], eval_cfg.n_samples, eval_cfg.seed)
-    by_id = {r["id"]: r for r in rows}
-    pred_of = {name: {p["id"]: p["prediction"] for p in preds} for name, preds in predictions.items()}
-    contract.write(out, "eval/samples.json", {
-        "seed": eval_cfg.seed, "ids": ids,
-        "samples": [{"id": i, "image": by_id[i]["image"], "question": by_id[i]["question"],
-                     "answer": by_id[i]["answer"], "qtype": by_id[i].get("qtype"),
-                     "base": pred_of["base"][i], "finetuned": pred_of["finetuned"][i]} for i in ids],
-    })
+    at = {r["id"]: k for k, r in enumerate(rows)}
+    contract.write(out, "eval/samples.json", {"seed": eval_cfg.seed, "ids": ids, "samples": [
+        {"id": i, "image": rows[at[i]]["image"], "question": rows[at[i]]["question"], "answer": rows[at[i]]["answer"],
+         "qtype": rows[at[i]].get("qtype"), "base": predictions["base"][at[i]]["prediction"],
+         "finetuned": predictions["finetuned"][at[i]]["prediction"]} for i in ids]})
     contract.write(out, "eval/summary.json", {
         **info, "n": len(rows), "batch_size": eval_cfg.batch_size, "max_new_tokens": eval_cfg.max_new_tokens,
         "seconds": {k: round(v, 2) for k, v in timings.items()},

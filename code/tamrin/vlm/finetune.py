@@ -1,18 +1,12 @@
-"""`finetune` stage: QLoRA fine-tuning of PaliGemma on the CLEVR train split → results/finetune/.
+"""`finetune` stage: QLoRA fine-tuning of PaliGemma on the CLEVR train split → results/finetune/ (loss.jsonl,
+heldout.jsonl, adapter/, summary.json, and for the demo's tiny model base_model/, the exact base `eval` compares).
 
-A plain training loop on 🤗 Accelerate (so `accelerate launch --multi_gpu build.py finetune` runs it with DDP
-unchanged): seeded, gradient checkpointing when it is needed (`train.grad_ckpt = auto`, see footprint), a
-resumable checkpoint every `train.save_every` steps in the work folder, `train.max_minutes` for time-limited
-sessions. The optimizer step itself (precision, accumulation, clipping, the non-finite guard, the schedule) is
-`step.TrainStep`, the one step doctor, the memory measurement and the benchmark also run.
-
-At the speed of the benchmark of the same step (bench/bench_vlm.py, "loop vs bench"): every question is
-tokenised once before training, each image's pixel values are computed once per process in the DataLoader
-workers, batches come pinned, the suffix loss's logit count is computed on the host, and the host waits for the
-GPU once per optimizer step — to read the step loss, which the non-finite guard needs before the update.
-
-Outputs: loss.jsonl (one line per optimizer step), heldout.jsonl, adapter/ (peft), summary.json, and for the demo's
-tiny model base_model/ (the exact random-weight base that was fine-tuned, so `eval` compares against it).
+A plain loop on 🤗 Accelerate (`accelerate launch --multi_gpu build.py finetune` runs it with DDP unchanged):
+seeded, gradient checkpointing as `train.grad_ckpt` decides (footprint), a resumable checkpoint every
+`train.save_every` steps, `train.max_minutes` for time-limited sessions; the optimizer step is `step.TrainStep`.
+At the speed of the benchmark of the same step (bench/bench_vlm.py, "loop vs bench"): questions tokenised once,
+pixel values computed once per process in the DataLoader workers, batches pinned, and one wait for the GPU per
+step — for the step loss, which the non-finite guard needs before the update.
 """
 from __future__ import annotations
 
@@ -291,11 +285,12 @@ def _step_batches(plan: batches.Plan, start: int, rank: int, data: TrainingData,
     for s, group in itertools.groupby(steps_and_batches, key=lambda item: item[0]):
         yield s, [b for _, b in group]
 
+
 def _resume(work_dir: Path, rank: int, step: TrainStep, log) -> tuple[int, dict]:
     """(first step to run, the checkpoint's meta: loss and held-out rows so far, seconds so far) from the newest
     complete checkpoint of this exact configuration (the work dir is keyed by it), or a fresh start."""
     resumed = checkpoint.resume(work_dir, rank, log, model=step.unwrapped, optimizer=step.optimizer,
-                                scheduler=step.scheduler, scaler=step.scaler)
+                                scheduler=step.scheduler, scaler=step.acc.scaler)
     if resumed is None:
         return 0, {}
     ckpt, meta = resumed
@@ -452,7 +447,7 @@ def _time_is_up(accelerator, max_minutes: float | None, t_start: float) -> bool:
 def _save_checkpoint(accelerator, work_dir: Path, step_no: int, step: TrainStep, meta: dict) -> None:
     folder = checkpoint.save(work_dir, step_no, rank=accelerator.process_index, is_main=accelerator.is_main_process,
                              model=step.unwrapped, optimizer=step.optimizer, scheduler=step.scheduler,
-                             scaler=step.scaler, meta=meta)
+                             scaler=step.acc.scaler, meta=meta)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         checkpoint.finish(folder)

@@ -1,15 +1,11 @@
 """The held-out curve of fine-tuning: loss and exact match on a fixed slice of the TRAIN split that training never
-sees, every `train.heldout_every` optimizer steps — what shows overfitting (the training loss keeps falling while
-the held-out loss flattens or rises). The test split stays untouched until `eval`.
+sees, every `train.heldout_every` steps — what shows overfitting. The test split stays untouched until `eval`.
 
-The slice is whole images (CLEVR asks several questions about one scene, so a question held out beside a trained
-one about the same image would not be held out), chosen by a seeded permutation of the image names: the same
-rows for the same data and seed, on every process and after a resume.
-
-Exact match here is teacher-forced: an example counts when the model's most likely token is right at every answer
-position, <eos> included — exactly when greedy decoding would reproduce the answer token for token, read off the
-same forward pass as the loss (so it costs nothing extra; `eval`'s generated answers are compared after
-normalisation, so they can only match more often).
+The slice is whole images (CLEVR asks several questions about one scene: a question held out beside a trained one
+about the same image would not be held out), chosen by a seeded permutation of the image names, so the same rows
+on every process and after a resume. Exact match here is teacher-forced: the most likely token is right at every
+answer position, <eos> included — exactly when greedy decoding would reproduce the answer, read off the loss's
+forward pass (`eval` compares generated answers after normalisation, so it can only match more often).
 """
 from __future__ import annotations
 

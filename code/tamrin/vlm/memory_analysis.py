@@ -1,15 +1,9 @@
-"""Memory analysis of fine-tuning PaliGemma-3B (assignment part 4, question 2): parameter counts and byte budgets.
-
-The stage entry is `run`: the analysis (no GPU, no download), plus a GPU measurement (`measure`: the peak memory of
-a few real optimizer steps of each mode on a PaliGemma-3B of the real architecture, random weights unless
-`memory.checkpoint` names a folder) when `memory.measure` is on, or a committed earlier measurement named by
-`memory.measured_from`. The closed forms this module checks and reports live in `footprint` (shared with finetune's
-checkpointing choice).
-
-Always about the real `google/paligemma-3b-pt-224` architecture, in every profile: its config.json values are
-shipped beside this file (`paligemma_3b_config.json`) and the model is instantiated on the `meta` device, so no
-download and no memory is needed. Everything is counted twice — from the instantiated module tree and from a
-closed form over the config's dimensions — and the stage fails if the two disagree.
+"""`memory` stage (assignment part 4, question 2): parameter counts and byte budgets of fine-tuning the real
+`google/paligemma-3b-pt-224` architecture, in every profile. Everything is counted twice — on the module tree
+instantiated on the meta device (peft's LoRA and transformers' bitsandbytes replacement applied) and by footprint's
+closed forms over the config's dimensions — and the stage fails if the two disagree. With `memory.measure` on, a GPU
+measurement (`measure`: the peak memory of a few real optimizer steps of each mode on a random-weight 3B, or on
+`memory.checkpoint`); else a committed one named by `memory.measured_from`.
 
 Sources for the shipped config (the hub is out of reach here): the `text_config`/`vision_config` values of the
 PaliGemma-3B checkpoints as quoted in transformers' ColPali conversion script (vidore/colpali-v1.2-merged, a
@@ -20,51 +14,18 @@ total). Keys that config.json leaves to transformers' defaults (`head_dim` 256, 
 `tie_word_embeddings`, `image_size` 224, `num_channels` 3) are pinned explicitly so a change of defaults cannot
 silently change the architecture.
 
-memory.json schema (numbers only: the Persian prose that explains them lives in the report templates, the English
-rationale in this module's comments; all byte values are plain bytes, integers; GiB = 2**30 B):
-  model                      "google/paligemma-3b-pt-224"
-  config_file                path of the shipped config, relative to the repository root
-  architecture               {vision: {layers, hidden, intermediate, heads, patch, image_size, image_tokens},
-                              text: {layers, hidden, intermediate, heads, kv_heads, head_dim, vocab},
-                              projection_dim}
-  params                     counted on the meta model: {vision_tower, projector, language_model (decoder incl.
-                              embeddings), language_model_non_embedding, embeddings, lm_head_extra (0: tied),
-                              lm_head_tied (bool), total (unique parameters)}
-  params_closed_form         the same keys from the closed form over the config (must equal `params`)
-  lora                       {rank, alpha, targets, scope (configured), trainable (configured scope, via peft),
-                              trainable_fraction, by_scope: {language_model|all: {peft, formula, adapted_modules,
-                              per_target: {name: params}}}}
-  siglip_scope               what scope "all" adds over "language_model" (peft's suffix match also adapts SigLIP's
-                              q/k/v): {params, state_bytes: {textbook (12 B/param: bf16 weight + grad, fp32
-                              Adam), as_implemented (16 B/param: fp32 adapter weight + grad + Adam)},
-                              activations: {with_grad_ckpt, without_grad_ckpt} (the SigLIP share of the
-                              activation estimate when gradients reach the vision tower)}
-  quantization               {quant_type "nf4", double_quant (configured = true), bits_per_param_nf4 (4.5),
-                              bits_per_param_nf4_dq (4.127), quantized_params, unquantized_params,
-                              quantized_modules (count of Linear4bit layers)}
-  budgets                    textbook budgets (see ASSUMPTIONS below): {full_ft, full_ft_mixed_fp32_master, lora,
-                              qlora}: each {trainable_params, weights, grads, optimizer: {adam_fp32, adam_bf16},
-                              total: {adam_fp32, adam_bf16}, bytes_per_param_total: {adam_fp32, adam_bf16}}
-                              (full_ft_mixed_fp32_master also has master_weights; its adam_bf16 entries are null)
-  as_implemented             the bytes Tamrin's training code actually stores (see IMPLEMENTATION below), per mode
-                              the GPU measurement runs: {qlora_nf4, lora_bf16, full_ft_bf16}: each {trainable_params,
-                              weights, grads, optimizer, total}
-  activations_estimate       ESTIMATE, kept apart from the exact budgets (see ACTIVATIONS below): {seq_len, batch,
-                              suffix_len, vision_trainable, per_token_layer_bytes {decoder, vision},
-                              with_grad_ckpt|without_grad_ckpt: {decoder, vision, logits_suffix, logits_full,
-                              total_suffix_loss, total_full_loss}}
-  measured                   null, or {device, gpu_mem, torch, transformers, bitsandbytes, seq_len, batch, steps,
-                              warmup_steps, loss, grad_ckpt, lora_scope, weights ("random" | "checkpoint"), source,
-                              modes: {mode: {ok, error, weights_allocated, trainable_params, peak_allocated,
-                              peak_reserved, seconds_warmup_step, seconds_per_step_steady, losses}}}
-                              (modes: qlora_nf4, lora_bf16, full_ft_bf16; an OOM is recorded as ok=false;
-                              peak_allocated = torch.cuda.max_memory_allocated above what was allocated before the
-                              model was built: no CUDA context, no allocator slack (peak_reserved shows the slack);
-                              seconds_per_step_steady times only the `steps` steps after `warmup_steps` untimed
-                              ones; a measurement from before the warm-up split has seconds_per_step_steady null)
-  measured_vs_computed       null, or {activation_estimate_shape_matches, modes: {mode: {ok, weights_expected,
-                              weights_measured, weights_rel_error, state_expected, peak_measured, beyond_state,
-                              activation_estimate}}} — expected bytes from `as_implemented`
+memory.json holds numbers only (the Persian prose lives in the report templates, the English rationale in these
+comments; byte values are integer bytes, GiB = 2**30 B): `architecture`; `params` counted on the meta model and
+`params_closed_form` (must be equal); `lora` (`trainable`: the configured scope as peft counts it; `by_scope`: peft
+beside the formula for both scopes); `siglip_scope` (what scope "all" adds: peft's suffix match also adapts SigLIP's
+q/k/v); `quantization` (NF4 bits per parameter, quantized and unquantized counts, Linear4bit modules); `budgets`
+(textbook, see ASSUMPTIONS; per mode fp32 and bf16 Adam states); `as_implemented` (the bytes the code stores per
+measured mode, see footprint); `activations_estimate` (an ESTIMATE, kept apart from the exact budgets); `measured`
+(null, or the GPU measurement per mode: ok (an OOM is ok=false), weights_allocated, peak_allocated =
+torch.cuda.max_memory_allocated above what was allocated before the model was built — no CUDA context, no allocator
+slack, which peak_reserved shows —, seconds_per_step_steady over the `steps` steps after `warmup_steps` untimed ones
+(null in a measurement from before that split), losses); `measured_vs_computed` (null, or per mode the expected bytes
+from `as_implemented` beside the measured ones).
 """
 from __future__ import annotations
 
@@ -75,6 +36,14 @@ from .footprint import (BF16, BITS_NF4, BITS_NF4_DQ, CONFIG_FILE, FP32, GIB, MOD
                         as_implemented, closed_form_lora, closed_form_params, closed_form_quantized, load_config,
                         load_config_dict, meta_model, nf4_bytes)
 
+WARMUP_STEPS = 1  # untimed: the first step pays CUDA/cuBLAS initialisation, autotuning and allocator growth
+MODE_KEYS = ("ok", "error", "weights_allocated", "trainable_params", "peak_allocated", "peak_reserved",
+             "seconds_warmup_step", "seconds_per_step_steady", "losses")
+BLOCK_KEYS = ("device", "gpu_mem", "torch", "transformers", "bitsandbytes", "seq_len", "batch", "steps",
+              "warmup_steps", "loss", "grad_ckpt", "lora_scope")
+
+
+# ---------------------------------------------------------------- counted on the meta model
 
 def _numel(module) -> int:
     return sum(p.numel() for p in module.parameters())
@@ -120,14 +89,10 @@ def bnb_quantized_count(config=None) -> dict[str, Any]:
     skip = HfQuantizer.get_modules_to_not_convert(model, qcfg.llm_int8_skip_modules, model._keep_in_fp32_modules)
     model = replace_with_bnb_linear(model, modules_to_not_convert=skip, quantization_config=qcfg)
     layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
-    return {"quantized_params": sum(m.weight.numel() for m in layers), "quantized_modules": len(layers),
-            "skipped": sorted(skip)}
+    return {"quantized_params": sum(m.weight.numel() for m in layers), "quantized_modules": len(layers)}
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Byte budgets (exact, given the dtype assumptions)
-# ----------------------------------------------------------------------------------------------------------------
-
+# ---------------------------------------------------------------- byte budgets (exact, given the dtype assumptions)
 # ASSUMPTIONS of the textbook budgets (the report states them in Persian beside the table):
 # - bf16 (2 B) for weights and for the gradients of trainable tensors; frozen tensors have no gradient.
 # - AdamW keeps two states per trainable parameter (first and second moment): 8 B in fp32 or 4 B in bf16.
@@ -180,15 +145,12 @@ def budgets(total: int, lora_trainable: int, quantized: int, double_quant: bool 
     }
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# The whole analysis (CPU, meta device)
-# ----------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------- the whole analysis (CPU, meta device)
 
 def analyse(rank: int, alpha: float, targets: list[str], scope: str, seq_len: int, batch: int,
             suffix_len: int, double_quant: bool = True) -> dict[str, Any]:
     """Everything in memory.json except `measured`. Raises AssertionError if a count disagrees with its formula."""
-    raw = load_config_dict()
-    d = Dims.from_dict(raw)
+    d = Dims.from_dict(load_config_dict())
     config = load_config()
     counted = counted_params(meta_model(config))
     closed = closed_form_params(d)
@@ -278,13 +240,7 @@ def reconcile(result: dict[str, Any]) -> dict[str, Any] | None:
     return {"activation_estimate_shape_matches": same_shape, "modes": modes}
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# The GPU measurement (`memory.measure = true`)
-# ----------------------------------------------------------------------------------------------------------------
-
-MODES = ("qlora_nf4", "lora_bf16", "full_ft_bf16")
-WARMUP_STEPS = 1  # untimed: the first step pays CUDA/cuBLAS initialisation, autotuning and allocator growth
-
+# ---------------------------------------------------------------- the GPU measurement (`memory.measure = true`)
 
 def save_random_checkpoint(folder: Path, device: str = "cuda") -> Path:
     """Random-weight PaliGemma-3B from the shipped config, saved in bf16 with `save_pretrained` (≈5.9 GB).
@@ -307,34 +263,26 @@ def save_random_checkpoint(folder: Path, device: str = "cuda") -> Path:
 
 
 def synthetic_batch(config, batch: int, seq_len: int, suffix_len: int, device) -> dict:
-    """A training batch shaped like the processor's output (see batches.encode), with random content:
-    image tokens, <bos>, a random prompt, then `suffix_len` answer tokens (the last one <eos>) that carry the
-    labels and token_type_ids = 1. Every row is exactly `seq_len` long, so no padding; fp32 pixels, as the
-    processor gives them to finetune."""
+    """A training batch (batches.collate) of random content: image tokens, <bos>, a random prompt, then
+    `suffix_len` answer tokens (the last one <eos>) that carry the labels. Every row is exactly `seq_len` long, so
+    no padding; fp32 pixels, as the processor gives them to finetune."""
     import torch
 
-    from .batches import IGNORE, position_ids_from_mask
+    from .batches import Example, collate, to_device
 
-    vc = config.vision_config
+    vc, tc = config.vision_config, config.text_config
     n_img = (vc.image_size // vc.patch_size) ** 2
     prompt = seq_len - n_img - 1 - suffix_len
     if prompt < 1:
         raise ValueError(f"seq_len {seq_len} leaves no room for a prompt after {n_img} image tokens")
     g = torch.Generator().manual_seed(0)
-    high = min(config.text_config.vocab_size, config.image_token_id)
-    text = torch.randint(10, high, (batch, prompt + suffix_len), generator=g)
-    text[:, -1] = config.text_config.eos_token_id
-    ids = torch.cat([torch.full((batch, n_img), config.image_token_id),
-                     torch.full((batch, 1), config.text_config.bos_token_id), text], dim=1)
-    token_type = torch.zeros_like(ids)
-    token_type[:, -suffix_len:] = 1
-    labels = torch.full_like(ids, IGNORE)
-    labels[:, -suffix_len:] = ids[:, -suffix_len:]
-    mask = torch.ones_like(ids)
+    text = torch.randint(10, min(tc.vocab_size, config.image_token_id), (batch, prompt + suffix_len), generator=g)
+    text[:, -1] = tc.eos_token_id
+    types = (0,) * (n_img + 1 + prompt) + (1,) * suffix_len
+    examples = [Example("", tuple([config.image_token_id] * n_img + [tc.bos_token_id] + row), types)
+                for row in text.tolist()]
     pixels = torch.randn(batch, vc.num_channels, vc.image_size, vc.image_size, generator=g)
-    out = {"input_ids": ids, "attention_mask": mask, "token_type_ids": token_type, "labels": labels,
-           "position_ids": position_ids_from_mask(mask), "pixel_values": pixels}
-    return {k: v.to(device) for k, v in out.items()}
+    return to_device(collate(examples, pixels, pad_id=0, with_answers=True), device)  # nothing to pad
 
 
 def build_mode(mode: str, source: str | Path, lora, device, compute_dtype=None):
@@ -344,12 +292,9 @@ def build_mode(mode: str, source: str | Path, lora, device, compute_dtype=None):
 
     from .model import attach_lora, enable_checkpointing, load_base_model
 
-    if mode not in MODES:
-        raise ValueError(f"unknown memory mode {mode!r}; one of {MODES}")
-    dtype = compute_dtype or torch.bfloat16
     quantized = mode == "qlora_nf4"
-    model = load_base_model(source, quantization="nf4" if quantized else "none", compute_dtype=dtype, device=device,
-                            double_quant=True)
+    model = load_base_model(source, quantization="nf4" if quantized else "none",
+                            compute_dtype=compute_dtype or torch.bfloat16, device=device, double_quant=True)
     if mode == "full_ft_bf16":
         enable_checkpointing(model)
         model.requires_grad_(True)
@@ -433,22 +378,13 @@ def measure(mem, lora, work_dir: Path, log=None) -> dict[str, Any]:
     except ImportError:
         bnb_version = None
     props = torch.cuda.get_device_properties(torch.cuda.current_device())
-    modes = {}
-    for mode in mem.measure_modes:
-        modes[mode] = measure_mode(mode, source, lora, mem, log)
-    # No host name and no local path: the block goes into results/, the report and the zip.
+    # No host name and no local path: the block goes into results/, the report and the zip. The optimizer is
+    # torch.optim.AdamW: states in the parameter dtype (bf16 for full fine-tuning, fp32 for the fp32 adapters).
     return {"device": props.name, "gpu_mem": props.total_memory, "torch": torch.__version__,
             "transformers": transformers.__version__, "bitsandbytes": bnb_version, "seq_len": mem.seq_len,
             "batch": mem.batch_size, "steps": mem.measure_steps, "warmup_steps": WARMUP_STEPS, "loss": "suffix",
             "grad_ckpt": True, "lora_scope": lora.scope, "weights": "checkpoint" if mem.checkpoint else "random",
-            "modes": modes}  # the optimizer is torch.optim.AdamW: states in the parameter dtype (bf16 for full
-    # fine-tuning, fp32 for the fp32 adapters)
-
-
-MODE_KEYS = ("ok", "error", "weights_allocated", "trainable_params", "peak_allocated", "peak_reserved",
-             "seconds_warmup_step", "seconds_per_step_steady", "losses")
-BLOCK_KEYS = ("device", "gpu_mem", "torch", "transformers", "bitsandbytes", "seq_len", "batch", "steps",
-              "warmup_steps", "loss", "grad_ckpt", "lora_scope")
+            "modes": {mode: measure_mode(mode, source, lora, mem, log) for mode in mem.measure_modes}}
 
 
 def committed_block(raw: dict[str, Any], source: str) -> dict[str, Any]:

@@ -40,6 +40,12 @@ def _mean(a: np.ndarray) -> float:
     return float(np.mean(a)) if len(a) else float("nan")
 
 
+def prediction_rows(rows: Sequence[dict], answers: Sequence[str]) -> list[dict]:
+    """predictions.jsonl's rows: each question row with its model answer."""
+    return [{"id": r["id"], "question": r["question"], "answer": r["answer"], "prediction": p,
+             "qtype": r.get("qtype")} for r, p in zip(rows, answers, strict=True)]
+
+
 def exact(rows: Sequence[dict]) -> np.ndarray:
     """1.0 where the normalised prediction equals the normalised answer, else 0.0 (exact match per question)."""
     return np.asarray([float(normalize(r["prediction"]) == normalize(r["answer"])) for r in rows])
@@ -108,13 +114,12 @@ def qtype_modes(train_rows: Iterable[dict]) -> tuple[dict[str, str], str]:
     return {t: _mode(c) for t, c in by_type.items()}, _mode(overall)
 
 
-def majority_baseline(train_rows: Iterable[dict], test_rows: Iterable[dict]) -> list[dict]:
+def majority_baseline(train_rows: Iterable[dict], test_rows: Sequence[dict]) -> list[dict]:
     """CLEVR's "Q-type mode" baseline (Johnson et al. 2017, §4): for each question type the most frequent answer of
     the TRAIN split, as prediction rows (predictions.jsonl's layout). It sees neither the image nor the question's
     words, only its type: on yes/no types it scores about the share of the commoner answer."""
     modes, fallback = qtype_modes(train_rows)
-    return [{"id": r["id"], "question": r["question"], "answer": r["answer"],
-             "prediction": modes.get(_qtype(r), fallback), "qtype": r.get("qtype")} for r in test_rows]
+    return prediction_rows(test_rows, [modes.get(_qtype(r), fallback) for r in test_rows])
 
 
 # ---------------------------------------------------------------- analysis.json

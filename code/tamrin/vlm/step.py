@@ -1,24 +1,16 @@
-"""The optimizer step of LoRA fine-tuning — the only one — and its loss. `TrainStep` is used by the finetune stage,
-`doctor`'s timed steps, the memory measurement and bench/bench_vlm.py, so each of them runs exactly the step
-`build.py finetune` takes.
-
-One call, `step(micro_batches)`, does what the finetune loop needs of an optimizer step:
-- forward/backward over the step's micro-batches (gradient accumulation; `step_loss`), the loss normalised by
-  the step's label-token count;
-- the precision rules: bf16 autocast where the GPU's compute capability is ≥ 8.0, else fp16 autocast with a
-  grad scaler, fp32 on a CPU (decided by `model.resolve_compute_dtype` from the capability, never from
-  `torch.cuda.is_bf16_supported()`), and the trained (LoRA) weights kept in fp32 whatever the compute dtype;
-- the non-finite-loss guard (the update is skipped and counted; too many in a row stop the run);
-- gradient clipping, AdamW, and the learning-rate schedule (warm-up + cosine / linear / constant), stepped only
-  when the update was applied.
+"""The optimizer step of LoRA fine-tuning — the only one, used by the finetune stage, `doctor`'s timed steps, the
+memory measurement and bench/bench_vlm.py, so each of them runs exactly the step `build.py finetune` takes — and
+its loss. `TrainStep(micro_batches)` does: forward/backward over the micro-batches (accumulation), normalised by
+the step's label-token count; bf16 autocast where the GPU's compute capability is ≥ 8.0, else fp16 autocast with a
+grad scaler, fp32 on a CPU (`model.resolve_compute_dtype`), the trained (LoRA) weights kept in fp32; the
+non-finite-loss guard; clipping, AdamW, and the learning-rate schedule, stepped only when the update was applied.
 
 The loss is next-token cross-entropy on the answer (suffix) tokens only. `suffix_loss` (the default) asks the model
-for logits at just the last K positions — the ones whose next token carries a label — through `logits_to_keep`:
-with left padding the suffix is flush right, so K is the longest suffix + 1 (counted on the host when the batch is
-built) and the [batch, K, vocab] logits replace the [batch, seq, 257k] tensor of the plain loss (for the 3B model
-at seq 280 the full fp32 logits alone are ~0.3 GB per example). Going through the model's own forward keeps DDP's
-hooks, peft, the lm_head and any logit soft-capping exactly as in `full_loss`. Both return (sum of token losses,
-number of label tokens) so gradient accumulation can normalise by the token count of the whole optimizer step.
+for logits at just the last K positions through `logits_to_keep`: with left padding the suffix is flush right, so K
+is the longest suffix + 1 (counted on the host when the batch is built) and [batch, K, vocab] logits replace the
+[batch, seq, 257k] of the plain loss (for the 3B model at seq 280 the full fp32 logits alone are ~0.3 GB per
+example). Going through the model's own forward keeps DDP's hooks, peft, the lm_head and any logit soft-capping
+exactly as in `full_loss`. Both return (sum of token losses, number of label tokens).
 """
 from __future__ import annotations
 
@@ -35,6 +27,9 @@ from .batches import IGNORE, logits_needed
 
 MODEL_INPUTS = ("input_ids", "pixel_values", "attention_mask", "token_type_ids", "position_ids")
 FP16_PATIENCE_FACTOR = 10
+# Accelerate's `mixed_precision` per compute dtype ("no" for fp32); "fp16" also brings the grad scaler
+# (accelerate/accelerator.py, `Accelerator.__init__`, `get_grad_scaler` when mixed_precision == "fp16" on a GPU).
+MIXED_PRECISION = {torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
 # ---------------------------------------------------------------- the loss
@@ -76,12 +71,10 @@ LOSSES = {"suffix": suffix_loss, "full": full_loss}
 # ---------------------------------------------------------------- the pieces of a step
 
 def step_loss(model, micro_batches: list[dict], loss_fn: Callable, accelerator) -> torch.Tensor:
-    """Forward/backward every micro-batch of one optimizer step (no optimizer update); the step's mean token loss
-    as a 0-d tensor on the device, so the caller decides when to wait for it.
-
-    Each micro-batch's loss is its token-loss sum divided by the step's global label-token count (times the
-    process count, since DDP averages gradients), so the step's gradient is that of the mean over all of its
-    answer tokens whatever the batch split."""
+    """Forward/backward every micro-batch of one optimizer step; the step's mean token loss, a 0-d tensor on the
+    device (the caller decides when to wait for it). Each micro-batch's loss sum is divided by the step's global
+    label-token count (times the process count: DDP averages gradients), so the gradient is that of the mean over
+    all of the step's answer tokens whatever the batch split."""
     n_local = sum((b["labels"][:, 1:] != IGNORE).sum() for b in micro_batches)
     n_global = accelerator.reduce(n_local.to(accelerator.device).float(), "sum")
     total = torch.zeros((), device=accelerator.device)
@@ -108,10 +101,7 @@ class NonFiniteGuard:
     range on an odd batch is expected and is not a reason to lose a long run."""
 
     def __init__(self, patience: int, fp16: bool) -> None:
-        self.fp16 = fp16
-        self.limit = patience * (FP16_PATIENCE_FACTOR if fp16 else 1)
-        self.in_a_row = 0
-        self.nonfinite_steps = 0
+        self.fp16, self.limit, self.in_a_row = fp16, patience * (FP16_PATIENCE_FACTOR if fp16 else 1), 0
 
     def skip(self, loss: float, step: int) -> bool:
         """True when step `step` (1-based) must not update the weights; raises TamrinError at the limit."""
@@ -119,7 +109,6 @@ class NonFiniteGuard:
             self.in_a_row = 0
             return False
         self.in_a_row += 1
-        self.nonfinite_steps += 1
         if self.in_a_row >= self.limit:
             hint = ("lower train.lr, or use train.compute_dtype = bf16/fp32 where the GPU has it" if self.fp16 else
                     "lower train.lr (or check the data)")
@@ -130,26 +119,19 @@ class NonFiniteGuard:
 
 # ---------------------------------------------------------------- precision
 
-def _mixed_precision(compute_dtype: torch.dtype) -> str:
-    """Accelerate's `mixed_precision` for a compute dtype: bf16 / fp16 autocast (fp16 also brings the grad scaler:
-    accelerate/accelerator.py, `Accelerator.__init__`, `get_grad_scaler` when mixed_precision == "fp16" on a GPU),
-    "no" for fp32."""
-    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(compute_dtype, "no")
-
-
 def precision_for(device: torch.device, requested: str = "auto") -> tuple[torch.dtype, str]:
     """(compute dtype, Accelerate's mixed precision) of training on `device`."""
     from .model import resolve_compute_dtype
 
     dtype = resolve_compute_dtype(requested, device)
-    return dtype, _mixed_precision(dtype)
+    return dtype, MIXED_PRECISION.get(dtype, "no")
 
 
 def make_accelerator(compute_dtype: torch.dtype, cuda: bool):
     """The Accelerator a training step runs under (under `accelerate launch`, the DDP process group's)."""
     from accelerate import Accelerator
 
-    return Accelerator(mixed_precision=_mixed_precision(compute_dtype), cpu=not cuda)
+    return Accelerator(mixed_precision=MIXED_PRECISION.get(compute_dtype, "no"), cpu=not cuda)
 
 
 # ---------------------------------------------------------------- the step
@@ -206,11 +188,6 @@ class TrainStep:
         """A step at a small constant learning rate for the memory measurement and the benchmark (the default
         clipping, guard and loss of `[train]`), in the precision this device trains in."""
         return cls(model, _accelerator_for(model, "auto"), lr=lr, keep_param_dtype=keep_param_dtype)
-
-    @property
-    def scaler(self):
-        """The fp16 grad scaler (None under bf16 / fp32)."""
-        return self.acc.scaler
 
     @property
     def unwrapped(self):

@@ -1,18 +1,8 @@
-"""PaliGemma processors and models built offline: the demo's tiny random-weight PaliGemma, and a processor with the
-real `google/paligemma-3b-pt-224` token-id layout (bench/make_random_3b.py's random 3B checkpoint, fidelity tests).
-
-Nothing here touches the Hugging Face hub. The tiny model is saved as an ordinary `save_pretrained` folder (config
-+ weights + processor), so the rest of the pipeline loads it with exactly the calls it uses for the real model —
-`from_pretrained(folder, quantization_config=...)` — and the code path after construction is the paper's. Its
-shapes: every Linear width is a multiple of 128 so bitsandbytes NF4 (block size 64, and its CPU kernels) quantizes
-every projection; Gemma keeps PaliGemma's multi-query attention (one KV head).
-
-The real tokenizer is Gemma's 256,000 SentencePiece pieces followed by PaliGemma's detection and segmentation pieces
-— <loc0000…1023> at 256000…257023, <seg000…127> at 257024…257151 — and <image> at 257152, the config's
-`image_token_index` (pad 0, eos 1, bos 2). `layout_tokenizer` trains the demo's small BPE and fills the ids up to
-256000 with unused pieces, so every id the model sees sits where the real checkpoint puts it; `PaliGemmaProcessor`
-then registers <image> as a special token and the loc/seg pieces as ordinary added tokens, exactly as it does for
-the real tokenizer (transformers/models/paligemma/processing_paligemma.py, `PaliGemmaProcessor.__init__`).
+"""The demo's offline model: a tiny random-weight PaliGemma with a tokenizer and processor built locally (nothing here
+touches the hub), saved as an ordinary `save_pretrained` folder so the pipeline loads it with the very calls it uses
+for `google/paligemma-3b-pt-224` and the code path after construction is the paper's. Every Linear width is a
+multiple of 128 so bitsandbytes NF4 (block size 64, and its CPU kernels) quantizes every projection; Gemma keeps
+PaliGemma's multi-query attention (one KV head).
 """
 from __future__ import annotations
 
@@ -24,13 +14,9 @@ from typing import Iterable
 SPECIAL_TOKENS = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]
 BYTE_TOKENS = [f"<0x{i:02X}>" for i in range(256)]
 PATCH = 16  # tiny SigLIP patch side (the real model uses 14 px patches on 224 px images)
-GEMMA_VOCAB = 256000  # ids below this are Gemma's text pieces in the real tokenizer
-LOC = tuple(f"<loc{i:04d}>" for i in range(1024))
-SEG = tuple(f"<seg{i:03d}>" for i in range(128))
-IMAGE_TOKEN_INDEX = GEMMA_VOCAB + len(LOC) + len(SEG)  # 257152
 
 
-def _bpe(texts: Iterable[str]) -> tuple[dict[str, int], list[tuple[str, str]]]:
+def train_bpe(texts: Iterable[str]) -> tuple[dict[str, int], list[tuple[str, str]]]:
     """(vocab, merges) of a Gemma-style BPE trained on `texts`.
 
     Gemma tokenizes without pre-splitting (spaces become "▁" and BPE runs over the whole string). Training here
@@ -50,22 +36,6 @@ def _bpe(texts: Iterable[str]) -> tuple[dict[str, int], list[tuple[str, str]]]:
     return bpe["vocab"], [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in bpe["merges"]]
 
 
-def layout_tokenizer(texts: Iterable[str], image_token_index: int = IMAGE_TOKEN_INDEX):
-    """A `GemmaTokenizer` with real PaliGemma's special-token ids and a small BPE trained on `texts`."""
-    from transformers import GemmaTokenizer
-
-    if image_token_index != IMAGE_TOKEN_INDEX:
-        raise ValueError(f"<image> must follow the seg tokens at {IMAGE_TOKEN_INDEX}, not {image_token_index}")
-    vocab, merges = _bpe(texts)
-    vocab = dict(vocab)
-    for i in range(len(vocab), GEMMA_VOCAB):
-        vocab[f"<unused{i}>"] = i
-    for j, tok in enumerate(LOC + SEG):
-        vocab[tok] = GEMMA_VOCAB + j
-    vocab["<image>"] = image_token_index
-    return GemmaTokenizer(vocab=vocab, merges=merges)
-
-
 def image_processor(image_size: int, patch_size: int):
     """SigLIP's image processor for `image_size`-pixel squares, `(image_size // patch_size)²` image tokens: the
     torchvision backend when present (as on Colab), else the PIL one — the same preprocessing."""
@@ -79,24 +49,11 @@ def image_processor(image_size: int, patch_size: int):
     return ip
 
 
-def layout_processor(texts: Iterable[str], config):
-    """The `PaliGemmaProcessor` of a PaliGemma `config` (the shipped 3B one: 224 px, 256 image tokens) whose
-    tokenizer has the real id layout."""
-    from transformers import PaliGemmaProcessor
-
-    vc = config.vision_config
-    proc = PaliGemmaProcessor(image_processor=image_processor(vc.image_size, vc.patch_size),
-                              tokenizer=layout_tokenizer(texts, config.image_token_id))
-    if proc.image_token_id != config.image_token_id or len(proc.tokenizer) > config.text_config.vocab_size:
-        raise RuntimeError(f"tokenizer layout broken: <image> = {proc.image_token_id}, {len(proc.tokenizer)} tokens")
-    return proc
-
-
 def build_processor(texts: Iterable[str], image_size: int):
     """The tiny model's `PaliGemmaProcessor` (SigLIP image processor + a BPE trained on `texts`)."""
     from transformers import GemmaTokenizer, PaliGemmaProcessor
 
-    vocab, merges = _bpe(texts)
+    vocab, merges = train_bpe(texts)
     return PaliGemmaProcessor(image_processor=image_processor(image_size, PATCH),
                               tokenizer=GemmaTokenizer(vocab=vocab, merges=merges))
 
