@@ -1,18 +1,12 @@
-"""`ablation` stage: the measured effect of the LoRA rank → results/ablation/ablation.json (its fields:
-contract/ablation.py).
+"""`ablation` stage: the measured effect of the LoRA rank → results/ablation/ablation.json (contract/ablation.py).
 
-For every rank of `ablation.ranks` (plus `large_gpu_ranks` on a large GPU) one adapter is trained with the
-finetune stage's own loop (`finetune.train`) on the same train split, the same number of steps and the same seed
-as every other rank, on the same base the main run fine-tuned (finetune's summary says which), then reloaded
-from its saved files (`evaluate.load_for_eval`: fresh objects, so no 4-bit weight is evaluated before or
-between trainings in one model object — bitsandbytes 0.50 repacks a Linear4bit weight for its gradient-less
-CPU kernel on the first eval-mode no-grad forward) and answers the test questions (`evaluate.answer`), scored
-with the eval stage's `metrics.compute_metrics`. With `ablation.compare_quantization` the main rank is also
-trained on an unquantized base (LoRA beside QLoRA).
-
-With `ablation.enabled = false` (the paper profile's default: it costs GPU time) the stage trains nothing; it
-prints and records how long the ablation would take on this hardware, from the main run's steady-state seconds
-per step and the eval stage's generation speed.
+For each rank of `ablation.ranks` (plus `large_gpu_ranks` on a large GPU; with `ablation.compare_quantization` also
+the main rank on an unquantized base) one adapter is trained by finetune's own loop on the main run's rows, steps,
+seed and base, reloaded from its saved files (`evaluate.load_for_eval`: fresh objects, so no 4-bit weight is
+evaluated between trainings in one model object — bitsandbytes 0.50 repacks a Linear4bit weight for its
+gradient-less CPU kernel on the first eval-mode no-grad forward) and scored on the test questions as `eval` scores
+them. Disabled (the paper profile's default: it costs GPU time), the stage only records how long it would take
+here, from the main run's steady seconds per step and eval's generation speed.
 """
 from __future__ import annotations
 

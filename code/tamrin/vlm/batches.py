@@ -50,17 +50,14 @@ def read_split(data_dir: Path, split: str) -> list[dict]:
 
 
 class ImageStore:
-    """Loads the RGB images a split refers to (paths relative to the data folder), caching recent ones."""
+    """Loads the RGB images a split refers to (paths relative to the data folder), caching the 1024 latest."""
 
-    def __init__(self, data_dir: Path, cache_size: int = 1024) -> None:
-        self.data_dir, self.cache_size = Path(data_dir), cache_size
-        self._load = functools.lru_cache(maxsize=cache_size)(self._read)
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = Path(data_dir)
+        self._load = functools.lru_cache(maxsize=1024)(self._read)
 
-    def __getstate__(self) -> dict:  # DataLoader workers started with "spawn" get an empty cache
-        return {"data_dir": self.data_dir, "cache_size": self.cache_size}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__init__(state["data_dir"], state["cache_size"])
+    def __reduce__(self):  # DataLoader workers started with "spawn" get an empty cache
+        return ImageStore, (self.data_dir,)
 
     def _read(self, rel: str):
         from PIL import Image
@@ -148,11 +145,8 @@ class PixelCache:
         self._cache: collections.OrderedDict[str, torch.Tensor] = collections.OrderedDict()
         self._bytes = 0
 
-    def __getstate__(self) -> dict:  # DataLoader workers started with "spawn" start with an empty cache
-        return {"image_processor": self.image_processor, "images": self.images, "max_bytes": self.max_bytes}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__init__(**state)
+    def __reduce__(self):  # DataLoader workers started with "spawn" start with an empty cache
+        return PixelCache, (self.image_processor, self.images, self.max_bytes)
 
     def __call__(self, paths: Sequence[str]) -> torch.Tensor:
         missing = list(dict.fromkeys(p for p in paths if p not in self._cache))

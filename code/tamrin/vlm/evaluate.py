@@ -99,10 +99,9 @@ class _NonFiniteLogits:
 
 
 def hit_limit(new_tokens: torch.Tensor, eos_token_id: int, max_new_tokens: int) -> list[bool]:
-    """Per row of `new_tokens` (the generated part of a batch, [rows, steps]): whether generation stopped at
-    `max_new_tokens` rather than at an end-of-sequence token. The greedy loop ends a batch when every row has
-    emitted EOS or after `max_new_tokens` steps, so a row was cut short exactly when the batch ran
-    `max_new_tokens` steps and that row holds no EOS among them."""
+    """Per row of a batch's generated tokens: stopped at `max_new_tokens` rather than at EOS. The greedy loop ends a
+    batch once every row has emitted EOS, so a row was cut short exactly when the batch ran the full budget and the
+    row holds no EOS."""
     if new_tokens.shape[1] < max_new_tokens:
         return [False] * new_tokens.shape[0]
     return (~(new_tokens[:, :max_new_tokens] == eos_token_id).any(dim=1)).tolist()

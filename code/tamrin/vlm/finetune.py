@@ -10,6 +10,7 @@ step — for the step loss, which the non-finite guard needs before the update.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import resource
@@ -17,20 +18,22 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import torch
 
 from .. import contract
 from ..contract.facts import ANSWERS
 from ..errors import TamrinError
-from . import batches, checkpoint, heldout
+from . import batches, checkpoint
+from .batches import IGNORE
 from .footprint import Choice, Dims, candidates, checkpointed_layers, choose, estimate_peak, settings
-from .model import DTYPE_NAMES, LoraInfo, attach_lora, friendly_hub_errors, load_base_model, load_processor, \
+from .model import DTYPE_NAMES, LoraInfo, attach_lora, load_base_model, load_model_config, load_processor, \
     resolve_compute_dtype, resolve_quantization, threads_for
-from .step import TrainStep, make_accelerator
+from .step import TrainStep, make_accelerator, suffix_logits, token_ce_sum
 
 BASE_DIR = "base_model"
+HELDOUT_BUDGET = 0.05  # of the training steps' time the held-out evaluations may take: above it, the run warns
 
 
 # ---------------------------------------------------------------- model construction
@@ -67,17 +70,11 @@ class TrainingModel:
 
 def checkpointing_choice(source, model_cfg, lora_cfg, train_cfg, device: torch.device, quant: str, *,
                          seq_len: int | None = None, suffix_len: int = 3, free_bytes: int | None = None) -> Choice:
-    """`train.grad_ckpt` resolved for this device: for `auto` on CUDA, the memory estimate of a batch of
-    `train.batch_size` sequences of `seq_len` tokens (default `train.max_length`: the longest allowed) for each
-    count of checkpointed layers against the GPU's free memory, read before the weights are loaded (`free_bytes`
-    stands in for it: the benchmark's "what would auto pick on a T4")."""
-    from transformers import PaliGemmaConfig
-
-    from ..profiles import hf_token
-
+    """`train.grad_ckpt` resolved for this device: for `auto` on CUDA, the estimated peak of `train.batch_size`
+    sequences of `seq_len` tokens (default `train.max_length`) per count of checkpointed layers against the GPU's
+    free memory before the weights load (or `free_bytes`: the benchmark's "what would auto pick on a T4")."""
     cuda = device.type == "cuda"
-    with friendly_hub_errors(source):
-        config = PaliGemmaConfig.from_pretrained(str(source), token=None if Path(str(source)).is_dir() else hf_token())
+    config = load_model_config(source)
     found, layers = settings(config), config.text_config.num_hidden_layers
     if str(train_cfg.grad_ckpt).lower() != "auto" or not cuda:
         return choose(train_cfg.grad_ckpt, cuda=cuda, found=found, layers=layers)
@@ -138,7 +135,7 @@ class TrainingData:
         """Stops when the installed processor would build other inputs than Tamrin's tokeniser."""
         processor = load_processor(source)
         images = batches.ImageStore(data_dir)
-        rows, held = heldout.carve(rows, train_cfg.heldout_size, train_cfg.seed)  # never trained on
+        rows, held = carve_heldout(rows, train_cfg.heldout_size, train_cfg.seed)  # never trained on
         mismatch = batches.processor_mismatch(processor, rows[:4], images, prefix)
         if mismatch:
             raise TamrinError(f"the installed transformers' PaliGemmaProcessor builds other training inputs than "
@@ -168,6 +165,105 @@ class TrainingData:
     @property
     def longest_suffix(self) -> int:
         return max(sum(e.token_type_ids) for e in self.examples)
+
+
+# ---------------------------------------------------------------- the held-out curve
+# Loss and exact match on a fixed slice of the TRAIN split that training never sees, every `train.heldout_every`
+# steps — what shows overfitting; the test split stays untouched until `eval`. The slice is whole images (CLEVR asks
+# several questions about one scene: a question held out beside a trained one about the same image would not be held
+# out), chosen by a seeded permutation of the image names, so the same rows on every process and after a resume.
+# Exact match here is teacher-forced: the most likely token is right at every answer position, <eos> included —
+# exactly when greedy decoding would reproduce the answer, read off the loss's forward pass (`eval` compares
+# generated answers after normalisation, so it can only match more often).
+
+def carve_heldout(rows: list[dict], size: int, seed: int) -> tuple[list[dict], list[dict]]:
+    """(rows to train on, held-out rows): whole images in a seeded order until at least `size` questions are held
+    out (0 = none). Both keep the split's order; a split too small to keep anything for training holds none out."""
+    if size <= 0:
+        return rows, []
+    images = sorted({r["image"] for r in rows})
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed * 1_000_003 + 7)).tolist()
+    per_image: dict[str, int] = {}
+    for r in rows:
+        per_image[r["image"]] = per_image.get(r["image"], 0) + 1
+    chosen, n = set(), 0
+    for i in order:
+        if n >= size:
+            break
+        chosen.add(images[i])
+        n += per_image[images[i]]
+    held = [r for r in rows if r["image"] in chosen]
+    train = [r for r in rows if r["image"] not in chosen]
+    return (rows, []) if not train else (train, held)
+
+
+@contextlib.contextmanager
+def dropout_off(model) -> Iterator[None]:
+    """Dropout modules in eval mode, everything else as it is (train mode). Not `model.eval()`: bitsandbytes
+    0.50 repacks a Linear4bit's weight for a CPU inference kernel without a backward the first time the layer runs
+    in eval mode on an input without grad (bitsandbytes/nn/modules.py, Linear4bit.forward, on CPUs with
+    AVX512-BF16), which would cut the training's gradient path. With dropout off no random number is drawn, so
+    evaluating leaves the training run exactly as it would be without it."""
+    dropouts = [m for m in model.modules() if isinstance(m, torch.nn.Dropout) and m.training]
+    for m in dropouts:
+        m.train(False)
+    try:
+        yield
+    finally:
+        for m in dropouts:
+            m.train(True)
+
+
+class HeldOutMonitor:
+    """The finetune loop's held-out curve. The slice's `examples` are collated once, on the host, in micro-batches of
+    `batch_size`; `monitor(model, step, device)` evaluates them before the first step, every `every` steps and after
+    the last (a step evaluated before a resume is not evaluated again), appends the heldout.jsonl row to `log` and
+    returns the seconds it took — 0 when it did nothing, as on every process but the main one, which has no slice."""
+
+    def __init__(self, examples: Sequence[batches.Example], pixels: batches.PixelCache, pad_id: int, batch_size: int,
+                 *, every: int, total_steps: int, log, seconds_before: float = 0.0) -> None:
+        chunks = [examples[i:i + batch_size] for i in range(0, len(examples), batch_size)]
+        self.batches = [batches.collate(c, pixels([e.image for e in c]), pad_id, with_answers=True) for c in chunks]
+        self.n, self.every, self.total, self.log = len(examples), every, total_steps, log
+        self.seconds = seconds_before  # spent evaluating, over the whole run (a resumed run's earlier part too)
+
+    @torch.no_grad()
+    def evaluate(self, model, step: int, device: torch.device) -> dict:
+        """{step, loss (mean over the answer tokens), exact_match, n} of `model` now."""
+        loss_sum = torch.zeros((), device=device)
+        tokens = torch.zeros((), device=device, dtype=torch.long)
+        exact = torch.zeros((), device=device, dtype=torch.long)
+        with dropout_off(model):
+            for b in self.batches:
+                logits, labels = suffix_logits(model, batches.to_device(b, device))
+                s, n = token_ce_sum(logits, labels)
+                loss_sum += s.float()
+                tokens += n
+                targets = labels[:, 1:]
+                right = (logits[:, :-1].argmax(-1) == targets) | (targets == IGNORE)
+                exact += right.all(dim=1).sum()
+        loss = float(loss_sum / tokens)  # one wait for the device per evaluation
+        return {"step": step, "loss": round(loss, 6) if math.isfinite(loss) else None,
+                "exact_match": round(int(exact) / self.n, 6), "n": self.n}
+
+    def __call__(self, model, step: int, device: torch.device) -> float:
+        due = step == 0 or step == self.total or step % self.every == 0
+        if not self.n or not due or any(r["step"] == step for r in self.log.rows):
+            return 0.0
+        t0 = time.perf_counter()
+        self.log.append(self.evaluate(model, step, device))
+        spent = time.perf_counter() - t0
+        self.seconds += spent
+        return spent
+
+    def summary(self, step_seconds: float) -> dict | None:
+        """summary.json's `heldout` block: the slice, how often it was evaluated, and what that cost next to the
+        optimizer steps (`share`: held-out seconds / seconds of the training steps, checkpoint saving excluded)."""
+        if not self.n:
+            return None
+        return {"n": self.n, "every": self.every, "evaluations": len(self.log.rows),
+                "seconds": round(self.seconds, 3), "step_seconds": round(step_seconds, 3),
+                "share": round(self.seconds / step_seconds, 4) if step_seconds > 0 else None}
 
 
 # ---------------------------------------------------------------- the loop
@@ -218,9 +314,9 @@ def train(*, data_dir: Path, out_dir: Path, work_dir: Path, model_cfg, lora_cfg,
     _log_start(log, tm, plan, lora_cfg, train_cfg, len(data.rows))
     losses = _JsonlLog(out_dir, "finetune/loss.jsonl", meta.get("history", []), main)
     held = data.heldout if main else []  # evaluated by the main process only
-    monitor = heldout.Monitor(held, data.pixels, data.pad_id, train_cfg.batch_size, every=train_cfg.heldout_every,
-                              total_steps=plan.total_steps, seconds_before=meta.get("heldout_seconds", 0.0),
-                              log=_JsonlLog(out_dir, "finetune/heldout.jsonl", meta.get("heldout", []), bool(held)))
+    monitor = HeldOutMonitor(held, data.pixels, data.pad_id, train_cfg.batch_size, every=train_cfg.heldout_every,
+                             total_steps=plan.total_steps, seconds_before=meta.get("heldout_seconds", 0.0),
+                             log=_JsonlLog(out_dir, "finetune/heldout.jsonl", meta.get("heldout", []), bool(held)))
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
     step.model.train()  # gradient checkpointing only acts in train mode
@@ -319,10 +415,9 @@ class _JsonlLog:
 
 
 class _StepClock:
-    """Seconds of training steps, without the time spent saving checkpoints and evaluating the held-out slice
-    (`pause`), and the throughput after this process's first step (CUDA/allocator/autotuning warm-up). Each step's
-    reading follows its wait for the step loss; the optimizer update queued after it ends inside the next step's
-    reading, so the steps' times add up to the GPU's."""
+    """Seconds of training steps without checkpoint saving and held-out evaluations (`pause`), and the throughput
+    after this process's first step (CUDA/allocator/autotuning warm-up). A step's reading follows its wait for the
+    loss; the update queued after it ends inside the next step's reading, so the steps' times add up to the GPU's."""
 
     def __init__(self, before: float) -> None:
         self.t0, self.before, self.paused = time.perf_counter(), before, {"checkpoint": 0.0, "heldout": 0.0}
@@ -378,7 +473,7 @@ def _log_end(log, summary: dict) -> None:
     log.info(f"mean loss of the first / last {summary['loss_window']} steps: {fmt(summary['loss_first_mean'])} → "
              f"{fmt(summary['loss_last_mean'])} ({summary['steps_done']} steps, {summary['samples_per_s']} samples/s"
              f"{f', {n_skipped} updates skipped' if n_skipped else ''})")
-    if ho and (ho["share"] or 0) > heldout.BUDGET:
+    if ho and (ho["share"] or 0) > HELDOUT_BUDGET:
         log.warning(f"the held-out evaluations took {ho['share']:.0%} of the training time; lower "
                     "train.heldout_size or raise train.heldout_every")
 
@@ -393,10 +488,8 @@ def _summary(model_cfg, lora_cfg, train_cfg, tm: TrainingModel, step: TrainStep,
     tiny = model_cfg.kind == "tiny"
     trainable, total = step.unwrapped.get_nb_trainable_parameters()  # 4-bit weights counted unpacked, as peft does
     return {
-        "model": "tiny" if tiny else str(model_cfg.id),
-        "base_model": BASE_DIR if tiny else str(model_cfg.id),
-        "base_model_in_results": tiny,
-        "trainable_params": int(trainable), "total_params": int(total),
+        "model": "tiny" if tiny else str(model_cfg.id), "base_model": BASE_DIR if tiny else str(model_cfg.id),
+        "base_model_in_results": tiny, "trainable_params": int(trainable), "total_params": int(total),
         "lora": {**tm.lora.as_dict(), "rank": lora_cfg.rank, "alpha": lora_cfg.alpha, "dropout": lora_cfg.dropout},
         "quantization": tm.quantization, "double_quant": model_cfg.double_quant if tm.quantization == "nf4" else None,
         "compute_dtype": DTYPE_NAMES[tm.compute_dtype], "loss": train_cfg.loss, **tm.grad_ckpt.as_dict(),
@@ -404,19 +497,15 @@ def _summary(model_cfg, lora_cfg, train_cfg, tm: TrainingModel, step: TrainStep,
         "batch_size": train_cfg.batch_size, "grad_accum": train_cfg.grad_accum, "world_size": plan.world,
         "effective_batch": train_cfg.batch_size * train_cfg.grad_accum * plan.world,
         "steps_per_epoch": plan.steps_per_epoch, "total_steps": plan.total_steps, "steps_done": done,
-        "epochs_done": round(plan.epoch_of(done), 4), "resumed_from_step": start or None,
-        "stopped_early": stopped,
-        "skipped_steps": len(skipped_steps),
-        "nonfinite_loss_steps": sum(r["loss"] is None for r in skipped_steps),
-        **_loss_ends(history),
-        "samples_per_s": clock.samples_per_s(),
+        "epochs_done": round(plan.epoch_of(done), 4), "resumed_from_step": start or None, "stopped_early": stopped,
+        "skipped_steps": len(skipped_steps), "nonfinite_loss_steps": sum(r["loss"] is None for r in skipped_steps),
+        **_loss_ends(history), "samples_per_s": clock.samples_per_s(),
         "checkpoint_seconds": round(clock.paused["checkpoint"], 2),
         "train_seconds": round(clock.before + time.perf_counter() - clock.t0, 2),
         "wall_seconds": round(time.perf_counter() - t_start, 2),
         "peak_gpu_mem_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 3) if cuda else None,
         "peak_cpu_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),  # Linux: KiB
-        "device": torch.cuda.get_device_name(device) if cuda else "cpu",
-        "torch_threads": torch.get_num_threads(),
+        "device": torch.cuda.get_device_name(device) if cuda else "cpu", "torch_threads": torch.get_num_threads(),
         "heldout": heldout_block,
     }
 

@@ -413,7 +413,7 @@ def run(ctx) -> None:
     if not mem.measure and mem.measured_from:  # checked first: a bad path fails before minutes of work
         from .. import ROOT
 
-        measured_file = Path(mem.measured_from) if Path(mem.measured_from).is_absolute() else ROOT / mem.measured_from
+        measured_file = ROOT / mem.measured_from  # an absolute path stays itself
         if not measured_file.exists():
             raise TamrinError(f"memory.measured_from points to {measured_file}, which does not exist; run the GPU "
                               "measurement (bench/gpu_run.sh) or unset memory.measured_from")

@@ -80,11 +80,9 @@ def threads_for(model_kind: str, device: torch.device) -> Iterator[None]:
     Its matrices are 128 wide: splitting them across threads costs more than it saves, and on shared cores
     OpenMP's spinning threads made a step 5–8× slower (measured: 20 steps in 9 s with 1 thread, 49–78 s
     with 2, on 2 busy cores)."""
-    if model_kind != "tiny" or device.type != "cpu":
-        yield
-        return
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    if model_kind == "tiny" and device.type == "cpu":
+        torch.set_num_threads(1)
     try:
         yield
     finally:
@@ -95,6 +93,13 @@ def _is_local(source: str | Path) -> bool:
     return Path(source).is_dir()
 
 
+def _token(source: str | Path) -> str | None:
+    """The hub token to load `source` with (none for a local folder)."""
+    from ..profiles import hf_token
+
+    return None if _is_local(source) else hf_token()
+
+
 @contextlib.contextmanager
 def friendly_hub_errors(source: str | Path) -> Iterator[None]:
     """Turn hub failures while loading `source` (401, gated, 403, 404, offline, rate limit, no network, disk full
@@ -103,9 +108,8 @@ def friendly_hub_errors(source: str | Path) -> Iterator[None]:
         yield
     except Exception as e:  # noqa: BLE001 - httpx network errors are not OSErrors; unknown ones are re-raised
         from ..hub_errors import explain
-        from ..profiles import hf_token
 
-        line = None if _is_local(source) else explain(e, str(source), has_token=bool(hf_token()))
+        line = None if _is_local(source) else explain(e, str(source), has_token=bool(_token(source)))
         if line is None:
             raise
         raise TamrinError(line) from None
@@ -115,10 +119,16 @@ def load_processor(source: str | Path):
     """The `PaliGemmaProcessor` of `source` (hub id or folder)."""
     from transformers import PaliGemmaProcessor
 
-    from ..profiles import hf_token
+    with friendly_hub_errors(source):
+        return PaliGemmaProcessor.from_pretrained(str(source), token=_token(source))
+
+
+def load_model_config(source: str | Path):
+    """The `PaliGemmaConfig` of `source` (hub id or folder), without its weights."""
+    from transformers import PaliGemmaConfig
 
     with friendly_hub_errors(source):
-        return PaliGemmaProcessor.from_pretrained(str(source), token=None if _is_local(source) else hf_token())
+        return PaliGemmaConfig.from_pretrained(str(source), token=_token(source))
 
 
 # The hub revision that holds the weights in each half precision. google/paligemma-3b-pt-224's main branch stores
@@ -135,17 +145,13 @@ def weights_revision(source: str | Path, compute_dtype: torch.dtype) -> str | No
     """The hub revision to load for `compute_dtype`: the half-precision one that matches it (half the first
     download; the weights are cast to `compute_dtype` on loading anyway), or None (main) for fp32 compute and for a
     local folder, which has no revisions."""
-    if _is_local(source):
-        return None
-    return HALF_REVISIONS.get(compute_dtype)
+    return None if _is_local(source) else HALF_REVISIONS.get(compute_dtype)
 
 
 def download_gb(source: str | Path, compute_dtype: torch.dtype) -> float:
     """About how many GB the first load of google/paligemma-3b-pt-224 downloads (half for a half revision; it
     is main's size when the revision turns out to be missing)."""
-    if _is_local(source):
-        return 0.0
-    return MAIN_DOWNLOAD_GB / (2 if weights_revision(source, compute_dtype) else 1)
+    return 0.0 if _is_local(source) else MAIN_DOWNLOAD_GB / (2 if weights_revision(source, compute_dtype) else 1)
 
 
 def revision_missing(exc: BaseException) -> bool:
@@ -161,18 +167,12 @@ def revision_missing(exc: BaseException) -> bool:
 
 def load_base_model(source: str | Path, *, quantization: str, compute_dtype: torch.dtype, device: torch.device,
                     double_quant: bool = True):
-    """`PaliGemmaForConditionalGeneration.from_pretrained(source)` on `device`, NF4-quantized or not.
-
-    Unquantized weights load in `compute_dtype`; NF4 layers compute in `compute_dtype`. From the hub, the revision
-    whose weights are stored in `compute_dtype` (`weights_revision`), else main, with one log line.
-    """
+    """`PaliGemmaForConditionalGeneration.from_pretrained(source)` on `device`, NF4-quantized or not, computing in
+    `compute_dtype`; from the hub, the revision whose weights are stored in it (`weights_revision`), else main."""
     from transformers import BitsAndBytesConfig, PaliGemmaForConditionalGeneration
 
-    from ..profiles import hf_token
-
     placement = device.index if device.type == "cuda" and device.index is not None else str(device)
-    kwargs = dict(dtype=compute_dtype, device_map={"": placement},
-                  token=None if _is_local(source) else hf_token())
+    kwargs = dict(dtype=compute_dtype, device_map={"": placement}, token=_token(source))
     if quantization == "nf4":  # QLoRA: NF4 weights, optional double quantization
         kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                                            bnb_4bit_use_double_quant=double_quant,
@@ -204,11 +204,9 @@ def prepare_quantized(model):
 
 
 def lora_target_pattern(targets: list[str], scope: str) -> str | list[str]:
-    """peft `target_modules`: the short names everywhere (`all`), or a regex limited to the Gemma decoder.
-
-    The short names (q_proj, k_proj, v_proj…) also name SigLIP's attention projections, so `language_model`
-    scope anchors them under `...language_model...` (peft full-matches a string pattern).
-    """
+    """peft `target_modules`: the short names everywhere (`all`), or a regex limited to the Gemma decoder — the
+    short names also name SigLIP's q/k/v projections, so it anchors them under `language_model` (peft full-matches a
+    string pattern)."""
     if scope == "all":
         return list(targets)
     names = "|".join(re.escape(t) for t in targets)
