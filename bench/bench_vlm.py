@@ -81,6 +81,11 @@ class Cuda:
 T4_FREE_GIB = 14.5  # what a 16 GB T4 leaves free after the CUDA context (15,360 MiB total), for the auto@ rows
 
 
+def _config_value(choice) -> str:
+    """The `train.grad_ckpt` value that makes a checkpointing choice (footprint.Choice) without `auto`."""
+    return {None: "false", 1: "true"}.get(choice.every_n, str(choice.every_n))
+
+
 def _estimate_gib(model_config, lora_cfg, *, quantized: bool, batch: int, seq_len: int, suffix_len: int, loss: str,
                   ckpt_layers: int, vision_ckpt_layers: int) -> float:
     from tamrin.vlm.footprint import Dims, estimate_peak
@@ -108,7 +113,7 @@ def resolve_setting(setting: str, checkpoint: Path, rank: int, quantization: str
     model_cfg, lora_cfg, train_cfg = _cfgs(checkpoint, rank, quantization, "auto", batch_size=batch, loss=loss)
     choice = checkpointing_choice(str(checkpoint), model_cfg, lora_cfg, train_cfg, torch.device("cuda"),
                                   quantization, seq_len=seq_len, suffix_len=suffix_len, free_bytes=int(free))
-    return choice.config_value, f"{setting} → {choice.reason}"
+    return _config_value(choice), f"{setting} → {choice.reason}"
 
 
 def bench_training(checkpoint: Path, batches: list[int], losses: list[str], seq_len: int, suffix_len: int,
@@ -239,8 +244,9 @@ def bench_loop(checkpoint: Path, batch: int, accum: int, steps: int, warmup: int
         from tamrin.vlm.finetune import checkpointing_choice
 
         m, lo, tr = _cfgs(checkpoint, rank, quantization, "auto", batch_size=batch)
-        grad_ckpt = checkpointing_choice(str(checkpoint), m, lo, tr, device, resolve_quantization(quantization, device),
-                                         seq_len=seq_len, suffix_len=suffix_len).config_value
+        grad_ckpt = _config_value(checkpointing_choice(str(checkpoint), m, lo, tr, device,
+                                                       resolve_quantization(quantization, device), seq_len=seq_len,
+                                                       suffix_len=suffix_len))
     model_cfg, lora_cfg, train_cfg = _cfgs(checkpoint, rank, quantization, grad_ckpt, batch_size=batch,
                                            grad_accum=accum, max_steps=warmup + steps, save_every=10 ** 6,
                                            num_workers=num_workers, lr=1e-5, warmup_ratio=0.0, scheduler="constant",

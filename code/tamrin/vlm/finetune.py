@@ -10,6 +10,7 @@ step — for the step loss, which the non-finite guard needs before the update.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import itertools
 import math
@@ -183,9 +184,7 @@ def carve_heldout(rows: list[dict], size: int, seed: int) -> tuple[list[dict], l
         return rows, []
     images = sorted({r["image"] for r in rows})
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed * 1_000_003 + 7)).tolist()
-    per_image: dict[str, int] = {}
-    for r in rows:
-        per_image[r["image"]] = per_image.get(r["image"], 0) + 1
+    per_image = collections.Counter(r["image"] for r in rows)
     chosen, n = set(), 0
     for i in order:
         if n >= size:

@@ -29,7 +29,8 @@ FP32 = 4
 NF4_BLOCK = 64  # NF4 block size (QLoRA paper): one absmax per 64 weights
 DQ_BLOCK = 256  # double quantization: one fp32 second-level scale per 256 first-level absmax values
 BITS_NF4 = 4 + 32 / NF4_BLOCK  # 4.5 bits: 4-bit code + fp32 absmax per block of 64
-BITS_NF4_DQ = 4 + 8 / NF4_BLOCK + 32 / (NF4_BLOCK * DQ_BLOCK)  # 4.127 bits: absmax in 8 bit + fp32 per 256 blocks
+# 4.127 bits: the absmax in 8 bit (FP8 in the paper, blockwise 8-bit in bitsandbytes) + one fp32 per 256 blocks
+BITS_NF4_DQ = 4 + 8 / NF4_BLOCK + 32 / (NF4_BLOCK * DQ_BLOCK)
 
 
 # ---------------------------------------------------------------- the architecture
@@ -163,14 +164,12 @@ def nf4_bytes(n: int, double_quant: bool) -> float:
     return n / 2 + FP32 * blocks
 
 
-# IMPLEMENTATION: the bytes as Tamrin's training code actually stores them, which differ from the textbook budgets:
-# - peft's prepare_model_for_kbit_training casts every non-quantized float16/bfloat16 parameter (embeddings, norms,
-#   biases, patch/position embeddings) to fp32 for QLoRA (peft/utils/other.py: "cast all non INT8 parameters to
-#   fp32");
-# - LoRA adapters are kept in fp32 (step.TrainStep upcasts them; peft's autocast_adapter_dtype does the same for
-#   bf16 bases), so their gradients and AdamW states are fp32 too;
-# - torch.optim.AdamW keeps its two states in the parameter's dtype (bf16 for full fine-tuning of a bf16 model).
-# The GPU measurement's weights after loading agree with these bytes to < 0.1 % (measured_vs_computed).
+# IMPLEMENTATION: the bytes Tamrin's training code really stores, unlike the textbook budgets: peft's
+# prepare_model_for_kbit_training casts every non-quantized fp16/bf16 parameter (embeddings, norms, biases,
+# patch/position embeddings) to fp32 for QLoRA (peft/utils/other.py: "cast all non INT8 parameters to fp32"); LoRA
+# adapters are fp32 (step.TrainStep upcasts them; peft's autocast_adapter_dtype does so on bf16 bases), and so their
+# gradients and AdamW states; torch.optim.AdamW keeps its states in the parameter's dtype (bf16 for full fine-tuning of
+# a bf16 model). The GPU measurement's weights after loading agree with these bytes to < 0.1 % (measured_vs_computed).
 
 def as_implemented(total: int, lora_trainable: int, quantized: int, double_quant: bool = True
                    ) -> dict[str, dict[str, int]]:
@@ -189,15 +188,13 @@ def as_implemented(total: int, lora_trainable: int, quantized: int, double_quant
     }
 
 
-# ACTIVATIONS (an estimate, kept apart from the exact budgets above): bf16 activations. Per token and Gemma layer:
-# RMSNorm input and output before attention (2h), q/k/v after RoPE (a·d + 2·kv·d; SDPA keeps them and its output),
-# attention output = o_proj input (a·d), RMSNorm input and output before the MLP (2h), gate, GELU(gate), up and their
-# product = down_proj input (4i). SigLIP layers count only when gradients reach the vision tower (LoRA scope all):
-# LayerNorm in/out ×2 (4h), q/k/v (3h), attention output (h), fc1 output and GELU output (2i). With gradient
-# checkpointing only each layer's input (h per token) is kept, plus one layer's full set while it is recomputed.
-# Logits: bf16 logits + fp32 upcast + fp32 log-softmax ≈ 10 B each, for every position (full loss) or only the answer
-# positions (suffix-only loss). LoRA dropout copies, attention softmax statistics, the CUDA context and allocator
-# slack are not counted.
+# ACTIVATIONS (an estimate, kept apart from the exact budgets above), bf16, per token and layer. Gemma: RMSNorm in/out
+# before attention (2h), q/k/v after RoPE (a·d + 2·kv·d: SDPA keeps them), attention output = o_proj input (a·d),
+# RMSNorm in/out before the MLP (2h), gate, GELU(gate), up and their product (4i). SigLIP, only when gradients reach
+# it (LoRA scope all): LayerNorm in/out ×2 (4h), q/k/v (3h), attention output (h), fc1 and GELU outputs (2i). With
+# checkpointing each layer keeps its input (h), plus one layer's full set while it is recomputed. Logits: bf16 + fp32
+# upcast + fp32 log-softmax ≈ 10 B each, at every position (full loss) or the answer positions only (suffix loss).
+# Not counted: LoRA dropout copies, attention softmax statistics, the CUDA context, allocator slack.
 
 def activation_estimate(d: Dims, seq_len: int, batch: int, suffix_len: int, vision_trainable: bool) -> dict[str, Any]:
     """Bytes of activations kept for the backward pass, counted tensor by tensor (see ACTIVATIONS above)."""
@@ -225,23 +222,18 @@ def activation_estimate(d: Dims, seq_len: int, batch: int, suffix_len: int, visi
 
 
 # ---------------------------------------------------------------- the peak of a training step
-# The estimate behind `train.grad_ckpt = auto`: the training state as the code stores it (`as_implemented`), the
-# logits and vision terms of `activation_estimate`, and a tensor-by-tensor count of what one Gemma layer keeps for
-# the backward pass — with the dtypes Tamrin's QLoRA stack really has, which the textbook count (bf16 everywhere)
-# does not:
+# The estimate behind `train.grad_ckpt = auto`: the training state as stored (`as_implemented`), the logits and
+# vision terms of `activation_estimate`, and what one Gemma layer keeps for the backward pass with the dtypes Tamrin's
+# QLoRA stack really has (not the textbook's bf16 everywhere), read from the tensors autograd saves
+# (torch.autograd.graph.saved_tensors_hooks) for one layer of the real width on CPU:
 # - peft's `prepare_model_for_kbit_training` keeps the embeddings in fp32, so the residual stream is fp32, and
-#   bitsandbytes' `Linear4bit.forward` returns its output in its input's dtype (`.to(inp_dtype)`): the MLP's
-#   intermediate tensors (gate, GELU, up, their product) are fp32 under QLoRA;
-# - the RMSNorm upcasts its input to fp32 and keeps that copy;
-# - every LoRA layer keeps the bf16 (autocast) copy of its input for lora_A's gradient, and its dropout mask (one
-#   byte per element on CUDA);
-# - attention keeps q, k and v repeated to all heads (transformers' `repeat_kv` ahead of SDPA when a mask is
-#   given) and its output;
-# - the backward of one layer holds the gradients of its four intermediate-width MLP tensors at once.
-# These were read from the tensors autograd saves (torch.autograd.graph.saved_tensors_hooks) for one Gemma layer of
-# the real width on CPU, and the sum is checked against every peak measured on the H200 (bench/results/*.json,
-# tests/test_vlm_ckpt_choice.py: within ESTIMATE_TOLERANCE). A checkpointed layer keeps its input only; the others
-# keep their whole set; while a checkpointed layer is recomputed in the backward pass its set exists once more.
+#   bitsandbytes' `Linear4bit.forward` returns its input's dtype (`.to(inp_dtype)`): the MLP's intermediates (gate,
+#   GELU, up, their product) are fp32 under QLoRA; the RMSNorm keeps an fp32 copy of its input;
+# - every LoRA layer keeps the bf16 (autocast) copy of its input for lora_A's gradient, and its dropout mask (one byte
+#   per element on CUDA); attention keeps q, k and v repeated to all heads (transformers' `repeat_kv` ahead of SDPA
+#   when a mask is given) and its output; one layer's backward holds the gradients of its four MLP intermediates.
+# A checkpointed layer keeps its input only (its whole set once more while recomputed). The sum is checked against
+# every peak measured on the H200 (bench/results/*.json, tests/test_vlm_ckpt_choice.py: within ESTIMATE_TOLERANCE).
 
 FREE_SHARE = 0.85  # of the free GPU memory the estimated peak may take
 ESTIMATE_TOLERANCE = 0.15  # |estimate / measured - 1| on the committed GPU measurements (tested)
@@ -386,11 +378,6 @@ class Choice:
     @property
     def every_n(self) -> int | None:
         return self.pattern.every_n
-
-    @property
-    def config_value(self) -> str:
-        """The `train.grad_ckpt` value that makes this same choice without `auto`."""
-        return {None: "false", 1: "true"}.get(self.every_n, str(self.every_n))
 
     def as_dict(self) -> dict[str, Any]:
         return {"grad_ckpt": self.on, "grad_ckpt_layers": self.pattern.decoder, "decoder_layers": self.layers,

@@ -102,9 +102,8 @@ def bnb_quantized_count(config=None) -> dict[str, Any]:
 #   trainable weight (4 B) on top of bf16 weights, bf16 gradients and fp32 Adam states: 2 + 2 + 4 + 8 = 16 B/param.
 # - LoRA and QLoRA adapters are counted in bf16 like the rest (the textbook view); what the code really stores is
 #   `as_implemented` below.
-# - QLoRA: every nn.Linear weight except the tied lm_head is NF4 (4 bits) with one absmax per block of 64; double
-#   quantization stores those absmax values in 8 bits with one fp32 scale per 256 blocks (4.127 bit/param instead
-#   of 4.5). Embeddings, norms, biases, patch and position embeddings stay bf16.
+# - QLoRA: the weights of `closed_form_quantized` in NF4 at BITS_NF4_DQ bits each (double quantization); the rest
+#   (embeddings, norms, biases, patch and position embeddings) stays bf16.
 # - Budgets cover model state only; activations, the CUDA context (~0.5 GiB) and allocator slack come on top.
 
 
@@ -181,17 +180,9 @@ def analyse(rank: int, alpha: float, targets: list[str], scope: str, seq_len: in
             "projection_dim": d.proj},
         "params": counted,
         "params_closed_form": closed,
-        # SigLIP names its attention output out_proj and its MLP fc1/fc2, so with scope=all the assignment's
-        # targets adapt only q/k/v of the 27 vision layers besides the 18 Gemma layers.
         "lora": {"rank": rank, "alpha": alpha, "targets": list(targets), "scope": scope, "trainable": trainable,
                  "trainable_fraction": trainable / total, "by_scope": by_scope},
         "siglip_scope": siglip_scope(d, by_scope, seq_len, batch, suffix_len),
-        # Not quantized (bf16 in the textbook budget, fp32 as implemented): the token embeddings (tied with
-        # lm_head; transformers skips the output embedding), RMSNorm / LayerNorm weights, linear biases (SigLIP,
-        # projector), SigLIP's patch-embedding convolution and position embedding. NF4 codes (4 bit) with one fp32
-        # absmax per 64 weights = 4 + 32/64 = 4.5 bit/param; double quantization stores the absmax in 8 bit (FP8
-        # in the paper, blockwise 8-bit in bitsandbytes) with one fp32 constant per 256 absmax values:
-        # 8/64 + 32/(64·256) = 0.127 bit instead of 0.5, i.e. ≈ 4.127 bit/param.
         "quantization": {
             "quant_type": "nf4", "double_quant": double_quant, "bits_per_param_nf4": BITS_NF4,
             "bits_per_param_nf4_dq": BITS_NF4_DQ, "quantized_params": quant["quantized_params"],

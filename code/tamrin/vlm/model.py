@@ -246,7 +246,6 @@ def attach_lora(model, *, rank: int, alpha: float, dropout: float, targets: list
     off). Quantized models are first prepared for k-bit training (frozen base, norms/embeddings upcast to fp32).
     Returns (peft_model, LoraInfo)."""
     from peft import LoraConfig, get_peft_model
-    from peft.tuners.lora import LoraLayer
 
     if quantized:
         model = prepare_quantized(model)
@@ -261,6 +260,5 @@ def attach_lora(model, *, rank: int, alpha: float, dropout: float, targets: list
             raise TamrinError(f"lora.targets {targets} match no module with lora.scope = {scope}; use names such "
                               "as q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj") from None
         raise
-    matched = [n for n, m in peft_model.named_modules() if isinstance(m, LoraLayer)]
-    return peft_model, LoraInfo(scope=scope, targets=list(targets), matched=matched)
+    return peft_model, LoraInfo(scope=scope, targets=list(targets), matched=list(peft_model.targeted_module_names))
 
