@@ -151,7 +151,7 @@ class TrainingData:
             raise TamrinError("no training examples left (all were longer than train.max_length?); "
                               "raise train.max_length or check results/data/train.jsonl")
         _, held_examples = _fitting(held, batches.tokenize(processor, held, prefix, with_answers=True),
-                                    train_cfg.max_length)
+                                    train_cfg.max_length) if held else ([], [])
         return cls(processor, batches.PixelCache(processor.image_processor, images), kept, examples,
                    len(rows) - len(kept), held_examples)
 
