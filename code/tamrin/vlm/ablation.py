@@ -108,8 +108,7 @@ def _run(ctx, device) -> None:
     main = contract.read_plain(results, "finetune/summary.json")
     main_loss = contract.read_plain(results, "finetune/loss.jsonl")
     eval_summary = contract.read_plain(results, "eval/summary.json")
-    rows = batches.read_split(data_dir, "test")
-    rows = rows[:ab.max_test] if ab.max_test is not None else rows
+    rows = batches.read_split(data_dir, "test")[:ab.max_test]  # None: all
     cuda = device.type == "cuda"
     gpu_gib = torch.cuda.get_device_properties(device).total_memory / 2 ** 30 if cuda else None
     steps = ab.steps or main["total_steps"]

@@ -231,9 +231,7 @@ def run(ctx) -> None:
 def _run(ctx, device: torch.device) -> None:
     eval_cfg, model_cfg = ctx.section("eval"), ctx.section("model")
     data_dir, finetune_dir, out = Path(ctx.inputs["data"]), Path(ctx.inputs["finetune"]), Path(ctx.out_dir)
-    rows = batches.read_split(data_dir, "test")
-    if eval_cfg.max_examples is not None:
-        rows = rows[:eval_cfg.max_examples]
+    rows = batches.read_split(data_dir, "test")[:eval_cfg.max_examples]  # None: all
     model, processor, info = load_for_eval(finetune_dir, model_cfg, device)
     images = batches.ImageStore(data_dir)
     ctx.log.info(f"evaluating {len(rows)} test questions (batch {eval_cfg.batch_size}, "
