@@ -2,11 +2,11 @@
 
 Training: QLoRA (NF4 + double quant, LoRA r=16 on the assignment's targets) at batch 8 and 32, suffix-only vs
 full-logit loss, gradient checkpointing on and off — samples/s, peak GPU memory, and the memory stage's estimate of
-that peak (vlm/ckpt_choice.py, which `train.grad_ckpt = auto` decides from). The model is built by the finetune
+that peak (vlm/footprint.py, which `train.grad_ckpt = auto` decides from). The model is built by the finetune
 stage's `build_training_model` and each step is its step object (`tamrin.vlm.step.TrainStep`: precision, guard, clipping, AdamW).
 Loop vs bench: the finetune stage's own `train()` on a synthetic data folder whose examples all have the bench's
 shape, against the bench step on batches of that folder, at the same batch and accumulation — in one run.
-Evaluation: the eval stage's `generate.answer` at batch N vs a plain `model.generate` on uniform prompts of the
+Evaluation: the eval stage's `evaluate.answer` at batch N vs a plain `model.generate` on uniform prompts of the
 same shape vs one question at a time — answers/s.
 
 Targets (issues 4 and 15) are in TARGETS; `verdict` checks them. Writes bench/results/<device>.json (or --out).
@@ -81,11 +81,16 @@ class Cuda:
 T4_FREE_GIB = 14.5  # what a 16 GB T4 leaves free after the CUDA context (15,360 MiB total), for the auto@ rows
 
 
+def _config_value(choice) -> str:
+    """The `train.grad_ckpt` value that makes a checkpointing choice (footprint.Choice) without `auto`."""
+    return {None: "false", 1: "true"}.get(choice.every_n, str(choice.every_n))
+
+
 def _estimate_gib(model_config, lora_cfg, *, quantized: bool, batch: int, seq_len: int, suffix_len: int, loss: str,
                   ckpt_layers: int, vision_ckpt_layers: int) -> float:
-    from tamrin.vlm.ckpt_choice import dims_of, estimate_peak
+    from tamrin.vlm.footprint import Dims, estimate_peak
 
-    e = estimate_peak(dims_of(model_config), quantized=quantized, double_quant=True, rank=lora_cfg.rank,
+    e = estimate_peak(Dims.of(model_config), quantized=quantized, double_quant=True, rank=lora_cfg.rank,
                       targets=list(lora_cfg.targets), scope=lora_cfg.scope, dropout=lora_cfg.dropout, seq_len=seq_len,
                       batch=batch, suffix_len=suffix_len, loss=loss, ckpt_layers=ckpt_layers,
                       vision_ckpt_layers=vision_ckpt_layers)
@@ -108,7 +113,7 @@ def resolve_setting(setting: str, checkpoint: Path, rank: int, quantization: str
     model_cfg, lora_cfg, train_cfg = _cfgs(checkpoint, rank, quantization, "auto", batch_size=batch, loss=loss)
     choice = checkpointing_choice(str(checkpoint), model_cfg, lora_cfg, train_cfg, torch.device("cuda"),
                                   quantization, seq_len=seq_len, suffix_len=suffix_len, free_bytes=int(free))
-    return choice.config_value, f"{setting} → {choice.reason}"
+    return _config_value(choice), f"{setting} → {choice.reason}"
 
 
 def bench_training(checkpoint: Path, batches: list[int], losses: list[str], seq_len: int, suffix_len: int,
@@ -119,7 +124,7 @@ def bench_training(checkpoint: Path, batches: list[int], losses: list[str], seq_
     import torch
 
     from tamrin.vlm.finetune import build_training_model
-    from tamrin.vlm.memory_measure import synthetic_batch
+    from tamrin.vlm.memory_analysis import synthetic_batch
     from tamrin.vlm.step import TrainStep
 
     device = device or torch.device("cuda", torch.cuda.current_device())
@@ -152,7 +157,7 @@ def bench_training(checkpoint: Path, batches: list[int], losses: list[str], seq_
                                                       batch=batch_size, seq_len=seq_len, suffix_len=suffix_len,
                                                       loss=loss, ckpt_layers=pattern.decoder,
                                                       vision_ckpt_layers=pattern.vision)}
-            batch = synthetic_batch(model.config, batch_size, seq_len, suffix_len, device, torch.float32)
+            batch = synthetic_batch(model.config, batch_size, seq_len, suffix_len, device)
             try:
                 stepper.run(batch, warmup, loss=loss)  # kernels, allocator and autotuning warm up
                 cu.sync()
@@ -239,8 +244,9 @@ def bench_loop(checkpoint: Path, batch: int, accum: int, steps: int, warmup: int
         from tamrin.vlm.finetune import checkpointing_choice
 
         m, lo, tr = _cfgs(checkpoint, rank, quantization, "auto", batch_size=batch)
-        grad_ckpt = checkpointing_choice(str(checkpoint), m, lo, tr, device, resolve_quantization(quantization, device),
-                                         seq_len=seq_len, suffix_len=suffix_len).config_value
+        grad_ckpt = _config_value(checkpointing_choice(str(checkpoint), m, lo, tr, device,
+                                                       resolve_quantization(quantization, device), seq_len=seq_len,
+                                                       suffix_len=suffix_len))
     model_cfg, lora_cfg, train_cfg = _cfgs(checkpoint, rank, quantization, grad_ckpt, batch_size=batch,
                                            grad_accum=accum, max_steps=warmup + steps, save_every=10 ** 6,
                                            num_workers=num_workers, lr=1e-5, warmup_ratio=0.0, scheduler="constant",
@@ -290,7 +296,7 @@ def bench_loop(checkpoint: Path, batch: int, accum: int, steps: int, warmup: int
 
 def bench_generation(checkpoint: Path, n_batched: int, n_single: int, batch_size: int, max_new_tokens: int,
                      data_dir: Path, device=None, quantization: str = "nf4", num_workers: int = 2) -> dict:
-    """Answers/s of the eval stage's greedy generation (`generate.answer`: pre-tokenised prompts sorted by length,
+    """Answers/s of the eval stage's greedy generation (`evaluate.answer`: pre-tokenised prompts sorted by length,
     images preprocessed ahead by DataLoader workers, left padding, KV cache, only the new tokens decoded) with
     `batch_size` questions per call, of a plain `model.generate` on uniform prompts of the same shape (prebuilt on
     the GPU: the ceiling), and of one question per call, on the NF4 base with a fresh LoRA adapter as in `eval`."""
@@ -298,7 +304,7 @@ def bench_generation(checkpoint: Path, n_batched: int, n_single: int, batch_size
     from peft import LoraConfig as PeftLora, get_peft_model
 
     from tamrin.vlm import batches as vb
-    from tamrin.vlm.generate import answer, vision_dtype
+    from tamrin.vlm.evaluate import answer, vision_dtype
     from tamrin.vlm.model import load_base_model, load_processor, lora_target_pattern, resolve_compute_dtype, \
         resolve_quantization
 

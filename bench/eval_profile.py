@@ -4,7 +4,7 @@ On the NF4 base + a fresh LoRA adapter (as `eval` runs it), in one process, one 
 - the eval loop taken apart once: tokenising, preprocessing the images, then per batch host batch building,
   host-to-device copy, `generate` and decoding, each phase closed by a device sync;
 - then, interleaved `--repeats` times so that a slow spell of the machine hits every variant alike (medians):
-  `answer_warm` (the eval stage's `generate.answer`, pixel cache warm as in the fine-tuned pass after the base
+  `answer_warm` (the eval stage's `evaluate.answer`, pixel cache warm as in the fine-tuned pass after the base
   pass), `plain_padded` (`model.generate` on the very batches `answer` builds, prebuilt on the device: the ceiling
   for these prompts), `plain_uniform` (prompts of one length, all-ones mask: bench_vlm's ceiling), `one_by_one`
   (batch 1) and `plain_padded_adapter_off` (the LoRA layers' share of the generation time).
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import bench_vlm
     from tamrin.vlm import batches as vb
-    from tamrin.vlm import generate as g
+    from tamrin.vlm import evaluate as g
     from tamrin.vlm.model import load_base_model, load_processor, lora_target_pattern, resolve_compute_dtype
 
     cuda = torch.cuda.is_available()  # the CPU run is the dry run of this script's logic (tiny model)
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             batch = vb.to_device(cpu_batch, device)
             sync()
             t2 = time.perf_counter()
-            seqs = g._generate(model, batch, max_new_tokens=args.max_new_tokens, tok=tok)
+            seqs = g.greedy(model, batch, max_new_tokens=args.max_new_tokens, tok=tok)
             sync()
             t3 = time.perf_counter()
             g.decode_new(processor, seqs.cpu(), batch["input_ids"].shape[1])
@@ -113,14 +113,14 @@ def main(argv: list[str] | None = None) -> int:
 
     variants = {
         "answer_warm": lambda: g.answer(model, processor, rows, images, model_cfg.prompt_prefix, pixels=pixels, **kw),
-        "plain_padded": lambda: [g._generate(model, b, max_new_tokens=args.max_new_tokens, tok=tok)
+        "plain_padded": lambda: [g.greedy(model, b, max_new_tokens=args.max_new_tokens, tok=tok)
                                  for b in device_batches],
-        "plain_uniform": lambda: [g._generate(model, uniform, max_new_tokens=args.max_new_tokens, tok=tok)
+        "plain_uniform": lambda: [g.greedy(model, uniform, max_new_tokens=args.max_new_tokens, tok=tok)
                                   for _ in device_batches],
         "one_by_one": lambda: g.answer(model, processor, single_rows, images, model_cfg.prompt_prefix, pixels=pixels,
                                        **{**kw, "batch_size": 1}),
         "plain_padded_adapter_off": lambda: _without_adapter(model, lambda: [
-            g._generate(model, b, max_new_tokens=args.max_new_tokens, tok=tok) for b in device_batches]),
+            g.greedy(model, b, max_new_tokens=args.max_new_tokens, tok=tok) for b in device_batches]),
     }
     times: dict[str, list[float]] = {k: [] for k in variants}
     with torch.no_grad():

@@ -18,11 +18,34 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "code"))
 
 
-def build_processor(texts: list[str], config):
-    """The processor saved with the checkpoint: PaliGemma's real token-id layout (tamrin.vlm.paligemma_layout)."""
-    from tamrin.vlm.paligemma_layout import layout_processor
+GEMMA_VOCAB = 256000  # ids below this are Gemma's text pieces in the real tokenizer
+LOC = tuple(f"<loc{i:04d}>" for i in range(1024))
+SEG = tuple(f"<seg{i:03d}>" for i in range(128))
+IMAGE_TOKEN_INDEX = GEMMA_VOCAB + len(LOC) + len(SEG)  # 257152
 
-    return layout_processor(texts, config)
+
+def build_processor(texts: list[str], config):
+    """The `PaliGemmaProcessor` of a PaliGemma `config` (the shipped 3B one: 224 px, 256 image tokens) whose
+    tokenizer has the real id layout: the demo's small BPE (tamrin.vlm.tiny) with the ids up to 256000 filled with
+    unused pieces, so every id the model sees sits where the real checkpoint puts it. `PaliGemmaProcessor` then
+    registers <image> as a special token and the loc/seg pieces as ordinary added tokens, exactly as it does for the
+    real tokenizer (transformers/models/paligemma/processing_paligemma.py, `PaliGemmaProcessor.__init__`). The
+    fidelity tests check Tamrin's batches against it."""
+    from transformers import GemmaTokenizer, PaliGemmaProcessor
+
+    from tamrin.vlm.tiny import image_processor, train_bpe
+
+    if config.image_token_id != IMAGE_TOKEN_INDEX:
+        raise ValueError(f"<image> must follow the seg tokens at {IMAGE_TOKEN_INDEX}, not {config.image_token_id}")
+    vocab, merges = train_bpe(texts)
+    vocab = {**vocab, **{f"<unused{i}>": i for i in range(len(vocab), GEMMA_VOCAB)},
+             **{tok: GEMMA_VOCAB + j for j, tok in enumerate(LOC + SEG)}, "<image>": IMAGE_TOKEN_INDEX}
+    vc = config.vision_config
+    proc = PaliGemmaProcessor(image_processor=image_processor(vc.image_size, vc.patch_size),
+                              tokenizer=GemmaTokenizer(vocab=vocab, merges=merges))
+    if proc.image_token_id != config.image_token_id or len(proc.tokenizer) > config.text_config.vocab_size:
+        raise RuntimeError(f"tokenizer layout broken: <image> = {proc.image_token_id}, {len(proc.tokenizer)} tokens")
+    return proc
 
 
 def texts_from(data_dir: Path | None) -> list[str]:
@@ -58,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import GenerationConfig
 
     from tamrin.vlm.footprint import load_config
-    from tamrin.vlm.memory_measure import save_random_checkpoint
+    from tamrin.vlm.memory_analysis import save_random_checkpoint
 
     config = load_config()
     save_random_checkpoint(args.out, device=args.device)

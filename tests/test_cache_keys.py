@@ -46,8 +46,8 @@ def test_finetune_imports_no_report_memory_stage_or_other_stages_models(checkout
     files = set(_files("finetune"))
     assert "code/tamrin/vlm/finetune.py" in files and "code/tamrin/contract/finetune.py" in files
     assert "code/tamrin/vlm/footprint.py" in files  # the checkpointing estimate's arithmetic
-    for name in ("vlm/memory_analysis.py", "vlm/memory_measure.py", "contract/flow.py", "contract/eval.py",
-                 "contract/manifest.py", "report/build.py"):
+    for name in ("vlm/memory_analysis.py", "contract/flow.py", "contract/eval.py", "contract/manifest.py",
+                 "report/build.py"):
         assert f"code/tamrin/{name}" not in files, name
 
 

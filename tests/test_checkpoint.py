@@ -60,7 +60,7 @@ def test_a_broken_checkpoint_falls_back_to_the_previous_complete_one(tmp_path, c
                                          scheduler=fresh_sched)
     assert folder == newest and meta["step"] == 10 and meta["history"] == [{"step": 10}]
     assert "ckpt-0000015 could not be loaded" in caplog.text
-    assert (tmp_path / "broken-ckpt-0000015").exists() and checkpoint.latest(tmp_path) == newest
+    assert (tmp_path / "broken-ckpt-0000015").exists() and checkpoint.complete(tmp_path)[0] == newest
 
 
 def test_no_checkpoint_means_a_fresh_start(tmp_path):

@@ -359,8 +359,8 @@ def test_stage_sources_follow_the_import_graph():
     assert "vlm/finetune.py" in src["finetune"]
     for name in ("memory", "derive", "flow", "eval"):
         assert "vlm/finetune.py" not in src[name], name
-    # The memory stage hashes its GPU measurement (a lazy import), the optimizer step it runs and the shipped config.
-    assert {"vlm/memory_measure.py", "vlm/step.py", "vlm/paligemma_3b_config.json"} <= src["memory"]
+    # The memory stage hashes the optimizer step its GPU measurement runs (a lazy import) and the shipped config.
+    assert {"vlm/memory_analysis.py", "vlm/step.py", "vlm/paligemma_3b_config.json"} <= src["memory"]
     # No compute stage hashes the report, the templates or another stage family's code.
     for name, files in src.items():
         assert not any(f.startswith(("report/", "submit/")) for f in files), (name, files)

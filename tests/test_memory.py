@@ -11,7 +11,6 @@ import torch
 from tamrin.config import load_config
 from tamrin.runner import Paths, run_stage
 from tamrin.vlm import memory_analysis as M
-from tamrin.vlm import memory_measure as MM
 from tamrin.vlm import step as S
 from tamrin.schema import LoraConfig, MemoryConfig
 
@@ -210,12 +209,12 @@ def test_measurement_path_on_a_tiny_model(tmp_path):
         image_token_index=500, projection_dim=128, hidden_size=128)
     PaliGemmaForConditionalGeneration(cfg).save_pretrained(tmp_path)
     lora = LoraConfig()
-    batch = MM.synthetic_batch(cfg, batch=2, seq_len=12, suffix_len=3, device="cpu", pixel_dtype=torch.float32)
+    batch = M.synthetic_batch(cfg, batch=2, seq_len=12, suffix_len=3, device="cpu")
     assert batch["input_ids"].shape == (2, 12) and (batch["input_ids"][:, :4] == 500).all()
     assert (batch["labels"][:, :-3] == -100).all() and (batch["labels"][:, -3:] == batch["input_ids"][:, -3:]).all()
     assert batch["token_type_ids"].sum().item() == 2 * 3
     for mode, trainable in (("lora_bf16", None), ("full_ft_bf16", None)):
-        model = MM.build_mode(mode, tmp_path, lora, torch.device("cpu"), compute_dtype=torch.float32)
+        model = M.build_mode(mode, tmp_path, lora, torch.device("cpu"), compute_dtype=torch.float32)
         n = sum(p.numel() for p in model.parameters() if p.requires_grad)
         if mode == "full_ft_bf16":
             assert n == sum(p.numel() for p in model.parameters())
@@ -223,22 +222,22 @@ def test_measurement_path_on_a_tiny_model(tmp_path):
             assert n == M.closed_form_lora(M.Dims(1, 128, 256, 2, 16, 32, 3, 1, 128, 256, 2, 1, 64, 512, 128, True),
                                            16, TARGETS, "language_model")["formula"]
         steps = S.TrainStep.for_measuring(model, lr=1e-3)
-        timed = MM.timed_steps(steps, batch, 2, MM.WARMUP_STEPS, lambda: None)
+        timed = M.timed_steps(steps, batch, 2, M.WARMUP_STEPS, lambda: None)
         steps.close()
-        assert len(timed["losses"]) == 2 + MM.WARMUP_STEPS and all(math.isfinite(x) for x in timed["losses"])
+        assert len(timed["losses"]) == 2 + M.WARMUP_STEPS and all(math.isfinite(x) for x in timed["losses"])
         assert timed["seconds_per_step_steady"] > 0
 
 
 def test_committed_block_keeps_known_fields_and_drops_the_warmup_including_time():
     raw = {"device": "GPU", "host": "someone-laptop", "weights": "/home/someone/ckpt", "seq_len": 280,
            "modes": {"qlora_nf4": {"ok": True, "seconds_per_step": 2.41, "peak_allocated": 5, "extra": 1}}}
-    block = MM.committed_block(raw, "bench/results/x.json")
+    block = M.committed_block(raw, "bench/results/x.json")
     assert "host" not in block and block["weights"] == "checkpoint" and block["source"] == "bench/results/x.json"
     mode = block["modes"]["qlora_nf4"]
     assert mode["seconds_per_step_steady"] is None and "seconds_per_step" not in mode and "extra" not in mode
     assert mode["peak_allocated"] == 5
     fresh = {"modes": {"m": {"ok": True, "seconds_warmup_step": 6.0, "seconds_per_step_steady": 0.54}}}
-    assert MM.committed_block(fresh, "f")["modes"]["m"]["seconds_per_step_steady"] == 0.54
+    assert M.committed_block(fresh, "f")["modes"]["m"]["seconds_per_step_steady"] == 0.54
 
 
 def test_timed_steps_exclude_the_warmup_step(monkeypatch):
@@ -255,7 +254,7 @@ def test_timed_steps_exclude_the_warmup_step(monkeypatch):
                 self.done += 1
             return [1.0] * n
 
-    t = MM.timed_steps(FakeSteps(), {}, 3, 1, lambda: None)
+    t = M.timed_steps(FakeSteps(), {}, 3, 1, lambda: None)
     assert t["seconds_warmup_step"] == 5.0 and t["seconds_per_step_steady"] == 0.5 and len(t["losses"]) == 4
 
 
@@ -264,4 +263,4 @@ def test_measure_refuses_without_cuda(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(TamrinError, match="CUDA"):
-        MM.measure(MemoryConfig(measure=True), LoraConfig(), tmp_path)
+        M.measure(MemoryConfig(measure=True), LoraConfig(), tmp_path)

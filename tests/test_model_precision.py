@@ -62,7 +62,7 @@ def test_eval_loads_the_base_with_the_numerics_training_used(tmp_path, monkeypat
     import tamrin.vlm.evaluate as evaluate
     import tamrin.vlm.finetune as finetune
     from tamrin.vlm import batches
-    from tamrin.vlm.generate import below_fp32
+    from tamrin.vlm.evaluate import below_fp32
 
     fake_gpu(monkeypatch, (7, 5), True)
     real = resolve_compute_dtype

@@ -9,7 +9,7 @@ import pytest
 
 from tamrin.throughput import (Reference, Workload, estimate_extrapolated, estimate_measured, flow_seconds, gpu_key,
                                hms, load_reference)
-from tamrin.vlm.schedule import make_plan
+from tamrin.vlm.batches import make_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = json.loads((ROOT / "bench" / "results" / "nvidia-h200.json").read_text(encoding="utf-8"))

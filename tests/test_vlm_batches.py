@@ -112,9 +112,3 @@ def test_prefix_is_bidirectional_and_suffix_causal(tiny, rows):
         c = _logits(model, b, token_type_ids=causal, input_ids=ids)
         torch.testing.assert_close(a[0, :last_prompt], c[0, :last_prompt], rtol=0, atol=1e-5)
 
-
-def test_sequence_length_matches_encoding(tiny, rows):
-    processor, _ = tiny
-    for row in rows:
-        b = batches.encode(processor, [row], batches.ImageStore(DATA), PREFIX, with_answers=True)
-        assert batches.sequence_length(processor, row, PREFIX) == b["input_ids"].shape[1]

@@ -13,18 +13,17 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))
 from vlm_support import lora_cfg, model_cfg, tiny_base, train_cfg  # noqa: E402
 
-from tamrin.vlm import ckpt_choice as cc  # noqa: E402
 from tamrin.vlm import footprint as fp  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 D = fp.Dims.from_dict(fp.load_config_dict())  # google/paligemma-3b-pt-224
-TARGETS = list(fp.GEMMA_LINEARS)
+TARGETS = list(D.gemma_linear_shapes())  # the seven Gemma linears
 
 
 def _estimate(**kw) -> float:
     args = dict(quantized=True, double_quant=True, rank=16, targets=TARGETS, scope="language_model", dropout=0.05,
                 seq_len=280, batch=8, suffix_len=3, loss="suffix", ckpt_layers=D.t_layers)
-    return cc.estimate_peak(D, **{**args, **kw})["total"]
+    return fp.estimate_peak(D, **{**args, **kw})["total"]
 
 
 def _layers(row: dict) -> int:
@@ -57,10 +56,10 @@ def test_estimate_is_within_tolerance_of_every_measured_peak():
     peaks = measured_peaks()
     assert len(peaks) >= 5  # b8/b32 × suffix/full QLoRA and the bf16-base LoRA mode, at least
     errors = [(args, _estimate(**args) / peak - 1) for args, peak in peaks]
-    bad = [(a, round(e, 3)) for a, e in errors if abs(e) > cc.ESTIMATE_TOLERANCE]
+    bad = [(a, round(e, 3)) for a, e in errors if abs(e) > fp.ESTIMATE_TOLERANCE]
     assert not bad, bad
     # e.g. QLoRA r16 seq 280 batch 8, suffix loss, checkpointing: measured 5.09 GiB
-    assert _estimate() / 2**30 == pytest.approx(5.088, rel=cc.ESTIMATE_TOLERANCE)
+    assert _estimate() / 2**30 == pytest.approx(5.088, rel=fp.ESTIMATE_TOLERANCE)
 
 
 def test_estimate_terms_behave():
@@ -68,7 +67,7 @@ def test_estimate_terms_behave():
     assert off > 2 * on  # 18 layers' saved tensors instead of 18 layer inputs
     assert _estimate(batch=32, ckpt_layers=0) > off  # more tokens, more activations
     # each checkpointed layer trades its saved set for its input, the first one also pays one recompute
-    per = cc.layer_bytes_per_token(D, stream=4, targets=TARGETS, dropout=True)
+    per = fp.layer_bytes_per_token(D, stream=4, targets=TARGETS, dropout=True)
     tokens = 8 * 280
     assert _estimate(ckpt_layers=1) - off == tokens * per["checkpoint"]
     assert _estimate(ckpt_layers=6) - _estimate(ckpt_layers=7) == tokens * (per["saved"] - per["checkpoint"])
@@ -77,17 +76,17 @@ def test_estimate_terms_behave():
         _estimate(ckpt_layers=D.t_layers + 1)
     assert _estimate(loss="full") > on  # logits at every position
     # QLoRA keeps the residual stream (and so the MLP intermediates) in fp32: more per token than a bf16 base
-    q = cc.layer_bytes_per_token(D, stream=4, targets=TARGETS, dropout=True)
-    b = cc.layer_bytes_per_token(D, stream=2, targets=TARGETS, dropout=True)
+    q = fp.layer_bytes_per_token(D, stream=4, targets=TARGETS, dropout=True)
+    b = fp.layer_bytes_per_token(D, stream=2, targets=TARGETS, dropout=True)
     assert q["saved"] > b["saved"] and q["checkpoint"] == 4 * D.t_hidden and b["checkpoint"] == 2 * D.t_hidden
     # without dropout the LoRA layers keep no masks
-    assert cc.layer_bytes_per_token(D, stream=4, targets=TARGETS, dropout=False)["saved"] < q["saved"]
+    assert fp.layer_bytes_per_token(D, stream=4, targets=TARGETS, dropout=False)["saved"] < q["saved"]
     # the state term is the memory stage's as_implemented
     pl = fp.closed_form_lora(D, 16, TARGETS, "language_model")["formula"]
-    assert cc.estimate_peak(D, quantized=True, double_quant=True, rank=16, targets=TARGETS, scope="language_model",
+    state = fp.as_implemented(fp.closed_form_params(D)["total"], pl, fp.closed_form_quantized(D), True)
+    assert fp.estimate_peak(D, quantized=True, double_quant=True, rank=16, targets=TARGETS, scope="language_model",
                             dropout=0.05, seq_len=280, batch=8, suffix_len=3, loss="suffix",
-                            ckpt_layers=18)["state"] == round(cc.training_state(D, quantized=True, double_quant=True,
-                                                                                lora_trainable=pl))
+                            ckpt_layers=18)["state"] == state["qlora_nf4"]["total"]
 
 
 def test_settings_are_what_transformers_sets():
@@ -95,13 +94,13 @@ def test_settings_are_what_transformers_sets():
     (the tiny one) the same N really leaves those layers checkpointed after attach_lora."""
     from transformers import PaliGemmaConfig
 
-    found = cc.settings(PaliGemmaConfig.from_dict(fp.load_config_dict()))
-    assert found[None] == cc.Pattern(None, 0, 0)
-    assert found[1] == cc.Pattern(1, 18, 27)  # every layer: Gemma's 18 and SigLIP's 27
+    found = fp.settings(PaliGemmaConfig.from_dict(fp.load_config_dict()))
+    assert found[None] == fp.Pattern(None, 0, 0)
+    assert found[1] == fp.Pattern(1, 18, 27)  # every layer: Gemma's 18 and SigLIP's 27
     assert max(k for k in found if k) == 45  # one setting per checkpointable layer count
     # transformers counts SigLIP's layers first: every 3rd of the 45 hits decoder layers 27, 30, …, 42 → 6 of 18
     assert found[3].decoder == 6 and found[2].decoder == 9
-    order = cc.candidates(found)
+    order = fp.candidates(found)
     assert [p.decoder for p in order] == sorted({p.decoder for p in found.values()})
     assert order[0].every_n is None and order[-1].every_n == 1
     assert all(p.decoder > 0 for p in order[1:])
@@ -115,16 +114,15 @@ def test_partial_checkpointing_on_a_real_model_trains():
 
     src = tiny_base()
     cfg = PaliGemmaConfig.from_pretrained(src)
-    found = cc.settings(cfg)
+    found = fp.settings(cfg)
     n = next(k for k, p in found.items() if k and 0 < p.decoder < cfg.text_config.num_hidden_layers)
     base = load_base_model(src, quantization="none", compute_dtype=torch.float32, device=torch.device("cpu"))
     model, _ = attach_lora(base, rank=4, alpha=8, dropout=0.0, targets=TARGETS, scope="language_model",
                            quantized=False, ckpt_every=n)
-    assert cc.checkpointed_layers(model) == found[n].decoder
+    assert fp.checkpointed_layers(model) == found[n].decoder
     model.train()
-    from tamrin.vlm.loss import suffix_loss
-    from tamrin.vlm.memory_measure import synthetic_batch
-    from tamrin.vlm.step import TrainStep
+    from tamrin.vlm.memory_analysis import synthetic_batch
+    from tamrin.vlm.step import TrainStep, suffix_loss
 
     # a checkpointed layer enters its MLP again in the backward pass, the others once (a pre-hook: torch's
     # non-reentrant checkpoint stops the recompute right after the last saved tensor, inside down_proj)
@@ -132,7 +130,7 @@ def test_partial_checkpointing_on_a_real_model_trains():
     calls = [0] * len(layers)
     hooks = [layer.mlp.register_forward_pre_hook(lambda *a, i=i: calls.__setitem__(i, calls[i] + 1))
              for i, layer in enumerate(layers)]
-    batch = synthetic_batch(model.config, 2, 30, 3, torch.device("cpu"), torch.float32)
+    batch = synthetic_batch(model.config, 2, 30, 3, torch.device("cpu"))
     loss, _ = suffix_loss(model, batch)
     loss.backward()
     for h in hooks:
@@ -144,34 +142,34 @@ def test_partial_checkpointing_on_a_real_model_trains():
 
 
 def _settings():
-    return {None: cc.Pattern(None, 0, 0), 1: cc.Pattern(1, 18, 27), 2: cc.Pattern(2, 9, 14),
-            3: cc.Pattern(3, 6, 9), 4: cc.Pattern(4, 5, 7), 14: cc.Pattern(14, 2, 2), 8: cc.Pattern(8, 2, 4),
-            40: cc.Pattern(40, 0, 1)}
+    return {None: fp.Pattern(None, 0, 0), 1: fp.Pattern(1, 18, 27), 2: fp.Pattern(2, 9, 14),
+            3: fp.Pattern(3, 6, 9), 4: fp.Pattern(4, 5, 7), 14: fp.Pattern(14, 2, 2), 8: fp.Pattern(8, 2, 4),
+            40: fp.Pattern(40, 0, 1)}
 
 
 def test_choice_branch_by_branch():
     gib = 2**30
     found = _settings()
     kw = dict(found=found, layers=18)
-    assert cc.choose("true", cuda=True, **kw) == cc.Choice(found[1], 18, "on: train.grad_ckpt = true")
-    assert cc.choose(False, cuda=True, **kw).on is False and cc.choose(True, cuda=False, **kw).on is True
-    three = cc.choose("3", cuda=True, **kw)
+    assert fp.choose("true", cuda=True, **kw) == fp.Choice(found[1], 18, "on: train.grad_ckpt = true")
+    assert fp.choose(False, cuda=True, **kw).on is False and fp.choose(True, cuda=False, **kw).on is True
+    three = fp.choose("3", cuda=True, **kw)
     assert three.every_n == 3 and three.as_dict()["grad_ckpt_layers"] == 6 and "6 of 18" in three.reason
-    cpu = cc.choose("auto", cuda=False, **kw)
+    cpu = fp.choose("auto", cuda=False, **kw)
     assert cpu.on is False and "CPU" in cpu.reason
     # one candidate per decoder count; for 2 layers every 14th (2 SigLIP layers) beats every 8th (4)
-    assert [(p.every_n, p.decoder) for p in cc.candidates(found)] == [(None, 0), (14, 2), (4, 5), (3, 6), (2, 9),
+    assert [(p.every_n, p.decoder) for p in fp.candidates(found)] == [(None, 0), (14, 2), (4, 5), (3, 6), (2, 9),
                                                                         (1, 18)]
     est = {k: {"total": (10 - 0.5 * k) * gib} for k in (0, 2, 5, 6, 9, 18)}  # 10 GiB off, 0.5 GiB per layer
-    fits = cc.choose("auto", cuda=True, estimates=est, free_bytes=12 * gib, **kw)  # 10 ≤ 0.85 × 12 = 10.2
+    fits = fp.choose("auto", cuda=True, estimates=est, free_bytes=12 * gib, **kw)  # 10 ≤ 0.85 × 12 = 10.2
     assert fits.on is False and "10.0 GiB" in fits.reason and "fits" in fits.reason and "85%" in fits.reason
-    some = cc.choose("auto", cuda=True, estimates=est, free_bytes=10 * gib, **kw)  # 8.5: 5 layers → 7.5 GiB
+    some = fp.choose("auto", cuda=True, estimates=est, free_bytes=10 * gib, **kw)  # 8.5: 5 layers → 7.5 GiB
     assert some.every_n == 4 and some.pattern.decoder == 5 and "5 of 18" in some.reason and some.peak_gib == 7.5
     assert some.as_dict() == {"grad_ckpt": True, "grad_ckpt_layers": 5, "decoder_layers": 18,
                               "grad_ckpt_reason": some.reason}
-    every = cc.choose("auto", cuda=True, estimates=est, free_bytes=2 * gib, **kw)  # 1.7: only all 18 → 1.0 GiB
+    every = fp.choose("auto", cuda=True, estimates=est, free_bytes=2 * gib, **kw)  # 1.7: only all 18 → 1.0 GiB
     assert every.every_n == 1 and "only with every layer" in every.reason
-    over = cc.choose("auto", cuda=True, estimates=est, free_bytes=1 * gib, **kw)  # nothing fits
+    over = fp.choose("auto", cuda=True, estimates=est, free_bytes=1 * gib, **kw)  # nothing fits
     assert over.every_n == 1 and "exceeds" in over.reason and "batch_size" in over.reason
     assert fits.as_dict() == {"grad_ckpt": False, "grad_ckpt_layers": 0, "decoder_layers": 18,
                               "grad_ckpt_reason": fits.reason}
@@ -179,7 +177,7 @@ def test_choice_branch_by_branch():
 
     for bad in ("sometimes", "99"):
         with pytest.raises(ConfigError):
-            cc.choose(bad, cuda=True, **kw)
+            fp.choose(bad, cuda=True, **kw)
 
 
 def test_config_refuses_a_bad_value():

@@ -4,14 +4,19 @@ of PaliGemma's real id layout (loc 256000–257023, seg 257024–257151, <image>
 3B model's 224-pixel, 256-image-token processor."""
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 from PIL import Image
 
+from conftest import ROOT
 from tamrin.vlm import batches
-from tamrin.vlm.generate import decode_new
+from tamrin.vlm.evaluate import decode_new
 from tamrin.vlm.footprint import load_config
-from tamrin.vlm.paligemma_layout import IMAGE_TOKEN_INDEX, layout_processor
+
+sys.path.insert(0, str(ROOT / "bench"))
+from make_random_3b import IMAGE_TOKEN_INDEX, build_processor as layout_processor  # noqa: E402
 
 PREFIX = "answer en "
 ROWS = [{"id": "a", "image": "a.png", "question": "Is there a red cube?", "answer": "yes"},

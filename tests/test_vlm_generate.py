@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))
 from vlm_support import DATA, load_tiny, one_thread  # noqa: E402
 
 from tamrin.vlm import batches  # noqa: E402
-from tamrin.vlm.generate import answer, decode_new, generate_batch  # noqa: E402
+from tamrin.vlm.evaluate import answer, decode_new, greedy  # noqa: E402
 from tamrin.vlm.model import attach_lora  # noqa: E402
 
 PREFIX = "answer en "
@@ -34,6 +34,13 @@ def tiny():
                     p.normal_(0, 1.0)  # large enough that greedy outputs vary by question and step
         model.eval()
         yield processor, model
+
+
+def generate_batch(model, processor, rows, images, prefix, *, max_new_tokens):
+    """(generated sequences = prompt + new tokens, prompt length) of one left-padded batch, as `answer` runs it."""
+    batch = batches.encode(processor, rows, images, prefix, with_answers=False)
+    with torch.no_grad():
+        return greedy(model, batch, max_new_tokens=max_new_tokens, tok=processor.tokenizer), batch["input_ids"].shape[1]
 
 
 def reference_greedy(model, processor, row: dict) -> list[int]:
@@ -74,8 +81,7 @@ def test_batched_generation_matches_reference_and_returns_only_new_tokens(tiny):
     rows = batches.read_split(DATA, "test")[:6]
     store = batches.ImageStore(DATA)
     with one_thread():
-        seqs, prompt_len = generate_batch(model, processor, rows, store, PREFIX, max_new_tokens=MAX_NEW,
-                                          device=torch.device("cpu"))
+        seqs, prompt_len = generate_batch(model, processor, rows, store, PREFIX, max_new_tokens=MAX_NEW)
         prompt = batches.encode(processor, rows, store, PREFIX, with_answers=False)["input_ids"]
         assert torch.equal(seqs[:, :prompt_len], prompt)  # generate returns prompt + new tokens ...
         assert not (seqs[:, prompt_len:] == processor.image_token_id).any()  # the reference could not feed it back
@@ -109,7 +115,7 @@ def test_disable_adapter_gives_the_base_model(tiny):
 
 
 def test_length_groups_sort_and_cut():
-    from tamrin.vlm.generate import length_groups
+    from tamrin.vlm.evaluate import length_groups
 
     assert length_groups([5, 3, 9, 3, 7], 2) == [[1, 3], [0, 4], [2]]
     assert length_groups([], 4) == []
@@ -118,7 +124,7 @@ def test_length_groups_sort_and_cut():
 def test_answers_come_back_in_input_order_across_sorted_batches(tiny):
     """Batches are formed in order of prompt length; the answers are returned in the rows' order and equal
     one-question-at-a-time answers."""
-    from tamrin.vlm.generate import length_groups
+    from tamrin.vlm.evaluate import length_groups
 
     processor, model = tiny
     rows = batches.read_split(DATA, "test")[:8]
@@ -152,7 +158,7 @@ def test_generate_stops_once_every_row_has_emitted_eos(tiny):
     try:
         with one_thread():
             seqs, prompt_len = generate_batch(model, processor, rows, batches.ImageStore(DATA), PREFIX,
-                                              max_new_tokens=8, device=torch.device("cpu"))
+                                              max_new_tokens=8)
     finally:
         handle.remove()
     assert len(calls) == 1 and seqs.shape[1] == prompt_len + 1 and (seqs[:, -1] == eos).all()
@@ -162,7 +168,7 @@ def test_nonfinite_logits_fall_back_to_fp32_for_that_batch(one_torch_thread):
     """A bf16 model whose logits are made non-finite (as an fp16 overflow would) answers each affected batch again
     with fp32 compute; the answers are those of fp32 compute, the count is reported, and the weights' dtypes are
     restored afterwards."""
-    from tamrin.vlm.generate import fp32_compute
+    from tamrin.vlm.evaluate import fp32_compute
 
     processor, model = load_tiny(quantization="none", dtype=torch.bfloat16)
     model.eval()
@@ -190,7 +196,7 @@ def test_nonfinite_logits_fall_back_to_fp32_for_that_batch(one_torch_thread):
 
 
 def test_hit_limit_marks_rows_without_eos_after_the_full_budget():
-    from tamrin.vlm.generate import hit_limit
+    from tamrin.vlm.evaluate import hit_limit
 
     eos, pad = 1, 0
     full = torch.tensor([[5, 6, 7], [5, eos, pad], [eos, pad, pad]])

@@ -12,7 +12,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))
 from vlm_support import DATA, load_tiny, one_thread  # noqa: E402
 
 from tamrin.vlm import batches  # noqa: E402
-from tamrin.vlm.loss import full_loss, logits_needed, suffix_loss  # noqa: E402
+from tamrin.vlm.batches import logits_needed  # noqa: E402
+from tamrin.vlm.step import full_loss, suffix_loss  # noqa: E402
 from tamrin.vlm.model import attach_lora  # noqa: E402
 
 PREFIX = "answer en "

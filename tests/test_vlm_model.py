@@ -93,7 +93,7 @@ def test_config_validation():
 def test_unquantized_lora_with_checkpointing_trains():
     """quantization = none (GPUs without bitsandbytes, or the user's choice): LoRA + checkpointing backprop."""
     from tamrin.vlm import batches
-    from tamrin.vlm.loss import suffix_loss
+    from tamrin.vlm.step import suffix_loss
     from vlm_support import DATA
 
     with one_thread():

@@ -212,13 +212,14 @@ def test_heldout_slice_is_never_trained_on_and_evaluating_it_changes_nothing(tmp
     """The held-out rows are whole images of the train split, the same ones every time, and none of them is
     trained on; evaluating them every step or only at the ends leaves the training run bit for bit the same
     (dropout off while evaluating: no random number drawn), and the curve starts before the first step."""
-    from tamrin.vlm import batches, heldout
+    from tamrin.vlm import batches
 
     rows = batches.read_split(DATA, "train")
-    train, held = heldout.carve(rows, 12, seed=0)
+    train, held = finetune.carve_heldout(rows, 12, seed=0)
     assert len(held) >= 12 and len(train) + len(held) == len(rows)
     assert not {r["image"] for r in held} & {r["image"] for r in train}
-    assert heldout.carve(rows, 12, seed=0) == (train, held) and heldout.carve(rows, 0, seed=0) == (rows, [])
+    assert finetune.carve_heldout(rows, 12, seed=0) == (train, held)
+    assert finetune.carve_heldout(rows, 0, seed=0) == (rows, [])
     often = _train(tmp_path, "often", max_steps=6, heldout_every=1)
     rarely = _train(tmp_path, "rarely", max_steps=6, heldout_every=100)
     a, b = _losses(tmp_path / "often" / "out"), _losses(tmp_path / "rarely" / "out")

@@ -292,7 +292,7 @@ class TrainConfig(Section):
                                          "before the run stops; 10× as many under fp16", min=1)
 
     def check(self) -> None:
-        from .vlm.ckpt_choice import requested_mode
+        from .vlm.footprint import requested_mode
 
         requested_mode(self.grad_ckpt)  # raises ConfigError for a value it does not take
 

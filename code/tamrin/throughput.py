@@ -96,7 +96,7 @@ class Workload:
 
     @property
     def total_steps(self) -> int:
-        """As vlm/schedule.make_plan counts them: ceil(micro-batches / accumulation) per epoch."""
+        """As vlm/batches.make_plan counts them: ceil(micro-batches / accumulation) per epoch."""
         micro = math.ceil(self.n_train / (self.batch_size * self.world))
         per_epoch = math.ceil(micro / self.grad_accum)
         return self.max_steps if self.max_steps is not None else math.ceil(self.epochs * per_epoch)

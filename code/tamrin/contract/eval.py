@@ -90,7 +90,7 @@ class AnswerCount(Strict):
 class AnswerDistribution(Strict):
     n: int
     distinct: int
-    top: list[AnswerCount]  # the most frequent answers, most frequent first (vlm/outputs.py: TOP_ANSWERS)
+    top: list[AnswerCount]  # the most frequent answers, most frequent first (vlm/metrics.py: TOP_ANSWERS)
 
 
 class Truncation(Strict):
@@ -123,7 +123,7 @@ class Comparison(Strict):
 
 
 class EvalAnalysis(Strict):
-    """results/eval/analysis.json (layout in vlm/outputs.py): answer distributions, truncation, paired differences."""
+    """results/eval/analysis.json (layout in vlm/metrics.py): answer distributions, truncation, paired differences."""
 
     bootstrap: int
     seed: int
@@ -140,7 +140,7 @@ FILES = {
     "eval/finetuned/predictions.jsonl": Prediction,
     "eval/samples.json": Samples,
     "eval/summary.json": EvalSummary,
-    "eval/baseline/metrics.json": EvalMetrics,  # the majority answer per question type (vlm/baseline.py)
+    "eval/baseline/metrics.json": EvalMetrics,  # the majority answer per question type (vlm/metrics.py: majority_baseline)
     "eval/baseline/predictions.jsonl": Prediction,
     "eval/analysis.json": EvalAnalysis,
 }

@@ -130,7 +130,7 @@ N_ANSWERS = 3
 def sample_answers(model, processor, rows: Sequence[dict], images, prefix: str, *, device, max_new_tokens: int,
                    n: int = N_ANSWERS) -> list[tuple[str, str, str]]:
     """(question, reference answer, generated answer) for the first `n` rows, greedy, in one batch."""
-    from ..vlm.generate import answer
+    from ..vlm.evaluate import answer
 
     chosen = list(rows[:n])
     got = answer(model, processor, chosen, images, prefix, batch_size=max(1, len(chosen)),

@@ -1,32 +1,12 @@
-"""`ablation` stage: the measured effect of the LoRA rank → results/ablation/ablation.json.
+"""`ablation` stage: the measured effect of the LoRA rank → results/ablation/ablation.json (contract/ablation.py).
 
-For every rank of `ablation.ranks` (plus `large_gpu_ranks` on a large GPU) one adapter is trained with the
-finetune stage's own loop (`finetune.train`) on the same train split, the same number of steps and the same seed
-as every other rank, on the same base the main run fine-tuned (finetune's summary says which), then reloaded
-from its saved files (`evaluate.load_for_eval`: fresh objects, so no 4-bit weight is evaluated before or
-between trainings in one model object — bitsandbytes 0.50 repacks a Linear4bit weight for its gradient-less
-CPU kernel on the first eval-mode no-grad forward) and answers the test questions (`generate.answer`), scored
-with the eval stage's `metrics.compute_metrics`. With `ablation.compare_quantization` the main rank is also
-trained on an unquantized base (LoRA beside QLoRA).
-
-With `ablation.enabled = false` (the paper profile's default: it costs GPU time) the stage trains nothing; it
-prints and records how long the ablation would take on this hardware, from the main run's steady-state seconds
-per step and the eval stage's generation speed.
-
-ablation.json (numbers and identifiers only):
-  enabled              bool
-  settings             {ranks (planned, in order), steps, seed, lr, batch_size, grad_accum, alpha_mode
-                        ("ratio" | "fixed"), alpha_over_rank (ratio mode) | alpha (fixed mode), quantization (of the
-                        main run: "nf4" | "none"), n_test, device ("cpu" or the GPU name), gpu_gib (null on CPU)}
-  skipped              [{rank, reason: "needs_large_gpu"}]
-  estimate             {runs, steps_per_run, seconds_per_step (main run, steady state), eval_seconds_per_run,
-                        total_seconds}
-  runs                 [] when disabled, else one per trained adapter, in plan order:
-                       {rank, alpha, quantization, trainable_params, total_params, steps, exact_match,
-                        exact_match_ci [lo, hi], rougeL {f, ci_low, ci_high}, loss [per step],
-                        loss_first_mean, loss_last_mean, seconds_per_step (steady: the first step excluded),
-                        train_seconds, eval_seconds, peak_gpu_bytes (CUDA; null on CPU),
-                        adapter_state_bytes (fp32 adapter weight + gradient + two AdamW states = 16 B/param)}
+For each rank of `ablation.ranks` (plus `large_gpu_ranks` on a large GPU; with `ablation.compare_quantization` also
+the main rank on an unquantized base) one adapter is trained by finetune's own loop on the main run's rows, steps,
+seed and base, reloaded from its saved files (`evaluate.load_for_eval`: fresh objects, so no 4-bit weight is
+evaluated between trainings in one model object — bitsandbytes 0.50 repacks a Linear4bit weight for its
+gradient-less CPU kernel on the first eval-mode no-grad forward) and scored on the test questions as `eval` scores
+them. Disabled (the paper profile's default: it costs GPU time), the stage only records how long it would take
+here, from the main run's steady seconds per step and eval's generation speed.
 """
 from __future__ import annotations
 
@@ -39,8 +19,6 @@ from ..atomic import read_json, read_jsonl
 
 ADAPTER_STATE_BYTES = 16  # fp32 adapter weight + fp32 gradient + two fp32 AdamW moments, per trainable parameter
 
-
-# ---------------------------------------------------------------- pure planning
 
 def plan_runs(ab, lora_rank: int, lora_alpha: float, quantization: str, gpu_gib: float | None
               ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -104,8 +82,6 @@ def _done(run_dir: Path, steps: int) -> bool:
             and read_json(summary).get("steps_done") == steps)
 
 
-# ---------------------------------------------------------------- the stage
-
 def run(ctx) -> None:
     """Stage entry point."""
     import torch
@@ -121,10 +97,9 @@ def _run(ctx, device) -> None:
     import torch
 
     from . import batches
-    from .evaluate import base_source_of, load_for_eval
+    from .evaluate import answer, base_source_of, load_for_eval
     from .finetune import train
-    from .generate import answer
-    from .metrics import compute_metrics
+    from .metrics import compute_metrics, prediction_rows
 
     ab, model_cfg, lora_cfg = ctx.section("ablation"), ctx.section("model"), ctx.section("lora")
     train_cfg, eval_cfg = ctx.section("train"), ctx.section("eval")
@@ -133,8 +108,7 @@ def _run(ctx, device) -> None:
     main = contract.read_plain(results, "finetune/summary.json")
     main_loss = contract.read_plain(results, "finetune/loss.jsonl")
     eval_summary = contract.read_plain(results, "eval/summary.json")
-    rows = batches.read_split(data_dir, "test")
-    rows = rows[:ab.max_test] if ab.max_test is not None else rows
+    rows = batches.read_split(data_dir, "test")[:ab.max_test]  # None: all
     cuda = device.type == "cuda"
     gpu_gib = torch.cuda.get_device_properties(device).total_memory / 2 ** 30 if cuda else None
     steps = ab.steps or main["total_steps"]
@@ -184,8 +158,7 @@ def _run(ctx, device) -> None:
         del model
         if cuda:
             torch.cuda.empty_cache()
-        metrics = compute_metrics([{"answer": row["answer"], "prediction": p, "qtype": row.get("qtype")}
-                                   for row, p in zip(rows, preds)], resamples=eval_cfg.bootstrap, seed=eval_cfg.seed)
+        metrics = compute_metrics(prediction_rows(rows, preds), resamples=eval_cfg.bootstrap, seed=eval_cfg.seed)
         records.append(run_record(r, summary, loss_rows, metrics, seconds))
         ctx.log.info(f"r = {r['rank']} ({r['quantization']}): exact match {metrics['exact_match']:.3f}, "
                      f"ROUGE-L {metrics['rougeL']['f']:.3f}, {summary['trainable_params']:,} trainable")

@@ -1,33 +1,27 @@
-"""Reading the data stage's files and turning question rows into model batches, exactly as transformers'
+"""Reading the data stage's files and turning question rows into model batches exactly as transformers'
 `PaliGemmaProcessor` does for `google/paligemma-3b-pt-224` — but tokenised once per example instead of once per
-batch, with each image's pixel values computed once.
+batch, each image's pixel values computed once — and which examples each optimizer step sees (`Plan`).
 
-What the processor builds (transformers 5.24, models/paligemma/processing_paligemma.py: `prepare_inputs_layout`,
-`__call__`, `replace_image_token`; the same string in 4.4x's `build_string_from_input`) for a prompt without an
-`<image>` placeholder: `image_seq_length` × "<image>" (256 for the 3B model), then <bos>, then the prompt, then
-"\n"; with `suffix=` the answer + <eos> is tokenised as the pair's second segment (so nothing merges across the
-"\n"), `token_type_ids` is 0 on the prefix and 1 on the suffix, and labels are the input ids with every
-token_type 0 position (prefix and padding) set to -100. (With an "<image>" already in the text, 4.4x skipped both
-the <bos> and the <eos> — one more reason to build the string here rather than rely on that branch.)
+For a prompt without an `<image>` placeholder the processor builds (transformers 5.24, processing_paligemma.py:
+`prepare_inputs_layout`, `__call__`, `replace_image_token`; the same string in 4.4x's `build_string_from_input`)
+`image_seq_length` × "<image>", <bos>, the prompt, "\n"; with `suffix=` the answer + <eos> is the pair's second
+segment (nothing merges across the "\n"), `token_type_ids` is 1 on it, and labels are -100 wherever token_type is
+0. (With an "<image>" in the text, 4.4x skipped the <bos> and the <eos>: one more reason to build the string here.)
+`processor_mismatch` compares `encode` with a real `processor(...)` call, which finetune runs at start so another
+transformers version cannot silently build other inputs.
 
-`tokenize` builds that string per question and calls the processor's own tokenizer the way the processor calls it
-(`text_pair=`, `return_token_type_ids=True`), once for the whole split; `collate` LEFT-pads a micro-batch with
-the tokenizer's pad id (attention mask 0, token type 0, label -100 there); `PixelCache` runs the processor's
-image processor (SigLIP resize/rescale/normalise) once per image. `encode` = the three for one batch, and
-`processor_mismatch` compares it with a real `processor(...)` call, which finetune runs once at start so a
-different transformers version cannot silently build other inputs. Tests check all of it token by token against
-`PaliGemmaProcessor` with a tokenizer of PaliGemma's real id layout (tamrin.vlm.paligemma_layout).
-
-Batches are left-padded in training and generation alike, so the suffix (and the next generated token) always
-sits at the right end: the suffix-only loss then needs logits for only the last few positions, a count computed
-here on the host (`logits_to_keep`) so the training step never waits on the device for it. Position ids are
-passed explicitly (1-based, counted over real tokens) so left padding does not shift them; they equal what
-`generate` computes from the attention mask.
+Batches are left-padded in training and generation alike, so the suffix (and the next generated token) sits at the
+right end: the suffix-only loss needs logits for the last few positions only, a count computed here on the host
+(`logits_to_keep`) so the step never waits on the device for it. Position ids are passed explicitly (1-based, over
+real tokens), equal to what `generate` computes from the attention mask.
 """
 from __future__ import annotations
 
 import collections
 import functools
+import logging
+import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -56,17 +50,14 @@ def read_split(data_dir: Path, split: str) -> list[dict]:
 
 
 class ImageStore:
-    """Loads the RGB images a split refers to (paths relative to the data folder), caching recent ones."""
+    """Loads the RGB images a split refers to (paths relative to the data folder), caching the 1024 latest."""
 
-    def __init__(self, data_dir: Path, cache_size: int = 1024) -> None:
-        self.data_dir, self.cache_size = Path(data_dir), cache_size
-        self._load = functools.lru_cache(maxsize=cache_size)(self._read)
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = Path(data_dir)
+        self._load = functools.lru_cache(maxsize=1024)(self._read)
 
-    def __getstate__(self) -> dict:  # DataLoader workers started with "spawn" get an empty cache
-        return {"data_dir": self.data_dir, "cache_size": self.cache_size}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__init__(state["data_dir"], state["cache_size"])
+    def __reduce__(self):  # DataLoader workers started with "spawn" get an empty cache
+        return ImageStore, (self.data_dir,)
 
     def _read(self, rel: str):
         from PIL import Image
@@ -100,7 +91,8 @@ def prompt_string(processor, question: str, prefix: str) -> str:
 
 
 def tokenize(processor, rows: Sequence[dict], prefix: str, *, with_answers: bool) -> list[Example]:
-    """Every row tokenised in one call of the processor's tokenizer, as the processor calls it."""
+    """Every row tokenised in one call of the processor's tokenizer, as the processor calls it (`text_pair=`,
+    `return_token_type_ids=True`)."""
     tok = processor.tokenizer
     texts = [prompt_string(processor, r["question"], prefix) for r in rows]
     pairs = [str(r["answer"]) + tok.eos_token for r in rows] if with_answers else None
@@ -111,8 +103,7 @@ def tokenize(processor, rows: Sequence[dict], prefix: str, *, with_answers: bool
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """1-based positions over real tokens; padding gets 1 (as `generate` does for PaliGemma)."""
-    pos = attention_mask.long().cumsum(-1)
-    return pos.masked_fill(attention_mask == 0, 1)
+    return attention_mask.long().cumsum(-1).masked_fill(attention_mask == 0, 1)
 
 
 def logits_needed(labels: torch.Tensor) -> int:
@@ -154,11 +145,8 @@ class PixelCache:
         self._cache: collections.OrderedDict[str, torch.Tensor] = collections.OrderedDict()
         self._bytes = 0
 
-    def __getstate__(self) -> dict:  # DataLoader workers started with "spawn" start with an empty cache
-        return {"image_processor": self.image_processor, "images": self.images, "max_bytes": self.max_bytes}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__init__(**state)
+    def __reduce__(self):  # DataLoader workers started with "spawn" start with an empty cache
+        return PixelCache, (self.image_processor, self.images, self.max_bytes)
 
     def __call__(self, paths: Sequence[str]) -> torch.Tensor:
         missing = list(dict.fromkeys(p for p in paths if p not in self._cache))
@@ -176,6 +164,38 @@ class PixelCache:
         return out
 
 
+class Collated(torch.utils.data.Dataset):
+    """Item i = the batch of the examples `groups[i]` (indices into `examples`), collated where the DataLoader
+    runs it: in its worker processes, with each process's own pixel cache."""
+
+    def __init__(self, groups: list[list[int]], examples: Sequence[Example], pixels: PixelCache, pad_id: int, *,
+                 with_answers: bool) -> None:
+        self.groups, self.examples, self.pixels, self.pad_id = groups, examples, pixels, pad_id
+        self.with_answers = with_answers
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __getitem__(self, i: int) -> dict:
+        chosen = [self.examples[j] for j in self.groups[i]]
+        return collate(chosen, self.pixels([e.image for e in chosen]), self.pad_id, with_answers=self.with_answers)
+
+
+def _identity(item):
+    return item
+
+
+def loader(dataset: Collated, *, workers: int, pin: bool, seed: int = 0) -> torch.utils.data.DataLoader:
+    """The items of `dataset` in order, built in `workers` worker processes (none: in this one), pinned for CUDA."""
+    if workers:
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # forked workers + a threaded tokenizer can hang
+    # Its own generator: creating the iterator draws a worker seed, which must not shift the global RNG that
+    # dropout uses (a resumed run would otherwise diverge from an uninterrupted one).
+    return torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers, collate_fn=_identity,
+                                       pin_memory=pin, generator=torch.Generator().manual_seed(seed),
+                                       prefetch_factor=4 if workers else None)
+
+
 def encode(processor, rows: Sequence[dict], images: ImageStore, prefix: str, *, with_answers: bool) -> dict:
     """One left-padded batch of `rows` (see `collate`), as `PaliGemmaProcessor` builds it."""
     pixels = processor.image_processor([images(r["image"]) for r in rows], return_tensors="pt")["pixel_values"]
@@ -186,8 +206,6 @@ def encode(processor, rows: Sequence[dict], images: ImageStore, prefix: str, *, 
 def processor_mismatch(processor, rows: Sequence[dict], images: ImageStore, prefix: str) -> str | None:
     """None when `encode` equals the installed `PaliGemmaProcessor`'s own output for `rows` (text without an
     <image> placeholder, `suffix=` answers, left padding), else what differs."""
-    import logging
-
     tok = processor.tokenizer
     side = tok.padding_side
     quiet = logging.getLogger("transformers.models.paligemma.processing_paligemma")
@@ -210,18 +228,52 @@ def processor_mismatch(processor, rows: Sequence[dict], images: ImageStore, pref
     return None
 
 
-def to_device(batch: dict, device: torch.device, float_dtype: torch.dtype | None = None) -> dict:
-    """Move tensors to `device`; floating tensors (pixel values) optionally cast to `float_dtype`."""
-    out = {}
-    for k, v in batch.items():
-        if torch.is_tensor(v):
-            v = v.to(device, non_blocking=True)
-            if float_dtype is not None and v.is_floating_point():
-                v = v.to(float_dtype)
-        out[k] = v
-    return out
+def to_device(batch: dict, device: torch.device) -> dict:
+    """Tensors moved to `device` (non-blocking: from pinned memory the copy overlaps the host's work)."""
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
-def sequence_length(processor, row: dict, prefix: str) -> int:
-    """Tokens of one training example (image tokens + bos + prompt + newline + answer + eos)."""
-    return len(tokenize(processor, [row], prefix, with_answers=True)[0])
+# ---------------------------------------------------------------- which examples each optimizer step sees
+
+@dataclass(frozen=True)
+class Plan:
+    """A deterministic function of (seed, epoch, step, rank): recomputed rather than carried in a DataLoader's
+    state, so a resumed run continues with exactly the micro-batches the killed run would have seen next.
+
+    Per epoch the train indices are permuted (seeded by seed and epoch) and cut into global micro-batches of
+    `batch_size × world` examples (the last one wraps around to the epoch's start so every process gets a full
+    batch — DDP needs equal work on every rank). Each optimizer step takes `grad_accum` consecutive micro-batches
+    (the epoch's last step may take fewer); process `rank` takes its own `batch_size` slice of each."""
+    n_examples: int
+    batch_size: int  # per process
+    grad_accum: int
+    world: int
+    seed: int
+    micro_per_epoch: int
+    steps_per_epoch: int
+    total_steps: int
+
+    def step_batches(self, step: int, rank: int) -> list[list[int]]:
+        """Example indices of each micro-batch process `rank` runs in optimizer step `step` (0-based)."""
+        epoch, s = divmod(step, self.steps_per_epoch)
+        g = self.batch_size * self.world
+        perm = torch.randperm(self.n_examples, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))
+        need = self.micro_per_epoch * g
+        order = (perm.tolist() * -(-need // self.n_examples))[:need]
+        first = s * self.grad_accum
+        last = min(first + self.grad_accum, self.micro_per_epoch)
+        return [order[m * g + rank * self.batch_size: m * g + (rank + 1) * self.batch_size] for m in range(first, last)]
+
+    def epoch_of(self, step: int) -> float:
+        """Epochs completed after `step` optimizer steps."""
+        return step / self.steps_per_epoch
+
+
+def make_plan(n_examples: int, *, batch_size: int, grad_accum: int, world: int, epochs: float,
+              max_steps: int | None, seed: int) -> Plan:
+    micro = math.ceil(n_examples / (batch_size * world))
+    steps_per_epoch = math.ceil(micro / grad_accum)
+    total = max_steps if max_steps is not None else math.ceil(epochs * steps_per_epoch)
+    if total < 1:
+        raise TamrinError("train.epochs = 0 and no train.max_steps: nothing to train; set either")
+    return Plan(n_examples, batch_size, grad_accum, world, seed, micro, steps_per_epoch, total)

@@ -1,12 +1,8 @@
-"""Resumable training state in the stage's work folder (survives a kill).
-
-A checkpoint is a folder `ckpt-<step>` holding the trainable (LoRA) weights, optimizer, scheduler and
-grad-scaler states, the RNG state of every process, and the loss log so far. Everything is tensors and plain
-data, loaded with `torch.load(weights_only=True)` (no pickled objects, so a checkpoint file cannot run code).
-`complete.json` is written last, so a folder without it (a kill mid-save) is ignored; the two newest complete
-checkpoints are kept, so when the newest one fails to load (a disk error, a truncated file) the run resumes from
-the one before, losing nothing but the steps in between. The quantized base model is never saved here — it is
-reloaded from its source.
+"""Resumable training state in the stage's work folder: a folder `ckpt-<step>` with the trainable (LoRA) weights,
+optimizer, scheduler and grad-scaler states, every process's RNG state and the logs so far — tensors and plain
+data only, loaded with `torch.load(weights_only=True)` (a checkpoint file cannot run code). `complete.json` is
+written last, so a kill mid-save leaves a folder that is ignored; the two newest complete ones are kept, so a newest
+one that fails to load resumes from the one before. The quantized base is never saved: it is reloaded from source.
 """
 from __future__ import annotations
 
@@ -45,29 +41,13 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def trainable_state(model) -> dict[str, torch.Tensor]:
-    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
-
-
-def load_trainable_state(model, state: dict[str, torch.Tensor]) -> None:
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    if set(params) != set(state):
-        raise RuntimeError("checkpoint does not match the model's trainable parameters")
-    with torch.no_grad():
-        for n, p in params.items():
-            p.copy_(state[n].to(p.device, p.dtype))
+def _step_of(folder: Path) -> int:
+    return int(folder.name.split("-")[1])
 
 
 def complete(work_dir: Path) -> list[Path]:
     """The complete checkpoint folders, newest first."""
-    done = [d for d in Path(work_dir).glob("ckpt-*") if (d / DONE).exists()]
-    return sorted(done, key=lambda d: int(d.name.split("-")[1]), reverse=True)
-
-
-def latest(work_dir: Path) -> Path | None:
-    """The newest complete checkpoint folder, or None."""
-    found = complete(work_dir)
-    return found[0] if found else None
+    return sorted((d for d in Path(work_dir).glob("ckpt-*") if (d / DONE).exists()), key=_step_of, reverse=True)
 
 
 def save(work_dir: Path, step: int, *, rank: int, is_main: bool, model=None, optimizer=None, scheduler=None,
@@ -78,9 +58,9 @@ def save(work_dir: Path, step: int, *, rank: int, is_main: bool, model=None, opt
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(rng_state(), folder / f"rng-{rank}.pt")
     if is_main:
-        torch.save({"model": trainable_state(model), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None},
-                   folder / "state.pt")
+        trained = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+        torch.save({"model": trained, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict() if scaler else None}, folder / "state.pt")
         write_json(folder / "meta.json", {"step": step, **(meta or {})})
     return folder
 
@@ -88,17 +68,22 @@ def save(work_dir: Path, step: int, *, rank: int, is_main: bool, model=None, opt
 def finish(folder: Path, keep: int = 2) -> None:
     """Mark `folder` complete and delete all but the `keep` newest complete checkpoints (main process only);
     incomplete folders older than it (killed saves) go too."""
-    write_json(folder / DONE, {"step": int(folder.name.split("-")[1])})
+    write_json(folder / DONE, {"step": _step_of(folder)})
     kept = complete(folder.parent)[:keep]
     for old in folder.parent.glob("ckpt-*"):
-        if old not in kept and int(old.name.split("-")[1]) < int(folder.name.split("-")[1]):
+        if old not in kept and _step_of(old) < _step_of(folder):
             shutil.rmtree(old, ignore_errors=True)
 
 
 def load(folder: Path, rank: int, *, model, optimizer, scheduler, scaler=None) -> dict:
     """Restore the states saved in `folder`; returns its meta.json."""
     state = torch.load(folder / "state.pt", map_location="cpu", weights_only=True)
-    load_trainable_state(model, state["model"])
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    if set(params) != set(state["model"]):
+        raise RuntimeError("checkpoint does not match the model's trainable parameters")
+    with torch.no_grad():
+        for n, p in params.items():
+            p.copy_(state["model"][n].to(p.device, p.dtype))
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     if scaler is not None and state.get("scaler"):

@@ -1,53 +1,194 @@
-"""`eval` stage: the base and the fine-tuned model on the same test questions → results/eval/.
+"""`eval` stage: the base and the fine-tuned model on the same test questions → results/eval/, and the batched greedy
+answering that eval, the ablation and doctor use.
 
-The base is exactly the model that was fine-tuned: the same source (the hub model, or for the demo the
-tiny random-weight base saved by `finetune`), loaded with the same quantization and compute dtype and, when
-4-bit, the same preparation as training (`model.prepare_quantized`: fp32 outside the 4-bit matmuls), with the
-LoRA adapter attached; base answers come from the same object under `disable_adapter()`. A batch whose logits
-are not finite (fp16 overflow) is generated again in fp32 (generate.answer); summary.json counts them.
+The base is exactly the model that was fine-tuned: the same source, quantization, compute dtype and (4-bit) the same
+preparation as training (`model.prepare_quantized`: fp32 outside the 4-bit matmuls), its answers taken from the
+same object under `disable_adapter()`. Besides the two models' predictions and metrics: baseline/ (the majority
+answer per question type of the train split), analysis.json, samples.json (`eval.n_samples` questions drawn with
+`eval.seed`, for the report) and summary.json.
 
-Writes base/ and finetuned/ (predictions.jsonl, metrics.json), baseline/ (the same two files for the majority
-answer per question type of the train split, vlm/baseline.py), analysis.json (answer distributions, the share of
-outputs cut off at `eval.max_new_tokens`, paired bootstrap differences of exact match: vlm/outputs.py),
-samples.json (the `eval.n_samples` questions the report shows, drawn with `eval.seed`) and summary.json
-(timings, settings).
+Answering (issue 15; H200 numbers in bench/results/): questions are tokenised once and generated in order of prompt
+length (little padding; answers put back in input order), their images preprocessed ahead by DataLoader workers
+into pinned memory. transformers' greedy loop already stops once every row has emitted EOS (`GenerationMixin._sample`
+loops `while self._has_unfinished_sequences(...)`, `StopCheck.__call__` returns `unfinished_sequences.max() == 0`;
+transformers 5.24, generation/utils.py). Only the new tokens are decoded, with `skip_special_tokens=True`: that drops
+<pad>, <eos>, <bos>, <image> and keeps PaliGemma's <locNNNN>/<segNNN> pieces, which `PaliGemmaProcessor` registers as
+ordinary added tokens (processing_paligemma.py: `tokenizer.add_tokens(EXTRA_TOKENS)`). fp16 guard: a forward hook
+notes non-finite logits on the device (no sync per step); such a batch is generated again in fp32.
 """
 from __future__ import annotations
 
+import contextlib
+import itertools
 import random
 import time
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
 from .. import contract
 from ..atomic import read_json
 from ..errors import MissingResultError, TamrinError
-from . import baseline, batches
-from .generate import answer
-from .metrics import compute_metrics
+from . import batches
+from .metrics import analyse, compute_metrics, majority_baseline, prediction_rows
 from .model import DTYPE_NAMES, load_base_model, load_processor, prepare_quantized, resolve_compute_dtype, \
     resolve_quantization, threads_for
-from .outputs import analyse
 
+
+# ---------------------------------------------------------------- batched greedy answering
+
+def vision_dtype(model) -> torch.dtype:
+    """The dtype pixel values must have: that of the vision tower's first floating-point weight."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return next((p.dtype for p in base.model.vision_tower.parameters() if p.is_floating_point()), torch.float32)
+
+
+def decode_new(processor, sequences: torch.Tensor, prompt_len: int) -> list[str]:
+    """Text of the tokens after the prompt (generate returns prompt + new tokens), special tokens dropped."""
+    return [t.strip() for t in processor.batch_decode(sequences[:, prompt_len:], skip_special_tokens=True)]
+
+
+def _four_bit_layers(model) -> list:
+    # bitsandbytes' Linear4bit (the only modules with `compute_type_is_set`) casts its input to `compute_dtype`
+    return [m for m in model.modules() if hasattr(m, "compute_type_is_set")]
+
+
+def below_fp32(model) -> bool:
+    """Does any part of `model` compute below fp32: an fp16/bf16 weight, or a 4-bit layer's compute dtype (a
+    4-bit base prepared as for training keeps everything else in fp32, so its weights alone do not tell)?"""
+    return (any(p.dtype in (torch.float16, torch.bfloat16) for p in model.parameters())
+            or any(m.compute_dtype != torch.float32 for m in _four_bit_layers(model)))
+
+
+@contextlib.contextmanager
+def fp32_compute(model):
+    """Every fp16/bf16 parameter and buffer in fp32, and bitsandbytes' 4-bit layers computing in fp32, for the
+    duration (the 4-bit weights themselves stay as they are); everything is put back afterwards."""
+    changed = [(t, t.dtype) for t in itertools.chain(model.parameters(), model.buffers())
+               if t.dtype in (torch.float16, torch.bfloat16)]
+    layers = [(m, m.compute_dtype) for m in _four_bit_layers(model)]
+    for t, _ in changed:
+        t.data = t.data.float()
+    for m, _ in layers:
+        m.compute_dtype = torch.float32
+    try:
+        yield
+    finally:
+        for m, dtype in layers:
+            m.compute_dtype = dtype
+        for t, dtype in changed:
+            t.data = t.data.to(dtype)
+
+
+class _NonFiniteLogits:
+    """A forward hook on the output embedding that sets a device flag when logits are inf/nan."""
+
+    def __init__(self, model, device: torch.device) -> None:
+        self.flag = torch.zeros((), dtype=torch.bool, device=device)
+        self.handle = model.get_output_embeddings().register_forward_hook(self._hook)
+
+    def _hook(self, module, args, out) -> None:
+        self.flag |= ~torch.isfinite(out).all()
+
+    def seen(self) -> bool:
+        """Whether logits were non-finite since the last call (one wait for the device)."""
+        seen = bool(self.flag)
+        self.flag.zero_()
+        return seen
+
+
+def hit_limit(new_tokens: torch.Tensor, eos_token_id: int, max_new_tokens: int) -> list[bool]:
+    """Per row of a batch's generated tokens: stopped at `max_new_tokens` rather than at EOS. The greedy loop ends a
+    batch once every row has emitted EOS, so a row was cut short exactly when the batch ran the full budget and the
+    row holds no EOS."""
+    if new_tokens.shape[1] < max_new_tokens:
+        return [False] * new_tokens.shape[0]
+    return (~(new_tokens[:, :max_new_tokens] == eos_token_id).any(dim=1)).tolist()
+
+
+def greedy(model, batch: dict, *, max_new_tokens: int, tok) -> torch.Tensor:
+    """`model.generate` of one left-padded batch on the device: prompt + new tokens."""
+    batch = dict(batch)
+    batch.pop("position_ids", None)  # generate derives them from the attention mask (PaliGemma adds its +1)
+    batch["pixel_values"] = batch["pixel_values"].to(vision_dtype(model))
+    return model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, use_cache=True,
+                          eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+
+
+def length_groups(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices in order of length (stable), cut into batches of `batch_size`."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    return [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+
+
+def answer(model, processor, rows: Sequence[dict], images, prefix: str, *, batch_size: int, max_new_tokens: int,
+           device: torch.device, desc: str = "generate", progress: bool = True, num_workers: int = 0,
+           pixels: batches.PixelCache | None = None, stats: dict | None = None,
+           truncated: list[bool] | None = None) -> list[str]:
+    """Greedy answers for `rows`, in their order, `batch_size` questions per `generate` call. `pixels`: a cache to
+    share between calls (base and fine-tuned); `stats` gets `fp32_fallback_batches` and `nonfinite_batches`
+    (non-finite even in fp32) added; `truncated`, when given, is filled with one `hit_limit` flag per row."""
+    from tqdm.auto import tqdm
+
+    model.eval()
+    tok = processor.tokenizer
+    examples = batches.tokenize(processor, rows, prefix, with_answers=False)
+    groups = length_groups([len(e) for e in examples], batch_size)
+    pixels = pixels if pixels is not None else batches.PixelCache(processor.image_processor, images, 2**30)
+    loader = batches.loader(batches.Collated(groups, examples, pixels, tok.pad_token_id, with_answers=False),
+                            workers=num_workers, pin=device.type == "cuda")
+    out: list[str | None] = [None] * len(rows)
+    cut: list[bool] = [False] * len(rows)
+    counts = {"fp32_fallback_batches": 0, "nonfinite_batches": 0}
+    watch = _NonFiniteLogits(model, device)
+    bar = tqdm(total=len(rows), desc=desc, unit="q", disable=not progress, dynamic_ncols=True)
+    try:
+        with torch.no_grad():
+            for group, cpu_batch in zip(groups, loader):
+                batch = batches.to_device(cpu_batch, device)
+                seqs = greedy(model, batch, max_new_tokens=max_new_tokens, tok=tok)
+                nonfinite = watch.seen()
+                if nonfinite and below_fp32(model):
+                    counts["fp32_fallback_batches"] += 1
+                    with fp32_compute(model):
+                        seqs = greedy(model, batch, max_new_tokens=max_new_tokens, tok=tok)
+                    nonfinite = watch.seen()
+                counts["nonfinite_batches"] += int(nonfinite)
+                seqs, prompt_len = seqs.cpu(), batch["input_ids"].shape[1]
+                for i, text, hit in zip(group, decode_new(processor, seqs, prompt_len),
+                                        hit_limit(seqs[:, prompt_len:], tok.eos_token_id, max_new_tokens)):
+                    out[i], cut[i] = text, hit
+                bar.update(len(group))
+    finally:
+        watch.handle.remove()
+        bar.close()
+    if stats is not None:
+        for k, v in counts.items():
+            stats[k] = stats.get(k, 0) + v
+    if truncated is not None:
+        truncated[:] = cut
+    return out  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------- the stage
 
 def base_source_of(finetune_dir: Path, summary: dict, model_cfg) -> Path | str:
     """The base the adapter was trained on, as finetune's summary.json records it: a folder saved inside
     results/finetune/ (the demo's tiny random model), else `model.id`."""
-    if summary.get("base_model_in_results"):
-        saved = Path(finetune_dir) / summary["base_model"]
-        if not (saved / "config.json").exists():
-            raise MissingResultError(f"missing {saved}/config.json: re-run `python build.py finetune --force finetune`")
-        return saved
-    return model_cfg.id
+    if not summary.get("base_model_in_results"):
+        return model_cfg.id
+    saved = Path(finetune_dir) / summary["base_model"]
+    if not (saved / "config.json").exists():
+        raise MissingResultError(f"missing {saved}/config.json: re-run `python build.py finetune --force finetune`")
+    return saved
 
 
 def eval_precision(summary: dict, device: torch.device) -> tuple[str, torch.dtype]:
     """Quantization and compute dtype of training, where this device supports them."""
     quant = resolve_quantization(summary.get("quantization", "auto"), device)
-    wanted = summary.get("compute_dtype", "auto")
     try:
-        dtype = resolve_compute_dtype(wanted, device)
+        dtype = resolve_compute_dtype(summary.get("compute_dtype", "auto"), device)
     except TamrinError:
         dtype = resolve_compute_dtype("auto", device)
     return quant, dtype
@@ -90,9 +231,7 @@ def run(ctx) -> None:
 def _run(ctx, device: torch.device) -> None:
     eval_cfg, model_cfg = ctx.section("eval"), ctx.section("model")
     data_dir, finetune_dir, out = Path(ctx.inputs["data"]), Path(ctx.inputs["finetune"]), Path(ctx.out_dir)
-    rows = batches.read_split(data_dir, "test")
-    if eval_cfg.max_examples is not None:
-        rows = rows[:eval_cfg.max_examples]
+    rows = batches.read_split(data_dir, "test")[:eval_cfg.max_examples]  # None: all
     model, processor, info = load_for_eval(finetune_dir, model_cfg, device)
     images = batches.ImageStore(data_dir)
     ctx.log.info(f"evaluating {len(rows)} test questions (batch {eval_cfg.batch_size}, "
@@ -101,17 +240,15 @@ def _run(ctx, device: torch.device) -> None:
     timings, predictions, guard = {}, {}, {"base": {}, "finetuned": {}}
     truncated: dict[str, list[bool]] = {"base": [], "finetuned": []}
     pixels = batches.PixelCache(processor.image_processor, images, 2**30)  # the test images, shared by both runs
-    gen = dict(batch_size=eval_cfg.batch_size, max_new_tokens=eval_cfg.max_new_tokens, device=device,
-               num_workers=eval_cfg.num_workers, pixels=pixels)
     try:
         for name in ("base", "finetuned"):
-            gen["stats"], gen["truncated"] = guard[name], truncated[name]
             t0 = time.perf_counter()
-            if name == "base":
-                with model.disable_adapter():  # the same weights without the LoRA update
-                    preds = answer(model, processor, rows, images, model_cfg.prompt_prefix, desc="eval base", **gen)
-            else:
-                preds = answer(model, processor, rows, images, model_cfg.prompt_prefix, desc="eval finetuned", **gen)
+            # the base: the same weights without the LoRA update
+            with model.disable_adapter() if name == "base" else contextlib.nullcontext():
+                preds = answer(model, processor, rows, images, model_cfg.prompt_prefix, desc=f"eval {name}",
+                               batch_size=eval_cfg.batch_size, max_new_tokens=eval_cfg.max_new_tokens, device=device,
+                               num_workers=eval_cfg.num_workers, pixels=pixels, stats=guard[name],
+                               truncated=truncated[name])
             timings[name] = time.perf_counter() - t0
             if guard[name]["fp32_fallback_batches"] or guard[name]["nonfinite_batches"]:
                 ctx.log.warning(f"{name}: {guard[name]['fp32_fallback_batches']} batches had non-finite logits in "
@@ -120,14 +257,12 @@ def _run(ctx, device: torch.device) -> None:
             if any(truncated[name]):
                 ctx.log.warning(f"{name}: {sum(truncated[name])} of {len(rows)} answers stopped at "
                                 f"{eval_cfg.max_new_tokens} new tokens without an end of sequence")
-            predictions[name] = [{"id": r["id"], "question": r["question"], "answer": r["answer"], "prediction": p,
-                                  "qtype": r.get("qtype")} for r, p in zip(rows, preds)]
+            predictions[name] = prediction_rows(rows, preds)
     except torch.OutOfMemoryError:
         raise TamrinError(f"CUDA out of memory while generating with eval.batch_size = {eval_cfg.batch_size}: "
                           f"use --set eval.batch_size={max(1, eval_cfg.batch_size // 2)}") from None
 
-    # the majority answer per question type of the train split: the floor a model that looks at the image clears
-    predictions["baseline"] = baseline.predict(batches.read_split(data_dir, "train"), rows)
+    predictions["baseline"] = majority_baseline(batches.read_split(data_dir, "train"), rows)
     metrics = {}
     for name, preds in predictions.items():
         metrics[name] = compute_metrics(preds, resamples=eval_cfg.bootstrap, seed=eval_cfg.seed)
@@ -139,16 +274,12 @@ def _run(ctx, device: torch.device) -> None:
 
     contract.write(out, "eval/analysis.json", analyse(predictions, truncated, eval_cfg.max_new_tokens,
                                                       resamples=eval_cfg.bootstrap, seed=eval_cfg.seed))
-
     ids = draw_samples([r["id"] for r in rows], eval_cfg.n_samples, eval_cfg.seed)
-    by_id = {r["id"]: r for r in rows}
-    pred_of = {name: {p["id"]: p["prediction"] for p in preds} for name, preds in predictions.items()}
-    contract.write(out, "eval/samples.json", {
-        "seed": eval_cfg.seed, "ids": ids,
-        "samples": [{"id": i, "image": by_id[i]["image"], "question": by_id[i]["question"],
-                     "answer": by_id[i]["answer"], "qtype": by_id[i].get("qtype"),
-                     "base": pred_of["base"][i], "finetuned": pred_of["finetuned"][i]} for i in ids],
-    })
+    at = {r["id"]: k for k, r in enumerate(rows)}
+    contract.write(out, "eval/samples.json", {"seed": eval_cfg.seed, "ids": ids, "samples": [
+        {"id": i, "image": rows[at[i]]["image"], "question": rows[at[i]]["question"], "answer": rows[at[i]]["answer"],
+         "qtype": rows[at[i]].get("qtype"), "base": predictions["base"][at[i]]["prediction"],
+         "finetuned": predictions["finetuned"][at[i]]["prediction"]} for i in ids]})
     contract.write(out, "eval/summary.json", {
         **info, "n": len(rows), "batch_size": eval_cfg.batch_size, "max_new_tokens": eval_cfg.max_new_tokens,
         "seconds": {k: round(v, 2) for k, v in timings.items()},

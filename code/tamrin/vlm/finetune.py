@@ -1,49 +1,40 @@
-"""`finetune` stage: QLoRA fine-tuning of PaliGemma on the CLEVR train split → results/finetune/.
+"""`finetune` stage: QLoRA fine-tuning of PaliGemma on the CLEVR train split → results/finetune/ (loss.jsonl,
+heldout.jsonl, adapter/, summary.json, and for the demo's tiny model base_model/, the exact base `eval` compares).
 
-A plain training loop on 🤗 Accelerate (so `accelerate launch --multi_gpu build.py finetune` runs it with
-DDP unchanged): seeded, gradient accumulation normalised by the step's label-token count, warm-up + cosine /
-linear schedule, gradient checkpointing when it is needed (`train.grad_ckpt = auto`, see ckpt_choice), a
-resumable checkpoint every `train.save_every` steps in the work folder, `train.max_minutes` for time-limited
-sessions, and a guard against non-finite losses (the step's update is skipped and counted; the run stops after
-`train.max_nonfinite_steps` in a row, 10× as many under fp16).
-
-At the speed of the benchmark of the same step (bench/bench_vlm.py, "loop vs bench"): every question is
-tokenised once before training (batches.tokenize), each image's pixel values are computed once per process
-(batches.PixelCache) in the DataLoader workers, batches come pinned, the suffix loss's logit count is computed on
-the host, and the host waits for the GPU once per optimizer step — to read the step loss, which the non-finite
-guard needs before the update (loss.jsonl keeps one line per optimizer step).
-
-Outputs: loss.jsonl (one line per optimizer step), adapter/ (peft), summary.json, and for the demo's tiny
-model base_model/ (the exact random-weight base that was fine-tuned, so `eval` compares against it).
-
-`train` reads top to bottom as setup → loop → save. The optimizer step itself (precision, accumulation, clipping,
-the non-finite guard, the schedule) is `step.TrainStep`, the one step doctor, the memory measurement and the
-benchmark also run. Reusable pieces (the benchmark imports them): `base_source`, `build_training_model`.
+A plain loop on 🤗 Accelerate (`accelerate launch --multi_gpu build.py finetune` runs it with DDP unchanged):
+seeded, gradient checkpointing as `train.grad_ckpt` decides (footprint), a resumable checkpoint every
+`train.save_every` steps, `train.max_minutes` for time-limited sessions; the optimizer step is `step.TrainStep`.
+At the speed of the benchmark of the same step (bench/bench_vlm.py, "loop vs bench"): questions tokenised once,
+pixel values computed once per process in the DataLoader workers, batches pinned, and one wait for the GPU per
+step — for the step loss, which the non-finite guard needs before the update.
 """
 from __future__ import annotations
 
+import collections
+import contextlib
 import itertools
 import math
-import os
 import resource
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator, Sequence
 
 import torch
 
 from .. import contract
 from ..contract.facts import ANSWERS
 from ..errors import TamrinError
-from . import batches, checkpoint, heldout
-from .ckpt_choice import Choice, candidates, checkpointed_layers, choose, dims_of, estimate_peak, settings
-from .model import DTYPE_NAMES, LoraInfo, attach_lora, friendly_hub_errors, load_base_model, load_processor, \
-    param_counts, resolve_compute_dtype, resolve_quantization, threads_for
-from .schedule import Plan, make_plan
-from .step import TrainStep, make_accelerator
+from . import batches, checkpoint
+from .batches import IGNORE
+from .footprint import Choice, Dims, candidates, checkpointed_layers, choose, estimate_peak, settings
+from .model import DTYPE_NAMES, LoraInfo, attach_lora, load_base_model, load_model_config, load_processor, \
+    resolve_compute_dtype, resolve_quantization, threads_for
+from .step import TrainStep, make_accelerator, suffix_logits, token_ce_sum
 
 BASE_DIR = "base_model"
+HELDOUT_BUDGET = 0.05  # of the training steps' time the held-out evaluations may take: above it, the run warns
 
 
 # ---------------------------------------------------------------- model construction
@@ -78,30 +69,19 @@ class TrainingModel:
     grad_ckpt: Choice
 
 
-def _model_config(source):
-    from transformers import PaliGemmaConfig
-
-    from ..profiles import hf_token
-
-    local = Path(str(source)).is_dir()
-    with friendly_hub_errors(source):
-        return PaliGemmaConfig.from_pretrained(str(source), token=None if local else hf_token())
-
-
 def checkpointing_choice(source, model_cfg, lora_cfg, train_cfg, device: torch.device, quant: str, *,
                          seq_len: int | None = None, suffix_len: int = 3, free_bytes: int | None = None) -> Choice:
-    """`train.grad_ckpt` resolved for this device: for `auto` on CUDA, the memory estimate of a batch of
-    `train.batch_size` sequences of `seq_len` tokens (default `train.max_length`: the longest allowed) for each
-    count of checkpointed layers against the GPU's free memory, read before the weights are loaded (`free_bytes`
-    stands in for it: the benchmark's "what would auto pick on a T4")."""
+    """`train.grad_ckpt` resolved for this device: for `auto` on CUDA, the estimated peak of `train.batch_size`
+    sequences of `seq_len` tokens (default `train.max_length`) per count of checkpointed layers against the GPU's
+    free memory before the weights load (or `free_bytes`: the benchmark's "what would auto pick on a T4")."""
     cuda = device.type == "cuda"
-    config = _model_config(source)
+    config = load_model_config(source)
     found, layers = settings(config), config.text_config.num_hidden_layers
     if str(train_cfg.grad_ckpt).lower() != "auto" or not cuda:
         return choose(train_cfg.grad_ckpt, cuda=cuda, found=found, layers=layers)
-    d = dims_of(config)
-    estimates = {p.decoder: estimate_peak(d, quantized=quant == "nf4", double_quant=model_cfg.double_quant,
-                                          rank=lora_cfg.rank, targets=list(lora_cfg.targets), scope=lora_cfg.scope,
+    estimates = {p.decoder: estimate_peak(Dims.of(config), quantized=quant == "nf4",
+                                          double_quant=model_cfg.double_quant, rank=lora_cfg.rank,
+                                          targets=list(lora_cfg.targets), scope=lora_cfg.scope,
                                           dropout=lora_cfg.dropout, seq_len=seq_len or train_cfg.max_length,
                                           batch=train_cfg.batch_size, suffix_len=suffix_len, loss=train_cfg.loss,
                                           ckpt_layers=p.decoder, vision_ckpt_layers=p.vision)
@@ -133,29 +113,156 @@ def build_training_model(source, model_cfg, lora_cfg, train_cfg, device: torch.d
 
 # ---------------------------------------------------------------- data
 
-class StepBatches(torch.utils.data.Dataset):
-    """Item i = (step, collated micro-batch) for the i-th micro-batch from `start` to the last step: the examples
-    were tokenised once; the pixel values come from the (per-process) pixel cache."""
-
-    def __init__(self, plan: Plan, start: int, rank: int, examples: list[batches.Example], pixels: batches.PixelCache,
-                 pad_id: int):
-        self.items = [(s, idx) for s in range(start, plan.total_steps) for idx in plan.step_batches(s, rank)]
-        self.examples, self.pixels, self.pad_id = examples, pixels, pad_id
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int):
-        step, idx = self.items[i]
-        chosen = [self.examples[j] for j in idx]
-        return step, batches.collate(chosen, self.pixels([e.image for e in chosen]), self.pad_id, with_answers=True)
-
-
-def keep_fitting(rows: list[dict], examples: list[batches.Example], max_length: int
-                 ) -> tuple[list[dict], list[batches.Example], int]:
-    """Rows (and their tokenised examples) whose full sequence fits `max_length` tokens, and how many were dropped."""
+def _fitting(rows: list[dict], examples: list[batches.Example], max_length: int
+             ) -> tuple[list[dict], list[batches.Example]]:
+    """The rows (and their tokenised examples) whose full sequence fits `max_length` tokens."""
     kept = [(r, e) for r, e in zip(rows, examples) if len(e) <= max_length]
-    return [r for r, _ in kept], [e for _, e in kept], len(rows) - len(kept)
+    return [r for r, _ in kept], [e for _, e in kept]
+
+
+@dataclass
+class TrainingData:
+    """The train split as training uses it: the rows trained on (the held-out slice carved out, the ones longer
+    than `train.max_length` dropped) tokenised once, the held-out slice's examples, the processor and pixel cache."""
+    processor: object
+    pixels: batches.PixelCache
+    rows: list[dict]
+    examples: list[batches.Example]
+    skipped: int  # longer than train.max_length
+    heldout: list[batches.Example]
+
+    @classmethod
+    def load(cls, source, data_dir: Path, rows: list[dict], prefix: str, train_cfg, log) -> "TrainingData":
+        """Stops when the installed processor would build other inputs than Tamrin's tokeniser."""
+        processor = load_processor(source)
+        images = batches.ImageStore(data_dir)
+        rows, held = carve_heldout(rows, train_cfg.heldout_size, train_cfg.seed)  # never trained on
+        mismatch = batches.processor_mismatch(processor, rows[:4], images, prefix)
+        if mismatch:
+            raise TamrinError(f"the installed transformers' PaliGemmaProcessor builds other training inputs than "
+                              f"Tamrin's tokeniser ({mismatch}); install the tested versions "
+                              "(pip install -e . -c constraints/tested.txt) and rerun")
+        kept, examples = _fitting(rows, batches.tokenize(processor, rows, prefix, with_answers=True),
+                                  train_cfg.max_length)
+        if len(kept) < len(rows):
+            log.warning(f"skipped {len(rows) - len(kept)} training examples longer than train.max_length = "
+                        f"{train_cfg.max_length}")
+        if not examples:
+            raise TamrinError("no training examples left (all were longer than train.max_length?); "
+                              "raise train.max_length or check results/data/train.jsonl")
+        _, held_examples = _fitting(held, batches.tokenize(processor, held, prefix, with_answers=True),
+                                    train_cfg.max_length) if held else ([], [])
+        return cls(processor, batches.PixelCache(processor.image_processor, images), kept, examples,
+                   len(rows) - len(kept), held_examples)
+
+    @property
+    def pad_id(self) -> int:
+        return self.processor.tokenizer.pad_token_id
+
+    @property
+    def longest(self) -> int:
+        return max(map(len, self.examples))
+
+    @property
+    def longest_suffix(self) -> int:
+        return max(sum(e.token_type_ids) for e in self.examples)
+
+
+# ---------------------------------------------------------------- the held-out curve
+# Loss and exact match on a fixed slice of the TRAIN split that training never sees, every `train.heldout_every`
+# steps — what shows overfitting; the test split stays untouched until `eval`. The slice is whole images (CLEVR asks
+# several questions about one scene: a question held out beside a trained one about the same image would not be held
+# out), chosen by a seeded permutation of the image names, so the same rows on every process and after a resume.
+# Exact match here is teacher-forced: the most likely token is right at every answer position, <eos> included —
+# exactly when greedy decoding would reproduce the answer, read off the loss's forward pass (`eval` compares
+# generated answers after normalisation, so it can only match more often).
+
+def carve_heldout(rows: list[dict], size: int, seed: int) -> tuple[list[dict], list[dict]]:
+    """(rows to train on, held-out rows): whole images in a seeded order until at least `size` questions are held
+    out (0 = none). Both keep the split's order; a split too small to keep anything for training holds none out."""
+    if size <= 0:
+        return rows, []
+    images = sorted({r["image"] for r in rows})
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed * 1_000_003 + 7)).tolist()
+    per_image = collections.Counter(r["image"] for r in rows)
+    chosen, n = set(), 0
+    for i in order:
+        if n >= size:
+            break
+        chosen.add(images[i])
+        n += per_image[images[i]]
+    held = [r for r in rows if r["image"] in chosen]
+    train = [r for r in rows if r["image"] not in chosen]
+    return (rows, []) if not train else (train, held)
+
+
+@contextlib.contextmanager
+def dropout_off(model) -> Iterator[None]:
+    """Dropout modules in eval mode, everything else as it is (train mode). Not `model.eval()`: bitsandbytes
+    0.50 repacks a Linear4bit's weight for a CPU inference kernel without a backward the first time the layer runs
+    in eval mode on an input without grad (bitsandbytes/nn/modules.py, Linear4bit.forward, on CPUs with
+    AVX512-BF16), which would cut the training's gradient path. With dropout off no random number is drawn, so
+    evaluating leaves the training run exactly as it would be without it."""
+    dropouts = [m for m in model.modules() if isinstance(m, torch.nn.Dropout) and m.training]
+    for m in dropouts:
+        m.train(False)
+    try:
+        yield
+    finally:
+        for m in dropouts:
+            m.train(True)
+
+
+class HeldOutMonitor:
+    """The finetune loop's held-out curve. The slice's `examples` are collated once, on the host, in micro-batches of
+    `batch_size`; `monitor(model, step, device)` evaluates them before the first step, every `every` steps and after
+    the last (a step evaluated before a resume is not evaluated again), appends the heldout.jsonl row to `log` and
+    returns the seconds it took — 0 when it did nothing, as on every process but the main one, which has no slice."""
+
+    def __init__(self, examples: Sequence[batches.Example], pixels: batches.PixelCache, pad_id: int, batch_size: int,
+                 *, every: int, total_steps: int, log, seconds_before: float = 0.0) -> None:
+        chunks = [examples[i:i + batch_size] for i in range(0, len(examples), batch_size)]
+        self.batches = [batches.collate(c, pixels([e.image for e in c]), pad_id, with_answers=True) for c in chunks]
+        self.n, self.every, self.total, self.log = len(examples), every, total_steps, log
+        self.seconds = seconds_before  # spent evaluating, over the whole run (a resumed run's earlier part too)
+
+    @torch.no_grad()
+    def evaluate(self, model, step: int, device: torch.device) -> dict:
+        """{step, loss (mean over the answer tokens), exact_match, n} of `model` now."""
+        loss_sum = torch.zeros((), device=device)
+        tokens = torch.zeros((), device=device, dtype=torch.long)
+        exact = torch.zeros((), device=device, dtype=torch.long)
+        with dropout_off(model):
+            for b in self.batches:
+                logits, labels = suffix_logits(model, batches.to_device(b, device))
+                s, n = token_ce_sum(logits, labels)
+                loss_sum += s.float()
+                tokens += n
+                targets = labels[:, 1:]
+                right = (logits[:, :-1].argmax(-1) == targets) | (targets == IGNORE)
+                exact += right.all(dim=1).sum()
+        loss = float(loss_sum / tokens)  # one wait for the device per evaluation
+        return {"step": step, "loss": round(loss, 6) if math.isfinite(loss) else None,
+                "exact_match": round(int(exact) / self.n, 6), "n": self.n}
+
+    def __call__(self, model, step: int, device: torch.device) -> float:
+        due = step == 0 or step == self.total or step % self.every == 0
+        if not self.n or not due or any(r["step"] == step for r in self.log.rows):
+            return 0.0
+        t0 = time.perf_counter()
+        self.log.append(self.evaluate(model, step, device))
+        spent = time.perf_counter() - t0
+        self.seconds += spent
+        return spent
+
+    def summary(self, step_seconds: float) -> dict | None:
+        """summary.json's `heldout` block: the slice, how often it was evaluated, and what that cost next to the
+        optimizer steps (`share`: held-out seconds / seconds of the training steps, checkpoint saving excluded)."""
+        if not self.n:
+            return None
+        return {"n": self.n, "every": self.every, "evaluations": len(self.log.rows),
+                "seconds": round(self.seconds, 3), "step_seconds": round(step_seconds, 3),
+                "share": round(self.seconds / step_seconds, 4) if step_seconds > 0 else None}
 
 
 # ---------------------------------------------------------------- the loop
@@ -198,35 +305,37 @@ def train(*, data_dir: Path, out_dir: Path, work_dir: Path, model_cfg, lora_cfg,
     data = TrainingData.load(source, data_dir, rows, model_cfg.prompt_prefix, train_cfg, log)
     tm = build_training_model(source, model_cfg, lora_cfg, train_cfg, device, processor=data.processor,
                               seq_len=data.longest, suffix_len=data.longest_suffix)
-    plan = make_plan(len(data.rows), batch_size=train_cfg.batch_size, grad_accum=train_cfg.grad_accum,
-                     world=accelerator.num_processes, epochs=train_cfg.epochs, max_steps=train_cfg.max_steps,
-                     seed=train_cfg.seed)
+    plan = batches.make_plan(len(data.rows), batch_size=train_cfg.batch_size, grad_accum=train_cfg.grad_accum,
+                             world=accelerator.num_processes, epochs=train_cfg.epochs, max_steps=train_cfg.max_steps,
+                             seed=train_cfg.seed)
     step = TrainStep.for_training(tm.model, train_cfg, total_steps=plan.total_steps, accelerator=accelerator)
     start, meta = _resume(work_dir, rank, step, log)
     _log_start(log, tm, plan, lora_cfg, train_cfg, len(data.rows))
     losses = _JsonlLog(out_dir, "finetune/loss.jsonl", meta.get("history", []), main)
-    held = data.heldout(train_cfg) if main else None  # evaluated by the main process only
-    monitor = heldout.Monitor(held, train_cfg.heldout_every, plan.total_steps,
-                              _JsonlLog(out_dir, "finetune/heldout.jsonl", meta.get("heldout", []), held is not None),
-                              seconds_before=meta.get("heldout_seconds", 0.0))
-    loader = _loader(plan, start, rank, data, train_cfg, cuda)
+    held = data.heldout if main else []  # evaluated by the main process only
+    monitor = HeldOutMonitor(held, data.pixels, data.pad_id, train_cfg.batch_size, every=train_cfg.heldout_every,
+                             total_steps=plan.total_steps, seconds_before=meta.get("heldout_seconds", 0.0),
+                             log=_JsonlLog(out_dir, "finetune/heldout.jsonl", meta.get("heldout", []), bool(held)))
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
     step.model.train()  # gradient checkpointing only acts in train mode
     bar = tqdm(total=plan.total_steps, initial=start, desc="finetune", unit="step", disable=not main,
                dynamic_ncols=True)
-    clock = _StepClock(time.perf_counter(), meta.get("seconds", 0.0))
+    clock = _StepClock(meta.get("seconds", 0.0))
     done, stopped = start, None
     clock.pause("heldout", monitor(step.unwrapped, done, device))  # before the first step: where the curve starts
 
     # ---- the loop: one optimizer step per group of micro-batches
     try:
-        for step_idx, group in itertools.groupby(loader, key=lambda item: item[0]):
-            micro = [batches.to_device(b, device) for _, b in group]
+        for step_idx, host_batches in _step_batches(plan, start, rank, data, train_cfg.num_workers, cuda,
+                                                    train_cfg.seed):
+            micro = [batches.to_device(b, device) for b in host_batches]
             r = step(micro)
             done = step_idx + 1
-            clock.step_done(time.perf_counter(), sum(len(b["input_ids"]) for b in micro) * plan.world)
-            losses.append(_loss_row(r, done, plan, clock.seconds(time.perf_counter())))
+            seconds = clock.step_done(sum(len(b["input_ids"]) for b in micro) * plan.world)
+            losses.append({"step": done, "loss": round(r.loss, 6) if math.isfinite(r.loss) else None, "lr": r.lr,
+                           "epoch": round(plan.epoch_of(done), 4), "seconds": round(seconds, 2),
+                           "skipped": r.skipped})
             if r.skipped and not math.isfinite(r.loss):
                 log.warning(f"step {done}: the loss is {r.loss}; update skipped ({step.guard.in_a_row} in a row)")
             bar.update(1)
@@ -242,7 +351,7 @@ def train(*, data_dir: Path, out_dir: Path, work_dir: Path, model_cfg, lora_cfg,
                 t_save = time.perf_counter()
                 _save_checkpoint(accelerator, work_dir, done, step, {
                     "history": losses.rows, "heldout": monitor.log.rows, "heldout_seconds": monitor.seconds,
-                    "seconds": clock.seconds(t_save)})
+                    "seconds": clock.seconds()})
                 clock.pause("checkpoint", time.perf_counter() - t_save)
     except torch.OutOfMemoryError:
         raise TamrinError(_oom_message(train_cfg)) from None
@@ -251,9 +360,8 @@ def train(*, data_dir: Path, out_dir: Path, work_dir: Path, model_cfg, lora_cfg,
 
     # ---- save: the summary, the adapter (and the demo's base model)
     accelerator.wait_for_everyone()
-    summary = _summary(model_cfg, lora_cfg, train_cfg, tm, step, plan, losses.rows, n_train=len(data.rows),
-                       skipped_too_long=data.skipped, start=start, done=done, stopped=stopped, clock=clock,
-                       t_start=t_start, heldout_block=monitor.summary(clock.seconds(time.perf_counter())))
+    summary = _summary(model_cfg, lora_cfg, train_cfg, tm, step, plan, losses.rows, data, start=start, done=done,
+                       stopped=stopped, clock=clock, t_start=t_start, heldout_block=monitor.summary(clock.seconds()))
     if main:
         _save_results(out_dir, step.unwrapped, source if model_cfg.kind == "tiny" else None, summary)
         _log_end(log, summary)
@@ -263,72 +371,21 @@ def train(*, data_dir: Path, out_dir: Path, work_dir: Path, model_cfg, lora_cfg,
 
 # ---------------------------------------------------------------- helpers of the loop
 
-@dataclass
-class TrainingData:
-    """The train split as training uses it: the rows trained on (the held-out slice carved out, the ones longer
-    than `train.max_length` dropped) tokenised once, the held-out rows, and the processor and pixel cache."""
-    processor: object
-    pixels: batches.PixelCache
-    rows: list[dict]
-    examples: list[batches.Example]
-    skipped: int  # longer than train.max_length
-    heldout_rows: list[dict]
-    prefix: str
-
-    @classmethod
-    def load(cls, source, data_dir: Path, rows: list[dict], prefix: str, train_cfg, log) -> "TrainingData":
-        processor = load_processor(source)
-        images = batches.ImageStore(data_dir)
-        rows, held = heldout.carve(rows, train_cfg.heldout_size, train_cfg.seed)  # never trained on
-        rows, examples, skipped = training_examples(processor, rows, images, prefix, train_cfg, log)
-        return cls(processor, batches.PixelCache(processor.image_processor, images), rows, examples, skipped, held,
-                   prefix)
-
-    @property
-    def longest(self) -> int:
-        return max(map(len, self.examples))
-
-    @property
-    def longest_suffix(self) -> int:
-        return max(sum(e.token_type_ids) for e in self.examples)
-
-    @property
-    def pad_id(self) -> int:
-        return self.processor.tokenizer.pad_token_id
-
-    def heldout(self, train_cfg) -> heldout.HeldOut | None:
-        """The held-out slice tokenised and collated once, in micro-batches of the training batch size."""
-        if not self.heldout_rows:
-            return None
-        examples = batches.tokenize(self.processor, self.heldout_rows, self.prefix, with_answers=True)
-        _, examples, _ = keep_fitting(self.heldout_rows, examples, train_cfg.max_length)
-        return heldout.HeldOut(examples, self.pixels, self.pad_id, train_cfg.batch_size) if examples else None
-
-
-def training_examples(processor, rows: list[dict], images: batches.ImageStore, prefix: str, train_cfg, log
-                      ) -> tuple[list[dict], list[batches.Example], int]:
-    """The rows that fit `train.max_length`, tokenised once for all steps, and how many were dropped; stops when
-    the installed processor would build other inputs than Tamrin's tokeniser."""
-    mismatch = batches.processor_mismatch(processor, rows[:4], images, prefix)
-    if mismatch:
-        raise TamrinError(f"the installed transformers' PaliGemmaProcessor builds other training inputs than "
-                          f"Tamrin's tokeniser ({mismatch}); install the tested versions "
-                          "(pip install -e . -c constraints/tested.txt) and rerun")
-    examples = batches.tokenize(processor, rows, prefix, with_answers=True)
-    rows, examples, skipped = keep_fitting(rows, examples, train_cfg.max_length)
-    if skipped:
-        log.warning(f"skipped {skipped} training examples longer than train.max_length = {train_cfg.max_length}")
-    if not examples:
-        raise TamrinError("no training examples left (all were longer than train.max_length?); "
-                          "raise train.max_length or check results/data/train.jsonl")
-    return rows, examples, skipped
+def _step_batches(plan: batches.Plan, start: int, rank: int, data: TrainingData, workers: int, cuda: bool,
+                  seed: int) -> Iterator[tuple[int, list[dict]]]:
+    """(step, its micro-batches on the host) for the steps from `start` on, built in `workers` worker processes."""
+    items = [(s, idx) for s in range(start, plan.total_steps) for idx in plan.step_batches(s, rank)]
+    collated = batches.Collated([idx for _, idx in items], data.examples, data.pixels, data.pad_id, with_answers=True)
+    steps_and_batches = zip((s for s, _ in items), batches.loader(collated, workers=workers, pin=cuda, seed=seed))
+    for s, group in itertools.groupby(steps_and_batches, key=lambda item: item[0]):
+        yield s, [b for _, b in group]
 
 
 def _resume(work_dir: Path, rank: int, step: TrainStep, log) -> tuple[int, dict]:
     """(first step to run, the checkpoint's meta: loss and held-out rows so far, seconds so far) from the newest
     complete checkpoint of this exact configuration (the work dir is keyed by it), or a fresh start."""
     resumed = checkpoint.resume(work_dir, rank, log, model=step.unwrapped, optimizer=step.optimizer,
-                                scheduler=step.scheduler, scaler=step.scaler)
+                                scheduler=step.scheduler, scaler=step.acc.scaler)
     if resumed is None:
         return 0, {}
     ckpt, meta = resumed
@@ -337,97 +394,54 @@ def _resume(work_dir: Path, rank: int, step: TrainStep, log) -> tuple[int, dict]
     return meta["step"], meta
 
 
-def _loader(plan: Plan, start: int, rank: int, data: TrainingData, train_cfg, cuda: bool):
-    """The micro-batches of steps `start`… in order, built in `train.num_workers` worker processes."""
-    items = StepBatches(plan, start, rank, data.examples, data.pixels, data.pad_id)
-    if train_cfg.num_workers:
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # forked workers + a threaded tokenizer can hang
-    # Its own generator: creating the iterator draws a worker seed, which must not shift the global RNG
-    # that dropout uses (a resumed run would otherwise diverge from an uninterrupted one).
-    return torch.utils.data.DataLoader(items, batch_size=None, shuffle=False, num_workers=train_cfg.num_workers,
-                                       collate_fn=_identity, pin_memory=cuda,
-                                       generator=torch.Generator().manual_seed(train_cfg.seed),
-                                       prefetch_factor=4 if train_cfg.num_workers else None)
-
-
 class _JsonlLog:
     """A .jsonl results file (loss.jsonl, heldout.jsonl), one validated line per row, appended as rows come
     (main process only): a killed run leaves the rows so far."""
 
     def __init__(self, out_dir: Path, rel: str, rows: list[dict], write: bool) -> None:
-        self.path, self.rel, self.rows, self.write = out_dir / rel.split("/", 1)[1], rel, list(rows), write
+        self.path, self.rel, self.rows, self.write = out_dir / rel.split("/", 1)[1], rel, [], write
         if write:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "w", encoding="utf-8") as f:
-                f.writelines(self._line(r) for r in self.rows)
-
-    def _line(self, row: dict) -> str:
-        return contract.json_line(contract.validate(self.rel, [row])[0])
+            self.path.write_text("", encoding="utf-8")
+        for r in rows:
+            self.append(r)
 
     def append(self, row: dict) -> None:
         self.rows.append(row)
         if self.write:
             with open(self.path, "a", encoding="utf-8") as f:
-                f.write(self._line(row))
+                f.write(contract.json_line(contract.validate(self.rel, [row])[0]))
 
 
-def _log_start(log, tm: TrainingModel, plan: Plan, lora_cfg, train_cfg, n_train: int) -> None:
-    log.info(f"gradient checkpointing {tm.grad_ckpt.reason}")
-    log.info(f"training: {n_train} examples, {plan.total_steps} steps of {train_cfg.batch_size}×"
-             f"{train_cfg.grad_accum}×{plan.world} examples; LoRA r={lora_cfg.rank} on {len(tm.lora.matched)} "
-             f"modules ({tm.lora.scope}); weights {tm.quantization}, compute {DTYPE_NAMES[tm.compute_dtype]}")
+class _StepClock:
+    """Seconds of training steps without checkpoint saving and held-out evaluations (`pause`), and the throughput
+    after this process's first step (CUDA/allocator/autotuning warm-up). A step's reading follows its wait for the
+    loss; the update queued after it ends inside the next step's reading, so the steps' times add up to the GPU's."""
 
+    def __init__(self, before: float) -> None:
+        self.t0, self.before, self.paused = time.perf_counter(), before, {"checkpoint": 0.0, "heldout": 0.0}
+        self.t_first = self.t_last = None  # ends of the first and the last step
+        self.samples_after_first = 0
 
-def _log_end(log, summary: dict) -> None:
-    n_skipped, ho = summary["skipped_steps"], summary["heldout"]
-    log.info(f"mean loss of the first / last {summary['loss_window']} steps: {_fmt(summary['loss_first_mean'])} → "
-             f"{_fmt(summary['loss_last_mean'])} ({summary['steps_done']} steps, {summary['samples_per_s']} samples/s"
-             f"{f', {n_skipped} updates skipped' if n_skipped else ''})")
-    if ho and (ho["share"] or 0) > heldout.BUDGET:
-        log.warning(f"the held-out evaluations took {ho['share']:.0%} of the training time; lower "
-                    "train.heldout_size or raise train.heldout_every")
+    def pause(self, what: str, seconds: float) -> None:
+        self.paused[what] += seconds
 
+    def seconds(self) -> float:
+        """Seconds of training steps of the whole run (a resumed run's earlier ones included), pauses excluded."""
+        return self.before + time.perf_counter() - self.t0 - sum(self.paused.values())
 
-def _loss_row(r, step: int, plan: Plan, seconds: float) -> dict:
-    """One loss.jsonl line (contract LossRow)."""
-    return {"step": step, "loss": round(r.loss, 6) if math.isfinite(r.loss) else None, "lr": r.lr,
-            "epoch": round(plan.epoch_of(step), 4), "seconds": round(seconds, 2), "skipped": r.skipped}
+    def step_done(self, samples: int) -> float:
+        """Notes a step's end; returns `seconds()`."""
+        self.t_last = self.seconds()
+        if self.t_first is None:
+            self.t_first = self.t_last
+        else:
+            self.samples_after_first += samples
+        return self.t_last
 
-
-def _summary(model_cfg, lora_cfg, train_cfg, tm: TrainingModel, step: TrainStep, plan: Plan, history: list[dict], *,
-             n_train: int, skipped_too_long: int, start: int, done: int, stopped: str | None, clock: "_StepClock",
-             t_start: float, heldout_block: dict | None) -> dict:
-    """summary.json's contents (see contract FinetuneSummary)."""
-    cuda = torch.cuda.is_available()
-    device = step.acc.device
-    skipped_steps = [r for r in history if r.get("skipped")]
-    return {
-        "model": "tiny" if model_cfg.kind == "tiny" else str(model_cfg.id),
-        "base_model": BASE_DIR if model_cfg.kind == "tiny" else str(model_cfg.id),
-        "base_model_in_results": model_cfg.kind == "tiny",
-        **param_counts(step.unwrapped),
-        "lora": {**tm.lora.as_dict(), "rank": lora_cfg.rank, "alpha": lora_cfg.alpha, "dropout": lora_cfg.dropout},
-        "quantization": tm.quantization, "double_quant": model_cfg.double_quant if tm.quantization == "nf4" else None,
-        "compute_dtype": DTYPE_NAMES[tm.compute_dtype], "loss": train_cfg.loss, **tm.grad_ckpt.as_dict(),
-        "n_train": n_train, "skipped_too_long": skipped_too_long,
-        "batch_size": train_cfg.batch_size, "grad_accum": train_cfg.grad_accum, "world_size": plan.world,
-        "effective_batch": train_cfg.batch_size * train_cfg.grad_accum * plan.world,
-        "steps_per_epoch": plan.steps_per_epoch, "total_steps": plan.total_steps, "steps_done": done,
-        "epochs_done": round(plan.epoch_of(done), 4), "resumed_from_step": start or None,
-        "stopped_early": stopped,
-        "skipped_steps": len(skipped_steps),
-        "nonfinite_loss_steps": sum(r["loss"] is None for r in skipped_steps),
-        **_loss_ends(history),
-        "samples_per_s": clock.samples_per_s(),
-        "checkpoint_seconds": round(clock.paused["checkpoint"], 2),
-        "train_seconds": round(clock.before + time.perf_counter() - clock.t0, 2),
-        "wall_seconds": round(time.perf_counter() - t_start, 2),
-        "peak_gpu_mem_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 3) if cuda else None,
-        "peak_cpu_rss_mib": _peak_rss_mib(),
-        "device": torch.cuda.get_device_name(device) if cuda else "cpu",
-        "torch_threads": torch.get_num_threads(),
-        "heldout": heldout_block,
-    }
+    def samples_per_s(self) -> float | None:
+        seconds = self.t_last - self.t_first if self.samples_after_first else 0.0  # one step: only the warm-up
+        return round(self.samples_after_first / seconds, 3) if seconds > 0 else None
 
 
 def _save_results(out_dir: Path, model, tiny_source: Path | None, summary: dict) -> None:
@@ -439,54 +453,60 @@ def _save_results(out_dir: Path, model, tiny_source: Path | None, summary: dict)
     contract.write(out_dir, "finetune/summary.json", summary)
 
 
-def _peak_rss_mib() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux reports KiB
-
-
 def _oom_message(train_cfg) -> str:
     b, a = train_cfg.batch_size, train_cfg.grad_accum
     return (f"CUDA out of memory at train.batch_size = {b}: use a smaller batch and more accumulation "
             f"(same effective batch), e.g. --set train.batch_size={max(1, b // 2)} --set train.grad_accum={a * 2}")
 
 
-class _StepClock:
-    """Throughput that excludes the first step of this process (CUDA/allocator/autotuning warm-up) and the time
-    spent saving checkpoints and evaluating the held-out slice (`pause`). Each step's reading follows its wait for the step loss; the optimizer update queued
-    after it ends inside the next step's reading, so the steps' times add up to the GPU's."""
-
-    def __init__(self, t0: float, before: float = 0.0) -> None:
-        self.t0, self.before, self.paused, self.steps = t0, before, {"checkpoint": 0.0, "heldout": 0.0}, 0
-        self.t_first = self.t_last = None  # ends of the first and the last step (pauses excluded)
-        self.samples_after_first = 0
-
-    def pause(self, what: str, seconds: float) -> None:
-        self.paused[what] += seconds
-
-    def elapsed(self, now: float) -> float:
-        """Seconds since the start, pauses excluded."""
-        return now - self.t0 - sum(self.paused.values())
-
-    def seconds(self, now: float) -> float:
-        """Seconds of training steps of the whole run (a resumed run's earlier ones included), pauses excluded."""
-        return self.before + self.elapsed(now)
-
-    def step_done(self, now: float, samples: int) -> None:
-        self.steps += 1
-        self.t_last = self.elapsed(now)
-        if self.t_first is None:
-            self.t_first = self.t_last
-        else:
-            self.samples_after_first += samples
-
-    def samples_per_s(self) -> float | None:
-        if not self.samples_after_first:  # at most one step: nothing but the warm-up to report
-            return None
-        seconds = self.t_last - self.t_first
-        return round(self.samples_after_first / seconds, 3) if seconds > 0 else None
+def _log_start(log, tm: TrainingModel, plan: batches.Plan, lora_cfg, train_cfg, n_train: int) -> None:
+    log.info(f"gradient checkpointing {tm.grad_ckpt.reason}")
+    log.info(f"training: {n_train} examples, {plan.total_steps} steps of {train_cfg.batch_size}×"
+             f"{train_cfg.grad_accum}×{plan.world} examples; LoRA r={lora_cfg.rank} on {len(tm.lora.matched)} "
+             f"modules ({tm.lora.scope}); weights {tm.quantization}, compute {DTYPE_NAMES[tm.compute_dtype]}")
 
 
-def _fmt(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.3f}"
+def _log_end(log, summary: dict) -> None:
+    n_skipped, ho = summary["skipped_steps"], summary["heldout"]
+    fmt = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
+    log.info(f"mean loss of the first / last {summary['loss_window']} steps: {fmt(summary['loss_first_mean'])} → "
+             f"{fmt(summary['loss_last_mean'])} ({summary['steps_done']} steps, {summary['samples_per_s']} samples/s"
+             f"{f', {n_skipped} updates skipped' if n_skipped else ''})")
+    if ho and (ho["share"] or 0) > HELDOUT_BUDGET:
+        log.warning(f"the held-out evaluations took {ho['share']:.0%} of the training time; lower "
+                    "train.heldout_size or raise train.heldout_every")
+
+
+def _summary(model_cfg, lora_cfg, train_cfg, tm: TrainingModel, step: TrainStep, plan: batches.Plan,
+             history: list[dict], data: TrainingData, *, start: int, done: int, stopped: str | None,
+             clock: _StepClock, t_start: float, heldout_block: dict | None) -> dict:
+    """summary.json's contents (see contract FinetuneSummary)."""
+    cuda = torch.cuda.is_available()
+    device = step.acc.device
+    skipped_steps = [r for r in history if r.get("skipped")]
+    tiny = model_cfg.kind == "tiny"
+    trainable, total = step.unwrapped.get_nb_trainable_parameters()  # 4-bit weights counted unpacked, as peft does
+    return {
+        "model": "tiny" if tiny else str(model_cfg.id), "base_model": BASE_DIR if tiny else str(model_cfg.id),
+        "base_model_in_results": tiny, "trainable_params": int(trainable), "total_params": int(total),
+        "lora": {**tm.lora.as_dict(), "rank": lora_cfg.rank, "alpha": lora_cfg.alpha, "dropout": lora_cfg.dropout},
+        "quantization": tm.quantization, "double_quant": model_cfg.double_quant if tm.quantization == "nf4" else None,
+        "compute_dtype": DTYPE_NAMES[tm.compute_dtype], "loss": train_cfg.loss, **tm.grad_ckpt.as_dict(),
+        "n_train": len(data.rows), "skipped_too_long": data.skipped,
+        "batch_size": train_cfg.batch_size, "grad_accum": train_cfg.grad_accum, "world_size": plan.world,
+        "effective_batch": train_cfg.batch_size * train_cfg.grad_accum * plan.world,
+        "steps_per_epoch": plan.steps_per_epoch, "total_steps": plan.total_steps, "steps_done": done,
+        "epochs_done": round(plan.epoch_of(done), 4), "resumed_from_step": start or None, "stopped_early": stopped,
+        "skipped_steps": len(skipped_steps), "nonfinite_loss_steps": sum(r["loss"] is None for r in skipped_steps),
+        **_loss_ends(history), "samples_per_s": clock.samples_per_s(),
+        "checkpoint_seconds": round(clock.paused["checkpoint"], 2),
+        "train_seconds": round(clock.before + time.perf_counter() - clock.t0, 2),
+        "wall_seconds": round(time.perf_counter() - t_start, 2),
+        "peak_gpu_mem_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 3) if cuda else None,
+        "peak_cpu_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),  # Linux: KiB
+        "device": torch.cuda.get_device_name(device) if cuda else "cpu", "torch_threads": torch.get_num_threads(),
+        "heldout": heldout_block,
+    }
 
 
 def _loss_ends(history: list[dict]) -> dict:
@@ -502,10 +522,6 @@ def _loss_ends(history: list[dict]) -> dict:
             "loss_first_mean": mean(history[:k]), "loss_last_mean": mean(history[-k:])}
 
 
-def _identity(item):
-    return item
-
-
 def _time_is_up(accelerator, max_minutes: float | None, t_start: float) -> bool:
     """Every process stops at the same step: time is up when it is up on any process."""
     if max_minutes is None:
@@ -519,7 +535,7 @@ def _time_is_up(accelerator, max_minutes: float | None, t_start: float) -> bool:
 def _save_checkpoint(accelerator, work_dir: Path, step_no: int, step: TrainStep, meta: dict) -> None:
     folder = checkpoint.save(work_dir, step_no, rank=accelerator.process_index, is_main=accelerator.is_main_process,
                              model=step.unwrapped, optimizer=step.optimizer, scheduler=step.scheduler,
-                             scaler=step.scaler, meta=meta)
+                             scaler=step.acc.scaler, meta=meta)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         checkpoint.finish(folder)

@@ -1,19 +1,24 @@
-"""PaliGemma-3B's dimensions and the closed-form bytes of training it: parameter, LoRA and NF4 counts, the training
-state as the code stores it, and the activations kept for the backward pass.
+"""PaliGemma-3B's dimensions and the closed-form bytes of training it — parameter, LoRA and NF4 counts, the training
+state as the code stores it, the activations kept for the backward pass — and `train.grad_ckpt`, the choice of
+gradient checkpointing made from that estimate.
 
 Shared by the memory stage (`memory_analysis`, which checks every closed form against the instantiated meta model,
-peft and bitsandbytes) and by finetune's choice of gradient checkpointing (`ckpt_choice`), so finetune's cache key
-holds this arithmetic and not the memory stage's report of it. Always about the real `google/paligemma-3b-pt-224`
-architecture: its config.json values are shipped beside this file (`paligemma_3b_config.json`; sources in
-`memory_analysis`) and the model is instantiated on the `meta` device, so no download and no memory is needed.
+peft and bitsandbytes) and by finetune's checkpointing choice, so finetune's cache key holds this arithmetic and not
+the memory stage's report of it. The real `google/paligemma-3b-pt-224` architecture's config.json values are shipped
+beside this file (`paligemma_3b_config.json`; sources in `memory_analysis`) and the model is instantiated on the
+`meta` device, so no download and no memory is needed.
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from ..errors import ConfigError
 
 CONFIG_FILE = Path(__file__).with_name("paligemma_3b_config.json")
 MODEL_ID = "google/paligemma-3b-pt-224"
@@ -24,16 +29,11 @@ FP32 = 4
 NF4_BLOCK = 64  # NF4 block size (QLoRA paper): one absmax per 64 weights
 DQ_BLOCK = 256  # double quantization: one fp32 second-level scale per 256 first-level absmax values
 BITS_NF4 = 4 + 32 / NF4_BLOCK  # 4.5 bits: 4-bit code + fp32 absmax per block of 64
-BITS_NF4_DQ = 4 + 8 / NF4_BLOCK + 32 / (NF4_BLOCK * DQ_BLOCK)  # 4.127 bits: absmax in 8 bit + fp32 per 256 blocks
-
-# The short target names and the layers they hit in each tower (SigLIP calls its output projection out_proj and
-# its MLP fc1/fc2, so of the assignment's list only q/k/v match there).
-GEMMA_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# 4.127 bits: the absmax in 8 bit (FP8 in the paper, blockwise 8-bit in bitsandbytes) + one fp32 per 256 blocks
+BITS_NF4_DQ = 4 + 8 / NF4_BLOCK + 32 / (NF4_BLOCK * DQ_BLOCK)
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# The architecture
-# ----------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------- the architecture
 
 def load_config_dict() -> dict[str, Any]:
     return json.loads(CONFIG_FILE.read_text(encoding="utf-8"))
@@ -51,9 +51,8 @@ def meta_model(config=None):
     import torch
     from transformers import PaliGemmaForConditionalGeneration
 
-    config = config if config is not None else load_config()
     with torch.device("meta"):
-        return PaliGemmaForConditionalGeneration(config)
+        return PaliGemmaForConditionalGeneration(config if config is not None else load_config())
 
 
 @dataclass(frozen=True)
@@ -91,6 +90,14 @@ class Dims:
                    kv_heads=t["num_key_value_heads"], head_dim=t["head_dim"], vocab=t["vocab_size"],
                    proj=d["projection_dim"], tied=bool(t.get("tie_word_embeddings", True)))
 
+    @classmethod
+    def of(cls, config) -> "Dims":
+        """The dimensions of a loaded `PaliGemmaConfig` (the real 3B one or the demo's tiny one)."""
+        raw = config.to_dict()
+        raw["text_config"].setdefault("head_dim", config.text_config.head_dim)
+        raw["vision_config"].setdefault("num_channels", getattr(config.vision_config, "num_channels", 3))
+        return cls.from_dict(raw)
+
     def gemma_linear_shapes(self) -> dict[str, tuple[int, int]]:
         """(d_in, d_out) of each linear of one Gemma decoder layer."""
         h, q, kv, i = self.t_hidden, self.t_heads * self.head_dim, self.kv_heads * self.head_dim, self.t_inter
@@ -98,7 +105,8 @@ class Dims:
                 "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
 
     def siglip_linear_shapes(self) -> dict[str, tuple[int, int]]:
-        """(d_in, d_out) of each linear of one SigLIP encoder layer (all with bias)."""
+        """(d_in, d_out) of each linear of one SigLIP encoder layer (all with bias). SigLIP calls its output
+        projection out_proj and its MLP fc1/fc2, so of the assignment's targets only q/k/v match here."""
         h, i = self.v_hidden, self.v_inter
         return {"q_proj": (h, h), "k_proj": (h, h), "v_proj": (h, h), "out_proj": (h, h), "fc1": (h, i), "fc2": (i, h)}
 
@@ -107,10 +115,9 @@ def closed_form_params(d: Dims) -> dict[str, int]:
     """Parameter counts from the dimensions alone (independent of transformers' module tree)."""
     hv = d.v_hidden
     patch_embed = d.channels * d.patch ** 2 * hv + hv  # conv weight + bias
-    pos_embed = d.image_tokens * hv
     siglip_layer = (sum(i * o + o for i, o in d.siglip_linear_shapes().values())  # weights + biases
                     + 2 * (2 * hv))  # two LayerNorms (weight + bias)
-    vision = patch_embed + pos_embed + d.v_layers * siglip_layer + 2 * hv  # + post_layernorm
+    vision = patch_embed + d.image_tokens * hv + d.v_layers * siglip_layer + 2 * hv  # + position emb., post-LN
     projector = hv * d.proj + d.proj
     embeddings = d.vocab * d.t_hidden
     gemma_layer = sum(i * o for i, o in d.gemma_linear_shapes().values()) + 2 * d.t_hidden  # no biases; 2 RMSNorms
@@ -121,11 +128,6 @@ def closed_form_params(d: Dims) -> dict[str, int]:
             "language_model_non_embedding": lm_non_emb, "embeddings": embeddings, "lm_head_extra": lm_head_extra,
             "lm_head_tied": d.tied, "total": vision + projector + language_model + lm_head_extra}
 
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# LoRA
-# ----------------------------------------------------------------------------------------------------------------
 
 def closed_form_lora(d: Dims, rank: int, targets: list[str], scope: str) -> dict[str, Any]:
     """r·(d_in + d_out) per adapted linear, summed over the layers the targets match."""
@@ -144,11 +146,6 @@ def closed_form_lora(d: Dims, rank: int, targets: list[str], scope: str) -> dict
     return {"formula": sum(per_target.values()), "adapted_modules": modules, "per_target": per_target}
 
 
-
-# ----------------------------------------------------------------------------------------------------------------
-# QLoRA: which weights are 4-bit
-# ----------------------------------------------------------------------------------------------------------------
-
 def closed_form_quantized(d: Dims) -> int:
     """Elements that transformers' bitsandbytes integration stores in NF4: every nn.Linear weight except the
     (tied) lm_head — the SigLIP and Gemma projections and the multimodal projector. Embeddings, norms, biases,
@@ -156,7 +153,6 @@ def closed_form_quantized(d: Dims) -> int:
     gemma = sum(i * o for i, o in d.gemma_linear_shapes().values())
     siglip = sum(i * o for i, o in d.siglip_linear_shapes().values())
     return d.t_layers * gemma + d.v_layers * siglip + d.v_hidden * d.proj
-
 
 
 def nf4_bytes(n: int, double_quant: bool) -> float:
@@ -168,25 +164,22 @@ def nf4_bytes(n: int, double_quant: bool) -> float:
     return n / 2 + FP32 * blocks
 
 
-# IMPLEMENTATION: the bytes as Tamrin's training code actually stores them, which differ from the textbook budgets:
-# - peft's prepare_model_for_kbit_training casts every non-quantized float16/bfloat16 parameter (embeddings, norms,
-#   biases, patch/position embeddings) to fp32 for QLoRA (peft/utils/other.py: "cast all non INT8 parameters to
-#   fp32");
-# - LoRA adapters are kept in fp32 (finetune.build_training_model upcasts them; peft's autocast_adapter_dtype does
-#   the same for bf16 bases), so their gradients and AdamW states are fp32 too;
-# - torch.optim.AdamW keeps its two states in the parameter's dtype (bf16 for full fine-tuning of a bf16 model).
-# The GPU measurement's weights after loading agree with these bytes to < 0.1 % (measured_vs_computed).
+# IMPLEMENTATION: the bytes Tamrin's training code really stores, unlike the textbook budgets: peft's
+# prepare_model_for_kbit_training casts every non-quantized fp16/bf16 parameter (embeddings, norms, biases,
+# patch/position embeddings) to fp32 for QLoRA (peft/utils/other.py: "cast all non INT8 parameters to fp32"); LoRA
+# adapters are fp32 (step.TrainStep upcasts them; peft's autocast_adapter_dtype does so on bf16 bases), and so their
+# gradients and AdamW states; torch.optim.AdamW keeps its states in the parameter's dtype (bf16 for full fine-tuning of
+# a bf16 model). The GPU measurement's weights after loading agree with these bytes to < 0.1 % (measured_vs_computed).
 
 def as_implemented(total: int, lora_trainable: int, quantized: int, double_quant: bool = True
                    ) -> dict[str, dict[str, int]]:
     """Weights, gradients, AdamW states and their total per measured mode, as the code stores them (bytes)."""
-    unquantized = total - quantized
+    unquantized, adapters = total - quantized, lora_trainable
 
     def mode(trainable: int, weights: float, grads: float, optimizer: float) -> dict[str, int]:
         return {"trainable_params": trainable, "weights": round(weights), "grads": round(grads),
                 "optimizer": round(optimizer), "total": round(weights + grads + optimizer)}
 
-    adapters = lora_trainable
     return {
         "qlora_nf4": mode(adapters, nf4_bytes(quantized, double_quant) + FP32 * unquantized + FP32 * adapters,
                           FP32 * adapters, 2 * FP32 * adapters),
@@ -195,19 +188,13 @@ def as_implemented(total: int, lora_trainable: int, quantized: int, double_quant
     }
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Activations (an ESTIMATE, kept apart from the exact budgets above)
-# ----------------------------------------------------------------------------------------------------------------
-
-# ACTIVATIONS (an estimate): bf16 activations. Per token and Gemma layer: RMSNorm input and output before
-# attention (2h), q/k/v after RoPE (a·d + 2·kv·d; SDPA keeps them and its output), attention output = o_proj input
-# (a·d), RMSNorm input and output before the MLP (2h), gate, GELU(gate), up and their product = down_proj input (4i).
-# SigLIP layers count only when gradients reach the vision tower (LoRA scope all): LayerNorm in/out ×2 (4h), q/k/v
-# (3h), attention output (h), fc1 output and GELU output (2i). With gradient checkpointing only each layer's input
-# (h per token) is kept, plus one layer's full set while it is recomputed. Logits: bf16 logits + fp32 upcast + fp32
-# log-softmax ≈ 10 B each, for every position (full loss) or only the answer positions (suffix-only loss). LoRA
-# dropout copies, attention softmax statistics, the CUDA context and allocator slack are not counted.
-
+# ACTIVATIONS (an estimate, kept apart from the exact budgets above), bf16, per token and layer. Gemma: RMSNorm in/out
+# before attention (2h), q/k/v after RoPE (a·d + 2·kv·d: SDPA keeps them), attention output = o_proj input (a·d),
+# RMSNorm in/out before the MLP (2h), gate, GELU(gate), up and their product (4i). SigLIP, only when gradients reach
+# it (LoRA scope all): LayerNorm in/out ×2 (4h), q/k/v (3h), attention output (h), fc1 and GELU outputs (2i). With
+# checkpointing each layer keeps its input (h), plus one layer's full set while it is recomputed. Logits: bf16 + fp32
+# upcast + fp32 log-softmax ≈ 10 B each, at every position (full loss) or the answer positions only (suffix loss).
+# Not counted: LoRA dropout copies, attention softmax statistics, the CUDA context, allocator slack.
 
 def activation_estimate(d: Dims, seq_len: int, batch: int, suffix_len: int, vision_trainable: bool) -> dict[str, Any]:
     """Bytes of activations kept for the backward pass, counted tensor by tensor (see ACTIVATIONS above)."""
@@ -215,15 +202,15 @@ def activation_estimate(d: Dims, seq_len: int, batch: int, suffix_len: int, visi
     dec_tok = BF16 * (2 * h + a * hd + 2 * kv * hd + a * hd + 2 * h + 4 * i)
     hv, iv = d.v_hidden, d.v_inter
     vis_tok = BF16 * (4 * hv + 3 * hv + hv + 2 * iv)
-    tokens = batch * seq_len
-    vtokens = batch * d.image_tokens
+    tokens, vtokens = batch * seq_len, batch * d.image_tokens
     logit_bytes = 2 + 4 + 4
     logits_full = batch * seq_len * d.vocab * logit_bytes
     logits_suffix = batch * suffix_len * d.vocab * logit_bytes
 
     def total(decoder: int, vision: int) -> dict[str, int]:
         return {"decoder": decoder, "vision": vision, "logits_suffix": logits_suffix, "logits_full": logits_full,
-                "total_suffix_loss": decoder + vision + logits_suffix, "total_full_loss": decoder + vision + logits_full}
+                "total_suffix_loss": decoder + vision + logits_suffix,
+                "total_full_loss": decoder + vision + logits_full}
 
     vis_layers = d.v_layers if vision_trainable else 0
     no_ckpt = total(d.t_layers * tokens * dec_tok, vis_layers * vtokens * vis_tok)
@@ -232,3 +219,226 @@ def activation_estimate(d: Dims, seq_len: int, batch: int, suffix_len: int, visi
     return {"seq_len": seq_len, "batch": batch, "suffix_len": suffix_len, "vision_trainable": vision_trainable,
             "per_token_layer_bytes": {"decoder": dec_tok, "vision": vis_tok},
             "with_grad_ckpt": ckpt, "without_grad_ckpt": no_ckpt}
+
+
+# ---------------------------------------------------------------- the peak of a training step
+# The estimate behind `train.grad_ckpt = auto`: the training state as stored (`as_implemented`), the logits and
+# vision terms of `activation_estimate`, and what one Gemma layer keeps for the backward pass with the dtypes Tamrin's
+# QLoRA stack really has (not the textbook's bf16 everywhere), read from the tensors autograd saves
+# (torch.autograd.graph.saved_tensors_hooks) for one layer of the real width on CPU:
+# - peft's `prepare_model_for_kbit_training` keeps the embeddings in fp32, so the residual stream is fp32, and
+#   bitsandbytes' `Linear4bit.forward` returns its input's dtype (`.to(inp_dtype)`): the MLP's intermediates (gate,
+#   GELU, up, their product) are fp32 under QLoRA; the RMSNorm keeps an fp32 copy of its input;
+# - every LoRA layer keeps the bf16 (autocast) copy of its input for lora_A's gradient, and its dropout mask (one byte
+#   per element on CUDA); attention keeps q, k and v repeated to all heads (transformers' `repeat_kv` ahead of SDPA
+#   when a mask is given) and its output; one layer's backward holds the gradients of its four MLP intermediates.
+# A checkpointed layer keeps its input only (its whole set once more while recomputed). The sum is checked against
+# every peak measured on the H200 (bench/results/*.json, tests/test_vlm_ckpt_choice.py: within ESTIMATE_TOLERANCE).
+
+FREE_SHARE = 0.85  # of the free GPU memory the estimated peak may take
+ESTIMATE_TOLERANCE = 0.15  # |estimate / measured - 1| on the committed GPU measurements (tested)
+MASK = 1  # bytes per element of a dropout mask (bool on CUDA)
+
+
+def layer_bytes_per_token(d: Dims, *, stream: int, targets: list[str], dropout: bool) -> dict[str, int]:
+    """Bytes per token of one Gemma decoder layer: `checkpoint` (its input, all that checkpointing keeps),
+    `saved` (everything kept for the backward pass without checkpointing) and `backward` (its gradients' working
+    set). `stream` = bytes per element of the residual stream (4 under QLoRA, else the compute dtype's 2)."""
+    h, i, q, c = d.t_hidden, d.t_inter, d.t_heads * d.head_dim, BF16
+    inputs = {"q_proj": h, "k_proj": h, "v_proj": h, "o_proj": q, "gate_proj": h, "up_proj": h, "down_proj": i}
+    lora = sum((c + (MASK if dropout else 0)) * inputs[t] for t in targets if t in inputs)
+    saved = (2 * FP32 * h  # the fp32 copies of both RMSNorm inputs
+             + 4 * c * q  # q, k and v repeated to all heads, attention output
+             + 3 * stream * i  # gate output (GELU input), GELU output and up output (the product's inputs)
+             + lora)
+    return {"checkpoint": stream * h, "saved": saved, "backward": 4 * stream * i}
+
+
+def _kept(layers: int, checkpointed: int, checkpoint: int, saved: int) -> int:
+    """Bytes per token kept by `layers` layers of which `checkpointed` keep only their input (+ one recompute)."""
+    return checkpointed * checkpoint + (layers - checkpointed) * saved + (saved if checkpointed else 0)
+
+
+def estimate_peak(d: Dims, *, quantized: bool, double_quant: bool, rank: int, targets: list[str], scope: str,
+                  dropout: float, seq_len: int, batch: int, suffix_len: int, loss: str, ckpt_layers: int,
+                  vision_ckpt_layers: int | None = None) -> dict:
+    """Estimated peak GPU memory (bytes) of one training step, by term, with `ckpt_layers` of the decoder's layers
+    checkpointed (0 = off, d.t_layers = all) and `vision_ckpt_layers` of SigLIP's (counted only when gradients
+    reach the vision tower, lora.scope = all; default: all of them when every decoder layer is, else none)."""
+    if not 0 <= ckpt_layers <= d.t_layers:
+        raise ValueError(f"ckpt_layers = {ckpt_layers} is not within 0..{d.t_layers}")
+    if vision_ckpt_layers is None:
+        vision_ckpt_layers = d.v_layers if ckpt_layers == d.t_layers else 0
+    lora_trainable = closed_form_lora(d, rank, targets, scope)["formula"]
+    state = as_implemented(closed_form_params(d)["total"], lora_trainable, closed_form_quantized(d), double_quant)
+    per = layer_bytes_per_token(d, stream=FP32 if quantized else BF16, targets=targets, dropout=dropout > 0)
+    act = activation_estimate(d, seq_len, batch, suffix_len, vision_trainable=scope == "all")
+    vision = 0
+    if scope == "all":
+        vis_tok = act["per_token_layer_bytes"]["vision"]
+        vision = batch * d.image_tokens * _kept(d.v_layers, vision_ckpt_layers, BF16 * d.v_hidden, vis_tok)
+    terms = {"state": round(state["qlora_nf4" if quantized else "lora_bf16"]["total"]),
+             "decoder": batch * seq_len * (_kept(d.t_layers, ckpt_layers, per["checkpoint"], per["saved"])
+                                           + per["backward"]),
+             "logits": act["without_grad_ckpt"]["logits_suffix" if loss == "suffix" else "logits_full"],
+             "vision": vision}
+    return {**terms, "total": sum(terms.values())}
+
+
+# ---------------------------------------------------------------- which layers a setting checkpoints
+# Partial checkpointing is transformers' own `activation_checkpointing_enable(every_n_layers=N)` (transformers PR
+# #48200; modeling_utils.py `_set_gradient_checkpointing` sets `gradient_checkpointing` on every N-th
+# `GradientCheckpointingLayer`, counted over the whole model: SigLIP's 27 encoder layers first, then Gemma's 18).
+# Which layers a given N checkpoints is read off the library itself on a meta-device model (`settings`), so nothing
+# here re-implements its counting; a transformers without `every_n_layers` leaves `auto` with all or nothing.
+
+@dataclass(frozen=True)
+class Pattern:
+    """One checkpointing setting: `every_n` as `activation_checkpointing_enable(every_n_layers=)` takes it (None =
+    off) and how many of the decoder's and SigLIP's layers it checkpoints."""
+    every_n: int | None
+    decoder: int
+    vision: int
+
+
+def _flags(model) -> tuple[int, int]:
+    """(decoder, vision) layers with gradient checkpointing set, read off a (peft-wrapped) PaliGemma model."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    dec = sum(bool(m.gradient_checkpointing) for m in base.model.language_model.layers)
+    vis = sum(bool(m.gradient_checkpointing) for m in base.model.vision_tower.modules()
+              if isinstance(m, GradientCheckpointingLayer))
+    return dec, vis
+
+
+def checkpointed_layers(model) -> int:
+    """Decoder layers of a (peft-wrapped) PaliGemma model that recompute in the backward pass."""
+    return _flags(model)[0]
+
+
+@functools.lru_cache(maxsize=8)
+def _settings(config_json: str) -> tuple[Pattern, ...]:
+    from transformers import PaliGemmaConfig, PreTrainedModel
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    model = meta_model(PaliGemmaConfig.from_dict(json.loads(config_json)))
+    total = sum(isinstance(m, GradientCheckpointingLayer) for m in model.modules())
+    enable = getattr(PreTrainedModel, "activation_checkpointing_enable", None)
+    partial = enable is not None and "every_n_layers" in inspect.signature(enable).parameters
+    out = [Pattern(None, 0, 0)]
+    for n in range(1, total + 1) if partial else ():
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False},
+                                              every_n_layers=n)
+        out.append(Pattern(n, *_flags(model)))
+    if len(out) == 1:  # no every_n_layers: gradient_checkpointing_enable sets every layer
+        out.append(Pattern(1, model.config.text_config.num_hidden_layers,
+                           sum(isinstance(m, GradientCheckpointingLayer) for m in model.model.vision_tower.modules())))
+    return tuple(out)
+
+
+def settings(config) -> dict[int | None, Pattern]:
+    """What each `every_n_layers` setting checkpoints for a `PaliGemmaConfig` (None = off, 1 = every layer, up to
+    the model's count of checkpointable layers), found by enabling each one on a meta-device model."""
+    return {p.every_n: p for p in _settings(config.to_json_string(use_diff=False))}
+
+
+def candidates(found: dict[int | None, Pattern]) -> list[Pattern]:
+    """One setting per count of checkpointed decoder layers, ascending (off first, every layer last): for a count
+    reached by several settings, the one checkpointing the fewest SigLIP layers, then the smallest N."""
+    best: dict[int, Pattern] = {}
+    for p in found.values():
+        if p.every_n is not None and p.decoder == 0:
+            continue  # SigLIP layers only: no decoder memory saved
+        key = (p.vision, p.every_n or 0)
+        if p.decoder not in best or key < (best[p.decoder].vision, best[p.decoder].every_n or 0):
+            best[p.decoder] = p
+    return [best[k] for k in sorted(best)]
+
+
+# ---------------------------------------------------------------- the decision
+# `auto` is the fewest checkpointed decoder layers whose estimated peak for the configured batch fits in
+# `FREE_SHARE` of the GPU's free memory (none when everything fits, every layer when even that does not). On a CPU
+# `auto` means off: there is no GPU memory to save, and recomputing every layer doubled the demo's step time (38.6 →
+# 80.8 ms for the tiny model at batch 8, measured in one run on this project's 2-core machine).
+
+@dataclass(frozen=True)
+class Choice:
+    pattern: Pattern
+    layers: int  # decoder layers of the model
+    reason: str
+    peak_gib: float | None = None  # estimated peak with the chosen setting (auto on CUDA)
+    peak_off_gib: float | None = None  # estimated peak without checkpointing (auto on CUDA)
+    free_gib: float | None = None
+
+    @property
+    def on(self) -> bool:
+        return self.pattern.every_n is not None
+
+    @property
+    def every_n(self) -> int | None:
+        return self.pattern.every_n
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"grad_ckpt": self.on, "grad_ckpt_layers": self.pattern.decoder, "decoder_layers": self.layers,
+                "grad_ckpt_reason": self.reason}
+
+
+def requested_mode(value: Any) -> str:
+    """"auto" | "true" | "false" | "N" (every N-th layer, N ≥ 2) from a config value (the string, or a bool/int
+    set in code); ConfigError for anything else. The one rule for the value: the config check and `choose` both
+    call it."""
+    text = str(value).strip().lower()
+    text = {"1": "true", "yes": "true", "on": "true", "0": "false", "no": "false", "off": "false"}.get(text, text)
+    if text in ("auto", "true", "false") or (text.isdigit() and int(text) >= 2):
+        return text
+    raise ConfigError(f"bad value for 'train.grad_ckpt': {value!r}; use auto, true, false or a layer interval "
+                      "N ≥ 2 (checkpoint every N-th layer)")
+
+
+def _fixed(mode: str, found: dict[int | None, Pattern], layers: int) -> Choice:
+    if mode == "true":
+        return Choice(found[1], layers, "on: train.grad_ckpt = true")
+    if mode == "false":
+        return Choice(found[None], layers, "off: train.grad_ckpt = false")
+    n = int(mode)
+    if n not in found:
+        top = max(k for k in found if k)
+        allowed = f"a layer interval of 2 to {top}" if top > 1 else "no layer interval (no every_n_layers here)"
+        raise ConfigError(f"bad value for 'train.grad_ckpt': {n}: this model and transformers take {allowed}; "
+                          "use auto, true or false otherwise")
+    p = found[n]
+    return Choice(p, layers, f"on for every {n}th layer: train.grad_ckpt = {n} ({p.decoder} of {layers} decoder "
+                             "layers)")
+
+
+def choose(requested: Any, *, cuda: bool, found: dict[int | None, Pattern], layers: int,
+           estimates: dict[int, dict] | None = None, free_bytes: int | None = None) -> Choice:
+    """The decision and its reason. `found`: `settings(config)`; `estimates` (checkpointed decoder layers →
+    estimate_peak, for every count in `candidates(found)`) and `free_bytes` are needed for `auto` on CUDA only."""
+    mode = requested_mode(requested)
+    if mode != "auto":
+        return _fixed(mode, found, layers)
+    if not cuda:
+        return Choice(found[None], layers, "off (auto): training on the CPU, no GPU memory to save")
+    budget, free = FREE_SHARE * free_bytes, free_bytes / GIB
+    off = estimates[0]["total"] / GIB
+    room = f"in {FREE_SHARE:.0%} of the {free:.1f} GiB free on the GPU"
+    order = candidates(found)
+    for p in order:
+        peak = estimates[p.decoder]["total"] / GIB
+        if estimates[p.decoder]["total"] <= budget:
+            if p.every_n is None:
+                reason = f"off (auto): the estimated peak without it, {off:.1f} GiB, fits {room}"
+            elif p.decoder == layers:
+                reason = (f"on (auto): only with every layer checkpointed does the estimated peak, {peak:.1f} GiB, "
+                          f"fit {room} ({off:.1f} GiB without)")
+            else:
+                reason = (f"{p.decoder} of {layers} decoder layers (auto): the fewest whose estimated peak, "
+                          f"{peak:.1f} GiB, fits {room} ({off:.1f} GiB without checkpointing)")
+            return Choice(p, layers, reason, round(peak, 2), round(off, 2), round(free, 2))
+    peak = estimates[order[-1].decoder]["total"] / GIB
+    return Choice(order[-1], layers, f"on (auto): even with every layer checkpointed the estimated peak, {peak:.1f} "
+                                     f"GiB, exceeds {FREE_SHARE:.0%} of the {free:.1f} GiB free on the GPU; lower "
+                                     "train.batch_size if it runs out of memory",
+                  round(peak, 2), round(off, 2), round(free, 2))

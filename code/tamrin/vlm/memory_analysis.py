@@ -1,13 +1,9 @@
-"""Memory analysis of fine-tuning PaliGemma-3B (assignment part 4, question 2): parameter counts and byte budgets.
-
-The stage entry is `run`: the analysis (no GPU, no download), plus a GPU measurement (`memory_measure`) when
-`memory.measure` is on, or a committed earlier measurement named by `memory.measured_from`. The closed forms this
-module checks and reports live in `footprint` (shared with finetune's checkpointing choice).
-
-Always about the real `google/paligemma-3b-pt-224` architecture, in every profile: its config.json values are
-shipped beside this file (`paligemma_3b_config.json`) and the model is instantiated on the `meta` device, so no
-download and no memory is needed. Everything is counted twice — from the instantiated module tree and from a
-closed form over the config's dimensions — and the stage fails if the two disagree.
+"""`memory` stage (assignment part 4, question 2): parameter counts and byte budgets of fine-tuning the real
+`google/paligemma-3b-pt-224` architecture, in every profile. Everything is counted twice — on the module tree
+instantiated on the meta device (peft's LoRA and transformers' bitsandbytes replacement applied) and by footprint's
+closed forms over the config's dimensions — and the stage fails if the two disagree. With `memory.measure` on, a GPU
+measurement (`measure`: the peak memory of a few real optimizer steps of each mode on a random-weight 3B, or on
+`memory.checkpoint`); else a committed one named by `memory.measured_from`.
 
 Sources for the shipped config (the hub is out of reach here): the `text_config`/`vision_config` values of the
 PaliGemma-3B checkpoints as quoted in transformers' ColPali conversion script (vidore/colpali-v1.2-merged, a
@@ -18,61 +14,36 @@ total). Keys that config.json leaves to transformers' defaults (`head_dim` 256, 
 `tie_word_embeddings`, `image_size` 224, `num_channels` 3) are pinned explicitly so a change of defaults cannot
 silently change the architecture.
 
-memory.json schema (numbers only: the Persian prose that explains them lives in the report templates, the English
-rationale in this module's comments; all byte values are plain bytes, integers; GiB = 2**30 B):
-  model                      "google/paligemma-3b-pt-224"
-  config_file                path of the shipped config, relative to the repository root
-  architecture               {vision: {layers, hidden, intermediate, heads, patch, image_size, image_tokens},
-                              text: {layers, hidden, intermediate, heads, kv_heads, head_dim, vocab},
-                              projection_dim}
-  params                     counted on the meta model: {vision_tower, projector, language_model (decoder incl.
-                              embeddings), language_model_non_embedding, embeddings, lm_head_extra (0: tied),
-                              lm_head_tied (bool), total (unique parameters)}
-  params_closed_form         the same keys from the closed form over the config (must equal `params`)
-  lora                       {rank, alpha, targets, scope (configured), trainable (configured scope, via peft),
-                              trainable_fraction, by_scope: {language_model|all: {peft, formula, adapted_modules,
-                              per_target: {name: params}}}}
-  siglip_scope               what scope "all" adds over "language_model" (peft's suffix match also adapts SigLIP's
-                              q/k/v): {params, state_bytes: {textbook (12 B/param: bf16 weight + grad, fp32
-                              Adam), as_implemented (16 B/param: fp32 adapter weight + grad + Adam)},
-                              activations: {with_grad_ckpt, without_grad_ckpt} (the SigLIP share of the
-                              activation estimate when gradients reach the vision tower)}
-  quantization               {quant_type "nf4", double_quant (configured = true), bits_per_param_nf4 (4.5),
-                              bits_per_param_nf4_dq (4.127), quantized_params, unquantized_params,
-                              quantized_modules (count of Linear4bit layers)}
-  budgets                    textbook budgets (see ASSUMPTIONS below): {full_ft, full_ft_mixed_fp32_master, lora,
-                              qlora}: each {trainable_params, weights, grads, optimizer: {adam_fp32, adam_bf16},
-                              total: {adam_fp32, adam_bf16}, bytes_per_param_total: {adam_fp32, adam_bf16}}
-                              (full_ft_mixed_fp32_master also has master_weights; its adam_bf16 entries are null)
-  as_implemented             the bytes Tamrin's training code actually stores (see IMPLEMENTATION below), per mode
-                              the GPU measurement runs: {qlora_nf4, lora_bf16, full_ft_bf16}: each {trainable_params,
-                              weights, grads, optimizer, total}
-  activations_estimate       ESTIMATE, kept apart from the exact budgets (see ACTIVATIONS below): {seq_len, batch,
-                              suffix_len, vision_trainable, per_token_layer_bytes {decoder, vision},
-                              with_grad_ckpt|without_grad_ckpt: {decoder, vision, logits_suffix, logits_full,
-                              total_suffix_loss, total_full_loss}}
-  measured                   null, or {device, gpu_mem, torch, transformers, bitsandbytes, seq_len, batch, steps,
-                              warmup_steps, loss, grad_ckpt, lora_scope, weights ("random" | "checkpoint"), source,
-                              modes: {mode: {ok, error, weights_allocated, trainable_params, peak_allocated,
-                              peak_reserved, seconds_warmup_step, seconds_per_step_steady, losses}}}
-                              (modes: qlora_nf4, lora_bf16, full_ft_bf16; an OOM is recorded as ok=false;
-                              peak_allocated = torch.cuda.max_memory_allocated above what was allocated before the
-                              model was built: no CUDA context, no allocator slack (peak_reserved shows the slack);
-                              seconds_per_step_steady times only the `steps` steps after `warmup_steps` untimed
-                              ones; a measurement from before the warm-up split has seconds_per_step_steady null)
-  measured_vs_computed       null, or {activation_estimate_shape_matches, modes: {mode: {ok, weights_expected,
-                              weights_measured, weights_rel_error, state_expected, peak_measured, beyond_state,
-                              activation_estimate}}} — expected bytes from `as_implemented`
+memory.json holds numbers only (the Persian prose lives in the report templates, the English rationale in these
+comments; byte values are integer bytes, GiB = 2**30 B): `architecture`; `params` counted on the meta model and
+`params_closed_form` (must be equal); `lora` (`trainable`: the configured scope as peft counts it; `by_scope`: peft
+beside the formula for both scopes); `siglip_scope` (what scope "all" adds: peft's suffix match also adapts SigLIP's
+q/k/v); `quantization` (NF4 bits per parameter, quantized and unquantized counts, Linear4bit modules); `budgets`
+(textbook, see ASSUMPTIONS; per mode fp32 and bf16 Adam states); `as_implemented` (the bytes the code stores per
+measured mode, see footprint); `activations_estimate` (an ESTIMATE, kept apart from the exact budgets); `measured`
+(null, or the GPU measurement per mode: ok (an OOM is ok=false), weights_allocated, peak_allocated =
+torch.cuda.max_memory_allocated above what was allocated before the model was built — no CUDA context, no allocator
+slack, which peak_reserved shows —, seconds_per_step_steady over the `steps` steps after `warmup_steps` untimed ones
+(null in a measurement from before that split), losses); `measured_vs_computed` (null, or per mode the expected bytes
+from `as_implemented` beside the measured ones).
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from .footprint import (BF16, BITS_NF4, BITS_NF4_DQ, CONFIG_FILE, FP32, MODEL_ID, Dims, activation_estimate,
+from .footprint import (BF16, BITS_NF4, BITS_NF4_DQ, CONFIG_FILE, FP32, GIB, MODEL_ID, Dims, activation_estimate,
                         as_implemented, closed_form_lora, closed_form_params, closed_form_quantized, load_config,
                         load_config_dict, meta_model, nf4_bytes)
 
+WARMUP_STEPS = 1  # untimed: the first step pays CUDA/cuBLAS initialisation, autotuning and allocator growth
+MODE_KEYS = ("ok", "error", "weights_allocated", "trainable_params", "peak_allocated", "peak_reserved",
+             "seconds_warmup_step", "seconds_per_step_steady", "losses")
+BLOCK_KEYS = ("device", "gpu_mem", "torch", "transformers", "bitsandbytes", "seq_len", "batch", "steps",
+              "warmup_steps", "loss", "grad_ckpt", "lora_scope")
+
+
+# ---------------------------------------------------------------- counted on the meta model
 
 def _numel(module) -> int:
     return sum(p.numel() for p in module.parameters())
@@ -88,7 +59,6 @@ def counted_params(model) -> dict[str, int]:
     return {"vision_tower": _numel(inner.vision_tower), "projector": _numel(inner.multi_modal_projector),
             "language_model": lm, "language_model_non_embedding": lm - emb.numel(), "embeddings": emb.numel(),
             "lm_head_extra": 0 if tied else head.numel(), "lm_head_tied": tied, "total": _numel(model)}
-
 
 
 def peft_lora_count(rank: int, alpha: float, targets: list[str], scope: str, config=None) -> dict[str, int]:
@@ -119,15 +89,10 @@ def bnb_quantized_count(config=None) -> dict[str, Any]:
     skip = HfQuantizer.get_modules_to_not_convert(model, qcfg.llm_int8_skip_modules, model._keep_in_fp32_modules)
     model = replace_with_bnb_linear(model, modules_to_not_convert=skip, quantization_config=qcfg)
     layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
-    return {"quantized_params": sum(m.weight.numel() for m in layers), "quantized_modules": len(layers),
-            "skipped": sorted(skip)}
+    return {"quantized_params": sum(m.weight.numel() for m in layers), "quantized_modules": len(layers)}
 
 
-
-# ----------------------------------------------------------------------------------------------------------------
-# Byte budgets (exact, given the dtype assumptions)
-# ----------------------------------------------------------------------------------------------------------------
-
+# ---------------------------------------------------------------- byte budgets (exact, given the dtype assumptions)
 # ASSUMPTIONS of the textbook budgets (the report states them in Persian beside the table):
 # - bf16 (2 B) for weights and for the gradients of trainable tensors; frozen tensors have no gradient.
 # - AdamW keeps two states per trainable parameter (first and second moment): 8 B in fp32 or 4 B in bf16.
@@ -137,9 +102,8 @@ def bnb_quantized_count(config=None) -> dict[str, Any]:
 #   trainable weight (4 B) on top of bf16 weights, bf16 gradients and fp32 Adam states: 2 + 2 + 4 + 8 = 16 B/param.
 # - LoRA and QLoRA adapters are counted in bf16 like the rest (the textbook view); what the code really stores is
 #   `as_implemented` below.
-# - QLoRA: every nn.Linear weight except the tied lm_head is NF4 (4 bits) with one absmax per block of 64; double
-#   quantization stores those absmax values in 8 bits with one fp32 scale per 256 blocks (4.127 bit/param instead
-#   of 4.5). Embeddings, norms, biases, patch and position embeddings stay bf16.
+# - QLoRA: the weights of `closed_form_quantized` in NF4 at BITS_NF4_DQ bits each (double quantization); the rest
+#   (embeddings, norms, biases, patch and position embeddings) stays bf16.
 # - Budgets cover model state only; activations, the CUDA context (~0.5 GiB) and allocator slack come on top.
 
 
@@ -180,15 +144,12 @@ def budgets(total: int, lora_trainable: int, quantized: int, double_quant: bool 
     }
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# The whole analysis (CPU, meta device)
-# ----------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------- the whole analysis (CPU, meta device)
 
 def analyse(rank: int, alpha: float, targets: list[str], scope: str, seq_len: int, batch: int,
             suffix_len: int, double_quant: bool = True) -> dict[str, Any]:
     """Everything in memory.json except `measured`. Raises AssertionError if a count disagrees with its formula."""
-    raw = load_config_dict()
-    d = Dims.from_dict(raw)
+    d = Dims.from_dict(load_config_dict())
     config = load_config()
     counted = counted_params(meta_model(config))
     closed = closed_form_params(d)
@@ -219,17 +180,9 @@ def analyse(rank: int, alpha: float, targets: list[str], scope: str, seq_len: in
             "projection_dim": d.proj},
         "params": counted,
         "params_closed_form": closed,
-        # SigLIP names its attention output out_proj and its MLP fc1/fc2, so with scope=all the assignment's
-        # targets adapt only q/k/v of the 27 vision layers besides the 18 Gemma layers.
         "lora": {"rank": rank, "alpha": alpha, "targets": list(targets), "scope": scope, "trainable": trainable,
                  "trainable_fraction": trainable / total, "by_scope": by_scope},
         "siglip_scope": siglip_scope(d, by_scope, seq_len, batch, suffix_len),
-        # Not quantized (bf16 in the textbook budget, fp32 as implemented): the token embeddings (tied with
-        # lm_head; transformers skips the output embedding), RMSNorm / LayerNorm weights, linear biases (SigLIP,
-        # projector), SigLIP's patch-embedding convolution and position embedding. NF4 codes (4 bit) with one fp32
-        # absmax per 64 weights = 4 + 32/64 = 4.5 bit/param; double quantization stores the absmax in 8 bit (FP8
-        # in the paper, blockwise 8-bit in bitsandbytes) with one fp32 constant per 256 absmax values:
-        # 8/64 + 32/(64·256) = 0.127 bit instead of 0.5, i.e. ≈ 4.127 bit/param.
         "quantization": {
             "quant_type": "nf4", "double_quant": double_quant, "bits_per_param_nf4": BITS_NF4,
             "bits_per_param_nf4_dq": BITS_NF4_DQ, "quantized_params": quant["quantized_params"],
@@ -278,6 +231,167 @@ def reconcile(result: dict[str, Any]) -> dict[str, Any] | None:
     return {"activation_estimate_shape_matches": same_shape, "modes": modes}
 
 
+# ---------------------------------------------------------------- the GPU measurement (`memory.measure = true`)
+
+def save_random_checkpoint(folder: Path, device: str = "cuda") -> Path:
+    """Random-weight PaliGemma-3B from the shipped config, saved in bf16 with `save_pretrained` (≈5.9 GB).
+    Only the config and weights; bench/make_random_3b.py adds a processor for the full pipeline."""
+    import torch
+    from transformers import PaliGemmaForConditionalGeneration
+
+    folder = Path(folder)
+    if (folder / "config.json").exists() and any(folder.glob("*.safetensors")):
+        return folder
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = PaliGemmaForConditionalGeneration(load_config()).to(torch.bfloat16)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    del model
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    return folder
+
+
+def synthetic_batch(config, batch: int, seq_len: int, suffix_len: int, device) -> dict:
+    """A training batch (batches.collate) of random content: image tokens, <bos>, a random prompt, then
+    `suffix_len` answer tokens (the last one <eos>) that carry the labels. Every row is exactly `seq_len` long, so
+    no padding; fp32 pixels, as the processor gives them to finetune."""
+    import torch
+
+    from .batches import Example, collate, to_device
+
+    vc, tc = config.vision_config, config.text_config
+    n_img = (vc.image_size // vc.patch_size) ** 2
+    prompt = seq_len - n_img - 1 - suffix_len
+    if prompt < 1:
+        raise ValueError(f"seq_len {seq_len} leaves no room for a prompt after {n_img} image tokens")
+    g = torch.Generator().manual_seed(0)
+    text = torch.randint(10, min(tc.vocab_size, config.image_token_id), (batch, prompt + suffix_len), generator=g)
+    text[:, -1] = tc.eos_token_id
+    types = (0,) * (n_img + 1 + prompt) + (1,) * suffix_len
+    examples = [Example("", tuple([config.image_token_id] * n_img + [tc.bos_token_id] + row), types)
+                for row in text.tolist()]
+    pixels = torch.randn(batch, vc.num_channels, vc.image_size, vc.image_size, generator=g)
+    return to_device(collate(examples, pixels, pad_id=0, with_answers=True), device)  # nothing to pad
+
+
+def build_mode(mode: str, source: str | Path, lora, device, compute_dtype=None):
+    """The model of one mode, through the finetune code's loaders: QLoRA (NF4 base + LoRA), LoRA (bf16 base +
+    LoRA) or full fine-tuning (bf16, every parameter trainable), checkpointing every layer. In train mode."""
+    import torch
+
+    from .model import attach_lora, enable_checkpointing, load_base_model
+
+    quantized = mode == "qlora_nf4"
+    model = load_base_model(source, quantization="nf4" if quantized else "none",
+                            compute_dtype=compute_dtype or torch.bfloat16, device=device, double_quant=True)
+    if mode == "full_ft_bf16":
+        enable_checkpointing(model)
+        model.requires_grad_(True)
+    else:
+        model, _ = attach_lora(model, rank=lora.rank, alpha=lora.alpha, dropout=lora.dropout,
+                               targets=list(lora.targets), scope=lora.scope, quantized=quantized, ckpt_every=1)
+    model.train()
+    return model
+
+
+def timed_steps(steps, batch: dict, n: int, warmup: int, sync) -> dict[str, Any]:
+    """`warmup` untimed optimizer steps of `steps` (a step.TrainStep), then `n` timed ones: (seconds of the
+    warm-up, steady seconds per step, every loss). `sync` waits for the device so a step's time is its own."""
+    import time
+
+    t0 = time.perf_counter()
+    losses = steps.run(batch, warmup)
+    sync()
+    t1 = time.perf_counter()
+    losses += steps.run(batch, n)
+    sync()
+    t2 = time.perf_counter()
+    return {"seconds_warmup_step": (t1 - t0) / warmup if warmup else None, "seconds_per_step_steady": (t2 - t1) / n,
+            "losses": losses}
+
+
+def measure_mode(mode: str, source, lora, mem, log=None) -> dict[str, Any]:
+    """Peak GPU memory over the warm-up and `mem.measure_steps` timed optimizer steps in `mode` (bytes above what
+    was allocated before the model was built: the CUDA context and the allocator's reserve are not in it)."""
+    import gc
+
+    import torch
+
+    from .step import TrainStep
+
+    device = torch.device("cuda", torch.cuda.current_device())
+    gc.collect()
+    torch.cuda.empty_cache()
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    out: dict[str, Any] = {"ok": False, "error": None}
+    model = batch = steps = None
+    try:
+        model = build_mode(mode, source, lora, device)
+        out["weights_allocated"] = torch.cuda.memory_allocated(device) - base
+        out["trainable_params"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        batch = synthetic_batch(model.config, mem.batch_size, mem.seq_len, mem.suffix_len, device)
+        # full fine-tuning keeps its bf16 weights (and so bf16 AdamW states): that is the mode being measured
+        steps = TrainStep.for_measuring(model, keep_param_dtype=mode == "full_ft_bf16")
+        out.update(ok=True, **timed_steps(steps, batch, mem.measure_steps, WARMUP_STEPS,
+                                          lambda: torch.cuda.synchronize(device)))
+    except torch.cuda.OutOfMemoryError as e:
+        out["error"] = "out of memory: " + str(e).split("\n")[0][:300]
+    finally:
+        if steps is not None:
+            steps.close()
+    out["peak_allocated"] = torch.cuda.max_memory_allocated(device) - base
+    out["peak_reserved"] = torch.cuda.max_memory_reserved(device)
+    del model, batch, steps
+    gc.collect()
+    torch.cuda.empty_cache()
+    if log:
+        log.info("measured %s: ok=%s peak %.2f GiB", mode, out["ok"], out["peak_allocated"] / GIB)
+    return out
+
+
+def measure(mem, lora, work_dir: Path, log=None) -> dict[str, Any]:
+    """The `measured` block of memory.json (CUDA only)."""
+    import torch
+    import transformers
+
+    from ..errors import TamrinError
+
+    if not torch.cuda.is_available():
+        raise TamrinError("memory.measure = true needs a CUDA GPU and none is visible; run it on a GPU machine "
+                          "or set memory.measure = false")
+    source = mem.checkpoint or save_random_checkpoint(Path(work_dir) / "paligemma-3b-random")
+    try:
+        import bitsandbytes
+        bnb_version = bitsandbytes.__version__
+    except ImportError:
+        bnb_version = None
+    props = torch.cuda.get_device_properties(torch.cuda.current_device())
+    # No host name and no local path: the block goes into results/, the report and the zip. The optimizer is
+    # torch.optim.AdamW: states in the parameter dtype (bf16 for full fine-tuning, fp32 for the fp32 adapters).
+    return {"device": props.name, "gpu_mem": props.total_memory, "torch": torch.__version__,
+            "transformers": transformers.__version__, "bitsandbytes": bnb_version, "seq_len": mem.seq_len,
+            "batch": mem.batch_size, "steps": mem.measure_steps, "warmup_steps": WARMUP_STEPS, "loss": "suffix",
+            "grad_ckpt": True, "lora_scope": lora.scope, "weights": "checkpoint" if mem.checkpoint else "random",
+            "modes": {mode: measure_mode(mode, source, lora, mem, log) for mode in mem.measure_modes}}
+
+
+def committed_block(raw: dict[str, Any], source: str) -> dict[str, Any]:
+    """A committed measurement file (`memory.measured_from`) as the `measured` block: only the known fields (a host
+    name or a local checkpoint path in an older file stays out of results/). A file measured before the warm-up
+    step was split off has one `seconds_per_step` that includes the first step; it is dropped, not relabelled,
+    so `seconds_per_step_steady` is null there and the report prints no per-step time until the file is
+    re-measured (bench/gpu_run.sh memory)."""
+    block = {k: raw.get(k) for k in BLOCK_KEYS}
+    block["weights"] = "random" if raw.get("weights") in (None, "random") or "random" in str(raw.get("weights")) \
+        else "checkpoint"
+    block["source"] = source
+    block["modes"] = {mode: {k: m.get(k) for k in MODE_KEYS} for mode, m in (raw.get("modes") or {}).items()}
+    return block
+
+
 def run(ctx) -> None:
     """The `memory` stage: analysis on the meta device; a GPU measurement when `memory.measure` is on."""
     from .. import contract
@@ -290,7 +404,7 @@ def run(ctx) -> None:
     if not mem.measure and mem.measured_from:  # checked first: a bad path fails before minutes of work
         from .. import ROOT
 
-        measured_file = Path(mem.measured_from) if Path(mem.measured_from).is_absolute() else ROOT / mem.measured_from
+        measured_file = ROOT / mem.measured_from  # an absolute path stays itself
         if not measured_file.exists():
             raise TamrinError(f"memory.measured_from points to {measured_file}, which does not exist; run the GPU "
                               "measurement (bench/gpu_run.sh) or unset memory.measured_from")
@@ -302,12 +416,8 @@ def run(ctx) -> None:
                  f"{p['total']:,}", f"{p['vision_tower']:,}", f"{p['projector']:,}", f"{p['language_model']:,}",
                  lora.rank, lora.scope, f"{result['lora']['trainable']:,}")
     if mem.measure:
-        from .memory_measure import measure
-
         result["measured"] = measure(mem, lora, ctx.work_dir, ctx.log)
     elif measured_file is not None:
-        from .memory_measure import committed_block
-
         result["measured"] = committed_block(read_json(measured_file), str(mem.measured_from))
     result["measured_vs_computed"] = reconcile(result)
     contract.write(ctx.out_dir, "memory/memory.json", result)

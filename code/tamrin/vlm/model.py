@@ -1,8 +1,6 @@
-"""Loading PaliGemma (4-bit NF4 or unquantized) and attaching LoRA adapters.
-
-One path for both profiles: `load_base_model(source, ...)` takes a hub id (paper) or a local folder (the
-saved tiny demo model, or a locally saved checkpoint). `attach_lora` wraps it with peft.
-"""
+"""Loading PaliGemma (4-bit NF4 or unquantized) and attaching LoRA adapters (peft). One path for both profiles:
+`load_base_model(source, ...)` takes a hub id (paper) or a local folder (the saved tiny demo model, or a locally
+saved checkpoint)."""
 from __future__ import annotations
 
 import contextlib
@@ -27,22 +25,16 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 
 
-# ---------------------------------------------------------------- device, dtype, quantization choices
-
 def nf4_supported(device: torch.device) -> bool:
     """Can bitsandbytes quantize to NF4 and run a 4-bit matmul on `device`? (Tried, not guessed.)"""
     try:
         import bitsandbytes as bnb
         import bitsandbytes.functional as F
-    except Exception:  # noqa: BLE001 - missing or broken install both mean "no"
-        return False
-    try:
-        w = torch.randn(128, 128, device=device)
-        q, state = F.quantize_4bit(w, quant_type="nf4")
-        x = torch.randn(2, 128, device=device)
-        bnb.matmul_4bit(x, q.t(), quant_state=state)
+
+        q, state = F.quantize_4bit(torch.randn(128, 128, device=device), quant_type="nf4")
+        bnb.matmul_4bit(torch.randn(2, 128, device=device), q.t(), quant_state=state)
         return True
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - a missing or broken install, or no kernel for this device: "no"
         return False
 
 
@@ -59,20 +51,15 @@ def resolve_quantization(requested: str, device: torch.device) -> str:
     return "nf4"
 
 
-def bf16_native(device: torch.device) -> bool:
-    """Does this CUDA GPU compute in bf16 on its tensor cores (compute capability ≥ 8: Ampere and newer)?
-
-    Not `torch.cuda.is_bf16_supported()`: its default `including_emulation=True` answers True on a T4
-    (capability 7.5) because a bf16 tensor can be created there, though every bf16 matmul is emulated
-    without tensor cores (torch/cuda/__init__.py, `is_bf16_supported`). The T4 must take the fp16 path."""
-    major, _minor = torch.cuda.get_device_capability(device)
-    return major >= 8
-
-
 def resolve_compute_dtype(requested: str, device: torch.device) -> torch.dtype:
-    """Compute dtype: `auto` = bf16 on GPUs with native bf16, fp16 on older GPUs (T4), fp32 on CPU."""
+    """Compute dtype: `auto` = bf16 on GPUs with native bf16, fp16 on older GPUs (T4), fp32 on CPU.
+
+    Native bf16 is compute capability ≥ 8 (Ampere and newer), not `torch.cuda.is_bf16_supported()`: its default
+    `including_emulation=True` answers True on a T4 (capability 7.5) because a bf16 tensor can be created there,
+    though every bf16 matmul is emulated without tensor cores (torch/cuda/__init__.py, `is_bf16_supported`). The
+    T4 must take the fp16 path."""
     if device.type == "cuda":
-        bf16_ok = bf16_native(device)
+        bf16_ok = torch.cuda.get_device_capability(device)[0] >= 8
         if requested == "auto":
             return torch.bfloat16 if bf16_ok else torch.float16
         if requested == "bf16" and not bf16_ok:
@@ -93,31 +80,24 @@ def threads_for(model_kind: str, device: torch.device) -> Iterator[None]:
     Its matrices are 128 wide: splitting them across threads costs more than it saves, and on shared cores
     OpenMP's spinning threads made a step 5–8× slower (measured: 20 steps in 9 s with 1 thread, 49–78 s
     with 2, on 2 busy cores)."""
-    if model_kind != "tiny" or device.type != "cpu":
-        yield
-        return
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    if model_kind == "tiny" and device.type == "cpu":
+        torch.set_num_threads(1)
     try:
         yield
     finally:
         torch.set_num_threads(before)
 
 
-# ---------------------------------------------------------------- loading
-
-def quantization_config(quantization: str, compute_dtype: torch.dtype, double_quant: bool):
-    """The `BitsAndBytesConfig` of QLoRA (NF4 weights, optional double quantization), or None."""
-    if quantization != "nf4":
-        return None
-    from transformers import BitsAndBytesConfig
-
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=double_quant,
-                              bnb_4bit_compute_dtype=compute_dtype)
-
-
 def _is_local(source: str | Path) -> bool:
     return Path(source).is_dir()
+
+
+def _token(source: str | Path) -> str | None:
+    """The hub token to load `source` with (none for a local folder)."""
+    from ..profiles import hf_token
+
+    return None if _is_local(source) else hf_token()
 
 
 @contextlib.contextmanager
@@ -128,9 +108,8 @@ def friendly_hub_errors(source: str | Path) -> Iterator[None]:
         yield
     except Exception as e:  # noqa: BLE001 - httpx network errors are not OSErrors; unknown ones are re-raised
         from ..hub_errors import explain
-        from ..profiles import hf_token
 
-        line = None if _is_local(source) else explain(e, str(source), has_token=bool(hf_token()))
+        line = None if _is_local(source) else explain(e, str(source), has_token=bool(_token(source)))
         if line is None:
             raise
         raise TamrinError(line) from None
@@ -140,10 +119,16 @@ def load_processor(source: str | Path):
     """The `PaliGemmaProcessor` of `source` (hub id or folder)."""
     from transformers import PaliGemmaProcessor
 
-    from ..profiles import hf_token
+    with friendly_hub_errors(source):
+        return PaliGemmaProcessor.from_pretrained(str(source), token=_token(source))
+
+
+def load_model_config(source: str | Path):
+    """The `PaliGemmaConfig` of `source` (hub id or folder), without its weights."""
+    from transformers import PaliGemmaConfig
 
     with friendly_hub_errors(source):
-        return PaliGemmaProcessor.from_pretrained(str(source), token=None if _is_local(source) else hf_token())
+        return PaliGemmaConfig.from_pretrained(str(source), token=_token(source))
 
 
 # The hub revision that holds the weights in each half precision. google/paligemma-3b-pt-224's main branch stores
@@ -160,23 +145,19 @@ def weights_revision(source: str | Path, compute_dtype: torch.dtype) -> str | No
     """The hub revision to load for `compute_dtype`: the half-precision one that matches it (half the first
     download; the weights are cast to `compute_dtype` on loading anyway), or None (main) for fp32 compute and for a
     local folder, which has no revisions."""
-    if _is_local(source):
-        return None
-    return HALF_REVISIONS.get(compute_dtype)
+    return None if _is_local(source) else HALF_REVISIONS.get(compute_dtype)
 
 
 def download_gb(source: str | Path, compute_dtype: torch.dtype) -> float:
     """About how many GB the first load of google/paligemma-3b-pt-224 downloads (half for a half revision; it
     is main's size when the revision turns out to be missing)."""
-    if _is_local(source):
-        return 0.0
-    return MAIN_DOWNLOAD_GB / 2 if weights_revision(source, compute_dtype) else MAIN_DOWNLOAD_GB
+    return 0.0 if _is_local(source) else MAIN_DOWNLOAD_GB / (2 if weights_revision(source, compute_dtype) else 1)
 
 
 def revision_missing(exc: BaseException) -> bool:
     """Did loading fail because the repository has no such revision? huggingface_hub raises
-    `RevisionNotFoundError` (X-Error-Code RevisionNotFound) and transformers re-raises it as an OSError
-    "… is not a valid git identifier …" `from` it (transformers/utils/hub.py, cached_files), so the chain is searched."""
+    `RevisionNotFoundError` (X-Error-Code RevisionNotFound) and transformers re-raises it as an OSError "… is not a
+    valid git identifier …" `from` it (transformers/utils/hub.py, cached_files), so the chain is searched."""
     from huggingface_hub.errors import RevisionNotFoundError
 
     from ..hub_errors import cause_chain
@@ -186,21 +167,16 @@ def revision_missing(exc: BaseException) -> bool:
 
 def load_base_model(source: str | Path, *, quantization: str, compute_dtype: torch.dtype, device: torch.device,
                     double_quant: bool = True):
-    """`PaliGemmaForConditionalGeneration.from_pretrained(source)` on `device`, NF4-quantized or not.
-
-    Unquantized weights load in `compute_dtype`; NF4 layers compute in `compute_dtype`. From the hub, the revision
-    whose weights are stored in `compute_dtype` (`weights_revision`), else main, with one log line.
-    """
-    from transformers import PaliGemmaForConditionalGeneration
-
-    from ..profiles import hf_token
+    """`PaliGemmaForConditionalGeneration.from_pretrained(source)` on `device`, NF4-quantized or not, computing in
+    `compute_dtype`; from the hub, the revision whose weights are stored in it (`weights_revision`), else main."""
+    from transformers import BitsAndBytesConfig, PaliGemmaForConditionalGeneration
 
     placement = device.index if device.type == "cuda" and device.index is not None else str(device)
-    kwargs = dict(dtype=compute_dtype, device_map={"": placement},
-                  token=None if _is_local(source) else hf_token())
-    qcfg = quantization_config(quantization, compute_dtype, double_quant)
-    if qcfg is not None:
-        kwargs["quantization_config"] = qcfg
+    kwargs = dict(dtype=compute_dtype, device_map={"": placement}, token=_token(source))
+    if quantization == "nf4":  # QLoRA: NF4 weights, optional double quantization
+        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                           bnb_4bit_use_double_quant=double_quant,
+                                                           bnb_4bit_compute_dtype=compute_dtype)
     revision = weights_revision(source, compute_dtype)
     with friendly_hub_errors(source):
         if revision is not None:
@@ -227,14 +203,10 @@ def prepare_quantized(model):
     return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
 
 
-# ---------------------------------------------------------------- LoRA
-
 def lora_target_pattern(targets: list[str], scope: str) -> str | list[str]:
-    """peft `target_modules`: the short names everywhere (`all`), or a regex limited to the Gemma decoder.
-
-    The short names (q_proj, k_proj, v_proj…) also name SigLIP's attention projections, so `language_model`
-    scope anchors them under `...language_model...` (peft full-matches a string pattern).
-    """
+    """peft `target_modules`: the short names everywhere (`all`), or a regex limited to the Gemma decoder — the
+    short names also name SigLIP's q/k/v projections, so it anchors them under `language_model` (peft full-matches a
+    string pattern)."""
     if scope == "all":
         return list(targets)
     names = "|".join(re.escape(t) for t in targets)
@@ -255,7 +227,7 @@ class LoraInfo:
 
 def enable_checkpointing(model, every_n: int = 1) -> None:
     """Gradient checkpointing (non-reentrant: works with DDP and frozen inputs) on every `every_n`-th layer, through
-    transformers' own switch (`every_n_layers`, see ckpt_choice); the KV cache off, as checkpointing needs."""
+    transformers' own switch (`every_n_layers`, see footprint); the KV cache off, as checkpointing needs."""
     kwargs = {"use_reentrant": False}
     if hasattr(model, "activation_checkpointing_enable"):  # transformers ≥ 5.2x
         extra = {"every_n_layers": every_n} if every_n != 1 else {}
@@ -274,7 +246,6 @@ def attach_lora(model, *, rank: int, alpha: float, dropout: float, targets: list
     off). Quantized models are first prepared for k-bit training (frozen base, norms/embeddings upcast to fp32).
     Returns (peft_model, LoraInfo)."""
     from peft import LoraConfig, get_peft_model
-    from peft.tuners.lora import LoraLayer
 
     if quantized:
         model = prepare_quantized(model)
@@ -286,14 +257,8 @@ def attach_lora(model, *, rank: int, alpha: float, dropout: float, targets: list
         peft_model = get_peft_model(model, cfg)
     except ValueError as e:
         if "not found in the base model" in str(e) or "Target modules" in str(e):
-            raise TamrinError(f"lora.targets {targets} match no module with lora.scope = {scope}; "
-                              "use names such as q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj") from None
+            raise TamrinError(f"lora.targets {targets} match no module with lora.scope = {scope}; use names such "
+                              "as q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj") from None
         raise
-    matched = [n for n, m in peft_model.named_modules() if isinstance(m, LoraLayer)]
-    return peft_model, LoraInfo(scope=scope, targets=list(targets), matched=matched)
+    return peft_model, LoraInfo(scope=scope, targets=list(targets), matched=list(peft_model.targeted_module_names))
 
-
-def param_counts(model) -> dict[str, int]:
-    """Trainable and total parameters (4-bit packed weights counted as their unpacked size, as peft does)."""
-    trainable, total = model.get_nb_trainable_parameters()
-    return {"trainable_params": int(trainable), "total_params": int(total)}

@@ -1,61 +1,89 @@
-"""The optimizer step of LoRA fine-tuning — the only one. `TrainStep` is used by the finetune stage, `doctor`'s
-timed steps, the memory measurement and bench/bench_vlm.py, so each of them runs exactly the step
-`build.py finetune` takes.
+"""The optimizer step of LoRA fine-tuning — the only one, used by the finetune stage, `doctor`'s timed steps, the
+memory measurement and bench/bench_vlm.py, so each of them runs exactly the step `build.py finetune` takes — and
+its loss. `TrainStep(micro_batches)` does: forward/backward over the micro-batches (accumulation), normalised by
+the step's label-token count; bf16 autocast where the GPU's compute capability is ≥ 8.0, else fp16 autocast with a
+grad scaler, fp32 on a CPU (`model.resolve_compute_dtype`), the trained (LoRA) weights kept in fp32; the
+non-finite-loss guard; clipping, AdamW, and the learning-rate schedule, stepped only when the update was applied.
 
-One call, `step(micro_batches)`, does what the finetune loop needs of an optimizer step:
-- forward/backward over the step's micro-batches (gradient accumulation; `step_loss`), the loss normalised by
-  the step's label-token count;
-- the precision rules: bf16 autocast where the GPU's compute capability is ≥ 8.0, else fp16 autocast with a
-  grad scaler, fp32 on a CPU (decided by `model.resolve_compute_dtype` from the capability, never from
-  `torch.cuda.is_bf16_supported()`), and the trained (LoRA) weights kept in fp32 whatever the compute dtype;
-- the non-finite-loss guard (the update is skipped and counted; too many in a row stop the run);
-- gradient clipping, AdamW, and the learning-rate schedule (warm-up + cosine / linear / constant), stepped only
-  when the update was applied.
+The loss is next-token cross-entropy on the answer (suffix) tokens only. `suffix_loss` (the default) asks the model
+for logits at just the last K positions through `logits_to_keep`: with left padding the suffix is flush right, so K
+is the longest suffix + 1 (counted on the host when the batch is built) and [batch, K, vocab] logits replace the
+[batch, seq, 257k] of the plain loss (for the 3B model at seq 280 the full fp32 logits alone are ~0.3 GB per
+example). Going through the model's own forward keeps DDP's hooks, peft, the lm_head and any logit soft-capping
+exactly as in `full_loss`. Both return (sum of token losses, number of label tokens).
 """
 from __future__ import annotations
 
 import contextlib
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable
 
 import torch
+import torch.nn.functional as F
 
 from ..errors import TamrinError
-from .batches import IGNORE
-from .loss import LOSSES
+from .batches import IGNORE, logits_needed
+
+MODEL_INPUTS = ("input_ids", "pixel_values", "attention_mask", "token_type_ids", "position_ids")
+FP16_PATIENCE_FACTOR = 10
+# Accelerate's `mixed_precision` per compute dtype ("no" for fp32); "fp16" also brings the grad scaler
+# (accelerate/accelerator.py, `Accelerator.__init__`, `get_grad_scaler` when mixed_precision == "fp16" on a GPU).
+MIXED_PRECISION = {torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+# ---------------------------------------------------------------- the loss
+
+def token_ce_sum(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum of CE over positions t predicting labels[t+1] (logits and labels cover the same positions)."""
+    targets = labels[:, 1:]
+    logits = logits[:, :-1].float()  # the loss in fp32, as transformers does
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE,
+                           reduction="sum")
+    return loss, (targets != IGNORE).sum()
+
+
+def suffix_logits(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, labels) at just the positions that predict suffix tokens: the last `logits_to_keep` of each row."""
+    labels = batch["labels"]
+    keep = batch.get("logits_to_keep") or logits_needed(labels)  # precomputed on the host by batches.collate
+    out = model(**{k: batch[k] for k in MODEL_INPUTS if k in batch}, logits_to_keep=keep, use_cache=False)
+    return out.logits, labels[:, -keep:]
+
+
+def suffix_loss(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss sum, token count) computing logits only at the positions that predict suffix tokens."""
+    return token_ce_sum(*suffix_logits(model, batch))
+
+
+def full_loss(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss sum, token count) from the plain HF forward with `labels=`: logits at every position and
+    transformers' own causal-LM loss (a mean over label tokens, turned back into a sum)."""
+    labels = batch["labels"]
+    out = model(**{k: batch[k] for k in MODEL_INPUTS if k in batch}, labels=labels, use_cache=False)
+    n = (labels[:, 1:] != IGNORE).sum()
+    return out.loss * n, n
+
+
+LOSSES = {"suffix": suffix_loss, "full": full_loss}
 
 
 # ---------------------------------------------------------------- the pieces of a step
 
 def step_loss(model, micro_batches: list[dict], loss_fn: Callable, accelerator) -> torch.Tensor:
-    """Forward/backward every micro-batch of one optimizer step (no optimizer update); the step's mean token loss
-    as a 0-d tensor on the device, so the caller decides when to wait for it.
-
-    Each micro-batch's loss is its token-loss sum divided by the step's global label-token count (times the
-    process count, since DDP averages gradients), so the step's gradient is that of the mean over all of its
-    answer tokens whatever the batch split."""
+    """Forward/backward every micro-batch of one optimizer step; the step's mean token loss, a 0-d tensor on the
+    device (the caller decides when to wait for it). Each micro-batch's loss sum is divided by the step's global
+    label-token count (times the process count: DDP averages gradients), so the gradient is that of the mean over
+    all of the step's answer tokens whatever the batch split."""
     n_local = sum((b["labels"][:, 1:] != IGNORE).sum() for b in micro_batches)
     n_global = accelerator.reduce(n_local.to(accelerator.device).float(), "sum")
     total = torch.zeros((), device=accelerator.device)
     for i, b in enumerate(micro_batches):
-        sync = contextlib.nullcontext() if i == len(micro_batches) - 1 else accelerator.no_sync(model)
-        with sync:
+        with contextlib.nullcontext() if i == len(micro_batches) - 1 else accelerator.no_sync(model):
             loss_sum, _ = loss_fn(model, b)
             accelerator.backward(loss_sum * accelerator.num_processes / n_global)
         total += loss_sum.detach().float()
     return accelerator.reduce(total, "sum") / n_global
-
-
-def apply_update(accelerator, optimizer, params: Sequence[torch.nn.Parameter], max_grad_norm: float | None) -> bool:
-    """Clip the gradient norm, take the optimizer step, clear the gradients. False when the fp16 grad scaler
-    skipped the update (an overflow in the gradients; it then lowers its scale)."""
-    if max_grad_norm:
-        accelerator.clip_grad_norm_(params, max_grad_norm)
-    optimizer.step()
-    applied = not accelerator.optimizer_step_was_skipped
-    optimizer.zero_grad(set_to_none=True)
-    return applied
 
 
 def skip_update(accelerator, optimizer) -> None:
@@ -67,19 +95,13 @@ def skip_update(accelerator, optimizer) -> None:
         scaler.update(scaler.get_scale() * scaler.get_backoff_factor())
 
 
-FP16_PATIENCE_FACTOR = 10
-
-
 class NonFiniteGuard:
     """What a non-finite step loss does: the step's update is skipped (and counted); the run stops with one line
     after `patience` such steps in a row — `FP16_PATIENCE_FACTOR`× more under fp16, where an overflow of the fp16
     range on an odd batch is expected and is not a reason to lose a long run."""
 
     def __init__(self, patience: int, fp16: bool) -> None:
-        self.fp16 = fp16
-        self.limit = patience * (FP16_PATIENCE_FACTOR if fp16 else 1)
-        self.in_a_row = 0
-        self.nonfinite_steps = 0
+        self.fp16, self.limit, self.in_a_row = fp16, patience * (FP16_PATIENCE_FACTOR if fp16 else 1), 0
 
     def skip(self, loss: float, step: int) -> bool:
         """True when step `step` (1-based) must not update the weights; raises TamrinError at the limit."""
@@ -87,7 +109,6 @@ class NonFiniteGuard:
             self.in_a_row = 0
             return False
         self.in_a_row += 1
-        self.nonfinite_steps += 1
         if self.in_a_row >= self.limit:
             hint = ("lower train.lr, or use train.compute_dtype = bf16/fp32 where the GPU has it" if self.fp16 else
                     "lower train.lr (or check the data)")
@@ -96,43 +117,21 @@ class NonFiniteGuard:
         return True
 
 
-def first_steps_finite(losses: Sequence[float]) -> bool:
-    """Whether every loss of the first steps was a finite number (what `doctor --steps` reports)."""
-    return bool(losses) and all(math.isfinite(x) for x in losses)
-
-
 # ---------------------------------------------------------------- precision
 
-def mixed_precision(compute_dtype: torch.dtype) -> str:
-    """Accelerate's `mixed_precision` for a compute dtype: bf16 / fp16 autocast (fp16 also brings the grad
-    scaler), "no" for fp32."""
-    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(compute_dtype, "no")
-
-
 def precision_for(device: torch.device, requested: str = "auto") -> tuple[torch.dtype, str]:
-    """(compute dtype, Accelerate's mixed precision) of training on `device`: `model.resolve_compute_dtype` decides
-    from the GPU's compute capability (bf16 from 8.0, else fp16, whose Accelerator brings the grad scaler:
-    accelerate/accelerator.py, `Accelerator.__init__`, `get_grad_scaler` when mixed_precision == "fp16" on a GPU)."""
+    """(compute dtype, Accelerate's mixed precision) of training on `device`."""
     from .model import resolve_compute_dtype
 
     dtype = resolve_compute_dtype(requested, device)
-    return dtype, mixed_precision(dtype)
+    return dtype, MIXED_PRECISION.get(dtype, "no")
 
 
 def make_accelerator(compute_dtype: torch.dtype, cuda: bool):
     """The Accelerator a training step runs under (under `accelerate launch`, the DDP process group's)."""
     from accelerate import Accelerator
 
-    return Accelerator(mixed_precision=mixed_precision(compute_dtype), cpu=not cuda)
-
-
-def keep_trained_weights_fp32(model) -> None:
-    """The trained weights stay fp32 whatever the compute dtype: AdamW updates keep their precision, and fp16's
-    grad scaler refuses to unscale fp16 gradients (the T4 path). peft already creates LoRA weights in fp32 on a
-    half-precision base (`autocast_adapter_dtype`); this holds it for any other trainable parameter."""
-    for p in model.parameters():
-        if p.requires_grad and p.dtype != torch.float32:
-            p.data = p.data.float()
+    return Accelerator(mixed_precision=MIXED_PRECISION.get(compute_dtype, "no"), cpu=not cuda)
 
 
 # ---------------------------------------------------------------- the step
@@ -156,10 +155,14 @@ class TrainStep:
                  keep_param_dtype: bool = False) -> None:
         from transformers import get_scheduler
 
-        if not keep_param_dtype:  # only the memory measurement's full fine-tuning keeps bf16 weights
-            keep_trained_weights_fp32(model)
-        self.acc = accelerator
         self.params = [p for p in model.parameters() if p.requires_grad]
+        if not keep_param_dtype:  # only the memory measurement's full fine-tuning keeps bf16 weights
+            # AdamW updates keep their precision, and fp16's grad scaler refuses to unscale fp16 gradients (the T4
+            # path). peft already makes LoRA weights fp32 on a half-precision base (`autocast_adapter_dtype`).
+            for p in self.params:
+                if p.dtype != torch.float32:
+                    p.data = p.data.float()
+        self.acc = accelerator
         optimizer = torch.optim.AdamW(self.params, lr=lr, weight_decay=weight_decay)
         name = "constant_with_warmup" if scheduler == "constant" else scheduler
         # Not prepared by Accelerate: it steps once per applied optimizer step, not once per process.
@@ -172,25 +175,19 @@ class TrainStep:
     @classmethod
     def for_training(cls, model, train_cfg, *, total_steps: int, accelerator=None) -> "TrainStep":
         """The step of `[train]`: its lr, weight decay, clipping, loss, schedule over `total_steps` and guard. The
-        accelerator is finetune's when given, else one for the model's device and the compute dtype
-        `train.compute_dtype` resolves to there."""
+        accelerator is finetune's when given, else one for the model's device and `train.compute_dtype`."""
         if accelerator is None:
             accelerator = _accelerator_for(model, train_cfg.compute_dtype)
-        return cls(model, accelerator, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay,
-                   max_grad_norm=train_cfg.max_grad_norm, loss=train_cfg.loss, scheduler=train_cfg.scheduler,
-                   warmup_steps=math.ceil(train_cfg.warmup_ratio * total_steps), total_steps=total_steps,
-                   nonfinite_patience=train_cfg.max_nonfinite_steps)
+        return cls(model, accelerator, lr=train_cfg.lr,
+                   weight_decay=train_cfg.weight_decay, max_grad_norm=train_cfg.max_grad_norm, loss=train_cfg.loss,
+                   scheduler=train_cfg.scheduler, warmup_steps=math.ceil(train_cfg.warmup_ratio * total_steps),
+                   total_steps=total_steps, nonfinite_patience=train_cfg.max_nonfinite_steps)
 
     @classmethod
     def for_measuring(cls, model, *, lr: float = 1e-5, keep_param_dtype: bool = False) -> "TrainStep":
         """A step at a small constant learning rate for the memory measurement and the benchmark (the default
         clipping, guard and loss of `[train]`), in the precision this device trains in."""
         return cls(model, _accelerator_for(model, "auto"), lr=lr, keep_param_dtype=keep_param_dtype)
-
-    @property
-    def scaler(self):
-        """The fp16 grad scaler (None under bf16 / fp32)."""
-        return self.acc.scaler
 
     @property
     def unwrapped(self):
@@ -211,7 +208,11 @@ class TrainStep:
         if skip:
             skip_update(self.acc, self.optimizer)
             return StepResult(value, lr, "non-finite loss: update skipped", stop)
-        if not apply_update(self.acc, self.optimizer, self.params, self.max_grad_norm):
+        if self.max_grad_norm:
+            self.acc.clip_grad_norm_(self.params, self.max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.acc.optimizer_step_was_skipped:
             # fp16: the grad scaler found inf/nan gradients, skipped the update and lowered its scale
             return StepResult(value, lr, "fp16 gradient overflow: update skipped by the grad scaler")
         self.scheduler.step()
