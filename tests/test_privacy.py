@@ -13,7 +13,7 @@ import pytest
 
 from tamrin import ROOT
 from tamrin.cli import main
-from tamrin.contract.secrets import HF_TOKEN_PATTERN, Identity, find, redact
+from tamrin.provenance import HF_TOKEN_PATTERN, Identity, find, redact
 from tamrin.runner import Paths
 
 TOKEN = "hf_" + "Xy7" * 11 + "q"  # built at run time: no file of the repository holds a token-shaped string

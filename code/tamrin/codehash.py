@@ -23,7 +23,7 @@ from . import ROOT
 PACKAGE = "tamrin"
 PACKAGE_DIR = ROOT / "code" / PACKAGE
 # Modules (relative to the package) whose every string is message text: their wording never enters a key.
-MESSAGE_MODULES = ("errors.py", "hub_errors.py")
+MESSAGE_MODULES = ("errors.py",)
 
 
 def module_file(name: str) -> Path | None:
@@ -41,11 +41,8 @@ def module_file(name: str) -> Path | None:
 def _module_name(path: Path) -> str:
     if not path.is_relative_to(PACKAGE_DIR.parent):  # an entry module outside the package (a test's stand-in)
         return path.stem
-    rel = path.relative_to(PACKAGE_DIR.parent).with_suffix("")
-    parts = list(rel.parts)
-    if parts[-1] == "__init__":
-        parts = parts[:-1]
-    return ".".join(parts)
+    parts = path.relative_to(PACKAGE_DIR.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
 def _resolve_from(module: str, is_package: bool, node: ast.ImportFrom) -> list[str]:
@@ -76,8 +73,10 @@ def _parsed(path: Path, mtime_ns: int, size: int) -> tuple[tuple[str, ...], froz
         elif isinstance(node, ast.Constant) and isinstance(node.value, str) and len(node.value) < 200:
             literals.add(node.value)
     _strip_docstrings(tree)
-    if is_message_module(path):
-        _blank_strings(tree)
+    if path.is_relative_to(PACKAGE_DIR) and path.relative_to(PACKAGE_DIR).as_posix() in MESSAGE_MODULES:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                node.value = ""
     return tuple(names), frozenset(literals), hashlib.sha256(ast.dump(tree).encode()).hexdigest()[:16]
 
 
@@ -132,8 +131,7 @@ def stage_sources(entry_module: str) -> list[Path]:
 
 
 def _strip_docstrings(node: ast.AST) -> None:
-    """Remove the docstring of the module and of every class and function, in place (statements only: a
-    docstring is the first statement of a body)."""
+    """Remove the docstring (a body's first statement) of the module and of every class and function, in place."""
     if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
         first = node.body[0]
         if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
@@ -142,16 +140,6 @@ def _strip_docstrings(node: ast.AST) -> None:
         for child in getattr(node, field, None) or ():
             if isinstance(child, ast.AST):
                 _strip_docstrings(child)
-
-
-def _blank_strings(tree: ast.AST) -> None:
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Constant) and isinstance(node.value, str):
-            node.value = ""
-
-
-def is_message_module(path: Path) -> bool:
-    return path.is_relative_to(PACKAGE_DIR) and path.relative_to(PACKAGE_DIR).as_posix() in MESSAGE_MODULES
 
 
 def normalised_hash(path: Path) -> str:

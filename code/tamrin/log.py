@@ -1,4 +1,4 @@
-"""One console style for every stage, a per-stage log file, and secret redaction everywhere."""
+"""One console style for every stage (`[stage] message`), a per-stage log file, and secret redaction everywhere."""
 from __future__ import annotations
 
 import logging
@@ -17,23 +17,27 @@ class _Redact(logging.Filter):
         return True
 
 
+class _StageFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        stage = record.name.split(".", 1)[1] if "." in record.name else "tamrin"
+        level = "" if record.levelno == logging.INFO else f"{record.levelname.lower()}: "
+        return f"[{stage}] {level}{record.getMessage()}"
+
+
 class _TqdmConsole(logging.Handler):
     """Writes through tqdm so progress bars stay intact."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        msg = self.format(record)
-        try:
-            from tqdm import tqdm
-            tqdm.write(msg, file=sys.stderr)
-        except ImportError:  # pragma: no cover
-            print(msg, file=sys.stderr)
+        from tqdm import tqdm
+
+        tqdm.write(self.format(record), file=sys.stderr)
 
 
 def setup_console(verbose: bool = False) -> logging.Logger:
     log = logging.getLogger(LOGGER)
     if not any(isinstance(h, _TqdmConsole) for h in log.handlers):
         h = _TqdmConsole()
-        h.setFormatter(logging.Formatter("%(message)s"))
+        h.setFormatter(_StageFormatter())
         h.addFilter(_Redact())
         log.addHandler(h)
     log.setLevel(logging.DEBUG if verbose else logging.INFO)
@@ -46,13 +50,6 @@ def stage_logger(stage: str) -> logging.Logger:
     return logging.getLogger(f"{LOGGER}.{stage}")
 
 
-class StageFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        stage = record.name.split(".", 1)[1] if "." in record.name else "tamrin"
-        level = "" if record.levelno == logging.INFO else f"{record.levelname.lower()}: "
-        return f"[{stage}] {level}{record.getMessage()}"
-
-
 def attach_file(stage: str, path: Path) -> logging.Handler:
     """Also write the stage's log lines (timestamped) to `path`; detach the returned handler when done."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -61,8 +58,3 @@ def attach_file(stage: str, path: Path) -> logging.Handler:
     h.addFilter(_Redact())
     stage_logger(stage).addHandler(h)
     return h
-
-
-def use_stage_format() -> None:
-    for h in logging.getLogger(LOGGER).handlers:
-        h.setFormatter(StageFormatter())

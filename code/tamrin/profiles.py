@@ -77,7 +77,7 @@ def hub_access(model: str = PAPER_MODEL, timeout: float = 15.0) -> tuple[bool, s
         return False, f"the Hugging Face hub did not answer within {timeout:.0f} s: check this machine's network"
     if error is None:
         return True, f"token valid, access to {model} granted"
-    from .hub_errors import explain
+    from .errors import explain
 
     first = str(error).splitlines()[0] if str(error) else ""
     return False, explain(error, model, has_token=True) or f"access check failed ({type(error).__name__}: {first})"

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
 
 from ..errors import TamrinError
-from ..hub_errors import explain
+from ..errors import explain
 from .cleaning import clean_answer, clean_question
 from .qtype import classify
 

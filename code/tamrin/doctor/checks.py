@@ -6,13 +6,14 @@ import platform
 import re
 import shutil
 import time
+import tomllib
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Optional
 
+from .. import ROOT
 from ..data.hub import one_line as _short
-
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "FAIL", "skip"
 
@@ -44,19 +45,21 @@ class Facts:
     estimate: Any = None
 
 
-def render(checks: list[Check], width: int = 120) -> str:
+def render(checks: list[Check]) -> str:
     """A three-column table: check, result, what to do; then each check's detail lines."""
     name_w = max(len("check"), *(len(c.name) for c in checks))
-    rows = [f"{'check':<{name_w}}  {'status':<6}  result — what to do", "-" * min(width, name_w + 40)]
-    for c in checks:
-        text = c.result + (f" — {c.fix}" if c.fix else "")
-        rows.append(f"{c.name:<{name_w}}  {c.status:<6}  {text}")
+    rows = [f"{'check':<{name_w}}  {'status':<6}  result — what to do", "-" * (name_w + 40)]
+    rows += [f"{c.name:<{name_w}}  {c.status:<6}  {c.result}" + (f" — {c.fix}" if c.fix else "") for c in checks]
     for c in checks:
         if c.details:
-            rows.append("")
-            rows.append(f"{c.name}:")
-            rows.extend(f"  {line}" for line in c.details)
+            rows += ["", f"{c.name}:", *(f"  {line}" for line in c.details)]
     return "\n".join(rows)
+
+
+def unreachable(name: str, what: str, facts: Facts) -> Check:
+    """The row of a check that needs the hub when an earlier one found it out of reach."""
+    cause, _, fix = facts.hub_reason.partition(": ")
+    return Check(name, FAIL, f"{what}: {cause}", fix)
 
 
 def can_start(checks: list[Check]) -> bool:
@@ -93,26 +96,24 @@ def check_gpu(facts: Facts, cfg) -> Check:
 def check_access(facts: Facts, cfg) -> Check:
     from .. import profiles
 
-    model = cfg.model.id
+    name, model = "hf token + access", cfg.model.id
     if cfg.model.kind == "tiny":
-        facts.hub_reachable = None
-        return Check("hf token + access", SKIP, "the demo's tiny model is built offline; no hub needed")
+        return Check(name, SKIP, "the demo's tiny model is built offline; no hub needed")
     reachable, why = profiles.hub_reachable()
     facts.hub_reachable, facts.hub_reason = reachable, why
+    cause, _, fix = why.partition(": ")
     if Path(str(model)).is_dir():
-        return Check("hf token + access", OK, f"model.id is a local folder ({Path(model).name}); no token needed")
+        return Check(name, OK, f"model.id is a local folder ({Path(model).name}); no token needed")
     if not profiles.hf_token():
-        return Check("hf token + access", FAIL, "no Hugging Face token" + ("" if reachable else f"; {why.split(': ')[0]}"),
+        return Check(name, FAIL, "no Hugging Face token" + ("" if reachable else f"; {cause}"),
                      "store a read token (https://huggingface.co/settings/tokens) as HF_TOKEN or run `hf auth login`"
-                     + ("" if reachable else f"; {why.split(': ', 1)[-1]}"))
+                     + ("" if reachable else f"; {fix}"))
     if not reachable:
-        return Check("hf token + access", FAIL, why.split(": ")[0], why.split(": ", 1)[-1])
+        return Check(name, FAIL, cause, fix)
     ok, reason = profiles.hub_access(model)
     facts.model_access = ok
-    if ok:
-        return Check("hf token + access", OK, reason)
     cause, _, fix = reason.partition(": ")
-    return Check("hf token + access", FAIL, cause, fix)
+    return Check(name, OK, reason) if ok else Check(name, FAIL, cause, fix)
 
 
 GB = 10 ** 9
@@ -141,13 +142,13 @@ def planned_dtype(cfg, gpu: bool):
 
 
 def check_disk(profile: str, paths, local_model: bool, model_id: str = "", compute_dtype=None) -> Check:
-    from ..hub_errors import cache_dir
+    from ..errors import hub_cache_dir
     from ..vlm.model import HALF_REVISIONS, MAIN_DOWNLOAD_GB, download_gb
 
     download = 0.0 if local_model or not model_id else download_gb(model_id, compute_dtype)
     needs = {"model cache": download + CACHE_EXTRA_GB if download else 0.0,
              "results": RESULTS_GB.get(profile, RESULTS_GB["paper"])}
-    where = {"model cache": Path(cache_dir()), "results": paths.results}
+    where = {"model cache": Path(hub_cache_dir()), "results": paths.results}
     found, short = [], []
     for name, path in where.items():
         free = shutil.disk_usage(_existing(path)).free / GB
@@ -164,45 +165,26 @@ def check_disk(profile: str, paths, local_model: bool, model_id: str = "", compu
     return Check("disk", OK, ", ".join(found))
 
 
-ROOT = Path(__file__).resolve().parents[3]
-
-
-def _project() -> dict | None:
-    """pyproject.toml's [project] table (the checkout's), or None for an installed package without it."""
+def project_requirements() -> tuple[str, list[str]]:
+    """(requires-python, dependencies) of the checkout's pyproject.toml, else of the installed package's metadata."""
     path = ROOT / "pyproject.toml"
-    if not path.is_file():
-        return None
-    import tomllib
-
-    return tomllib.loads(path.read_text(encoding="utf-8"))["project"]
-
-
-def requirements() -> list[str]:
-    """The `dependencies` of pyproject.toml (the checkout's; the installed package's metadata otherwise)."""
-    project = _project()
-    if project is not None:
-        return project["dependencies"]
-    return [r for r in (metadata.requires("tamrin") or []) if "extra ==" not in r]
-
-
-def python_requirement() -> str:
-    """pyproject.toml's `requires-python` (what the pinned set needs), e.g. ">=3.11"."""
-    project = _project()
-    if project is not None:
-        return project["requires-python"]
-    return metadata.metadata("tamrin").get("Requires-Python", "")
+    if path.is_file():
+        project = tomllib.loads(path.read_text(encoding="utf-8"))["project"]
+        return project["requires-python"], project["dependencies"]
+    return (metadata.metadata("tamrin").get("Requires-Python", ""),
+            [r for r in (metadata.requires("tamrin") or []) if "extra ==" not in r])
 
 
 def check_python_and_packages(facts: Facts) -> Check:
     from packaging.requirements import Requirement
     from packaging.specifiers import SpecifierSet
 
-    python, needed = platform.python_version(), python_requirement()
+    python, (needed, dependencies) = platform.python_version(), project_requirements()
     if needed and not SpecifierSet(needed).contains(python, prereleases=True):
         return Check("python + packages", FAIL, f"Python {python}",
                      f"Tamrin needs Python {needed} (what its pinned packages need): use a newer Python")
     bad, versions = [], {}
-    for line in requirements():
+    for line in dependencies:
         req = Requirement(line)
         if req.marker is not None and not req.marker.evaluate():
             continue
@@ -277,8 +259,7 @@ def check_processor(facts: Facts, cfg) -> Check:
 
     local = cfg.model.kind == "tiny" or Path(str(cfg.model.id)).is_dir()
     if not local and facts.hub_reachable is False:
-        return Check("processor", FAIL, f"{cfg.model.id} not loaded: {facts.hub_reason.split(': ')[0]}",
-                     facts.hub_reason.split(": ", 1)[-1])
+        return unreachable("processor", f"{cfg.model.id} not loaded", facts)
     if not local and facts.model_access is False:
         return Check("processor", FAIL, f"{cfg.model.id} not loaded: no access (see 'hf token + access')",
                      "fix the token/license first")
@@ -338,8 +319,7 @@ def _hub(facts: Facts, cfg) -> Check:
     d = cfg.data
     local = Path(d.hub_id).is_dir()
     if not local and facts.hub_reachable is False:
-        return Check("dataset", FAIL, f"{d.hub_id} not read: {facts.hub_reason.split(': ')[0]}",
-                     facts.hub_reason.split(": ", 1)[-1])
+        return unreachable("dataset", f"{d.hub_id} not read", facts)
     t = time.perf_counter()
     p = preview(d, N_ROWS)
     seconds = time.perf_counter() - t

@@ -39,13 +39,10 @@ class Entry:
     arc: str  # its name inside the zip (POSIX)
 
 
-def _is_checkpoint_dir(name: str) -> bool:
-    """Trainer checkpoint folders: checkpoint, checkpoints, checkpoint-120, checkpoint_3…"""
-    return name in ("checkpoint", "checkpoints") or name.startswith(("checkpoint-", "checkpoint_"))
-
-
 def _is_junk_part(name: str) -> bool:
-    return name in JUNK_DIRS or name.endswith(".egg-info") or _is_checkpoint_dir(name)
+    """A junk folder's name, trainer checkpoint folders included (checkpoint, checkpoints, checkpoint-120, …)."""
+    return name in JUNK_DIRS or name.endswith(".egg-info") or name in ("checkpoint", "checkpoints") \
+        or name.startswith(("checkpoint-", "checkpoint_"))
 
 
 def _is_junk_dir(name: str, path: Path) -> bool:
@@ -83,9 +80,7 @@ def git_files(root: Path) -> list[str] | None:
                               "--exclude-standard"], capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.SubprocessError):
         return None
-    if res.returncode != 0:
-        return None
-    return sorted({f for f in res.stdout.split("\0") if f})
+    return sorted({f for f in res.stdout.split("\0") if f}) if res.returncode == 0 else None
 
 
 def _is_code(rel: str) -> bool:
@@ -146,11 +141,7 @@ def plan(root: Path, results: Path, figures: Path, report_dir: Path, dist: Path,
     """Every file of the zip: report.pdf, supplement.pdf and the notebook at the top, then code, results, figures."""
     top = [Entry(report_dir / name, name) for name in PDFS]
     top += [Entry(dist / n, n) for n in NOTEBOOK_FILES if (dist / n).is_file()]
-    entries = top + code_entries(root) + result_entries(results, include_adapter) + figure_entries(figures)
-    seen: set[str] = set()
-    unique = []
-    for e in entries:
-        if e.arc not in seen:
-            seen.add(e.arc)
-            unique.append(e)
-    return unique
+    unique: dict[str, Entry] = {}
+    for e in top + code_entries(root) + result_entries(results, include_adapter) + figure_entries(figures):
+        unique.setdefault(e.arc, e)
+    return list(unique.values())

@@ -123,11 +123,11 @@ def _is_local(source: str | Path) -> bool:
 @contextlib.contextmanager
 def friendly_hub_errors(source: str | Path) -> Iterator[None]:
     """Turn hub failures while loading `source` (401, gated, 403, 404, offline, rate limit, no network, disk full
-    while downloading) into one line that says what to do (`tamrin.hub_errors.explain`); anything else passes."""
+    while downloading) into one line that says what to do (`tamrin.errors.explain`); anything else passes."""
     try:
         yield
     except Exception as e:  # noqa: BLE001 - httpx network errors are not OSErrors; unknown ones are re-raised
-        from ..hub_errors import explain
+        from ..errors import explain
         from ..profiles import hf_token
 
         line = None if _is_local(source) else explain(e, str(source), has_token=bool(hf_token()))
@@ -179,7 +179,7 @@ def revision_missing(exc: BaseException) -> bool:
     "… is not a valid git identifier …" `from` it (transformers/utils/hub.py, cached_files), so the chain is searched."""
     from huggingface_hub.errors import RevisionNotFoundError
 
-    from ..hub_errors import cause_chain
+    from ..errors import cause_chain
 
     return any(isinstance(x, RevisionNotFoundError) for x in cause_chain(exc))
 
