@@ -63,7 +63,11 @@ class Section(BaseModel):
     """One config section: unknown keys are refused; values are checked as the module docstring says."""
 
     model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
-    section: ClassVar[str]  # its name in the TOML files: [section]
+    section: ClassVar[str]  # its name in the TOML files: StudentConfig is [student]
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        cls.section = cls.__name__.removesuffix("Config").lower()
 
     @field_validator("*", mode="before")
     @classmethod
@@ -127,7 +131,7 @@ def build_section(section: str, cls: type[Section], values: dict[str, Any]) -> A
 
 
 def describe(cls: type[BaseModel]) -> list[tuple[str, str, Any, str]]:
-    """(name, type, default, help) for every field: used by README docs and `--help`."""
+    """(name, type, default, help) for every field: the README's reference table, the report's key lint."""
     return [(name, _type_name(f.annotation), f.get_default(call_default_factory=True), f.description or "")
             for name, f in cls.model_fields.items()]
 
@@ -152,7 +156,6 @@ ASSIGNMENT_TARGETS = ["q_proj", "o_proj", "k_proj", "v_proj", "gate_proj", "up_p
 
 
 class StudentConfig(Section):
-    section: ClassVar[str] = "student"
     first_name_fa: str = field_("", "student's first name in Persian (cover page)")
     last_name_fa: str = field_("", "student's last name in Persian (cover page)")
     first_name_en: str = field_("", "student's first name in Latin letters")
@@ -173,7 +176,6 @@ class StudentConfig(Section):
 
 
 class DataConfig(Section):
-    section: ClassVar[str] = "data"
     source: str = field_("hub", "where questions come from", choices=("hub", "clevr_dir", "synthetic"))
     seed: int = field_(0, "seed for subset selection, generation and the train/test split")
     # hub
@@ -189,15 +191,12 @@ class DataConfig(Section):
     question_column: str = field_("question", "column holding the question (layout 'flat')")
     answer_column: str = field_("answer", "column holding the answer (layout 'flat')")
     program_column: str = field_("", "column holding a CLEVR program, if the copy has one (layout 'flat')")
-    shuffle_buffer: int = field_(1000, "rows held in memory to shuffle the hub stream (with shard-order shuffling)",
-                                 min=1)
-    fraction: float = field_(0.01, "fraction of the source's questions to keep (the assignment asks ≥ 1%)", min=0.0, max=1.0)
-    margin: float = field_(0.02, "questions kept above the fraction, as a share of it (so ≥ 1% holds with room)",
-                           min=0.0, max=1.0)
-    source_questions: int = field_(CLEVR_TRAIN_QUESTIONS, "questions in the source split the fraction is a share "
-                                   "of (source = hub; the official CLEVR v1.0 train split has 699,989; source = "
-                                   "clevr_dir counts its own files)", min=1)
-    max_questions: Optional[int] = field_(None, "cap on the number of questions (overrides fraction when smaller)", min=1)
+    shuffle_buffer: int = field_(1000, "rows held in memory to shuffle the hub stream (shards shuffled too)", min=1)
+    fraction: float = field_(0.01, "share of the source's questions kept (the assignment asks ≥ 1%)", min=0.0, max=1.0)
+    margin: float = field_(0.02, "extra questions kept, as a share of the fraction (≥ 1% with room)", min=0.0, max=1.0)
+    source_questions: int = field_(CLEVR_TRAIN_QUESTIONS, "questions in the source split the fraction is a share of "
+                                   "(source = hub; CLEVR v1.0 train has 699,989; clevr_dir counts its own)", min=1)
+    max_questions: Optional[int] = field_(None, "cap on questions kept (overrides the fraction when smaller)", min=1)
     # clevr_dir
     path: str = field_("", "path to the official CLEVR_v1.0 folder (source = clevr_dir)")
     clevr_splits: list[str] = field_(["train"], "official question files to draw from (source = clevr_dir); "
@@ -205,8 +204,7 @@ class DataConfig(Section):
     # synthetic
     n_scenes: int = field_(400, "synthetic scenes to generate (source = synthetic)", min=1)
     questions_per_scene: int = field_(5, "synthetic questions per scene", min=1, max=20)
-    image_size: int = field_(224, "side of the synthetic PNG images in pixels (other sources keep their images)",
-                             min=32, max=1024)
+    image_size: int = field_(224, "synthetic PNG image side in pixels (other sources keep theirs)", min=32, max=1024)
     min_objects: int = field_(3, "fewest objects in a synthetic scene", min=1, max=10)
     max_objects: int = field_(10, "most objects in a synthetic scene", min=1, max=10)
     # split
@@ -225,15 +223,14 @@ class DataConfig(Section):
 
 
 class ModelConfig(Section):
-    section: ClassVar[str] = "model"
     id: str = field_("google/paligemma-3b-pt-224", "HF model id or local folder (ignored by the demo tiny model)")
     kind: str = field_("pretrained", "pretrained = load `id`; tiny = build a small random PaliGemma offline",
                        choices=("pretrained", "tiny"))
-    quantization: str = field_("nf4", "base weights: nf4 (QLoRA) or none; auto = nf4 where bitsandbytes supports the device",
-                               choices=("nf4", "none", "auto"))
+    quantization: str = field_("nf4", "base weights: nf4 (QLoRA) or none; auto = nf4 where bitsandbytes supports "
+                               "the device", choices=("nf4", "none", "auto"))
     double_quant: bool = field_(True, "QLoRA double quantization of the NF4 scales")
     prompt_prefix: str = field_("answer en ", "task prefix before the question (PaliGemma's VQA convention)")
-    tiny_width: int = field_(128, "tiny model: hidden width of SigLIP and Gemma (multiple of 128 for NF4 on CPU)", min=128)
+    tiny_width: int = field_(128, "tiny model: SigLIP and Gemma width (a multiple of 128 for NF4 on CPU)", min=128)
     tiny_layers: int = field_(2, "tiny model: layers in each of SigLIP and Gemma", min=1)
     tiny_image_size: int = field_(64, "tiny model: image side in pixels (patch 16 → (side/16)² image tokens)", min=16)
     tiny_seed: int = field_(0, "tiny model: seed of the random initialisation")
@@ -248,7 +245,6 @@ class ModelConfig(Section):
 
 
 class LoraConfig(Section):
-    section: ClassVar[str] = "lora"
     rank: int = field_(16, "LoRA rank r", min=1)
     alpha: float = field_(32.0, "LoRA alpha (update scaled by alpha / r)", min=0.0)
     dropout: float = field_(0.05, "dropout on the LoRA input", min=0.0, max=1.0)
@@ -258,14 +254,13 @@ class LoraConfig(Section):
 
 
 class TrainConfig(Section):
-    section: ClassVar[str] = "train"
     seed: int = field_(0, "training seed")
     lr: float = field_(2e-4, "peak learning rate", min=0.0)
     batch_size: int = field_(8, "per-device micro-batch size", min=1)
     grad_accum: int = field_(2, "gradient accumulation steps per optimizer step", min=1)
     epochs: float = field_(1.0, "epochs over the train split (max_steps wins when set)", min=0.0)
     max_steps: Optional[int] = field_(None, "cap on optimizer steps", min=1)
-    max_minutes: Optional[float] = field_(None, "stop cleanly and save after this many minutes (Colab limits)", min=0.0)
+    max_minutes: Optional[float] = field_(None, "stop and save after this many minutes (Colab limits)", min=0.0)
     scheduler: str = field_("cosine", "learning-rate schedule", choices=("cosine", "linear", "constant"))
     warmup_ratio: float = field_(0.05, "share of steps spent warming up the learning rate", min=0.0, max=1.0)
     weight_decay: float = field_(0.0, "AdamW weight decay", min=0.0)
@@ -277,7 +272,7 @@ class TrainConfig(Section):
     compute_dtype: str = field_("auto", "compute dtype: auto = bf16 where supported, else fp16 (T4)",
                                 choices=("auto", "bf16", "fp16", "fp32"))
     save_every: int = field_(50, "save a resumable checkpoint every N optimizer steps", min=1)
-    max_length: int = field_(384, "token cap per example (256 image tokens + prefix + suffix); longer ones are skipped", min=8)
+    max_length: int = field_(384, "token cap per example (256 image tokens + prompt + answer); longer skipped", min=8)
     max_grad_norm: Optional[float] = field_(1.0, "clip the gradient norm to this (empty = no clipping)", min=0.0)
     num_workers: int = field_(0, "DataLoader worker processes that load and preprocess images", min=0)
     heldout_size: int = field_(48, "questions of the train split held out of training (whole images) for a held-out "
@@ -294,25 +289,21 @@ class TrainConfig(Section):
 
 
 class EvalConfig(Section):
-    section: ClassVar[str] = "eval"
     batch_size: int = field_(16, "generation batch size", min=1)
     # 32: CLEVR's answers are one word (1–2 tokens), but the pre-trained base model, asked in its own VQA format,
     # may answer with a sentence ("there are three cylinders behind the red sphere" is ~12 Gemma tokens); a limit
     # that cuts such an answer would score it as wrong for the limit's sake, not the model's. Greedy generation
     # stops once every answer of a batch has ended, so the limit costs time only for answers that run on; the
     # eval stage records the share of outputs that reached it (analysis.json) and the report prints it.
-    max_new_tokens: int = field_(32, "tokens generated per answer at most (an answer that reaches it is counted "
-                                     "as truncated)", min=1)
+    max_new_tokens: int = field_(32, "most tokens generated per answer (reaching it counts as truncated)", min=1)
     max_examples: Optional[int] = field_(None, "cap on test questions evaluated", min=1)
     n_samples: int = field_(10, "random test samples shown in the report (the assignment asks 10)", min=1)
     seed: int = field_(0, "seed of the sample draw and the bootstrap")
     bootstrap: int = field_(1000, "bootstrap resamples for the 95% confidence intervals", min=10)
-    num_workers: int = field_(0, "DataLoader worker processes that load and preprocess images ahead of generation",
-                              min=0)
+    num_workers: int = field_(0, "DataLoader workers that load and preprocess images ahead of generation", min=0)
 
 
 class MemoryConfig(Section):
-    section: ClassVar[str] = "memory"
     measure: bool = field_(False, "measure peak GPU memory of each mode on the random-weight 3B model (needs CUDA)")
     seq_len: int = field_(280, "tokens per example for the activation estimate and the measurement", min=1)
     batch_size: int = field_(8, "batch for the activation estimate and the measurement", min=1)
@@ -323,29 +314,26 @@ class MemoryConfig(Section):
     checkpoint: Optional[str] = field_(None, "local folder of a 3B checkpoint for the measurement; empty = random "
                                              "weights built from the shipped config (saved once in the work dir)")
     suffix_len: int = field_(3, "answer tokens with a label per example (suffix-only loss) for the estimate", min=1)
-    measured_from: Optional[str] = field_(None, "JSON of an earlier GPU measurement (bench/results/…) to include "
-                                                "when measure = false; path relative to the repository root",
-                                          input_file=True)
+    measured_from: Optional[str] = field_(None, "JSON of an earlier GPU measurement (bench/results/…) included when "
+                                                "measure = false; relative to the repository root", input_file=True)
 
     def check(self) -> None:
         if self.seq_len < 257:
-            raise ConfigError(f"bad value for 'memory.seq_len': {self.seq_len} is shorter than the 256 image tokens + BOS; use ≥ 257")
+            raise ConfigError(f"bad value for 'memory.seq_len': {self.seq_len} is shorter than the 256 image tokens "
+                              "+ BOS; use ≥ 257")
 
 
 class DeriveConfig(Section):
-    section: ClassVar[str] = "derive"
     numeric_samples: int = field_(20000, "Monte-Carlo samples for the numeric checks of the derivations", min=1000)
 
 
 class AblationConfig(Section):
-    section: ClassVar[str] = "ablation"
     enabled: bool = field_(False, "train and evaluate one adapter per rank (off: the stage only prints its time "
                                   "estimate); on in demo, opt-in in paper because it costs GPU time")
     ranks: list[int] = field_([4, 8, 16, 32], "LoRA ranks trained, each with the same data, steps and seed")
     large_gpu_ranks: list[int] = field_([64], "ranks added only on a CUDA GPU with at least large_gpu_gib of memory")
     large_gpu_gib: float = field_(40.0, "GPU memory (GiB) from which large_gpu_ranks are trained too", min=0.0)
-    steps: Optional[int] = field_(None, "optimizer steps per rank (empty = the main run's train.max_steps/epochs)",
-                                  min=2)
+    steps: Optional[int] = field_(None, "optimizer steps per rank (empty = the main run's max_steps/epochs)", min=2)
     alpha: str = field_("ratio", "ratio = keep the main run's alpha / r for every rank (only capacity changes); "
                                  "fixed = keep lora.alpha (the scale alpha / r shrinks as r grows, as in the LoRA "
                                  "paper)", choices=("ratio", "fixed"))
@@ -360,7 +348,6 @@ class AblationConfig(Section):
 
 
 class FlowConfig(Section):
-    section: ClassVar[str] = "flow"
     seeds: list[int] = field_([0, 1, 2], "training seeds (mean ± std over them; at least 3)")
     steps: int = field_(20000, "training steps per method, dataset and seed", min=1)
     batch_size: int = field_(256, "training batch (and OT minibatch) size", min=2)
@@ -406,19 +393,16 @@ class FlowConfig(Section):
 
 
 class ReportConfig(Section):
-    section: ClassVar[str] = "report"
     title_fa: str = field_("مدل زبانی–بصری PaliGemma و تطبیق جریان (Flow Matching)",
                            "assignment title on the cover page (under «تمرین شمارهٔ …»)")
     date_fa: Optional[str] = field_(None, "date on the cover; empty = the Jalali date the latest result was produced")
-    smooth_window: int = field_(20, "moving-average window of the smoothed loss curve (capped at a fifth of the steps)",
-                                min=1)
+    smooth_window: int = field_(20, "moving-average window of the loss curve (at most a fifth of the steps)", min=1)
     n_example_images: int = field_(4, "example dataset images shown in the dataset section (one row)", min=1, max=12)
     bib_style: str = field_("ieee", "Typst/CSL bibliography style", choices=("ieee", "apa", "chicago-author-date",
                                                                            "american-physics-society"))
 
 
 class ZipConfig(Section):
-    section: ClassVar[str] = "zip"
     name_pattern: str = field_("HW1_{last_name_en}_{student_number}.zip",
                                "zip name; {…} are student.* keys (the assignment's wording says HW1)")
     include_adapter: bool = field_(False, "also pack the LoRA adapter (results/finetune/adapter/)")
@@ -448,9 +432,7 @@ class ZipConfig(Section):
 
 
 class BuildConfig(Section):
-    """[build]: how the runner treats cached results (enters no cache key)."""
-    section: ClassVar[str] = "build"
-
+    """How the runner treats cached results (enters no cache key)."""
     strict: bool = field_(False, "true: finetune, eval and ablation rerun when only their code changed, like every "
                                  "other stage; false: they keep their results and name the changed files")
 

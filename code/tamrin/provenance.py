@@ -1,18 +1,13 @@
 """Provenance for manifests (code version, hardware by model name only, package versions, paths as the project sees
-them) and what must never leave the machine: Hugging Face tokens, the absolute paths of the project and of the
-home directory, the user name and the host name.
+them), and what must never leave the machine: Hugging Face tokens, the absolute paths of the project and of the home
+directory, the user and host names. `redact` is the one redaction step of every printed message and written log,
+error file and manifest; `scan` is the one scanner the zip runs over every file it will hold.
 
-`redact` is the single redaction step every printed message and written log, error file and manifest goes through;
-`scan` is the single scanner the zip runs over every file it will hold (it refuses, naming file and line). Both use
-the same `Identity` of this machine and the same token pattern.
-
-Tokens: Hugging Face user access tokens are `hf_` followed by random letters and digits (34 today; older ones were
-shorter). The pattern takes any length from 8 on but requires a lower-case letter and an upper-case letter or a
-digit, so identifiers such as `hf_token` or `hf_hub_download` in the code are not mistaken for one; the exact values
-of HF_TOKEN / HUGGING_FACE_HUB_TOKEN and of the token `hf auth login` stored are matched whatever they look like.
-User and host names are matched as whole words, and only when they can identify someone: a generic account (`root`
-on Colab, Kaggle and CI, `runner`, `jovyan`, …) or a name shorter than 3 characters would match ordinary words of
-the code and identifies no one.
+Tokens are `hf_` and random letters and digits (34 today, fewer before): the pattern takes any length from 8 but needs
+a lower-case letter and an upper-case letter or a digit, so identifiers such as `hf_token` are not taken for one; the
+exact values of HF_TOKEN / HUGGING_FACE_HUB_TOKEN and of the stored login token match whatever they look like. User
+and host names match as whole words, and only when they can identify someone: a generic account (`root` on Colab,
+Kaggle and CI, `runner`, `jovyan`, …) or a name under 3 characters would match ordinary words of the code.
 """
 from __future__ import annotations
 

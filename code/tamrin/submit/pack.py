@@ -1,10 +1,14 @@
 """`zip` stage: pack the report, the code, the results and the notebook into dist/<name>.zip.
 
-Refuses (one line, exit 2) when student details are missing, when the results come from the offline demo profile
-(unless --allow-demo), when a file holds a token, an absolute path of the project or the home directory, the user
-name or the host name (provenance.scan), or when the zip exceeds zip.max_mb. Under `all`/`report-only` a demo run
-skips the zip with a notice instead, so the offline pipeline still succeeds. The zip is written to a temporary file
-and validated (every member's CRC, exactly the planned files, PDFs with pages) before it replaces the old one.
+What goes in: the reproducible code (from `git ls-files` when the root is a git checkout, else a walk that skips the
+usual junk), the JSON/JSONL results, the figures, the report PDFs and the notebook. Never: checkpoints, model weights
+(except the LoRA adapter when asked), caches, `.git`, virtual environments, `__pycache__`, `.env`,
+`configs/student.toml`. Refuses (one line, exit 2) when student details are missing, when the results come from the
+offline demo profile (unless --allow-demo), when a file holds a token, an absolute path of the project or the home
+directory, the user name or the host name (provenance.scan), or when the zip exceeds zip.max_mb. Under
+`all`/`report-only` a demo run skips the zip with a notice instead, so the offline pipeline still succeeds. The zip is
+written to a temporary file and validated (every member's CRC, exactly the planned files, PDFs with pages) before it
+replaces the old one.
 """
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import io
 import os
 import re
 import shutil
+import subprocess
 import zipfile
 from collections import defaultdict
 from dataclasses import dataclass
@@ -21,12 +26,131 @@ from .. import contract
 from ..atomic import replacing
 from ..errors import TamrinError
 from ..provenance import scan
-from ..runner import MANIFEST, StageContext
+from ..runner import MANIFEST, Paths, StageContext
 from ..stages import COMPUTE_STAGES
-from .select import PDFS, Entry, plan
 
 MB = 1_000_000
 _UNSAFE = re.compile(r"[^\w.\-]+")  # \w keeps letters of any script, digits and "_"
+
+# Top-level code folders and files a grader needs to re-run the work.
+CODE_DIRS = ("code", "templates", "configs", "scripts", "bench")
+CODE_FILES = ("build.py", "README.md", "pyproject.toml", "Makefile", "requirements.txt", "LICENSE")
+
+# Never packed, wherever they are.
+JUNK_DIRS = {".git", ".hg", ".svn", ".venv", "venv", "__pycache__", ".pytest_cache", ".mypy_cache",
+             ".ruff_cache", ".ipynb_checkpoints", "node_modules", ".cache", ".tamrin-work", "wandb"}
+JUNK_SUFFIXES = {".pyc", ".pyo", ".swp", ".tmp"}
+JUNK_NAMES = {".env", ".DS_Store", "Thumbs.db", ".netrc"}
+WEIGHT_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".onnx", ".h5", ".msgpack"}
+PRIVATE = {"configs/student.toml"}  # the student's own details; the example file is packed instead
+
+RESULT_SUFFIXES = {".json", ".jsonl"}
+ADAPTER = "finetune/adapter"  # relative to results/
+DATASET_IMAGES = "data/images"  # relative to results/: images of the dataset, never packed
+NOTEBOOK_FILES = ("notebook.ipynb", "notebook.html")  # in dist/, packed at the zip's top level
+# In report/, packed at the zip's top level: the report, and the checks and reproducibility material beside it.
+PDFS = ("report.pdf", "supplement.pdf")
+
+
+@dataclass(frozen=True)
+class Entry:
+    src: Path  # the file on disk
+    arc: str  # its name inside the zip (POSIX)
+
+
+def _is_junk_part(name: str) -> bool:
+    """A junk folder's name, trainer checkpoint folders included (checkpoint, checkpoints, checkpoint-120, …)."""
+    return name in JUNK_DIRS or name.endswith(".egg-info") or name in ("checkpoint", "checkpoints") \
+        or name.startswith(("checkpoint-", "checkpoint_"))
+
+
+def _is_junk_dir(name: str, path: Path) -> bool:
+    return _is_junk_part(name) or (path / "pyvenv.cfg").exists()  # a venv under any name
+
+
+def is_excluded(rel: str, *, allow_weights: bool = False) -> bool:
+    """True for a root-relative POSIX path that must never be packed."""
+    p = PurePosixPath(rel)
+    if rel in PRIVATE or p.name in JUNK_NAMES or p.name.startswith(".env") or p.suffix in JUNK_SUFFIXES:
+        return True
+    if any(_is_junk_part(part) for part in p.parts[:-1]):
+        return True
+    return p.suffix in WEIGHT_SUFFIXES and not allow_weights
+
+
+def walk(folder: Path) -> list[Path]:
+    """Regular files under `folder` (symlinks skipped), pruning junk folders, sorted."""
+    out: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        here = Path(dirpath)
+        dirnames[:] = sorted(d for d in dirnames if not _is_junk_dir(d, here / d) and not (here / d).is_symlink())
+        out += [here / f for f in filenames if (here / f).is_file() and not (here / f).is_symlink()]
+    return sorted(out)
+
+
+def git_files(root: Path) -> list[str] | None:
+    """Tracked plus untracked-but-not-ignored files when `root` is the top of a git checkout, else None."""
+    try:
+        top = subprocess.run(["git", "-C", str(root), "rev-parse", "--show-toplevel"], capture_output=True,
+                             text=True, timeout=20)
+        if top.returncode != 0 or Path(top.stdout.strip()).resolve() != root.resolve():
+            return None
+        res = subprocess.run(["git", "-C", str(root), "ls-files", "-z", "--cached", "--others",
+                              "--exclude-standard"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return sorted({f for f in res.stdout.split("\0") if f}) if res.returncode == 0 else None
+
+
+def _is_code(rel: str) -> bool:
+    p = PurePosixPath(rel)
+    return rel in CODE_FILES or (len(p.parts) > 1 and p.parts[0] in CODE_DIRS)
+
+
+def code_entries(root: Path) -> list[Entry]:
+    """The code needed to reproduce the work, at its repository-relative path."""
+    listed = git_files(root)
+    if listed is None:
+        listed = [f.relative_to(root).as_posix() for f in walk(root)]
+    return [Entry(root / rel, rel) for rel in listed if _is_code(rel) and not is_excluded(rel)
+            and (root / rel).is_file() and not (root / rel).is_symlink() and not _inside_venv(root, rel)]
+
+
+def _inside_venv(root: Path, rel: str) -> bool:
+    """A file below a folder holding pyvenv.cfg (a virtual environment git was not told to ignore)."""
+    parents = PurePosixPath(rel).parents
+    return any((root / d / "pyvenv.cfg").exists() for d in parents if str(d) != ".")
+
+
+def result_entries(results: Path, include_adapter: bool) -> list[Entry]:
+    """results/**/*.json(l) (metrics, predictions, loss, memory, flow, stats, manifests, samples),
+    not the dataset images, scratch (.work/.staging/.trash) or checkpoints; the adapter only when asked."""
+    out = []
+    for f in walk(results):
+        rel = f.relative_to(results).as_posix()
+        in_adapter = rel.startswith(ADAPTER + "/")
+        if rel.startswith((".", DATASET_IMAGES + "/")) or (in_adapter and not include_adapter) \
+                or is_excluded(rel, allow_weights=in_adapter):
+            continue
+        if in_adapter or f.suffix in RESULT_SUFFIXES:
+            out.append(Entry(f, f"results/{rel}"))
+    return out
+
+
+def figure_entries(figures: Path) -> list[Entry]:
+    return [Entry(f, f"figures/{f.relative_to(figures).as_posix()}") for f in walk(figures)
+            if not f.name.startswith(".") and not is_excluded(f.relative_to(figures).as_posix())]
+
+
+def zip_entries(paths: Paths, include_adapter: bool) -> list[Entry]:
+    """Every file of the zip: report.pdf, supplement.pdf and the notebook at the top, then code, results, figures."""
+    top = [Entry(paths.report / name, name) for name in PDFS]
+    top += [Entry(paths.dist / n, n) for n in NOTEBOOK_FILES if (paths.dist / n).is_file()]
+    unique: dict[str, Entry] = {}
+    for e in (top + code_entries(paths.root) + result_entries(paths.results, include_adapter)
+              + figure_entries(paths.figures)):
+        unique.setdefault(e.arc, e)
+    return list(unique.values())
 
 
 @dataclass(frozen=True)
@@ -182,7 +306,7 @@ def run(ctx: StageContext) -> None:
     from .notebook import ensure_notebook  # nbformat/nbconvert load only when the zip is really built
 
     ensure_notebook(ctx)
-    entries = plan(paths.root, paths.results, paths.figures, paths.report, paths.dist, cfg.include_adapter)
+    entries = zip_entries(paths, cfg.include_adapter)
     hits = scan([(e.arc, readable_text(e.src)) for e in entries])
     if hits:
         more = f" (and {len(hits) - 1} more: {'; '.join(hits[1:4])})" if len(hits) > 1 else ""
