@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import logging
 import sys
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from .provenance import redact
 
@@ -50,11 +52,16 @@ def stage_logger(stage: str) -> logging.Logger:
     return logging.getLogger(f"{LOGGER}.{stage}")
 
 
-def attach_file(stage: str, path: Path) -> logging.Handler:
-    """Also write the stage's log lines (timestamped) to `path`; detach the returned handler when done."""
+@contextmanager
+def log_to_file(stage: str, path: Path) -> Iterator[None]:
+    """Inside the block, also write the stage's log lines (timestamped) to `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     h = logging.FileHandler(path, encoding="utf-8")
     h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
     h.addFilter(_Redact())
     stage_logger(stage).addHandler(h)
-    return h
+    try:
+        yield
+    finally:
+        stage_logger(stage).removeHandler(h)
+        h.close()

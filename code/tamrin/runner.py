@@ -26,7 +26,7 @@ from .atomic import read_json
 from .codehash import changed_files, combine, file_hashes, module_file, stage_sources
 from .config import Config, input_files
 from .errors import MissingResultError, TamrinError
-from .log import attach_file, stage_logger
+from .log import log_to_file, stage_logger
 from .provenance import code_version, hardware, packages, project_path, redact
 from .stages import COMPUTE_STAGES, STAGES, Stage
 
@@ -42,27 +42,15 @@ class Paths:
     root: Path = ROOT
     results_dir: Path | None = None
 
+    def __post_init__(self) -> None:
+        self.results = self.results_dir if self.results_dir is not None else self.root / "results"
+        self.figures, self.report, self.dist = (self.root / name for name in ("figures", "report", "dist"))
+
     @classmethod
     def from_env(cls, root: Path = ROOT, results_dir: str | Path | None = None) -> "Paths":
         """`results_dir` (the --results-dir option), else $TAMRIN_RESULTS_DIR, else <root>/results."""
         chosen = results_dir or os.environ.get(RESULTS_DIR_ENV) or None
         return cls(root, Path(chosen).expanduser().resolve() if chosen else None)
-
-    @property
-    def results(self) -> Path:
-        return self.results_dir if self.results_dir is not None else self.root / "results"
-
-    @property
-    def figures(self) -> Path:
-        return self.root / "figures"
-
-    @property
-    def report(self) -> Path:
-        return self.root / "report"
-
-    @property
-    def dist(self) -> Path:
-        return self.root / "dist"
 
     def rel(self, path: Path) -> str:
         """`path` as `results/…` inside the results folder, relative to the root inside it, else as given (messages
@@ -113,9 +101,8 @@ def read_manifest(paths: Paths, name: str) -> dict | None:
 
 
 def code_files(stage: Stage, cfg: Config) -> dict[str, str]:
-    """Per-file hashes of what the stage runs and reads: the sources its entry module imports, its own results
-    models (`contract.<stage>`), and every repository file its config names as an input (e.g.
-    `memory.measured_from`: a committed file enters the key only when the config points at it)."""
+    """Per-file hashes of what the stage runs and reads: the sources its entry module imports, its own results models
+    (`contract.<stage>`), and the repository files its config names as inputs (e.g. `memory.measured_from`)."""
     named = [f for section in stage.sections for f in input_files(cfg.sections[section], ROOT)]
     models = [f for f in [module_file(f"tamrin.contract.{stage.name}")] if f]
     return file_hashes(sorted(set(stage_sources(stage.module) + models + named)))
@@ -248,15 +235,13 @@ def stage_lock(paths: Paths, name: str):
 
 def _swap_in(staging: Path, final: Path, trash_root: Path) -> None:
     """Replace `final` with `staging`; the manifest inside `staging` is already complete."""
-    trash = None
+    trash = trash_root / f"{final.name}-{os.getpid()}-{time.time_ns()}"
     if final.exists():
         trash_root.mkdir(parents=True, exist_ok=True)
-        trash = trash_root / f"{final.name}-{os.getpid()}-{time.time_ns()}"
         os.replace(final, trash)
     final.parent.mkdir(parents=True, exist_ok=True)
     os.replace(staging, final)
-    if trash is not None:
-        shutil.rmtree(trash, ignore_errors=True)
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def _now() -> str:
@@ -292,19 +277,15 @@ def _stage_context(stage: Stage, cfg: Config, paths: Paths, out_dir: Path, key: 
 
 
 def run_stage(name: str, cfg: Config, paths: Paths, *, force: bool = False) -> Outcome:
-    """Run one compute stage unless its cached result matches. Upstream results must already be current."""
-    if _distributed_rank() > 0:
-        return _run_secondary(name, cfg, paths, force)
+    """Run one compute stage unless its recorded result stays (cached or kept). Upstream results must be current."""
+    rank = int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0  # torchrun's
+    if rank > 0:
+        return _run_secondary(name, cfg, paths, force, rank)
     with stage_lock(paths, name):
         return _run_locked(name, cfg, paths, force)
 
 
-def _distributed_rank() -> int:
-    """This process's rank under `accelerate launch` / torchrun; 0 when not launched distributed."""
-    return int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
-
-
-def _run_secondary(name: str, cfg: Config, paths: Paths, force: bool) -> Outcome:
+def _run_secondary(name: str, cfg: Config, paths: Paths, force: bool, rank: int) -> Outcome:
     """A non-main process of a distributed launch (multi-GPU fine-tuning) runs the stage's code beside the
     main process, so collective training works, but in a private scratch folder: it never takes the lock,
     writes a manifest or replaces results — the main process (rank 0) does that."""
@@ -315,11 +296,8 @@ def _run_secondary(name: str, cfg: Config, paths: Paths, force: bool) -> Outcome
     if not force and state.state in ("cached", "kept"):
         return Outcome(name, state.state)
     logging.getLogger("tamrin").setLevel(logging.WARNING)  # rank 0 reports progress; the others only problems
-    scratch = Path(tempfile.mkdtemp(prefix=f"tamrin-{name}-rank{_distributed_rank()}-"))
-    try:
-        load_entry(stage)(_stage_context(stage, cfg, paths, scratch, parts.key))
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix=f"tamrin-{name}-rank{rank}-", ignore_cleanup_errors=True) as scratch:
+        load_entry(stage)(_stage_context(stage, cfg, paths, Path(scratch), parts.key))
     return Outcome(name, "ran")
 
 
@@ -344,34 +322,27 @@ def _run_locked(name: str, cfg: Config, paths: Paths, force: bool) -> Outcome:
         shutil.rmtree(d, ignore_errors=True)
     staging = staging_root / f"{name}-{os.getpid()}"
     staging.mkdir(parents=True)
-    handler = attach_file(name, staging / "log.txt")
     ctx = _stage_context(stage, cfg, paths, staging, parts.key)
     started, t0 = _now(), time.perf_counter()
     log.info(f"running: {name} (profile {cfg.profile}, key {parts.key[:4]}…)")
     try:
-        entry(ctx)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)  # the previous complete result stays untouched
-        raise
-    finally:
-        stage_logger(name).removeHandler(handler)
-        handler.close()
-    seconds = time.perf_counter() - t0
-    manifest = {
-        "stage": name, "profile": cfg.profile, "cache_key": parts.key,
-        "config": config_of(stage, cfg), "inputs": upstream,
-        "config_hash": parts.config_hash, "code_hash": parts.code_hash, "code_files": parts.code_files,
-        "code_version": code_version(), "started": started, "finished": _now(),
-        "seconds": round(seconds, 2), "hardware": hardware(), "packages": packages(),
-        "sources": [s if s.startswith("--set ") else project_path(s, paths.root) for s in cfg.sources],
-        "summary": ctx.extra, "files": output_files(staging),
-    }
-    try:
+        with log_to_file(name, staging / "log.txt"):
+            entry(ctx)
+        seconds = time.perf_counter() - t0
+        manifest = {
+            "stage": name, "profile": cfg.profile, "cache_key": parts.key,
+            "config": config_of(stage, cfg), "inputs": upstream,
+            "config_hash": parts.config_hash, "code_hash": parts.code_hash, "code_files": parts.code_files,
+            "code_version": code_version(), "started": started, "finished": _now(),
+            "seconds": round(seconds, 2), "hardware": hardware(), "packages": packages(),
+            "sources": [s if s.startswith("--set ") else project_path(s, paths.root) for s in cfg.sources],
+            "summary": ctx.extra, "files": output_files(staging),
+        }
         # The manifest is written last (validated against the contract, redacted), then the folder is swapped in.
         contract.write(staging, f"{name}/{MANIFEST}", json.loads(redact(json.dumps(manifest, default=str))))
         _swap_in(staging, paths.stage_dir(name), trash_root)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)  # the previous complete result stays untouched
         raise
     log.info(f"done: {name} in {seconds:.1f} s")
     shutil.rmtree(ctx.work_dir, ignore_errors=True)  # the key's scratch is not needed once its result is complete

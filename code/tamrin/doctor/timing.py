@@ -1,15 +1,12 @@
 """How long `all` will take here: timed optimizer steps of the finetune stage's own `TrainStep` (with three answers
 of the model they built), the throughput model, and the estimate row of each stage.
 
-Two ways to an estimate:
-- *measured* (`estimate_measured`, what `build.py doctor` prints): the user's GPU ran N training steps of the real
-  model with the real config; fine-tuning is `load + total_steps × seconds/step`, and generation is the reference
-  GPU's measured answers/s scaled by the same speed ratio the training steps showed against the reference.
-- *extrapolated* (`estimate_extrapolated`, for the notebook's first cell before anything ran): the reference
-  measurement (bench/results/nvidia-h200.json: QLoRA NF4 PaliGemma-3B, seq 280, grad-ckpt) scaled by the ratio of
-  the GPUs' datasheet peaks — dense fp16/bf16 tensor throughput for training, memory bandwidth for token-by-token
-  generation. The reference GPU ran these small batches far from its peak, so this is a pessimistic,
-  order-of-magnitude figure; doctor's measured estimate replaces it.
+The *measured* estimate (doctor, after the timed steps): fine-tuning is `load + total_steps × seconds/step`, and
+generation the reference GPU's answers/s scaled by the speed ratio the steps showed against the reference. The
+*extrapolated* one (the notebook's first cell, before anything ran): the reference measurement
+(bench/results/nvidia-h200.json: QLoRA NF4 PaliGemma-3B, seq 280, grad-ckpt) scaled by the GPUs' datasheet peaks —
+dense fp16/bf16 tensor throughput for training, memory bandwidth for token-by-token generation. The reference ran
+these small batches far from its peak, so this is a pessimistic, order-of-magnitude figure.
 """
 from __future__ import annotations
 
@@ -138,8 +135,8 @@ def check_steps(facts: Facts, cfg, n_steps: int) -> tuple[Check, StepTiming | No
         timing = timed_steps(facts, cfg, n_steps)
     except torch.OutOfMemoryError:
         b, a = cfg.train.batch_size, cfg.train.grad_accum
-        return Check("timed steps", FAIL, f"CUDA out of memory at train.batch_size = {b}",
-                     f"--set train.batch_size={max(1, b // 2)} --set train.grad_accum={a * 2} (same effective batch)"), None
+        return Check("timed steps", FAIL, f"CUDA out of memory at train.batch_size = {b}", f"--set train.batch_size="
+                     f"{max(1, b // 2)} --set train.grad_accum={a * 2} (same effective batch)"), None
     first = "stayed finite" if timing.finite else "did NOT stay finite"
     line = (f"{n_steps} steps: {timing.seconds_per_step:.2f} s/step after a {timing.warmup_seconds:.1f} s warm-up step "
             f"(load {timing.load_seconds:.0f} s; {timing.quantization}, compute {timing.dtype}); losses "
@@ -190,7 +187,8 @@ def reference_from_bench(bench: dict) -> Reference:
     if not rows:
         raise ValueError("no suffix-loss NF4 training measurement in the bench file")
     gen = bench["generation"]["batched"]
-    return Reference(device=bench["device"], train_samples_per_s={int(t["batch"]): float(t["samples_per_s"]) for t in rows},
+    return Reference(device=bench["device"],
+                     train_samples_per_s={int(t["batch"]): float(t["samples_per_s"]) for t in rows},
                      answers_per_s=float(gen["answers_per_s"]), gen_batch=int(gen["batch_size"]),
                      load_seconds=float(rows[0].get("load_seconds", 0.0)))
 
@@ -218,10 +216,6 @@ class Workload:
         per_epoch = math.ceil(micro / self.grad_accum)
         return self.max_steps if self.max_steps is not None else math.ceil(self.epochs * per_epoch)
 
-    @property
-    def train_samples(self) -> int:
-        return self.total_steps * self.batch_size * self.grad_accum * self.world
-
 
 @dataclass
 class Estimate:
@@ -234,31 +228,26 @@ class Estimate:
         return sum(v for v in self.seconds.values() if v is not None)
 
 
-def _capped(train_s: float, w: Workload, notes: list[str]) -> float:
+def _estimate(w: Workload, train_s: float, answers_per_s: float, load_s: float, basis: str) -> Estimate:
+    """Fine-tuning (capped by train.max_minutes), and eval: base and fine-tuned answers for every test question plus
+    one model load."""
+    notes = []
     if w.max_minutes is not None and train_s > 60 * w.max_minutes:
         notes.append(f"train.max_minutes = {w.max_minutes:g} stops fine-tuning early (after about "
                      f"{60 * w.max_minutes / train_s:.0%} of the planned steps)")
-        return 60 * w.max_minutes
-    return train_s
-
-
-def _eval_seconds(w: Workload, answers_per_s: float, load_s: float) -> float:
-    """Base and fine-tuned answers for every test question, plus one model load."""
-    return load_s + 2 * w.n_test / answers_per_s
+        train_s = 60 * w.max_minutes
+    seconds = {**dict.fromkeys(ESTIMATED), "finetune": train_s, "eval": load_s + 2 * w.n_test / answers_per_s}
+    return Estimate(seconds, basis, notes)
 
 
 def estimate_measured(w: Workload, ref: Reference, *, seconds_per_step: float, load_seconds: float) -> Estimate:
     """From the user's GPU: `seconds_per_step` of N timed optimizer steps with the config's batch and accumulation
     (warm-up excluded) and the measured model load."""
-    notes: list[str] = []
-    train = _capped(load_seconds + w.total_steps * seconds_per_step, w, notes)
-    measured_rate = w.batch_size * w.grad_accum * w.world / seconds_per_step
-    speed = measured_rate / ref.samples_per_s(w.batch_size)  # this GPU relative to the reference, same batch
-    seconds = {**dict.fromkeys(ESTIMATED), "finetune": train,
-               "eval": _eval_seconds(w, ref.answers_per_s * speed, load_seconds)}
-    return Estimate(seconds, f"measured here: {seconds_per_step:.2f} s per optimizer step ({measured_rate:.1f} "
-                             f"samples/s, {speed:.2f}× {ref.device} at batch {w.batch_size}); eval scaled alike",
-                    notes)
+    rate = w.batch_size * w.grad_accum * w.world / seconds_per_step
+    speed = rate / ref.samples_per_s(w.batch_size)  # this GPU relative to the reference, same batch
+    return _estimate(w, load_seconds + w.total_steps * seconds_per_step, ref.answers_per_s * speed, load_seconds,
+                     f"measured here: {seconds_per_step:.2f} s per optimizer step ({rate:.1f} samples/s, "
+                     f"{speed:.2f}× {ref.device} at batch {w.batch_size}); eval scaled alike")
 
 
 def estimate_extrapolated(w: Workload, ref: Reference, gpu_name: str) -> Estimate:
@@ -266,21 +255,17 @@ def estimate_extrapolated(w: Workload, ref: Reference, gpu_name: str) -> Estimat
     key, ref_key = gpu_key(gpu_name), gpu_key(ref.device)
     if key is None or ref_key is None:
         return Estimate(dict.fromkeys(ESTIMATED), f"no datasheet figures for {gpu_name!r}: run `build.py doctor`")
-    tflops, bandwidth = GPU_PEAKS[key]
-    ref_tflops, ref_bandwidth = GPU_PEAKS[ref_key]
+    (tflops, bandwidth), (ref_tflops, ref_bandwidth) = GPU_PEAKS[key], GPU_PEAKS[ref_key]
     train_rate = ref.samples_per_s(w.batch_size) * tflops / ref_tflops
-    answers = ref.answers_per_s * bandwidth / ref_bandwidth
     load = ref.load_seconds * ref_bandwidth / bandwidth
-    notes: list[str] = []
-    train = _capped(load + w.train_samples / train_rate, w, notes)
-    seconds = {**dict.fromkeys(ESTIMATED), "finetune": train, "eval": _eval_seconds(w, answers, load)}
+    samples = w.total_steps * w.batch_size * w.grad_accum * w.world
     measured = ", ".join(f"{r:g} at batch {b}" for b, r in sorted(ref.train_samples_per_s.items()))
     how = ("interpolated" if min(ref.train_samples_per_s) < w.batch_size < max(ref.train_samples_per_s)
            else "measured" if w.batch_size in ref.train_samples_per_s else "taken at the nearest measured batch")
-    return Estimate(seconds, f"extrapolated from the {ref.device} measurement ({measured} samples/s; batch "
-                             f"{w.batch_size} {how}) by datasheet peaks ({key}: {tflops:g} TFLOPS, {bandwidth:g} GB/s "
-                             f"vs {ref_tflops:g}, {ref_bandwidth:g}); pessimistic — `build.py doctor` measures the real "
-                             "value", notes)
+    return _estimate(w, load + samples / train_rate, ref.answers_per_s * bandwidth / ref_bandwidth, load,
+                     f"extrapolated from the {ref.device} measurement ({measured} samples/s; batch {w.batch_size} "
+                     f"{how}) by datasheet peaks ({key}: {tflops:g} TFLOPS, {bandwidth:g} GB/s vs {ref_tflops:g}, "
+                     f"{ref_bandwidth:g}); pessimistic — `build.py doctor` measures the real value")
 
 
 def hms(seconds: Optional[float]) -> str:
@@ -339,11 +324,12 @@ def check_estimate(facts: Facts, cfg, paths, timing: StepTiming | None) -> Check
     # What `all` will not run: the judgement `status` and `all` make (a kept expensive result counts as cached).
     stays = {n: s.state for n, s in plan(cfg, paths).items() if s.state in ("cached", "kept")}
     if timing is not None:
-        e = estimate_measured(w, ref, seconds_per_step=timing.seconds_per_step,
-                              load_seconds=timing.load_seconds + max(0.0, timing.warmup_seconds - timing.seconds_per_step))
+        step = timing.seconds_per_step
+        e = estimate_measured(w, ref, seconds_per_step=step,
+                              load_seconds=timing.load_seconds + max(0.0, timing.warmup_seconds - step))
         if cfg.model.kind == "tiny":
             e.seconds["eval"] = None
-            e.basis = f"measured here: {timing.seconds_per_step:.2f} s per optimizer step (the demo's tiny model on CPU)"
+            e.basis = f"measured here: {step:.2f} s per optimizer step (the demo's tiny model on CPU)"
             e.notes.append("demo: eval is not estimated (the reference measurement is of the 3B model)")
     elif facts.gpu:
         e = estimate_extrapolated(w, ref, facts.device_name)
