@@ -461,9 +461,6 @@ class Config:
             return sections[name]
         raise AttributeError(name)
 
-    def as_dict(self, name: str) -> dict[str, Any]:
-        return self.sections[name].model_dump()
-
 
 def read_toml(path: Path) -> dict[str, Any]:
     try:
@@ -488,15 +485,6 @@ def parse_set(item: str) -> tuple[str, str, Any]:
     return section, key, value
 
 
-def _merge(into: dict[str, dict[str, Any]], layer: dict[str, Any], origin: str) -> None:
-    for section, values in layer.items():
-        if section not in SECTIONS:
-            raise ConfigError(f"unknown config section [{section}] in {origin}; sections are: {', '.join(SECTIONS)}")
-        if not isinstance(values, dict):
-            raise ConfigError(f"[{section}] in {origin} must be a table of key = value")
-        into.setdefault(section, {}).update(values)
-
-
 def load_config(profile: str, config_file: Path | None = None, overrides: list[str] | tuple = (),
                 root: Path = ROOT) -> Config:
     """Load and validate the configuration for a concrete profile ('paper' or 'demo')."""
@@ -506,7 +494,12 @@ def load_config(profile: str, config_file: Path | None = None, overrides: list[s
     layers += [p for p in [root / "configs" / "student.toml"] if p.exists()]
     raw: dict[str, dict[str, Any]] = {}
     for path in layers:
-        _merge(raw, read_toml(path), str(path))
+        for section, values in read_toml(path).items():
+            if section not in SECTIONS:
+                raise ConfigError(f"unknown config section [{section}] in {path}; sections are: {', '.join(SECTIONS)}")
+            if not isinstance(values, dict):
+                raise ConfigError(f"[{section}] in {path} must be a table of key = value")
+            raw.setdefault(section, {}).update(values)
     sources = [str(p) for p in layers]
     for item in overrides:
         section, key, value = parse_set(item)

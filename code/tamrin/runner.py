@@ -109,7 +109,7 @@ def code_files(stage: Stage, cfg: Config) -> dict[str, str]:
 
 
 def config_of(stage: Stage, cfg: Config) -> dict[str, Any]:
-    return {s: cfg.as_dict(s) for s in stage.sections}
+    return {s: cfg.sections[s].model_dump() for s in stage.sections}
 
 
 def _digest(obj: Any) -> str:

@@ -85,7 +85,8 @@ def check_gpu(facts: Facts, cfg) -> Check:
     facts.device_name = props.name
     mem = props.total_memory / 2 ** 30
     dtype = resolve_compute_dtype(cfg.train.compute_dtype, torch.device("cuda", 0))
-    how = "bf16" if dtype == torch.bfloat16 else f"{DTYPE_NAMES[dtype]} (no native bf16: fp32 LoRA weights + grad scaler)"
+    how = "bf16" if dtype == torch.bfloat16 else \
+        f"{DTYPE_NAMES[dtype]} (no native bf16: fp32 LoRA weights + grad scaler)"
     line = f"{props.name}, {mem:.1f} GiB, compute capability {props.major}.{props.minor} → compute {how}"
     if mem < T4_CLASS_GIB and facts.profile == "paper":
         return Check("gpu", FAIL, line, f"below the {T4_CLASS_GIB:g} GiB the paper profile is sized for: lower "
@@ -270,7 +271,8 @@ def check_processor(facts: Facts, cfg) -> Check:
     row = example_rows(facts, facts.work_dir, 1)[0]
     b = batches.encode(processor, [row], batches.ImageStore(facts.work_dir), cfg.model.prompt_prefix, with_answers=True)
     ids, types = b["input_ids"][0].tolist(), b["token_type_ids"][0].tolist()
-    image_id = getattr(processor, "image_token_id", None) or processor.tokenizer.convert_tokens_to_ids(batches.IMAGE_TOKEN)
+    tok = processor.tokenizer
+    image_id = getattr(processor, "image_token_id", None) or tok.convert_tokens_to_ids(batches.IMAGE_TOKEN)
     n_image = sum(t == image_id for t in ids)
     prefix = sum(t == 0 for t in types) - n_image
     suffix = sum(t == 1 for t in types)
@@ -278,8 +280,8 @@ def check_processor(facts: Facts, cfg) -> Check:
     line = (f"{n_image} image tokens, prefix {prefix} tokens (BOS + prompt + newline), suffix {suffix} "
             f"(answer + EOS)")
     details = [f"example: {row['question']!r} → {row['answer']!r}",
-               f"decoded prefix: {processor.tokenizer.decode([t for t, k in zip(ids, types) if k == 0 and t != image_id])!r}",
-               f"decoded suffix: {processor.tokenizer.decode([t for t, k in zip(ids, types) if k == 1])!r}"]
+               f"decoded prefix: {tok.decode([t for t, k in zip(ids, types) if k == 0 and t != image_id])!r}",
+               f"decoded suffix: {tok.decode([t for t, k in zip(ids, types) if k == 1])!r}"]
     if expected is not None and n_image != expected:
         return Check("processor", FAIL, line, f"expected {expected} image tokens: the processor does not match the "
                      "model (check model.id)", details)
@@ -303,12 +305,13 @@ def _decodable(p) -> list[dict]:
     """The cleaned triples whose image decodes (as the data stage would keep them), with PNG bytes."""
     from ..data.images import BadImage, to_png
 
-    pngs: dict[int, bytes | None] = {}
-    for i, data in enumerate(p.images):
+    def png(data: bytes) -> bytes | None:
         try:
-            pngs[i] = to_png(data)[0]
+            return to_png(data)[0]
         except BadImage:
-            pngs[i] = None
+            return None
+
+    pngs = {i: png(data) for i, data in enumerate(p.images)}
     return [{"image": pngs[c.image], "question": c.question, "answer": c.answer, "qtype": c.qtype}
             for c in p.cleaned if c.image >= 0 and pngs.get(c.image)]
 
@@ -326,11 +329,12 @@ def _hub(facts: Facts, cfg) -> Check:
     if not p.cleaned:
         return Check("dataset", FAIL, f"{p.rows} rows read, none gave a CLEVR question/answer",
                      "the row format differs from what data/cleaning.py handles: see the raw rows below; set "
-                     "data.hub_layout / the column keys", details=[f"raw: {_short(u)} → {_short(a, 40)}" for u, a in p.raw[:3]])
+                     "data.hub_layout / the column keys", [f"raw: {_short(u)} → {_short(a, 40)}" for u, a in p.raw[:3]])
     facts.examples = _decodable(p)
     facts.data_seconds_per_row = seconds / max(1, p.rows)
     facts.questions_per_row = len(p.cleaned) / max(1, p.rows)
-    details = [f"raw row 1, pair {i + 1}: user {_short(u)!r} | assistant {_short(a, 40)!r}" for i, (u, a) in enumerate(p.raw[:3])]
+    details = [f"raw row 1, pair {i + 1}: user {_short(u)!r} | assistant {_short(a, 40)!r}"
+               for i, (u, a) in enumerate(p.raw[:3])]
     details += [f"cleaned: ({c.question!r}, {c.answer!r}, {c.qtype})" for c in p.cleaned[:3]]
     line = (f"{d.hub_id}{':' + d.hub_config if d.hub_config else ''}: {p.rows} rows, {p.pairs} QA pairs, "
             f"{p.unparsed_share:.0%} not parsed")
@@ -345,15 +349,13 @@ def _clevr_dir(facts: Facts, cfg) -> Check:
     from ..data.qtype import classify
     from ..contract.facts import normalize_answer
 
-    root = Path(cfg.data.path).expanduser()
-    qfile = root / "questions" / f"CLEVR_{cfg.data.clevr_splits[0]}_questions.json"
+    root, split = Path(cfg.data.path).expanduser(), cfg.data.clevr_splits[0]
+    qfile = root / "questions" / f"CLEVR_{split}_questions.json"
     if not qfile.is_file():
         return Check("dataset", FAIL, f"missing {qfile}", "set data.path to the CLEVR_v1.0 folder")
-    split = cfg.data.clevr_splits[0]
     examples = []
     for q in iter_questions(qfile):
-        image_id, filename = image_id_of(q, split)
-        path = root / "images" / split / filename
+        path = root / "images" / split / image_id_of(q, split)[1]
         answer = normalize_answer(str(q.get("answer", "")))
         if path.is_file():
             examples.append({"image": path.read_bytes(), "question": q["question"], "answer": answer,
@@ -365,7 +367,7 @@ def _clevr_dir(facts: Facts, cfg) -> Check:
                      f"check {root / 'images' / split}")
     facts.examples = examples
     return Check("dataset", OK, f"CLEVR_v1.0 {split}: first {len(examples)} questions with their images read",
-                 details=[f"({e['question']!r}, {e['answer']!r}, {e['qtype']})" for e in examples[:3]])
+                 details=_example_lines(examples))
 
 
 def _synthetic(facts: Facts, cfg) -> Check:
@@ -377,12 +379,17 @@ def _synthetic(facts: Facts, cfg) -> Check:
     for i in range(N_ROWS):
         s = make_scene(d.seed, i, image_size=d.image_size, questions_per_scene=d.questions_per_scene,
                        min_objects=d.min_objects, max_objects=d.max_objects)
-        examples += [{"image": s.png, "question": q.question, "answer": q.answer, "qtype": q.qtype} for q in s.questions]
+        examples += [{"image": s.png, "question": q.question, "answer": q.answer, "qtype": q.qtype}
+                     for q in s.questions]
     facts.examples = examples
     facts.data_seconds_per_row = (time.perf_counter() - t) / N_ROWS
     facts.questions_per_row = len(examples) / N_ROWS
     return Check("dataset", OK, f"synthetic: {N_ROWS} scenes rendered, {len(examples)} questions",
-                 details=[f"({e['question']!r}, {e['answer']!r}, {e['qtype']})" for e in examples[:3]])
+                 details=_example_lines(examples))
+
+
+def _example_lines(examples: list[dict]) -> list[str]:
+    return [f"({e['question']!r}, {e['answer']!r}, {e['qtype']})" for e in examples[:3]]
 
 
 def check_dataset(facts: Facts, cfg) -> Check:

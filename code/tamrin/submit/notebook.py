@@ -1,13 +1,8 @@
-"""The Colab/Kaggle notebook: the `notebook` command writes dist/notebook.ipynb and its HTML export (nbconvert, not
-executed); its results cells show the loss curve, the ROUGE table and the 10 samples through the views below.
-
-The notebook is committed as a notebook, `notebook.ipynb` beside this file: it installs Tamrin (clone or upload;
-the tested library versions, the platform's CUDA torch kept), keeps results on Google Drive (Colab) or in
-/kaggle/working (Kaggle) so a disconnect loses nothing, logs in to the hub with the token from the platform's
-secrets (never printed), runs `build.py doctor` and then `build.py all` sized for a 16 GB T4, shows the results
-and downloads the zip. Building it only fills its one cell tagged `parameters` (as papermill would) from the
-configuration. The views read only results/ (through the contract) and figures/ and return plain values — a path,
-an HTML string — so they work (and are tested) without IPython; the loss curve is the report's own figure file.
+"""The Colab/Kaggle notebook: `notebook.ipynb` beside this file, committed as a notebook (its cells say what it does).
+The `notebook` command writes dist/notebook.ipynb, its one cell tagged `parameters` filled from the configuration (as
+papermill would), and its HTML export (nbconvert, not executed). Its results cells show the views below: they read
+only results/ (through the contract) and figures/ and return plain values — a path, an HTML string — so they work
+(and are tested) without IPython; the loss curve is the report's own figure file.
 """
 from __future__ import annotations
 
