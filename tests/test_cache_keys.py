@@ -188,15 +188,14 @@ def test_doctor_estimates_a_kept_result_as_staying(tmp_path, fake_graph, monkeyp
     root = _root(tmp_path)
     _run_all(root)
     _change_code(monkeypatch, {"finetune"})
-    facts = Facts("demo")
-    timing = StepTiming(load_seconds=1.0, seconds_per_step=0.5, warmup_seconds=0.6, losses=[1.0], skipped_updates=0,
-                        dtype="fp32", quantization="none")
-    check = check_estimate(facts, load_config("demo", root=root), Paths(root), timing)
+    facts = Facts("demo", timing=StepTiming(load_seconds=1.0, seconds_per_step=0.5, warmup_seconds=0.6, losses=[1.0],
+                                            skipped_updates=0, dtype="fp32", quantization="none"))
+    check = check_estimate(facts, load_config("demo", root=root), Paths(root))
     assert facts.estimate.seconds["finetune"] == 0.0 and facts.estimate.seconds["eval"] == 0.0
     assert any(line.startswith("finetune") and line.endswith("(kept)") for line in check.details), check.details
 
     # under [build] strict finetune reruns, so it is estimated
-    check_estimate(facts, load_config("demo", overrides=["build.strict=true"], root=root), Paths(root), timing)
+    check_estimate(facts, load_config("demo", overrides=["build.strict=true"], root=root), Paths(root))
     assert facts.estimate.seconds["finetune"] > 0
 
 

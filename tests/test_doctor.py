@@ -189,7 +189,8 @@ def test_timed_steps_show_three_answers_of_the_model(tmp_path):
     cfg = load_config("demo")
     facts = Facts("demo", work_dir=tmp_path)
     assert check_dataset(facts, cfg).status == OK and check_processor(facts, cfg).status == OK
-    c, timing = check_steps(facts, cfg, 1)
+    c = check_steps(facts, cfg, 1)
+    timing = facts.timing
     assert c.status == OK, c
     assert [(q, ref) for q, ref, _ in timing.answers] == [(e["question"], str(e["answer"])) for e in facts.examples[:3]]
     assert all(isinstance(got, str) for _, _, got in timing.answers)
@@ -203,10 +204,11 @@ def test_estimate_from_a_measured_step(tmp_path, monkeypatch):
 
     monkeypatch.setattr(estimate, "flow_ms_per_step", lambda cfg: 15.0)  # per batched step
     cfg = load_config("paper", overrides=["train.batch_size=4", "train.grad_accum=4", "train.max_minutes=150"])
-    facts = Facts("paper", gpu=True, device_name="Tesla T4", data_seconds_per_row=0.05, questions_per_row=10)
     timing = StepTiming(load_seconds=60, seconds_per_step=8.0, warmup_seconds=10.0, losses=[9.1, 8.7, 8.2, 7.9],
                         skipped_updates=0, dtype="fp16", quantization="nf4")
-    c = estimate.check_estimate(facts, cfg, Paths(tmp_path), timing)
+    facts = Facts("paper", gpu=True, device_name="Tesla T4", data_seconds_per_row=0.05, questions_per_row=10,
+                  timing=timing)
+    c = estimate.check_estimate(facts, cfg, Paths(tmp_path))
     e = facts.estimate
     # 7140 questions → 500 test, 6640 train → ceil(6640 / 4 / 4) = 415 steps of 8 s, + load + warm-up excess
     assert e.seconds["finetune"] == pytest.approx(60 + 2 + 415 * 8.0)

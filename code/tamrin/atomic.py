@@ -9,13 +9,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _current_umask()
+_UMASK = os.umask(0)  # reading the umask means setting it: set it back at once
+os.umask(_UMASK)
 
 
 @contextmanager

@@ -73,45 +73,35 @@ class Section(BaseModel):
     @classmethod
     def _loosen(cls, value: Any, info: Any) -> Any:
         tp = cls.model_fields[info.field_name].annotation
-        if _optional(tp) and (value is None or value == "" or (isinstance(value, str)
-                                                               and value.lower() in ("none", "null"))):
+        if _optional(tp) and (value is None or isinstance(value, str) and value.lower() in ("", "none", "null")):
             return None
         if get_origin(tp) is list and isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         if _scalar(tp) in (int, float) and any(isinstance(v, bool) for v in (value if isinstance(value, list)
                                                                            else [value])):
             raise ValueError("a boolean is not a number")
-        if _scalar(tp) is bool and isinstance(value, str) and value.lower() in ("yes", "no"):
-            return value.lower() == "yes"
         if tp is str and isinstance(value, bool):  # `--set train.grad_ckpt=true` reads a TOML boolean
             return str(value).lower()
         return value
 
     @model_validator(mode="after")
     def _bounds_then_check(self) -> "Section":
-        for name in type(self).model_fields:
-            _check_bounds(self.section, type(self), name, getattr(self, name))
+        for name, f in type(self).model_fields.items():
+            meta, key, value = _meta(type(self), name), f"{self.section}.{name}", getattr(self, name)
+            lo, hi, choices = meta.get("min"), meta.get("max"), meta.get("choices")
+            for item in value if isinstance(value, list) else [value]:
+                if choices and item is not None and item not in choices:
+                    raise ConfigError(f"bad value for '{key}': {item!r}; allowed: {', '.join(map(str, choices))}")
+                number = isinstance(item, (int, float)) and not isinstance(item, bool)
+                if number and lo is not None and item < lo:
+                    raise ConfigError(f"bad value for '{key}': {item!r} is below the minimum {lo} — {f.description}")
+                if number and hi is not None and item > hi:
+                    raise ConfigError(f"bad value for '{key}': {item!r} is above the maximum {hi} — {f.description}")
         self.check()
         return self
 
     def check(self) -> None:
         """Cross-field checks of a section; raise ConfigError."""
-
-
-def _check_bounds(section: str, cls: type[BaseModel], name: str, value: Any) -> None:
-    meta, key, help_ = _meta(cls, name), f"{section}.{name}", cls.model_fields[name].description
-    items = value if isinstance(value, list) else [value]
-    if meta.get("choices"):
-        for item in items:
-            if item is not None and item not in meta["choices"]:
-                raise ConfigError(f"bad value for '{key}': {item!r}; allowed: {', '.join(map(str, meta['choices']))}")
-    lo, hi = meta.get("min"), meta.get("max")
-    for item in items:
-        if isinstance(item, (int, float)) and not isinstance(item, bool):
-            if lo is not None and item < lo:
-                raise ConfigError(f"bad value for '{key}': {item!r} is below the minimum {lo} — {help_}")
-            if hi is not None and item > hi:
-                raise ConfigError(f"bad value for '{key}': {item!r} is above the maximum {hi} — {help_}")
 
 
 def build_section(section: str, cls: type[Section], values: dict[str, Any]) -> Any:
@@ -138,14 +128,9 @@ def describe(cls: type[BaseModel]) -> list[tuple[str, str, Any, str]]:
 
 def input_files(section: BaseModel, root: Path) -> list[Path]:
     """The existing files named by the `input_file` fields of a section (relative paths against `root`)."""
-    out = []
-    for name in type(section).model_fields:
-        value = getattr(section, name)
-        if _meta(type(section), name).get("input_file") and value:
-            path = Path(value) if Path(value).is_absolute() else Path(root) / value
-            if path.is_file():
-                out.append(path)
-    return out
+    named = [getattr(section, name) for name in type(section).model_fields
+             if _meta(type(section), name).get("input_file") and getattr(section, name)]
+    return [Path(root) / value for value in named if (Path(root) / value).is_file()]  # an absolute value stays
 
 
 # ----------------------------------------------------------------------------------------------------- sections

@@ -1,19 +1,12 @@
-"""User-facing errors: one clear line (what, why, what to do) and a non-zero exit, never a traceback; and the
-Hugging Face hub's failures turned into such a line (`explain`, shared by the access probe and the model and
-dataset loaders).
-
-What the hub library raises, read in huggingface_hub's source (`utils/_http.py`, `hf_raise_for_status`;
-`errors.py`):
-- `GatedRepoError` (a `RepositoryNotFoundError`): X-Error-Code `GatedRepo` — the repo is gated and this account
-  has not been granted access (license not accepted);
-- `RepositoryNotFoundError`: X-Error-Code `RepoNotFound`, or a 401 on a repo URL that is *not* "Invalid credentials
-  in Authorization header" (the hub answers 401 for missing and for private repos alike);
-- a plain `HfHubHTTPError` with status 401 when the token itself is refused ("Invalid credentials…"), 403 when a
-  token lacks a permission (fine-grained tokens), 429 when rate-limited, 5xx on server errors;
-- `OfflineModeIsEnabled` (a `ConnectionError`) from the request hook when HF_HUB_OFFLINE is set;
-- httpx's `ConnectError` / `TimeoutException` (not `OSError`s) when the network is down.
-transformers wraps some of these in an `OSError` raised `from` the original, and `datasets` in its own
-`DatasetNotFoundError` / `ConnectionError`; the cause chain is therefore searched.
+"""User-facing errors: one clear line (what, why, what to do) and a non-zero exit, never a traceback; and `explain`,
+which turns a Hugging Face hub failure anywhere in an exception's cause chain into such a line (for the access probe
+and the model and dataset loaders). What huggingface_hub raises (`utils/_http.py` `hf_raise_for_status`, `errors.py`):
+`GatedRepoError` (a `RepositoryNotFoundError`; X-Error-Code `GatedRepo`: this account has not accepted the license);
+`RepositoryNotFoundError` (`RepoNotFound`, or a 401 on a repo URL other than "Invalid credentials in Authorization
+header": missing and private repos answer alike); a plain `HfHubHTTPError` with 401 (the token is refused), 403 (a
+fine-grained token lacks a permission), 429 (rate-limited) or 5xx; `OfflineModeIsEnabled` (a `ConnectionError`) under
+HF_HUB_OFFLINE; httpx's `ConnectError` / `TimeoutException` (not `OSError`s) without network. transformers wraps some
+in an `OSError` raised `from` the original, and `datasets` in `DatasetNotFoundError` / `ConnectionError`.
 """
 from __future__ import annotations
 
@@ -45,11 +38,6 @@ _NETWORK_CLASSES = {"ConnectError", "ConnectTimeout", "ReadTimeout", "TimeoutExc
                     "ProxyError", "gaierror", "LocalEntryNotFoundError"}
 
 
-def repo_url(repo_id: str, repo_type: str = "model") -> str:
-    """The page where a repo's license is accepted."""
-    return f"https://huggingface.co/{'datasets/' if repo_type == 'dataset' else ''}{repo_id}"
-
-
 def cause_chain(exc: BaseException) -> Iterator[BaseException]:
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
@@ -79,6 +67,7 @@ def explain(exc: BaseException, repo_id: str, *, repo_type: str = "model", has_t
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, OfflineModeIsEnabled, RepositoryNotFoundError
 
     what = f"{'dataset' if repo_type == 'dataset' else 'model'} {repo_id}"
+    page = f"https://huggingface.co/{'datasets/' if repo_type == 'dataset' else ''}{repo_id}"  # accept licenses there
     login = "set HF_TOKEN (or run `hf auth login`)"
     chain = list(cause_chain(exc))
     text = " ".join(str(x) for x in chain).lower()
@@ -86,10 +75,10 @@ def explain(exc: BaseException, repo_id: str, *, repo_type: str = "model", has_t
         # datasets turns GatedRepoError into DatasetNotFoundError("... is a gated dataset on the Hub ...")
         if isinstance(x, GatedRepoError) or "is a gated dataset" in str(x).lower():
             if not has_token:
-                return (f"{what} is gated and no Hugging Face token was found: accept its license at "
-                        f"{repo_url(repo_id, repo_type)} while logged in, then {login} and rerun")
-            return (f"{what} is gated and this token's account has not been granted access: open "
-                    f"{repo_url(repo_id, repo_type)} while logged in with that account, accept the license, then rerun")
+                return (f"{what} is gated and no Hugging Face token was found: accept its license at {page} while "
+                        f"logged in, then {login} and rerun")
+            return (f"{what} is gated and this token's account has not been granted access: open {page} while "
+                    "logged in with that account, accept the license, then rerun")
     for x in chain:
         if isinstance(x, HfHubHTTPError) and not isinstance(x, RepositoryNotFoundError) and _status(x) == 401:
             return (f"the Hugging Face hub refused the token (HTTP 401: invalid or revoked): create a new read "

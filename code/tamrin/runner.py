@@ -250,7 +250,6 @@ def _now() -> str:
 
 @dataclass
 class Outcome:
-    stage: str
     status: str  # "cached" | "kept" | "ran"
 
 
@@ -294,11 +293,11 @@ def _run_secondary(name: str, cfg: Config, paths: Paths, force: bool, rank: int)
     parts = cache_key(stage, cfg, upstream_keys(stage, paths, required=False))
     state = judge(stage, cfg, read_manifest(paths, name), parts, paths.stage_dir(name))
     if not force and state.state in ("cached", "kept"):
-        return Outcome(name, state.state)
+        return Outcome(state.state)
     logging.getLogger("tamrin").setLevel(logging.WARNING)  # rank 0 reports progress; the others only problems
     with tempfile.TemporaryDirectory(prefix=f"tamrin-{name}-rank{rank}-", ignore_cleanup_errors=True) as scratch:
         load_entry(stage)(_stage_context(stage, cfg, paths, Path(scratch), parts.key))
-    return Outcome(name, "ran")
+    return Outcome("ran")
 
 
 def _run_locked(name: str, cfg: Config, paths: Paths, force: bool) -> Outcome:
@@ -309,11 +308,11 @@ def _run_locked(name: str, cfg: Config, paths: Paths, force: bool) -> Outcome:
     state = judge(stage, cfg, previous, parts, paths.stage_dir(name))
     if not force and state.state == "cached":
         log.info(f"cached: {name} (key {parts.key[:4]}…, {previous['seconds']:.0f} s saved)")
-        return Outcome(name, "cached")
+        return Outcome("cached")
     if not force and state.state == "kept":
         log.info(f"kept: {name} — only its code changed ({state.why}); its results stay. To rerun it: "
                  f"python build.py {name} --force {name} (or set build.strict = true)")
-        return Outcome(name, "kept")
+        return Outcome("kept")
     if previous is not None and not force:
         log.info(f"re-running {name}: {state.why}")
     entry = load_entry(stage)
@@ -346,7 +345,7 @@ def _run_locked(name: str, cfg: Config, paths: Paths, force: bool) -> Outcome:
         raise
     log.info(f"done: {name} in {seconds:.1f} s")
     shutil.rmtree(ctx.work_dir, ignore_errors=True)  # the key's scratch is not needed once its result is complete
-    return Outcome(name, "ran")
+    return Outcome("ran")
 
 
 def product_context(name: str, cfg: Config, paths: Paths) -> StageContext:

@@ -56,7 +56,3 @@ def ancestors(name: str) -> list[str]:
     for dep in STAGES[name].deps:
         seen.update(ancestors(dep))
     return [n for n in STAGES if n in seen]
-
-
-def descendants(name: str) -> list[str]:
-    return [n for n in STAGES if name in ancestors(n)]

@@ -52,15 +52,10 @@ def run(cfg, paths, steps: int = 3) -> int:
     print(f"doctor: profile {cfg.profile}, model {cfg.model.id if cfg.model.kind != 'tiny' else 'tiny (offline)'}, "
           f"data {cfg.data.source}", flush=True)
     done: list[Check] = []
-    timing: dict = {}
 
     def add(name: str, fn: Callable[[], Check]) -> None:
         done.append(guarded(name, fn, BUDGET.get(name)))
         print(f"  {name}: {done[-1].status}", flush=True)
-
-    def steps_check() -> Check:
-        check, timing["timing"] = check_steps(facts, cfg, steps)
-        return check
 
     local = cfg.model.kind == "tiny" or Path(str(cfg.model.id)).is_dir()
     try:
@@ -73,8 +68,8 @@ def run(cfg, paths, steps: int = 3) -> int:
         add("disk", lambda: c.check_disk(cfg.profile, paths, local, str(cfg.model.id), c.planned_dtype(cfg, facts.gpu)))
         if steps > 0 and facts.gpu and cfg.profile != "demo":
             print("  timed steps: loading the model (the first time this downloads several GB) …", flush=True)
-        add("timed steps", steps_check)
-        add("estimate of `all`", lambda: check_estimate(facts, cfg, paths, timing.get("timing")))
+        add("timed steps", lambda: check_steps(facts, cfg, steps))
+        add("estimate of `all`", lambda: check_estimate(facts, cfg, paths))
     finally:
         shutil.rmtree(facts.work_dir, ignore_errors=True)
     ok = can_start(done)

@@ -42,6 +42,7 @@ class Facts:
     source: Any = None  # where the model loads from (hub id, folder, or the tiny base built here)
     processor: Any = None
     work_dir: Any = None
+    timing: Any = None  # the timed steps' StepTiming
     estimate: Any = None
 
 

@@ -120,33 +120,33 @@ def answer_lines(answers: Sequence[tuple[str, str, str]]) -> list[str]:
     return [f"answer {i + 1}: {q!r} → {got!r} (reference {ref!r})" for i, (q, ref, got) in enumerate(answers)]
 
 
-def check_steps(facts: Facts, cfg, n_steps: int) -> tuple[Check, StepTiming | None]:
+def check_steps(facts: Facts, cfg, n_steps: int) -> Check:
+    """The timed steps' row; their timing goes to `facts.timing` for the estimate."""
     import torch
 
     if n_steps <= 0:
-        return Check("timed steps", SKIP, "not asked (--steps 0)"), None
+        return Check("timed steps", SKIP, "not asked (--steps 0)")
     if cfg.profile != "demo" and not facts.gpu:
         return Check("timed steps", FAIL, "not run: the paper profile trains on a CUDA GPU (see 'gpu')",
-                     "run doctor on the GPU machine"), None
+                     "run doctor on the GPU machine")
     if facts.processor is None or not facts.examples:
         return Check("timed steps", FAIL, "not run: needs the model's processor and dataset examples (see above)",
-                     "fix the failing checks above first"), None
+                     "fix the failing checks above first")
     try:
-        timing = timed_steps(facts, cfg, n_steps)
+        timing = facts.timing = timed_steps(facts, cfg, n_steps)
     except torch.OutOfMemoryError:
         b, a = cfg.train.batch_size, cfg.train.grad_accum
         return Check("timed steps", FAIL, f"CUDA out of memory at train.batch_size = {b}", f"--set train.batch_size="
-                     f"{max(1, b // 2)} --set train.grad_accum={a * 2} (same effective batch)"), None
+                     f"{max(1, b // 2)} --set train.grad_accum={a * 2} (same effective batch)")
     first = "stayed finite" if timing.finite else "did NOT stay finite"
     line = (f"{n_steps} steps: {timing.seconds_per_step:.2f} s/step after a {timing.warmup_seconds:.1f} s warm-up step "
             f"(load {timing.load_seconds:.0f} s; {timing.quantization}, compute {timing.dtype}); losses "
             f"{', '.join(f'{x:.3f}' for x in timing.losses)}: first steps {first}"
             + (f"; grad scaler skipped {timing.skipped_updates} update(s)" if timing.skipped_updates else ""))
-    details = answer_lines(timing.answers)
     if not timing.finite:
         return Check("timed steps", FAIL, line, "lower train.lr, or use train.compute_dtype = fp32/bf16",
-                     details), timing
-    return Check("timed steps", OK, line, details=details), timing
+                     answer_lines(timing.answers))
+    return Check("timed steps", OK, line, details=answer_lines(timing.answers))
 
 
 # ------------------------------------------------------------------------------------- the throughput model
@@ -314,7 +314,7 @@ def flow_ms_per_step(cfg) -> float:
         torch.set_num_threads(before)
 
 
-def check_estimate(facts: Facts, cfg, paths, timing: StepTiming | None) -> Check:
+def check_estimate(facts: Facts, cfg, paths) -> Check:
     from ..runner import plan
 
     n_train, n_test, how = data_counts(cfg, paths)
@@ -323,6 +323,7 @@ def check_estimate(facts: Facts, cfg, paths, timing: StepTiming | None) -> Check
     ref = load_reference(REFERENCE)
     # What `all` will not run: the judgement `status` and `all` make (a kept expensive result counts as cached).
     stays = {n: s.state for n, s in plan(cfg, paths).items() if s.state in ("cached", "kept")}
+    timing = facts.timing
     if timing is not None:
         step = timing.seconds_per_step
         e = estimate_measured(w, ref, seconds_per_step=step,

@@ -1,14 +1,11 @@
-"""`zip` stage: pack the report, the code, the results and the notebook into dist/<name>.zip.
-
-What goes in: the reproducible code (from `git ls-files` when the root is a git checkout, else a walk that skips the
-usual junk), the JSON/JSONL results, the figures, the report PDFs and the notebook. Never: checkpoints, model weights
-(except the LoRA adapter when asked), caches, `.git`, virtual environments, `__pycache__`, `.env`,
-`configs/student.toml`. Refuses (one line, exit 2) when student details are missing, when the results come from the
-offline demo profile (unless --allow-demo), when a file holds a token, an absolute path of the project or the home
-directory, the user name or the host name (provenance.scan), or when the zip exceeds zip.max_mb. Under
-`all`/`report-only` a demo run skips the zip with a notice instead, so the offline pipeline still succeeds. The zip is
-written to a temporary file and validated (every member's CRC, exactly the planned files, PDFs with pages) before it
-replaces the old one.
+"""`zip` stage: pack the report PDFs, the code (from `git ls-files` in a git checkout, else a walk that skips the usual
+junk), the JSON/JSONL results, the figures and the notebook into dist/<name>.zip — never checkpoints, weights (but the
+LoRA adapter when asked), caches, `.git`, virtual environments, `.env` or `configs/student.toml`. It refuses (one
+line, exit 2) missing student details, results of the offline demo profile (unless --allow-demo; under `all` and
+`report-only` a demo run skips the zip with a notice, so the offline pipeline still succeeds), a file holding a token,
+an absolute path of the project or the home, the user or host name (provenance.scan), and a zip over zip.max_mb. The
+zip is written to a temporary file and validated (CRCs, exactly the planned files, PDFs with pages) before it replaces
+the old one.
 """
 from __future__ import annotations
 
