@@ -100,28 +100,27 @@ def _path_pattern(path: str) -> re.Pattern:
     return re.compile(re.escape(path) + r"(?![A-Za-z0-9_.-])")
 
 
+def _private(ident: Identity) -> list[tuple[str, str, re.Pattern]]:
+    """(kind, what it is, pattern) of every private string, in the order `redact` replaces them."""
+    return ([("token", "the value of the Hugging Face token", re.compile(re.escape(t))) for t in ident.tokens]
+            + [("token", "a Hugging Face token", HF_TOKEN_PATTERN)]
+            + [(k, f"the absolute path of the {'project' if k == 'project' else 'home directory'}", _path_pattern(p))
+               for k, p in ident.paths().items()]
+            + [(k, f"the {k} name", re.compile(rf"\b{re.escape(n)}\b")) for k, n in ident.names()])
+
+
 def redact(text: str, ident: Identity | None = None) -> str:
     """`text` with every token, identifying path and name (of this machine by default) replaced by a placeholder."""
-    ident = ident or identity()
-    for token in ident.tokens:
-        text = text.replace(token, REDACTED["token"])
-    text = HF_TOKEN_PATTERN.sub(REDACTED["token"], text)
-    for kind, path in ident.paths().items():
-        text = _path_pattern(path).sub(REDACTED[kind], text)
-    for kind, name in ident.names():
-        text = re.sub(rf"\b{re.escape(name)}\b", REDACTED[kind], text)
+    for kind, _, pattern in _private(ident or identity()):
+        text = pattern.sub(REDACTED[kind], text)
     return text
 
 
 def find(text: str, ident: Identity) -> list[tuple[int, str]]:
     """(line number, what) for every private thing in `text`; `what` names the kind, never the secret."""
-    checks: list[tuple[str, re.Pattern]] = [("a Hugging Face token", HF_TOKEN_PATTERN)]
-    checks += [("the value of the Hugging Face token", re.compile(re.escape(t))) for t in ident.tokens]
-    checks += [(f"the absolute path of the {'project' if k == 'project' else 'home directory'}", _path_pattern(p))
-               for k, p in ident.paths().items()]
-    checks += [(f"the {k} name", re.compile(rf"\b{re.escape(n)}\b")) for k, n in ident.names()]
+    private = _private(ident)
     return [(lineno, what) for lineno, line in enumerate(text.splitlines(), 1)
-            for what, pattern in checks if pattern.search(line)]
+            for _, what, pattern in private if pattern.search(line)]
 
 
 def scan(texts: list[tuple[str, str]]) -> list[str]:
@@ -144,17 +143,21 @@ def project_path(path: str | Path, root: Path = ROOT) -> str:
     return f"<outside>/{p.name}"
 
 
+def git(root: Path, *args: str, timeout: float = 20) -> str | None:
+    """The output of `git -C root <args>`, or None when git is missing or fails."""
+    try:
+        res = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return res.stdout if res.returncode == 0 else None
+
+
 def code_version() -> str:
     """The git commit (with -dirty when the tree has changes), else a hash of the package sources."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                                timeout=5).stdout.strip()
-        if commit:
-            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                                   capture_output=True, text=True, timeout=5).stdout.strip()
-            return commit + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        pass
+    commit = (git(ROOT, "rev-parse", "HEAD", timeout=5) or "").strip()
+    if commit:
+        dirty = (git(ROOT, "status", "--porcelain", "--untracked-files=no", timeout=5) or "").strip()
+        return commit + ("-dirty" if dirty else "")
     sources = [f for f in PACKAGE_DIR.rglob("*") if f.is_file() and "__pycache__" not in f.parts
                and f.suffix in (".py", ".json")]
     return "src-" + hash_files(sources)[:16]

@@ -71,6 +71,4 @@ class Ablation(Strict):
     runs: list[AblationRun]
 
 
-FILES = {
-    "ablation/ablation.json": Ablation,
-}
+FILES = {"ablation/ablation.json": Ablation}

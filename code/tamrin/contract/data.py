@@ -48,8 +48,4 @@ class DataStats(Strict):
     split: dict[str, Any]
 
 
-FILES = {
-    "data/stats.json": DataStats,
-    "data/train.jsonl": QuestionRow,
-    "data/test.jsonl": QuestionRow,
-}
+FILES = {"data/stats.json": DataStats, "data/train.jsonl": QuestionRow, "data/test.jsonl": QuestionRow}

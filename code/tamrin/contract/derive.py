@@ -27,6 +27,4 @@ class Derivation(Strict):
     params: dict[str, Any]
 
 
-FILES = {
-    "derive/derivations.json": list[Derivation],
-}
+FILES = {"derive/derivations.json": list[Derivation]}

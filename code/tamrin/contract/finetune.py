@@ -93,8 +93,4 @@ class FinetuneSummary(Strict):
     heldout: Optional[HeldoutSummary] = None  # None: no held-out slice (train.heldout_size = 0)
 
 
-FILES = {
-    "finetune/summary.json": FinetuneSummary,
-    "finetune/loss.jsonl": LossRow,
-    "finetune/heldout.jsonl": HeldoutRow,
-}
+FILES = {"finetune/summary.json": FinetuneSummary, "finetune/loss.jsonl": LossRow, "finetune/heldout.jsonl": HeldoutRow}

@@ -56,6 +56,4 @@ class Experiment(Strict):
     timing: Optional[FlowTiming] = None  # absent in files written before the batched trainer
 
 
-FILES = {
-    "flow/experiment.json": Experiment,
-}
+FILES = {"flow/experiment.json": Experiment}

@@ -24,6 +24,4 @@ class Memory(Strict):
     measured_vs_computed: Optional[dict[str, Any]]
 
 
-FILES = {
-    "memory/memory.json": Memory,
-}
+FILES = {"memory/memory.json": Memory}

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import html
-import subprocess
 import warnings
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 from .. import contract
 from ..atomic import write_text
 from ..errors import TamrinError
+from ..provenance import git
 from ..runner import StageContext
 
 IPYNB, HTML = "notebook.ipynb", "notebook.html"
@@ -26,12 +26,7 @@ MODELS = (("base", "base PaliGemma"), ("finetuned", "fine-tuned (QLoRA)"))
 
 def origin_url(root: Path) -> str:
     """The checkout's `origin` remote when a notebook could clone it: https and without credentials."""
-    try:
-        res = subprocess.run(["git", "-C", str(root), "remote", "get-url", "origin"], capture_output=True,
-                             text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    url = res.stdout.strip() if res.returncode == 0 else ""
+    url = (git(root, "remote", "get-url", "origin", timeout=10) or "").strip()
     return url if url.startswith("https://") and "@" not in url else ""
 
 

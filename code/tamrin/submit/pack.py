@@ -13,7 +13,6 @@ import io
 import os
 import re
 import shutil
-import subprocess
 import zipfile
 from collections import defaultdict
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from pathlib import Path, PurePosixPath
 from .. import contract
 from ..atomic import replacing
 from ..errors import TamrinError
-from ..provenance import scan
+from ..provenance import git, scan
 from ..runner import MANIFEST, Paths, StageContext
 from ..stages import COMPUTE_STAGES
 
@@ -87,16 +86,11 @@ def walk(folder: Path) -> list[Path]:
 
 def git_files(root: Path) -> list[str] | None:
     """Tracked plus untracked-but-not-ignored files when `root` is the top of a git checkout, else None."""
-    try:
-        top = subprocess.run(["git", "-C", str(root), "rev-parse", "--show-toplevel"], capture_output=True,
-                             text=True, timeout=20)
-        if top.returncode != 0 or Path(top.stdout.strip()).resolve() != root.resolve():
-            return None
-        res = subprocess.run(["git", "-C", str(root), "ls-files", "-z", "--cached", "--others",
-                              "--exclude-standard"], capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.SubprocessError):
+    top = git(root, "rev-parse", "--show-toplevel")
+    if top is None or Path(top.strip()).resolve() != root.resolve():
         return None
-    return sorted({f for f in res.stdout.split("\0") if f}) if res.returncode == 0 else None
+    listed = git(root, "ls-files", "-z", "--cached", "--others", "--exclude-standard", timeout=60)
+    return None if listed is None else sorted({f for f in listed.split("\0") if f})
 
 
 def _is_code(rel: str) -> bool:
