@@ -323,8 +323,7 @@ class AblationConfig(Section):
                                  "fixed = keep lora.alpha (the scale alpha / r shrinks as r grows, as in the LoRA "
                                  "paper)", choices=("ratio", "fixed"))
     max_test: Optional[int] = field_(None, "cap on the test questions each rank is evaluated on (empty = all)", min=1)
-    compare_quantization: bool = field_(False, "also train lora.rank on an unquantized base (LoRA beside QLoRA: "
-                                               "memory, speed, quality)")
+    compare_quantization: bool = field_(False, "also train lora.rank on an unquantized base (LoRA vs QLoRA)")
 
     def check(self) -> None:
         if not self.ranks or any(r < 1 for r in self.ranks + self.large_gpu_ranks):
@@ -337,8 +336,7 @@ class FlowConfig(Section):
     steps: int = field_(20000, "training steps per method, dataset and seed", min=1)
     batch_size: int = field_(256, "training batch (and OT minibatch) size", min=2)
     lr: float = field_(1e-3, "Adam learning rate (the peak rate under a cosine schedule)", min=0.0)
-    lr_schedule: str = field_("constant", "learning-rate schedule: constant (TorchCFM) or cosine decay to 0",
-                              choices=("constant", "cosine"))
+    lr_schedule: str = field_("constant", "constant (TorchCFM) or cosine decay to 0", choices=("constant", "cosine"))
     hidden: int = field_(64, "MLP width (3 hidden layers, SELU, as TorchCFM)", min=4)
     sigma: float = field_(0.0, "σ of the conditional path around the straight line (0 = deterministic)", min=0.0)
     sigma_min: float = field_(0.01, "σ_min of Lipman's OT path (method 'lipman')", min=0.0, max=1.0)
@@ -392,12 +390,10 @@ class ZipConfig(Section):
                                "zip name; {…} are student.* keys (the assignment's wording says HW1)")
     include_adapter: bool = field_(False, "also pack the LoRA adapter (results/finetune/adapter/)")
     max_mb: float = field_(50.0, "refuse a zip larger than this many MB (10^6 bytes)", min=0.1)
-    notebook_repo_url: str = field_("", "git URL the notebook clones Tamrin from; empty = the notebook asks "
-                                        "for an upload of the code (e.g. this zip)")
+    notebook_repo_url: str = field_("", "URL the notebook clones Tamrin from; empty = it asks for the code (upload)")
     notebook_batch_size: int = field_(4, "train.batch_size the notebook passes on a 16 GB T4", min=1)
     notebook_grad_accum: int = field_(4, "train.grad_accum the notebook passes on a T4", min=1)
-    notebook_max_minutes: float = field_(150.0, "train.max_minutes the notebook passes (Colab/Kaggle GPU "
-                                                "session limits)", min=1.0)
+    notebook_max_minutes: float = field_(150.0, "train.max_minutes in the notebook (Colab/Kaggle limits)", min=1.0)
 
     def pattern_keys(self) -> list[str]:
         """The `student.*` keys named by `{…}` in name_pattern."""

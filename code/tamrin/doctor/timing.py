@@ -280,17 +280,6 @@ def hms(seconds: Optional[float]) -> str:
 
 # ------------------------------------------------------------------------------------------- the estimate row
 
-def data_counts(cfg, paths) -> tuple[int, int, str]:
-    """(train, test) questions: the cached data stage's, else what the config will produce."""
-    from ..data.subset import planned_counts
-
-    stats = paths.results / "data" / "stats.json"
-    if stats.is_file():
-        s = json.loads(stats.read_text(encoding="utf-8"))
-        return s["train"]["questions"], s["test"]["questions"], "from results/data"
-    return (*planned_counts(cfg.data), "predicted from [data]")
-
-
 def flow_ms_per_step(cfg) -> float:
     """Wall ms per step of a short run of the flow experiment's batched trainer on this CPU or GPU: every run at
     once, with the stage's batch size, device, thread count and OT threads."""
@@ -315,9 +304,17 @@ def flow_ms_per_step(cfg) -> float:
 
 
 def check_estimate(facts: Facts, cfg, paths) -> Check:
+    """The estimate row; results/.work/doctor/estimate.json keeps its numbers (bench/check_estimate.py reads it)."""
+    from ..atomic import read_json, write_json
+    from ..data.subset import planned_counts
     from ..runner import plan
 
-    n_train, n_test, how = data_counts(cfg, paths)
+    stats = paths.results / "data" / "stats.json"  # the cached data stage's counts, else what [data] will produce
+    if stats.is_file():
+        s = read_json(stats)
+        n_train, n_test, how = s["train"]["questions"], s["test"]["questions"], "from results/data"
+    else:
+        n_train, n_test, how = (*planned_counts(cfg.data), "predicted from [data]")
     t = cfg.train
     w = Workload(n_train, n_test, t.batch_size, t.grad_accum, t.epochs, t.max_steps, 1, t.max_minutes)
     ref = load_reference(REFERENCE)
@@ -348,18 +345,11 @@ def check_estimate(facts: Facts, cfg, paths) -> Check:
                for name in ESTIMATED]
     details += [f"total     {hms(e.total):>10}  ({n_train} train / {n_test} test questions {how}; "
                 f"{w.total_steps} optimizer steps)", f"basis: {e.basis}"] + [f"note: {n}" for n in e.notes]
-    write_estimate(paths, e, w, timing)
-    return Check("estimate of `all`", OK, f"about {hms(e.total)} (finetune {hms(e.seconds['finetune'])})",
-                 details=details)
-
-
-def write_estimate(paths, e: Estimate, w: Workload, timing: StepTiming | None) -> None:
-    """results/.work/doctor/estimate.json: the numbers behind the table (bench/check_estimate.py reads it)."""
-    from ..atomic import write_json
-
     write_json(paths.work_dir("doctor") / "estimate.json", {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "seconds": e.seconds, "basis": e.basis,
         "notes": e.notes, "total_steps": w.total_steps, "n_train": w.n_train, "n_test": w.n_test,
         "timing": None if timing is None else {"seconds_per_step": timing.seconds_per_step,
                                                "warmup_seconds": timing.warmup_seconds,
                                                "load_seconds": timing.load_seconds, "losses": timing.losses}})
+    return Check("estimate of `all`", OK, f"about {hms(e.total)} (finetune {hms(e.seconds['finetune'])})",
+                 details=details)
