@@ -248,15 +248,9 @@ def example_rows(facts: Facts, folder: Path, n: int) -> list[dict]:
     return rows
 
 
-def model_source(facts: Facts, cfg) -> Path | str:
-    """Where finetune would load the base from (the tiny demo base is built here from the examples' texts)."""
-    from ..vlm.finetune import base_source
-
-    return base_source(cfg.model, facts.work_dir, example_rows(facts, facts.work_dir, len(facts.examples)))
-
-
 def check_processor(facts: Facts, cfg) -> Check:
     from ..vlm import batches
+    from ..vlm.finetune import base_source
     from ..vlm.model import load_processor
 
     local = cfg.model.kind == "tiny" or Path(str(cfg.model.id)).is_dir()
@@ -267,7 +261,8 @@ def check_processor(facts: Facts, cfg) -> Check:
                      "fix the token/license first")
     if not facts.examples:
         return Check("processor", FAIL, "no dataset example to tokenize (see 'dataset')", "fix the dataset first")
-    facts.source = model_source(facts, cfg)
+    # where finetune would load the base from (the tiny demo base is built here from the examples' texts)
+    facts.source = base_source(cfg.model, facts.work_dir, example_rows(facts, facts.work_dir, len(facts.examples)))
     processor = facts.processor = load_processor(facts.source)
     row = example_rows(facts, facts.work_dir, 1)[0]
     b = batches.encode(processor, [row], batches.ImageStore(facts.work_dir), cfg.model.prompt_prefix, with_answers=True)

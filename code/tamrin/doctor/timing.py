@@ -163,7 +163,6 @@ class Reference:
     device: str
     train_samples_per_s: dict[int, float]  # micro-batch size → samples/s (QLoRA, suffix loss, grad-ckpt, seq 280)
     answers_per_s: float  # batched generation, KV cache, greedy
-    gen_batch: int
     load_seconds: float  # 4-bit load of the 3B base from local disk
 
     def samples_per_s(self, batch: int) -> float:
@@ -189,8 +188,7 @@ def reference_from_bench(bench: dict) -> Reference:
     gen = bench["generation"]["batched"]
     return Reference(device=bench["device"],
                      train_samples_per_s={int(t["batch"]): float(t["samples_per_s"]) for t in rows},
-                     answers_per_s=float(gen["answers_per_s"]), gen_batch=int(gen["batch_size"]),
-                     load_seconds=float(rows[0].get("load_seconds", 0.0)))
+                     answers_per_s=float(gen["answers_per_s"]), load_seconds=float(rows[0].get("load_seconds", 0.0)))
 
 
 def load_reference(path: Path) -> Reference:

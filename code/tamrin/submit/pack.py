@@ -84,33 +84,23 @@ def walk(folder: Path) -> list[Path]:
     return sorted(out)
 
 
-def git_files(root: Path) -> list[str] | None:
+def git_files(root: Path) -> set[str] | None:
     """Tracked plus untracked-but-not-ignored files when `root` is the top of a git checkout, else None."""
     top = git(root, "rev-parse", "--show-toplevel")
     if top is None or Path(top.strip()).resolve() != root.resolve():
         return None
     listed = git(root, "ls-files", "-z", "--cached", "--others", "--exclude-standard", timeout=60)
-    return None if listed is None else sorted({f for f in listed.split("\0") if f})
-
-
-def _is_code(rel: str) -> bool:
-    p = PurePosixPath(rel)
-    return rel in CODE_FILES or (len(p.parts) > 1 and p.parts[0] in CODE_DIRS)
+    return None if listed is None else {f for f in listed.split("\0") if f}
 
 
 def code_entries(root: Path) -> list[Entry]:
-    """The code needed to reproduce the work, at its repository-relative path."""
+    """The code needed to reproduce the work, at its repository-relative path; in a git checkout, only what git
+    tracks or would add (a file it ignores stays out)."""
+    found = [f for d in CODE_DIRS if not (root / d).is_symlink() for f in walk(root / d)]
+    found += [root / n for n in CODE_FILES if (root / n).is_file() and not (root / n).is_symlink()]
     listed = git_files(root)
-    if listed is None:
-        listed = [f.relative_to(root).as_posix() for f in walk(root)]
-    return [Entry(root / rel, rel) for rel in listed if _is_code(rel) and not is_excluded(rel)
-            and (root / rel).is_file() and not (root / rel).is_symlink() and not _inside_venv(root, rel)]
-
-
-def _inside_venv(root: Path, rel: str) -> bool:
-    """A file below a folder holding pyvenv.cfg (a virtual environment git was not told to ignore)."""
-    parents = PurePosixPath(rel).parents
-    return any((root / d / "pyvenv.cfg").exists() for d in parents if str(d) != ".")
+    rels = sorted(f.relative_to(root).as_posix() for f in found)
+    return [Entry(root / rel, rel) for rel in rels if not is_excluded(rel) and (listed is None or rel in listed)]
 
 
 def result_entries(results: Path, include_adapter: bool) -> list[Entry]:
