@@ -19,29 +19,23 @@ class _Redact(logging.Filter):
         return True
 
 
-class _StageFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        stage = record.name.split(".", 1)[1] if "." in record.name else "tamrin"
-        level = "" if record.levelno == logging.INFO else f"{record.levelname.lower()}: "
-        return f"[{stage}] {level}{record.getMessage()}"
-
-
-class _TqdmConsole(logging.Handler):
-    """Writes through tqdm so progress bars stay intact."""
+class _Console(logging.Handler):
+    """`[stage] message` on stderr, written through tqdm so progress bars stay intact."""
 
     def emit(self, record: logging.LogRecord) -> None:
         from tqdm import tqdm
 
-        tqdm.write(self.format(record), file=sys.stderr)
+        stage = record.name.split(".", 1)[1] if "." in record.name else "tamrin"
+        level = "" if record.levelno == logging.INFO else f"{record.levelname.lower()}: "
+        tqdm.write(f"[{stage}] {level}{record.getMessage()}", file=sys.stderr)
 
 
 def setup_console(verbose: bool = False) -> logging.Logger:
     log = logging.getLogger(LOGGER)
-    if not any(isinstance(h, _TqdmConsole) for h in log.handlers):
-        h = _TqdmConsole()
-        h.setFormatter(_StageFormatter())
-        h.addFilter(_Redact())
-        log.addHandler(h)
+    if not any(isinstance(h, _Console) for h in log.handlers):
+        console = _Console()
+        console.addFilter(_Redact())
+        log.addHandler(console)
     log.setLevel(logging.DEBUG if verbose else logging.INFO)
     log.propagate = False
     return log
