@@ -359,11 +359,9 @@ class FlowConfig(Section):
     def check(self) -> None:
         if len(self.seeds) < 3:
             raise ConfigError(f"flow.seeds needs at least 3 seeds for mean ± std, got {self.seeds}")
-        if len(set(self.seeds)) != len(self.seeds):
-            raise ConfigError(f"flow.seeds has repeated seeds: {self.seeds}")
         if not self.pairs or not self.methods:
             raise ConfigError("flow.pairs and flow.methods must each name at least one entry")
-        for key in ("pairs", "methods"):
+        for key in ("seeds", "pairs", "methods"):
             values = getattr(self, key)
             if len(set(values)) != len(values):
                 raise ConfigError(f"flow.{key} has repeated entries: {values} — name each once")

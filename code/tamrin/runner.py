@@ -7,6 +7,7 @@ output. Long-lived scratch (training checkpoints for resume) goes to `ctx.work_d
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib
 import json
@@ -216,11 +217,7 @@ def stage_lock(paths: Paths, name: str):
     lock_dir.mkdir(parents=True, exist_ok=True)
     with open(lock_dir / f"{name}.lock", "a+") as f:
         try:
-            import fcntl
-
             fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except ImportError:  # pragma: no cover - Windows: no advisory locks, run unguarded
-            pass
         except OSError:
             f.seek(0)
             holder = f.read().strip() or "?"

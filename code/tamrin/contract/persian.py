@@ -16,16 +16,9 @@ MONTHS_FA = ("فروردین", "اردیبهشت", "خرداد", "تیر", "مر
 
 def to_persian_digits(text: str) -> str:
     """Replace ASCII digits by Persian ones, '.' between digits by «٫» and ',' by «٬»."""
-    out = []
-    for i, ch in enumerate(text):
-        between_digits = 0 < i < len(text) - 1 and text[i - 1].isdigit() and text[i + 1].isdigit()
-        if ch == "." and between_digits:
-            out.append(DECIMAL_SEP)
-        elif ch == "," and between_digits:
-            out.append(THOUSANDS_SEP)
-        else:
-            out.append(ch)
-    return "".join(out).translate(_TO_PERSIAN)
+    separators = {".": DECIMAL_SEP, ",": THOUSANDS_SEP}
+    return "".join(separators[ch] if ch in separators and 0 < i < len(text) - 1 and text[i - 1].isdigit()
+                   and text[i + 1].isdigit() else ch for i, ch in enumerate(text)).translate(_TO_PERSIAN)
 
 
 def latin_number(value: float | int, decimals: int | None = None, grouping: bool = False) -> str:
