@@ -44,8 +44,7 @@ def handwritten_png(img) -> bytes:
 
 
 def main() -> int:
-    from tamrin.data.render import png_bytes, render
-    from tamrin.data.synthetic import make_scene
+    from tamrin.data.synthetic import make_scene, png_bytes, render
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--scenes", type=int, default=40)

@@ -1,7 +1,7 @@
 """Question-type classifier and answer normalisation, on hand-written CLEVR-style questions of every type."""
 import pytest
 
-from tamrin.data.qtype import classify, qtype_from_program, qtype_from_wording
+from tamrin.data.cleaning import classify, qtype_from_program, qtype_from_wording
 from tamrin.contract.facts import ANSWERS, QTYPES, normalize_answer
 
 # (question, answer, type) — written after CLEVR's own template families, including the tricky ones:

@@ -87,7 +87,7 @@ def test_synthetic_stage_writes_the_contract_caches_and_reseeds(tmp_path, caplog
 
 
 def test_split_is_by_image_and_seeded():
-    from tamrin.data.split import split_by_image
+    from tamrin.data.subset import split_by_image
 
     records = [{"image_id": f"im{i // 3}", "q": i} for i in range(300)]  # 100 images × 3 questions
     train, test = split_by_image(records, 0.1, 1000, seed=0)

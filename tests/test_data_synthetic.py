@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tamrin.data.qtype import qtype_from_wording
-from tamrin.data.render import render
-from tamrin.data.scene import RELATION_MARGIN, SIZE_RADIUS, sample_scene
-from tamrin.data.synthetic import make_scene, scene_rng
+from tamrin.data.cleaning import qtype_from_wording
+from tamrin.data.questions import RELATION_MARGIN
+from tamrin.data.synthetic import SIZE_RADIUS, make_scene, render, sample_scene, scene_rng
 from tamrin.contract.facts import ANSWERS, QTYPES
 
 # --- an independent reader of the generated English -------------------------------------------------------------
@@ -198,10 +197,10 @@ def test_deterministic_per_seed_and_index():
     a = make_scene(5, 17, image_size=48, questions_per_scene=4, min_objects=3, max_objects=10)
     b = make_scene(5, 17, image_size=48, questions_per_scene=4, min_objects=3, max_objects=10)
     c = make_scene(6, 17, image_size=48, questions_per_scene=4, min_objects=3, max_objects=10)
-    assert a.png == b.png and a.questions == b.questions and a.scene.to_dict() == b.scene.to_dict()
-    assert a.png != c.png and a.scene.to_dict() != c.scene.to_dict()
+    assert a.png == b.png and a.questions == b.questions and a.scene == b.scene
+    assert a.png != c.png and a.scene != c.scene
     # a scene does not depend on the scenes generated before it
-    assert sample_scene(scene_rng(5, 17), 17).to_dict() == a.scene.to_dict()
+    assert sample_scene(scene_rng(5, 17), 17) == a.scene
 
 
 def test_png_size_and_clevr_look():
@@ -219,7 +218,7 @@ def test_png_size_and_clevr_look():
 
 
 def test_metal_has_a_highlight_rubber_does_not():
-    from tamrin.data.scene import Scene, SceneObject
+    from tamrin.data.synthetic import Scene, SceneObject
 
     floor = np.asarray(render(Scene(0, []), 128)).astype(int)
 
@@ -242,7 +241,7 @@ def test_metal_has_a_highlight_rubber_does_not():
 
 
 def test_shadows_darken_the_floor_next_to_objects():
-    from tamrin.data.scene import Scene, SceneObject
+    from tamrin.data.synthetic import Scene, SceneObject
 
     empty = np.asarray(render(Scene(0, []), 128)).astype(int)
     one = np.asarray(render(Scene(0, [SceneObject("cube", "red", "large", "rubber", 0.0, 0.0, 0.0)]), 128)).astype(int)

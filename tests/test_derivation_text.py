@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tamrin.flow import numeric_checks, theorem2, theorem3
+from tamrin.flow import numeric_checks
+from tamrin.flow.derivations import theorem2, theorem3
 from tamrin.report import derivation_text as D
 from tamrin.report.templating import make_environment
 
@@ -30,7 +31,7 @@ def records() -> list[dict]:
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        made = [*theorem2.derive(K=2, d=1), numeric_checks.check_gradients(2000), *theorem3.derive(),
+        made = [*theorem2(K=2, d=1), numeric_checks.check_gradients(2000), *theorem3(),
                 numeric_checks.check_paths(500)]
     finally:
         torch.set_num_threads(before)

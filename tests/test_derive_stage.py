@@ -9,7 +9,7 @@ import pytest
 from tamrin.config import load_config
 from tamrin.errors import TamrinError
 from tamrin.flow import derive_stage
-from tamrin.flow.records import Derivation
+from tamrin.flow.derivations import Derivation
 from tamrin.runner import Paths, run_stage
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # fixture in conftest.py

@@ -10,7 +10,7 @@ import torch
 
 from tamrin.errors import TamrinError
 import flow_reference as train
-from tamrin.flow import batched, evaluate, experiment
+from tamrin.flow import batched, experiment
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # fixture in conftest.py
 
@@ -96,7 +96,7 @@ def test_run_costs_split_the_batched_step_and_charge_ot_to_its_run():
 
 
 def _as_sequential(stacked: batched.StackedMLP, r: int, hidden: int) -> torch.nn.Module:
-    model = batched.mlp(hidden)
+    model = batched.init_model(0, hidden)
     with torch.no_grad():
         for k, layer in enumerate(_linear_layers(model)):
             layer.weight.copy_(stacked.weights[k][r].T)
@@ -110,9 +110,9 @@ def test_stacked_solvers_give_the_per_run_solvers_numbers():
     x0 = rng.standard_normal((3, 60, 2)).astype(np.float32)
     x1 = (rng.standard_normal((3, 60, 2)) + 1).astype(np.float32)
     with ThreadPoolExecutor(2) as pool:
-        stacked = evaluate.evaluate_stacked(together.model, x0, x1, [1, 3], 1e-5, pool).results()
+        stacked = experiment.evaluate_stacked(together.model, x0, x1, [1, 3], 1e-5, pool)()
     for r in range(3):
-        ref = evaluate.evaluate(_as_sequential(together.model, r, SETTINGS["hidden"]), x0[r], x1[r], [1, 3], 1e-5)
+        ref = train.evaluate(_as_sequential(together.model, r, SETTINGS["hidden"]), x0[r], x1[r], [1, 3], 1e-5)
         for n in ("1", "3"):
             assert stacked[r]["euler"][n]["w2"] == pytest.approx(ref["euler"][n]["w2"], rel=1e-5)
         assert stacked[r]["path"]["path_energy"] == pytest.approx(ref["path"]["path_energy"], rel=1e-5)

@@ -5,28 +5,27 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from tamrin.flow import numeric_checks, theorem2, theorem3
-
+from tamrin.flow import derivations, numeric_checks
+from tamrin.flow.derivations import symbolic_residual, theorem2, thm2_residuals
+from tamrin.flow.typst_math import compile_check
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # fixture in conftest.py
-from tamrin.flow.records import symbolic_residual
-from tamrin.flow.typst_math import compile_check
 
 
 def test_theorem2_identities_hold_for_generic_mixtures():
     for K, d in [(2, 1), (3, 2)]:
-        for name, expr in theorem2.residuals(K, d).items():
+        for name, expr in thm2_residuals(K, d).items():
             assert symbolic_residual(expr) == 0.0, (K, d, name)
 
 
 def test_theorem2_identities_hold_for_gaussian_paths():
-    for name, expr in theorem2.residuals(2, 1, gaussian=True).items():
+    for name, expr in thm2_residuals(2, 1, gaussian=True).items():
         assert symbolic_residual(expr) == 0.0, name
 
 
 def test_theorem2_check_detects_a_wrong_marginal_field():
     # The unweighted average of the conditional fields is not the marginal field: the gradients then differ.
-    theta, w, p, u, v = theorem2._mixture(2, 1)
+    theta, w, p, u, v = derivations._thm2_mixture(2, 1)
     P = sum(wk * pk for wk, pk in zip(w, p))
     wrong_u = (u[0][0] + u[1][0]) / 2
     fm = P * (v[0] - wrong_u) ** 2
@@ -35,7 +34,7 @@ def test_theorem2_check_detects_a_wrong_marginal_field():
 
 
 def test_theorem2_record():
-    (rec,) = theorem2.derive(K=2, d=1)
+    (rec,) = theorem2(K=2, d=1)
     assert rec.passed and rec.residual == 0.0
     assert [a["enters_at_step"] for a in rec.assumptions] == [2, 7, 7]
     assert all(1 <= a["enters_at_step"] <= len(rec.steps_typst) for a in rec.assumptions)
@@ -43,7 +42,7 @@ def test_theorem2_record():
 
 
 def test_theorem3_records_pass_and_compile():
-    records = theorem3.derive()
+    records = derivations.theorem3()
     assert [r.name for r in records] == ["thm3_conditional_field", "thm3_continuity", "thm3_ot_path",
                                          "thm3_ve_path", "thm3_vp_path"]
     for r in records:
@@ -54,22 +53,22 @@ def test_theorem3_records_pass_and_compile():
 
 def test_continuity_equation_residuals():
     for d in (1, 2):
-        assert symbolic_residual(theorem3.continuity_residual(d)) == 0.0, d
-    dt_log, div = theorem3.general_d_terms()
+        assert symbolic_residual(derivations.continuity_residual(d)) == 0.0, d
+    dt_log, div = derivations.general_d_terms()
     assert sp.simplify(dt_log + div) == 0
 
 
 def test_continuity_check_detects_a_wrong_field():
-    t, x = theorem3.t, theorem3.x
-    sig, m = theorem3.sigma(t), theorem3.mu(t)
+    t, x = derivations.t, derivations.x
+    sig, m = derivations.sigma(t), derivations.mu(t)
     p = sp.exp(-(x - m) ** 2 / (2 * sig ** 2)) / sp.sqrt(2 * sp.pi * sig ** 2)
     wrong = sp.diff(sig, t) / sig * (x - m)  # μ'_t dropped
     assert symbolic_residual((sp.diff(p, t) + sp.diff(p * wrong, x)) / p) == 1.0
 
 
 def test_special_cases_match_the_paper_and_a_wrong_sign_is_caught():
-    for path in theorem3.special_paths():
-        u = theorem3.theorem3_field(path.mu_t, path.sigma_t)
+    for path in derivations.special_paths():
+        u = derivations.theorem3_field(path.mu_t, path.sigma_t)
         assert symbolic_residual(u - path.paper_u) == 0.0, path.name
         assert symbolic_residual(u + path.paper_u) == 1.0, path.name  # the opposite sign is not accepted
 

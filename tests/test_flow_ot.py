@@ -9,7 +9,8 @@ import pytest
 import torch
 from scipy.optimize import linprog
 
-from tamrin.flow import datasets, evaluate, ot
+import flow_reference
+from tamrin.flow import batched, experiment, ot
 from tamrin.flow.ot import ot_pairing, sq_cost, w2, w2_squared
 
 
@@ -68,19 +69,19 @@ def test_w2_known_values():
 
 def test_ot_pairing_never_costs_more_than_the_independent_pairing():
     rng = np.random.default_rng(2)
-    x0, x1 = datasets.sample("8gaussians", 128, rng), datasets.sample("moons", 128, rng)
+    x0, x1 = batched.sample("8gaussians", 128, rng), batched.sample("moons", 128, rng)
     row, col = ot_pairing(x0, x1)
     assert ((x0[row] - x1[col]) ** 2).sum(1).mean() <= ((x0 - x1) ** 2).sum(1).mean()
 
 
 def test_samplers_follow_torchcfm():
     rng = np.random.default_rng(3)
-    g = datasets.sample("8gaussians", 20000, rng).astype(np.float64)
+    g = batched.sample("8gaussians", 20000, rng).astype(np.float64)
     radius = np.linalg.norm(g, axis=1)
     assert abs(np.median(radius) - 5.0) < 0.1
-    centres = datasets.EIGHT_CENTRES[np.argmin(((g[:, None] / 5 - datasets.EIGHT_CENTRES[None]) ** 2).sum(-1), 1)] * 5
+    centres = batched.EIGHT_CENTRES[np.argmin(((g[:, None] / 5 - batched.EIGHT_CENTRES[None]) ** 2).sum(-1), 1)] * 5
     assert np.std(g - centres) == pytest.approx(0.1 ** 0.25, rel=0.03)  # covariance sqrt(0.1) I, as TorchCFM
-    m = datasets.sample("moons", 1000, rng)
+    m = batched.sample("moons", 1000, rng)
     shifts = (m + 1) / 3 - np.concatenate([
         np.stack([np.cos(np.linspace(0, np.pi, 500)), np.sin(np.linspace(0, np.pi, 500))], 1),
         np.stack([1 - np.cos(np.linspace(0, np.pi, 500)), 1 - np.sin(np.linspace(0, np.pi, 500)) - 0.5], 1)])
@@ -106,28 +107,28 @@ class LinearField(torch.nn.Module):
 
 def test_euler_and_path_metrics_on_known_fields():
     x0 = np.random.default_rng(4).standard_normal((10, 2)).astype(np.float32)
-    end, path = evaluate.euler(ConstantField([3.0, 4.0]), x0, 7)
+    end, energy, straightness = experiment.euler(ConstantField([3.0, 4.0]), x0, 7)
     assert np.allclose(end, x0 + [3.0, 4.0], atol=1e-5)
-    assert path["path_energy"] == pytest.approx(25.0, rel=1e-5)  # ∫‖v‖² dt of a constant field
-    assert path["straightness"] == pytest.approx(0.0, abs=1e-6)
-    end, path = evaluate.euler(LinearField(), x0, 100)
+    assert energy == pytest.approx(25.0, rel=1e-5)  # ∫‖v‖² dt of a constant field
+    assert straightness == pytest.approx(0.0, abs=1e-6)
+    end, _, straightness = experiment.euler(LinearField(), x0, 100)
     assert np.allclose(end, x0 * 1.01 ** 100, rtol=1e-4)  # Euler's (1 + h)^n
-    assert path["straightness"] > 0  # an accelerating path is not straight
+    assert straightness > 0  # an accelerating path is not straight
 
 
 def test_dopri5_counts_evaluations_and_is_accurate():
     x0 = np.random.default_rng(5).standard_normal((10, 2)).astype(np.float32)
-    end, nfe = evaluate.dopri5(LinearField(), x0, 1e-6)
+    end, nfe = experiment.dopri5(LinearField(), x0, 1e-6)
     assert np.allclose(end, x0 * np.e, rtol=1e-4)
     assert nfe >= 6 and nfe % 6 in (0, 1, 2)  # dopri5: 6 new evaluations per step (+ the initial ones)
-    traj, _ = evaluate.dopri5(LinearField(), x0, 1e-6, np.linspace(0, 1, 3))
+    traj, _ = experiment.dopri5(LinearField(), x0, 1e-6, np.linspace(0, 1, 3))
     assert traj.shape == (3, 10, 2) and np.allclose(traj[1], x0 * np.exp(0.5), rtol=1e-4)
 
 
 def test_evaluate_w2_equals_a_direct_computation():
     rng = np.random.default_rng(6)
     x0, x1 = rng.standard_normal((40, 2)).astype(np.float32), rng.standard_normal((40, 2)).astype(np.float32)
-    out = evaluate.evaluate(ConstantField([1.0, 0.0]), x0, x1, [1, 4], 1e-5)
+    out = flow_reference.evaluate(ConstantField([1.0, 0.0]), x0, x1, [1, 4], 1e-5)
     direct = np.sqrt(w2_squared(x0 + np.array([1.0, 0.0], dtype=np.float32), x1))
     assert out["euler"]["1"]["w2"] == pytest.approx(direct, rel=1e-6)
     assert out["euler"]["4"]["w2"] == pytest.approx(direct, rel=1e-5)
@@ -137,7 +138,7 @@ def test_evaluate_w2_equals_a_direct_computation():
 
 def test_column_duals_are_optimal_lp_duals():
     rng = np.random.default_rng(7)
-    a, b = datasets.sample("8gaussians", 40, rng), datasets.sample("moons", 40, rng)
+    a, b = batched.sample("8gaussians", 40, rng), batched.sample("moons", 40, rng)
     cost = sq_cost(a, b)
     row, col = ot_pairing(a, b)
     v = ot.column_duals(cost, col)
@@ -153,18 +154,18 @@ def test_column_duals_are_optimal_lp_duals():
     assert u.sum() + v.sum() == pytest.approx(lp.fun, rel=1e-9)
 
 
-@pytest.mark.parametrize("pair", datasets.PAIRS)
+@pytest.mark.parametrize("pair", batched.PAIRS)
 def test_a_column_potential_changes_no_assignment(pair):
     """The fitted potential (and a deliberately wrong one) shift columns only: the same optimal pairs."""
     from tamrin.flow.batched import calibrate_potential
 
-    source, target = datasets.split_pair(pair)
+    source, target = batched.split_pair(pair)
     fitted = calibrate_potential(pair, 128)
     assert fitted is not None and fitted.r2 > 0.7  # it does describe the duals: that is where the speed comes from
     rng = np.random.default_rng(8)
     wrong = ot.ColumnPotential(centre=np.zeros(2), scale=np.ones(2), degree=2, coef=rng.normal(0, 5, 6), r2=1.0)
     for _ in range(10):
-        x0, x1 = datasets.sample(source, 128, rng), datasets.sample(target, 128, rng)
+        x0, x1 = batched.sample(source, 128, rng), batched.sample(target, 128, rng)
         plain = ot_pairing(x0, x1)
         for potential in (fitted, wrong):
             got = ot_pairing(x0, x1, potential)
@@ -174,6 +175,6 @@ def test_a_column_potential_changes_no_assignment(pair):
 def test_warm_started_w2_is_the_plain_w2():
     rng = np.random.default_rng(9)
     n = ot.WARM_MIN_POINTS
-    a, b = datasets.sample("8gaussians", n, rng), datasets.sample("moons", n, rng)
+    a, b = batched.sample("8gaussians", n, rng), batched.sample("moons", n, rng)
     assert ot.self_potential(a, b) is not None  # the warm path is taken
     assert w2_squared(a, b) == w2_squared(a, b, warm_start=False)

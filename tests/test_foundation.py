@@ -363,7 +363,7 @@ def test_stage_sources_follow_the_import_graph():
     for name, files in src.items():
         assert not any(f.startswith(("report/", "submit/")) for f in files), (name, files)
     assert not any(f.startswith("vlm/") for f in src["derive"] | src["flow"])
-    assert "flow/experiment.py" not in src["derive"] and "flow/theorem2.py" not in src["flow"]
+    assert "flow/experiment.py" not in src["derive"] and "flow/derivations.py" not in src["flow"]
 
 
 def test_import_resolution_absolute_relative_lazy_and_data_files(tmp_path, monkeypatch):

@@ -1,44 +1,29 @@
-"""Cleaning rules for instruction-formatted CLEVR copies (HuggingFaceM4/the_cauldron and the like).
+"""Raw CLEVR QA text → the bare question, the bare vocabulary answer and the question type.
 
-The real row format of the_cauldron's `clevr` config, and where each part of it comes from:
-- Confirmed: the config is parquet shards `clevr/train-000NN-of-00024-*.parquet` (the repository's file tree on
-  huggingface.co, `tree/main/clevr`), and a row is `{"images": [image, …], "texts": [{"user": …, "assistant": …},
-  …]}` — one list of images (one image for CLEVR) and one list of QA turns about it (torchtune's
-  `TheCauldronToMessages`, pytorch/torchtune `torchtune/datasets/multimodal/_the_cauldron.py`, which reads
-  exactly these keys; the dataset card names the columns the same way). The image cells are `datasets.Image`
-  features: undecoded, `{"bytes": …, "path": …}` (data/hub.py reads them so).
-- Not confirmed offline (the hub is out of reach where this was written): the exact wording inside `user` and
-  `assistant`. The Cauldron appends an answer-format instruction to many questions and writes many answers as
-  a reply, so both forms of each are handled — a bare question, or a question followed by an instruction line
-  ("…?\nAnswer the question using a single word or phrase."), and a bare answer ("2") or a reply ("Answer: 2.",
-  "2.", "Yes."). `build.py doctor` prints the raw and the cleaned first rows of the real stream, so a format
-  these rules miss shows before training, and stats.json counts the pairs that could not be parsed.
+The_cauldron's `clevr` config is parquet shards (`tree/main/clevr` on huggingface.co) of rows `{"images": [image],
+"texts": [{"user": …, "assistant": …}, …]}` (the keys torchtune's `TheCauldronToMessages` reads,
+pytorch/torchtune `torchtune/datasets/multimodal/_the_cauldron.py`). Not confirmed offline: the wording inside the
+turns. The Cauldron appends answer-format instructions to many questions and writes many answers as a reply, so
+both forms are handled; `build.py doctor` prints raw and cleaned rows, and stats.json counts unparsed pairs.
 
-The record must hold the bare CLEVR question and the bare vocabulary answer, so these rules are applied, in order:
+Question, in order: Q1 drop image placeholders; Q2 split into non-empty lines; Q4 (first, so such a line counts as
+a question line in Q3) cut the instruction sentences after a line's last "?"; Q3 drop instruction lines
+(`INSTRUCTION_PATTERNS`) and answer stubs, then keep only the last line ending in "?" (a CLEVR question is one
+sentence: an instruction the patterns miss cannot leak in); Q5 strip a speaker label; Q6 join ("" = no question).
+Answer: A1 strip a label and "The answer is …"; A2 `normalize_answer` (case, punctuation, grey→gray, two→2); A3 one
+of the 28 CLEVR answers, else None.
 
-Question (`clean_question`):
-  Q1. drop image placeholders (`<image>`, `<img>`, `<|image|>`);
-  Q2. split into lines; drop empty lines;
-  Q3. drop every line that is an instruction (`INSTRUCTION_PATTERNS`: "Answer the question using a single word
-      or phrase.", "Give a very brief answer.", "Answer briefly.", "Short answer:", "Be concise." …) and any
-      trailing answer stub ("Answer:", "A:"); then, since a CLEVR question is one sentence ending in "?", when
-      some line ends in "?" only the last such line is kept (an instruction worded in a way the patterns miss
-      cannot leak into the question);
-  Q4. (applied to every line first, so that such a line counts as a question line in Q3) cut the instruction
-      sentences that follow the last "?" on the same line ("…cube? Answer with one word. Be concise.");
-  Q5. strip a leading speaker/field label ("Question:", "Q:", "User:");
-  Q6. join what remains with single spaces; an empty result means "no question" (the pair is skipped).
-Answer (`clean_answer`):
-  A1. strip a leading label ("Answer:", "A:", "Assistant:") and a sentence frame "The answer is …";
-  A2. normalise with `contract.facts.normalize_answer` (case, trailing punctuation, aliases such as grey→gray, two→2);
-  A3. the result must be one of the 28 CLEVR answers, else None (the pair is skipped and counted).
+Question type (`classify`): CLEVR names a question by the last function of its program (`exist`, `count`,
+`equal_integer`/`less_than`/`greater_than`, `query_<attr>`, `equal_<attr>`). Without a program the answer family
+narrows the type (a number → count, a colour → query_color, …) and, for yes/no answers, the wording separates
+exist, compare_integer and compare_attribute.
 """
 from __future__ import annotations
 
 import re
-from typing import Optional
+from typing import Any, Optional
 
-from ..contract.facts import ANSWERS, normalize_answer
+from ..contract.facts import ANSWERS, answer_kind, normalize_answer
 
 _IMAGE_TOKENS = re.compile(r"<image>|<img>|<\|image\|>|<\|image_pad\|>", re.IGNORECASE)
 
@@ -86,18 +71,85 @@ def clean_question(user_text: str) -> str:
     asked = [ln for ln in lines if ln.endswith("?")]
     if asked:
         lines = asked[-1:]
-    out = []
-    for ln in lines:
-        ln = _LABEL.sub("", ln).strip()
-        if ln:
-            out.append(ln)
-    return " ".join(" ".join(out).split())
+    return " ".join(" ".join(_LABEL.sub("", ln) for ln in lines).split())
 
 
 def clean_answer(assistant_text: str) -> Optional[str]:
     """The canonical CLEVR answer inside an assistant reply, or None when it is not one of the 28 answers."""
-    text = (assistant_text or "").strip()
-    text = _ANSWER_LABEL.sub("", text)
-    text = _ANSWER_FRAME.sub("", text)
-    answer = normalize_answer(text)
+    answer = normalize_answer(_ANSWER_FRAME.sub("", _ANSWER_LABEL.sub("", (assistant_text or "").strip())))
     return answer if answer in ANSWERS else None
+
+
+_ATTRIBUTES = ("color", "shape", "material", "size")
+_PROGRAM_LAST: dict[str, str] = {
+    "exist": "exist", "count": "count",
+    **dict.fromkeys(("equal_integer", "less_than", "greater_than"), "compare_integer"),
+    **{f"query_{a}": f"query_{a}" for a in _ATTRIBUTES}, **{f"equal_{a}": "compare_attribute" for a in _ATTRIBUTES},
+}
+
+
+def _function_name(node: Any) -> str:
+    """A program node's function: CLEVR v1.0 uses `function`, older dumps `type`; `f[value]` forms are cut."""
+    name = node if isinstance(node, str) else node.get("function") or node.get("type") if isinstance(node, dict) else ""
+    return str(name or "").split("[", 1)[0].strip()
+
+
+def qtype_from_program(program: Any) -> Optional[str]:
+    """The type named by the program's final node, or None when the program is empty or unknown."""
+    if not program or not isinstance(program, (list, tuple)):
+        return None
+    return _PROGRAM_LAST.get(_function_name(program[-1]))
+
+
+# compare_integer: "more/fewer/less/greater … than", "same/equal number", "the number of … (the same as …)",
+# "as many … as" (yes/no questions only: exist and compare-attribute questions never count).
+_COMPARE_INTEGER = re.compile(r"\b(more|fewer|less|greater)\b.*\bthan\b|\b(same|equal) (number|amount)\b"
+                              r"|\bnumber of\b|\bas many\b")
+# exist: "is there / are there …", "is anything …", "are any …" (including "there is a X; are there any …").
+_EXIST = re.compile(r"\b(is|are) there\b|^(is|are) (any|anything)\b|\banything else\b|\bdoes .* exist\b")
+# compare_attribute: "the same color/shape/size/material (as)", "made of the same material".
+_COMPARE_ATTRIBUTE = re.compile(r"\bsame (colou?r|shape|size|material)\b|\bmade of the same\b|\bthe same as\b")
+
+# Query wording: the attribute asked for is the one named in the question's head ("What size is the cylinder
+# that is the same color as …" asks for size), so the earliest match wins.
+_QUERY_WORDING: tuple[tuple[re.Pattern, str], ...] = (
+    (re.compile(r"\bhow many\b|\bwhat number of\b"), "count"),
+    (re.compile(r"\bwhat colou?r\b|\bthe colou?r of\b|\bis what colou?r\b|\bits colou?r\b"), "query_color"),
+    (re.compile(r"\bwhat shape\b|\bthe shape of\b|\bhas what shape\b|\bis what shape\b|\bits shape\b"),
+     "query_shape"),
+    (re.compile(r"\bwhat material\b|\bthe material of\b|\bmade of(?! the same)\b|\bis what material\b"
+                r"|\bits material\b"), "query_material"),
+    (re.compile(r"\bwhat size\b|\bthe size of\b|\bhow big\b|\bis what size\b|\bits size\b"), "query_size"),
+)
+
+
+def _yes_no_type(q: str) -> str:
+    if _COMPARE_INTEGER.search(q):
+        return "compare_integer"
+    return "compare_attribute" if not _EXIST.search(q) and _COMPARE_ATTRIBUTE.search(q) else "exist"
+
+
+def qtype_from_wording(question: str, answer: Optional[str] = None) -> Optional[str]:
+    """The type implied by the answer's family and the wording; None when neither says anything."""
+    q = " ".join(question.lower().split())
+    kind = answer_kind(normalize_answer(answer)) if answer is not None else None
+    if kind == "yes_no":
+        return _yes_no_type(q)
+    if kind == "number":
+        return "count"
+    if kind in _ATTRIBUTES:
+        return f"query_{kind}"
+    # Unknown answer: the wording alone — counting openers, then yes/no openers, then the queried attribute.
+    # "There is a small cube; what is its shape?": the clause after the last ";" is the question proper.
+    head = q.rsplit(";", 1)[-1].strip()
+    if re.match(r"^(how many|what number of)\b", head):
+        return "count"
+    if re.match(r"^(is|are|does|do|there is|there are)\b", head):
+        return _yes_no_type(q)
+    hits = [(m.start(), qtype) for pattern, qtype in _QUERY_WORDING if (m := pattern.search(head))]
+    return min(hits)[1] if hits else None
+
+
+def classify(question: str, answer: Optional[str] = None, program: Any = None) -> Optional[str]:
+    """Program first (exact), else wording + answer vocabulary."""
+    return qtype_from_program(program) or qtype_from_wording(question, answer)

@@ -1,12 +1,10 @@
 """The official CLEVR v1.0 folder: `questions/CLEVR_<split>_questions.json` + `images/<split>/CLEVR_<split>_*.png`.
 
-The train questions file is ~0.5 GB of JSON; loading it whole would take several GB of memory, so it is read
-with a streaming parser (ijson), one question object at a time, in two passes:
-1. count the usable questions (answer in CLEVR's vocabulary) of every image; that total is the denominator of
-   `data.fraction`, and the images are ordered by a seeded hash (deterministic, uniform);
-2. read the questions of the smallest-hash images whose counts add up to the target (`subset.question_target`)
-   plus a reserve for images that turn out unreadable. The stage keeps questions in that order until the target
-   count is reached, so the subset is an exact number of questions, not a Binomial number of images.
+The train questions file is ~0.5 GB of JSON (several GB of memory if loaded whole), so it is streamed (ijson) in
+two passes: count the usable questions of every image (the denominator of `data.fraction`), then read the
+questions of the images first in a seeded hash order whose counts cover the target plus a reserve for unreadable
+images. The stage keeps questions in that order up to the target: an exact number of questions, not a Binomial
+number of images.
 """
 from __future__ import annotations
 
@@ -17,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..errors import TamrinError
-from .qtype import classify
+from .cleaning import classify
 from ..contract.facts import ANSWERS, normalize_answer
 
 # Images selected beyond the target, as a share of it: covers missing or corrupt image files (the official
@@ -30,7 +28,14 @@ class ClevrImage:
     image_id: str
     path: Path
     qas: list[dict[str, Any]] = field(default_factory=list)  # {question, answer, qtype}
-    rank: float = 0.0
+
+
+@dataclass
+class ClevrSelection:
+    images: list[ClevrImage]  # in rank order; the stage keeps their questions until the target is reached
+    questions_read: int  # every question of the chosen splits: the denominator of data.fraction
+    off_vocabulary: int
+    target: int
 
 
 def iter_questions(path: Path) -> Iterator[dict]:
@@ -54,14 +59,6 @@ def image_rank(seed: int, image_id: str) -> float:
     """A seeded, uniform-looking number in [0, 1) per image: the subset takes images in this order."""
     h = hashlib.sha256(f"tamrin-clevr:{seed}:{image_id}".encode()).digest()
     return int.from_bytes(h[:8], "big") / 2 ** 64
-
-
-@dataclass
-class ClevrSelection:
-    images: list[ClevrImage]  # in rank order; the stage keeps their questions until the target is reached
-    questions_read: int  # every question of the chosen splits: the denominator of data.fraction
-    off_vocabulary: int
-    target: int
 
 
 def image_id_of(q: dict, split: str) -> tuple[str, str]:
@@ -97,31 +94,25 @@ def select(root: Path, splits: list[str], seed: int, target_of: Callable[[int], 
             read += 1
             if progress is not None:
                 progress.update(1)
-            image_id, _ = image_id_of(q, split)
             if normalize_answer(str(q.get("answer", ""))) in ANSWERS:
+                image_id = image_id_of(q, split)[0]
                 usable[image_id] = usable.get(image_id, 0) + 1
             else:
                 off_vocab += 1  # the official test split has no answers: it never gets here with one
     target = target_of(read)
-    wanted, covered = set(), 0
+    wanted: dict[str, ClevrImage | None] = {}  # in rank order
+    covered = 0
     for image_id in sorted(usable, key=lambda i: image_rank(seed, i)):
         if covered >= math.ceil(target * (1 + RESERVE)):
             break
-        wanted.add(image_id)
+        wanted[image_id] = None
         covered += usable[image_id]
-    images: dict[str, ClevrImage] = {}
     for split, qfile in files:
         for q in iter_questions(qfile):
             image_id, filename = image_id_of(q, split)
-            if image_id not in wanted:
-                continue
             answer = normalize_answer(str(q.get("answer", "")))
-            if answer not in ANSWERS:
-                continue
-            img = images.get(image_id)
-            if img is None:
-                img = images[image_id] = ClevrImage(image_id, root / "images" / split / filename,
-                                                    rank=image_rank(seed, image_id))
-            img.qas.append({"question": q["question"].strip(), "answer": answer,
-                            "qtype": classify(q["question"], answer, q.get("program"))})
-    return ClevrSelection(sorted(images.values(), key=lambda im: im.rank), read, off_vocab, target)
+            if image_id in wanted and answer in ANSWERS:
+                img = wanted[image_id] = wanted[image_id] or ClevrImage(image_id, root / "images" / split / filename)
+                img.qas.append({"question": q["question"].strip(), "answer": answer,
+                                "qtype": classify(q["question"], answer, q.get("program"))})
+    return ClevrSelection([im for im in wanted.values() if im is not None], read, off_vocab, target)

@@ -1,15 +1,10 @@
 """The hub source: a CLEVR copy streamed with `datasets.load_dataset(..., streaming=True)`.
 
-Default: `HuggingFaceM4/the_cauldron`, config `clevr` — parquet rows of `images` (a list with one image) and
-`texts` (a list of `{user, assistant, source}` QA turns about that image). Another copy works by configuration:
-`hub_layout = "flat"` reads one QA pair per row from `question_column` / `answer_column` (and a CLEVR program
-from `program_column` when it has one).
-
-The subset is deterministic: the stream is shuffled with the seed (shard order + a bounded buffer) and rows are
-read until the stage has kept its question target (`subset.question_target`: a share of `data.source_questions`,
-CLEVR train's 699,989 by default, with a margin), counted after cleaning and skips. Everything that can go wrong before the first row arrives becomes one line
-naming the problem and the fix; a row format the cleaning does not read stops the stage after a few hundred rows
-(`RowFormatCheck`), not after the whole stream.
+Default: `HuggingFaceM4/the_cauldron`, config `clevr` (rows of `images` + `texts`, see `cleaning`); `hub_layout =
+"flat"` reads one QA pair per row from `question_column` / `answer_column` (and `program_column`). The stream is
+shuffled with the seed (shard order + a bounded buffer) and read until the stage has kept its question target.
+Failures before the first row become one line naming the fix; a row format the cleaning does not read stops the
+stage after a few hundred rows (`RowFormatCheck`), not after the whole stream.
 """
 from __future__ import annotations
 
@@ -19,8 +14,7 @@ from typing import Any, Iterator, Optional
 
 from ..errors import TamrinError
 from ..errors import explain
-from .cleaning import clean_answer, clean_question
-from .qtype import classify
+from .cleaning import classify, clean_answer, clean_question
 
 EARLY_ROWS = 300  # rows read from the source before the stage judges whether it reads their format
 EARLY_MIN_KEPT = 0.5  # share of the QA pairs of those rows the cleaning must turn into CLEVR pairs
@@ -31,13 +25,6 @@ _FIX_SOURCE = "or build offline with --set data.source=synthetic (or data.source
 
 
 @dataclass
-class HubImage:
-    image_id: str
-    data: Optional[bytes]  # raw image bytes as stored (None when the row has none)
-    qas: list[dict[str, Any]] = field(default_factory=list)  # {question, answer, qtype}
-
-
-@dataclass
 class HubCounts:
     rows: int = 0
     pairs: int = 0
@@ -45,6 +32,10 @@ class HubCounts:
     unparsed: int = 0
     examples_skipped: list[dict] = field(default_factory=list)  # a few raw pairs that were skipped, for the log
     total_rows: Optional[int] = None
+
+
+def _where(cfg: Any) -> str:
+    return cfg.hub_id + (f" (config {cfg.hub_config})" if cfg.hub_config else "")
 
 
 def _token() -> Optional[str]:
@@ -75,32 +66,27 @@ def load_stream(cfg: Any) -> Any:
 def _loader_error(e: Exception, cfg: Any) -> Optional[str]:
     """`datasets`' own refusals: a loading script, a bad config or split name."""
     msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-    where = f"{cfg.hub_id}" + (f" (config {cfg.hub_config})" if cfg.hub_config else "")
     if isinstance(e, RuntimeError) and "scripts are no longer supported" in str(e):
         return (f"{cfg.hub_id} is a dataset loading script, which datasets ≥ 4 refuses to run: use a parquet copy "
                 "such as HuggingFaceM4/the_cauldron (config clevr)")
     if isinstance(e, ValueError) and ("BuilderConfig" in str(e) or "Config name is missing" in str(e)):
         return f"bad data.hub_config {cfg.hub_config!r} for {cfg.hub_id}: {msg}"
     if isinstance(e, ValueError) and "split" in str(e).lower():
-        return f"bad data.hub_split {cfg.hub_split!r} for {where}: {msg}"
+        return f"bad data.hub_split {cfg.hub_split!r} for {_where(cfg)}: {msg}"
     return None
 
 
-def required_columns(cfg: Any) -> list[str]:
-    if cfg.hub_layout == "texts":
-        return [cfg.image_column, cfg.texts_column]
-    return [cfg.image_column, cfg.question_column, cfg.answer_column]
-
-
-def check_columns(columns: Optional[list[str]], cfg: Any, where: str) -> None:
+def check_columns(columns: Optional[list[str]], cfg: Any) -> None:
     """One line listing what was found when the configured columns are not there."""
     if columns is None:
         return
-    missing = [c for c in required_columns(cfg) if c not in columns]
+    required = ([cfg.image_column, cfg.texts_column] if cfg.hub_layout == "texts"
+                else [cfg.image_column, cfg.question_column, cfg.answer_column])
+    missing = [c for c in required if c not in columns]
     if missing:
         keys = {"texts": "data.image_column / data.texts_column",
                 "flat": "data.image_column / data.question_column / data.answer_column"}[cfg.hub_layout]
-        raise TamrinError(f"{where} has no column {', '.join(map(repr, missing))} (columns found: "
+        raise TamrinError(f"{_where(cfg)} has no column {', '.join(map(repr, missing))} (columns found: "
                           f"{', '.join(columns)}): set {keys} (and data.hub_layout) to match")
 
 
@@ -149,13 +135,12 @@ def one_line(text: str, n: int = 90) -> str:
 @dataclass
 class RowFormatCheck:
     """Judges, once `after_rows` rows have been observed, whether the cleaning reads their format: fewer than
-    `min_kept` of their QA pairs turned into CLEVR (question, answer) pairs (or no pair at all) is one line and a
-    stop, so a layout the cleaning does not read costs a few hundred rows instead of the whole stream (the_cauldron's
-    clevr config: 24 shards, about 13 GB)."""
+    `EARLY_MIN_KEPT` of their QA pairs turned into CLEVR (question, answer) pairs (or no pair at all) is one line
+    and a stop, so a layout the cleaning does not read costs a few hundred rows instead of the whole stream
+    (the_cauldron's clevr config: 24 shards, about 13 GB)."""
     cfg: Any
     where: str
     after_rows: int = EARLY_ROWS
-    min_kept: float = EARLY_MIN_KEPT
     rows: int = 0
     pairs: int = 0
     kept: int = 0
@@ -171,12 +156,8 @@ class RowFormatCheck:
                 self.kept += 1
             elif len(self.not_kept) < 2:
                 self.not_kept.append((user, assistant))
-        if self.rows == self.after_rows and self.failed:
+        if self.rows == self.after_rows and (self.kept < EARLY_MIN_KEPT * self.pairs or not self.pairs):
             raise TamrinError(self.message())
-
-    @property
-    def failed(self) -> bool:
-        return self.kept < self.min_kept * self.pairs or not self.pairs
 
     def message(self) -> str:
         from ..provenance import redact
@@ -185,7 +166,7 @@ class RowFormatCheck:
         shown = "; ".join(f"raw row {i + 1}: {one_line(u, 80)!r} → {one_line(a, 30)!r}"
                           for i, (u, a) in enumerate(self.not_kept)) or "no QA pairs at all"
         return redact(f"{self.where}: the cleaning kept {self.kept} of the {self.pairs} QA pairs in the first "
-                      f"{self.rows} rows ({share:.0%}, below {self.min_kept:.0%}), so the rows are probably in a "
+                      f"{self.rows} rows ({share:.0%}, below {EARLY_MIN_KEPT:.0%}), so the rows are probably in a "
                       f"format it does not read ({shown}); stopped before streaming the rest: run `python build.py "
                       "doctor` (with the same --profile/--set options) to see more rows raw and cleaned, then set "
                       "data.hub_layout and the column keys to match")
@@ -208,7 +189,7 @@ def clean_pairs(pairs: list[tuple[str, str, Any]], counts: HubCounts) -> list[di
     return out
 
 
-def _rows(stream: Any, cfg: Any, where: str, counts: HubCounts) -> Iterator[dict]:
+def _rows(stream: Any, cfg: Any, counts: HubCounts, what: str = "streaming") -> Iterator[dict]:
     """The rows of `stream`, with anything the remote stream raises (HTTP, network, parquet) made one line."""
     rows = iter(stream)
     while True:
@@ -219,36 +200,40 @@ def _rows(stream: Any, cfg: Any, where: str, counts: HubCounts) -> Iterator[dict
         except Exception as e:  # noqa: BLE001 - each known failure becomes one line
             line = explain(e, cfg.hub_id, repo_type="dataset", has_token=bool(_token()))
             first = str(e).splitlines()[0] if str(e) else ""
-            raise TamrinError(f"streaming {where} failed after {counts.rows} rows: "
+            raise TamrinError(f"{what} {_where(cfg)} failed after {counts.rows} rows: "
                               + (line or f"{type(e).__name__}: {first}; check the network and rerun")) from None
         yield row
 
 
-def iter_images(ds: Any, cfg: Any, counts: HubCounts, shuffle_buffer: int,
-                early_rows: int = EARLY_ROWS) -> Iterator[HubImage]:
-    """Shuffle (seeded), take the subset, and yield one item per row (several QA pairs per image).
+def _checked_rows(ds: Any, cfg: Any, n_rows: int, counts: HubCounts, what: str) -> Iterator[dict]:
+    """The first `n_rows` rows in stored order, undecoded, the configured columns checked on the card and on the
+    first row."""
+    for i, row in enumerate(_rows(ds.decode(False).take(n_rows), cfg, counts, what)):
+        if i == 0:
+            check_columns(list(row), cfg)
+        yield row
 
-    First the row format is judged on the first `early_rows` rows in stored order (`RowFormatCheck`). Not on the
+
+def iter_images(ds: Any, cfg: Any, counts: HubCounts) -> Iterator[tuple[str, Optional[bytes], list[dict]]]:
+    """Shuffle (seeded) and yield (image id, raw image bytes or None, cleaned QA pairs) per row.
+
+    First the row format is judged on the first `EARLY_ROWS` rows in stored order (`RowFormatCheck`). Not on the
     shuffled stream: `IterableDataset.shuffle` fills its buffer from 10 shards at a time (`max_buffer_input_shards`,
     datasets 5.2 iterable_dataset.py), so its first rows already cost a whole row group from each of 10 shards;
     the stored order reads only the row groups that hold the judged rows. A stream that passes costs those rows
     once more (the shuffled stream reads its own)."""
-    where = f"{cfg.hub_id}" + (f" (config {cfg.hub_config})" if cfg.hub_config else "")
-    check_columns(getattr(ds, "column_names", None), cfg, where)
+    check_columns(getattr(ds, "column_names", None), cfg)
     counts.total_rows = split_size(ds, cfg.hub_split)  # recorded in stats.json when the card declares it
-    ds = ds.decode(False)
-    check = RowFormatCheck(cfg, where, after_rows=early_rows)
-    for row in _rows(ds.take(early_rows), cfg, where, counts):
-        if check.rows == 0:
-            check_columns(list(row), cfg, where)
+    check = RowFormatCheck(cfg, _where(cfg))
+    for row in _checked_rows(ds, cfg, EARLY_ROWS, counts, "streaming"):
         check.observe(row)
-    for row in _rows(ds.shuffle(seed=cfg.seed, buffer_size=shuffle_buffer), cfg, where, counts):
+    for row in _rows(ds.decode(False).shuffle(seed=cfg.seed, buffer_size=cfg.shuffle_buffer), cfg, counts):
         counts.rows += 1
         qas = clean_pairs(row_pairs(row, cfg), counts)
         data = image_bytes(row.get(cfg.image_column))
         # Content-addressed ids: the same picture in two rows is one image (and lands in one split).
         image_id = "clevr_" + hashlib.sha1(data).hexdigest()[:16] if data else f"missing_row{counts.rows:07d}"
-        yield HubImage(image_id, data, qas)  # the caller stops once the subset's question target is kept
+        yield image_id, data, qas  # the caller stops once the subset's question target is kept
 
 
 @dataclass
@@ -278,27 +263,15 @@ def preview(cfg: Any, n_rows: int = 20) -> Preview:
     """Read the first `n_rows` rows through the stage's own loader and cleaning (no shuffle: the first rows of
     the first shard), keeping the raw text beside the cleaned triples."""
     ds = load_stream(cfg)
-    where = f"{cfg.hub_id}" + (f" (config {cfg.hub_config})" if cfg.hub_config else "")
-    check_columns(getattr(ds, "column_names", None), cfg, where)
+    check_columns(getattr(ds, "column_names", None), cfg)
     out, counts = Preview(), HubCounts()
-    try:
-        for row in ds.decode(False).take(n_rows):
-            if out.rows == 0:
-                check_columns(list(row), cfg, where)
-            out.rows += 1
-            pairs = row_pairs(row, cfg)
-            out.raw.extend((u, a) for u, a, _ in pairs)
-            data = image_bytes(row.get(cfg.image_column))
-            if data:
-                out.images.append(data)
-            index = len(out.images) - 1 if data else -1
-            out.cleaned.extend(Triple(**qa, image=index) for qa in clean_pairs(pairs, counts))
-    except TamrinError:
-        raise
-    except Exception as e:  # noqa: BLE001 - the remote stream: HTTP, network, parquet
-        line = explain(e, cfg.hub_id, repo_type="dataset", has_token=bool(_token()))
-        first = str(e).splitlines()[0] if str(e) else ""
-        raise TamrinError(f"reading the first rows of {where} failed: "
-                          + (line or f"{type(e).__name__}: {first}")) from None
-    out.pairs, out.skipped = counts.pairs, counts.unparsed + counts.off_vocabulary
+    for row in _checked_rows(ds, cfg, n_rows, counts, "reading the first rows of"):
+        counts.rows += 1
+        pairs = row_pairs(row, cfg)
+        out.raw.extend((u, a) for u, a, _ in pairs)
+        data = image_bytes(row.get(cfg.image_column))
+        if data:
+            out.images.append(data)
+        out.cleaned.extend(Triple(**qa, image=len(out.images) - 1 if data else -1) for qa in clean_pairs(pairs, counts))
+    out.rows, out.pairs, out.skipped = counts.rows, counts.pairs, counts.unparsed + counts.off_vocabulary
     return out

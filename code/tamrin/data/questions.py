@@ -1,25 +1,24 @@
-"""CLEVR-style questions from templates, answered by executing them on the scene graph.
+"""CLEVR-style questions of DESIGN.md's 8 types from templates, answered by executing them on the scene graph.
 
-Every template belongs to one of DESIGN.md's 8 question types. A question names objects by a description
-(`[size] [color] [material] shape-or-thing`, with CLEVR's synonyms) and, optionally, one spatial relation to an
-anchor object ("the cube that is left of the red sphere"). A question is only kept when it is well-posed:
-"the X" must denote exactly one object, a queried attribute is never given away by the description, and every
-relation it uses is unambiguous (see `scene.relation_holds`). Answers come from the 28-answer vocabulary and are
-kept close to balanced: query questions draw the answer value first (uniformly among the values in the scene) and
-compare-attribute questions draw "same"/"different" first; for exist, count and compare-integer questions several
-candidates are sampled and an answer is picked uniformly among those reached.
+Objects are named by a description (`[size] [color] [material] shape-or-thing`, CLEVR's synonyms), maybe with one
+spatial relation to an anchor ("the cube that is left of the red sphere"). Only well-posed questions are kept:
+"the X" denotes exactly one object, a queried attribute is never given away, and every relation is unambiguous
+(the objects differ by at least `RELATION_MARGIN` along its axis). Answers are kept close to balanced (see `ask`).
 """
 from __future__ import annotations
 
+import functools
 import itertools
+import operator
 import random
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
-from .scene import RELATIONS, Scene, relation_holds
 from ..contract.facts import ATTRIBUTE_VALUES, SYNONYMS
 
 ATTRS = ("size", "color", "material", "shape")  # word order in a description
+RELATIONS: tuple[str, ...] = ("left", "right", "behind", "front")
+RELATION_MARGIN = 0.45  # world units: closer along the axis → the relation is ambiguous
 REL_WORDS = {"left": "left of", "right": "right of", "behind": "behind", "front": "in front of"}
 QUERY_TEMPLATES = {
     "color": ("What color is the {R}?", "What is the color of the {R}?", "The {R} is what color?"),
@@ -28,12 +27,8 @@ QUERY_TEMPLATES = {
     "size": ("What size is the {R}?", "What is the size of the {R}?", "How big is the {R}?"),
 }
 COMPARE_ATTRIBUTE_TEMPLATES = {
-    "color": ("Is the {R1} the same color as the {R2}?", "Does the {R1} have the same color as the {R2}?",
-              "Do the {R1} and the {R2} have the same color?"),
-    "shape": ("Is the {R1} the same shape as the {R2}?", "Does the {R1} have the same shape as the {R2}?",
-              "Do the {R1} and the {R2} have the same shape?"),
-    "size": ("Is the {R1} the same size as the {R2}?", "Does the {R1} have the same size as the {R2}?",
-             "Do the {R1} and the {R2} have the same size?"),
+    **{a: (f"Is the {{R1}} the same {a} as the {{R2}}?", f"Does the {{R1}} have the same {a} as the {{R2}}?",
+           f"Do the {{R1}} and the {{R2}} have the same {a}?") for a in ("color", "shape", "size")},
     "material": ("Is the {R1} made of the same material as the {R2}?",
                  "Does the {R1} have the same material as the {R2}?",
                  "Are the {R1} and the {R2} made of the same material?"),
@@ -54,6 +49,14 @@ RELATION_PROB = 0.3  # share of descriptions that use a spatial relation, where 
 Desc = dict  # attribute name -> value, a subset of ATTRS
 
 
+def relation_holds(a: Any, b: Any, rel: str) -> bool | None:
+    """Is scene object `a` <rel> `b`? True/False when clear, None when the pair is within the ambiguity margin."""
+    delta = {"left": b.x - a.x, "right": a.x - b.x, "behind": a.y - b.y, "front": b.y - a.y}[rel]
+    if abs(delta) < RELATION_MARGIN:
+        return None
+    return delta > 0
+
+
 @dataclass(frozen=True)
 class CountedSet:
     desc: Desc
@@ -70,13 +73,14 @@ class Question:
 
 def desc_words(desc: Desc, rng: random.Random, plural: bool = False) -> str:
     """'large red metal cube' with CLEVR synonyms; 'thing'/'object' when the shape is not given."""
-    words = []
-    for attr in ATTRS[:3]:
-        if attr in desc:
-            words.append(rng.choice(SYNONYMS.get(desc[attr], (desc[attr],))))
-    noun = rng.choice(SYNONYMS.get(desc.get("shape", "thing"), (desc.get("shape", "thing"),)))
-    words.append(noun + "s" if plural else noun)
-    return " ".join(words)
+    words = [rng.choice(SYNONYMS.get(desc[a], (desc[a],))) for a in ATTRS[:3] if a in desc]
+    shape = desc.get("shape", "thing")
+    noun = rng.choice(SYNONYMS.get(shape, (shape,)))
+    return " ".join([*words, noun + "s" if plural else noun])
+
+
+def _bits(flags) -> int:
+    return sum(1 << i for i, flag in enumerate(flags) if flag)
 
 
 def _article(phrase: str) -> str:
@@ -88,55 +92,35 @@ def _cap(text: str) -> str:
 
 
 class SceneQuestions:
-    """Well-posed, answer-balanced questions about one scene."""
+    """Well-posed, answer-balanced questions about the objects of one scene."""
 
-    def __init__(self, scene: Scene, rng: random.Random) -> None:
-        self.scene = scene
-        self.objects = scene.objects
+    def __init__(self, objects: list[Any], rng: random.Random) -> None:
+        self.objects = objects
         self.rng = rng
         # Object sets are bit masks over object indices: set algebra stays cheap inside the candidate loops.
         self._value_mask: dict[tuple[str, str], int] = {}
         for i, o in enumerate(self.objects):
             for a in ATTRS:
-                key = (a, o.attr(a))
-                self._value_mask[key] = self._value_mask.get(key, 0) | (1 << i)
+                self._value_mask[(a, o.attr(a))] = self._value_mask.get((a, o.attr(a)), 0) | (1 << i)
         self._all = (1 << len(self.objects)) - 1
         self._masks: dict[tuple, int] = {}
         # For each object: every subset of its attributes (0–3 of them, shortest first) and the mask it selects.
-        self._subsets: list[list[tuple[tuple[str, ...], int]]] = []
-        for o in self.objects:
-            rows = []
-            for k in range(0, 4):
-                for attrs in itertools.combinations(ATTRS, k):
-                    m = self._all
-                    for a in attrs:
-                        m &= self._value_mask[(a, o.attr(a))]
-                    rows.append((attrs, m))
-            self._subsets.append(rows)
+        self._subsets = [[(attrs, self._mask({a: o.attr(a) for a in attrs}))
+                          for k in range(4) for attrs in itertools.combinations(ATTRS, k)] for o in self.objects]
         self._unique: dict[tuple[int, tuple[str, ...]], list[Desc]] = {}
+        # (anchor, relation) -> (objects for which it holds, objects too close to tell), excluding the anchor
         self._rel: dict[tuple[int, str], tuple[int, int]] = {}
         for j, anchor in enumerate(self.objects):
             for rel in RELATIONS:
-                true = ambiguous = 0
-                for i, o in enumerate(self.objects):
-                    if i != j:
-                        holds = relation_holds(o, anchor, rel)
-                        if holds is None:
-                            ambiguous |= 1 << i
-                        elif holds:
-                            true |= 1 << i
-                self._rel[(j, rel)] = (true, ambiguous)
+                holds = [i != j and relation_holds(o, anchor, rel) for i, o in enumerate(self.objects)]
+                self._rel[(j, rel)] = (_bits(h is True for h in holds), _bits(h is None for h in holds))
 
     # --- descriptions and references -------------------------------------------------------------------------
     def _mask(self, desc: Desc) -> int:
         key = tuple(sorted(desc.items()))
-        m = self._masks.get(key)
-        if m is None:
-            m = self._all
-            for item in key:
-                m &= self._value_mask.get(item, 0)
-            self._masks[key] = m
-        return m
+        if key not in self._masks:
+            self._masks[key] = functools.reduce(operator.and_, (self._value_mask.get(i, 0) for i in key), self._all)
+        return self._masks[key]
 
     def _count_of(self, desc: Desc) -> int:
         return self._mask(desc).bit_count()

@@ -7,35 +7,66 @@ and counted, never fatal; a source that yields no usable question is a one-line 
 """
 from __future__ import annotations
 
+import io
+import warnings
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional
 
+from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from .. import contract
 from ..errors import TamrinError
-from .images import BadImage, to_png
-from .split import split_by_image, test_target
 from ..contract.facts import QTYPES
-from .subset import question_target, subset_stats
+from .subset import question_target, split_by_image, subset_stats, test_target
 
 _WARN_EXAMPLES = 5
+MAX_PIXELS = 40_000_000  # a CLEVR image is 480×320; anything far larger is not one
+
+
+class BadImage(Exception):
+    """An image that is missing, truncated or not decodable (the stage skips and counts it)."""
+
+
+def to_png(data: bytes | None) -> bytes:
+    """`data` fully decoded (catching truncation, which `verify()` alone misses): PNG input as is, other formats
+    re-encoded as RGB PNG."""
+    if not data:
+        raise BadImage("no image bytes")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as probe:
+                probe.verify()
+            with Image.open(io.BytesIO(data)) as img:
+                if img.width * img.height > MAX_PIXELS:
+                    raise BadImage(f"implausibly large image ({img.width}×{img.height})")
+                img.load()
+                if img.format == "PNG":
+                    return bytes(data)
+                buf = io.BytesIO()
+                img.convert("RGB").save(buf, format="PNG", compress_level=3)
+                return buf.getvalue()
+    except BadImage:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombWarning,
+            Image.DecompressionBombError) as e:
+        raise BadImage(f"{type(e).__name__}: {e}") from None
 
 
 class Collector:
     """Saves each image once and turns its QA pairs into records; counts whatever had to be skipped."""
 
-    def __init__(self, out_dir: Path, log: Any, limit: Optional[int] = None) -> None:
-        self.out_dir = out_dir
-        self.limit = limit  # the subset's question target: counted on questions actually kept
+    def __init__(self, out_dir: Path, log: Any) -> None:
+        self.limit: Optional[int] = None  # the subset's question target: counted on questions actually kept
         self.images_dir = out_dir / "images"
         self.images_dir.mkdir(parents=True, exist_ok=True)
         self.log = log
         self.records: list[dict] = []
         self.skipped: Counter = Counter()
-        self._saved: set[str] = set()
-        self._questions: dict[str, set[str]] = {}
+        self._questions: dict[str, set[str]] = {}  # image id -> its questions kept (saved images only)
         self.source_questions: Optional[int] = None  # the denominator of data.fraction (None: synthetic)
         self.counted = False  # True when counted from the source's files, False when declared in the config
 
@@ -46,9 +77,9 @@ class Collector:
     def add(self, image_id: str, data: Optional[bytes], qas: list[dict], source: str, trusted_png: bool = False) -> None:
         if not qas or self.full:
             return
-        if image_id not in self._saved:
+        if image_id not in self._questions:
             try:
-                png = data if trusted_png and data else to_png(data)[0]
+                png = data if trusted_png and data else to_png(data)
             except BadImage as e:
                 kind = "missing_image" if data is None else "corrupt_image"
                 self.skipped[kind] += 1
@@ -57,7 +88,6 @@ class Collector:
                     self.log.warning(f"skipped {kind.replace('_', ' ')} {image_id} ({e}); its {len(qas)} questions dropped")
                 return
             (self.images_dir / f"{image_id}.png").write_bytes(png)
-            self._saved.add(image_id)
             self._questions[image_id] = set()
         seen = self._questions[image_id]
         for qa in qas:
@@ -75,21 +105,17 @@ class Collector:
                                  "image_id": image_id, "source": source})
 
 
-def _bar(total: Optional[int], desc: str, unit: str) -> tqdm:
-    return tqdm(total=total, desc=desc, unit=unit, mininterval=0.5, dynamic_ncols=True, leave=False)
+def _bar(items: Any, desc: str, unit: str, total: Optional[int] = None) -> tqdm:
+    return tqdm(items, total=total, desc=desc, unit=unit, mininterval=0.5, dynamic_ncols=True, leave=False)
 
 
 def collect_synthetic(cfg: Any, col: Collector) -> dict:
     from .synthetic import make_scene
 
-    kwargs = dict(image_size=cfg.image_size, questions_per_scene=cfg.questions_per_scene,
-                  min_objects=cfg.min_objects, max_objects=cfg.max_objects)
-    with _bar(cfg.n_scenes, "synthetic scenes", "scene") as bar:
-        for i in range(cfg.n_scenes):
-            s = make_scene(cfg.seed, i, **kwargs)
-            qas = [{"question": q.question, "answer": q.answer, "qtype": q.qtype} for q in s.questions]
-            col.add(s.image_id, s.png, qas, "synthetic", trusted_png=True)
-            bar.update(1)
+    for i in _bar(range(cfg.n_scenes), "synthetic scenes", "scene"):
+        s = make_scene(cfg.seed, i, image_size=cfg.image_size, questions_per_scene=cfg.questions_per_scene,
+                       min_objects=cfg.min_objects, max_objects=cfg.max_objects)
+        col.add(s.image_id, s.png, [asdict(q) for q in s.questions], "synthetic", trusted_png=True)
     return {"kind": "synthetic", "scenes": cfg.n_scenes, "image_size": cfg.image_size,
             "objects_per_scene": [cfg.min_objects, cfg.max_objects]}
 
@@ -102,17 +128,14 @@ def collect_clevr_dir(cfg: Any, col: Collector) -> dict:
                      lambda n: question_target(cfg.fraction, n, cfg.margin, cfg.max_questions), bar)
     col.limit = sel.target
     col.skipped["off_vocabulary"] += sel.off_vocabulary
-    with _bar(len(sel.images), "copying CLEVR images", "img") as bar:
-        for im in sel.images:
-            if col.full:
-                break
-            split = im.path.parent.name
-            try:
-                data: Optional[bytes] = im.path.read_bytes()
-            except OSError:
-                data = None
-            col.add(im.image_id, data, im.qas, f"CLEVR_v1.0:{split}")
-            bar.update(1)
+    for im in _bar(sel.images, "copying CLEVR images", "img"):
+        if col.full:
+            break
+        try:
+            data: Optional[bytes] = im.path.read_bytes()
+        except OSError:
+            data = None
+        col.add(im.image_id, data, im.qas, f"CLEVR_v1.0:{im.path.parent.name}")
     col.source_questions, col.counted = sel.questions_read, True
     return {"kind": "clevr_dir", "path": str(cfg.path), "splits": list(cfg.clevr_splits),
             "questions_read": sel.questions_read, "images_selected": len(sel.images)}
@@ -126,11 +149,10 @@ def collect_hub(cfg: Any, col: Collector) -> dict:
     label = f"{cfg.hub_id}:{cfg.hub_config}" if cfg.hub_config else cfg.hub_id
     col.limit = question_target(cfg.fraction, cfg.source_questions, cfg.margin, cfg.max_questions)
     col.source_questions, col.counted = cfg.source_questions, False
-    items = iter_images(ds, cfg, counts, cfg.shuffle_buffer)
-    with _bar(col.limit, f"streaming {label}", "q") as bar:
-        for item in items:
+    with _bar(None, f"streaming {label}", "q", total=col.limit) as bar:
+        for image_id, data, qas in iter_images(ds, cfg, counts):
             before = len(col.records)
-            col.add(item.image_id, item.data, item.qas, label)
+            col.add(image_id, data, qas, label)
             bar.update(len(col.records) - before)
             if col.full:
                 break
@@ -168,7 +190,8 @@ def run(ctx: Any) -> None:
     if not train:
         raise TamrinError(f"only {len(records)} questions: nothing left for training after the test split; lower "
                           "data.test_fraction or add data")
-    if test_target(len(records), cfg.test_fraction, cfg.max_test) > 0 and not test:
+    n_test = test_target(len(records), cfg.test_fraction, cfg.max_test)
+    if n_test > 0 and not test:
         ctx.log.warning("the test split is empty (images carry more questions than the test target): raise "
                         "data.test_fraction or data.max_test")
     used = {r["image_id"] for r in records}
@@ -188,7 +211,7 @@ def run(ctx: Any) -> None:
             kept=len(records), source_questions=col.source_questions, counted=col.counted, target=col.limit,
             fraction=cfg.fraction, margin=cfg.margin, cap=cfg.max_questions),
         "split": {"by": "image", "test_fraction": cfg.test_fraction, "max_test": cfg.max_test,
-                  "test_target": test_target(len(records), cfg.test_fraction, cfg.max_test)},
+                  "test_target": n_test},
     }
     contract.write(ctx.out_dir, "data/stats.json", stats)
     skipped = {k: v for k, v in stats["skipped"].items() if v}

@@ -237,12 +237,12 @@ IGNORE = -100  # the label of positions without a loss (transformers' convention
 
 def example_rows(facts: Facts, folder: Path, n: int) -> list[dict]:
     """The first `n` dataset examples as data-stage rows, their images saved as PNG under `folder`/images."""
-    from ..data.images import to_png
+    from ..data.stage import to_png
 
     (folder / "images").mkdir(parents=True, exist_ok=True)
     rows = []
     for i, e in enumerate(facts.examples[:n]):
-        (folder / "images" / f"ex{i:03d}.png").write_bytes(to_png(e["image"])[0])
+        (folder / "images" / f"ex{i:03d}.png").write_bytes(to_png(e["image"]))
         rows.append({"id": f"ex{i:03d}", "image": f"images/ex{i:03d}.png", "question": e["question"],
                      "answer": str(e["answer"]), "qtype": e["qtype"]})
     return rows
@@ -299,11 +299,11 @@ UNPARSED_WARN = 0.2  # more than this share of pairs lost to cleaning: the rules
 
 def _decodable(p) -> list[dict]:
     """The cleaned triples whose image decodes (as the data stage would keep them), with PNG bytes."""
-    from ..data.images import BadImage, to_png
+    from ..data.stage import BadImage, to_png
 
     def png(data: bytes) -> bytes | None:
         try:
-            return to_png(data)[0]
+            return to_png(data)
         except BadImage:
             return None
 
@@ -342,7 +342,7 @@ def _hub(facts: Facts, cfg) -> Check:
 
 def _clevr_dir(facts: Facts, cfg) -> Check:
     from ..data.clevr_dir import image_id_of, iter_questions
-    from ..data.qtype import classify
+    from ..data.cleaning import classify
     from ..contract.facts import normalize_answer
 
     root, split = Path(cfg.data.path).expanduser(), cfg.data.clevr_splits[0]

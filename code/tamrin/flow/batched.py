@@ -1,30 +1,29 @@
 """All runs of the experiment as one batched model: one optimiser step advances every (pair, method, seed).
 
-Methods (all regress v_θ(x_t, t) onto a conditional target with the mean squared error):
-- `icfm`:   independent coupling (x0, x1) ~ p0 × q, x_t = t x1 + (1 − t) x0 + σ ε, target x1 − x0 (Tong et al.).
-- `otcfm`:  the same, but each minibatch is re-paired by the exact OT assignment on ‖x0 − x1‖²
-            (x0[row] with x1[col], scipy.optimize.linear_sum_assignment).
-- `lipman`: Lipman et al.'s OT *path* with independent coupling: x_t = (1 − (1 − σ_min) t) x0 + t x1,
-            target x1 − (1 − σ_min) x0 (eq. 20–23).
+Data as TorchCFM samples them (so the literature's numbers compare): `gaussian` N(0, I); `8gaussians`
+(`sample_8gaussians`): 8 centres on the circle of radius 5 with covariance sqrt(0.1)·I (TorchCFM passes
+`math.sqrt(var) * eye` as the *covariance*: the per-coordinate std is 0.1^(1/4) ≈ 0.562); `moons` (`sample_moons`
+= torchdyn's `generate_moons(n, noise=0.2) * 3 - 1`): two half circles at evenly spaced angles, each point shifted
+by ONE uniform [0, 0.2) draw added to both coordinates.
 
-Per run r, everything is what training that run alone does (the per-run reference trainer lives in
-tests/flow_reference.py; tests/test_flow_batched.py compares the two step by step, bench/bench_flow.py times them):
-- model: `init_model(seed, hidden)` (TorchCFM's MLP, seeded by the run's seed), stored as stacked,
-  transposed weights so that layer l of every run is one `torch.baddbmm` — run r's rows only ever meet run r's
-  weights;
-- data: the (pair, seed) stream of `data_rng`, drawn by `draw_batch` in the same order (the methods
-  of one (pair, seed) share these draws, as they always have; OT-CFM only re-pairs them);
-- loss: the mean squared error over the run's own batch; the optimised objective is the sum of the runs'
-  losses, whose gradient with respect to run r's weights is exactly the gradient of run r's loss;
-- optimiser: Adam, elementwise, so one Adam over the stacked tensors is R independent Adams (same step count,
-  same learning rate schedule, no coupling term).
-The data never depend on the model, so a data thread makes them a few steps ahead of the torch loop, and the
-exact OT pairing of every OT-CFM run's batch is solved in a thread pool beside both (scipy's
-`linear_sum_assignment` releases the GIL; measured: a spinning Python thread kept ~90 % of its rate during the
-solves), with the column potential of `ot` that finds the same assignment 2–5× faster.
+Methods (all regress v_θ(x_t, t) onto a conditional target with the mean squared error): `icfm`, independent
+coupling, x_t = t x1 + (1 − t) x0 + σ ε, target x1 − x0 (Tong et al.); `otcfm`, the same with each minibatch
+re-paired by the exact OT assignment on ‖x0 − x1‖²; `lipman`, Lipman et al.'s OT *path* with independent coupling,
+x_t = (1 − (1 − σ_min) t) x0 + t x1, target x1 − (1 − σ_min) x0 (eq. 20–23).
+
+Per run r, everything is what training that run alone does (tests/flow_reference.py; tests/test_flow_batched.py
+compares the two step by step, bench/bench_flow.py times them): the model `init_model(seed, hidden)`, stored as
+stacked transposed weights; the (pair, seed) stream of `data_rng` drawn by `draw_batch` in the same order (the
+methods of one (pair, seed) share these draws; OT-CFM only re-pairs them); the optimised objective is the sum of
+the runs' losses, whose gradient with respect to run r's weights is exactly that of run r's loss; Adam is
+elementwise, so one Adam over the stacked tensors is R independent Adams. The data never depend on the model, so a
+data thread makes them a few steps ahead of the torch loop, and the OT pairings are solved in a thread pool beside
+both (scipy's `linear_sum_assignment` releases the GIL; measured: a spinning Python thread kept ~90 % of its rate
+during the solves), with the column potential of `ot` that finds the same assignment 2–5× faster.
 """
 from __future__ import annotations
 
+import functools
 import math
 import queue
 import threading
@@ -37,15 +36,53 @@ import numpy as np
 import torch
 
 from ..contract.facts import FLOW_METHOD_LABELS
-from . import datasets
 from .ot import ColumnPotential, fit_potential, ot_pairing
 
 Run = tuple[str, str, int]  # (pair, method, seed)
-METHOD_LABELS = FLOW_METHOD_LABELS  # the methods trained here (their display names: contract.facts)
+PAIRS = ("gaussian-moons", "8gaussians-moons")
+EIGHT_CENTRES = np.array([(1, 0), (-1, 0), (0, 1), (0, -1), (1 / np.sqrt(2), 1 / np.sqrt(2)),
+                          (1 / np.sqrt(2), -1 / np.sqrt(2)), (-1 / np.sqrt(2), 1 / np.sqrt(2)),
+                          (-1 / np.sqrt(2), -1 / np.sqrt(2))])
 
 
-def mlp(hidden: int = 64) -> torch.nn.Module:
-    """TorchCFM's MLP: input (x, t), 3 hidden layers of `hidden` units with SELU, output a 2-D velocity."""
+def eight_gaussians(n: int, rng: np.random.Generator, scale: float = 5.0, var: float = 0.1) -> np.ndarray:
+    centres = EIGHT_CENTRES[rng.integers(0, 8, size=n)] * scale
+    return centres + np.sqrt(np.sqrt(var)) * rng.standard_normal((n, 2))  # covariance sqrt(var)·I, as TorchCFM
+
+
+@functools.lru_cache(maxsize=16)
+def _moon_curves(n: int) -> np.ndarray:
+    """The n points of the two half circles before the noise (computed once per size: training draws them at
+    every step)."""
+    n_out, n_in = n // 2, n - n // 2
+    a_out, a_in = np.linspace(0, np.pi, n_out), np.linspace(0, np.pi, n_in)
+    x = np.concatenate([np.cos(a_out), 1 - np.cos(a_in)])
+    y = np.concatenate([np.sin(a_out), 1 - np.sin(a_in) - 0.5])
+    curves = np.stack([x, y], 1)
+    curves.setflags(write=False)
+    return curves
+
+
+def moons(n: int, rng: np.random.Generator, noise: float = 0.2) -> np.ndarray:
+    return (_moon_curves(n) + rng.uniform(0.0, 1.0, size=(n, 1)) * noise) * 3 - 1
+
+
+SAMPLERS = {"gaussian": lambda n, rng: rng.standard_normal((n, 2)), "8gaussians": eight_gaussians, "moons": moons}
+
+
+def sample(name: str, n: int, rng: np.random.Generator) -> np.ndarray:
+    return SAMPLERS[name](n, rng).astype(np.float32)
+
+
+def split_pair(pair: str) -> tuple[str, str]:
+    source, target = pair.split("-", 1)
+    return source, target
+
+
+def init_model(seed: int, hidden: int) -> torch.nn.Module:
+    """TorchCFM's MLP, (x, t) → 3 hidden layers of `hidden` units with SELU → a 2-D velocity, as every run with
+    this seed starts (the global torch generator is reseeded, as before)."""
+    torch.manual_seed(seed)
     return torch.nn.Sequential(
         torch.nn.Linear(3, hidden), torch.nn.SELU(),
         torch.nn.Linear(hidden, hidden), torch.nn.SELU(),
@@ -54,10 +91,8 @@ def mlp(hidden: int = 64) -> torch.nn.Module:
 
 
 def velocity(model: torch.nn.Module, x: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
-    """v_θ(x, t) for a batch x (n, 2) and a scalar or per-row t."""
-    tt = t if isinstance(t, torch.Tensor) else torch.tensor(float(t), device=x.device)
-    tt = tt.reshape(-1, 1).to(x.device, x.dtype).expand(x.shape[0], 1)
-    return model(torch.cat([x, tt], 1))
+    """v_θ(x, t) at one time t for points x (…, N, 2): a per-run model on (N, 2), a StackedMLP on (R, N, 2)."""
+    return model(torch.cat([x, torch.full((*x.shape[:-1], 1), float(t), dtype=x.dtype, device=x.device)], -1))
 
 
 def learning_rate(step: int, steps: int, lr: float, schedule: str) -> float:
@@ -72,28 +107,29 @@ def learning_rate(step: int, steps: int, lr: float, schedule: str) -> float:
 def data_rng(pair: str, seed: int) -> np.random.Generator:
     """The training data stream of one (pair, seed), shared by every method (disjoint from the evaluation sets'
     stream, which ends in 1 instead of 0)."""
-    return np.random.default_rng([seed, datasets.PAIRS.index(pair) if pair in datasets.PAIRS else 99, 0])
+    return np.random.default_rng([seed, PAIRS.index(pair), 0])
 
 
 def draw_batch(source: str, target: str, batch_size: int, rng: np.random.Generator
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One training step's draws, in this order: x0 ~ source, x1 ~ target, t ~ U(0, 1) (batch, 1), ε ~ N(0, I)."""
-    x0 = datasets.sample(source, batch_size, rng)
-    x1 = datasets.sample(target, batch_size, rng)
+    x0 = sample(source, batch_size, rng)
+    x1 = sample(target, batch_size, rng)
     t = rng.uniform(0, 1, size=(batch_size, 1)).astype(np.float32)
-    eps = rng.standard_normal((batch_size, 2)).astype(np.float32)
-    return x0, x1, t, eps
+    return x0, x1, t, rng.standard_normal((batch_size, 2)).astype(np.float32)
 
 
-def init_model(seed: int, hidden: int) -> torch.nn.Module:
-    """The initial model of every run with this seed (the global torch generator is reseeded, as before)."""
-    torch.manual_seed(seed)
-    return mlp(hidden)
-
+def _layers(weights: list[torch.Tensor], biases: list[torch.Tensor], h: torch.Tensor) -> torch.Tensor:
+    """Layer l of every stacked run is one `torch.baddbmm` (run r's rows only meet run r's weights), SELU between."""
+    for k, (w, b) in enumerate(zip(weights, biases)):
+        h = torch.baddbmm(b, h, w)
+        if k < len(weights) - 1:
+            h = torch.nn.functional.selu(h)
+    return h
 
 
 class StackedMLP(torch.nn.Module):
-    """R independent copies of `train.mlp`: layer l of run r computes x @ weights[l][r] + biases[l][r]
+    """R independent copies of `init_model`'s MLP: layer l of run r computes x @ weights[l][r] + biases[l][r]
     (weights (R, in, out) = the run's nn.Linear weight transposed, biases (R, 1, out)), SELU between layers."""
 
     def __init__(self, models: list[torch.nn.Module]) -> None:
@@ -107,19 +143,9 @@ class StackedMLP(torch.nn.Module):
             [torch.nn.Parameter(torch.stack([ls[k].bias.detach() for ls in layers]).unsqueeze(1).contiguous())
              for k in range(depth)])
 
-    @property
-    def runs(self) -> int:
-        return self.weights[0].shape[0]
-
     def forward(self, inp: torch.Tensor) -> torch.Tensor:
         """(R, N, 3) rows (x, t) → (R, N, 2) velocities."""
-        h = inp
-        last = len(self.weights) - 1
-        for k, (w, b) in enumerate(zip(self.weights, self.biases)):
-            h = torch.baddbmm(b, h, w)
-            if k < last:
-                h = torch.nn.functional.selu(h)
-        return h
+        return _layers(self.weights, self.biases, inp)
 
     def run_model(self, r: int) -> "OneRun":
         """Run r alone, as a module taking (N, 3) like the reference MLP (for the per-run solvers)."""
@@ -136,25 +162,13 @@ class OneRun(torch.nn.Module):
         self.device = stacked.weights[0].device
 
     def forward(self, inp: torch.Tensor) -> torch.Tensor:
-        h = inp.unsqueeze(0)
-        last = len(self.weights) - 1
-        for k, (w, b) in enumerate(zip(self.weights, self.biases)):
-            h = torch.baddbmm(b, h, w)
-            if k < last:
-                h = torch.nn.functional.selu(h)
-        return h[0]
-
-
-def stacked_velocity(model: StackedMLP, x: torch.Tensor, t: float) -> torch.Tensor:
-    """v_θr(x_r, t) for every run r: x (R, N, 2) at one scalar time."""
-    tt = torch.full((*x.shape[:-1], 1), float(t), dtype=x.dtype, device=x.device)
-    return model(torch.cat([x, tt], -1))
+        return _layers(self.weights, self.biases, inp.unsqueeze(0))[0]
 
 
 @dataclass
 class RunTraining:
-    """What the metrics need of one run's training (the attributes of `train.TrainResult` without the model).
-    `seconds` is the run's share of the batched loop plus its own OT solves (see `BatchedTraining.run`)."""
+    """What the metrics need of one run's training (flow_reference's `TrainResult` without the model). `seconds`
+    is the run's share of the batched loop plus its own OT solves (see `BatchedTraining.run`)."""
     losses: list[float]
     pair_cost: float
     seconds: float
@@ -170,7 +184,6 @@ class BatchedTraining:
     loop_seconds: float  # wall time of the whole batched loop
     data_wait_seconds: float  # of which the torch loop waited for the data thread (draws + OT not overlapped)
     ot_cpu_seconds: np.ndarray  # (R,): CPU time of the run's own OT solves (0 for runs without OT)
-    device: str
 
     def run(self, r: int) -> RunTraining:
         """Run r's costs. The torch loop's time outside its waits for data advanced all R runs at once, so each
@@ -186,9 +199,9 @@ class BatchedTraining:
 def calibrate_potential(pair: str, batch_size: int, batches: int = 8) -> ColumnPotential | None:
     """The column potential that speeds up this pair's minibatch OT solves (`ot` module docstring), fitted on
     batches of a stream of its own (never the training or evaluation draws; it changes no pairing)."""
-    source, target = datasets.split_pair(pair)
-    rng = np.random.default_rng([0, datasets.PAIRS.index(pair) if pair in datasets.PAIRS else 99, 3])
-    return fit_potential([(datasets.sample(source, batch_size, rng), datasets.sample(target, batch_size, rng))
+    source, target = split_pair(pair)
+    rng = np.random.default_rng([0, PAIRS.index(pair), 3])
+    return fit_potential([(sample(source, batch_size, rng), sample(target, batch_size, rng))
                           for _ in range(batches)], degree=6)
 
 
@@ -202,8 +215,8 @@ def _ot_task(x0: np.ndarray, x1: np.ndarray, potential: ColumnPotential | None
 
 def coefficients(runs: list[Run], sigma: float, sigma_min: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-run (k, c, s), each (R, 1, 1) float32, such that x_t = t x1 + (1 − k t) x0 + s ε and the target is
-    x1 − c x0: (1, 1, σ) for icfm/otcfm, (1 − σ_min, 1 − σ_min, 0) for lipman — `train.conditional_batch`, with
-    float32 factors that reproduce its float32 arithmetic."""
+    x1 − c x0: (1, 1, σ) for icfm/otcfm, (1 − σ_min, 1 − σ_min, 0) for lipman — flow_reference's
+    `conditional_batch`, with float32 factors that reproduce its float32 arithmetic."""
     k = np.array([1 - sigma_min if m == "lipman" else 1.0 for _, m, _ in runs], dtype=np.float32)
     s = np.array([0.0 if m == "lipman" else sigma for _, m, _ in runs], dtype=np.float32)
     return k[:, None, None], k[:, None, None].copy(), s[:, None, None]
@@ -220,16 +233,16 @@ class _Immediate:
 
 class _DataPipeline:
     """Every step's training data — the draws of each (pair, seed) stream, the OT re-pairing of the OT-CFM runs,
-    x_t and the targets of every run — made in step order by one producer thread, `lookahead` steps ahead of
-    the torch step (the data stream does not depend on the model). The draws all happen in that one thread, in
-    the order of the per-run reference, so the streams are those of `train.train`; the OT solves of a step go to
-    the pool as soon as its batch is drawn and are collected when the step's tensors are built."""
+    x_t and the targets of every run — made in step order by one producer thread, `lookahead` steps ahead of the
+    torch step (the data stream does not depend on the model). The draws all happen in that one thread, in the
+    order of the per-run reference (flow_reference's `train`); the OT solves of a step go to the pool as soon as
+    its batch is drawn and are collected when the step's tensors are built."""
 
     def __init__(self, runs: list[Run], steps: int, batch_size: int, sigma: float, sigma_min: float,
                  pool: Executor | None, lookahead: int) -> None:
         self.groups = list(dict.fromkeys((pair, seed) for pair, _, seed in runs))
         self.rngs = {g: data_rng(*g) for g in self.groups}
-        self.splits = {g: datasets.split_pair(g[0]) for g in self.groups}
+        self.splits = {g: split_pair(g[0]) for g in self.groups}
         self.ot_groups = list(dict.fromkeys((p, s) for p, m, s in runs if m == "otcfm"))
         self.potentials = {p: calibrate_potential(p, batch_size) for p in dict.fromkeys(p for p, _ in self.ot_groups)}
         self.group_index = np.array([self.groups.index((pair, seed)) for pair, _, seed in runs])
@@ -302,7 +315,7 @@ def train_batched(runs: list[Run], *, steps: int, batch_size: int, lr: float, hi
     """Train every run in `runs` together (see the module docstring); OT solves go to `pool` (None: in the
     data thread)."""
     for _, method, _ in runs:
-        if method not in METHOD_LABELS:
+        if method not in FLOW_METHOD_LABELS:
             raise ValueError(f"unknown method {method!r}")
     inits = {seed: init_model(seed, hidden) for seed in dict.fromkeys(s for _, _, s in runs)}
     model = StackedMLP([inits[seed] for _, _, seed in runs]).to(device)
@@ -336,4 +349,4 @@ def train_batched(runs: list[Run], *, steps: int, batch_size: int, lr: float, hi
                        for r in range(len(runs))])
     return BatchedTraining(model=model, runs=list(runs), losses=losses_np.astype(np.float64),
                            pair_cost=cost_sum / steps, loop_seconds=seconds, data_wait_seconds=wait,
-                           ot_cpu_seconds=ot_cpu, device=str(device))
+                           ot_cpu_seconds=ot_cpu)

@@ -2,7 +2,7 @@
 → results/derive/derivations.json.
 
 Cheap (seconds) and separate from the `flow` experiment, so editing a proof's wording (in the templates) or its
-check never retrains a flow run. The file is a JSON list, in report order, of `records.Derivation` records
+check never retrains a flow run. The file is a JSON list, in report order, of `derivations.Derivation` records
 (numbers and Typst math only; the typed model is the results contract). A record that fails its check, or whose
 Typst math does not compile, fails the stage with one line naming it.
 """
@@ -13,17 +13,17 @@ from typing import Any
 
 from .. import contract
 from ..errors import TamrinError
-from . import numeric_checks, theorem2, theorem3
-from .records import Derivation
+from . import numeric_checks
+from .derivations import Derivation, theorem2, theorem3
 from .typst_math import compile_check
 
 
 def build(numeric_samples: int, log: logging.Logger | None = None) -> list[Derivation]:
     """Part 2.1 (symbolic + Monte Carlo), then part 2.2 (symbolic + ODE)."""
     steps = [
-        ("Theorem 2 (sympy)", lambda: theorem2.derive()),
+        ("Theorem 2 (sympy)", theorem2),
         ("Theorem 2 (Monte Carlo)", lambda: [numeric_checks.check_gradients(numeric_samples)]),
-        ("Theorem 3 (sympy)", lambda: theorem3.derive()),
+        ("Theorem 3 (sympy)", theorem3),
         ("Theorem 3 (ODE)", lambda: [numeric_checks.check_paths(max(1000, numeric_samples // 5))]),
     ]
     records: list[Derivation] = []
@@ -35,27 +35,21 @@ def build(numeric_samples: int, log: logging.Logger | None = None) -> list[Deriv
     return records
 
 
-def typst_errors(records: list[Derivation]) -> dict[str, str]:
-    """name -> compiler message for every record whose Typst math does not compile (empty when all do)."""
+def check_derivations(records: list[Any]) -> None:
+    """Raise TamrinError naming every derivation that failed its check or whose Typst math does not compile."""
     import typst
 
-    errors = {}
-    for r in records:
-        try:
-            compile_check([r.statement_typst, *r.steps_typst, *[a["typst"] for a in r.assumptions]])
-        except typst.TypstError as e:
-            errors[r.name] = str(e).splitlines()[0] if str(e) else type(e).__name__
-    return errors
-
-
-def check_derivations(records: list[Any]) -> None:
-    """Raise TamrinError naming every derivation that failed its check or whose Typst does not compile."""
     failed = [r for r in records if not r.passed]
     if failed:
         names = "; ".join(f"{r.name} (residual {r.residual:g} > tolerance {r.tolerance:g}, {r.check})" for r in failed)
         raise TamrinError(f"derive: derivation check failed: {names} — the derivation or its check is wrong; "
                           "fix code/tamrin/flow before building the report")
-    bad_typst = typst_errors(records)
+    bad_typst = {}
+    for r in records:
+        try:
+            compile_check([r.statement_typst, *r.steps_typst, *[a["typst"] for a in r.assumptions]])
+        except typst.TypstError as e:
+            bad_typst[r.name] = str(e).splitlines()[0] if str(e) else type(e).__name__
     if bad_typst:
         names = "; ".join(f"{n}: {msg}" for n, msg in bad_typst.items())
         raise TamrinError(f"derive: Typst math of a derivation does not compile: {names} — fix the printer or step")

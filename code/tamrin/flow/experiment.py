@@ -1,17 +1,13 @@
 """Part 3 experiment: I-CFM vs minibatch exact-OT CFM (and optionally Lipman's σ_min path) on 2-D toy data.
 
-Every (pair, method, seed) run trains one model, then measures on a fixed held-out set for that (pair, seed) —
-the same x0 and the same target samples for every method, so methods are compared pairwise:
-exact W2 / W2² after Euler with each step count and after adaptive dopri5 (with its NFE), the path energy,
-normalised path energy and straightness along the finest Euler path, and the training cost with and without
-the OT solve.
-
-`run` trains every run that is not cached yet as one batched model (`batched.train_batched`: each run keeps its
-own initialisation, data stream, loss and Adam state), then evaluates them together (`evaluate.evaluate_stacked`);
-the exact OT solves of training and evaluation run in one thread pool. Every evaluated run is cached as JSON in
-the work folder, so a run killed during evaluation resumes without training the finished runs again, and the
-numbers of a run do not depend on which other runs shared its batch. The per-run reference path (one model, one
-run, direct exact solves: the code before batching) is `run_one` in tests/flow_reference.py.
+Every (pair, method, seed) run is measured on a fixed held-out set for that (pair, seed) — the same x0 and target
+samples for every method, so methods compare pairwise: exact W2 / W2² after Euler with each step count and after
+adaptive dopri5 (with its NFE), path energy, normalised path energy and straightness along the finest Euler path,
+and the training cost with and without the OT solve. `run` trains the runs not cached yet as one batched model
+(`batched.train_batched`) and evaluates them together, the exact OT solves in thread pools. Every evaluated run is
+cached in the work folder, so a killed run resumes without training the finished runs again (a run's numbers do
+not depend on which runs shared its batch). The per-run reference (the code before batching) is
+tests/flow_reference.py.
 """
 from __future__ import annotations
 
@@ -20,23 +16,27 @@ import logging
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
+from torchdiffeq import odeint
 
 from ..atomic import write_json
 from ..errors import TamrinError
-from . import datasets
-from .batched import train_batched
-from .evaluate import dopri5, euler, evaluate, evaluate_stacked
+from .batched import PAIRS, sample, split_pair, train_batched, velocity
 from .ot import w2_squared
 
 
-# The literature anchor, read from the source (see `anchor()`): Cheng & Schwing (2025), Fig. 1, unconditional
-# 8gaussians → moons, mean ± std over 10 runs, quantity = POT `ot.emd2` on `ot.dist` (squared Euclidean) = W2².
+# The literature anchor: Cheng & Schwing (2025), "The Curse of Conditions: Analyzing and Improving Optimal Transport
+# for Conditional Flow-Based Generation", Fig. 1 (unconditional FM vs OT, 8gaussians → moons), mean ± std over 10
+# runs; code hkchengrex/C2OT moons.py, data samplers copied from TorchCFM. Their quantity is POT
+# ot.emd2([], [], ot.dist(x1, generated)) with ot.dist's default squared-Euclidean cost, i.e. W2² (no square root),
+# on 10,000 points (TorchCFM's own `wasserstein()` takes the square root). Their setup: data as TorchCFM; σ = 0;
+# 20,000 Adam steps, lr 3e-4, batch 256 (OT on batches of 1024 split into 4); a residual GELU MLP of width 128 (not
+# TorchCFM's 3×64 SELU MLP); dopri5 atol = rtol = 1e-4; 10 runs.
 ANCHOR_REPORTED = {
     "euler_1": {"icfm": (6.232, 0.186), "otcfm": (0.072, 0.025)},
     "adaptive": {"icfm": (0.120, 0.045), "otcfm": (0.050, 0.040)},
@@ -49,10 +49,10 @@ def _round(a: np.ndarray, nd: int = 3) -> list:
 
 def eval_sets(pair: str, seed: int, n: int) -> dict[str, np.ndarray]:
     """The held-out evaluation data of one (pair, seed): x0 from the source, two independent target sets."""
-    source, target = datasets.split_pair(pair)
-    rng = np.random.default_rng([seed, datasets.PAIRS.index(pair), 1])  # disjoint from the training stream
-    return {"x0": datasets.sample(source, n, rng), "x1": datasets.sample(target, n, rng),
-            "x1_other": datasets.sample(target, n, rng)}
+    source, target = split_pair(pair)
+    rng = np.random.default_rng([seed, PAIRS.index(pair), 1])  # disjoint from the training stream
+    return {"x0": sample(source, n, rng), "x1": sample(target, n, rng),
+            "x1_other": sample(target, n, rng)}
 
 
 def reference(sets: dict[str, np.ndarray], warm_start: bool = True) -> dict[str, float]:
@@ -67,25 +67,100 @@ def reference(sets: dict[str, np.ndarray], warm_start: bool = True) -> dict[str,
             "w2sq_collapse_to_mean": float(((x1 - x1.mean(0)) ** 2).sum(1).mean())}
 
 
+# --- sampling a trained field, and its W2 ---------------------------------------------------------------------
+def _device(model: torch.nn.Module) -> torch.device:
+    """Where the model's weights live (CPU for parameter-free test fields)."""
+    if hasattr(model, "device"):
+        return torch.device(model.device)
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
+@torch.no_grad()
+def euler(model: torch.nn.Module, x0: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Euler from t = 0 to 1 in `steps` equal steps over x0 (…, N, 2): one run, or every run of a StackedMLP at
+    once (a fixed-step solver treats every run alike). The end points, and per point set (…, float64) the path
+    energy and straightness of the discrete path:
+    path energy  E = mean_i Σ_k ‖v_k‖² Δt                 (Tong et al.'s PE, discretised)
+    straightness S = mean_i Σ_k ‖(x_N − x_0) − v_k‖² Δt    (Liu et al.; 0 for straight constant-speed paths)
+    """
+    x = start = torch.from_numpy(np.asarray(x0, dtype=np.float32)).to(_device(model))
+    dt = 1.0 / steps
+    vs = []
+    for k in range(steps):
+        vs.append(velocity(model, x, k * dt))
+        x = x + dt * vs[-1]
+    disp = x - start
+    energy = sum((v ** 2).sum(-1) for v in vs) * dt
+    straight = sum(((disp - v) ** 2).sum(-1) for v in vs) * dt
+    return (x.cpu().numpy(), *(a.mean(-1).cpu().numpy().astype(np.float64) for a in (energy, straight)))
+
+
+class _Counted(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model, self.nfe = model, 0
+
+    def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        self.nfe += 1
+        return velocity(self.model, x, t)
+
+
+@torch.no_grad()
+def dopri5(model: torch.nn.Module, x0: np.ndarray, tol: float, times: np.ndarray | None = None
+           ) -> tuple[np.ndarray, int]:
+    """Adaptive Dormand–Prince (torchdiffeq) with atol = rtol = tol; returns the states at `times`
+    (default [0, 1] → only the end point) and the number of function evaluations."""
+    device = _device(model)
+    f = _Counted(model)
+    ts = torch.tensor([0.0, 1.0] if times is None else list(times), dtype=torch.float32, device=device)
+    y0 = torch.from_numpy(np.asarray(x0, dtype=np.float32)).to(device)
+    states = odeint(f, y0, ts, method="dopri5", atol=tol, rtol=tol).cpu().numpy()
+    return (states[-1] if times is None else states), f.nfe
+
+
+def evaluate_stacked(model: Any, x0: np.ndarray, x1_heldout: np.ndarray, euler_steps: list[int], tol: float,
+                     pool: Executor) -> Callable[[], list[dict[str, Any]]]:
+    """W2 and W2² (exact assignment) of every run's generated samples against its held-out target samples
+    (x0, x1_heldout: (R, N, 2), run r's sets at index r), per solver; the solvers run here and the W2 solves in
+    `pool`, so the caller can do other solver work before calling the returned function for the results.
+
+    dopri5 stays per run: an adaptive solver on the stacked state would choose one step size for all runs from an
+    error norm over all of them, which changes every run's steps, NFE and end points; solving each run on its own
+    keeps the NFE the number of evaluations that run needed at the tolerance."""
+    runs, steps = x0.shape[0], sorted(euler_steps)
+    w2: dict[tuple[int, str], Future] = {}
+    for n in steps:
+        gen, energy, straight = euler(model, x0, n)
+        w2 |= {(r, str(n)): pool.submit(w2_squared, gen[r], x1_heldout[r]) for r in range(runs)}
+    paths = [{"path_energy": float(energy[r]), "straightness": float(straight[r]), "from_euler_steps": steps[-1]}
+             for r in range(runs)]
+    nfes = []
+    for r in range(runs):
+        gen, nfe = dopri5(model.run_model(r), x0[r], tol)
+        nfes.append(nfe)
+        w2[(r, "dopri5")] = pool.submit(w2_squared, gen, x1_heldout[r])
+
+    def entry(r: int, key: str) -> dict[str, float]:
+        w2sq = w2[(r, key)].result()
+        return {"w2": float(np.sqrt(w2sq)), "w2_squared": w2sq}
+
+    return lambda: [{"euler": {str(n): entry(r, str(n)) for n in steps}, "path": paths[r],
+                     "dopri5": {**entry(r, "dopri5"), "nfe": nfe, "tol": tol}} for r, nfe in enumerate(nfes)]
+
+
+# --- metrics, summary, figures ---------------------------------------------------------------------------------------
 def flat_metrics(ev: dict[str, Any], ref: dict[str, float], tr: Any, steps: int) -> dict[str, float]:
     """One flat dict of numbers per run (the keys the summary averages over seeds)."""
     m: dict[str, float] = {}
     for n, v in ev["euler"].items():
-        m[f"w2_euler_{n}"] = v["w2"]
-        m[f"w2sq_euler_{n}"] = v["w2_squared"]
-    dop = ev["dopri5"]
-    m["w2_dopri5"], m["w2sq_dopri5"], m["nfe_dopri5"] = dop["w2"], dop["w2_squared"], dop["nfe"]
-    pe = ev["path"]["path_energy"]
-    m["path_energy"] = pe
-    m["npe"] = abs(pe - ref["w2sq_source_target"]) / ref["w2sq_source_target"]
-    m["straightness"] = ev["path"]["straightness"]
-    m["train_seconds"] = tr.seconds
-    m["ms_per_step"] = 1e3 * tr.seconds / steps
-    m["ms_ot_per_step"] = 1e3 * tr.ot_seconds / steps
-    m["ms_per_step_without_ot"] = 1e3 * (tr.seconds - tr.ot_seconds) / steps
-    m["final_loss"] = float(np.mean(tr.losses[-max(1, steps // 20):]))
-    m["pair_cost"] = tr.pair_cost
-    return m
+        m[f"w2_euler_{n}"], m[f"w2sq_euler_{n}"] = v["w2"], v["w2_squared"]
+    dop, pe, w2sq_pq = ev["dopri5"], ev["path"]["path_energy"], ref["w2sq_source_target"]
+    return m | {"w2_dopri5": dop["w2"], "w2sq_dopri5": dop["w2_squared"], "nfe_dopri5": dop["nfe"],
+                "path_energy": pe, "npe": abs(pe - w2sq_pq) / w2sq_pq, "straightness": ev["path"]["straightness"],
+                "train_seconds": tr.seconds, "ms_per_step": 1e3 * tr.seconds / steps,
+                "ms_ot_per_step": 1e3 * tr.ot_seconds / steps,
+                "ms_per_step_without_ot": 1e3 * (tr.seconds - tr.ot_seconds) / steps,
+                "final_loss": float(np.mean(tr.losses[-max(1, steps // 20):])), "pair_cost": tr.pair_cost}
 
 
 def loss_curve(losses: list[float], points: int = 100) -> tuple[list[int], list[float]]:
@@ -111,7 +186,7 @@ def figure_data(model: torch.nn.Module, sets: dict[str, np.ndarray], cfg: Any) -
     x0 is an i.i.d. sample, so its first `n_plot` points are a random subset."""
     x0 = sets["x0"]
     gen, _ = dopri5(model, x0[: cfg.n_plot], cfg.dopri_tol)
-    gen1, _ = euler(model, x0[: cfg.n_plot], 1)
+    gen1 = euler(model, x0[: cfg.n_plot], 1)[0]
     times = np.linspace(0.0, 1.0, cfg.traj_points)
     traj, _ = dopri5(model, x0[: cfg.n_traj], cfg.dopri_tol, times)  # (times, n, 2)
     return {"generated": {"dopri5": _round(gen), "euler_1": _round(gen1)},
@@ -120,34 +195,25 @@ def figure_data(model: torch.nn.Module, sets: dict[str, np.ndarray], cfg: Any) -
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
     """summary[pair][method][metric] = {mean, std (ddof 0, as numpy), n} over seeds."""
-    out: dict[str, Any] = {}
+    rows: dict[tuple[str, str], list[dict[str, float]]] = {}
     for r in runs:
-        out.setdefault(r["pair"], {}).setdefault(r["method"], []).append(r["metrics"])
+        rows.setdefault((r["pair"], r["method"]), []).append(r["metrics"])
     summary: dict[str, Any] = {}
-    for pair, by_method in out.items():
-        for method, rows in by_method.items():
-            keys = rows[0].keys()
-            summary.setdefault(pair, {})[method] = {
-                k: {"mean": float(np.mean([r[k] for r in rows])), "std": float(np.std([r[k] for r in rows])),
-                    "n": len(rows)} for k in keys}
+    for (pair, method), ms in rows.items():
+        summary.setdefault(pair, {})[method] = {
+            k: {"mean": float(np.mean([m[k] for m in ms])), "std": float(np.std([m[k] for m in ms])), "n": len(ms)}
+            for k in ms[0]}
     return summary
 
 
 def w2_vs_steps(summary: dict[str, Any], euler_steps: list[int]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
     steps = sorted(euler_steps)
-    for pair, by_method in summary.items():
-        for method, s in by_method.items():
-            out.setdefault(pair, {})[method] = {
-                "steps": steps,
-                "w2_mean": [s[f"w2_euler_{n}"]["mean"] for n in steps],
-                "w2_std": [s[f"w2_euler_{n}"]["std"] for n in steps],
-                "w2sq_mean": [s[f"w2sq_euler_{n}"]["mean"] for n in steps],
-                "w2sq_std": [s[f"w2sq_euler_{n}"]["std"] for n in steps],
-                "dopri5": {k: s[f"{k}_dopri5"]["mean"] for k in ("w2", "w2sq", "nfe")}
-                | {f"{k}_std": s[f"{k}_dopri5"]["std"] for k in ("w2", "w2sq", "nfe")},
-            }
-    return out
+    return {pair: {method: {
+        "steps": steps,
+        **{f"{w}_{st}": [s[f"{w}_euler_{n}"][st] for n in steps] for w in ("w2", "w2sq") for st in ("mean", "std")},
+        "dopri5": {k: s[f"{k}_dopri5"]["mean"] for k in ("w2", "w2sq", "nfe")}
+        | {f"{k}_std": s[f"{k}_dopri5"]["std"] for k in ("w2", "w2sq", "nfe")},
+    } for method, s in by_method.items()} for pair, by_method in summary.items()}
 
 
 def anchor(summary: dict[str, Any], refs: list[dict[str, Any]], settings: dict[str, Any]) -> dict[str, Any]:
@@ -156,29 +222,18 @@ def anchor(summary: dict[str, Any], refs: list[dict[str, Any]], settings: dict[s
     limits = [r["w2sq_collapse_to_mean"] for r in refs if r["pair"] == pair]
     limit_w2sq = float(np.mean(limits)) if limits else None
     reported = {k: {m: {"mean": v[0], "std": v[1]} for m, v in d.items()} for k, d in ANCHOR_REPORTED.items()}
-    # Source: Cheng & Schwing (2025), "The Curse of Conditions: Analyzing and Improving Optimal Transport for
-    # Conditional Flow-Based Generation", Fig. 1 (unconditional FM vs OT); code hkchengrex/C2OT moons.py, data samplers
-    # copied from TorchCFM. Their quantity is POT ot.emd2([], [], ot.dist(x1, generated)) with ot.dist's default
-    # squared-Euclidean cost, i.e. W2² (no square root), on 10,000 points (TorchCFM's own `wasserstein()` takes the
-    # square root). Their setup: data as TorchCFM (8 Gaussians at radius 5, covariance sqrt(0.1) I; torchdyn moons
-    # ×3 − 1); σ = 0; 20,000 Adam steps, lr 3e-4, batch 256 (OT on batches of 1024 split into 4); a residual GELU MLP
-    # of width 128 (not TorchCFM's 3×64 SELU MLP); dopri5 atol = rtol = 1e-4; 10 runs.
     out: dict[str, Any] = {"pair": pair, "reported_w2_squared": reported, "runs": 10}
     if pair in summary:
-        ours = {}
-        for m in ("icfm", "otcfm"):
-            if m in summary[pair]:
-                s = summary[pair][m]
-                ours[m] = {"euler_1": {"mean": s["w2sq_euler_1"]["mean"], "std": s["w2sq_euler_1"]["std"]},
-                           "adaptive": {"mean": s["w2sq_dopri5"]["mean"], "std": s["w2sq_dopri5"]["std"]}}
+        by = summary[pair]
+        ours = {m: {"euler_1": {k: by[m]["w2sq_euler_1"][k] for k in ("mean", "std")},
+                    "adaptive": {k: by[m]["w2sq_dopri5"][k] for k in ("mean", "std")}}
+                for m in ("icfm", "otcfm") if m in by}
         out["ours_w2_squared"] = ours
         out["ours_settings"] = {k: settings[k]
                                 for k in ("steps", "batch_size", "lr", "lr_schedule", "n_eval", "seeds", "hidden")}
-        out["icfm_euler_1_limit_w2_squared"] = limit_w2sq
-        # 1-step Euler from x0 lands at x0 + v(x0, 0). For I-CFM the exact field at t = 0 is E[x1] − x0, so a
-        # well-trained I-CFM collapses all samples onto the target mean and its 1-step W2² tends to E‖x1 − E x1‖²
-        # (icfm_euler_1_limit_w2_squared). OT-CFM's pairs make v nearly constant along straight paths, so one step
-        # is almost exact; its residual W2² falls with training steps and with the OT batch size.
+        out["icfm_euler_1_limit_w2_squared"] = limit_w2sq  # see `reference`'s w2sq_collapse_to_mean
+        # OT-CFM's pairs make v nearly constant along straight paths, so one Euler step is almost exact; its residual
+        # W2² falls with training steps and with the OT batch size.
         if {"icfm", "otcfm"} <= ours.keys():
             ratio = ours["icfm"]["euler_1"]["mean"] / max(ours["otcfm"]["euler_1"]["mean"], 1e-12)
             lit_ratio = ANCHOR_REPORTED["euler_1"]["icfm"][0] / ANCHOR_REPORTED["euler_1"]["otcfm"][0]
@@ -218,12 +273,6 @@ def assemble_figures(runs: list[dict[str, Any]], cfg: Any, seed: int) -> dict[st
             figures["loss_curves"][pair][method] = {"step": curves[0]["step"], "loss_mean": _round(losses.mean(0), 4),
                                                     "loss_std": _round(losses.std(0), 4)}
     return figures
-
-
-def _log_run(log: logging.Logger, out: dict[str, Any]) -> None:
-    m = out["metrics"]
-    log.info(f"{out['pair']} {out['method']} seed {out['seed']}: W2 Euler-1 {m['w2_euler_1']:.3f}, "
-             f"dopri5 {m['w2_dopri5']:.3f} (NFE {m['nfe_dopri5']:.0f}), {m['ms_per_step']:.2f} ms/step")
 
 
 def resolve_device(choice: str) -> str:
@@ -289,12 +338,12 @@ def _train_and_evaluate(todo: list[tuple[str, str, int]], cfg: Any, device: str,
              "waiting for the data thread (draws, OT))")
     t1 = time.perf_counter()
     sets = {(p, s): eval_sets(p, s, cfg.n_eval) for p, _, s in todo}
-    pending = evaluate_stacked(tr.model, np.stack([sets[(p, s)]["x0"] for p, _, s in todo]),
+    results = evaluate_stacked(tr.model, np.stack([sets[(p, s)]["x0"] for p, _, s in todo]),
                                np.stack([sets[(p, s)]["x1"] for p, _, s in todo]), list(cfg.euler_steps),
                                cfg.dopri_tol, pool)
     # The figures' solver runs go on while the pool finishes the W2 solves.
     figures = [figure_data(tr.model.run_model(r), sets[(p, s)], cfg) for r, (p, _, s) in enumerate(todo)]
-    for r, ((pair, method, seed), ev) in enumerate(zip(todo, pending.results())):
+    for r, ((pair, method, seed), ev) in enumerate(zip(todo, results())):
         steps_at, curve = loss_curve(tr.run(r).losses)
         finished({"pair": pair, "method": method, "seed": seed,
                   "metrics": flat_metrics(ev, refs[f"{pair}/{seed}"].result(), tr.run(r), cfg.steps),
@@ -326,7 +375,9 @@ def run(cfg: Any, profile: str, work_dir: Path, log: logging.Logger) -> dict[str
         # Every run keeps its figure data (a few hundred points), so the figures can never lack a method.
         write_json(runs_dir / f"{out['pair']}_{out['method']}_{out['seed']}.json", out)
         done[(out["pair"], out["method"], out["seed"])] = out
-        _log_run(log, out)
+        m = out["metrics"]
+        log.info(f"{out['pair']} {out['method']} seed {out['seed']}: W2 Euler-1 {m['w2_euler_1']:.3f}, "
+                 f"dopri5 {m['w2_dopri5']:.3f} (NFE {m['nfe_dopri5']:.0f}), {m['ms_per_step']:.2f} ms/step")
 
     timing: dict[str, Any] = {"trained_runs": len(todo), "resumed_runs": len(order) - len(todo)}
     # The reference W2 solves (two per pair and seed) run beside everything else in a thread of their own, so
@@ -345,16 +396,8 @@ def run(cfg: Any, profile: str, work_dir: Path, log: logging.Logger) -> dict[str
         "pairs": list(cfg.pairs), "methods": list(cfg.methods), "seeds": list(cfg.seeds), "steps": cfg.steps,
         "batch_size": cfg.batch_size, "lr": cfg.lr, "lr_schedule": cfg.lr_schedule, "optimizer": "Adam",
         "hidden": cfg.hidden,
-        "sigma": cfg.sigma,  # model: TorchCFM's MLP (x, t) → 3 hidden layers × hidden, SELU → v
-        "sigma_min": cfg.sigma_min, "n_eval": cfg.n_eval, "euler_steps": sorted(cfg.euler_steps),
-        # ot: the exact assignment on the squared-Euclidean cost of each training batch
-        # (scipy.optimize.linear_sum_assignment), x0[row] paired with x1[col]; w2: the exact W2 between generated and
-        # held-out target samples of equal size (a linear assignment), w2sq = W2². Timing per run: all runs train as
-        # one batched model; a run's ms_per_step_without_ot is the batched step's time outside OT waits divided by the
-        # number of runs it advanced, its ms_ot_per_step the CPU time of its own OT solves per step, ms_per_step
-        # their sum.
-        "dopri_tol": cfg.dopri_tol,
-        "threads": cfg.threads, "device": device, "ot_threads": ot_threads,
+        "sigma": cfg.sigma, "sigma_min": cfg.sigma_min, "n_eval": cfg.n_eval, "euler_steps": sorted(cfg.euler_steps),
+        "dopri_tol": cfg.dopri_tol, "threads": cfg.threads, "device": device, "ot_threads": ot_threads,
     }
     timing["experiment_seconds"] = time.perf_counter() - started
     return {

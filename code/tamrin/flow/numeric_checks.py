@@ -1,14 +1,10 @@
 """Numeric companions of the symbolic derivations (float64, seeded, CPU).
 
-- `check_gradients` (Theorem 2): a 2-D Gaussian-mixture target, Lipman's OT path, a small random MLP v_θ.
-  Monte-Carlo ∇θ L_FM (with the exact marginal field u_t(x), closed form for this target) and ∇θ L_CFM (with
-  u_t(x|x1)) from the same samples, by autograd, batch by batch; the paired batch differences must have mean 0
-  (per-parameter t-test, Bonferroni over all parameters), and L_CFM − L_FM must equal the expected conditional
-  variance of u_t(x|x1). A negative control (a deliberately wrong marginal field) must be rejected by the same
-  test, so the test is shown to have power.
-- `check_paths` (Theorem 3): for the OT, VE and VP paths with concrete schedules, integrate dx/dt = u_t(x|x1)
-  (the Theorem-3 field, lambdified from sympy) from samples of p_0(x|x1) and compare with ψ_t(x0) pointwise and
-  with fresh samples of p_t(x|x1) = N(μ_t, σ_t² I) (two-sample Kolmogorov–Smirnov per coordinate).
+`check_gradients` (Theorem 2): Monte-Carlo ∇θ L_FM (exact marginal field of a 2-D Gaussian mixture on Lipman's OT
+path) and ∇θ L_CFM of a small random MLP from the same samples; their paired batch differences must have mean 0
+(per-parameter t-tests, Bonferroni) and L_CFM − L_FM must equal the expected conditional variance, while a wrong
+marginal field must be rejected (the test has power). `check_paths` (Theorem 3): integrate the lambdified sympy
+field of the OT, VE and VP paths and compare with ψ_t(x0) pointwise and with fresh p_t(x|x1) samples (KS tests).
 """
 from __future__ import annotations
 
@@ -21,8 +17,8 @@ import torch
 from scipy import stats
 from scipy.integrate import solve_ivp
 
-from . import theorem3 as th3
-from .records import Derivation, Step
+from . import derivations as th3
+from .derivations import Derivation, Step
 from ..contract.persian import typst_number as number
 
 # --- Theorem 2: Monte-Carlo gradients --------------------------------------------------------------------------
@@ -75,19 +71,6 @@ def marginal_field(x: np.ndarray, t: np.ndarray, weights: np.ndarray = MIX_WEIGH
     return u, within + between
 
 
-def _batch_gradients(model: torch.nn.Module, batch: dict[str, np.ndarray], u_fm: np.ndarray) -> dict[str, Any]:
-    inp = torch.from_numpy(np.concatenate([batch["x"], batch["t"]], 1))
-    v = model(inp)
-    u_m = torch.from_numpy(u_fm)
-    u_c = torch.from_numpy(conditional_field(batch["x"], batch["x1"], batch["t"]))
-    fm = ((v - u_m) ** 2).sum(1)
-    cfm = ((v - u_c) ** 2).sum(1)
-    params = list(model.parameters())
-    g_fm = torch.cat([g.reshape(-1) for g in torch.autograd.grad(fm.mean(), params, retain_graph=True)])
-    g_cfm = torch.cat([g.reshape(-1) for g in torch.autograd.grad(cfm.mean(), params)])
-    return {"g_fm": g_fm.numpy(), "g_cfm": g_cfm.numpy(), "fm": fm.detach().numpy(), "cfm": cfm.detach().numpy()}
-
-
 def gradient_statistics(n: int, seed: int, batches: int = 100, wrong_posterior: bool = False) -> dict[str, Any]:
     """Paired per-batch gradient differences and the loss gap versus the variance term."""
     rng = np.random.default_rng(seed)
@@ -95,17 +78,21 @@ def gradient_statistics(n: int, seed: int, batches: int = 100, wrong_posterior: 
     size = max(n // batches, 2)
     weights = np.full_like(MIX_WEIGHTS, 1.0 / len(MIX_WEIGHTS)) if wrong_posterior else MIX_WEIGHTS
     g_fm, g_cfm, gap, var, loss_fm, loss_cfm = [], [], [], [], [], []
-    for _ in range(batches):
-        batch = sample_mixture_path(size, rng)
-        u, v_term = marginal_field(batch["x"], batch["t"], weights)
-        out = _batch_gradients(model, batch, u)
-        g_fm.append(out["g_fm"])
-        g_cfm.append(out["g_cfm"])
-        gap.append(float((out["cfm"] - out["fm"]).mean()))
-        loss_fm.append(float(out["fm"].mean()))
-        loss_cfm.append(float(out["cfm"].mean()))
+    params = list(model.parameters())
+    for _ in range(batches):  # autograd gradients of both losses on the same samples, batch by batch
+        b = sample_mixture_path(size, rng)
+        u, v_term = marginal_field(b["x"], b["t"], weights)
+        v = model(torch.from_numpy(np.concatenate([b["x"], b["t"]], 1)))
+        fm = ((v - torch.from_numpy(u)) ** 2).sum(1)
+        cfm = ((v - torch.from_numpy(conditional_field(b["x"], b["x1"], b["t"]))) ** 2).sum(1)
+        g_fm.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(fm.mean(), params, retain_graph=True)]))
+        g_cfm.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(cfm.mean(), params)]))
+        fm, cfm = fm.detach().numpy(), cfm.detach().numpy()
+        gap.append(float((cfm - fm).mean()))
+        loss_fm.append(float(fm.mean()))
+        loss_cfm.append(float(cfm.mean()))
         var.append(float(v_term.mean()))
-    g_fm, g_cfm = np.array(g_fm), np.array(g_cfm)
+    g_fm, g_cfm = torch.stack(g_fm).numpy(), torch.stack(g_cfm).numpy()
     d = g_fm - g_cfm
     se = d.std(0, ddof=1) / math.sqrt(batches)
     z = d.mean(0) / np.maximum(se, 1e-300)
@@ -185,33 +172,18 @@ SCHEDULES = {"ot_sigma_min": 0.05, "ve_sigma_min": 0.01, "ve_sigma_max": 5.0, "v
 
 
 def concrete_paths() -> dict[str, dict[str, Any]]:
-    """μ_t, σ_t with concrete schedules (sympy, in t and x1), and the time interval to integrate over."""
-    s = th3.s
-    beta0, beta1 = SCHEDULES["vp_beta0"], SCHEDULES["vp_beta1"]
-    T_expr = beta0 * s + (beta1 - beta0) * s ** 2 / 2
+    """μ_t, σ_t with concrete schedules (sympy, in t and x1), their Theorem-3 field, and the time interval."""
+    s, beta0, beta1 = th3.s, SCHEDULES["vp_beta0"], SCHEDULES["vp_beta1"]
     smin_ve, smax_ve = SCHEDULES["ve_sigma_min"], SCHEDULES["ve_sigma_max"]
-    concrete = {
-        "ot": {"sigma_min": SCHEDULES["ot_sigma_min"], "t_end": 1.0},
-        "ve": {"schedule": sp.Lambda(s, smin_ve * (smax_ve / smin_ve) ** s), "t_end": 1.0},
-        "vp": {"schedule": sp.Lambda(s, sp.exp(-T_expr / 2)), "t_end": SCHEDULES["vp_t_end"]},
-    }
+    schedule = {"ot": {th3.sigma_min: SCHEDULES["ot_sigma_min"]},
+                "ve": {th3.sigma: sp.Lambda(s, smin_ve * (smax_ve / smin_ve) ** s)},
+                "vp": {th3.alpha: sp.Lambda(s, sp.exp(-(beta0 * s + (beta1 - beta0) * s ** 2 / 2) / 2))}}
     out = {}
     for path in th3.special_paths():
-        c = concrete[path.name]
-        mu_t, sig_t = path.mu_t, path.sigma_t
-        if path.name == "ot":
-            mu_t, sig_t = mu_t.subs(th3.sigma_min, c["sigma_min"]), sig_t.subs(th3.sigma_min, c["sigma_min"])
-        elif path.name == "ve":
-            mu_t, sig_t = mu_t, sig_t.subs(th3.sigma, c["schedule"]).doit()
-        else:
-            mu_t, sig_t = mu_t.subs(th3.alpha, c["schedule"]).doit(), sig_t.subs(th3.alpha, c["schedule"]).doit()
-        field = th3.theorem3_field(mu_t, sig_t)  # the derived formula, evaluated for this schedule
-        out[path.name] = {"mu": mu_t, "sigma": sig_t, "field": field, "t_end": c["t_end"]}
+        mu_t, sig_t = (e.subs(schedule[path.name]).doit() for e in (path.mu_t, path.sigma_t))
+        out[path.name] = {"mu": mu_t, "sigma": sig_t, "field": th3.theorem3_field(mu_t, sig_t),
+                          "t_end": SCHEDULES["vp_t_end"] if path.name == "vp" else 1.0}
     return out
-
-
-def _lambdify(expr: sp.Expr, *args: sp.Symbol):
-    return sp.lambdify(args, expr, modules="numpy")
 
 
 def check_paths(n: int, seed: int = 0) -> Derivation:
@@ -220,9 +192,9 @@ def check_paths(n: int, seed: int = 0) -> Derivation:
     worst_err, min_p = 0.0, 1.0
     n_tests = 0
     for name, p in concrete_paths().items():
-        mu = _lambdify(p["mu"], th3.t, th3.x1)
-        sig = _lambdify(p["sigma"], th3.t)
-        u = _lambdify(p["field"], th3.t, th3.x, th3.x1)
+        mu = sp.lambdify((th3.t, th3.x1), p["mu"], modules="numpy")
+        sig = sp.lambdify((th3.t,), p["sigma"], modules="numpy")
+        u = sp.lambdify((th3.t, th3.x, th3.x1), p["field"], modules="numpy")
         t_end = p["t_end"]
         times = [0.25 * t_end, 0.5 * t_end, 0.75 * t_end, t_end]
         x0 = mu(0.0, X1) + sig(0.0) * rng.standard_normal((n, 2))  # samples of p_0(x|x1)

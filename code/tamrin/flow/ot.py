@@ -13,8 +13,7 @@ later problem of that kind. Measured on 2 cores with 256-point training batches:
 ≈ 2 ms, 8 Gaussians → moons ≈ 5 ms → ≈ 2.2 ms; on 2000-point W2 problems far from the identity 5–9 s → 0.6–1.3 s.
 Near the identity (generated ≈ target) the solver is fast already and the duals are mostly noise, so W2 problems
 whose nearest-neighbour pairing is nearly a permutation skip the potential, and a fit whose R² is below `MIN_R2`
-is never used. The potential only ever changes the speed; the
-tests check that the assignments are the ones found without it.
+is never used. The potential only ever changes the speed (the tests check the assignments).
 """
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ experiment.json — one object:
                            from),
            euler_1_ratio_icfm_over_otcfm: {ours, reported}, icfm_euler_1_limit_w2_squared}
           (ours_* / ratio / limit only when 8gaussians-moons was run; the literature's setup is described in
-          experiment.anchor's comments, the methods' and pairs' display names in contract.facts)
+          experiment.ANCHOR_REPORTED's comment, the methods' and pairs' display names in contract.facts)
   figures: {seed (the seed the arrays come from); every pair and every method of settings is present,
             samples: {pair: {source [[x, y]...], target [[x, y]...] (a seeded random subset of the held-out set),
                              generated: {method: {dopri5 [[x, y]...], euler_1 [[x, y]...]}}}},

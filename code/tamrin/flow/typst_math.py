@@ -1,14 +1,10 @@
 """A small sympy → Typst math printer, so every derivation step can be typeset by the report as it was checked.
 
 Typst math differs from LaTeX: `frac(a, b)`, `sqrt(x)`, `x_1`, `x_(1 - t)`, `sigma'_t`, multi-letter text in
-quotes (`"min"`), and juxtaposed single letters need a space (`a b`, never `ab`). Only what the flow derivations
-use is supported; anything else raises `TypeError` instead of silently printing LaTeX or Python syntax.
-
-Conventions:
-- a Symbol `name_sub` prints as `name_sub` (Greek names stay Greek, other multi-letter parts are quoted);
-- an applied undefined function listed in `time_functions` with the time symbol as its argument prints in the
-  paper's notation, e.g. `sigma(t)` → `sigma_t (x_1)` and its t-derivative → `sigma'_t (x_1)`;
-  at another argument (e.g. `1 - t`) it prints `sigma_(1 - t)` and the derivative `sigma'_(1 - t)`.
+quotes (`"min"`), and juxtaposed single letters need a space (`a b`, never `ab`). Anything without a rule raises
+`TypeError` instead of silently printing LaTeX or Python syntax. A Symbol `name_sub` prints as `name_sub` (Greek
+stays Greek, other multi-letter parts are quoted); an undefined function listed in `time_functions` prints in the
+paper's notation (`sigma(t)` → `sigma_t (x_1)`, its t-derivative `sigma'_t (x_1)`, at 1 - t `sigma_(1 - t)`).
 """
 from __future__ import annotations
 
@@ -76,12 +72,10 @@ class TypstPrinter(Printer):
             return names[expr.name]
         return symbol_name(expr.name)
 
-    _print_Dummy = _print_Symbol
-
-    def _print_Integer(self, expr: sp.Integer) -> str:
+    def _print_Integer(self, expr: sp.Integer) -> str:  # also Zero, One, NegativeOne (their base class)
         return str(int(expr))
 
-    def _print_Rational(self, expr: sp.Rational) -> str:
+    def _print_Rational(self, expr: sp.Rational) -> str:  # also Half
         if expr.q == 1:
             return str(expr.p)
         sign = "-" if expr.p < 0 else ""
@@ -105,18 +99,6 @@ class TypstPrinter(Printer):
     def _print_ImaginaryUnit(self, expr: Any) -> str:
         return "i"
 
-    def _print_Zero(self, expr: Any) -> str:
-        return "0"
-
-    def _print_One(self, expr: Any) -> str:
-        return "1"
-
-    def _print_NegativeOne(self, expr: Any) -> str:
-        return "-1"
-
-    def _print_Half(self, expr: Any) -> str:
-        return "frac(1, 2)"
-
     # --- helpers ---------------------------------------------------------------------------------------------
     def parens(self, expr: sp.Basic, level: int, strict: bool = False) -> str:
         """Print `expr`, in parentheses when it binds weaker than `level`."""
@@ -126,15 +108,17 @@ class TypstPrinter(Printer):
         return self._print(expr)
 
     def _time_arg(self, arg: sp.Basic) -> str:
-        t = self._settings["time"]
-        if t is not None and arg == t:
-            return self._print(arg)
         text = self._print(arg)
-        return text if len(text) == 1 else f"({text})"
+        return text if arg == self._settings["time"] or len(text) == 1 else f"({text})"
 
     def _fname(self, func: Any) -> str:
         name = func.__name__
         return self._settings["names"].get(name, symbol_name(name))
+
+    def _time_function(self, func: Any, arg: sp.Basic, order: int = 0) -> str:
+        """`sigma_t (x_1)`, `sigma'_t (x_1)` at the time symbol; `sigma_(1 - t)`, `sigma'_(1 - t)` elsewhere."""
+        suffix = self._settings["time_functions"][func.__name__] if arg == self._settings["time"] else ""
+        return f"{self._fname(func)}{chr(39) * order}_{self._time_arg(arg)}{suffix}"
 
     # --- arithmetic -------------------------------------------------------------------------------------------
     def _print_Add(self, expr: sp.Add) -> str:
@@ -194,17 +178,13 @@ class TypstPrinter(Printer):
 
     # --- functions -----------------------------------------------------------------------------------------
     def _print_exp(self, expr: sp.exp) -> str:
-        e = self._print(expr.args[0])
-        return f"e^({e})"
+        return f"e^({self._print(expr.args[0])})"
 
     def _print_log(self, expr: sp.log) -> str:
         return f"ln({self._print(expr.args[0])})"
 
     def _print_Abs(self, expr: sp.Abs) -> str:
         return f"abs({self._print(expr.args[0])})"
-
-    def _print_sqrt(self, expr: Any) -> str:  # pragma: no cover - sympy makes sqrt a Pow
-        return f"sqrt({self._print(expr.args[0])})"
 
     def _print_Function(self, expr: Any) -> str:
         # Known sympy functions (sin, cos, ...) that Typst has as operators.
@@ -214,12 +194,8 @@ class TypstPrinter(Printer):
         raise TypeError(f"no Typst rule for function {name}")
 
     def _print_AppliedUndef(self, expr: Any) -> str:
-        name = expr.func.__name__
-        tf = self._settings["time_functions"]
-        if name in tf and len(expr.args) == 1:
-            arg = expr.args[0]
-            suffix = tf[name] if arg == self._settings["time"] else ""
-            return f"{self._fname(expr.func)}_{self._time_arg(arg)}{suffix}"
+        if expr.func.__name__ in self._settings["time_functions"] and len(expr.args) == 1:
+            return self._time_function(expr.func, expr.args[0])
         args = ", ".join(self._print(a) for a in expr.args)
         return f"{self._fname(expr.func)} ({args})"
 
@@ -229,16 +205,12 @@ class TypstPrinter(Printer):
         variables = expr.variable_count
         if (isinstance(f, AppliedUndef) and f.func.__name__ in tf and len(f.args) == 1
                 and len(variables) == 1 and variables[0][0] == f.args[0]):
-            order = int(variables[0][1])
-            arg = f.args[0]
-            suffix = tf[f.func.__name__] if arg == self._settings["time"] else ""
-            return f"{self._fname(f.func)}{chr(39) * order}_{self._time_arg(arg)}{suffix}"
+            return self._time_function(f.func, f.args[0], int(variables[0][1]))
         total = sum(int(n) for _, n in variables)
         if total == 1:
             return f"partial_{self._time_arg(variables[0][0])} {self.parens(f, PRECEDENCE['Mul'])}"
-        top = "partial" if total == 1 else f"partial^{total}"
         bottom = " ".join(f"partial {self._print(v)}" + (f"^{int(n)}" if n != 1 else "") for v, n in variables)
-        return f"frac({top}, {bottom}) {self.parens(f, PRECEDENCE['Mul'])}"
+        return f"frac(partial^{total}, {bottom}) {self.parens(f, PRECEDENCE['Mul'])}"
 
     def _print_Subs(self, expr: sp.Subs) -> str:
         inner, old, new = expr.args
@@ -246,31 +218,14 @@ class TypstPrinter(Printer):
         if (isinstance(inner, sp.Derivative) and isinstance(inner.expr, AppliedUndef)
                 and inner.expr.func.__name__ in tf and len(old) == 1 and len(inner.variable_count) == 1
                 and inner.variable_count[0][0] == old[0] and inner.expr.args == (old[0],)):
-            order = int(inner.variable_count[0][1])
-            arg = new[0]
-            suffix = tf[inner.expr.func.__name__] if arg == self._settings["time"] else ""
-            return f"{self._fname(inner.expr.func)}{chr(39) * order}_{self._time_arg(arg)}{suffix}"
+            return self._time_function(inner.expr.func, new[0], int(inner.variable_count[0][1]))
         at = ", ".join(f"{self._print(o)} = {self._print(n)}" for o, n in zip(old, new))
         return f"lr({self._print(inner)} |)_({at})"
 
     # --- relations, sums, integrals -------------------------------------------------------------------------
-    def _print_Equality(self, expr: sp.Eq) -> str:
-        return f"{self._print(expr.lhs)} = {self._print(expr.rhs)}"
-
-    def _print_Unequality(self, expr: Any) -> str:
-        return f"{self._print(expr.lhs)} != {self._print(expr.rhs)}"
-
-    def _print_StrictGreaterThan(self, expr: Any) -> str:
-        return f"{self._print(expr.lhs)} > {self._print(expr.rhs)}"
-
-    def _print_StrictLessThan(self, expr: Any) -> str:
-        return f"{self._print(expr.lhs)} < {self._print(expr.rhs)}"
-
-    def _print_GreaterThan(self, expr: Any) -> str:
-        return f"{self._print(expr.lhs)} >= {self._print(expr.rhs)}"
-
-    def _print_LessThan(self, expr: Any) -> str:
-        return f"{self._print(expr.lhs)} <= {self._print(expr.rhs)}"
+    def _print_Relational(self, expr: Any) -> str:  # =, !=, <, >, <=, >= (Typst reads the same shorthands)
+        op = "=" if expr.rel_op == "==" else expr.rel_op
+        return f"{self._print(expr.lhs)} {op} {self._print(expr.rhs)}"
 
     def _limits(self, limits: Any, op: str) -> str:
         (var, lo, hi) = limits
@@ -302,13 +257,11 @@ class TypstPrinter(Printer):
     def _print_IndexedBase(self, expr: Any) -> str:
         return self._print(expr.label)
 
-    def _print_ImmutableDenseMatrix(self, expr: sp.Matrix) -> str:
+    def _print_MatrixBase(self, expr: sp.Matrix) -> str:
         if expr.shape[1] == 1:
             return f"vec({', '.join(self._print(e) for e in expr)})"
         rows = "; ".join(", ".join(self._print(e) for e in expr.row(i)) for i in range(expr.shape[0]))
         return f"mat({rows})"
-
-    _print_MutableDenseMatrix = _print_ImmutableDenseMatrix
 
     def emptyPrinter(self, expr: Any) -> str:  # noqa: N802 - sympy's hook name
         if isinstance(expr, str):
@@ -319,13 +272,6 @@ class TypstPrinter(Printer):
 def typst(expr: Any, **settings: Any) -> str:
     """`expr` (a sympy expression, or a Python number) as Typst math, without `$`."""
     return TypstPrinter(settings).doprint(sp.sympify(expr))
-
-
-def equation(lhs: Any, rhs: Any, **settings: Any) -> str:
-    """`lhs = rhs` in Typst math; either side may already be a Typst string."""
-    left = lhs if isinstance(lhs, str) else typst(lhs, **settings)
-    right = rhs if isinstance(rhs, str) else typst(rhs, **settings)
-    return f"{left} = {right}"
 
 
 def compile_check(snippets: list[str]) -> None:
