@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
+import numpy as np
+
 from .. import ROOT
 from .checks import FAIL, OK, SKIP, Check, Facts
 
@@ -169,12 +171,7 @@ class Reference:
         """Interpolated in log(batch) between the measured batches; clamped outside them (a smaller batch than
         the smallest measured one is taken at that one's rate: optimistic for tiny batches)."""
         pts = sorted(self.train_samples_per_s.items())
-        if batch <= pts[0][0]:
-            return pts[0][1]
-        if batch >= pts[-1][0]:
-            return pts[-1][1]
-        (b0, s0), (b1, s1) = next((p, q) for p, q in zip(pts, pts[1:]) if p[0] <= batch <= q[0])
-        return s0 + (math.log(batch) - math.log(b0)) / (math.log(b1) - math.log(b0)) * (s1 - s0)
+        return float(np.interp(math.log(batch), [math.log(b) for b, _ in pts], [s for _, s in pts]))
 
 
 def reference_from_bench(bench: dict) -> Reference:
