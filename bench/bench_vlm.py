@@ -41,7 +41,7 @@ def device_slug(name: str) -> str:
 def _cfgs(checkpoint: Path, rank: int, quantization: str = "nf4", grad_ckpt: str = "true", **train):
     """The finetune/eval config sections of the benchmark: QLoRA (NF4 + DQ), LoRA r, auto dtype (bf16 on the GPU;
     fp32 on CPU for the smoke test)."""
-    from tamrin.schema import LoraConfig, ModelConfig, TrainConfig
+    from tamrin.config import LoraConfig, ModelConfig, TrainConfig
 
     return (ModelConfig(id=str(checkpoint), kind="pretrained", quantization=quantization, double_quant=True),
             LoraConfig(rank=rank), TrainConfig(grad_ckpt=grad_ckpt, compute_dtype="auto", **train))

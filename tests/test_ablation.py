@@ -10,7 +10,7 @@ from tamrin.config import load_config
 from tamrin.errors import ConfigError
 from tamrin.runner import Paths, run_stage
 from tamrin.vlm import ablation as A
-from tamrin.schema import AblationConfig
+from tamrin.config import AblationConfig
 
 from conftest import ROOT
 

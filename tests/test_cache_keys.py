@@ -52,7 +52,7 @@ def test_finetune_imports_no_report_memory_stage_or_other_stages_models(checkout
 
 
 @pytest.mark.parametrize("rel", ["contract/__init__.py", "contract/flow.py", "contract/manifest.py", "errors.py",
-                                 "hub_errors.py", "vlm/memory_analysis.py", "report/build.py", "vlm/step.py"])
+                                 "vlm/memory_analysis.py", "report/build.py", "vlm/step.py"])
 def test_a_comment_anywhere_leaves_finetune_cached(checkout, rel):
     """The issue's table: a comment line appended to each of these files re-ran finetune before."""
     before = _files("finetune")
@@ -63,7 +63,7 @@ def test_a_comment_anywhere_leaves_finetune_cached(checkout, rel):
 
 def test_message_wording_docstrings_and_other_stages_models_leave_finetune_cached(checkout):
     before = _files("finetune")
-    _edit(checkout / "hub_errors.py", "rate-limited this machine", "throttled this machine")
+    _edit(checkout / "errors.py", "rate-limited this machine", "throttled this machine")
     _edit(checkout / "errors.py", "An error the user can act on.", "A problem the user can fix.")
     _edit(checkout / "vlm/finetune.py", '"""', '"""Reworded. ')
     _edit(checkout / "contract/flow.py", "    trained_runs: int\n", "    trained_runs: int\n    extra_field: int = 0\n")
@@ -78,8 +78,8 @@ def test_an_edit_to_the_training_steps_logic_changes_finetunes_key_and_names_the
     after = _files("finetune")
     assert codehash.changed_files(before, after) == ["code/tamrin/vlm/step.py"]
     # A logic edit in a message module is not a wording edit: it counts.
-    _edit(checkout / "hub_errors.py", "code >= 500", "code >= 501")
-    assert codehash.changed_files(after, _files("finetune")) == ["code/tamrin/hub_errors.py"]
+    _edit(checkout / "errors.py", "code >= 500", "code >= 501")
+    assert codehash.changed_files(after, _files("finetune")) == ["code/tamrin/errors.py"]
 
 
 # ---------------------------------------------------------------- the policy for expensive stages
@@ -179,10 +179,30 @@ def test_a_config_change_with_a_code_change_reruns(tmp_path, fake_graph, monkeyp
     assert statuses["finetune"] == "ran" and statuses["eval"] == "ran"
 
 
+def test_doctor_estimates_a_kept_result_as_staying(tmp_path, fake_graph, monkeypatch):
+    """doctor's estimate of `all` judges each stage as `status` and `all` do: a finetune kept under the code-only
+    policy, and the eval that reads its recorded key, cost nothing; a stage that will rerun is estimated."""
+    from tamrin.doctor.checks import Facts
+    from tamrin.doctor.timing import StepTiming, check_estimate
+
+    root = _root(tmp_path)
+    _run_all(root)
+    _change_code(monkeypatch, {"finetune"})
+    facts = Facts("demo", timing=StepTiming(load_seconds=1.0, seconds_per_step=0.5, warmup_seconds=0.6, losses=[1.0],
+                                            skipped_updates=0, dtype="fp32", quantization="none"))
+    check = check_estimate(facts, load_config("demo", root=root), Paths(root))
+    assert facts.estimate.seconds["finetune"] == 0.0 and facts.estimate.seconds["eval"] == 0.0
+    assert any(line.startswith("finetune") and line.endswith("(kept)") for line in check.details), check.details
+
+    # under [build] strict finetune reruns, so it is estimated
+    check_estimate(facts, load_config("demo", overrides=["build.strict=true"], root=root), Paths(root))
+    assert facts.estimate.seconds["finetune"] > 0
+
+
 def test_build_section_enters_no_key(tmp_path):
-    plain = runner.expected_keys(load_config("demo", root=ROOT))
-    strict = runner.expected_keys(load_config("demo", overrides=["build.strict=true"], root=ROOT))
-    assert {n: k.key for n, k in plain.items()} == {n: k.key for n, k in strict.items()}
+    plain = runner.plan(load_config("demo", root=ROOT), Paths(tmp_path))
+    strict = runner.plan(load_config("demo", overrides=["build.strict=true"], root=ROOT), Paths(tmp_path))
+    assert {n: s.parts.key for n, s in plain.items()} == {n: s.parts.key for n, s in strict.items()}
 
 
 @pytest.mark.parametrize("profile", ["paper", "demo"])
@@ -191,8 +211,7 @@ def test_profiles_hold_only_what_differs_from_the_defaults(profile):
     default would hide which settings make the profile."""
     import tomllib
 
-    from tamrin.config import section_class
-    from tamrin.schema import build_section
+    from tamrin.config import build_section, section_class
 
     raw = tomllib.loads((ROOT / "configs" / f"{profile}.toml").read_text(encoding="utf-8"))
     restated = []

@@ -88,7 +88,7 @@ def test_both_forms_through_the_real_datasets_loader(tmp_path, monkeypatch):
     {user, assistant}) read by datasets.load_dataset(streaming=True), the hub path's own call."""
     import datasets.config
 
-    from tamrin.schema import DataConfig
+    from tamrin.config import DataConfig
     from tamrin.data.hub import preview
 
     monkeypatch.setattr(datasets.config, "SLEEP_TIME_ON_THREADS_SHUTDOWN", 0)  # see test_data_stage.py

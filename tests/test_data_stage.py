@@ -438,7 +438,7 @@ def test_the_early_check_needs_half_of_the_pairs_kept(tmp_path, clevr_share, fai
 
 
 def test_the_early_check_judges_once_on_the_rows_it_was_given():
-    from tamrin.schema import DataConfig
+    from tamrin.config import DataConfig
     from tamrin.data.hub import RowFormatCheck
 
     check = RowFormatCheck(DataConfig(), "copy", after_rows=4)

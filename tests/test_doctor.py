@@ -61,10 +61,9 @@ def test_paper_fails_each_failing_check_in_one_line_here():
 def test_python_row_asks_what_pyproject_asks(monkeypatch):
     import platform
 
-    from tamrin.doctor.checks import check_python_and_packages, python_requirement
-    from tamrin.doctor.checks import Facts
+    from tamrin.doctor.checks import check_python_and_packages, project_requirements
 
-    assert python_requirement() == ">=3.11"  # Colab ships 3.13, Kaggle 3.12; the pinned set needs 3.11
+    assert project_requirements()[0] == ">=3.11"  # Colab ships 3.13, Kaggle 3.12; the pinned set needs 3.11
     monkeypatch.setattr(platform, "python_version", lambda: "3.10.13")
     c = check_python_and_packages(Facts(profile="demo"))
     assert c.status == "FAIL" and c.result == "Python 3.10.13" and ">=3.11" in c.fix
@@ -171,8 +170,7 @@ def test_dataset_check_shows_raw_and_cleaned_rows_of_a_local_cauldron_copy(tmp_p
 
 
 def test_processor_check_on_the_tiny_model(tmp_path):
-    from tamrin.doctor.checks import check_dataset
-    from tamrin.doctor.checks import check_processor
+    from tamrin.doctor.checks import check_dataset, check_processor
 
     cfg = load_config("demo")
     facts = Facts("demo", work_dir=tmp_path)
@@ -185,15 +183,14 @@ def test_processor_check_on_the_tiny_model(tmp_path):
 
 @pytest.mark.slow
 def test_timed_steps_show_three_answers_of_the_model(tmp_path):
-    from tamrin.doctor.steps import answer_lines
-    from tamrin.doctor.checks import check_dataset
-    from tamrin.doctor.checks import check_processor
-    from tamrin.doctor.steps import check_steps
+    from tamrin.doctor.checks import check_dataset, check_processor
+    from tamrin.doctor.timing import answer_lines, check_steps
 
     cfg = load_config("demo")
     facts = Facts("demo", work_dir=tmp_path)
     assert check_dataset(facts, cfg).status == OK and check_processor(facts, cfg).status == OK
-    c, timing = check_steps(facts, cfg, 1)
+    c = check_steps(facts, cfg, 1)
+    timing = facts.timing
     assert c.status == OK, c
     assert [(q, ref) for q, ref, _ in timing.answers] == [(e["question"], str(e["answer"])) for e in facts.examples[:3]]
     assert all(isinstance(got, str) for _, _, got in timing.answers)
@@ -201,16 +198,17 @@ def test_timed_steps_show_three_answers_of_the_model(tmp_path):
 
 
 def test_estimate_from_a_measured_step(tmp_path, monkeypatch):
-    from tamrin.doctor import steps as estimate
-    from tamrin.doctor.steps import StepTiming
+    from tamrin.doctor import timing as estimate
+    from tamrin.doctor.timing import StepTiming
     from tamrin.runner import Paths
 
-    monkeypatch.setattr(estimate, "flow_ms_per_step", lambda cfg: {"all runs": 15.0})  # per batched step
+    monkeypatch.setattr(estimate, "flow_ms_per_step", lambda cfg: 15.0)  # per batched step
     cfg = load_config("paper", overrides=["train.batch_size=4", "train.grad_accum=4", "train.max_minutes=150"])
-    facts = Facts("paper", gpu=True, device_name="Tesla T4", data_seconds_per_row=0.05, questions_per_row=10)
     timing = StepTiming(load_seconds=60, seconds_per_step=8.0, warmup_seconds=10.0, losses=[9.1, 8.7, 8.2, 7.9],
                         skipped_updates=0, dtype="fp16", quantization="nf4")
-    c = estimate.check_estimate(facts, cfg, Paths(tmp_path), timing)
+    facts = Facts("paper", gpu=True, device_name="Tesla T4", data_seconds_per_row=0.05, questions_per_row=10,
+                  timing=timing)
+    c = estimate.check_estimate(facts, cfg, Paths(tmp_path))
     e = facts.estimate
     # 7140 questions → 500 test, 6640 train → ceil(6640 / 4 / 4) = 415 steps of 8 s, + load + warm-up excess
     assert e.seconds["finetune"] == pytest.approx(60 + 2 + 415 * 8.0)
@@ -240,7 +238,7 @@ def test_timed_steps_time_finetunes_step_object_without_the_warmup(tmp_path, mon
     sys.path.insert(0, str(ROOT / "tests" / "fixtures"))
     from vlm_support import DATA, tiny_base
 
-    from tamrin.doctor import steps as doctor_steps
+    from tamrin.doctor import timing as doctor_steps
     from tamrin.vlm.model import load_processor
     from tamrin.vlm.step import TrainStep
 

@@ -16,8 +16,8 @@ from tamrin import cli
 from tamrin.config import load_config, parse_set
 from tamrin.errors import ConfigError, MissingResultError
 from tamrin.provenance import redact
-from tamrin.runner import Paths, expected_keys, read_manifest, run_stage, staleness
-from tamrin.stages import STAGES, ancestors, descendants
+from tamrin.runner import Paths, plan, read_manifest, run_stage
+from tamrin.stages import STAGES, ancestors
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -123,7 +123,7 @@ def test_redact_hides_tokens(monkeypatch):
 
 def test_stage_graph():
     assert ancestors("eval") == ["data", "finetune"]
-    assert descendants("data") == ["finetune", "eval", "ablation", "report", "zip"]
+    assert [n for n in STAGES if "data" in ancestors(n)] == ["finetune", "eval", "ablation", "report", "zip"]
     assert ancestors("ablation") == ["data", "finetune", "eval"]
     assert ancestors("memory") == [] and ancestors("flow") == []
 
@@ -174,8 +174,7 @@ def test_status_explains_staleness(tmp_path, fake_graph):
     root = make_root(tmp_path)
     run_all(root)
     cfg = load_config("demo", overrides=["train.lr=0.5"], root=root)
-    keys = expected_keys(cfg)
-    why = {n: staleness(STAGES[n], read_manifest(Paths(root), n), keys[n]) for n in COMPUTE}
+    why = {n: s.why for n, s in plan(cfg, Paths(root)).items()}
     assert why["data"] is None and why["memory"] is None and why["flow"] is None
     assert why["finetune"] == "config changed"
     assert why["eval"] == "upstream changed: finetune"
@@ -234,7 +233,7 @@ def test_killed_stage_leaves_no_completed_manifest_and_reruns(tmp_path, fake_gra
     assert after == before  # the previous complete result, not a manifest for the killed run
     assert not (root / "results" / "flow" / "partial.bin").exists()
     cfg = load_config("demo", overrides=["flow.lr=0.000345"], root=root)
-    assert staleness(STAGES["flow"], after, expected_keys(cfg)["flow"]) == "config changed"
+    assert plan(cfg, Paths(root))["flow"].why == "config changed"
     assert run_stage("flow", cfg, Paths(root)).status == "ran"  # redone, not taken as cached
     assert not list((root / "results" / ".staging").glob("flow-*"))  # the killed run's leftovers are gone
     assert run_stage("flow", cfg, Paths(root)).status == "cached"
@@ -272,8 +271,7 @@ def test_cached_result_with_missing_files_is_redone(tmp_path, fake_graph):
     assert "out.json" in m["files"] and "log.txt" in m["files"]
     (root / "results" / "data" / "out.json").unlink()
     cfg = load_config("demo", root=root)
-    why = staleness(STAGES["data"], read_manifest(Paths(root), "data"), expected_keys(cfg)["data"],
-                    Paths(root).stage_dir("data"))
+    why = plan(cfg, Paths(root))["data"].why
     assert why is not None and "out.json" in why
     assert run_stage("data", cfg, Paths(root)).status == "ran"
     assert run_stage("data", cfg, Paths(root)).status == "cached"
@@ -393,11 +391,11 @@ def test_import_resolution_absolute_relative_lazy_and_data_files(tmp_path, monke
 
 
 def test_a_committed_measurement_enters_the_key_only_when_the_config_names_it(tmp_path):
-    from tamrin.runner import code_hash
+    from tamrin.runner import code_files
 
     root = ROOT
     named = load_config("demo", root=root)
     assert named.memory.measured_from, "the demo profile shows the committed GPU measurement"
     unnamed = load_config("demo", overrides=["memory.measured_from="], root=root)
-    assert code_hash(STAGES["memory"], named) != code_hash(STAGES["memory"], unnamed)
-    assert code_hash(STAGES["flow"], named) == code_hash(STAGES["flow"], unnamed)
+    assert code_files(STAGES["memory"], named) != code_files(STAGES["memory"], unnamed)
+    assert code_files(STAGES["flow"], named) == code_files(STAGES["flow"], unnamed)

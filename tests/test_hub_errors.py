@@ -113,7 +113,7 @@ DATA_EXPECTED = {
 @pytest.mark.parametrize("case", list(DATA_EXPECTED))
 def test_dataset_loader_names_each_failure(monkeypatch, case):
     from tamrin.data import hub
-    from tamrin.schema import DataConfig
+    from tamrin.config import DataConfig
 
     monkeypatch.setenv("HF_TOKEN", "hf_test")
     with mock_hub(monkeypatch, case):
@@ -129,7 +129,7 @@ def test_dataset_loader_rate_limit_and_network(monkeypatch, case):
     import datasets
 
     from tamrin.data import hub
-    from tamrin.schema import DataConfig
+    from tamrin.config import DataConfig
 
     monkeypatch.setenv("HF_TOKEN", "hf_test")
     error = raised_by_hub(monkeypatch, case)
@@ -145,7 +145,7 @@ def test_dataset_loader_rate_limit_and_network(monkeypatch, case):
 
 def test_dataset_loader_without_token_on_a_gated_dataset(monkeypatch):
     from tamrin.data import hub
-    from tamrin.schema import DataConfig
+    from tamrin.config import DataConfig
 
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setattr(hub, "_token", lambda: None)

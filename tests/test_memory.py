@@ -12,7 +12,7 @@ from tamrin.config import load_config
 from tamrin.runner import Paths, run_stage
 from tamrin.vlm import memory_analysis as M
 from tamrin.vlm import step as S
-from tamrin.schema import LoraConfig, MemoryConfig
+from tamrin.config import LoraConfig, MemoryConfig
 
 from conftest import ROOT
 

@@ -13,7 +13,7 @@ import pytest
 
 from tamrin import ROOT
 from tamrin.cli import main
-from tamrin.contract.secrets import HF_TOKEN_PATTERN, Identity, find, redact
+from tamrin.provenance import HF_TOKEN_PATTERN, Identity, find, redact
 from tamrin.runner import Paths
 
 TOKEN = "hf_" + "Xy7" * 11 + "q"  # built at run time: no file of the repository holds a token-shaped string
@@ -149,15 +149,11 @@ def test_a_tamrin_error_naming_a_path_under_home_is_redacted(home, capsys):
 def test_log_lines_are_redacted(home, tmp_path):
     import logging
 
-    from tamrin.log import attach_file, stage_logger
+    from tamrin.log import log_to_file, stage_logger
 
     path = tmp_path / "log.txt"
-    handler = attach_file("privacy-test", path)
-    try:
+    with log_to_file("privacy-test", path):
         stage_logger("privacy-test").warning(f"token {TOKEN} at {home}/x for {USER}@{HOST}")
-    finally:
-        stage_logger("privacy-test").removeHandler(handler)
-        handler.close()
     text = path.read_text(encoding="utf-8")
     assert TOKEN not in text and str(home) not in text and USER not in text and HOST not in text
     assert logging.getLogger("tamrin.privacy-test")

@@ -17,9 +17,8 @@ from tamrin.cli import main
 from tamrin.config import load_config
 from tamrin.errors import TamrinError
 from tamrin.runner import Paths, product_context
-from tamrin.submit import pack, show
+from tamrin.submit import notebook, pack
 from tamrin.submit.pack import zip_name
-from tamrin.submit.notebook import run as notebook_run
 
 ZIP = "HW1_Mohammadi_810100000.zip"
 FIXTURE = ROOT / "tests" / "fixtures" / "results"
@@ -117,15 +116,17 @@ def make_tree(root: Path, profile: str = "paper", student: dict | None = STUDENT
     _w(root / "results/finetune/adapter/adapter_model.safetensors", b"\0" * 256)
     _w(root / "results/finetune/checkpoint-20/optimizer.pt", b"\0" * 256)
     _w(root / "results/finetune/checkpoint-20/trainer_state.json", {"step": 20})
+    metrics = json.loads((FIXTURE / "eval/base/metrics.json").read_text(encoding="utf-8"))
     for model, em in (("base", 0.2), ("finetuned", 0.9)):
         rouge = {"f": em, "p": em, "r": em, "ci_low": em - 0.05, "ci_high": em + 0.05}
         _w(root / f"results/eval/{model}/metrics.json",
-           {"n": 3, "rouge1": rouge, "rouge2": {"f": 0.0, "p": 0, "r": 0}, "rougeL": rouge, "exact_match": em,
-            "per_qtype": {}})
+           {**metrics, "n": 3, "rouge1": rouge, "rougeL": rouge, "exact_match": em})
         _w(root / f"results/eval/{model}/predictions.jsonl",
            "".join(json.dumps({**r, "prediction": "red" if model == "finetuned" else "blue"}) + "\n"
                    for r in test_rows))
-    _w(root / "results/eval/samples.json", [r["id"] for r in test_rows])
+    _w(root / "results/eval/samples.json", {"seed": 0, "ids": [r["id"] for r in test_rows], "samples": [
+        {k: r[k] for k in ("id", "image", "question", "answer", "qtype")} | {"base": "blue", "finetuned": "red"}
+        for r in test_rows]})
     _w(root / "results/memory/memory.json", {"params": 3})
     _w(root / "results/derive/derivations.json", [{"name": "fm", "passed": True}])
     _w(root / "results/flow/experiment.json", {"seeds": [0]})
@@ -145,7 +146,7 @@ def make_tree(root: Path, profile: str = "paper", student: dict | None = STUDENT
 def template(tmp_path_factory) -> Path:
     """One fixture tree with its notebook already in dist/, copied by each test (building it is the slow part)."""
     root = make_tree(tmp_path_factory.mktemp("template"))
-    notebook_run(zip_ctx(root))
+    notebook.run(zip_ctx(root))
     return root
 
 
@@ -370,10 +371,10 @@ def test_zip_keeps_a_notebook_already_in_dist(tmp_path, template):
 def test_inline_views_read_the_results(tmp_path, template):
     root = tree(tmp_path, template)
     results = root / "results"
-    rows = show.rouge_rows(results)
+    rows = notebook.rouge_rows(results)
     assert [r["model"] for r in rows] == ["base PaliGemma", "fine-tuned (QLoRA)"]
     assert rows[1]["rougeL"] == "0.900 [0.850, 0.950]" and rows[0]["exact match"] == "0.200"
-    html = show.samples_html(results)
+    html = notebook.samples_html(results)
     assert html.count("<img src=\"data:image/png;base64,") == 3 and "What color is object 2?" in html
     # the notebook shows the file the report stage draws, under the name figure_specs gives it
     from tamrin.report.context import load_results
@@ -381,7 +382,7 @@ def test_inline_views_read_the_results(tmp_path, template):
 
     produced = figure_specs(load_results(FIXTURE), 5)["loss"].file
     (root / "figures" / produced).write_text("<svg xmlns='http://www.w3.org/2000/svg'/>", encoding="utf-8")
-    assert show.loss_figure(root / "figures") == root / "figures" / produced
+    assert notebook.loss_figure(root / "figures") == root / "figures" / produced
     (root / "figures" / produced).unlink()
     with pytest.raises(FileNotFoundError, match="run the build cell first"):
-        show.loss_figure(root / "figures")
+        notebook.loss_figure(root / "figures")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tamrin.throughput import (Reference, Workload, estimate_extrapolated, estimate_measured, flow_seconds, gpu_key,
-                               hms, load_reference)
+from tamrin.doctor.timing import (Reference, Workload, estimate_extrapolated, estimate_measured, gpu_key, hms,
+                                  load_reference, reference_from_bench)
 from tamrin.vlm.batches import make_plan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,7 +22,7 @@ GEN = BENCH["generation"]["batched"]["answers_per_s"]
 
 def test_reference_reads_the_committed_measurement():
     assert REF.device == BENCH["device"] and REF.train_samples_per_s == {8: B8, 32: B32}
-    assert REF.answers_per_s == GEN and REF.gen_batch == 32
+    assert REF.answers_per_s == GEN
 
 
 @pytest.mark.parametrize("name, key", [("Tesla T4", "T4"), ("NVIDIA A100-SXM4-80GB", "A100"), ("NVIDIA H200", "H200"),
@@ -49,12 +49,12 @@ def test_measured_estimate():
     w = Workload(n_train=6400, n_test=500, batch_size=8, grad_accum=2, epochs=1.0)  # 400 steps of 16
     # a GPU measured exactly as fast as the reference at batch 8: eval at the reference's answers/s
     sps = 16 / REF.samples_per_s(8)
-    e = estimate_measured(w, REF, seconds_per_step=sps, load_seconds=30.0, flow_seconds=600.0, other={"memory": 5.0})
+    e = estimate_measured(w, REF, seconds_per_step=sps, load_seconds=30.0)
     assert e.seconds["finetune"] == pytest.approx(30 + 400 * sps)
     assert e.seconds["eval"] == pytest.approx(30 + 1000 / GEN)
-    assert e.seconds["flow"] == 600.0 and e.seconds["memory"] == 5.0 and e.seconds["data"] is None
+    assert e.seconds["flow"] is None and e.seconds["data"] is None  # doctor's estimate row fills them in
     # twice as slow per step: generation assumed twice as slow too
-    slow = estimate_measured(w, REF, seconds_per_step=2 * sps, load_seconds=30.0, flow_seconds=None, other={})
+    slow = estimate_measured(w, REF, seconds_per_step=2 * sps, load_seconds=30.0)
     assert slow.seconds["eval"] == pytest.approx(30 + 1000 / (GEN / 2))
     assert "measured here" in e.basis and e.total == pytest.approx(sum(v for v in e.seconds.values() if v))
 
@@ -73,18 +73,15 @@ def test_extrapolation_is_identity_on_the_reference_gpu_and_scales_by_peaks():
 
 def test_max_minutes_caps_the_fine_tuning():
     w = Workload(n_train=6400, n_test=500, batch_size=8, grad_accum=2, epochs=1.0, max_minutes=10)
-    e = estimate_measured(w, REF, seconds_per_step=5.0, load_seconds=0.0, flow_seconds=None, other={})
+    e = estimate_measured(w, REF, seconds_per_step=5.0, load_seconds=0.0)
     assert e.seconds["finetune"] == 600 and "max_minutes" in e.notes[0]
 
 
-def test_flow_and_formatting():
-    assert flow_seconds({"icfm": 2.0, "otcfm": 5.0}, steps=1000, seeds=3, pairs=2, workers=2) == pytest.approx(21.0)
+def test_formatting():
     assert (hms(None), hms(40), hms(600), hms(3900)) == ("—", "40 s", "10 min", "1 h 05 min")
 
 
 def test_reference_needs_a_suffix_nf4_row():
-    from tamrin.throughput import reference_from_bench
-
     with pytest.raises(ValueError):
         reference_from_bench({"training": [{"ok": True, "loss": "full", "mode": "nf4 base + LoRA", "batch": 8,
                                             "samples_per_s": 1}], "generation": {"batched": {}}})

@@ -182,7 +182,7 @@ def test_choice_branch_by_branch():
 
 def test_config_refuses_a_bad_value():
     from tamrin.errors import ConfigError
-    from tamrin.schema import TrainConfig
+    from tamrin.config import TrainConfig
 
     for good in ("auto", "true", "false", "3"):
         assert TrainConfig(grad_ckpt=good).grad_ckpt == good  # a section checks itself when built

@@ -13,7 +13,7 @@ from vlm_support import load_tiny, one_thread, tiny_base  # noqa: E402
 
 from tamrin.config import load_config  # noqa: E402
 from tamrin.errors import ConfigError, TamrinError  # noqa: E402
-from tamrin.schema import ASSIGNMENT_TARGETS  # noqa: E402
+from tamrin.config import ASSIGNMENT_TARGETS  # noqa: E402
 from tamrin.vlm.model import attach_lora, resolve_compute_dtype, resolve_quantization  # noqa: E402
 
 CPU = torch.device("cpu")

@@ -9,10 +9,10 @@ from pathlib import Path
 
 from . import ROOT
 from .config import Config, load_config
-from .errors import MissingResultError, TamrinError
-from .log import setup_console, stage_logger, use_stage_format
+from .errors import TamrinError
+from .log import setup_console, stage_logger
 from .provenance import redact
-from .runner import Paths, product_context, read_manifest, run_stage
+from .runner import Paths, load_entry, plan, product_context, read_manifest, run_stage, upstream_keys
 from .stages import COMPUTE_STAGES, STAGES, ancestors
 
 COMMANDS = {
@@ -52,27 +52,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _cached_profile(paths: Paths) -> str | None:
-    for name in COMPUTE_STAGES:
-        m = read_manifest(paths, name)
-        if m:
-            return m.get("profile")
-    return None
-
-
 def choose_profile(requested: str, command: str, paths: Paths) -> str:
     """Compute commands resolve `auto` by hardware and hub access; the others follow the cached results."""
-    log = stage_logger("tamrin")
     computes = command in COMPUTE_STAGES or command in ("all", "doctor")
     if requested == "auto" and not computes:
-        cached = _cached_profile(paths)
+        manifests = (read_manifest(paths, n) for n in COMPUTE_STAGES)
+        cached = next((m["profile"] for m in manifests if m), None)
         if cached:
             return cached
     from .profiles import resolve_profile
 
     profile, reason = resolve_profile(requested, light=not computes)
     if requested == "auto":
-        log.info(f"profile: {profile} ({reason})")
+        stage_logger("tamrin").info(f"profile: {profile} ({reason})")
     return profile
 
 
@@ -82,46 +74,28 @@ def warn_later_refusals(cfg: Config, allow_demo: bool) -> None:
     if cfg.profile == "demo" and not allow_demo:
         log.info("note: demo profile — the zip will be skipped at the end (its numbers are not PaliGemma "
                  "results); pass --allow-demo to pack it anyway")
-        return
-    missing = cfg.student.missing_for_zip()
-    if missing:
+    elif missing := cfg.student.missing_for_zip(cfg.zip.pattern_keys()):
         log.warning(f"the zip will refuse at the end: set {', '.join(missing)} in configs/student.toml "
                     f"(copy configs/student.example.toml)")
 
 
-def run_chain(target: str, cfg: Config, paths: Paths, force: list[str]) -> None:
-    for name in ancestors(target) + [target]:
-        run_stage(name, cfg, paths, force=name in force)
-
-
-def run_product(name: str, cfg: Config, paths: Paths, **kwargs) -> None:
-    from .runner import load_entry
-
-    for dep in STAGES[name].deps:
-        if STAGES[dep].cached and read_manifest(paths, dep) is None:
-            raise MissingResultError(f"missing {paths.rel(paths.stage_dir(dep) / 'manifest.json')}: run `python build.py {dep}` "
-                              f"(or `python build.py all`) to make it")
+def run_product(name: str, cfg: Config, paths: Paths, **extra) -> None:
+    upstream_keys(STAGES[name], paths)  # a missing upstream result is one clear line
     entry = load_entry(STAGES[name])
     ctx = product_context(name, cfg, paths)
-    ctx.extra.update(kwargs)
+    ctx.extra.update(extra)
     entry(ctx)
 
 
 def cmd_status(cfg: Config, paths: Paths) -> None:
-    from .runner import plan
-
     rows = [("stage", "state", "profile", "seconds", "finished", "hardware")]
     for name, st in plan(cfg, paths).items():
-        m, state = st.manifest, st.describe()
-        if m is None:
-            rows.append((name, state, "-", "-", "-", "-"))
-            continue
-        hw = m.get("hardware") or {}
-        rows.append((name, state, m.get("profile", "?"), f"{m.get('seconds', 0):.1f}",
-                     str(m.get("finished", "?"))[:19], hw.get("gpu") or (hw.get("cpu") or "?")[:40]))
-    pdf = paths.report / "report.pdf"
-    rows.append(("report", "built" if pdf.exists() else "missing", "-", "-", "-", "-"))
-    zips = sorted(paths.dist.glob("*.zip")) if paths.dist.exists() else []
+        m, hw = st.manifest, (st.manifest or {}).get("hardware") or {}
+        rows.append((name, st.describe(), "-", "-", "-", "-") if m is None else
+                    (name, st.describe(), m["profile"], f"{m['seconds']:.1f}", m["finished"][:19],
+                     hw.get("gpu") or hw.get("cpu", "?")[:40]))
+    rows.append(("report", "built" if (paths.report / "report.pdf").exists() else "missing", "-", "-", "-", "-"))
+    zips = sorted(paths.dist.glob("*.zip"))
     rows.append(("zip", f"built ({zips[-1].name})" if zips else "missing", "-", "-", "-", "-"))
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     print(f"config profile: {cfg.profile}")
@@ -129,59 +103,45 @@ def cmd_status(cfg: Config, paths: Paths) -> None:
         print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
 
 
-def cmd_clean(paths: Paths) -> None:
-    for d in (paths.results, paths.figures, paths.report, paths.dist):
-        if d.exists():
-            shutil.rmtree(d)
-            print(f"removed {paths.rel(d)}")
-
-
 def dispatch(args: argparse.Namespace, paths: Paths) -> int:
     cmd = args.command
     if cmd == "clean":
-        cmd_clean(paths)
+        for d in (paths.results, paths.figures, paths.report, paths.dist):
+            if d.exists():
+                shutil.rmtree(d)
+                print(f"removed {paths.rel(d)}")
         return 0
-    profile = choose_profile(args.profile, cmd, paths)
-    cfg = load_config(profile, args.config, args.overrides, root=paths.root)
+    cfg = load_config(choose_profile(args.profile, cmd, paths), args.config, args.overrides, root=paths.root)
     if cmd == "status":
         cmd_status(cfg, paths)
-        return 0
-    if cmd == "doctor":
+    elif cmd == "doctor":
         from .doctor import run as run_doctor
 
         return run_doctor(cfg, paths, steps=args.steps)
-    if cmd == "all":
-        warn_later_refusals(cfg, args.allow_demo)
-        for name in COMPUTE_STAGES:
-            run_stage(name, cfg, paths, force=name in args.force)
-        run_product("report", cfg, paths)
-        run_product("zip", cfg, paths, allow_demo=args.allow_demo, skip_demo=True)
-        return 0
-    if cmd == "report-only":
-        run_product("report", cfg, paths)
-        run_product("zip", cfg, paths, allow_demo=args.allow_demo, skip_demo=True)
-        return 0
-    if cmd in COMPUTE_STAGES:
-        run_chain(cmd, cfg, paths, args.force)
-        return 0
-    if cmd == "report":
-        run_product("report", cfg, paths)
-        return 0
-    if cmd == "zip":
-        run_product("zip", cfg, paths, allow_demo=args.allow_demo, skip_demo=False)
-        return 0
-    if cmd == "notebook":
+    elif cmd == "notebook":
         from .submit.notebook import run as write_notebook
 
         write_notebook(product_context("notebook", cfg, paths))
-        return 0
-    raise AssertionError(cmd)  # argparse restricts the choices
+    elif cmd in COMPUTE_STAGES:
+        for name in ancestors(cmd) + [cmd]:
+            run_stage(name, cfg, paths, force=name in args.force)
+    elif cmd == "report":
+        run_product("report", cfg, paths)
+    elif cmd == "zip":
+        run_product("zip", cfg, paths, allow_demo=args.allow_demo, skip_demo=False)
+    else:  # all, report-only
+        if cmd == "all":
+            warn_later_refusals(cfg, args.allow_demo)
+            for name in COMPUTE_STAGES:
+                run_stage(name, cfg, paths, force=name in args.force)
+        run_product("report", cfg, paths)
+        run_product("zip", cfg, paths, allow_demo=args.allow_demo, skip_demo=True)
+    return 0
 
 
 def main(argv: list[str] | None = None, paths: Paths | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_console(args.verbose)
-    use_stage_format()
     paths = paths or Paths.from_env(ROOT, args.results_dir)
     try:
         return dispatch(args, paths)

@@ -1,15 +1,12 @@
 """The sources a stage runs, derived from the import graph of its entry module (no hand-kept list).
 
-Starting from the entry module, every `import tamrin.…` / `from tamrin… import …` and every relative import
-(`from . import x`, `from ..y import z`), at module level or inside a function, is followed through the AST,
-within `code/tamrin` only. A module brings with it the `__init__.py` of each package above it (importing runs
-them) and the data files beside it that its source names in a string literal (e.g. `paligemma_3b_config.json`).
-Lazy imports count: a stage's key changes when any code it *may* run changes, never less.
-
-A source file is hashed by its normalised syntax tree (`ast.dump` without docstrings), so comments, docstrings and
-formatting never enter a key. Modules that only turn failures into messages (`MESSAGE_MODULES`) are hashed with
-their string constants blanked too: rewording a message changes no result. (`ast.dump`'s text can differ between
-Python versions, so a new Python changes every key; the runner's policy for expensive stages keeps their results.)
+Every `import tamrin.…`, `from tamrin… import …` and relative import, at module level or inside a function, is
+followed through the AST within `code/tamrin`; a module brings the `__init__.py` of each package above it (importing
+runs them) and the data files beside it that its source names in a string literal (e.g. `paligemma_3b_config.json`).
+Lazy imports count: a stage's key changes when any code it *may* run changes, never less. A source file is hashed by
+its syntax tree without docstrings (`ast.dump`), so comments, docstrings and formatting never enter a key; the
+modules that only turn failures into messages (`MESSAGE_MODULES`) are hashed with their strings blanked too. (A new
+Python may dump trees differently and so change every key; the runner's policy for expensive stages keeps those.)
 """
 from __future__ import annotations
 
@@ -23,7 +20,7 @@ from . import ROOT
 PACKAGE = "tamrin"
 PACKAGE_DIR = ROOT / "code" / PACKAGE
 # Modules (relative to the package) whose every string is message text: their wording never enters a key.
-MESSAGE_MODULES = ("errors.py", "hub_errors.py")
+MESSAGE_MODULES = ("errors.py",)
 
 
 def module_file(name: str) -> Path | None:
@@ -41,22 +38,15 @@ def module_file(name: str) -> Path | None:
 def _module_name(path: Path) -> str:
     if not path.is_relative_to(PACKAGE_DIR.parent):  # an entry module outside the package (a test's stand-in)
         return path.stem
-    rel = path.relative_to(PACKAGE_DIR.parent).with_suffix("")
-    parts = list(rel.parts)
-    if parts[-1] == "__init__":
-        parts = parts[:-1]
-    return ".".join(parts)
+    parts = path.relative_to(PACKAGE_DIR.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
 def _resolve_from(module: str, is_package: bool, node: ast.ImportFrom) -> list[str]:
     """Absolute names a `from X import a, b` may load: X itself, and X.a / X.b where those are modules."""
-    if node.level:
-        base = module.split(".") if is_package else module.split(".")[:-1]
-        if node.level > 1:
-            base = base[: len(base) - (node.level - 1)]
-        target = ".".join(base + ([node.module] if node.module else []))
-    else:
-        target = node.module or ""
+    parts = module.split(".")
+    base = parts[: len(parts) - node.level + is_package] if node.level else []  # `from .` in a package: itself
+    target = ".".join(base + ([node.module] if node.module else []))
     return [target] + [f"{target}.{alias.name}" for alias in node.names]
 
 
@@ -76,8 +66,10 @@ def _parsed(path: Path, mtime_ns: int, size: int) -> tuple[tuple[str, ...], froz
         elif isinstance(node, ast.Constant) and isinstance(node.value, str) and len(node.value) < 200:
             literals.add(node.value)
     _strip_docstrings(tree)
-    if is_message_module(path):
-        _blank_strings(tree)
+    if path.is_relative_to(PACKAGE_DIR) and path.relative_to(PACKAGE_DIR).as_posix() in MESSAGE_MODULES:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                node.value = ""
     return tuple(names), frozenset(literals), hashlib.sha256(ast.dump(tree).encode()).hexdigest()[:16]
 
 
@@ -117,23 +109,20 @@ def stage_sources(entry_module: str) -> list[Path]:
             raise ValueError(f"cannot find the source of module {entry_module}")
         start = Path(spec.origin)
     seen: set[Path] = set()
-    files: set[Path] = set()
+    data: set[Path] = set()
     todo = [start, *[module_file(p) for p in _prefixes(entry_module)[:-1]]]
     while todo:
         path = todo.pop()
-        if path is None or path in seen:
-            continue
-        seen.add(path)
-        files.add(path)
-        modules, data = _direct(path)
-        files.update(data)
-        todo += [m for m in modules if m not in seen]
-    return sorted(files)
+        if path is not None and path not in seen:
+            seen.add(path)
+            modules, named = _direct(path)
+            data.update(named)
+            todo += modules
+    return sorted(seen | data)
 
 
 def _strip_docstrings(node: ast.AST) -> None:
-    """Remove the docstring of the module and of every class and function, in place (statements only: a
-    docstring is the first statement of a body)."""
+    """Remove the docstring (a body's first statement) of the module and of every class and function, in place."""
     if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
         first = node.body[0]
         if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
@@ -144,16 +133,6 @@ def _strip_docstrings(node: ast.AST) -> None:
                 _strip_docstrings(child)
 
 
-def _blank_strings(tree: ast.AST) -> None:
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Constant) and isinstance(node.value, str):
-            node.value = ""
-
-
-def is_message_module(path: Path) -> bool:
-    return path.is_relative_to(PACKAGE_DIR) and path.relative_to(PACKAGE_DIR).as_posix() in MESSAGE_MODULES
-
-
 def normalised_hash(path: Path) -> str:
     """A short hash of what of a file can change a result: a Python file's syntax tree without docstrings (and
     without strings in a message module); any other file's bytes."""
@@ -162,13 +141,10 @@ def normalised_hash(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
-def _label(f: Path) -> str:
-    return f.relative_to(ROOT).as_posix() if f.is_relative_to(ROOT) else f.name
-
-
 def file_hashes(files: list[Path]) -> dict[str, str]:
     """Each file (by its path relative to the repository) -> the short hash of its normalised content, sorted."""
-    return {_label(f): normalised_hash(f) for f in sorted(files)}
+    return {(f.relative_to(ROOT).as_posix() if f.is_relative_to(ROOT) else f.name): normalised_hash(f)
+            for f in sorted(files)}
 
 
 def combine(hashes: dict[str, str]) -> str:

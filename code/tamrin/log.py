@@ -1,9 +1,11 @@
-"""One console style for every stage, a per-stage log file, and secret redaction everywhere."""
+"""One console style for every stage (`[stage] message`), a per-stage log file, and secret redaction everywhere."""
 from __future__ import annotations
 
 import logging
 import sys
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from .provenance import redact
 
@@ -17,25 +19,23 @@ class _Redact(logging.Filter):
         return True
 
 
-class _TqdmConsole(logging.Handler):
-    """Writes through tqdm so progress bars stay intact."""
+class _Console(logging.Handler):
+    """`[stage] message` on stderr, written through tqdm so progress bars stay intact."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        msg = self.format(record)
-        try:
-            from tqdm import tqdm
-            tqdm.write(msg, file=sys.stderr)
-        except ImportError:  # pragma: no cover
-            print(msg, file=sys.stderr)
+        from tqdm import tqdm
+
+        stage = record.name.split(".", 1)[1] if "." in record.name else "tamrin"
+        level = "" if record.levelno == logging.INFO else f"{record.levelname.lower()}: "
+        tqdm.write(f"[{stage}] {level}{record.getMessage()}", file=sys.stderr)
 
 
 def setup_console(verbose: bool = False) -> logging.Logger:
     log = logging.getLogger(LOGGER)
-    if not any(isinstance(h, _TqdmConsole) for h in log.handlers):
-        h = _TqdmConsole()
-        h.setFormatter(logging.Formatter("%(message)s"))
-        h.addFilter(_Redact())
-        log.addHandler(h)
+    if not any(isinstance(h, _Console) for h in log.handlers):
+        console = _Console()
+        console.addFilter(_Redact())
+        log.addHandler(console)
     log.setLevel(logging.DEBUG if verbose else logging.INFO)
     log.propagate = False
     return log
@@ -46,23 +46,16 @@ def stage_logger(stage: str) -> logging.Logger:
     return logging.getLogger(f"{LOGGER}.{stage}")
 
 
-class StageFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        stage = record.name.split(".", 1)[1] if "." in record.name else "tamrin"
-        level = "" if record.levelno == logging.INFO else f"{record.levelname.lower()}: "
-        return f"[{stage}] {level}{record.getMessage()}"
-
-
-def attach_file(stage: str, path: Path) -> logging.Handler:
-    """Also write the stage's log lines (timestamped) to `path`; detach the returned handler when done."""
+@contextmanager
+def log_to_file(stage: str, path: Path) -> Iterator[None]:
+    """Inside the block, also write the stage's log lines (timestamped) to `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     h = logging.FileHandler(path, encoding="utf-8")
     h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
     h.addFilter(_Redact())
     stage_logger(stage).addHandler(h)
-    return h
-
-
-def use_stage_format() -> None:
-    for h in logging.getLogger(LOGGER).handlers:
-        h.setFormatter(StageFormatter())
+    try:
+        yield
+    finally:
+        stage_logger(stage).removeHandler(h)
+        h.close()

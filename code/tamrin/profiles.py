@@ -15,9 +15,7 @@ def cuda_available(light: bool = False) -> tuple[bool, str]:
     if not light and importlib.util.find_spec("torch") is not None:
         import torch
 
-        if torch.cuda.is_available():
-            return True, torch.cuda.get_device_name(0)
-        return False, "torch sees no CUDA GPU"
+        return (True, torch.cuda.get_device_name(0)) if torch.cuda.is_available() else (False, "torch sees no CUDA GPU")
     if shutil.which("nvidia-smi"):
         try:
             out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
@@ -41,14 +39,21 @@ def hf_token() -> str | None:
         return None
 
 
-def _call_with_timeout(fn, timeout: float) -> tuple[bool, BaseException | None]:
-    """(finished, error) of `fn()` run in a daemon thread: a network that never answers costs `timeout` seconds,
-    not forever (the hub client sets no timeout of its own for these calls)."""
+def _auth_check(model: str, token: str | bool, timeout: float) -> tuple[bool, BaseException | None]:
+    """(finished, error) of `huggingface_hub.auth_check` run in a daemon thread: a network that never answers costs
+    `timeout` seconds, not forever (the hub client sets no timeout of its own for this call).
+
+    It asks the hub's `/api/models/<id>/auth-check` endpoint, which (unlike `GET /api/models/<id>`, 200 for a gated
+    repo whatever the license state) raises `GatedRepoError` when the license is not accepted and
+    `RepositoryNotFoundError` when the repo cannot be seen (huggingface_hub `hf_api.py`, `auth_check`; it does not
+    retry, so a failure costs one request)."""
+    from huggingface_hub import auth_check
+
     outcome: dict[str, BaseException | None] = {}
 
     def call() -> None:
         try:
-            fn()
+            auth_check(model, token=token)
             outcome["error"] = None
         except BaseException as e:  # noqa: BLE001 - handed to the caller
             outcome["error"] = e
@@ -60,24 +65,17 @@ def _call_with_timeout(fn, timeout: float) -> tuple[bool, BaseException | None]:
 
 
 def hub_access(model: str = PAPER_MODEL, timeout: float = 15.0) -> tuple[bool, str]:
-    """(ok, reason): is there a token, is it valid, and has its account been granted access to `model`?
-
-    `huggingface_hub.auth_check` asks the hub's `/api/models/<id>/auth-check` endpoint, which (unlike
-    `GET /api/models/<id>`, 200 for a gated repo whatever the license state) raises `GatedRepoError` when the
-    license is not accepted and `RepositoryNotFoundError` when the repo cannot be seen (huggingface_hub
-    `hf_api.py`, `auth_check`; it does not retry, so a failure costs one request)."""
+    """(ok, reason): is there a token, is it valid, and has its account been granted access to `model`?"""
     token = hf_token()
     if not token:
         return False, "no Hugging Face token: set HF_TOKEN or run `hf auth login` (a read token from " \
                       "https://huggingface.co/settings/tokens)"
-    from huggingface_hub import auth_check
-
-    finished, error = _call_with_timeout(lambda: auth_check(model, token=token), timeout)
+    finished, error = _auth_check(model, token, timeout)
     if not finished:
         return False, f"the Hugging Face hub did not answer within {timeout:.0f} s: check this machine's network"
     if error is None:
         return True, f"token valid, access to {model} granted"
-    from .hub_errors import explain
+    from .errors import explain
 
     first = str(error).splitlines()[0] if str(error) else ""
     return False, explain(error, model, has_token=True) or f"access check failed ({type(error).__name__}: {first})"
@@ -86,16 +84,13 @@ def hub_access(model: str = PAPER_MODEL, timeout: float = 15.0) -> tuple[bool, s
 def hub_reachable(timeout: float = 10.0) -> tuple[bool, str]:
     """(reachable, reason): does the hub answer at all? An anonymous auth check: any HTTP answer (even a
     refusal) means reachable; offline mode or no network means not."""
-    from huggingface_hub import auth_check
-    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
-    finished, error = _call_with_timeout(lambda: auth_check(PAPER_MODEL, token=False), timeout)
+    finished, error = _auth_check(PAPER_MODEL, False, timeout)
     if not finished:
         return False, f"the Hugging Face hub did not answer within {timeout:.0f} s: check this machine's network"
     if error is None or isinstance(error, HfHubHTTPError):
         return True, "the Hugging Face hub answers"
-    from huggingface_hub.errors import OfflineModeIsEnabled
-
     if isinstance(error, OfflineModeIsEnabled):
         return False, "offline mode is on (HF_HUB_OFFLINE): unset it to reach the Hugging Face hub"
     return False, ("cannot reach the Hugging Face hub (no network answer): connect this machine to the internet "
@@ -109,8 +104,6 @@ def resolve_profile(requested: str, light: bool = False) -> tuple[str, str]:
         return requested, "chosen with --profile"
     has_cuda, detail = cuda_available(light)
     if not has_cuda:
-        return "demo", f"{detail}"
+        return "demo", detail
     ok, why = hub_access()
-    if not ok:
-        return "demo", f"CUDA GPU present ({detail}) but {why}"
-    return "paper", f"CUDA GPU ({detail}) and {why}"
+    return ("paper", f"CUDA GPU ({detail}) and {why}") if ok else ("demo", f"CUDA GPU present ({detail}) but {why}")

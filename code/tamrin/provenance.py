@@ -1,32 +1,92 @@
-"""Provenance for manifests: code version, hardware (by model name only), package versions, and paths as the
-project sees them. Nothing here records a host name, a user name or an absolute path."""
+"""Provenance for manifests (code version, hardware by model name only, package versions, paths as the project sees
+them), and what must never leave the machine: Hugging Face tokens, the absolute paths of the project and of the home
+directory, the user and host names. `redact` is the one redaction step of every printed message and written log,
+error file and manifest; `scan` is the one scanner the zip runs over every file it will hold.
+
+Tokens are `hf_` and random letters and digits (34 today, fewer before): the pattern takes any length from 8 but needs
+a lower-case letter and an upper-case letter or a digit, so identifiers such as `hf_token` are not taken for one; the
+exact values of HF_TOKEN / HUGGING_FACE_HUB_TOKEN and of the stored login token match whatever they look like. User
+and host names match as whole words, and only when they can identify someone: a generic account (`root` on Colab,
+Kaggle and CI, `runner`, `jovyan`, …) or a name under 3 characters would match ordinary words of the code.
+"""
 from __future__ import annotations
 
+import getpass
 import os
 import platform
+import re
+import socket
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
 from . import ROOT
 from .codehash import PACKAGE_DIR, hash_files
-from .contract.secrets import Identity, redact as _redact
 
 PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "accelerate", "datasets", "huggingface-hub",
             "rouge-score", "numpy", "scipy", "sympy", "torchdiffeq", "matplotlib", "jinja2", "typst", "pillow",
             "pydantic", "tamrin")
+HF_TOKEN_PATTERN = re.compile(r"\bhf_(?=[A-Za-z0-9]*[a-z])(?=[A-Za-z0-9]*[A-Z0-9])[A-Za-z0-9]{8,}\b")
+TOKEN_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+MIN_SECRET_LEN = 8  # shorter environment values would match by accident (and are no real token)
+GENERIC_NAMES = frozenset({"root", "user", "users", "admin", "ubuntu", "debian", "runner", "jovyan", "colab",
+                           "kaggle", "localhost", "vm", "docker", "nobody", "ec2-user", "codespace", "vscode"})
+REDACTED = {"token": "hf_***", "home": "~", "project": "<project>", "user": "<user>", "host": "<host>"}
+
+
+def _stored_token() -> str | None:
+    try:
+        from huggingface_hub import get_token
+
+        return get_token()
+    except Exception:  # noqa: BLE001 - no huggingface_hub, no token file: nothing to hide
+        return None
+
+
+@dataclass(frozen=True)
+class Identity:
+    """The strings that identify this machine, its user and their credentials."""
+
+    project: str = ""  # absolute path of the project root
+    home: str = ""
+    user: str = ""
+    host: str = ""
+    tokens: tuple[str, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def current(cls, project: Path | str = "") -> "Identity":
+        tokens = [os.environ.get(v, "").strip() for v in TOKEN_VARS] + [(_stored_token() or "").strip()]
+        try:
+            user = getpass.getuser()
+        except Exception:  # noqa: BLE001 - no user name in this environment
+            user = ""
+        return cls(project=str(Path(project).resolve()) if project else "", home=str(Path.home()),
+                   user=user, host=socket.gethostname(),
+                   tokens=tuple(dict.fromkeys(t for t in tokens if len(t) >= MIN_SECRET_LEN)))
+
+    def names(self) -> list[tuple[str, str]]:
+        """(kind, name) of each user or host name worth hiding, longest first: a host named after its user
+        (user-laptop) is replaced whole before the user name inside it."""
+        out = []
+        for kind, name in (("user", self.user), ("host", self.host), ("host", self.host.split(".")[0])):
+            if len(name) >= 3 and name.lower() not in GENERIC_NAMES and name not in {n for _, n in out}:
+                out.append((kind, name))
+        return sorted(out, key=lambda kn: -len(kn[1]))
+
+    def paths(self) -> dict[str, str]:
+        """kind → an absolute path worth hiding, longest first (the project usually lies inside the home)."""
+        found = {k: p.rstrip("/") for k, p in (("project", self.project), ("home", self.home)) if len(p) > 1}
+        return dict(sorted(found.items(), key=lambda kv: -len(kv[1])))
+
 
 _IDENTITY: dict[tuple, Identity] = {}
 
 
 def identity() -> Identity:
-    """This machine's identity (tokens, home, project path, user, host); recomputed when the environment that
-    defines it changes (a token set after start-up is still hidden)."""
-    import socket
-
-    from .contract.secrets import TOKEN_VARS
-
+    """This machine's identity, recomputed when the environment that defines it changes (a token set after start-up
+    is still hidden)."""
     key = tuple(os.environ.get(v, "") for v in (*TOKEN_VARS, "HOME", "USER", "LOGNAME", "HF_HOME", "HF_TOKEN_PATH"))
     key += (socket.gethostname(),)
     if key not in _IDENTITY:
@@ -35,9 +95,38 @@ def identity() -> Identity:
     return _IDENTITY[key]
 
 
-def redact(text: str) -> str:
-    """The one redaction step of every message, log line, error file and manifest (see contract.secrets)."""
-    return _redact(text, identity())
+def _path_pattern(path: str) -> re.Pattern:
+    """`path` as a whole path component run: /home/al matches in /home/al/x but not in /home/alice."""
+    return re.compile(re.escape(path) + r"(?![A-Za-z0-9_.-])")
+
+
+def _private(ident: Identity) -> list[tuple[str, str, re.Pattern]]:
+    """(kind, what it is, pattern) of every private string, in the order `redact` replaces them."""
+    return ([("token", "the value of the Hugging Face token", re.compile(re.escape(t))) for t in ident.tokens]
+            + [("token", "a Hugging Face token", HF_TOKEN_PATTERN)]
+            + [(k, f"the absolute path of the {'project' if k == 'project' else 'home directory'}", _path_pattern(p))
+               for k, p in ident.paths().items()]
+            + [(k, f"the {k} name", re.compile(rf"\b{re.escape(n)}\b")) for k, n in ident.names()])
+
+
+def redact(text: str, ident: Identity | None = None) -> str:
+    """`text` with every token, identifying path and name (of this machine by default) replaced by a placeholder."""
+    for kind, _, pattern in _private(ident or identity()):
+        text = pattern.sub(REDACTED[kind], text)
+    return text
+
+
+def find(text: str, ident: Identity) -> list[tuple[int, str]]:
+    """(line number, what) for every private thing in `text`; `what` names the kind, never the secret."""
+    private = _private(ident)
+    return [(lineno, what) for lineno, line in enumerate(text.splitlines(), 1)
+            for _, what, pattern in private if pattern.search(line)]
+
+
+def scan(texts: list[tuple[str, str]]) -> list[str]:
+    """'name:line: what' for every private thing of this machine in the (name, text) pairs."""
+    ident = identity()
+    return [f"{name}:{lineno}: {what}" for name, text in texts for lineno, what in find(text, ident)]
 
 
 def project_path(path: str | Path, root: Path = ROOT) -> str:
@@ -54,17 +143,21 @@ def project_path(path: str | Path, root: Path = ROOT) -> str:
     return f"<outside>/{p.name}"
 
 
+def git(root: Path, *args: str, timeout: float = 20) -> str | None:
+    """The output of `git -C root <args>`, or None when git is missing or fails."""
+    try:
+        res = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return res.stdout if res.returncode == 0 else None
+
+
 def code_version() -> str:
     """The git commit (with -dirty when the tree has changes), else a hash of the package sources."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                                timeout=5).stdout.strip()
-        if commit:
-            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                                   capture_output=True, text=True, timeout=5).stdout.strip()
-            return commit + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        pass
+    commit = (git(ROOT, "rev-parse", "HEAD", timeout=5) or "").strip()
+    if commit:
+        dirty = (git(ROOT, "status", "--porcelain", "--untracked-files=no", timeout=5) or "").strip()
+        return commit + ("-dirty" if dirty else "")
     sources = [f for f in PACKAGE_DIR.rglob("*") if f.is_file() and "__pycache__" not in f.parts
                and f.suffix in (".py", ".json")]
     return "src-" + hash_files(sources)[:16]

@@ -1,19 +1,20 @@
 """The one stage runner: cache keys, skipping cached stages, atomic outputs, manifests last.
 
-A stage writes into a private staging folder; only when its entry function returns does the runner
-write `manifest.json` (the last file) and swap the folder into `results/<stage>/`. A stage killed at any
-point therefore leaves either the previous complete result or nothing — never a manifest that claims
-completion of a partial output. Long-lived scratch (training checkpoints for resume) goes to
-`ctx.work_dir`, which survives a kill.
+A stage writes into a private staging folder; only when its entry function returns does the runner write
+`manifest.json` (the last file) and swap the folder into `results/<stage>/`. A stage killed at any point therefore
+leaves either the previous complete result or nothing — never a manifest that claims completion of a partial
+output. Long-lived scratch (training checkpoints for resume) goes to `ctx.work_dir`, which survives a kill.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib
 import json
 import logging
 import os
 import shutil
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,20 +22,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from . import ROOT
+from . import ROOT, contract
 from .atomic import read_json
-from .config import Config
-from .errors import MissingResultError, TamrinError
-from .log import attach_file, stage_logger
 from .codehash import changed_files, combine, file_hashes, module_file, stage_sources
-from . import contract
+from .config import Config, input_files
+from .errors import MissingResultError, TamrinError
+from .log import log_to_file, stage_logger
 from .provenance import code_version, hardware, packages, project_path, redact
-from .schema import input_files
 from .stages import COMPUTE_STAGES, STAGES, Stage
 
 MANIFEST = contract.MANIFEST
-
-
 RESULTS_DIR_ENV = "TAMRIN_RESULTS_DIR"
 
 
@@ -46,31 +43,19 @@ class Paths:
     root: Path = ROOT
     results_dir: Path | None = None
 
+    def __post_init__(self) -> None:
+        self.results = self.results_dir if self.results_dir is not None else self.root / "results"
+        self.figures, self.report, self.dist = (self.root / name for name in ("figures", "report", "dist"))
+
     @classmethod
     def from_env(cls, root: Path = ROOT, results_dir: str | Path | None = None) -> "Paths":
         """`results_dir` (the --results-dir option), else $TAMRIN_RESULTS_DIR, else <root>/results."""
         chosen = results_dir or os.environ.get(RESULTS_DIR_ENV) or None
         return cls(root, Path(chosen).expanduser().resolve() if chosen else None)
 
-    @property
-    def results(self) -> Path:
-        return self.results_dir if self.results_dir is not None else self.root / "results"
-
-    @property
-    def figures(self) -> Path:
-        return self.root / "figures"
-
-    @property
-    def report(self) -> Path:
-        return self.root / "report"
-
-    @property
-    def dist(self) -> Path:
-        return self.root / "dist"
-
     def rel(self, path: Path) -> str:
-        """`path` as `results/…` inside the results folder, relative to the root inside it, else as given (for
-        messages, which must not carry the absolute path of a results folder moved elsewhere)."""
+        """`path` as `results/…` inside the results folder, relative to the root inside it, else as given (messages
+        must not carry the absolute path of a results folder moved elsewhere)."""
         if self.results_dir is not None and path.is_relative_to(self.results_dir):
             return str(Path("results") / path.relative_to(self.results_dir))
         return str(path.relative_to(self.root)) if path.is_relative_to(self.root) else str(path)
@@ -80,9 +65,6 @@ class Paths:
 
     def work_dir(self, name: str) -> Path:
         return self.results / ".work" / name
-
-    def staging_root(self) -> Path:
-        return self.results / ".staging"
 
 
 @dataclass
@@ -120,20 +102,15 @@ def read_manifest(paths: Paths, name: str) -> dict | None:
 
 
 def code_files(stage: Stage, cfg: Config) -> dict[str, str]:
-    """Per-file hashes of what the stage runs and reads: the sources its entry module imports, its own results
-    models (`contract.<stage>`), and every repository file its config names as an input (e.g.
-    `memory.measured_from`: a committed file enters the key only when the config points at it)."""
+    """Per-file hashes of what the stage runs and reads: the sources its entry module imports, its own results models
+    (`contract.<stage>`), and the repository files its config names as inputs (e.g. `memory.measured_from`)."""
     named = [f for section in stage.sections for f in input_files(cfg.sections[section], ROOT)]
-    models = [module_file(stage.results_module)] if module_file(stage.results_module) else []
+    models = [f for f in [module_file(f"tamrin.contract.{stage.name}")] if f]
     return file_hashes(sorted(set(stage_sources(stage.module) + models + named)))
 
 
-def code_hash(stage: Stage, cfg: Config) -> str:
-    return combine(code_files(stage, cfg))
-
-
 def config_of(stage: Stage, cfg: Config) -> dict[str, Any]:
-    return {s: cfg.as_dict(s) for s in stage.sections}
+    return {s: cfg.sections[s].model_dump() for s in stage.sections}
 
 
 def _digest(obj: Any) -> str:
@@ -146,7 +123,7 @@ class KeyParts:
     config_hash: str
     code_hash: str
     inputs: dict[str, str]
-    code_files: dict[str, str] = field(default_factory=dict)
+    code_files: dict[str, str]
 
 
 def cache_key(stage: Stage, cfg: Config, upstream_keys: dict[str, str]) -> KeyParts:
@@ -158,14 +135,6 @@ def cache_key(stage: Stage, cfg: Config, upstream_keys: dict[str, str]) -> KeyPa
     return KeyParts(key, cfg_hash, src_hash, dict(upstream_keys), files)
 
 
-def expected_keys(cfg: Config, names: list[str] | None = None) -> dict[str, KeyParts]:
-    """The cache key each compute stage would have if every stage ran now, upstream first."""
-    out: dict[str, KeyParts] = {}
-    for name in COMPUTE_STAGES:
-        out[name] = cache_key(STAGES[name], cfg, {d: out[d].key for d in STAGES[name].deps})
-    return out if names is None else {n: out[n] for n in names}
-
-
 def output_files(folder: Path) -> dict[str, int]:
     """relative path -> size of every file a stage wrote (recorded in its manifest)."""
     return {str(f.relative_to(folder)): f.stat().st_size for f in sorted(folder.rglob("*")) if f.is_file()}
@@ -173,44 +142,8 @@ def output_files(folder: Path) -> dict[str, int]:
 
 def missing_outputs(folder: Path, manifest: dict) -> list[str]:
     """Files the manifest records that are gone or changed size (e.g. results unpacked from a zip without images)."""
-    out = []
-    for rel, size in (manifest.get("files") or {}).items():
-        f = folder / rel
-        if not f.is_file() or f.stat().st_size != size:
-            out.append(rel)
-    return out
-
-
-def staleness(stage: Stage, manifest: dict | None, parts: KeyParts, folder: Path | None = None) -> str | None:
-    """None when the cached result matches and its files are intact; otherwise why it does not."""
-    if manifest is None:
-        return "missing"
-    if manifest.get("cache_key") == parts.key:
-        gone = missing_outputs(folder, manifest) if folder is not None else []
-        return None if not gone else f"{len(gone)} output file(s) missing or changed, e.g. {gone[0]}"
-    why = []
-    if manifest.get("config_hash") != parts.config_hash:
-        why.append("config changed")
-    if manifest.get("code_hash") != parts.code_hash:
-        why.append("code changed")
-    changed = [d for d, k in parts.inputs.items() if (manifest.get("inputs") or {}).get(d) != k]
-    if changed:
-        why.append("upstream changed: " + ", ".join(changed))
-    return "; ".join(why) or "key differs"
-
-
-def code_only_change(stage: Stage, cfg: Config, manifest: dict | None, parts: KeyParts,
-                     folder: Path | None = None) -> list[str] | None:
-    """The changed files when the stage is expensive and only its code changed — same config, same upstream
-    results (so the key differs by code alone), its outputs intact — and [build] strict is off: the runner then
-    keeps its results (Snakemake's --rerun-triggers without "code"). None otherwise, and when nothing changed."""
-    if not stage.expensive or cfg.build.strict or manifest is None or manifest.get("cache_key") == parts.key:
-        return None
-    if (manifest.get("config_hash"), manifest.get("inputs") or {}) != (parts.config_hash, parts.inputs) \
-            or (folder is not None and missing_outputs(folder, manifest)):
-        return None
-    recorded = manifest.get("code_files") or {}
-    return changed_files(recorded, parts.code_files) if recorded else ["(not recorded by this older manifest)"]
+    return [rel for rel, size in manifest["files"].items()
+            if not (folder / rel).is_file() or (folder / rel).stat().st_size != size]
 
 
 @dataclass
@@ -228,19 +161,32 @@ class StageState:
         return self.manifest["cache_key"] if self.state in ("cached", "kept") else self.parts.key
 
     def describe(self) -> str:
-        if self.state == "kept":
-            return f"code changed (kept): {self.why}"
-        return self.state if self.state in ("cached", "missing") else f"stale ({self.why})"
+        return {"kept": f"code changed (kept): {self.why}", "stale": f"stale ({self.why})"}.get(self.state, self.state)
 
 
-def judge(stage: Stage, cfg: Config, manifest: dict | None, parts: KeyParts, folder: Path | None) -> StageState:
-    why = staleness(stage, manifest, parts, folder)
-    if why is None:
-        return StageState("cached", None, parts, manifest)
-    changed = code_only_change(stage, cfg, manifest, parts, folder)
-    if changed is not None:
+def judge(stage: Stage, cfg: Config, manifest: dict | None, parts: KeyParts, folder: Path) -> StageState:
+    """cached: the recorded key matches and the files are intact. kept: an expensive stage (hours on a GPU) whose
+    code alone changed — same config, same upstream results, outputs intact — while [build] strict is off: its
+    results stay and `why` names the changed files (Snakemake's --rerun-triggers without "code"). Else stale (`why`
+    says what changed) or missing."""
+    if manifest is None:
+        return StageState("missing", "missing", parts, None)
+    gone = missing_outputs(folder, manifest)
+    if manifest["cache_key"] == parts.key:
+        if not gone:
+            return StageState("cached", None, parts, manifest)
+        return StageState("stale", f"{len(gone)} output file(s) missing or changed, e.g. {gone[0]}", parts, manifest)
+    if stage.expensive and not cfg.build.strict and not gone \
+            and (manifest["config_hash"], manifest["inputs"]) == (parts.config_hash, parts.inputs):
+        recorded = manifest["code_files"]
+        changed = changed_files(recorded, parts.code_files) if recorded else ["(not recorded by this older manifest)"]
         return StageState("kept", ", ".join(changed), parts, manifest)
-    return StageState("missing" if manifest is None else "stale", why, parts, manifest)
+    why = [w for w, differs in (("config changed", manifest["config_hash"] != parts.config_hash),
+                                ("code changed", manifest["code_hash"] != parts.code_hash)) if differs]
+    upstream = [d for d, k in parts.inputs.items() if manifest["inputs"].get(d) != k]
+    if upstream:
+        why.append("upstream changed: " + ", ".join(upstream))
+    return StageState("stale", "; ".join(why) or "key differs", parts, manifest)
 
 
 def plan(cfg: Config, paths: Paths) -> dict[str, StageState]:
@@ -252,11 +198,6 @@ def plan(cfg: Config, paths: Paths) -> dict[str, StageState]:
         parts = cache_key(stage, cfg, {d: out[d].key for d in stage.deps})
         out[name] = judge(stage, cfg, read_manifest(paths, name), parts, paths.stage_dir(name))
     return out
-
-
-def keep_message(name: str, state: StageState) -> str:
-    return (f"kept: {name} — only its code changed ({state.why}); its results stay. To rerun it: "
-            f"python build.py {name} --force {name} (or set build.strict = true)")
 
 
 def load_entry(stage: Stage) -> Callable[[StageContext], None]:
@@ -274,14 +215,9 @@ def stage_lock(paths: Paths, name: str):
     kill-and-resume run of the paper profile hit exactly this)."""
     lock_dir = paths.results / ".locks"
     lock_dir.mkdir(parents=True, exist_ok=True)
-    f = open(lock_dir / f"{name}.lock", "a+")
-    try:
+    with open(lock_dir / f"{name}.lock", "a+") as f:
         try:
-            import fcntl
-
             fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except ImportError:  # pragma: no cover - Windows: no advisory locks, run unguarded
-            pass
         except OSError:
             f.seek(0)
             holder = f.read().strip() or "?"
@@ -292,29 +228,17 @@ def stage_lock(paths: Paths, name: str):
         f.write(str(os.getpid()))
         f.flush()
         yield
-    finally:
-        f.close()
-
-
-def _clear_leftovers(paths: Paths, name: str) -> None:
-    """Remove staging/trash folders a killed earlier run of this stage left behind."""
-    for base in (paths.staging_root(), paths.results / ".trash"):
-        if base.exists():
-            for d in base.glob(f"{name}-*"):
-                shutil.rmtree(d, ignore_errors=True)
 
 
 def _swap_in(staging: Path, final: Path, trash_root: Path) -> None:
     """Replace `final` with `staging`; the manifest inside `staging` is already complete."""
-    trash = None
+    trash = trash_root / f"{final.name}-{os.getpid()}-{time.time_ns()}"
     if final.exists():
         trash_root.mkdir(parents=True, exist_ok=True)
-        trash = trash_root / f"{final.name}-{os.getpid()}-{time.time_ns()}"
         os.replace(final, trash)
     final.parent.mkdir(parents=True, exist_ok=True)
     os.replace(staging, final)
-    if trash is not None:
-        shutil.rmtree(trash, ignore_errors=True)
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def _now() -> str:
@@ -323,25 +247,19 @@ def _now() -> str:
 
 @dataclass
 class Outcome:
-    stage: str
     status: str  # "cached" | "kept" | "ran"
-    key: str
-    seconds: float
 
 
-def _upstream_keys(stage: Stage, paths: Paths, required: bool = True) -> dict[str, str]:
-    """The cache keys of the stage's completed upstream results; a missing one is a clear error when
+def upstream_keys(stage: Stage, paths: Paths, required: bool = True) -> dict[str, str]:
+    """The cache keys of the stage's completed (cached) upstream results; a missing one is a clear error when
     `required`, else an empty key."""
     keys = {}
-    for dep in stage.deps:
+    for dep in (d for d in stage.deps if STAGES[d].cached):
         m = read_manifest(paths, dep)
-        if m is None and not required:
-            keys[dep] = ""
-            continue
-        if m is None:
+        if m is None and required:
             raise MissingResultError(f"missing {paths.rel(paths.stage_dir(dep) / MANIFEST)}: "
                                      f"run `python build.py {dep}` first (or `python build.py all`)")
-        keys[dep] = m["cache_key"]
+        keys[dep] = m["cache_key"] if m else ""
     return keys
 
 
@@ -355,94 +273,76 @@ def _stage_context(stage: Stage, cfg: Config, paths: Paths, out_dir: Path, key: 
 
 
 def run_stage(name: str, cfg: Config, paths: Paths, *, force: bool = False) -> Outcome:
-    """Run one compute stage unless its cached result matches. Upstream results must already be current."""
-    if _distributed_rank() > 0:
-        return _run_secondary(name, cfg, paths, force)
+    """Run one compute stage unless its recorded result stays (cached or kept). Upstream results must be current."""
+    rank = int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0  # torchrun's
+    if rank > 0:
+        return _run_secondary(name, cfg, paths, force, rank)
     with stage_lock(paths, name):
         return _run_locked(name, cfg, paths, force)
 
 
-def _distributed_rank() -> int:
-    """This process's rank under `accelerate launch` / torchrun; 0 when not launched distributed."""
-    return int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
-
-
-def _run_secondary(name: str, cfg: Config, paths: Paths, force: bool) -> Outcome:
+def _run_secondary(name: str, cfg: Config, paths: Paths, force: bool, rank: int) -> Outcome:
     """A non-main process of a distributed launch (multi-GPU fine-tuning) runs the stage's code beside the
     main process, so collective training works, but in a private scratch folder: it never takes the lock,
     writes a manifest or replaces results — the main process (rank 0) does that."""
-    import tempfile
-
     stage = STAGES[name]
     # rank 0 may still be writing an upstream result; the stage's own rendezvous (finetune) waits for it
-    parts = cache_key(stage, cfg, _upstream_keys(stage, paths, required=False))
+    parts = cache_key(stage, cfg, upstream_keys(stage, paths, required=False))
     state = judge(stage, cfg, read_manifest(paths, name), parts, paths.stage_dir(name))
     if not force and state.state in ("cached", "kept"):
-        return Outcome(name, state.state, state.key, 0.0)
+        return Outcome(state.state)
     logging.getLogger("tamrin").setLevel(logging.WARNING)  # rank 0 reports progress; the others only problems
-    scratch = Path(tempfile.mkdtemp(prefix=f"tamrin-{name}-rank{_distributed_rank()}-"))
-    ctx = _stage_context(stage, cfg, paths, scratch, parts.key)
-    try:
-        load_entry(stage)(ctx)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    return Outcome(name, "ran", parts.key, 0.0)
+    with tempfile.TemporaryDirectory(prefix=f"tamrin-{name}-rank{rank}-", ignore_cleanup_errors=True) as scratch:
+        load_entry(stage)(_stage_context(stage, cfg, paths, Path(scratch), parts.key))
+    return Outcome("ran")
 
 
 def _run_locked(name: str, cfg: Config, paths: Paths, force: bool) -> Outcome:
-    stage = STAGES[name]
-    log = stage_logger(name)
-    upstream = _upstream_keys(stage, paths)
+    stage, log = STAGES[name], stage_logger(name)
+    upstream = upstream_keys(stage, paths)
     parts = cache_key(stage, cfg, upstream)
     previous = read_manifest(paths, name)
     state = judge(stage, cfg, previous, parts, paths.stage_dir(name))
     if not force and state.state == "cached":
-        log.info(f"cached: {name} (key {parts.key[:4]}…, {previous.get('seconds', 0):.0f} s saved)")
-        return Outcome(name, "cached", parts.key, 0.0)
+        log.info(f"cached: {name} (key {parts.key[:4]}…, {previous['seconds']:.0f} s saved)")
+        return Outcome("cached")
     if not force and state.state == "kept":
-        log.info(keep_message(name, state))
-        return Outcome(name, "kept", state.key, 0.0)
-
+        log.info(f"kept: {name} — only its code changed ({state.why}); its results stay. To rerun it: "
+                 f"python build.py {name} --force {name} (or set build.strict = true)")
+        return Outcome("kept")
     if previous is not None and not force:
         log.info(f"re-running {name}: {state.why}")
     entry = load_entry(stage)
-    _clear_leftovers(paths, name)
-    staging = paths.staging_root() / f"{name}-{os.getpid()}"
+    staging_root, trash_root = paths.results / ".staging", paths.results / ".trash"
+    for d in [*staging_root.glob(f"{name}-*"), *trash_root.glob(f"{name}-*")]:  # left by a killed earlier run
+        shutil.rmtree(d, ignore_errors=True)
+    staging = staging_root / f"{name}-{os.getpid()}"
     staging.mkdir(parents=True)
-    handler = attach_file(name, staging / "log.txt")
     ctx = _stage_context(stage, cfg, paths, staging, parts.key)
-    work = ctx.work_dir
     started, t0 = _now(), time.perf_counter()
     log.info(f"running: {name} (profile {cfg.profile}, key {parts.key[:4]}…)")
     try:
-        entry(ctx)
+        with log_to_file(name, staging / "log.txt"):
+            entry(ctx)
+        seconds = time.perf_counter() - t0
+        manifest = {
+            "stage": name, "profile": cfg.profile, "cache_key": parts.key,
+            "config": config_of(stage, cfg), "inputs": upstream,
+            "config_hash": parts.config_hash, "code_hash": parts.code_hash, "code_files": parts.code_files,
+            "code_version": code_version(), "started": started, "finished": _now(),
+            "seconds": round(seconds, 2), "hardware": hardware(), "packages": packages(),
+            "sources": [s if s.startswith("--set ") else project_path(s, paths.root) for s in cfg.sources],
+            "summary": ctx.extra, "files": output_files(staging),
+        }
+        # The manifest is written last (validated against the contract, redacted), then the folder is swapped in.
+        contract.write(staging, f"{name}/{MANIFEST}", json.loads(redact(json.dumps(manifest, default=str))))
+        _swap_in(staging, paths.stage_dir(name), trash_root)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)  # the previous complete result stays untouched
         raise
-    finally:
-        stage_logger(name).removeHandler(handler)
-        handler.close()
-    seconds = time.perf_counter() - t0
-    manifest = {
-        "stage": name, "profile": cfg.profile, "cache_key": parts.key,
-        "config": config_of(stage, cfg), "inputs": upstream,
-        "config_hash": parts.config_hash, "code_hash": parts.code_hash, "code_files": parts.code_files,
-        "code_version": code_version(), "started": started, "finished": _now(),
-        "seconds": round(seconds, 2), "hardware": hardware(), "packages": packages(),
-        "sources": [s if s.startswith("--set ") else project_path(s, paths.root) for s in cfg.sources],
-        "summary": ctx.extra, "files": output_files(staging),
-    }
-    try:
-        # The manifest is written last (validated against the contract, redacted), then the folder is swapped in.
-        contract.write(staging, f"{name}/{MANIFEST}", json.loads(redact(json.dumps(manifest, default=str))))
-        _swap_in(staging, paths.stage_dir(name), paths.results / ".trash")
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     log.info(f"done: {name} in {seconds:.1f} s")
-    # Work scratch of this key is no longer needed once the result is complete.
-    shutil.rmtree(work, ignore_errors=True)
-    return Outcome(name, "ran", parts.key, seconds)
+    shutil.rmtree(ctx.work_dir, ignore_errors=True)  # the key's scratch is not needed once its result is complete
+    return Outcome("ran")
 
 
 def product_context(name: str, cfg: Config, paths: Paths) -> StageContext:

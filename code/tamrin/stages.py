@@ -23,11 +23,6 @@ class Stage:
     def module(self) -> str:
         return self.entry.split(":")[0]
 
-    @property
-    def results_module(self) -> str:
-        """The module of the stage's results models, which enter its key beside the code it imports."""
-        return f"tamrin.contract.{self.name}"
-
 
 STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("data", ("data",), (), "tamrin.data.stage:run",
@@ -57,17 +52,7 @@ COMPUTE_STAGES = tuple(n for n, s in STAGES.items() if s.cached)
 
 def ancestors(name: str) -> list[str]:
     """`name`'s upstream stages in run order (not including `name`)."""
-    seen: list[str] = []
-
-    def visit(n: str) -> None:
-        for d in STAGES[n].deps:
-            visit(d)
-            if d not in seen:
-                seen.append(d)
-
-    visit(name)
+    seen = set(STAGES[name].deps)
+    for dep in STAGES[name].deps:
+        seen.update(ancestors(dep))
     return [n for n in STAGES if n in seen]
-
-
-def descendants(name: str) -> list[str]:
-    return [n for n in STAGES if name in ancestors(n)]

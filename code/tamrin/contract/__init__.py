@@ -1,17 +1,10 @@
-"""The results contract: one typed model per results file, in one module per stage (`contract.data`,
-`contract.finetune`, …, each with its `FILES`: results file → model; `contract.manifest` for every stage's
-manifest.json), the facts every stage shares (`facts`: CLEVR question types, answer vocabulary and normalisation;
-`persian`: digits and number formatting; `secrets`: tokens and identity), and the functions stages write and the
-report and the zip read through.
-
-`FILES` maps each results file (relative to results/) to its model; `.jsonl` files hold one model per line and
-`derive/derivations.json` a list of records. Writing validates before anything touches the disk (atomically), and
-reading a file that does not fit its model is one clear line naming the file, the field and the stage to rerun.
-
-Every model forbids unknown fields, so a writer that adds, renames or drops a field fails validation until the
-contract says so — and the test that validates the committed fixture (tests/fixtures/results, regenerated from a
-real demo run by tests/fixtures/make_results_fixture.py) fails when the two drift apart. Files hold numbers,
-identifiers and Typst math; the words the report prints about them live in the templates.
+"""The results contract: one typed model per results file, in one module per stage (`contract.data`, …, each with its
+`FILES`: path under results/ → model; `contract.manifest` for every manifest.json), the facts stages share (`facts`:
+CLEVR's question types, answers and normalisation; `persian`: digits and numbers), and the functions stages write and
+the report and the zip read through. Every model forbids unknown fields, so a writer that adds, renames or drops one
+fails until the contract says so, and tests/test_contract.py fails when the committed fixture (a real demo run) drifts
+from it. Writing validates before anything touches the disk; a file that does not fit is one line naming the file, the
+field and the stage to rerun. Files hold numbers, identifiers and Typst math; the words live in the templates.
 
 A stage's models are looked up by name (`model_of`), not imported here: importing this package must not bring every
 stage's models into every stage's cache key. The runner adds a stage's own module (`contract.<stage>`) to its key.
@@ -20,8 +13,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import pkgutil
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Literal
 
@@ -31,69 +22,30 @@ from ..atomic import write_text
 from ..errors import MissingResultError
 
 Profile = Literal["paper", "demo"]
+MANIFEST = "manifest.json"
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-MANIFEST = "manifest.json"
-
-
-def stage_models(stage: str) -> Any:
-    """The module of a stage's results models (`tamrin.contract.<stage>`); ModuleNotFoundError for another name."""
-    return importlib.import_module(f"{__name__}.{stage}")
-
-
 def model_of(rel: str) -> Any:
     """The model of a results file, by its path relative to results/ (KeyError for a file outside the contract)."""
     stage, _, name = rel.partition("/")
     try:
-        files = getattr(stage_models(stage), "FILES", None) if stage.isidentifier() else None
+        files = getattr(importlib.import_module(f"{__name__}.{stage}"), "FILES", None) if stage.isidentifier() else None
     except ModuleNotFoundError:
         files = None
     if files is None:
         raise KeyError(rel)
-    return stage_models("manifest").Manifest if name == MANIFEST else files[rel]
-
-
-@lru_cache(maxsize=None)
-def _all_files() -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for info in pkgutil.iter_modules(__path__):
-        module = stage_models(info.name)
-        if hasattr(module, "FILES"):
-            out.update(module.FILES)
-            out[f"{info.name}/{MANIFEST}"] = stage_models("manifest").Manifest
-    return out
-
-
-def __getattr__(name: str) -> Any:
-    """`FILES`: every results file of every stage -> its model (built on first use)."""
-    if name == "FILES":
-        return _all_files()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def _stage(rel: str) -> str:
-    return rel.split("/", 1)[0]
-
-
-def _problem(rel: str, err: ValidationError) -> MissingResultError:
-    first = err.errors()[0]
-    where = ".".join(str(x) for x in first["loc"]) or "(top level)"
-    stage = _stage(rel)
-    return MissingResultError(f"results/{rel} does not fit the results contract ({where}: {first['msg']}): it was "
-                              f"written by another version of Tamrin; rerun `python build.py {stage} --force {stage}`")
+    return importlib.import_module(f"{__name__}.manifest").Manifest if name == MANIFEST else files[rel]
 
 
 def dump(obj: Any) -> Any:
     """Plain JSON data of a model, a list of models, or plain data (unchanged)."""
     if isinstance(obj, BaseModel):
         return obj.model_dump(mode="json")
-    if isinstance(obj, list):
-        return [dump(x) for x in obj]
-    return obj
+    return [dump(x) for x in obj] if isinstance(obj, list) else obj
 
 
 def validate(rel: str, data: Any) -> Any:
@@ -106,7 +58,17 @@ def validate(rel: str, data: Any) -> Any:
             return TypeAdapter(model).validate_python(data)
         return model.model_validate(data)
     except ValidationError as e:
-        raise _problem(rel, e) from None
+        first = e.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or "(top level)"
+        stage = rel.split("/", 1)[0]
+        raise MissingResultError(f"results/{rel} does not fit the results contract ({where}: {first['msg']}): it was "
+                                 f"written by another version of Tamrin; rerun `python build.py {stage} --force "
+                                 f"{stage}`") from None
+
+
+def json_line(row: Any) -> str:
+    """One line of a .jsonl results file."""
+    return json.dumps(dump(row), ensure_ascii=False) + "\n"
 
 
 def write(results_stage_dir: Path, rel: str, obj: Any, dumps: Callable[[Any], str] | None = None) -> None:
@@ -115,33 +77,25 @@ def write(results_stage_dir: Path, rel: str, obj: Any, dumps: Callable[[Any], st
     the data into text (default: indented JSON; JSON lines for .jsonl)."""
     data = dump(obj)
     validate(rel, data)
-    path = Path(results_stage_dir) / rel.split("/", 1)[1]
     if dumps is not None:
-        write_text(path, dumps(data))
+        text = dumps(data)
     elif rel.endswith(".jsonl"):
-        write_text(path, "".join(json_line(row) for row in data))
+        text = "".join(json_line(row) for row in data)
     else:
-        write_text(path, json.dumps(data, ensure_ascii=False, indent=2) + "\n")
-
-
-def json_line(row: Any) -> str:
-    """One line of a .jsonl results file."""
-    return json.dumps(dump(row), ensure_ascii=False) + "\n"
+        text = json.dumps(data, ensure_ascii=False, indent=2) + "\n"
+    write_text(Path(results_stage_dir) / rel.split("/", 1)[1], text)
 
 
 def read(results: Path, rel: str) -> Any:
     """The model(s) of results/<rel>; a missing, unreadable or non-conforming file is one clear line."""
-    path = Path(results) / rel
-    stage = _stage(rel)
+    path, stage = Path(results) / rel, rel.split("/", 1)[0]
     if not path.is_file():
         raise MissingResultError(f"missing results/{rel}: run `python build.py {stage}` (or `python build.py all`) "
                                  "to make it")
     text = path.read_text(encoding="utf-8")
     try:
-        if rel.endswith(".jsonl"):
-            data = [json.loads(line) for line in text.splitlines() if line.strip()]
-        else:
-            data = json.loads(text)
+        data = [json.loads(line) for line in text.splitlines() if line.strip()] if rel.endswith(".jsonl") \
+            else json.loads(text)
     except json.JSONDecodeError as e:
         raise MissingResultError(f"results/{rel} is not valid JSON ({e}); rerun `python build.py {stage} "
                                  f"--force {stage}`") from None

@@ -71,7 +71,4 @@ class Ablation(Strict):
     runs: list[AblationRun]
 
 
-# results file (relative to results/) -> its model
-FILES = {
-    "ablation/ablation.json": Ablation,
-}
+FILES = {"ablation/ablation.json": Ablation}

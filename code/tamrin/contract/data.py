@@ -7,8 +7,6 @@ from . import Strict
 
 
 class QuestionRow(Strict):
-    """One line of results/data/{train,test}.jsonl."""
-
     id: str
     image: str  # relative to results/data/
     question: str
@@ -39,8 +37,6 @@ class SubsetStats(Strict):
 
 
 class DataStats(Strict):
-    """results/data/stats.json."""
-
     source: dict[str, Any]  # which source and its settings (kind: synthetic | hub | clevr_dir)
     seed: int
     qtypes: list[str]
@@ -52,9 +48,4 @@ class DataStats(Strict):
     split: dict[str, Any]
 
 
-# results file (relative to results/) -> its model
-FILES = {
-    "data/stats.json": DataStats,
-    "data/train.jsonl": QuestionRow,
-    "data/test.jsonl": QuestionRow,
-}
+FILES = {"data/stats.json": DataStats, "data/train.jsonl": QuestionRow, "data/test.jsonl": QuestionRow}

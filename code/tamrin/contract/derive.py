@@ -27,7 +27,4 @@ class Derivation(Strict):
     params: dict[str, Any]
 
 
-# results file (relative to results/) -> its model
-FILES = {
-    "derive/derivations.json": list[Derivation],
-}
+FILES = {"derive/derivations.json": list[Derivation]}

@@ -8,8 +8,6 @@ from . import Strict
 
 
 class Prediction(Strict):
-    """One line of results/eval/{base,finetuned}/predictions.jsonl."""
-
     id: str
     question: str
     answer: str
@@ -32,8 +30,6 @@ class QtypeScore(Strict):
 
 
 class EvalMetrics(Strict):
-    """results/eval/{base,finetuned}/metrics.json."""
-
     n: int
     rouge1: RougeScore
     rouge2: RougeScore
@@ -57,7 +53,7 @@ class Sample(Strict):
 
 
 class Samples(Strict):
-    """results/eval/samples.json: the questions the report shows."""
+    """The questions the report shows."""
 
     seed: int
     ids: list[str]
@@ -65,8 +61,6 @@ class Samples(Strict):
 
 
 class EvalSummary(Strict):
-    """results/eval/summary.json."""
-
     base_model: str
     quantization: str
     compute_dtype: str
@@ -132,7 +126,6 @@ class EvalAnalysis(Strict):
     comparisons: list[Comparison]
 
 
-# results file (relative to results/) -> its model
 FILES = {
     "eval/base/metrics.json": EvalMetrics,
     "eval/finetuned/metrics.json": EvalMetrics,

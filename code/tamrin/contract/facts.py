@@ -79,4 +79,5 @@ def normalize_for_scoring(text: str) -> str:
 # The flow experiment's methods and source → target pairs, and the names figures and tables show for them.
 FLOW_METHOD_LABELS: dict[str, str] = {"icfm": "I-CFM", "otcfm": "OT-CFM (exact minibatch OT)",
                                       "lipman": "FM (Lipman OT path, σ_min)"}
-FLOW_PAIR_LABELS: dict[str, str] = {"gaussian-moons": "N(0, I) → two moons", "8gaussians-moons": "8 Gaussians → two moons"}
+FLOW_PAIR_LABELS: dict[str, str] = {"gaussian-moons": "N(0, I) → two moons",
+                                    "8gaussians-moons": "8 Gaussians → two moons"}

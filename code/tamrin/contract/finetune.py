@@ -7,7 +7,7 @@ from . import Strict
 
 
 class LossRow(Strict):
-    """One line of results/finetune/loss.jsonl: one optimizer step."""
+    """One optimizer step."""
 
     step: int
     loss: Optional[float]  # None: the loss was not finite (the step's update was skipped)
@@ -49,8 +49,6 @@ class LoraSummary(Strict):
 
 
 class FinetuneSummary(Strict):
-    """results/finetune/summary.json."""
-
     model: str  # model.id, or "tiny" for the demo's random-weight PaliGemma
     base_model: str  # hub id, or a folder inside results/finetune/ when base_model_in_results
     base_model_in_results: bool
@@ -95,9 +93,4 @@ class FinetuneSummary(Strict):
     heldout: Optional[HeldoutSummary] = None  # None: no held-out slice (train.heldout_size = 0)
 
 
-# results file (relative to results/) -> its model
-FILES = {
-    "finetune/summary.json": FinetuneSummary,
-    "finetune/loss.jsonl": LossRow,
-    "finetune/heldout.jsonl": HeldoutRow,
-}
+FILES = {"finetune/summary.json": FinetuneSummary, "finetune/loss.jsonl": LossRow, "finetune/heldout.jsonl": HeldoutRow}

@@ -56,7 +56,4 @@ class Experiment(Strict):
     timing: Optional[FlowTiming] = None  # absent in files written before the batched trainer
 
 
-# results file (relative to results/) -> its model
-FILES = {
-    "flow/experiment.json": Experiment,
-}
+FILES = {"flow/experiment.json": Experiment}

@@ -19,8 +19,6 @@ class Hardware(Strict):
 
 
 class Manifest(Strict):
-    """results/<stage>/manifest.json — written last, after every other file of the stage."""
-
     stage: str
     profile: Profile
     cache_key: str

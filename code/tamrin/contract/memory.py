@@ -24,7 +24,4 @@ class Memory(Strict):
     measured_vs_computed: Optional[dict[str, Any]]
 
 
-# results file (relative to results/) -> its model
-FILES = {
-    "memory/memory.json": Memory,
-}
+FILES = {"memory/memory.json": Memory}

@@ -1,8 +1,5 @@
-"""Persian number and date formatting for the report (pure functions).
-
-Running-text numbers use Persian digits (U+06F0–U+06F9), the Persian decimal separator «٫» (U+066B) and
-the Persian percent sign «٪» (U+066A), as Persian typesetting expects.
-"""
+"""Persian number and date formatting for the report: Persian digits (U+06F0–U+06F9), the Persian decimal separator
+«٫» (U+066B) and percent sign «٪» (U+066A), as Persian typesetting expects."""
 from __future__ import annotations
 
 import math
@@ -19,16 +16,9 @@ MONTHS_FA = ("فروردین", "اردیبهشت", "خرداد", "تیر", "مر
 
 def to_persian_digits(text: str) -> str:
     """Replace ASCII digits by Persian ones, '.' between digits by «٫» and ',' by «٬»."""
-    out = []
-    for i, ch in enumerate(text):
-        between_digits = 0 < i < len(text) - 1 and text[i - 1].isdigit() and text[i + 1].isdigit()
-        if ch == "." and between_digits:
-            out.append(DECIMAL_SEP)
-        elif ch == "," and between_digits:
-            out.append(THOUSANDS_SEP)
-        else:
-            out.append(ch)
-    return "".join(out).translate(_TO_PERSIAN)
+    separators = {".": DECIMAL_SEP, ",": THOUSANDS_SEP}
+    return "".join(separators[ch] if ch in separators and 0 < i < len(text) - 1 and text[i - 1].isdigit()
+                   and text[i + 1].isdigit() else ch for i, ch in enumerate(text)).translate(_TO_PERSIAN)
 
 
 def latin_number(value: float | int, decimals: int | None = None, grouping: bool = False) -> str:
@@ -56,11 +46,8 @@ def typst_number(value: float, digits: int = 2) -> str:
 
 
 def fa(value: float | int | str, decimals: int | None = None, grouping: bool = False) -> str:
-    """A number in Persian digits: `fa(0.7346, 2)` → «۰٫۷۳»; ints keep no decimals unless asked.
-
-    `grouping=True` adds thousands separators («۱٬۲۳۴٬۵۶۷»). Negative numbers get a leading minus sign
-    (U+2212) so it is not mistaken for a hyphen.
-    """
+    """A number in Persian digits: `fa(0.7346, 2)` → «۰٫۷۳»; ints keep no decimals unless asked; `grouping` adds
+    thousands separators («۱٬۲۳۴٬۵۶۷»); a negative number gets a minus sign (U+2212), not a hyphen."""
     if isinstance(value, str):
         return to_persian_digits(value)
     if isinstance(value, bool) or value is None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
 
 from ..errors import TamrinError
-from ..hub_errors import explain
+from ..errors import explain
 from .cleaning import classify, clean_answer, clean_question
 
 EARLY_ROWS = 300  # rows read from the source before the stage judges whether it reads their format

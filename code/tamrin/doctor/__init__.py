@@ -1,4 +1,5 @@
-"""Runs the checks in order, each within a time budget and without a traceback, and prints the table."""
+"""`build.py doctor`: runs the checks in order, each within a time budget and without a traceback, and prints the
+table."""
 from __future__ import annotations
 
 import shutil
@@ -10,7 +11,6 @@ from typing import Callable
 
 from ..errors import TamrinError
 from .checks import FAIL, Check, Facts, can_start, render
-
 
 # Seconds each check may take (the hub calls inside have their own shorter timeouts); the timed steps are not
 # bounded: on a GPU they include the model download.
@@ -44,52 +44,36 @@ def guarded(name: str, fn: Callable[[], Check], budget: float | None) -> Check:
 
 def run(cfg, paths, steps: int = 3) -> int:
     """All checks for `cfg`'s profile; exit status 0 only when the run can start."""
-    from .checks import check_access
-    from .checks import check_dataset
-    from .checks import check_disk, planned_dtype
-    from .steps import check_estimate
-    from .checks import check_gpu
-    from .checks import check_bitsandbytes, check_python_and_packages
-    from .checks import check_processor
-    from .steps import check_steps
+    from . import checks as c
+    from .timing import check_estimate, check_steps
 
     t0 = time.perf_counter()
-    facts = Facts(profile=cfg.profile)
-    facts.work_dir = Path(tempfile.mkdtemp(prefix="tamrin-doctor-"))
+    facts = Facts(profile=cfg.profile, work_dir=Path(tempfile.mkdtemp(prefix="tamrin-doctor-")))
     print(f"doctor: profile {cfg.profile}, model {cfg.model.id if cfg.model.kind != 'tiny' else 'tiny (offline)'}, "
           f"data {cfg.data.source}", flush=True)
-    checks: list[Check] = []
+    done: list[Check] = []
 
     def add(name: str, fn: Callable[[], Check]) -> None:
-        checks.append(guarded(name, fn, BUDGET.get(name)))
-        c = checks[-1]
-        print(f"  {c.name}: {c.status}", flush=True)
+        done.append(guarded(name, fn, BUDGET.get(name)))
+        print(f"  {name}: {done[-1].status}", flush=True)
 
+    local = cfg.model.kind == "tiny" or Path(str(cfg.model.id)).is_dir()
     try:
-        add("python + packages", lambda: check_python_and_packages(facts))
-        add("gpu", lambda: check_gpu(facts, cfg))
-        add("bitsandbytes", lambda: check_bitsandbytes(facts))
-        add("hf token + access", lambda: check_access(facts, cfg))
-        add("dataset", lambda: check_dataset(facts, cfg))
-        add("processor", lambda: check_processor(facts, cfg))
-        local = cfg.model.kind == "tiny" or Path(str(cfg.model.id)).is_dir()
-        add("disk", lambda: check_disk(cfg.profile, paths, local, str(cfg.model.id), planned_dtype(cfg, facts.gpu)))
-        timing_box: dict = {}
-
-        def steps_check() -> Check:
-            check, timing_box["timing"] = check_steps(facts, cfg, steps)
-            return check
-
+        add("python + packages", lambda: c.check_python_and_packages(facts))
+        add("gpu", lambda: c.check_gpu(facts, cfg))
+        add("bitsandbytes", lambda: c.check_bitsandbytes(facts))
+        add("hf token + access", lambda: c.check_access(facts, cfg))
+        add("dataset", lambda: c.check_dataset(facts, cfg))
+        add("processor", lambda: c.check_processor(facts, cfg))
+        add("disk", lambda: c.check_disk(cfg.profile, paths, local, str(cfg.model.id), c.planned_dtype(cfg, facts.gpu)))
         if steps > 0 and facts.gpu and cfg.profile != "demo":
             print("  timed steps: loading the model (the first time this downloads several GB) …", flush=True)
-        add("timed steps", steps_check)
-        add("estimate of `all`", lambda: check_estimate(facts, cfg, paths, timing_box.get("timing")))
+        add("timed steps", lambda: check_steps(facts, cfg, steps))
+        add("estimate of `all`", lambda: check_estimate(facts, cfg, paths))
     finally:
         shutil.rmtree(facts.work_dir, ignore_errors=True)
-    print()
-    print(render(checks))
-    ok = can_start(checks)
-    print()
+    ok = can_start(done)
+    print(f"\n{render(done)}\n")
     print(f"doctor: {'the run can start' if ok else 'fix the FAIL rows above, then rerun doctor'} "
           f"({time.perf_counter() - t0:.0f} s)")
     return 0 if ok else 1

@@ -6,13 +6,14 @@ import platform
 import re
 import shutil
 import time
+import tomllib
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Optional
 
+from .. import ROOT
 from ..data.hub import one_line as _short
-
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "FAIL", "skip"
 
@@ -41,22 +42,25 @@ class Facts:
     source: Any = None  # where the model loads from (hub id, folder, or the tiny base built here)
     processor: Any = None
     work_dir: Any = None
+    timing: Any = None  # the timed steps' StepTiming
     estimate: Any = None
 
 
-def render(checks: list[Check], width: int = 120) -> str:
+def render(checks: list[Check]) -> str:
     """A three-column table: check, result, what to do; then each check's detail lines."""
     name_w = max(len("check"), *(len(c.name) for c in checks))
-    rows = [f"{'check':<{name_w}}  {'status':<6}  result — what to do", "-" * min(width, name_w + 40)]
-    for c in checks:
-        text = c.result + (f" — {c.fix}" if c.fix else "")
-        rows.append(f"{c.name:<{name_w}}  {c.status:<6}  {text}")
+    rows = [f"{'check':<{name_w}}  {'status':<6}  result — what to do", "-" * (name_w + 40)]
+    rows += [f"{c.name:<{name_w}}  {c.status:<6}  {c.result}" + (f" — {c.fix}" if c.fix else "") for c in checks]
     for c in checks:
         if c.details:
-            rows.append("")
-            rows.append(f"{c.name}:")
-            rows.extend(f"  {line}" for line in c.details)
+            rows += ["", f"{c.name}:", *(f"  {line}" for line in c.details)]
     return "\n".join(rows)
+
+
+def unreachable(name: str, what: str, facts: Facts) -> Check:
+    """The row of a check that needs the hub when an earlier one found it out of reach."""
+    cause, _, fix = facts.hub_reason.partition(": ")
+    return Check(name, FAIL, f"{what}: {cause}", fix)
 
 
 def can_start(checks: list[Check]) -> bool:
@@ -82,7 +86,8 @@ def check_gpu(facts: Facts, cfg) -> Check:
     facts.device_name = props.name
     mem = props.total_memory / 2 ** 30
     dtype = resolve_compute_dtype(cfg.train.compute_dtype, torch.device("cuda", 0))
-    how = "bf16" if dtype == torch.bfloat16 else f"{DTYPE_NAMES[dtype]} (no native bf16: fp32 LoRA weights + grad scaler)"
+    how = "bf16" if dtype == torch.bfloat16 else \
+        f"{DTYPE_NAMES[dtype]} (no native bf16: fp32 LoRA weights + grad scaler)"
     line = f"{props.name}, {mem:.1f} GiB, compute capability {props.major}.{props.minor} → compute {how}"
     if mem < T4_CLASS_GIB and facts.profile == "paper":
         return Check("gpu", FAIL, line, f"below the {T4_CLASS_GIB:g} GiB the paper profile is sized for: lower "
@@ -93,26 +98,24 @@ def check_gpu(facts: Facts, cfg) -> Check:
 def check_access(facts: Facts, cfg) -> Check:
     from .. import profiles
 
-    model = cfg.model.id
+    name, model = "hf token + access", cfg.model.id
     if cfg.model.kind == "tiny":
-        facts.hub_reachable = None
-        return Check("hf token + access", SKIP, "the demo's tiny model is built offline; no hub needed")
+        return Check(name, SKIP, "the demo's tiny model is built offline; no hub needed")
     reachable, why = profiles.hub_reachable()
     facts.hub_reachable, facts.hub_reason = reachable, why
+    cause, _, fix = why.partition(": ")
     if Path(str(model)).is_dir():
-        return Check("hf token + access", OK, f"model.id is a local folder ({Path(model).name}); no token needed")
+        return Check(name, OK, f"model.id is a local folder ({Path(model).name}); no token needed")
     if not profiles.hf_token():
-        return Check("hf token + access", FAIL, "no Hugging Face token" + ("" if reachable else f"; {why.split(': ')[0]}"),
+        return Check(name, FAIL, "no Hugging Face token" + ("" if reachable else f"; {cause}"),
                      "store a read token (https://huggingface.co/settings/tokens) as HF_TOKEN or run `hf auth login`"
-                     + ("" if reachable else f"; {why.split(': ', 1)[-1]}"))
+                     + ("" if reachable else f"; {fix}"))
     if not reachable:
-        return Check("hf token + access", FAIL, why.split(": ")[0], why.split(": ", 1)[-1])
+        return Check(name, FAIL, cause, fix)
     ok, reason = profiles.hub_access(model)
     facts.model_access = ok
-    if ok:
-        return Check("hf token + access", OK, reason)
     cause, _, fix = reason.partition(": ")
-    return Check("hf token + access", FAIL, cause, fix)
+    return Check(name, OK, reason) if ok else Check(name, FAIL, cause, fix)
 
 
 GB = 10 ** 9
@@ -141,13 +144,13 @@ def planned_dtype(cfg, gpu: bool):
 
 
 def check_disk(profile: str, paths, local_model: bool, model_id: str = "", compute_dtype=None) -> Check:
-    from ..hub_errors import cache_dir
+    from ..errors import hub_cache_dir
     from ..vlm.model import HALF_REVISIONS, MAIN_DOWNLOAD_GB, download_gb
 
     download = 0.0 if local_model or not model_id else download_gb(model_id, compute_dtype)
     needs = {"model cache": download + CACHE_EXTRA_GB if download else 0.0,
              "results": RESULTS_GB.get(profile, RESULTS_GB["paper"])}
-    where = {"model cache": Path(cache_dir()), "results": paths.results}
+    where = {"model cache": Path(hub_cache_dir()), "results": paths.results}
     found, short = [], []
     for name, path in where.items():
         free = shutil.disk_usage(_existing(path)).free / GB
@@ -164,45 +167,26 @@ def check_disk(profile: str, paths, local_model: bool, model_id: str = "", compu
     return Check("disk", OK, ", ".join(found))
 
 
-ROOT = Path(__file__).resolve().parents[3]
-
-
-def _project() -> dict | None:
-    """pyproject.toml's [project] table (the checkout's), or None for an installed package without it."""
+def project_requirements() -> tuple[str, list[str]]:
+    """(requires-python, dependencies) of the checkout's pyproject.toml, else of the installed package's metadata."""
     path = ROOT / "pyproject.toml"
-    if not path.is_file():
-        return None
-    import tomllib
-
-    return tomllib.loads(path.read_text(encoding="utf-8"))["project"]
-
-
-def requirements() -> list[str]:
-    """The `dependencies` of pyproject.toml (the checkout's; the installed package's metadata otherwise)."""
-    project = _project()
-    if project is not None:
-        return project["dependencies"]
-    return [r for r in (metadata.requires("tamrin") or []) if "extra ==" not in r]
-
-
-def python_requirement() -> str:
-    """pyproject.toml's `requires-python` (what the pinned set needs), e.g. ">=3.11"."""
-    project = _project()
-    if project is not None:
-        return project["requires-python"]
-    return metadata.metadata("tamrin").get("Requires-Python", "")
+    if path.is_file():
+        project = tomllib.loads(path.read_text(encoding="utf-8"))["project"]
+        return project["requires-python"], project["dependencies"]
+    return (metadata.metadata("tamrin").get("Requires-Python", ""),
+            [r for r in (metadata.requires("tamrin") or []) if "extra ==" not in r])
 
 
 def check_python_and_packages(facts: Facts) -> Check:
     from packaging.requirements import Requirement
     from packaging.specifiers import SpecifierSet
 
-    python, needed = platform.python_version(), python_requirement()
+    python, (needed, dependencies) = platform.python_version(), project_requirements()
     if needed and not SpecifierSet(needed).contains(python, prereleases=True):
         return Check("python + packages", FAIL, f"Python {python}",
                      f"Tamrin needs Python {needed} (what its pinned packages need): use a newer Python")
     bad, versions = [], {}
-    for line in requirements():
+    for line in dependencies:
         req = Requirement(line)
         if req.marker is not None and not req.marker.evaluate():
             continue
@@ -264,32 +248,27 @@ def example_rows(facts: Facts, folder: Path, n: int) -> list[dict]:
     return rows
 
 
-def model_source(facts: Facts, cfg) -> Path | str:
-    """Where finetune would load the base from (the tiny demo base is built here from the examples' texts)."""
-    from ..vlm.finetune import base_source
-
-    return base_source(cfg.model, facts.work_dir, example_rows(facts, facts.work_dir, len(facts.examples)))
-
-
 def check_processor(facts: Facts, cfg) -> Check:
     from ..vlm import batches
+    from ..vlm.finetune import base_source
     from ..vlm.model import load_processor
 
     local = cfg.model.kind == "tiny" or Path(str(cfg.model.id)).is_dir()
     if not local and facts.hub_reachable is False:
-        return Check("processor", FAIL, f"{cfg.model.id} not loaded: {facts.hub_reason.split(': ')[0]}",
-                     facts.hub_reason.split(": ", 1)[-1])
+        return unreachable("processor", f"{cfg.model.id} not loaded", facts)
     if not local and facts.model_access is False:
         return Check("processor", FAIL, f"{cfg.model.id} not loaded: no access (see 'hf token + access')",
                      "fix the token/license first")
     if not facts.examples:
         return Check("processor", FAIL, "no dataset example to tokenize (see 'dataset')", "fix the dataset first")
-    facts.source = model_source(facts, cfg)
+    # where finetune would load the base from (the tiny demo base is built here from the examples' texts)
+    facts.source = base_source(cfg.model, facts.work_dir, example_rows(facts, facts.work_dir, len(facts.examples)))
     processor = facts.processor = load_processor(facts.source)
     row = example_rows(facts, facts.work_dir, 1)[0]
     b = batches.encode(processor, [row], batches.ImageStore(facts.work_dir), cfg.model.prompt_prefix, with_answers=True)
     ids, types = b["input_ids"][0].tolist(), b["token_type_ids"][0].tolist()
-    image_id = getattr(processor, "image_token_id", None) or processor.tokenizer.convert_tokens_to_ids(batches.IMAGE_TOKEN)
+    tok = processor.tokenizer
+    image_id = getattr(processor, "image_token_id", None) or tok.convert_tokens_to_ids(batches.IMAGE_TOKEN)
     n_image = sum(t == image_id for t in ids)
     prefix = sum(t == 0 for t in types) - n_image
     suffix = sum(t == 1 for t in types)
@@ -297,8 +276,8 @@ def check_processor(facts: Facts, cfg) -> Check:
     line = (f"{n_image} image tokens, prefix {prefix} tokens (BOS + prompt + newline), suffix {suffix} "
             f"(answer + EOS)")
     details = [f"example: {row['question']!r} → {row['answer']!r}",
-               f"decoded prefix: {processor.tokenizer.decode([t for t, k in zip(ids, types) if k == 0 and t != image_id])!r}",
-               f"decoded suffix: {processor.tokenizer.decode([t for t, k in zip(ids, types) if k == 1])!r}"]
+               f"decoded prefix: {tok.decode([t for t, k in zip(ids, types) if k == 0 and t != image_id])!r}",
+               f"decoded suffix: {tok.decode([t for t, k in zip(ids, types) if k == 1])!r}"]
     if expected is not None and n_image != expected:
         return Check("processor", FAIL, line, f"expected {expected} image tokens: the processor does not match the "
                      "model (check model.id)", details)
@@ -322,12 +301,13 @@ def _decodable(p) -> list[dict]:
     """The cleaned triples whose image decodes (as the data stage would keep them), with PNG bytes."""
     from ..data.stage import BadImage, to_png
 
-    pngs: dict[int, bytes | None] = {}
-    for i, data in enumerate(p.images):
+    def png(data: bytes) -> bytes | None:
         try:
-            pngs[i] = to_png(data)
+            return to_png(data)
         except BadImage:
-            pngs[i] = None
+            return None
+
+    pngs = {i: png(data) for i, data in enumerate(p.images)}
     return [{"image": pngs[c.image], "question": c.question, "answer": c.answer, "qtype": c.qtype}
             for c in p.cleaned if c.image >= 0 and pngs.get(c.image)]
 
@@ -338,19 +318,19 @@ def _hub(facts: Facts, cfg) -> Check:
     d = cfg.data
     local = Path(d.hub_id).is_dir()
     if not local and facts.hub_reachable is False:
-        return Check("dataset", FAIL, f"{d.hub_id} not read: {facts.hub_reason.split(': ')[0]}",
-                     facts.hub_reason.split(": ", 1)[-1])
+        return unreachable("dataset", f"{d.hub_id} not read", facts)
     t = time.perf_counter()
     p = preview(d, N_ROWS)
     seconds = time.perf_counter() - t
     if not p.cleaned:
         return Check("dataset", FAIL, f"{p.rows} rows read, none gave a CLEVR question/answer",
                      "the row format differs from what data/cleaning.py handles: see the raw rows below; set "
-                     "data.hub_layout / the column keys", details=[f"raw: {_short(u)} → {_short(a, 40)}" for u, a in p.raw[:3]])
+                     "data.hub_layout / the column keys", [f"raw: {_short(u)} → {_short(a, 40)}" for u, a in p.raw[:3]])
     facts.examples = _decodable(p)
     facts.data_seconds_per_row = seconds / max(1, p.rows)
     facts.questions_per_row = len(p.cleaned) / max(1, p.rows)
-    details = [f"raw row 1, pair {i + 1}: user {_short(u)!r} | assistant {_short(a, 40)!r}" for i, (u, a) in enumerate(p.raw[:3])]
+    details = [f"raw row 1, pair {i + 1}: user {_short(u)!r} | assistant {_short(a, 40)!r}"
+               for i, (u, a) in enumerate(p.raw[:3])]
     details += [f"cleaned: ({c.question!r}, {c.answer!r}, {c.qtype})" for c in p.cleaned[:3]]
     line = (f"{d.hub_id}{':' + d.hub_config if d.hub_config else ''}: {p.rows} rows, {p.pairs} QA pairs, "
             f"{p.unparsed_share:.0%} not parsed")
@@ -365,15 +345,13 @@ def _clevr_dir(facts: Facts, cfg) -> Check:
     from ..data.cleaning import classify
     from ..contract.facts import normalize_answer
 
-    root = Path(cfg.data.path).expanduser()
-    qfile = root / "questions" / f"CLEVR_{cfg.data.clevr_splits[0]}_questions.json"
+    root, split = Path(cfg.data.path).expanduser(), cfg.data.clevr_splits[0]
+    qfile = root / "questions" / f"CLEVR_{split}_questions.json"
     if not qfile.is_file():
         return Check("dataset", FAIL, f"missing {qfile}", "set data.path to the CLEVR_v1.0 folder")
-    split = cfg.data.clevr_splits[0]
     examples = []
     for q in iter_questions(qfile):
-        image_id, filename = image_id_of(q, split)
-        path = root / "images" / split / filename
+        path = root / "images" / split / image_id_of(q, split)[1]
         answer = normalize_answer(str(q.get("answer", "")))
         if path.is_file():
             examples.append({"image": path.read_bytes(), "question": q["question"], "answer": answer,
@@ -385,7 +363,7 @@ def _clevr_dir(facts: Facts, cfg) -> Check:
                      f"check {root / 'images' / split}")
     facts.examples = examples
     return Check("dataset", OK, f"CLEVR_v1.0 {split}: first {len(examples)} questions with their images read",
-                 details=[f"({e['question']!r}, {e['answer']!r}, {e['qtype']})" for e in examples[:3]])
+                 details=_example_lines(examples))
 
 
 def _synthetic(facts: Facts, cfg) -> Check:
@@ -397,12 +375,17 @@ def _synthetic(facts: Facts, cfg) -> Check:
     for i in range(N_ROWS):
         s = make_scene(d.seed, i, image_size=d.image_size, questions_per_scene=d.questions_per_scene,
                        min_objects=d.min_objects, max_objects=d.max_objects)
-        examples += [{"image": s.png, "question": q.question, "answer": q.answer, "qtype": q.qtype} for q in s.questions]
+        examples += [{"image": s.png, "question": q.question, "answer": q.answer, "qtype": q.qtype}
+                     for q in s.questions]
     facts.examples = examples
     facts.data_seconds_per_row = (time.perf_counter() - t) / N_ROWS
     facts.questions_per_row = len(examples) / N_ROWS
     return Check("dataset", OK, f"synthetic: {N_ROWS} scenes rendered, {len(examples)} questions",
-                 details=[f"({e['question']!r}, {e['answer']!r}, {e['qtype']})" for e in examples[:3]])
+                 details=_example_lines(examples))
+
+
+def _example_lines(examples: list[dict]) -> list[str]:
+    return [f"({e['question']!r}, {e['answer']!r}, {e['qtype']})" for e in examples[:3]]
 
 
 def check_dataset(facts: Facts, cfg) -> Check:

@@ -36,7 +36,7 @@ STAGE_WORD = re.compile(rf"مرحل(?:ه|ٔه)[ٔۀ]?\W{{0,4}}(?:\S+\s+){{0,2}}?
 def _config_keys() -> re.Pattern[str]:
     """Every `section.key` of the configuration schema, as one pattern."""
     from ..config import SECTIONS, section_class
-    from ..schema import describe
+    from ..config import describe
 
     keys = sorted((f"{section}.{row[0]}" for section in SECTIONS for row in describe(section_class(section))),
                   key=len, reverse=True)

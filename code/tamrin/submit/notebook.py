@@ -1,35 +1,32 @@
-"""`notebook` command: dist/notebook.ipynb (Colab/Kaggle) and its HTML export (nbconvert, not executed).
-
-The notebook is committed as a notebook, `notebook.ipynb` beside this file: it installs Tamrin (clone or upload;
-the tested library versions, the platform's CUDA torch kept), keeps results on Google Drive (Colab) or in
-/kaggle/working (Kaggle) so a disconnect loses nothing, logs in to the hub with the token from the platform's
-secrets (never printed), runs `build.py doctor` and then `build.py all` sized for a 16 GB T4, shows the report's
-loss figure, the ROUGE table and the 10 samples, and downloads the zip. Building it only fills its one cell
-tagged `parameters` (as papermill would) from the configuration.
+"""The Colab/Kaggle notebook: `notebook.ipynb` beside this file, committed as a notebook (its cells say what it does).
+The `notebook` command writes dist/notebook.ipynb, its one cell tagged `parameters` filled from the configuration (as
+papermill would), and its HTML export (nbconvert, not executed). Its results cells show the views below: they read
+only results/ (through the contract) and figures/ and return plain values — a path, an HTML string — so they work
+(and are tested) without IPython; the loss curve is the report's own figure file.
 """
 from __future__ import annotations
 
-import subprocess
+import base64
+import html
 import warnings
 from pathlib import Path
 from typing import Any
 
+from .. import contract
 from ..atomic import write_text
 from ..errors import TamrinError
+from ..provenance import git
 from ..runner import StageContext
+
 IPYNB, HTML = "notebook.ipynb", "notebook.html"
 TEMPLATE = Path(__file__).with_name("notebook.ipynb")
 STUDENT_KEYS = ("first_name_fa", "last_name_fa", "first_name_en", "last_name_en", "student_number")
+MODELS = (("base", "base PaliGemma"), ("finetuned", "fine-tuned (QLoRA)"))
 
 
 def origin_url(root: Path) -> str:
     """The checkout's `origin` remote when a notebook could clone it: https and without credentials."""
-    try:
-        res = subprocess.run(["git", "-C", str(root), "remote", "get-url", "origin"], capture_output=True,
-                             text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    url = res.stdout.strip() if res.returncode == 0 else ""
+    url = (git(root, "remote", "get-url", "origin", timeout=10) or "").strip()
     return url if url.startswith("https://") and "@" not in url else ""
 
 
@@ -38,7 +35,7 @@ def t4_estimate_md(root: Path, batch_size: int, grad_accum: int, max_minutes: fl
     (extrapolated from the committed H200 measurement; `build.py doctor` measures the real GPU)."""
     from ..config import load_config
     from ..data.subset import planned_counts
-    from ..throughput import Workload, estimate_extrapolated, hms, load_reference
+    from ..doctor.timing import Workload, estimate_extrapolated, hms, load_reference
 
     reference = root / "bench" / "results" / "nvidia-h200.json"
     if not reference.is_file():
@@ -56,17 +53,6 @@ def t4_estimate_md(root: Path, batch_size: int, grad_accum: int, max_minutes: fl
              "| flow matching (CPU) | `doctor` measures it on this machine |",
              "", f"Basis: {e.basis}."] + [f"Note: {n}." for n in e.notes]
     return "\n".join(lines)
-
-
-def parameters(ctx: StageContext) -> dict[str, object]:
-    """The values of the notebook's parameters cell, from the configuration."""
-    z = ctx.section("zip")
-    return {"REPO_URL": z.notebook_repo_url or origin_url(ctx.paths.root), "PROFILE": "paper",
-            "BATCH_SIZE": z.notebook_batch_size, "GRAD_ACCUM": z.notebook_grad_accum,
-            "MAX_MINUTES": float(z.notebook_max_minutes), "EXTRA_SETS": [],
-            "STUDENT": {k: str(getattr(ctx.cfg.student, k, "")) for k in STUDENT_KEYS},
-            "T4_ESTIMATE_MD": t4_estimate_md(ctx.paths.root, z.notebook_batch_size, z.notebook_grad_accum,
-                                             z.notebook_max_minutes)}
 
 
 def build_notebook(values: dict[str, object]) -> Any:
@@ -90,19 +76,25 @@ def export_html(nb) -> str:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # nbconvert's optional-lexer and deprecation chatter
-        body, _ = HTMLExporter().from_notebook_node(nb)
-    return body
+        return HTMLExporter().from_notebook_node(nb)[0]
 
 
 def write_notebook(ctx: StageContext) -> tuple[Path, Path]:
-    """(Re)write dist/notebook.ipynb and dist/notebook.html from the configuration."""
+    """(Re)write dist/notebook.ipynb and dist/notebook.html, the parameters cell filled from the configuration."""
     import nbformat
 
-    nb = build_notebook(parameters(ctx))
-    ipynb, html = ctx.paths.dist / IPYNB, ctx.paths.dist / HTML
+    z = ctx.section("zip")
+    nb = build_notebook({
+        "REPO_URL": z.notebook_repo_url or origin_url(ctx.paths.root), "PROFILE": "paper",
+        "BATCH_SIZE": z.notebook_batch_size, "GRAD_ACCUM": z.notebook_grad_accum,
+        "MAX_MINUTES": float(z.notebook_max_minutes), "EXTRA_SETS": [],
+        "STUDENT": {k: str(getattr(ctx.cfg.student, k, "")) for k in STUDENT_KEYS},
+        "T4_ESTIMATE_MD": t4_estimate_md(ctx.paths.root, z.notebook_batch_size, z.notebook_grad_accum,
+                                         z.notebook_max_minutes)})
+    ipynb, html_file = ctx.paths.dist / IPYNB, ctx.paths.dist / HTML
     write_text(ipynb, nbformat.writes(nb))
-    write_text(html, export_html(nb))
-    return ipynb, html
+    write_text(html_file, export_html(nb))
+    return ipynb, html_file
 
 
 def ensure_notebook(ctx: StageContext) -> None:
@@ -110,10 +102,10 @@ def ensure_notebook(ctx: StageContext) -> None:
     student ran and saved with its outputs) and refresh only its HTML export when missing or older."""
     import nbformat
 
-    ipynb, html = ctx.paths.dist / IPYNB, ctx.paths.dist / HTML
+    ipynb, html_file = ctx.paths.dist / IPYNB, ctx.paths.dist / HTML
     if not ipynb.is_file():
         write_notebook(ctx)
-        ctx.log.info(f"wrote {ctx.paths.rel(ipynb)} and {ctx.paths.rel(html)}")
+        ctx.log.info(f"wrote {ctx.paths.rel(ipynb)} and {ctx.paths.rel(html_file)}")
         return
     try:
         nb = nbformat.read(ipynb, as_version=4)
@@ -121,11 +113,61 @@ def ensure_notebook(ctx: StageContext) -> None:
     except Exception as e:  # noqa: BLE001 - any parse or schema failure means the same to the user
         raise TamrinError(f"{ctx.paths.rel(ipynb)} is not a valid notebook ({type(e).__name__}); delete it and "
                           "the zip rebuilds it (or run `python build.py notebook`)") from None
-    if not html.is_file() or html.stat().st_mtime < ipynb.stat().st_mtime:
-        write_text(html, export_html(nb))
-        ctx.log.info(f"exported {ctx.paths.rel(ipynb)} → {ctx.paths.rel(html)}")
+    if not html_file.is_file() or html_file.stat().st_mtime < ipynb.stat().st_mtime:
+        write_text(html_file, export_html(nb))
+        ctx.log.info(f"exported {ctx.paths.rel(ipynb)} → {ctx.paths.rel(html_file)}")
 
 
 def run(ctx: StageContext) -> None:
-    ipynb, html = write_notebook(ctx)
-    ctx.log.info(f"wrote {ctx.paths.rel(ipynb)} and {ctx.paths.rel(html)} (open the .ipynb in Colab or Kaggle)")
+    ipynb, html_file = write_notebook(ctx)
+    ctx.log.info(f"wrote {ctx.paths.rel(ipynb)} and {ctx.paths.rel(html_file)} (open the .ipynb in Colab or Kaggle)")
+
+
+# ---------------------------------------------------------------------------------------- the results views
+
+def loss_figure(figures: Path) -> Path:
+    """The report's own loss figure (the file the report stage draws), or a clear error before the report ran."""
+    from ..report.figures import LOSS_FIGURE
+
+    path = figures / LOSS_FIGURE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: the report draws it (run the build cell first)")
+    return path
+
+
+def rouge_rows(results: Path) -> list[dict[str, str]]:
+    """One row per evaluated model: n, ROUGE-1/2/L F with their 95% CI, exact match."""
+    rows = []
+    for key, label in MODELS:
+        if (results / "eval" / key / "metrics.json").is_file():
+            m = contract.read(results, f"eval/{key}/metrics.json")
+            rouge = {k: getattr(m, k) for k in ("rouge1", "rouge2", "rougeL")}
+            rows.append({"model": label, "n": str(m.n),
+                         **{k: f"{s.f:.3f} [{s.ci_low:.3f}, {s.ci_high:.3f}]" for k, s in rouge.items()},
+                         "exact match": f"{m.exact_match:.3f}"})
+    return rows
+
+
+def table_html(rows: list[dict[str, str]]) -> str:
+    if not rows:
+        return "<p>no metrics in results/eval/ yet</p>"
+    head = "".join(f"<th>{html.escape(k)}</th>" for k in rows[0])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in r.values()) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _img_tag(path: Path) -> str:
+    if not path.is_file():
+        return "(image missing)"
+    mime = "jpeg" if path.suffix.lower() in (".jpg", ".jpeg") else "png"
+    return f'<img src="data:image/{mime};base64,{base64.b64encode(path.read_bytes()).decode()}" width="160">'
+
+
+def samples_html(results: Path) -> str:
+    """The report's samples (results/eval/samples.json): image, question, answer, base and fine-tuned answers."""
+    head = "<tr><th>#</th><th>image</th><th>question</th><th>answer</th><th>base</th><th>fine-tuned</th></tr>"
+    body = "".join(
+        f"<tr><td>{n}</td><td>{_img_tag(results / 'data' / s.image)}</td>"
+        + "".join(f"<td>{html.escape(v)}</td>" for v in (s.question, s.answer, s.base, s.finetuned)) + "</tr>"
+        for n, s in enumerate(contract.read(results, "eval/samples.json").samples, 1))
+    return f"<table>{head}{body}</table>"

@@ -1,46 +1,151 @@
-"""`zip` stage: pack the report, the code, the results and the notebook into dist/<name>.zip.
-
-Refuses (one line, exit 2) when student details are missing, when the results come from the offline demo
-profile (unless --allow-demo), when a file holds a token, an absolute path of the project or the home
-directory, the user name or the host name (contract.secrets), or when the zip exceeds zip.max_mb. Under
-`all`/`report-only` a demo run skips the zip with a notice instead, so the offline pipeline still succeeds.
+"""`zip` stage: pack the report PDFs, the code (from `git ls-files` in a git checkout, else a walk that skips the usual
+junk), the JSON/JSONL results, the figures and the notebook into dist/<name>.zip — never checkpoints, weights (but the
+LoRA adapter when asked), caches, `.git`, virtual environments, `.env` or `configs/student.toml`. It refuses (one
+line, exit 2) missing student details, results of the offline demo profile (unless --allow-demo; under `all` and
+`report-only` a demo run skips the zip with a notice, so the offline pipeline still succeeds), a file holding a token,
+an absolute path of the project or the home, the user or host name (provenance.scan), and a zip over zip.max_mb. The
+zip is written to a temporary file and validated (CRCs, exactly the planned files, PDFs with pages) before it replaces
+the old one.
 """
 from __future__ import annotations
 
+import io
+import os
 import re
-from pathlib import Path
+import shutil
+import zipfile
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 
 from .. import contract
-from ..contract.secrets import scan
+from ..atomic import replacing
 from ..errors import TamrinError
-from ..provenance import identity
-from ..runner import MANIFEST, StageContext
-from ..schema import REQUIRED_FOR_ZIP
+from ..provenance import git, scan
+from ..runner import MANIFEST, Paths, StageContext
 from ..stages import COMPUTE_STAGES
-from .archive import human, summary, write_zip
-from .select import PDFS, plan
 
-
+MB = 1_000_000
 _UNSAFE = re.compile(r"[^\w.\-]+")  # \w keeps letters of any script, digits and "_"
 
+# Top-level code folders and files a grader needs to re-run the work.
+CODE_DIRS = ("code", "templates", "configs", "scripts", "bench")
+CODE_FILES = ("build.py", "README.md", "pyproject.toml", "Makefile", "requirements.txt", "LICENSE")
 
-def required_keys(pattern_keys: list[str]) -> list[str]:
-    """Student keys the zip needs: the always-required ones plus those its name uses."""
-    return list(dict.fromkeys([*REQUIRED_FOR_ZIP, *pattern_keys]))
+# Never packed, wherever they are.
+JUNK_DIRS = {".git", ".hg", ".svn", ".venv", "venv", "__pycache__", ".pytest_cache", ".mypy_cache",
+             ".ruff_cache", ".ipynb_checkpoints", "node_modules", ".cache", ".tamrin-work", "wandb"}
+JUNK_SUFFIXES = {".pyc", ".pyo", ".swp", ".tmp"}
+JUNK_NAMES = {".env", ".DS_Store", "Thumbs.db", ".netrc"}
+WEIGHT_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".onnx", ".h5", ".msgpack"}
+PRIVATE = {"configs/student.toml"}  # the student's own details; the example file is packed instead
+
+RESULT_SUFFIXES = {".json", ".jsonl"}
+ADAPTER = "finetune/adapter"  # relative to results/
+DATASET_IMAGES = "data/images"  # relative to results/: images of the dataset, never packed
+NOTEBOOK_FILES = ("notebook.ipynb", "notebook.html")  # in dist/, packed at the zip's top level
+# In report/, packed at the zip's top level: the report, and the checks and reproducibility material beside it.
+PDFS = ("report.pdf", "supplement.pdf")
 
 
-def missing_keys(student: object, pattern_keys: list[str]) -> list[str]:
-    """`student.*` keys that are still empty (the ones the zip refuses without)."""
-    return [f"student.{k}" for k in required_keys(pattern_keys) if not str(getattr(student, k, "")).strip()]
+@dataclass(frozen=True)
+class Entry:
+    src: Path  # the file on disk
+    arc: str  # its name inside the zip (POSIX)
+
+
+def _is_junk_part(name: str) -> bool:
+    """A junk folder's name, trainer checkpoint folders included (checkpoint, checkpoints, checkpoint-120, …)."""
+    return name in JUNK_DIRS or name.endswith(".egg-info") or name in ("checkpoint", "checkpoints") \
+        or name.startswith(("checkpoint-", "checkpoint_"))
+
+
+def _is_junk_dir(name: str, path: Path) -> bool:
+    return _is_junk_part(name) or (path / "pyvenv.cfg").exists()  # a venv under any name
+
+
+def is_excluded(rel: str, *, allow_weights: bool = False) -> bool:
+    """True for a root-relative POSIX path that must never be packed."""
+    p = PurePosixPath(rel)
+    if rel in PRIVATE or p.name in JUNK_NAMES or p.name.startswith(".env") or p.suffix in JUNK_SUFFIXES:
+        return True
+    if any(_is_junk_part(part) for part in p.parts[:-1]):
+        return True
+    return p.suffix in WEIGHT_SUFFIXES and not allow_weights
+
+
+def walk(folder: Path) -> list[Path]:
+    """Regular files under `folder` (symlinks skipped), pruning junk folders, sorted."""
+    out: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        here = Path(dirpath)
+        dirnames[:] = sorted(d for d in dirnames if not _is_junk_dir(d, here / d) and not (here / d).is_symlink())
+        out += [here / f for f in filenames if (here / f).is_file() and not (here / f).is_symlink()]
+    return sorted(out)
+
+
+def git_files(root: Path) -> set[str] | None:
+    """Tracked plus untracked-but-not-ignored files when `root` is the top of a git checkout, else None."""
+    top = git(root, "rev-parse", "--show-toplevel")
+    if top is None or Path(top.strip()).resolve() != root.resolve():
+        return None
+    listed = git(root, "ls-files", "-z", "--cached", "--others", "--exclude-standard", timeout=60)
+    return None if listed is None else {f for f in listed.split("\0") if f}
+
+
+def code_entries(root: Path) -> list[Entry]:
+    """The code needed to reproduce the work, at its repository-relative path; in a git checkout, only what git
+    tracks or would add (a file it ignores stays out)."""
+    found = [f for d in CODE_DIRS if not (root / d).is_symlink() for f in walk(root / d)]
+    found += [root / n for n in CODE_FILES if (root / n).is_file() and not (root / n).is_symlink()]
+    listed = git_files(root)
+    rels = sorted(f.relative_to(root).as_posix() for f in found)
+    return [Entry(root / rel, rel) for rel in rels if not is_excluded(rel) and (listed is None or rel in listed)]
+
+
+def result_entries(results: Path, include_adapter: bool) -> list[Entry]:
+    """results/**/*.json(l) (metrics, predictions, loss, memory, flow, stats, manifests, samples),
+    not the dataset images, scratch (.work/.staging/.trash) or checkpoints; the adapter only when asked."""
+    out = []
+    for f in walk(results):
+        rel = f.relative_to(results).as_posix()
+        in_adapter = rel.startswith(ADAPTER + "/")
+        if rel.startswith((".", DATASET_IMAGES + "/")) or (in_adapter and not include_adapter) \
+                or is_excluded(rel, allow_weights=in_adapter):
+            continue
+        if in_adapter or f.suffix in RESULT_SUFFIXES:
+            out.append(Entry(f, f"results/{rel}"))
+    return out
+
+
+def figure_entries(figures: Path) -> list[Entry]:
+    return [Entry(f, f"figures/{f.relative_to(figures).as_posix()}") for f in walk(figures)
+            if not f.name.startswith(".") and not is_excluded(f.relative_to(figures).as_posix())]
+
+
+def zip_entries(paths: Paths, include_adapter: bool) -> list[Entry]:
+    """Every file of the zip: report.pdf, supplement.pdf and the notebook at the top, then code, results, figures."""
+    top = [Entry(paths.report / name, name) for name in PDFS]
+    top += [Entry(paths.dist / n, n) for n in NOTEBOOK_FILES if (paths.dist / n).is_file()]
+    unique: dict[str, Entry] = {}
+    for e in (top + code_entries(paths.root) + result_entries(paths.results, include_adapter)
+              + figure_entries(paths.figures)):
+        unique.setdefault(e.arc, e)
+    return list(unique.values())
+
+
+@dataclass(frozen=True)
+class Item:
+    arc: str
+    size: int  # bytes before compression
+    packed: int  # bytes inside the zip
 
 
 def zip_name(pattern: str, student: object) -> str:
     """`pattern` filled from the student's fields; spaces and path characters become `_`; ends in .zip."""
     values = {k: str(v).strip() for k, v in vars(student).items()}
     name = _UNSAFE.sub("_", pattern.format(**values)).strip("._")
-    if not name.lower().endswith(".zip"):
-        name += ".zip"
-    return name
+    return name if name.lower().endswith(".zip") else name + ".zip"
 
 
 def readable_text(path: Path) -> str:
@@ -65,36 +170,104 @@ def readable_text(path: Path) -> str:
         return data.decode("latin-1")
 
 
-def result_profiles(results: Path) -> dict[str, str]:
-    """stage -> profile, from every results/<stage>/manifest.json, read through the results contract (a manifest
-    that does not fit it is one clear line)."""
-    return {stage: contract.read(results, f"{stage}/{MANIFEST}").profile for stage in COMPUTE_STAGES
-            if (results / stage / MANIFEST).is_file()}
+def human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError
 
 
-def demo_stages(profiles: dict[str, str]) -> list[str]:
-    return [s for s, p in profiles.items() if p == "demo"]
+def largest(items: list[Item], k: int = 8) -> list[str]:
+    """The k largest files and top-level folders by packed size, for a "too large" message."""
+    folders: dict[str, int] = defaultdict(int)
+    for it in items:
+        parts = PurePosixPath(it.arc).parts
+        if len(parts) > 1:
+            folders["/".join(parts[:min(2, len(parts) - 1)]) + "/"] += it.packed
+    rows = [(it.packed, it.arc) for it in items] + [(n, f) for f, n in folders.items()]
+    return [f"{arc} ({human(n)})" for n, arc in sorted(rows, reverse=True)[:k]]
 
 
-def check_student(ctx: StageContext) -> None:
-    missing = missing_keys(ctx.cfg.student, ctx.section("zip").pattern_keys())
-    if missing:
-        raise TamrinError(f"the zip needs your details: set {', '.join(missing)} in configs/student.toml "
-                          "(copy configs/student.example.toml) or with --set student.KEY=VALUE")
+def _write(entries: list[Entry], dest: Path) -> list[Item]:
+    with zipfile.ZipFile(dest, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
+        for e in entries:
+            info = zipfile.ZipInfo.from_file(e.src, e.arc)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            # Readable by everyone once unpacked (atomic writes leave 0600 files); scripts stay executable.
+            info.external_attr = (0o100000 | (0o755 if os.access(e.src, os.X_OK) else 0o644)) << 16
+            with open(e.src, "rb") as src, zf.open(info, "w") as out:
+                shutil.copyfileobj(src, out, 1 << 20)
+        return [Item(i.filename, i.file_size, i.compress_size) for i in zf.infolist()]
 
 
-def check_report(pdf: Path, rel: str) -> None:
-    if not pdf.is_file():
-        raise TamrinError(f"missing {rel}: run `python build.py report` (or `python build.py report-only`) first")
+def validate(path: Path, expected: list[str], pdf_names: tuple[str, ...]) -> None:
+    """The zip opens, every member's CRC checks, it holds exactly `expected`, and its PDFs have pages."""
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            bad = zf.testzip()
+            if bad is not None:
+                raise TamrinError(f"the written zip is corrupt (member {bad} fails its CRC check); "
+                                  "check the disk and run the zip again")
+            if sorted(zf.namelist()) != sorted(expected):
+                raise TamrinError("the written zip does not hold the planned files; run the zip again")
+            pdfs = {name: zf.read(name) for name in pdf_names}
+    except zipfile.BadZipFile as e:
+        raise TamrinError(f"the written zip does not open ({e}); check the disk and run the zip again") from None
+    for name, pdf in pdfs.items():
+        try:
+            pages = len(PdfReader(io.BytesIO(pdf)).pages)
+        except (PdfReadError, ValueError, OSError) as e:
+            raise TamrinError(f"{name} inside the zip is not a valid PDF ({e}); "
+                              "rebuild it with `python build.py report`") from None
+        if pages < 1:
+            raise TamrinError(f"{name} inside the zip has no pages; rebuild it with `python build.py report`")
+
+
+def write_zip(entries: list[Entry], dest: Path, max_mb: float) -> list[Item]:
+    """Write `entries` to a temporary file beside `dest`; only a zip that fits the size limit and passes validation
+    replaces `dest`."""
+    for stale in dest.parent.glob(f".{dest.name}.*.tmp"):  # left by a zip run that was killed mid-write
+        stale.unlink(missing_ok=True)
+    with replacing(dest) as tmp:
+        items = _write(entries, tmp)
+        size = tmp.stat().st_size
+        if size > max_mb * MB:
+            raise TamrinError(f"the zip would be {human(size)}, over zip.max_mb = {max_mb:g} MB; largest items: "
+                              f"{', '.join(largest(items))} — drop them or raise the limit (--set zip.max_mb=…)")
+        validate(tmp, [e.arc for e in entries], PDFS)
+    return items
+
+
+def summary(items: list[Item]) -> list[str]:
+    """Manifest lines: one per top-level file or folder (files, unpacked size, packed size), then totals."""
+    groups: dict[str, list[Item]] = defaultdict(list)
+    for it in items:
+        parts = PurePosixPath(it.arc).parts
+        groups[parts[0] + "/" if len(parts) > 1 else parts[0]].append(it)
+    width = max(len(g) for g in groups)
+    lines = []
+    for g, its in sorted(groups.items(), key=lambda kv: (kv[0].endswith("/"), kv[0])):
+        n = f"{len(its)} file{'s' if len(its) != 1 else ''}"
+        lines.append(f"  {g:<{width}}  {n:>10}  {human(sum(i.size for i in its)):>9}  "
+                     f"(packed {human(sum(i.packed for i in its))})")
+    total, packed = sum(i.size for i in items), sum(i.packed for i in items)
+    lines.append(f"  {len(items)} files, {human(total)} unpacked, {human(packed)} packed")
+    return lines
 
 
 def run(ctx: StageContext) -> None:
     paths, cfg = ctx.paths, ctx.section("zip")
     allow_demo, skip_demo = bool(ctx.extra.get("allow_demo")), bool(ctx.extra.get("skip_demo"))
-    profiles = result_profiles(paths.results)
+    # stage -> profile, read through the results contract (a manifest that does not fit it is one clear line)
+    profiles = {stage: contract.read(paths.results, f"{stage}/{MANIFEST}").profile for stage in COMPUTE_STAGES
+                if (paths.results / stage / MANIFEST).is_file()}
     if not profiles:
         raise TamrinError(f"no results found under {paths.rel(paths.results)}/: run `python build.py all` first")
-    demo = demo_stages(profiles)
+    demo = [s for s, p in profiles.items() if p == "demo"]
     if demo and not allow_demo:
         if skip_demo:
             ctx.log.info("zip skipped: the results come from the offline demo profile (not PaliGemma results); "
@@ -102,22 +275,27 @@ def run(ctx: StageContext) -> None:
             return
         raise TamrinError(f"refusing to pack demo results ({', '.join(demo)} ran with the offline demo profile, "
                           "not PaliGemma): run with --profile paper, or pass --allow-demo to pack them anyway")
-    check_student(ctx)
+    missing = ctx.cfg.student.missing_for_zip(cfg.pattern_keys())
+    if missing:
+        raise TamrinError(f"the zip needs your details: set {', '.join(missing)} in configs/student.toml "
+                          "(copy configs/student.example.toml) or with --set student.KEY=VALUE")
     for name in PDFS:
-        check_report(paths.report / name, paths.rel(paths.report / name))
+        if not (paths.report / name).is_file():
+            raise TamrinError(f"missing {paths.rel(paths.report / name)}: run `python build.py report` (or "
+                              "`python build.py report-only`) first")
 
     from .notebook import ensure_notebook  # nbformat/nbconvert load only when the zip is really built
 
     ensure_notebook(ctx)
-    entries = plan(paths.root, paths.results, paths.figures, paths.report, paths.dist, cfg.include_adapter)
-    hits = scan([(e.arc, readable_text(e.src)) for e in entries], identity())
+    entries = zip_entries(paths, cfg.include_adapter)
+    hits = scan([(e.arc, readable_text(e.src)) for e in entries])
     if hits:
         more = f" (and {len(hits) - 1} more: {'; '.join(hits[1:4])})" if len(hits) > 1 else ""
         raise TamrinError(f"refusing to pack the zip: {hits[0]}{more}; remove it from the file (and revoke a "
                           "leaked token at huggingface.co/settings/tokens), then run the zip again")
 
     dest = paths.dist / zip_name(cfg.name_pattern, ctx.cfg.student)
-    items = write_zip(entries, dest, cfg.max_mb, PDFS)
+    items = write_zip(entries, dest, cfg.max_mb)
     if demo:
         ctx.log.warning(f"packed DEMO results ({', '.join(demo)}) because of --allow-demo: they are not "
                         "PaliGemma results — do not hand this zip in as your answer")

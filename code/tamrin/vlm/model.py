@@ -103,11 +103,11 @@ def _token(source: str | Path) -> str | None:
 @contextlib.contextmanager
 def friendly_hub_errors(source: str | Path) -> Iterator[None]:
     """Turn hub failures while loading `source` (401, gated, 403, 404, offline, rate limit, no network, disk full
-    while downloading) into one line that says what to do (`tamrin.hub_errors.explain`); anything else passes."""
+    while downloading) into one line that says what to do (`tamrin.errors.explain`); anything else passes."""
     try:
         yield
     except Exception as e:  # noqa: BLE001 - httpx network errors are not OSErrors; unknown ones are re-raised
-        from ..hub_errors import explain
+        from ..errors import explain
 
         line = None if _is_local(source) else explain(e, str(source), has_token=bool(_token(source)))
         if line is None:
@@ -160,7 +160,7 @@ def revision_missing(exc: BaseException) -> bool:
     valid git identifier …" `from` it (transformers/utils/hub.py, cached_files), so the chain is searched."""
     from huggingface_hub.errors import RevisionNotFoundError
 
-    from ..hub_errors import cause_chain
+    from ..errors import cause_chain
 
     return any(isinstance(x, RevisionNotFoundError) for x in cause_chain(exc))
 
