@@ -1,11 +1,8 @@
-"""A small scanner that tells which characters of a Typst source are *markup* (prose) and which are code,
-math, raw text, strings, comments, labels or references.
-
-The report's lint uses it to find numbers typed into prose (digits in markup), references (`@name`) and
-labels (`<name>`). It follows Typst's syntax closely enough for templates: `#` starts one embedded code
-expression (an identifier with `.field`, `(args)` and `[content]` suffixes; `let`/`set`/`show`/`if`/`for`/…
-statements run to the end of the line outside brackets); `[...]` inside code is markup again; `$...$` is
-math; backticks are raw; `//` and `/* */` are comments; `\\x` is an escape.
+"""Which characters of a Typst source are *markup* (prose) and which are code, math, raw text, strings, comments,
+labels or references, close enough to Typst's syntax for the templates: `#` starts one embedded code expression
+(an identifier with `.field`, `(args)` and `[content]` suffixes; `let`/`set`/`show`/`if`/`for`/… statements run to
+the end of the line outside brackets); `[...]` inside code is markup again; `$...$` is math; backticks are raw;
+`//` and `/* */` are comments; `\\x` is an escape.
 """
 from __future__ import annotations
 
@@ -38,7 +35,6 @@ class _Scanner:
         self.escaped = bytearray(self.n)  # 1 on both characters of a markup escape such as `\-`
         self.isolates: list[tuple[int, int]] = []  # (start, end) of the content of each `en[…]`
 
-    # --- shared pieces -------------------------------------------------------------------------
     def skip_comment(self, i: int) -> int:
         s = self.s
         if s.startswith("//", i):
@@ -91,7 +87,6 @@ class _Scanner:
             j += 1
         return self.n
 
-    # --- markup ---------------------------------------------------------------------------------
     def markup_until(self, i: int, close: str | None) -> int:
         """Scan markup from i until an unmatched `close` (']' for a content block, None for the file)."""
         s = self.s
@@ -150,7 +145,7 @@ class _Scanner:
         return i
 
     def markup_text(self) -> str:
-        """The source with every non-markup character a space (newlines kept): see `markup_text`."""
+        """The source with every non-markup character a space (newlines kept, so offsets and line numbers stay)."""
         out, s, i = [], self.s, 0
         for m in _NON_MARKUP.finditer(self.markup):
             out.append(s[i:m.start()])
@@ -159,7 +154,6 @@ class _Scanner:
         out.append(s[i:])
         return "".join(out)
 
-    # --- code -----------------------------------------------------------------------------------
     def code_until(self, i: int, close: str) -> int:
         """Scan code from i until the unmatched `close` (')' or '}'); returns the index after it."""
         s = self.s
@@ -249,14 +243,3 @@ def scan(src: str) -> _Scanner:
             sc.isolates.append((opened.pop(), m.start()))
     return sc
 
-
-def markup_text(src: str) -> str:
-    """`src` with every non-markup character replaced by a space (newlines kept, so offsets and line
-    numbers stay the same)."""
-    return scan(src).markup_text()
-
-
-def labels_and_refs(src: str) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
-    """(labels, references) found in markup and code, as (offset, name)."""
-    sc = scan(src)
-    return sc.labels, sc.refs
