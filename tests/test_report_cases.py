@@ -229,14 +229,14 @@ def test_layout_numbers():
 
 def test_units_and_clevr_facts(r):
     assert C.gib(3 * 2 ** 30) == 3.0 and C.millions(2_508_700_000) == 2508.7 and C.billions(2.9e9) == 2.9
-    f = C.decisions(r, sampling_floor(r["flow"]["experiment"]), 6)["clevr"]
+    f = C.decisions(r, 6)["clevr"]
     assert (f["n_answers"], f["n_colors"], f["min_number"], f["max_number"]) == (28, 8, 0, 10)
     names = C.qtype_names(["exist", "mystery"])
     assert names["exist"] == "وجود" and names["mystery"] == "mystery" and len(names) == 9
 
 
 def test_decisions_on_the_fixture(r):
-    d = C.decisions(r, sampling_floor(r["flow"]["experiment"]), 6)
+    d = C.decisions(r, 6)
     assert set(d) >= {"clevr", "training", "rouge", "samples", "memory", "flow", "layout"}
     s = r["finetune"]["summary"]
     assert d["training"]["loss_trend"] == C.loss_trend(s["loss_first_mean"], s["loss_last_mean"])

@@ -101,7 +101,7 @@ def _inside(spans: list[tuple[int, int]], a: int, b: int) -> bool:
 
 def _trim(view: str, a: int, b: int) -> int:
     """The end of the Latin run view[a:b]: before an unmatched «)», an unclosed «(», and trailing punctuation."""
-    depth, opened = 0, []
+    opened = []
     for k in range(a, b):
         c = view[k]
         if c == "(":
@@ -113,7 +113,8 @@ def _trim(view: str, a: int, b: int) -> int:
             opened.pop()
     if opened:
         b = min(b, opened[0])
-    while b > a and not (_END_OK.match(view[b - 1]) or (view[b - 1] == ")" and view[a:b].count("(") == view[a:b].count(")"))):
+    while b > a and not (_END_OK.match(view[b - 1])
+                         or (view[b - 1] == ")" and view[a:b].count("(") == view[a:b].count(")"))):
         b -= 1
     if b > a and view[b - 1] == _ESC:
         b -= 1

@@ -1,14 +1,14 @@
 """The `report` stage: results/* → figures/*, report/report.pdf (the answers) and report/supplement.pdf (the checks
-and the reproducibility material that support them).
+and the reproducibility material that support them). Never imports torch, transformers or datasets.
 
-Read the results (context.py) → render report.typ.j2 with Jinja (templating.py, bidi.py) → draw the figures it
-shows (figures.py) → compile it with Typst, drawing the supplement's figures meanwhile → render and compile the
-supplement, whose coverage table gives the report's pages. Every check (checks.py) adds to one list of findings;
-any finding fails the build with the whole list, and no PDF is left behind (a stale one is removed so the zip
-cannot pack it). Never imports torch, transformers or datasets.
+Read the results (context.py) → render report.typ.j2 (templating.py, bidi.py) → draw the figures it shows
+(figures.py) → compile it with Typst, drawing the supplement's figures meanwhile → render and compile the
+supplement, whose coverage table gives the report's pages. Any finding of the checks (checks.py) fails the build
+with the whole list, and no PDF is left behind for the zip to pack.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
@@ -50,19 +50,13 @@ class ReportPaths:
     report: Path
     root: Path  # Typst's root: figures are referenced as /figures/… from report/report.typ
     templates: Path = TEMPLATES
-    cache: Path | None = None  # compiled templates between runs (default: results/.work/report)
-
-    def cache_dir(self) -> Path:
-        return self.cache if self.cache is not None else self.results / ".work" / "report"
 
 
 def _latest_finish(manifests: dict[str, dict]) -> datetime:
     stamps = []
     for m in manifests.values():
-        try:
+        with contextlib.suppress(ValueError):
             stamps.append(datetime.fromisoformat(str(m.get("finished"))))
-        except ValueError:
-            continue
     latest = max(stamps) if stamps else datetime.now(timezone.utc)
     return latest if latest.tzinfo else latest.replace(tzinfo=timezone.utc)
 
@@ -99,7 +93,6 @@ def build_context(r: dict[str, Any], rp: ReportPaths, report_cfg: Any, student: 
     """The template context (what each key holds: templates/README.md)."""
     manifests = manifests_of(r)
     data_examples = _images(r, rp, report_cfg.n_example_images)
-    floors = figures.sampling_floor(r["flow"]["experiment"])
     st = config_dict(student)
     name_fa = " ".join(x for x in (st.get("first_name_fa", ""), st.get("last_name_fa", "")) if x).strip()
     name_en = " ".join(x for x in (st.get("first_name_en", ""), st.get("last_name_en", "")) if x).strip()
@@ -117,7 +110,7 @@ def build_context(r: dict[str, Any], rp: ReportPaths, report_cfg: Any, student: 
         "supp": {name: i for i, name in enumerate(SUPPLEMENT, 1)},
         "provenance": provenance_rows(manifests), "packages": package_rows(manifests),
         "report_build": {"typst": typst_version},
-        "case": cases.decisions(r, floors, len(data_examples), manifests),
+        "case": cases.decisions(r, len(data_examples)),
         "gib": cases.gib, "millions": cases.millions, "billions": cases.billions,
         "qtype_fa": cases.qtype_names(qtypes),
         "coverage": {"rows": coverage_rows(rp.templates), "total_points": sum(q.points for q in QUESTIONS)},
@@ -129,7 +122,8 @@ def render(env: jinja2.Environment, name: str) -> str:
     try:
         return bidi_rules(env.get_template(name).render())
     except jinja2.TemplateSyntaxError as e:
-        raise TamrinError(f"template syntax error in templates/{e.name or e.filename}:{e.lineno}: {e.message}") from None
+        raise TamrinError(f"template syntax error in templates/{e.name or e.filename}:{e.lineno}: "
+                          f"{e.message}") from None
     except jinja2.TemplateError as e:
         tb, where = e.__traceback__, "location unknown"  # the innermost template file and line
         while tb is not None:
@@ -191,18 +185,15 @@ def compile_checked(typ_path: Path | None, rp: ReportPaths, timestamp: datetime
 
 def _source_findings(source: str, rp: ReportPaths) -> list[Finding]:
     """The checks of a rendered source that depend on the results printed into it: references that resolve and
-    glyphs the vendored fonts cover. The template-source lints (typed numbers, markers, typography, coverage)
-    run in the tests, on the fixture render (tests/test_report_build.py)."""
+    glyphs the vendored fonts cover (the template-source lints run in the tests, on the fixture render)."""
     scanned = scan(source)
     return (undefined_references(source, bib_keys((rp.templates / "refs.bib").read_text(encoding="utf-8")), scanned)
             + glyph_findings(source, covered_codepoints(rp.templates / "fonts"), scanned))
 
 
 def report_layout(compiled: Compiled) -> dict[str, Any]:
-    """What the report's own introspection says about its layout (the `<tamrin-layout>` metadata of
-    report.typ.j2): every heading with its label, page and height on the page, the page height, and where each
-    question's answer lies (section number, page, figures). The supplement's coverage table and the page-budget
-    test read it."""
+    """The report's own introspection of its layout (`<tamrin-layout>`: every heading with its label, page and
+    height on the page, and where each question's answer lies), read by the supplement and the page-budget test."""
     found = compiled.query("<tamrin-layout>")
     if not found:
         raise TamrinError("report/report.typ has no <tamrin-layout> metadata: templates/report.typ.j2 must end with "
@@ -239,8 +230,9 @@ def build_report(rp: ReportPaths, report_cfg: Any, student: Any, log: Any = None
     r = load_results(rp.results)
     failed = [d["name"] for d in r["derive"]["derivations"] if not d.get("passed")]
     if failed:
-        raise TamrinError(f"derivation check failed in results/derive/derivations.json: {', '.join(failed)}; the report "
-                          "does not print an unchecked proof — fix code/tamrin/flow and rerun `python build.py derive`")
+        raise TamrinError(f"derivation check failed in results/derive/derivations.json: {', '.join(failed)}; the "
+                          "report does not print an unchecked proof — fix code/tamrin/flow and rerun "
+                          "`python build.py derive`")
     if not r["finetune"]["loss"]:
         raise TamrinError("results/finetune/loss.jsonl has no steps: rerun `python build.py finetune --force finetune`")
     window = figures.smoothing_window(len(r["finetune"]["loss"]), report_cfg.smooth_window)
@@ -252,7 +244,7 @@ def build_report(rp: ReportPaths, report_cfg: Any, student: Any, log: Any = None
     lap("read")
 
     # Globals, not render arguments: `⟦% from … import m %⟧` gives an imported macro no context.
-    env = make_environment(rp.templates, rp.cache_dir())
+    env = make_environment(rp.templates, rp.results / ".work" / "report")  # compiled templates kept between runs
     env.globals.update(build_context(r, rp, report_cfg, student, typst.__version__, specs, window))
     env.globals["derivation_fa"] = render_derivations(env, words, r["derive"]["derivations"])
     source = render(env, "report.typ.j2")

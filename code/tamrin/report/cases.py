@@ -11,7 +11,8 @@ from typing import Any, Iterable
 
 from ..contract.facts import (ANSWERS, COLORS, FLOW_METHOD_LABELS, FLOW_PAIR_LABELS, MATERIALS, NUMBERS, SHAPES,
                               SIZES, normalize_for_scoring)
-from .figures import flow_methods, method_label
+from .context import manifests_of
+from .figures import flow_methods, method_label, sampling_floor
 
 QTYPE_FA = {"exist": "وجود", "count": "شمارش", "compare_integer": "مقایسهٔ تعداد", "query_color": "پرسش از رنگ",
             "query_shape": "پرسش از شکل", "query_material": "پرسش از جنس", "query_size": "پرسش از اندازه",
@@ -91,11 +92,10 @@ def heldout(rows: list[dict[str, Any]], summary: dict[str, Any]) -> dict[str, An
     trained = [r for r in rows if r["step"] > 0 and r["loss"] is not None]
     if not block or not rows:
         return {"trend": "absent"}
-    best = min(trained, key=lambda r: r["loss"]) if trained else None
-    last = trained[-1] if trained else {}
+    best, last = min(trained, key=lambda r: r["loss"], default={}), trained[-1] if trained else {}
     return {"trend": heldout_trend([r["loss"] for r in trained]), "n": block["n"], "every": block["every"],
-            "start": rows[0]["loss"], "last": last.get("loss"), "best": best and best["loss"],
-            "best_step": best and best["step"], "last_step": last.get("step"),
+            "start": rows[0]["loss"], "last": last.get("loss"), "best": best.get("loss"),
+            "best_step": best.get("step"), "last_step": last.get("step"),
             "exact_match": last.get("exact_match"), "share": block["share"]}
 
 
@@ -240,9 +240,8 @@ def comparison(c: dict[str, Any], qtypes: Iterable[str]) -> dict[str, Any]:
 
 
 def discussion(ev: dict[str, Any], qtypes: Iterable[str]) -> dict[str, Any]:
-    """Everything the computed discussion of the outputs (1.5.4) states: per model (base, fine-tuned, majority
-    baseline) its answers, collapse and truncation cases and weakest types; the paired comparisons by pair name
-    ("finetuned_vs_base", …); the truncated models; the reference answer distribution."""
+    """What the computed discussion of the outputs (1.5.4) states: per model its answers, collapse, truncation
+    and weakest types; the paired comparisons ("finetuned_vs_base", …); the reference answer distribution."""
     a = ev["analysis"]
     qtypes = list(qtypes)
     models = {m: model_outputs(a["models"][m], ev[m]["metrics"], a["reference"])
@@ -272,27 +271,21 @@ def memory_breakdown(m: dict[str, Any]) -> list[dict[str, Any]]:
     """tab:memory's rows: {key, kind ("count" | "gib"), cells (one per MEMORY_COLUMNS; None = —)}."""
     rows = []
     for key in MEMORY_BREAKDOWN_ROWS:
-        budgets = [m["budgets"][c] for c in MEMORY_COLUMNS]
-        cells = [b.get(key) if key in ("weights", "grads", "trainable_params", "master_weights")
-                 else b["optimizer"][key] for b in budgets]
-        if key == "trainable_params":
-            rows.append({"key": key, "kind": "count", "cells": cells})
-        else:
-            rows.append({"key": key, "kind": "gib", "cells": [None if c is None else gib(c) for c in cells]})
+        cells = [b["optimizer"][key] if key.startswith("adam_") else b.get(key)
+                 for b in (m["budgets"][c] for c in MEMORY_COLUMNS)]
+        count = key == "trainable_params"
+        rows.append({"key": key, "kind": "count" if count else "gib",
+                     "cells": cells if count else [None if c is None else gib(c) for c in cells]})
     return rows
-
-
-def _textbook_state(m: dict[str, Any], budget: str) -> float:
-    """The textbook model state (bytes) of a measured mode: AdamW keeps bf16 states for a bf16 full fine-tune."""
-    return m["budgets"][budget]["total"]["adam_bf16" if budget == "full_ft" else "adam_fp32"]
 
 
 def memory_as_implemented(m: dict[str, Any]) -> list[dict[str, Any]]:
     """The supplement's table: per mode, what the code keeps (weights, gradients, AdamW states, total; GiB)
     beside the textbook state, and the difference."""
     rows = []
-    for mode, budget in MEASURED_MODES:
-        a, textbook = m["as_implemented"][mode], _textbook_state(m, budget)
+    for mode, budget in MEASURED_MODES:  # AdamW keeps bf16 states for a bf16 full fine-tune
+        a, textbook = m["as_implemented"][mode], m["budgets"][budget]["total"]["adam_bf16" if budget == "full_ft"
+                                                                                else "adam_fp32"]
         rows.append({"mode": mode, "textbook_gib": gib(textbook),
                      **{f"{k}_gib": gib(a[k]) for k in ("weights", "grads", "optimizer", "total")},
                      "extra_gib": gib(a["total"] - textbook)})
@@ -442,16 +435,12 @@ def flow(e: dict[str, Any], floors: dict[str, float]) -> dict[str, Any]:
 TIME_GROWTH = 1.5  # a step of the largest rank under 1.5× that of the smallest counts as nearly constant
 
 
-def _ci(run: dict[str, Any]) -> tuple[float, float]:
-    return run["exact_match_ci"][0], run["exact_match_ci"][1]
-
-
 def rank_effect(rows: list[dict[str, Any]]) -> str:
     """What the measured exact match says about the rank: "within_noise" (every rank's exact match lies inside
     the best rank's 95 % interval), "grows_with_rank" (the best is the largest rank and a smaller one lies
     outside that interval), "peaks_below_max" (the best is a smaller rank, the others outside its interval)."""
     best = max(rows, key=lambda x: (x["exact_match"], -x["rank"]))
-    lo, hi = _ci(best)
+    lo, hi = best["exact_match_ci"]
     if all(lo <= x["exact_match"] <= hi for x in rows):
         return "within_noise"
     return "grows_with_rank" if best["rank"] == max(x["rank"] for x in rows) else "peaks_below_max"
@@ -480,8 +469,8 @@ def ablation(ab: dict[str, Any]) -> dict[str, Any]:
     same = next((x for x in main if x["rank"] == u["rank"]), None) if u else None
     if same is not None:
         comparison = {"rank": u["rank"], "quantized": same, "unquantized": u,
-                      "quality_case": _higher(_ci(same), _ci(u), ("quantized_better", "unquantized_better",
-                                                                  "within_noise")),
+                      "quality_case": _higher(same["exact_match_ci"], u["exact_match_ci"],
+                                              ("quantized_better", "unquantized_better", "within_noise")),
                       "speed_ratio": None if not (same["seconds_per_step"] and u["seconds_per_step"])
                       else same["seconds_per_step"] / u["seconds_per_step"]}
     return {**out, "rows": rows, "best": best, "smallest": small, "largest": large,
@@ -516,12 +505,11 @@ def layout(n_examples: int, n_samples: int, n_flow_methods: int) -> dict[str, in
             "flow_traj_width_pct": min(n_flow_methods * 30, 100)}
 
 
-def decisions(r: dict[str, Any], floors: dict[str, float], n_examples: int,
-              manifests: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+def decisions(r: dict[str, Any], n_examples: int) -> dict[str, Any]:
     """Everything the templates select or print beyond the raw results, from the loaded results `r`."""
     ft = r["finetune"]
     cfg = ft["manifest"]["config"]
-    fl = flow(r["flow"]["experiment"], floors)
+    fl = flow(r["flow"]["experiment"], sampling_floor(r["flow"]["experiment"]))
     return {
         "clevr": {"n_answers": len(ANSWERS), "n_colors": len(COLORS), "n_shapes": len(SHAPES),
                   "n_materials": len(MATERIALS), "n_sizes": len(SIZES), "min_number": int(NUMBERS[0]),
@@ -534,6 +522,6 @@ def decisions(r: dict[str, Any], floors: dict[str, float], n_examples: int,
         "memory": memory(r["memory"]),
         "flow": fl,
         "ablation": ablation(r["ablation"]),
-        "attribution": attribution(manifests or {}),
+        "attribution": attribution(manifests_of(r)),
         "layout": layout(n_examples, len(r["eval"]["samples"]), len(fl["methods"])),
     }

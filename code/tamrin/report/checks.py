@@ -157,8 +157,7 @@ def figure_findings(figures: list[dict], refs: list[dict]) -> list[Finding]:
     targets = {r.get("target") for r in refs}
     findings = []
     for i, fig in enumerate(figures, 1):
-        kind = fig.get("kind", "figure")
-        kind = kind if isinstance(kind, str) else "figure"
+        kind = fig["kind"] if isinstance(fig.get("kind"), str) else "figure"
         label = fig.get("label")
         name = label or f"{kind} #{i} (no label)"
         caption = fig.get("caption")
@@ -171,7 +170,8 @@ def figure_findings(figures: list[dict], refs: list[dict]) -> list[Finding]:
         if not label:
             findings.append(Finding("unlabelled", "report", f"{kind} #{i} has no label, so nothing can refer to it"))
         elif label not in targets:
-            findings.append(Finding("unreferenced", "report", f"{kind} {label} is never referred to (@{label.strip('<>')})"))
+            findings.append(Finding("unreferenced", "report",
+                                    f"{kind} {label} is never referred to (@{label.strip('<>')})"))
     return findings
 
 
@@ -235,7 +235,8 @@ VOCABULARY: tuple[tuple[str, str], ...] = (
 # «مرحلهٔ memory» in either order (a right-to-left line may come in visual order); PDFium gives «هٔ» (heh + hamza
 # above) as hamza then heh: «مرحلٔه».
 _STAGE = "|".join(COMPUTE_STAGES)
-STAGE_WORD = re.compile(rf"مرحل(?:ه|ٔه)[ٔۀ]?\W{{0,4}}(?:\S+\s+){{0,2}}?`?(?:{_STAGE})\b|\b(?:{_STAGE})`?\s+(?:\S+\s+){{0,2}}?مرحل")
+STAGE_WORD = re.compile(rf"مرحل(?:ه|ٔه)[ٔۀ]?\W{{0,4}}(?:\S+\s+){{0,2}}?`?(?:{_STAGE})\b"
+                        rf"|\b(?:{_STAGE})`?\s+(?:\S+\s+){{0,2}}?مرحل")
 _LATIN_TOKEN = re.compile(r"[A-Za-z0-9]*(?:[._/-]+[A-Za-z0-9]*)+")
 _SEPARATORS = re.compile(r"([._/-]+)")
 
@@ -260,13 +261,9 @@ def vocabulary_findings(pages: list[str], where: str) -> list[Finding]:
     out = []
     for number, page in enumerate(pages, 1):
         reversed_tokens = _LATIN_TOKEN.sub(lambda m: "".join(reversed(_SEPARATORS.split(m.group()))), page)
-        seen: set[tuple[str, int]] = set()
         for pattern, why in rules:
-            for m in (m for text in (page, reversed_tokens) for m in pattern.finditer(text)):
-                if (m.group(), id(pattern)) in seen:
-                    continue
-                seen.add((m.group(), id(pattern)))
-                out.append(Finding("tool-vocabulary", f"{where} page {number}",
-                                   f"«{' '.join(m.group().split())}» is {why}: the report is the student's answer and "
-                                   "never names the tool's machinery (move it to the supplement or reword it)"))
+            words = dict.fromkeys(m.group() for text in (page, reversed_tokens) for m in pattern.finditer(text))
+            out += [Finding("tool-vocabulary", f"{where} page {number}",
+                            f"«{' '.join(word.split())}» is {why}: the report is the student's answer and never names "
+                            "the tool's machinery (move it to the supplement or reword it)") for word in words]
     return out

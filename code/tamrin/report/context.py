@@ -48,13 +48,11 @@ def _samples(read: Any, test_rows: list[dict], preds: dict[str, dict[str, dict]]
                                          "data and eval are out of step; rerun `python build.py eval --force eval`")
         row, base, fine = tables["data/test.jsonl"][sid], preds["base"][sid], preds["finetuned"][sid]
         answer = normalize_for_scoring(row["answer"])
-        samples.append({
-            "index": i, "id": sid, "image": row["image"], "image_id": row["image_id"], "qtype": row["qtype"],
-            "question": row["question"], "answer": row["answer"],
-            "base": base["prediction"], "finetuned": fine["prediction"],
-            "base_ok": normalize_for_scoring(base["prediction"]) == answer,
-            "finetuned_ok": normalize_for_scoring(fine["prediction"]) == answer,
-        })
+        samples.append({"index": i, "id": sid,
+                        **{k: row[k] for k in ("image", "image_id", "qtype", "question", "answer")},
+                        "base": base["prediction"], "finetuned": fine["prediction"],
+                        "base_ok": normalize_for_scoring(base["prediction"]) == answer,
+                        "finetuned_ok": normalize_for_scoring(fine["prediction"]) == answer})
     return {"samples": samples, "samples_seed": raw["seed"]}
 
 
@@ -126,9 +124,8 @@ def config_toml(config: dict[str, dict]) -> str:
 
 
 def provenance_rows(manifests: dict[str, dict]) -> list[dict]:
-    """One row per stage; `config_sections` is its configuration cut into `[section]` tables, which the appendix
-    sets each as one unbreakable listing (a stage's configuration may continue in the next column, never inside a
-    table)."""
+    """One row per stage; `config_sections` cuts its configuration into `[section]` tables, each set as one
+    unbreakable listing (a stage's configuration may continue in the next column, never inside a table)."""
     rows = []
     for stage, m in manifests.items():
         hw = m.get("hardware") or {}
@@ -194,17 +191,14 @@ def heading_labels(source: str) -> list[str]:
 
 def answered(templates: Path) -> dict[str, bool]:
     """Question id → whether its section template exists and has a heading labelled for it."""
-    labels = {}
-    for section in SECTIONS:
-        path = templates / "sections" / f"{section}.typ.j2"
-        labels[section] = heading_labels(path.read_text(encoding="utf-8")) if path.is_file() else []
+    paths = {section: templates / "sections" / f"{section}.typ.j2" for section in SECTIONS}
+    labels = {s: heading_labels(p.read_text(encoding="utf-8")) if p.is_file() else [] for s, p in paths.items()}
     return {q.id: q.label in labels[q.section] for q in QUESTIONS}
 
 
 def coverage_rows(templates: Path) -> list[dict]:
-    """The coverage table's rows (the supplement resolves their section numbers and pages from the labels):
-    {id, label, points, answered, question (1 | 2), part, item (None for question 2's parts), first (the first
-    row of its question)}."""
+    """The coverage table's rows (the supplement resolves their sections and pages from the labels): {id, label,
+    points, answered, question, part, item (None for question 2's parts), first (the first of its question)}."""
     done = answered(templates)
     out, seen = [], set()
     for q in QUESTIONS:

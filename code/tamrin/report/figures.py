@@ -1,20 +1,18 @@
-"""The report's figures, drawn from results with matplotlib (Agg), each only when stale.
-
-Line and bar charts are SVG (vector; text converted to paths so no font is needed to show them); dense point
-clouds are PNG. Every figure uses `STYLE`, so they share fonts, sizes and colours. Labels are English: matplotlib
-cannot shape Persian script, and the Persian captions sit under the figures in the report.
+"""The report's figures, drawn from results with matplotlib (Agg), each only when stale. Line and bar charts are
+SVG (text converted to paths, so no font is needed to show them); dense point clouds are PNG; all share `STYLE`.
+Labels are English: matplotlib cannot shape Persian script (the Persian captions sit under the figures).
 
 A figure is stale when its file is missing or its key changed: the key hashes the figure's data (the spec's
 arguments), this module's code (by syntax tree, through codehash, so a comment or a reworded docstring redraws
-nothing) and the matplotlib version. Each figure is drawn into a temporary file and renamed over its path, so a
+nothing) and the matplotlib version. Each figure is drawn into a temporary file renamed over its path, so a
 reader (Typst, the zip) sees the old figure or the whole new one, never half of it.
 """
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -37,16 +35,19 @@ STYLE = {
 }
 
 
-def _subplots(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] = (WIDTH_IN, 2.6)) -> tuple[Any, Any]:
-    """A Figure and a 2-D array of axes, without pyplot (no GUI backend, no global figure registry, and
-    about a second less to import)."""
+def _figure(figsize: tuple[float, float]) -> Any:
+    """A Figure in the report's style, without pyplot (no GUI backend, no global figure registry, and about a
+    second less to import)."""
     import matplotlib
     from matplotlib.figure import Figure
 
     matplotlib.rcParams.update(STYLE)
-    fig = Figure(figsize=figsize)
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    return fig, axes
+    return Figure(figsize=figsize)
+
+
+def _subplots(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] = (WIDTH_IN, 2.6)) -> tuple[Any, Any]:
+    fig = _figure(figsize)
+    return fig, fig.subplots(nrows, ncols, squeeze=False)
 
 
 def _save(fig: Any, path: Path, tight: bool = True) -> Path:
@@ -64,9 +65,7 @@ def moving_average(values: Sequence[float], window: int) -> list[float]:
     """Centred mean over `window` values (narrower near the ends, so it does not lag the curve or invent
     values beyond the data); same length as `values`."""
     n, half = len(values), window // 2
-    prefix = [0.0]
-    for v in values:
-        prefix.append(prefix[-1] + v)
+    prefix = [0.0, *itertools.accumulate(values)]
     out = []
     for i in range(n):
         lo, hi = max(0, i - half), min(n, i + (window - half))
@@ -95,7 +94,8 @@ def loss_figure(loss_rows: list[dict], window: int, heldout_rows: Sequence[dict]
     held = [r for r in heldout_rows if r["loss"] is not None]
     if held:
         ax.plot([r["step"] for r in held], [r["loss"] for r in held], color=COLORS["heldout"], linewidth=1.4,
-                marker="o", markersize=3.5, label=f"held-out loss ({held[0]['n']} train-split questions, not trained on)")
+                marker="o", markersize=3.5,
+                label=f"held-out loss ({held[0]['n']} train-split questions, not trained on)")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("cross-entropy (answer tokens)")
     ax.set_xlim(min(steps + [r["step"] for r in held]), max(steps))
@@ -131,19 +131,6 @@ def per_qtype_figure(qtypes: list[str], base: dict, finetuned: dict, baseline: d
     return _save(fig, path)
 
 
-def copy_images(results_data: Path, rel_images: list[str], dest: Path) -> list[str]:
-    """Copy result images (paths relative to results/data) into figures/; returns their names under dest."""
-    dest.mkdir(parents=True, exist_ok=True)
-    names = []
-    for rel in rel_images:
-        src = results_data / rel
-        name = Path(rel).name
-        if not (dest / name).exists() or (dest / name).stat().st_size != src.stat().st_size:
-            shutil.copyfile(src, dest / name)
-        names.append(name)
-    return names
-
-
 def _method_color(method: str) -> str:
     return COLORS.get(method, "#555555")
 
@@ -156,15 +143,11 @@ class _PanelGrid:
 
     def __init__(self, nrows: int, ncols: int, panel: float, *, left: float, right: float, top: float,
                  bottom: float, gap: float, title_space: list[float]) -> None:
-        import matplotlib
-        from matplotlib.figure import Figure
-
-        matplotlib.rcParams.update(STYLE)
         self.panel, self.left, self.gap = panel, left, gap
         self.right_edge = left + ncols * panel + (ncols - 1) * gap  # of the last column
         self.width = self.right_edge + right
         height = top + nrows * panel + sum(title_space) + (nrows - 1) * gap + bottom
-        self.fig = Figure(figsize=(self.width, height))
+        self.fig = _figure((self.width, height))
         self.ax = self.fig.add_axes((0, 0, 1, 1))
         self.ax.set_xlim(0, self.width), self.ax.set_ylim(0, height), self.ax.set_axis_off()
         self._bottoms, y = [], height - top
@@ -243,9 +226,8 @@ def _pair_limits(whole: list[list], robust: Sequence[list] = (), clip: float = 0
 
 
 def flow_samples_figure(exp: dict, path: Path) -> Path:
-    """Per pair two rows — after one Euler step and after the adaptive dopri5 solve — and one column per
-    method, beside a first column with the source (top) and target (bottom) samples; every panel of a pair
-    on the same axes (experiment.json `figures.samples`)."""
+    """Per pair two rows (after one Euler step, after the adaptive dopri5 solve) and one column per method, beside
+    the source (top) and target (bottom) samples; every panel of a pair on the same axes."""
     pairs = exp["settings"]["pairs"]
     samples = exp["figures"]["samples"]
     methods = [m for m in flow_methods(exp) if all(m in samples[p]["generated"] for p in pairs)]
@@ -317,9 +299,8 @@ def sampling_floor(exp: dict) -> dict[str, float]:
 def flow_w2_figure(exp: dict, path: Path) -> Path:
     """W2 to held-out target samples against the number of Euler steps (mean ± std over seeds), the adaptive
     dopri5 result (dotted) and the sampling floor (grey dashed); one panel per pair."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
-
     from matplotlib.lines import Line2D
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
     pairs, floor = exp["settings"]["pairs"], sampling_floor(exp)
     fig, axes = _subplots(1, len(pairs), figsize=(WIDTH_IN, 2.2))

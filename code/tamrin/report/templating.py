@@ -1,11 +1,8 @@
-"""Python values as Typst source, through the report's Jinja2 environment.
-
-Delimiters `⟦ expr ⟧`, `⟦% stmt %⟧`, `⟦# comment #⟧`: the mathematical white brackets U+27E6/U+27E7 have no meaning
-in Typst, so template syntax and Typst syntax can never be confused. Autoescape is on, with Typst's escaping instead
-of HTML's: `finalize` turns every printed value into an object whose `__html__` returns Typst-safe text, so
-markupsafe keeps it as is. A `str` from the results is data, never markup (every Typst-special character
-backslash-escaped); `Raw`, macro output and included templates are trusted Typst source; an `int` prints in
-Persian digits; a float, `None` or a bool is an error (the template must say how to print it).
+"""Python values as Typst source, through the report's Jinja2 environment: delimiters `⟦ expr ⟧`, `⟦% stmt %⟧`,
+`⟦# comment #⟧` (the white brackets U+27E6/U+27E7 mean nothing in Typst, so the two syntaxes never collide), and
+Typst's escaping instead of HTML's. A `str` from the results is data, never markup; `Raw`, macro output and
+included templates are trusted Typst source; an `int` prints in Persian digits; a float, `None` or a bool is an
+error (the template must say how to print it).
 """
 from __future__ import annotations
 
@@ -152,9 +149,8 @@ FILTERS = {"fa": fa, "pct": pct, "typ": lambda v: v if isinstance(v, Raw) else R
 
 
 def make_environment(templates_dir: Path, cache_dir: Path | None = None) -> ReportEnvironment:
-    """The environment; with `cache_dir`, compiled templates are kept between runs (compiling them costs ~0.5 s)
-    in a folder keyed by this module's source, which decides how templates compile (Jinja checks each
-    template's source checksum)."""
+    """With `cache_dir`, compiled templates are kept between runs (compiling costs ~0.5 s), in a folder keyed by
+    this module's source, which decides how they compile (Jinja checks each template's source checksum)."""
     cache = None
     if cache_dir is not None:
         import hashlib

@@ -14,6 +14,8 @@ _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 _PLAIN = re.compile(r"[^\\/`$#<@\[\]]+")
 _LABEL = re.compile(r"<([A-Za-z_][A-Za-z0-9_:.-]*)>")
 _REF = re.compile(r"@([A-Za-z_][A-Za-z0-9_:.-]*[A-Za-z0-9_])")
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
+_MATH = re.compile(r'\$(?:[^$"\\]|\\.|"(?:[^"\\]|\\.)*")*\$', re.S)
 _NON_MARKUP = re.compile(rb"\x00+")
 _ISOLATE_MARK = re.compile("[\u2066\u2069]")
 _NOT_NEWLINE = re.compile(r"[^\n]")
@@ -36,14 +38,12 @@ class _Scanner:
         self.isolates: list[tuple[int, int]] = []  # (start, end) of the content of each `en[…]`
 
     def skip_comment(self, i: int) -> int:
-        s = self.s
-        if s.startswith("//", i):
-            j = s.find("\n", i)
+        """The end of the `//` or `/* */` comment at i."""
+        if self.s.startswith("//", i):
+            j = self.s.find("\n", i)
             return self.n if j < 0 else j
-        if s.startswith("/*", i):
-            j = s.find("*/", i + 2)
-            return self.n if j < 0 else j + 2
-        return i
+        j = self.s.find("*/", i + 2)
+        return self.n if j < 0 else j + 2
 
     def skip_raw(self, i: int) -> int:
         s = self.s
@@ -59,33 +59,14 @@ class _Scanner:
         return end
 
     def skip_math(self, i: int) -> int:
-        j = i + 1
-        while j < self.n:
-            c = self.s[j]
-            if c == "\\":
-                j += 2
-                continue
-            if c == '"':
-                j = self.skip_string(j)
-                continue
-            if c == "$":
-                self.maths.append((i, j + 1))
-                return j + 1
-            j += 1
-        self.maths.append((i, self.n))
-        return self.n
+        m = _MATH.match(self.s, i)
+        end = m.end() if m else self.n  # an unclosed formula (or string inside it) runs to the end
+        self.maths.append((i, end))
+        return end
 
     def skip_string(self, i: int) -> int:
-        j = i + 1
-        while j < self.n:
-            c = self.s[j]
-            if c == "\\":
-                j += 2
-                continue
-            if c == '"':
-                return j + 1
-            j += 1
-        return self.n
+        m = _STRING.match(self.s, i)
+        return m.end() if m else self.n
 
     def markup_until(self, i: int, close: str | None) -> int:
         """Scan markup from i until an unmatched `close` (']' for a content block, None for the file)."""
@@ -121,18 +102,11 @@ class _Scanner:
             if c == "#" and i + 1 < self.n and (s[i + 1].isalpha() or s[i + 1] in "_([{\""):
                 i = self.code_expression(i + 1)
                 continue
-            if c == "<":
-                m = _LABEL.match(s, i)
-                if m:
-                    self.labels.append((i, m.group(1)))
-                    i = m.end()
-                    continue
-            if c == "@":
-                m = _REF.match(s, i)
-                if m:
-                    self.refs.append((i, m.group(1)))
-                    i = m.end()
-                    continue
+            m = (_LABEL if c == "<" else _REF).match(s, i) if c in "<@" else None
+            if m:
+                (self.labels if c == "<" else self.refs).append((i, m.group(1)))
+                i = m.end()
+                continue
             if close is not None:
                 if c == "[":
                     depth += 1
