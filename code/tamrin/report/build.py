@@ -183,14 +183,6 @@ def compile_checked(typ_path: Path | None, rp: ReportPaths, timestamp: datetime
                       + orphan_findings(compiled.query("<tamrin-keep>")) + font_findings(pdf_fonts(pdf)))
 
 
-def _source_findings(source: str, rp: ReportPaths) -> list[Finding]:
-    """The checks of a rendered source that depend on the results printed into it: references that resolve and
-    glyphs the vendored fonts cover (the template-source lints run in the tests, on the fixture render)."""
-    scanned = scan(source)
-    return (undefined_references(source, bib_keys((rp.templates / "refs.bib").read_text(encoding="utf-8")), scanned)
-            + glyph_findings(source, covered_codepoints(rp.templates / "fonts"), scanned))
-
-
 def report_layout(compiled: Compiled) -> dict[str, Any]:
     """The report's own introspection of its layout (`<tamrin-layout>`: every heading with its label, page and
     height on the page, and where each question's answer lies), read by the supplement and the page-budget test."""
@@ -199,10 +191,6 @@ def report_layout(compiled: Compiled) -> dict[str, Any]:
         raise TamrinError("report/report.typ has no <tamrin-layout> metadata: templates/report.typ.j2 must end with "
                           "#layout-metadata()")
     return found[0]["value"]
-
-
-def _stops_typst(findings: list[Finding]) -> bool:
-    return any(f.kind == "undefined-reference" for f in findings)  # Typst stops at the first one anyway
 
 
 def _write_pdf(path: Path, pdf: bytes) -> None:
@@ -253,18 +241,26 @@ def build_report(rp: ReportPaths, report_cfg: Any, student: Any, log: Any = None
     write_text(typ_path, source)
     for name in ("style.typ", "layout.typ", "refs.bib"):
         shutil.copyfile(rp.templates / name, rp.report / name)
-    findings += _source_findings(source, rp)
+    # The checks of a rendered source that depend on the results printed into it: references that resolve (Typst
+    # stops at the first one that does not, so it is not run then) and glyphs the vendored fonts cover.
+    bib = bib_keys((rp.templates / "refs.bib").read_text(encoding="utf-8"))
+    scanned = scan(source)
+    undefined = undefined_references(source, bib, scanned)
     lap("render")
 
-    # Typst lays the report out without holding the GIL: the figures only the supplement shows are drawn meanwhile.
     shown = {name for name in specs if typst_string(env.globals["fig"][name]) in source}
     figures.draw_stale([specs[name] for name in shown], rp.figures)
     lap("figures")
     timestamp = _latest_finish(manifests_of(r))
     supp = layout = report_text = None
     with ThreadPoolExecutor(max_workers=1) as pool:  # one document at a time (the supplement needs the report's pages)
-        job = pool.submit(compile_checked, None if _stops_typst(findings) else typ_path, rp, timestamp)
+        # Typst lays a document out without holding the GIL: what does not need its layout is done meanwhile.
+        job = pool.submit(compile_checked, None if undefined else typ_path, rp, timestamp)
         figures.draw_stale([spec for name, spec in specs.items() if name not in shown], rp.figures)
+        covered = covered_codepoints(rp.templates / "fonts")
+        findings += undefined + glyph_findings(source, covered, scanned)
+        for name in env.list_templates(filter_func=lambda name: name.startswith("supplement")):
+            env.get_template(name)  # compiled now, rendered once the report's pages are known
         compiled, found = job.result()
         findings += found
         if compiled is not None:
@@ -272,10 +268,12 @@ def build_report(rp: ReportPaths, report_cfg: Any, student: Any, log: Any = None
             env.globals["report_layout"] = layout
             supp_source = render(env, "supplement.typ.j2")
             write_text(supp_typ, supp_source)
-            supp_found = _source_findings(supp_source, rp)
-            job = pool.submit(compile_checked, None if _stops_typst(findings + supp_found) else supp_typ, rp, timestamp)
-            report_text = pdf_text(compiled.pdf)  # read back while the supplement compiles
-            findings += vocabulary_findings(report_text, "report/report.pdf") + supp_found
+            scanned = scan(supp_source)
+            undefined = undefined_references(supp_source, bib, scanned)
+            job = pool.submit(compile_checked, None if undefined else supp_typ, rp, timestamp)
+            report_text = pdf_text(compiled.pdf)
+            findings += vocabulary_findings(report_text, "report/report.pdf") + undefined
+            findings += glyph_findings(supp_source, covered, scanned)
             supp, found = job.result()
             findings += found
     lap("compile")
