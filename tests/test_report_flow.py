@@ -23,7 +23,7 @@ def exp() -> dict:
 def drawn(monkeypatch):
     """Figures drawn without writing files: the matplotlib Figure objects, by file name."""
     out: dict[str, object] = {}
-    monkeypatch.setattr(figs, "_save", lambda fig, path, tight=True: out.setdefault(path.name, fig) and path)
+    monkeypatch.setattr(figs, "_save", lambda fig, path: out.setdefault(path.name, fig) and path)
     return out
 
 

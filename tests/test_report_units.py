@@ -229,7 +229,7 @@ def test_loss_figure_draws_the_heldout_curve_on_the_same_axes(tmp_path, monkeypa
     held = [{"step": 0, "loss": 3.0, "exact_match": 0.0, "n": 20}, {"step": 5, "loss": None, "exact_match": 0.1, "n": 20},
             {"step": 10, "loss": 0.5, "exact_match": 0.4, "n": 20}]
     drawn, real_save = [], figures._save
-    monkeypatch.setattr(figures, "_save", lambda fig, path, tight=True: drawn.append(fig) or real_save(fig, path, tight))
+    monkeypatch.setattr(figures, "_save", lambda fig, path: drawn.append(fig) or real_save(fig, path))
     figures.loss_figure(rows, 3, held, tmp_path / "loss.svg")
     ax = drawn[0].axes[0]
     lines = ax.get_lines()

@@ -249,7 +249,7 @@ def build_report(rp: ReportPaths, report_cfg: Any, student: Any, log: Any = None
     lap("render")
 
     shown = {name for name in specs if typst_string(env.globals["fig"][name]) in source}
-    figures.draw_stale([specs[name] for name in shown], rp.figures)
+    figures.draw_stale([spec for name, spec in specs.items() if name in shown], rp.figures)
     lap("figures")
     timestamp = _latest_finish(manifests_of(r))
     supp = layout = report_text = None

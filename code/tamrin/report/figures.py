@@ -50,14 +50,14 @@ def _subplots(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] = (WI
     return fig, fig.subplots(nrows, ncols, squeeze=False)
 
 
-def _save(fig: Any, path: Path, tight: bool = True) -> Path:
-    """Write `fig`; `tight` crops it to its drawn content (which draws it twice), off for a figure laid out by
-    hand. PNGs at 200 dpi with light compression (Typst re-encodes them for the PDF anyway)."""
+def _save(fig: Any, path: Path) -> Path:
+    """Write `fig`, cropped to its drawn content (STYLE's savefig.bbox, which costs a layout pass: a figure laid
+    out by hand would save it, but would change its margins). PNGs at 200 dpi with light compression (Typst
+    re-encodes them for the PDF anyway)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     png = path.suffix == ".png"
     meta = {"Software": None} if png else {"Date": None, "Creator": None}
-    fig.savefig(path, metadata=meta, dpi=200 if png else None, bbox_inches="tight" if tight else None,
-                **({"pil_kwargs": {"compress_level": 1}} if png else {}))
+    fig.savefig(path, metadata=meta, dpi=200 if png else None, **({"pil_kwargs": {"compress_level": 1}} if png else {}))
     return path
 
 
@@ -137,8 +137,8 @@ def _method_color(method: str) -> str:
 
 class _PanelGrid:
     """Small multiples of point clouds drawn in ONE axes whose data units are inches: creating an Axes per
-    panel costs ~15 ms each, and tight_layout / bbox="tight" draw every panel again, so the grid is laid out
-    by hand and drawn once (about 2× faster for the flow figures). Rows are counted from the top; `title_space`
+    panel costs ~15 ms each, and tight_layout draws every panel again, so the grid is laid out by hand (about
+    2× faster for the flow figures). Rows are counted from the top; `title_space`
     is the room above a row for panel titles, `gap` the room between panels."""
 
     def __init__(self, nrows: int, ncols: int, panel: float, *, left: float, right: float, top: float,
@@ -256,7 +256,7 @@ def flow_samples_figure(exp: dict, path: Path) -> Path:
                     grid.title(row, col, method_label(key), 10)
             grid.row_label((row, row), solver_name, "right", 9)
         grid.row_label((2 * i, 2 * i + 1), FLOW_PAIR_LABELS[pair], "left", 9.5)
-    return _save(grid.fig, path, tight=False)
+    return _save(grid.fig, path)
 
 
 def flow_trajectories_figure(exp: dict, path: Path) -> Path:
@@ -285,7 +285,7 @@ def flow_trajectories_figure(exp: dict, path: Path) -> Path:
             if i == 0:
                 grid.title(i, j, method_label(m), 10.5)
         grid.row_label((i, i), FLOW_PAIR_LABELS[pair], "left", 9.5)
-    return _save(grid.fig, path, tight=False)
+    return _save(grid.fig, path)
 
 
 def sampling_floor(exp: dict) -> dict[str, float]:
@@ -342,7 +342,7 @@ def flow_w2_figure(exp: dict, path: Path) -> Path:
         ax.set_title(FLOW_PAIR_LABELS[pair])
         ax.legend(handles, names, frameon=False, fontsize=7, loc="upper right")
     fig.subplots_adjust(left=0.1, right=0.99, bottom=0.17, top=0.9, wspace=0.22)  # by hand: no tight_layout pass
-    return _save(fig, path, tight=False)
+    return _save(fig, path)
 
 
 def ablation_figure(runs: list[dict[str, Any]], main_quantization: str, path: Path) -> Path:
@@ -387,7 +387,7 @@ def ablation_figure(runs: list[dict[str, Any]], main_quantization: str, path: Pa
         ax.minorticks_off()
         ax.set_xlabel("LoRA rank r")
     fig.subplots_adjust(left=0.08, right=0.99, bottom=0.2, top=0.97, wspace=0.45)
-    return _save(fig, path, tight=False)
+    return _save(fig, path)
 
 
 @dataclass(frozen=True)
