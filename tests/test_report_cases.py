@@ -133,8 +133,8 @@ def test_memory_breakdown_and_answer(r):
     assert c["full_over_lora"] == pytest.approx(m["budgets"]["full_ft"]["total"]["adam_fp32"]
                                                 / m["budgets"]["lora"]["total"]["adam_fp32"])
     a = {row["key"]: row["gib"] for row in c["answer_rows"]}
-    assert a["full_mixed"] > a["full_adam_fp32"] > a["full_adam_bf16"] > a["lora"] > c["answer"]["qlora_as_implemented"] \
-        > a["qlora"]
+    assert (a["full_mixed"] > a["full_adam_fp32"] > a["full_adam_bf16"] > a["lora"]
+            > c["answer"]["qlora_as_implemented"] > a["qlora"])
     assert c["siglip"]["params"] == c["siglip"]["params_all"] - c["siglip"]["params_language_model"] == 2_985_984
 
 

@@ -1,5 +1,6 @@
-"""The report lint's typographic checks (tests/typography_lint.py; the orphan check, which needs the compiled document, is the build's: report/checks.py): for each mechanism a planted failing
-example, and the fixed form that passes. The orphan check runs on documents compiled with the real style.typ."""
+"""The report lint's typographic checks (tests/typography_lint.py; the orphan check, which needs the compiled
+document, is the build's: report/checks.py): for each mechanism a planted failing example, and the fixed form that
+passes. The orphan check runs on documents compiled with the real style.typ."""
 from __future__ import annotations
 
 import json
