@@ -13,8 +13,8 @@ import torch
 
 from tamrin.flow import numeric_checks
 from tamrin.flow.derivations import theorem2, theorem3
-from tamrin.report import derivation_text as D
-from tamrin.report.templating import make_environment
+from tamrin.report.context import derivation_findings, load_derivation_words, render_derivations
+from tamrin.report.templating import derivation_number, fixed, make_environment
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATES = ROOT / "templates"
@@ -40,7 +40,7 @@ def records() -> list[dict]:
 
 @pytest.fixture(scope="module")
 def rendered(records) -> dict[str, dict]:
-    return D.render(make_environment(TEMPLATES), D.load(TEMPLATES), records)
+    return render_derivations(make_environment(TEMPLATES), load_derivation_words(TEMPLATES), records)
 
 
 def strings(t: dict) -> list[str]:
@@ -53,18 +53,17 @@ def prose(markup: str) -> str:
 
 
 def test_every_record_has_words_for_each_step_and_assumption(records):
-    texts = D.load(TEMPLATES)
-    assert D.drift(texts, records) == []
-    assert D.drift(texts, json.loads(FIXTURE.read_text(encoding="utf-8"))) == []
-    assert D.lint(texts) == []
+    texts = load_derivation_words(TEMPLATES)
+    assert derivation_findings(texts, records) == []
+    assert derivation_findings(texts, json.loads(FIXTURE.read_text(encoding="utf-8"))) == []
 
 
 def test_drift_is_reported_naming_the_record(records):
-    texts = D.load(TEMPLATES)
+    texts = load_derivation_words(TEMPLATES)
     broken = {k: dict(v) for k, v in texts.items() if k != "thm3_ve_path"}
     broken["thm2_gradients_agree"]["steps"] = broken["thm2_gradients_agree"]["steps"][:-1]
     broken["thm_extra"] = {"title": "x", "steps": [], "method": "y"}
-    found = {f.message for f in D.drift(broken, records)}
+    found = {f.message for f in derivation_findings(broken, records)}
     assert any("thm3_ve_path" in m and "no [" in m for m in found)
     assert any("thm2_gradients_agree" in m and "steps" in m for m in found)
     assert any("thm_extra" in m for m in found)
@@ -109,6 +108,6 @@ def test_steps_name_the_assumptions_that_enter_there(records, rendered):
 
 
 def test_math_number_formats():
-    assert D.math_number(0.05) == "0.05" and D.math_number(500.0) == "500" and D.math_number(7) == "7"
-    assert D.math_number(4.1666e-4) == "4.2 dot 10^(-4)" and D.math_number(1e-6) == "1.0 dot 10^(-6)"
-    assert D.fixed(-0.2049, 2) == "-0.20"
+    assert derivation_number(0.05) == "0.05" and derivation_number(500.0) == "500" and derivation_number(7) == "7"
+    assert derivation_number(4.1666e-4) == "4.2 dot 10^(-4)" and derivation_number(1e-6) == "1.0 dot 10^(-6)"
+    assert fixed(-0.2049, 2) == "-0.20"

@@ -15,9 +15,9 @@ import pytest
 
 from tamrin.config import load_config
 from tamrin.errors import TamrinError
-from tamrin.report.figure_cache import draw_stale
 from tamrin.report.build import ReportPaths, build_report
-from tamrin.report.lint import LintError
+from tamrin.report.checks import LintError
+from tamrin.report.figures import draw_stale
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "results"
@@ -139,7 +139,7 @@ def _without_bidi_marks(src: str) -> str:
 
 def test_derivations_read_as_persian_proofs(report_only):
     """Every record of results/derive/derivations.json is a proof box with its words from the templates."""
-    from tamrin.report import derivation_text
+    from tamrin.report.context import load_derivation_words, render_derivations
     from tamrin.report.templating import make_environment
 
     root, _ = report_only
@@ -150,8 +150,8 @@ def test_derivations_read_as_persian_proofs(report_only):
     assert source.count("«بررسی‌شده با sympy ✓»") == len(symbolic)
     assert source.count("«بررسی‌شده به‌صورت عددی ✓»") == len(derivations) - len(symbolic)
     assert source.count("[حکم.]") == len(derivations)
-    words = derivation_text.render(make_environment(ROOT / "templates"), derivation_text.load(ROOT / "templates"),
-                                   derivations)
+    words = render_derivations(make_environment(ROOT / "templates"), load_derivation_words(ROOT / "templates"),
+                               derivations)
     for d in derivations:
         t = words[d["name"]]
         assert t["title"] in source and t["method"] in source, d["name"]
@@ -167,7 +167,7 @@ def test_derivations_read_as_persian_proofs(report_only):
 def test_each_answer_keeps_within_its_page_budget(report_only):
     """The spans come from the report's own Typst introspection (report/report-layout.json, the <tamrin-layout>
     metadata): a part may exceed its budget by 30% at most."""
-    from tamrin.report.budgets import over_budget, spans
+    from page_budgets import over_budget, spans
 
     root, _ = report_only
     layout = json.loads((root / "report" / "report-layout.json").read_text(encoding="utf-8"))
@@ -237,7 +237,7 @@ a letter only a fallback font has: ǅ, and a glyph no font has: Ꝏ.
 
 def test_lint_catches_each_planted_fault(tmp_path):
     """The build's checks (those that depend on the compiled document) and the source lints the tests run
-    (lint.source_lints), each on the planted section."""
+    (typography_lint.source_lints), each on the planted section."""
     from typography_lint import source_lints
 
     tpl = _templates(tmp_path, {"q1_1_vlm": PLANTED})

@@ -55,7 +55,7 @@ def _m(f, lo, hi, em, p=None, rr=None, r2=0.0):
     (_m(.3, .2, .4, .3), _m(.45, .4, .5, .45), "overlap"),  # touching at 0.4 is not disjoint
 ])
 def test_ci_case(base, tuned, case):
-    assert C.ci_case(base["rougeL"], tuned["rougeL"]) == case
+    assert C.rouge(base, tuned)["ci_case"] == case
 
 
 def test_rouge_directions_and_flags():
@@ -76,8 +76,8 @@ def test_per_qtype_best_and_worst():
     pq = {"count": {"n": 5, "exact_match": 0.2}, "exist": {"n": 6, "exact_match": 0.9},
           "query_color": {"n": 4, "exact_match": 0.5}}
     c = C.per_qtype(pq)
-    assert c["best"] == {"qtype": "exist", "exact_match": 0.9, "n": 6}
-    assert c["worst"] == {"qtype": "count", "exact_match": 0.2, "n": 5}
+    assert c["best"] == {"qtype": "exist", "exact_match": 0.9}
+    assert c["worst"] == {"qtype": "count", "exact_match": 0.2}
     pq["count"]["exact_match"] = 0.95
     assert C.per_qtype(pq)["best"]["qtype"] == "count"
     assert C.per_qtype({"exist": pq["exist"]}) is None
@@ -118,24 +118,23 @@ def test_speed_case(q, l, case):
     assert C.speed_case(q, l) == case
 
 
-def test_memory_table_and_answer(r):
+def test_memory_breakdown_and_answer(r):
     m = r["memory"]
     c = C.memory(m)
-    rows = {row["key"]: row for row in c["table"]}
-    assert [row["key"] for row in c["table"]] == [k for k, _ in C.MEMORY_ROWS]
-    assert all(len(row["cells"]) == len(C.MEMORY_COLUMNS) for row in c["table"])
+    rows = {row["key"]: row for row in c["breakdown"]}
     P = m["params"]["total"]
-    assert rows["total_adam_fp32"]["cells"][0] == pytest.approx(12 * P / 2 ** 30)
     assert rows["master_weights"]["cells"][:3] == [None, pytest.approx(4 * P / 2 ** 30), None]
-    assert rows["total_adam_bf16"]["cells"][1] is None and rows["total_adam_bf16"]["cells"][-1] is None
-    # textbook QLoRA weights 2.17 GiB; as implemented 3.19 GiB — the last column
-    assert round(rows["weights"]["cells"][3], 2) == 2.17 and round(rows["weights"]["cells"][4], 2) == 3.19
+    assert rows["adam_bf16"]["cells"][0] == pytest.approx(4 * P / 2 ** 30)
+    # textbook QLoRA weights 2.17 GiB; as implemented 3.19 GiB
+    weights_impl = {row["mode"]: row for row in c["as_implemented"]}["qlora_nf4"]["weights_gib"]
+    assert round(rows["weights"]["cells"][3], 2) == 2.17 and round(weights_impl, 2) == 3.19
     assert rows["trainable_params"]["kind"] == "count" and rows["trainable_params"]["cells"][0] == P
-    assert c["qlora_upcast_gib"] == pytest.approx(rows["weights"]["cells"][4] - rows["weights"]["cells"][3])
+    assert c["qlora_upcast_gib"] == pytest.approx(weights_impl - rows["weights"]["cells"][3])
     assert c["full_over_lora"] == pytest.approx(m["budgets"]["full_ft"]["total"]["adam_fp32"]
                                                 / m["budgets"]["lora"]["total"]["adam_fp32"])
-    a = c["answer"]
-    assert a["full_mixed"] > a["full_adam_fp32"] > a["full_adam_bf16"] > a["lora"] > a["qlora_as_implemented"] > a["qlora"]
+    a = {row["key"]: row["gib"] for row in c["answer_rows"]}
+    assert (a["full_mixed"] > a["full_adam_fp32"] > a["full_adam_bf16"] > a["lora"]
+            > c["answer"]["qlora_as_implemented"] > a["qlora"])
     assert c["siglip"]["params"] == c["siglip"]["params_all"] - c["siglip"]["params_language_model"] == 2_985_984
 
 
@@ -146,7 +145,6 @@ def test_measured_reconciles_within_one_percent_and_times_only_steady_steps(r):
     assert [row["mode"] for row in mm["rows"]] == ["qlora_nf4", "lora_bf16", "full_ft_bf16"]
     q = mm["rows"][0]
     assert q["weights_measured_gib"] == pytest.approx(q["weights_expected_gib"], rel=0.01)
-    assert q["state_as_implemented_gib"] > q["state_textbook_gib"]
     # a measurement without warm-up-excluded times (the earlier H200 file timed the first step with the rest):
     # no per-step time is stated
     for mode in ("qlora_nf4", "lora_bf16", "full_ft_bf16"):
@@ -186,7 +184,7 @@ def _method(w1, wd, wd_std=0.01):
     (_method(0.3, 0.40), _method(0.4, 0.60), 0.13, "no_advantage", "differ"),
 ])
 def test_flow_pair_cases(icfm, otcfm, floor, euler, dopri):
-    p = C.flow_pair("p", "P", {"icfm": icfm, "otcfm": otcfm}, 1, floor)
+    p = C.flow_pair("P", {"icfm": icfm, "otcfm": otcfm}, 1, floor)
     assert (p["euler_case"], p["dopri_case"]) == (euler, dopri)
     assert p["euler_ratio"] == pytest.approx(icfm["w2_euler_1"]["mean"] / otcfm["w2_euler_1"]["mean"])
     assert p["ms_ratio"] == 1.0 and p["otcfm"]["ms_ot"] == 0.5 and p["floor"] == floor
@@ -229,15 +227,16 @@ def test_layout_numbers():
                                  "flow_traj_width_pct": 60}
 
 
-def test_units_and_clevr_facts():
+def test_units_and_clevr_facts(r):
     assert C.gib(3 * 2 ** 30) == 3.0 and C.millions(2_508_700_000) == 2508.7 and C.billions(2.9e9) == 2.9
-    f = C.clevr_facts()
-    assert (f["n_answers"], f["n_qtypes"], f["n_colors"], f["n_numbers"], f["max_number"]) == (28, 8, 8, 11, 10)
-    assert C.qtype_names({"exist": "وجود"}, ["exist", "mystery"]) == {"exist": "وجود", "mystery": "mystery"}
+    f = C.decisions(r, 6)["clevr"]
+    assert (f["n_answers"], f["n_colors"], f["min_number"], f["max_number"]) == (28, 8, 0, 10)
+    names = C.qtype_names(["exist", "mystery"])
+    assert names["exist"] == "وجود" and names["mystery"] == "mystery" and len(names) == 9
 
 
 def test_decisions_on_the_fixture(r):
-    d = C.decisions(r, sampling_floor(r["flow"]["experiment"]), 6)
+    d = C.decisions(r, 6)
     assert set(d) >= {"clevr", "training", "rouge", "samples", "memory", "flow", "layout"}
     s = r["finetune"]["summary"]
     assert d["training"]["loss_trend"] == C.loss_trend(s["loss_first_mean"], s["loss_last_mean"])
@@ -337,7 +336,7 @@ def test_memory_report_tables_breakdown_answer_and_as_implemented(r):
     m = r["memory"]
     c = C.memory(m)
     assert [row["key"] for row in c["breakdown"]] == list(C.MEMORY_BREAKDOWN_ROWS)
-    assert all(len(row["cells"]) == len(C.MEMORY_COLUMNS) - 1 for row in c["breakdown"])
+    assert all(len(row["cells"]) == len(C.MEMORY_COLUMNS) for row in c["breakdown"])
     assert not any(row["key"].startswith("total_") for row in c["breakdown"])
     P = m["params"]["total"]
     ans = {row["key"]: row for row in c["answer_rows"]}
@@ -345,7 +344,6 @@ def test_memory_report_tables_breakdown_answer_and_as_implemented(r):
     assert ans["full_adam_fp32"]["gib"] == pytest.approx(12 * P / 2 ** 30)
     assert (ans["full_adam_fp32"]["bytes_per_param"], ans["full_adam_bf16"]["bytes_per_param"],
             ans["full_mixed"]["bytes_per_param"]) == (12, 8, 16)
-    assert all(ans[k]["gib"] == pytest.approx(c["answer"][k]) for k in ans)  # one number, two views
     assert ans["lora"]["bytes_per_param"] > 2 > ans["qlora"]["bytes_per_param"]  # 2P of frozen bf16 weights
     impl = {row["mode"]: row for row in c["as_implemented"]}
     assert list(impl) == [mode for mode, _ in C.MEASURED_MODES]
@@ -410,7 +408,7 @@ def test_discussion_calls_out_a_collapse_and_keeps_only_supported_differences():
                     "per_qtype": {"count": _diff(-0.5, -0.9, -0.1), "exist": _diff(0.0, 0.0, 0.0)}}]
     d = C.discussion(_eval({"base": base, "finetuned": tuned, "baseline": base_line}, comparisons, ref),
                      ["exist", "count"])
-    assert d["collapsed"] == ["finetuned"] and d["truncated"] == ["base"]
+    assert d["truncated"] == ["base"] and d["models"]["finetuned"]["collapsed"]
     t = d["models"]["finetuned"]
     assert t["collapse"] == "one_answer" and t["top"][0]["answer"] == "metal"
     assert t["top"][0]["reference_share"] == 0.0 and t["top_never_correct"]  # metal is never the right answer
@@ -424,7 +422,6 @@ def test_discussion_calls_out_a_collapse_and_keeps_only_supported_differences():
     vs_baseline = d["comparisons"]["finetuned_vs_baseline"]
     assert [(x["qtype"], x["case"], x["size"]) for x in vs_baseline["supported"]] == [("count", "b_better", 0.5)]
     assert vs_baseline["overall"]["case"] == "b_better" and vs_baseline["overall"]["size"] == pytest.approx(0.3)
-    assert d["reference"]["collapse"] == "one_answer"  # the threshold is on shares: a tiny reference can meet it
 
 
 def test_discussion_on_the_fixture_calls_out_the_demo_collapse(r):
@@ -435,8 +432,7 @@ def test_discussion_on_the_fixture_calls_out_the_demo_collapse(r):
     expected = "one_answer" if a[0]["share"] >= C.COLLAPSE_TOP1 else (
         "two_answers" if a[0]["share"] + a[1]["share"] >= C.COLLAPSE_TOP2 else "varied")
     assert d["models"]["finetuned"]["collapse"] == expected
-    assert "finetuned" in d["collapsed"]
-    assert d["reference"]["collapse"] == "varied"  # CLEVR's own answers never collapse
+    assert d["models"]["finetuned"]["collapsed"]
 
 
 def test_a_comparison_where_every_type_agrees_is_uniform():

@@ -23,7 +23,7 @@ def exp() -> dict:
 def drawn(monkeypatch):
     """Figures drawn without writing files: the matplotlib Figure objects, by file name."""
     out: dict[str, object] = {}
-    monkeypatch.setattr(figs, "_save", lambda fig, path, tight=True: out.setdefault(path.name, fig) and path)
+    monkeypatch.setattr(figs, "_save", lambda fig, path: out.setdefault(path.name, fig) and path)
     return out
 
 
@@ -51,7 +51,7 @@ def test_every_flow_figure_draws_every_method(exp, drawn, tmp_path):
     figs.flow_trajectories_figure(exp, tmp_path / "t.png")
     figs.flow_w2_figure(exp, tmp_path / "w.svg")
     pairs = len(exp["settings"]["pairs"])
-    names = [figs.method_label(exp, m) for m in METHODS]
+    names = [figs.method_label(m) for m in METHODS]
     assert names == ["I-CFM", "OT-CFM", "FM"]
     samples, traj, w2 = drawn["s.png"], drawn["t.png"], drawn["w.svg"]
     assert panels(samples) == 2 * pairs * (1 + len(METHODS))  # per pair: Euler-1 and dopri5 rows

@@ -1,5 +1,6 @@
-"""The report lint's typographic checks (tests/typography_lint.py; the orphan check, which needs the compiled document, is the build's: report/lint.py): for each mechanism a planted failing
-example, and the fixed form that passes. The orphan check runs on documents compiled with the real style.typ."""
+"""The report lint's typographic checks (tests/typography_lint.py; the orphan check, which needs the compiled
+document, is the build's: report/checks.py): for each mechanism a planted failing example, and the fixed form that
+passes. The orphan check runs on documents compiled with the real style.typ."""
 from __future__ import annotations
 
 import json
@@ -9,9 +10,9 @@ from pathlib import Path
 import pytest
 import typst
 
-from tamrin.report.lint import orphan_findings
+from tamrin.report.checks import orphan_findings
 from typography_lint import INLINE_MATH_LIMIT, math_symbols, show_rule_patterns, typography_findings
-from tamrin.report.typst_text import assignment
+from tamrin.report.templating import assignment
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 STYLE = TEMPLATES / "style.typ"

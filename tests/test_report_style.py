@@ -77,7 +77,7 @@ def test_a_gloss_breaks_only_between_words_with_its_parentheses_attached(tmp_pat
 def test_an_assignment_is_one_formula_in_order(tmp_path):
     """The `eq` filter's output, `$d_h = 256$`, reads «d_h = 256» left to right; a symbol in math with its value
     in Persian text after it (the defect) puts the value on the far side."""
-    from tamrin.report.typst_text import assignment
+    from tamrin.report.templating import assignment
 
     body = f"با {assignment(256, 'd_h')} و {assignment(2923466480, 'P', grouping=True)} پایان؛ خطا: $h = $ ۲۰۴۸ تمام."
     line = "".join(visual_lines(compile_doc(tmp_path, body)))

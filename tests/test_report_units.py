@@ -1,21 +1,22 @@
 """Report engine, pure parts: Persian numbers, Typst escaping, the Jinja environment, the lint rules."""
 from __future__ import annotations
 
+import io
 import math
 from datetime import date
 from pathlib import Path
 
 import jinja2
+import pypdf
 import pytest
 
 from tamrin.report.context import split_counts
 from tamrin.report.figures import moving_average, smoothing_window
-from tamrin.report.lint import (bib_keys, figure_findings, font_findings, glyph_findings, lint_template_source,
-                                typed_numbers, undefined_references)
+from tamrin.report.checks import (bib_keys, figure_findings, font_findings, glyph_findings, lint_template_source,
+                                  typed_numbers, undefined_references)
 from tamrin.contract.persian import fa, jalali_date, pct, to_persian_digits
-from tamrin.report.templating import TemplateValueError, make_environment
-from tamrin.report.typst_scan import labels_and_refs, markup_text
-from tamrin.report.typst_text import Raw, escape_markup, sci, typst_string
+from tamrin.report.templating import Raw, TemplateValueError, escape_markup, make_environment, sci, typst_string
+from tamrin.report.typst_scan import scan
 
 
 # ---------------------------------------------------------------------------------------------- numbers
@@ -59,7 +60,7 @@ def test_escape_markup_neutralises_every_typst_special():
     assert "\n" not in out
     for ch in "*@#<>$[]`~/=-+_\"":
         assert all(out[i - 1] == "\\" for i, c in enumerate(out) if c == ch), ch
-    assert markup_text(out).replace(" ", "") != ""  # stays markup, no code or math started
+    assert scan(out).markup_text().replace(" ", "") != ""  # stays markup, no code or math started
 
 
 def test_typst_string_literal():
@@ -100,12 +101,12 @@ def test_html_is_never_escaped(env):
 
 def test_scanner_separates_markup_from_code_math_raw_and_labels():
     src = 'Text #figure(image("a9.png", width: 80%), caption: [cap 7]) <fig:x> $x^2$ `raw 5` @fig:x // c 4\n'
-    prose = markup_text(src)
+    scanned = scan(src)
+    prose = scanned.markup_text()
     assert "cap 7" in prose and "Text" in prose
     for hidden in ("a9", "80", "x^2", "raw 5", "fig:x", "c 4"):
         assert hidden not in prose
-    labels, refs = labels_and_refs(src)
-    assert [n for _, n in labels] == ["fig:x"] and [n for _, n in refs] == ["fig:x"]
+    assert [n for _, n in scanned.labels] == ["fig:x"] and [n for _, n in scanned.refs] == ["fig:x"]
 
 
 def test_typed_numbers_rule():
@@ -169,21 +170,23 @@ def test_split_counts_lists_every_clevr_type():
     assert counts["count"] == 2 and counts["exist"] == 1 and counts["query_size"] == 0 and counts["total"] == 3
 
 
-def test_pdf_info_counts_pages_and_names_the_fonts_of_a_typst_pdf(tmp_path):
+def test_pdf_fonts_names_the_fonts_of_a_typst_pdf(tmp_path):
     import typst
 
-    from tamrin.report.pdf_info import pdf_info
+    from tamrin.report.checks import pdf_fonts
 
     (tmp_path / "doc.typ").write_text('#set text(font: "Vazirmatn")\nسلام $x^2$\n#pagebreak()\n`code` و\n'
                                       '#pagebreak()\n#box(image(bytes("<svg xmlns=\'http://www.w3.org/2000/svg\' '
                                       'width=\'10\' height=\'10\'><rect width=\'5\' height=\'5\'/></svg>")))\n',
                                       encoding="utf-8")
     pdf = typst.compile(str(tmp_path / "doc.typ"), font_paths=[str(Path(__file__).parents[1] / "templates" / "fonts")])
-    info = pdf_info(pdf)
-    assert info.pages == 3
-    assert {"Vazirmatn-Regular", "DejaVuSansMono"} <= info.fonts
-    assert any(f.startswith("NewCMMath") for f in info.fonts), info.fonts
-    assert not any("+" in f for f in info.fonts)
+    fonts = pdf_fonts(pdf)
+    assert {"Vazirmatn-Regular", "DejaVuSansMono"} <= fonts
+    assert any(f.startswith("NewCMMath") for f in fonts), fonts
+    assert not any("+" in f or f.endswith("-Identity-H") for f in fonts)
+    reader = pypdf.PdfReader(io.BytesIO(pdf))  # the same names as a PDF parser reads from the page resources
+    assert fonts >= {str(font.get_object()["/BaseFont"]).split("+", 1)[-1].removesuffix("-Identity-H")
+                     for page in reader.pages for font in (page["/Resources"].get("/Font") or {}).values()}
 
 
 def test_loss_figure_leaves_out_a_skipped_step(tmp_path):
@@ -197,7 +200,7 @@ def test_loss_figure_leaves_out_a_skipped_step(tmp_path):
 
 
 def test_the_tool_vocabulary_lint_finds_each_kind_and_passes_plain_prose():
-    from tamrin.report.vocabulary import vocabulary_findings
+    from tamrin.report.checks import vocabulary_findings
 
     planted = ["نتایج با Tamrin و پروفایل demo ساخته شد", "python build.py all --set lora.scope=all",
                "مرحلهٔ memory و commit 3f2a و cache key و مرحلٔه finetune", "results/eval/manifest.json", "minutes_max.train"]
@@ -226,7 +229,7 @@ def test_loss_figure_draws_the_heldout_curve_on_the_same_axes(tmp_path, monkeypa
     held = [{"step": 0, "loss": 3.0, "exact_match": 0.0, "n": 20}, {"step": 5, "loss": None, "exact_match": 0.1, "n": 20},
             {"step": 10, "loss": 0.5, "exact_match": 0.4, "n": 20}]
     drawn, real_save = [], figures._save
-    monkeypatch.setattr(figures, "_save", lambda fig, path, tight=True: drawn.append(fig) or real_save(fig, path, tight))
+    monkeypatch.setattr(figures, "_save", lambda fig, path: drawn.append(fig) or real_save(fig, path))
     figures.loss_figure(rows, 3, held, tmp_path / "loss.svg")
     ax = drawn[0].axes[0]
     lines = ax.get_lines()

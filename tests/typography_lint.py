@@ -252,7 +252,7 @@ def persian_inline_maths(doc: _Doc) -> list[tuple[int, str]]:
 
 def typography_findings(src: str, style_path: Path, scanned: object | None = None) -> list:
     """Every source finding of this module on the rendered report `src`."""
-    from tamrin.report.lint import Finding
+    from tamrin.report.checks import Finding
 
     doc = _Doc(src, scanned)
     patterns = show_rule_patterns(str(style_path))
@@ -285,11 +285,28 @@ def source_lints(templates_dir: Path, rendered: list[str]) -> list[Finding]:
     """The lints of the template sources and their rendered output that do not depend on the results: typed
     numbers and open markers in every template, an answer heading for every question, and the typography rules
     on each rendered document. The tests run them on the fixture render (the build does not)."""
-    from tamrin.report import coverage
-    from tamrin.report.lint import lint_templates
+    from tamrin.report.checks import lint_template_source
 
-    names = sorted(p.relative_to(templates_dir).as_posix() for p in templates_dir.rglob("*.typ.j2"))
-    findings = lint_templates(templates_dir, names) + coverage.findings(templates_dir)
+    findings = [f for path in sorted(templates_dir.rglob("*.typ.j2"))
+                for f in lint_template_source(f"templates/{path.relative_to(templates_dir).as_posix()}",
+                                              path.read_text(encoding="utf-8"))]
+    style = templates_dir / "style.typ"
+    if style.exists():
+        findings += lint_template_source("templates/style.typ", style.read_text(encoding="utf-8"), digits=False)
+    findings += coverage_findings(templates_dir)
     for source in rendered:
         findings += typography_findings(source, templates_dir / "style.typ")
     return findings
+
+
+def coverage_findings(templates: Path) -> list:
+    """One finding per question whose section template exists but has no answer heading labelled for it (a
+    section template that does not exist at all is shown as «not written yet», its questions unanswered)."""
+    from tamrin.report.checks import Finding
+    from tamrin.report.context import QUESTIONS, answered
+
+    done = answered(templates)
+    return [Finding("coverage", f"templates/sections/{q.section}.typ.j2",
+                    f"question {q.id} ({q.points:g} points) has no answer: add its heading with the label <{q.label}> "
+                    f"(e.g. `=== سوال …: … <{q.label}>`), see templates/README.md")
+            for q in QUESTIONS if (templates / "sections" / f"{q.section}.typ.j2").is_file() and not done[q.id]]

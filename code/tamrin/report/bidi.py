@@ -45,15 +45,12 @@ _END_OK = re.compile(r"[A-Za-z0-9\x01]")
 def _view(src: str) -> tuple[str, list[tuple[int, int]]]:
     """`src` as the patterns see it, and the spans already isolated."""
     sc = scan(src)
-    view = [_STOP] * len(src)
-    for i, ch in enumerate(src):
-        if sc.markup[i]:
-            view[i] = ch
-    for i, ch in enumerate(src):
-        if sc.escaped[i] and ch == "\\" and i + 1 < len(src):
+    view = [ch if markup else _STOP for ch, markup in zip(src, sc.markup)]
+    for m in re.finditer(rb"\x01", sc.escaped):
+        i = m.start()
+        if src[i] == "\\" and i + 1 < len(src):
             view[i] = _ESC
-            nxt = src[i + 1]
-            view[i + 1] = nxt if nxt.isalnum() else _LIT
+            view[i + 1] = src[i + 1] if src[i + 1].isalnum() else _LIT
     for a, b in sc.maths:
         display = b - a >= 3 and src[a + 1] in " \n\t" and src[b - 2] in " \n\t"
         if not display:
@@ -71,11 +68,11 @@ def _view(src: str) -> tuple[str, list[tuple[int, int]]]:
         if start >= 0 and view[start] == _STOP:
             view[start:b + 1] = [_ATOM] * (b + 1 - start)
     depth_start = []
-    for i, ch in enumerate(src):  # literal isolates typed into the source (or left by an earlier pass)
-        if ch == LRI:
-            depth_start.append(i)
-        elif ch == PDI and depth_start:
-            isolated.append((depth_start.pop(), i + 1))
+    for m in re.finditer(f"[{LRI}{PDI}]", src):  # literal isolates typed into the source (or left by an earlier pass)
+        if m.group() == LRI:
+            depth_start.append(m.start())
+        elif depth_start:
+            isolated.append((depth_start.pop(), m.end()))
     return "".join(view), isolated
 
 
@@ -104,7 +101,7 @@ def _inside(spans: list[tuple[int, int]], a: int, b: int) -> bool:
 
 def _trim(view: str, a: int, b: int) -> int:
     """The end of the Latin run view[a:b]: before an unmatched «)», an unclosed «(», and trailing punctuation."""
-    depth, opened = 0, []
+    opened = []
     for k in range(a, b):
         c = view[k]
         if c == "(":
@@ -116,16 +113,16 @@ def _trim(view: str, a: int, b: int) -> int:
             opened.pop()
     if opened:
         b = min(b, opened[0])
-    while b > a and not (_END_OK.match(view[b - 1]) or (view[b - 1] == ")" and view[a:b].count("(") == view[a:b].count(")"))):
+    while b > a and not (_END_OK.match(view[b - 1])
+                         or (view[b - 1] == ")" and view[a:b].count("(") == view[a:b].count(")"))):
         b -= 1
     if b > a and view[b - 1] == _ESC:
         b -= 1
     return b
 
 
-def latin_spans(src: str) -> list[tuple[int, int, str]]:
+def latin_spans(src: str, view: str, isolated: list[tuple[int, int]]) -> list[tuple[int, int, str]]:
     """(start, end, kind) of every Latin run ('run') and gloss ('gloss') of `src` not yet isolated."""
-    view, isolated = _view(src)
     out: list[tuple[int, int, str]] = []
     taken = bytearray(len(src))
     for m in _GLOSS.finditer(view):
@@ -196,10 +193,10 @@ def _gloss(body: str, after: str, length: int) -> str:
 
 def isolate_latin(src: str) -> str:
     """`src` with every Latin run and gloss in markup set as a left-to-right isolate (see the module doc)."""
-    spans = latin_spans(src)
+    view, isolated = _view(src)
+    spans = latin_spans(src, view, isolated)
     if not spans:
         return src
-    view, _ = _view(src)
     parts, last = [], 0
     for phrase in _phrases(src, spans):
         a, b = phrase[0][0], phrase[-1][1]

@@ -1,27 +1,31 @@
-"""Figures drawn from results (matplotlib, Agg backend): one function per figure, each writing one file, and
-`figure_specs`, the list of the report's figures with their data. Which figures are stale, and drawing only
-those, is figure_cache.py's job.
+"""The report's figures, drawn from results with matplotlib (Agg), each only when stale. Line and bar charts are
+SVG (text converted to paths, so no font is needed to show them); dense point clouds are PNG; all share `STYLE`.
+Labels are English: matplotlib cannot shape Persian script (the Persian captions sit under the figures).
 
-Line and bar charts are SVG (vector; text converted to paths so no font is needed to show them); dense
-point clouds are PNG. Every figure uses `STYLE`, so they share fonts, sizes and colours. Labels are English:
-matplotlib cannot shape Persian script, and the Persian captions sit under the figures in the report.
+A figure is stale when its file is missing or its key changed: the key hashes the figure's data (the spec's
+arguments), this module's code (by syntax tree, through codehash, so a comment or a reworded docstring redraws
+nothing) and the matplotlib version. Each figure is drawn into a temporary file renamed over its path, so a
+reader (Typst, the zip) sees the old figure or the whole new one, never half of it.
 """
 from __future__ import annotations
 
-import shutil
+import hashlib
+import itertools
+import json
+import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-from ..contract.facts import FLOW_METHOD_LABELS, FLOW_PAIR_LABELS
-from .figure_cache import FigureSpec
-
-FLOW_LABELS = {"methods": FLOW_METHOD_LABELS, "pairs": FLOW_PAIR_LABELS}
+from ..atomic import write_text
+from ..codehash import hash_files
+from ..contract.facts import FLOW_METHOD_LABELS, FLOW_PAIR_LABELS, QTYPES
 
 LOSS_FIGURE = "loss.svg"  # the training-loss figure under figures/ (the notebook shows this same file)
 WIDTH_IN = 6.2  # text width of the A4 page with 2.5 cm margins, in inches
 COLORS = {"base": "#9a9a9a", "finetuned": "#1f5fa8", "raw": "#9fb7d6", "smooth": "#1f5fa8",
           "icfm": "#d9731a", "otcfm": "#1f5fa8", "lipman": "#6b9e3a", "source": "#9a9a9a", "target": "#202020",
-          "heldout": "#d9731a"}
+          "heldout": "#d9731a", "unquantized": "#d9731a"}
 STYLE = {
     "font.family": "DejaVu Sans", "font.size": 8.5, "axes.titlesize": 9, "axes.labelsize": 8.5,
     "legend.fontsize": 8, "xtick.labelsize": 8, "ytick.labelsize": 8, "axes.spines.top": False,
@@ -31,26 +35,29 @@ STYLE = {
 }
 
 
-def _subplots(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] = (WIDTH_IN, 2.6)) -> tuple[Any, Any]:
-    """A Figure and a 2-D array of axes, without pyplot (no GUI backend, no global figure registry, and
-    about a second less to import)."""
+def _figure(figsize: tuple[float, float]) -> Any:
+    """A Figure in the report's style, without pyplot (no GUI backend, no global figure registry, and about a
+    second less to import)."""
     import matplotlib
     from matplotlib.figure import Figure
 
     matplotlib.rcParams.update(STYLE)
-    fig = Figure(figsize=figsize)
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    return fig, axes
+    return Figure(figsize=figsize)
 
 
-def _save(fig: Any, path: Path, tight: bool = True) -> Path:
-    """Write `fig`; `tight` crops it to its drawn content (which draws it twice), off for a figure laid out by
-    hand. PNGs at 200 dpi with light compression (Typst re-encodes them for the PDF anyway)."""
+def _subplots(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] = (WIDTH_IN, 2.6)) -> tuple[Any, Any]:
+    fig = _figure(figsize)
+    return fig, fig.subplots(nrows, ncols, squeeze=False)
+
+
+def _save(fig: Any, path: Path) -> Path:
+    """Write `fig`, cropped to its drawn content (STYLE's savefig.bbox, which costs a layout pass: a figure laid
+    out by hand would save it, but would change its margins). PNGs at 200 dpi with light compression (Typst
+    re-encodes them for the PDF anyway)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     png = path.suffix == ".png"
     meta = {"Software": None} if png else {"Date": None, "Creator": None}
-    fig.savefig(path, metadata=meta, dpi=200 if png else None, bbox_inches="tight" if tight else None,
-                **({"pil_kwargs": {"compress_level": 1}} if png else {}))
+    fig.savefig(path, metadata=meta, dpi=200 if png else None, **({"pil_kwargs": {"compress_level": 1}} if png else {}))
     return path
 
 
@@ -58,9 +65,7 @@ def moving_average(values: Sequence[float], window: int) -> list[float]:
     """Centred mean over `window` values (narrower near the ends, so it does not lag the curve or invent
     values beyond the data); same length as `values`."""
     n, half = len(values), window // 2
-    prefix = [0.0]
-    for v in values:
-        prefix.append(prefix[-1] + v)
+    prefix = [0.0, *itertools.accumulate(values)]
     out = []
     for i in range(n):
         lo, hi = max(0, i - half), min(n, i + (window - half))
@@ -89,7 +94,8 @@ def loss_figure(loss_rows: list[dict], window: int, heldout_rows: Sequence[dict]
     held = [r for r in heldout_rows if r["loss"] is not None]
     if held:
         ax.plot([r["step"] for r in held], [r["loss"] for r in held], color=COLORS["heldout"], linewidth=1.4,
-                marker="o", markersize=3.5, label=f"held-out loss ({held[0]['n']} train-split questions, not trained on)")
+                marker="o", markersize=3.5,
+                label=f"held-out loss ({held[0]['n']} train-split questions, not trained on)")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("cross-entropy (answer tokens)")
     ax.set_xlim(min(steps + [r["step"] for r in held]), max(steps))
@@ -125,49 +131,23 @@ def per_qtype_figure(qtypes: list[str], base: dict, finetuned: dict, baseline: d
     return _save(fig, path)
 
 
-def copy_images(results_data: Path, rel_images: list[str], dest: Path) -> list[str]:
-    """Copy result images (paths relative to results/data) into figures/; returns their names under dest."""
-    dest.mkdir(parents=True, exist_ok=True)
-    names = []
-    for rel in rel_images:
-        src = results_data / rel
-        name = Path(rel).name
-        if not (dest / name).exists() or (dest / name).stat().st_size != src.stat().st_size:
-            shutil.copyfile(src, dest / name)
-        names.append(name)
-    return names
-
-
-# ------------------------------------------------------------------------------------------------------------
-# Flow matching (question 2, part 3)
-# ------------------------------------------------------------------------------------------------------------
-
 def _method_color(method: str) -> str:
     return COLORS.get(method, "#555555")
 
 
-def _short(label: str) -> str:
-    """'OT-CFM (exact minibatch OT)' → 'OT-CFM'."""
-    return label.split(" (")[0]
-
-
 class _PanelGrid:
     """Small multiples of point clouds drawn in ONE axes whose data units are inches: creating an Axes per
-    panel costs ~15 ms each, and tight_layout / bbox="tight" draw every panel again, so the grid is laid out
-    by hand and drawn once (about 2× faster for the flow figures). Rows are counted from the top; `title_space`
+    panel costs ~15 ms each, and tight_layout draws every panel again, so the grid is laid out by hand (about
+    2× faster for the flow figures). Rows are counted from the top; `title_space`
     is the room above a row for panel titles, `gap` the room between panels."""
 
     def __init__(self, nrows: int, ncols: int, panel: float, *, left: float, right: float, top: float,
                  bottom: float, gap: float, title_space: list[float]) -> None:
-        import matplotlib
-        from matplotlib.figure import Figure
-
-        matplotlib.rcParams.update(STYLE)
         self.panel, self.left, self.gap = panel, left, gap
         self.right_edge = left + ncols * panel + (ncols - 1) * gap  # of the last column
         self.width = self.right_edge + right
         height = top + nrows * panel + sum(title_space) + (nrows - 1) * gap + bottom
-        self.fig = Figure(figsize=(self.width, height))
+        self.fig = _figure((self.width, height))
         self.ax = self.fig.add_axes((0, 0, 1, 1))
         self.ax.set_xlim(0, self.width), self.ax.set_ylim(0, height), self.ax.set_axis_off()
         self._bottoms, y = [], height - top
@@ -220,9 +200,9 @@ def flow_methods(exp: dict) -> list[str]:
     return list(dict.fromkeys([m for m in listed if m in present] + present))
 
 
-def method_label(exp: dict, method: str) -> str:
+def method_label(method: str) -> str:
     """A method's short display name ('OT-CFM (exact minibatch OT)' → 'OT-CFM'), or its key."""
-    return _short(FLOW_LABELS["methods"].get(method, method))
+    return FLOW_METHOD_LABELS.get(method, method).split(" (")[0]
 
 
 def _pair_limits(whole: list[list], robust: Sequence[list] = (), clip: float = 0.5, margin: float = 0.08
@@ -246,10 +226,9 @@ def _pair_limits(whole: list[list], robust: Sequence[list] = (), clip: float = 0
 
 
 def flow_samples_figure(exp: dict, path: Path) -> Path:
-    """Per pair two rows — after one Euler step and after the adaptive dopri5 solve — and one column per
-    method, beside a first column with the source (top) and target (bottom) samples; every panel of a pair
-    on the same axes (experiment.json `figures.samples`)."""
-    pairs, labels = exp["settings"]["pairs"], FLOW_LABELS
+    """Per pair two rows (after one Euler step, after the adaptive dopri5 solve) and one column per method, beside
+    the source (top) and target (bottom) samples; every panel of a pair on the same axes."""
+    pairs = exp["settings"]["pairs"]
     samples = exp["figures"]["samples"]
     methods = [m for m in flow_methods(exp) if all(m in samples[p]["generated"] for p in pairs)]
     solvers = (("euler_1", "1 Euler step"), ("dopri5", "dopri5 (adaptive)"))
@@ -274,10 +253,10 @@ def flow_samples_figure(exp: dict, path: Path) -> Path:
                 if col == 0:
                     grid.title(row, col, ref_title, 9)
                 elif row == 0:
-                    grid.title(row, col, method_label(exp, key), 10)
+                    grid.title(row, col, method_label(key), 10)
             grid.row_label((row, row), solver_name, "right", 9)
-        grid.row_label((2 * i, 2 * i + 1), labels["pairs"][pair], "left", 9.5)
-    return _save(grid.fig, path, tight=False)
+        grid.row_label((2 * i, 2 * i + 1), FLOW_PAIR_LABELS[pair], "left", 9.5)
+    return _save(grid.fig, path)
 
 
 def flow_trajectories_figure(exp: dict, path: Path) -> Path:
@@ -285,7 +264,7 @@ def flow_trajectories_figure(exp: dict, path: Path) -> Path:
     target samples; rows: pairs, columns: methods, every panel of a pair on the same axes."""
     from matplotlib.collections import LineCollection
 
-    pairs, labels, figs = exp["settings"]["pairs"], FLOW_LABELS, exp["figures"]
+    pairs, figs = exp["settings"]["pairs"], exp["figures"]
     methods = [m for m in flow_methods(exp) if all(m in figs["trajectories"][p] for p in pairs)]
     grid = _PanelGrid(len(pairs), len(methods), 1.9, left=0.34, right=0.05, top=0.02, bottom=0.03, gap=0.07,
                       title_space=[0.3] + [0.0] * (len(pairs) - 1))
@@ -304,9 +283,9 @@ def flow_trajectories_figure(exp: dict, path: Path) -> Path:
                             zorder=3, linewidths=0)
             grid.frame(i, j)
             if i == 0:
-                grid.title(i, j, method_label(exp, m), 10.5)
-        grid.row_label((i, i), labels["pairs"][pair], "left", 9.5)
-    return _save(grid.fig, path, tight=False)
+                grid.title(i, j, method_label(m), 10.5)
+        grid.row_label((i, i), FLOW_PAIR_LABELS[pair], "left", 9.5)
+    return _save(grid.fig, path)
 
 
 def sampling_floor(exp: dict) -> dict[str, float]:
@@ -320,11 +299,10 @@ def sampling_floor(exp: dict) -> dict[str, float]:
 def flow_w2_figure(exp: dict, path: Path) -> Path:
     """W2 to held-out target samples against the number of Euler steps (mean ± std over seeds), the adaptive
     dopri5 result (dotted) and the sampling floor (grey dashed); one panel per pair."""
+    from matplotlib.lines import Line2D
     from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
-    from matplotlib.lines import Line2D
-
-    pairs, labels, floor = exp["settings"]["pairs"], FLOW_LABELS, sampling_floor(exp)
+    pairs, floor = exp["settings"]["pairs"], sampling_floor(exp)
     fig, axes = _subplots(1, len(pairs), figsize=(WIDTH_IN, 2.2))
     markers = ("o", "s", "^", "D", "v")
     for i, pair in enumerate(pairs):
@@ -339,7 +317,7 @@ def flow_w2_figure(exp: dict, path: Path) -> Path:
             shift = 1.07 ** (j - (len(methods) - 1) / 2)
             hollow = {"linestyle": "--", "markerfacecolor": "white"} if m == "lipman" else {}
             ax.errorbar([k * shift for k in ks], curve["w2_mean"], yerr=curve["w2_std"], color=_method_color(m),
-                        marker=markers[j % len(markers)], markersize=3.2, capsize=2, label=method_label(exp, m),
+                        marker=markers[j % len(markers)], markersize=3.2, capsize=2, label=method_label(m),
                         **hollow)
             if curve.get("dopri5"):
                 ax.axhline(curve["dopri5"]["w2"], color=_method_color(m), linestyle=":", linewidth=1)
@@ -361,31 +339,83 @@ def flow_w2_figure(exp: dict, path: Path) -> Path:
         ax.set_xlabel("Euler steps")
         if i == 0:
             ax.set_ylabel("$W_2$ to held-out target")
-        ax.set_title(labels["pairs"][pair])
+        ax.set_title(FLOW_PAIR_LABELS[pair])
         ax.legend(handles, names, frameon=False, fontsize=7, loc="upper right")
     fig.subplots_adjust(left=0.1, right=0.99, bottom=0.17, top=0.9, wspace=0.22)  # by hand: no tight_layout pass
-    return _save(fig, path, tight=False)
+    return _save(fig, path)
 
 
-# ------------------------------------------------------------------------------------------------------------
-# The report's figures and their data (figure_cache.py draws the stale ones)
-# ------------------------------------------------------------------------------------------------------------
+def ablation_figure(runs: list[dict[str, Any]], main_quantization: str, path: Path) -> Path:
+    """Three panels over the LoRA rank (log2 axis): exact match with its 95 % bootstrap interval and ROUGE-L;
+    the training loss per step (moving average) of every rank; trainable parameters."""
+    fig, axes = _subplots(1, 3, figsize=(WIDTH_IN, 2.35))
+    quality, losses, params = axes[0]
+    main = [x for x in runs if x["quantization"] == main_quantization]
+    other = [x for x in runs if x["quantization"] != main_quantization]
+    ranks = [x["rank"] for x in main]
+    em = [100 * x["em"] for x in main]
+    err = [[100 * (x["em"] - x["em_ci"][0]) for x in main], [100 * (x["em_ci"][1] - x["em"]) for x in main]]
+    quality.errorbar(ranks, em, yerr=err, color=COLORS["finetuned"], marker="o", markersize=3.5, capsize=2,
+                     label="exact match (95% CI)")
+    quality.plot(ranks, [100 * x["rougeL"] for x in main], color=COLORS["base"], marker="s", markersize=3,
+                 linestyle="--", label="ROUGE-L F1")
+    for x in other:
+        quality.errorbar([x["rank"]], [100 * x["em"]], yerr=[[100 * (x["em"] - x["em_ci"][0])],
+                                                             [100 * (x["em_ci"][1] - x["em"])]],
+                         color=COLORS["unquantized"], marker="D", markersize=4, capsize=2,
+                         label=f"exact match, {x['quantization']} base")
+    quality.set_ylabel("test score (%)")
+    quality.set_ylim(bottom=0)
+    quality.legend(frameon=False, fontsize=6.5, loc="lower right")
+    from matplotlib import colormaps
+
+    blues = colormaps["Blues"]  # light = small rank, dark = large rank
+    shades = [blues(0.4 + 0.55 * k / max(1, len(main) - 1)) for k in range(len(main))]
+    for x, color in zip(main, shades):
+        steps = range(1, len(x["loss"]) + 1)
+        losses.plot(steps, moving_average(x["loss"], max(1, len(x["loss"]) // 10)), color=color, linewidth=1.1,
+                    label=f"r = {x['rank']}")
+    losses.set_xlabel("optimizer step")
+    losses.set_ylabel("training loss (moving avg.)")
+    losses.legend(frameon=False, fontsize=6.5, loc="upper right")
+    params.plot(ranks, [x["trainable"] for x in main], color=COLORS["finetuned"], marker="o", markersize=3.5)
+    params.set_yscale("log", base=2)
+    params.set_ylabel("trainable parameters")
+    for ax in (quality, params):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(ranks, [str(r) for r in ranks])
+        ax.minorticks_off()
+        ax.set_xlabel("LoRA rank r")
+    fig.subplots_adjust(left=0.08, right=0.99, bottom=0.2, top=0.97, wspace=0.45)
+    return _save(fig, path)
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    """One figure: the file it becomes under figures/, the function that draws it, and that function's data
+    (everything the drawing depends on besides the drawing code and the matplotlib version)."""
+
+    file: str
+    draw: Callable[..., Path]
+    args: tuple
+
 
 def figure_specs(r: dict[str, Any], window: int) -> dict[str, FigureSpec]:
-    """Every matplotlib figure of the report, from the loaded results: template name → spec (file under
-    figures/, drawing function, data)."""
-    from ..contract.facts import QTYPES
-
+    """Every figure of the report, from the loaded results: template name → spec. The rank ablation's is left
+    out when the ablation did not run (the templates say so in words instead)."""
     base_q = r["eval"]["base"]["metrics"].get("per_qtype", {})
     tuned_q = r["eval"]["finetuned"]["metrics"].get("per_qtype", {})
     qtypes = list(dict.fromkeys([t for t in QTYPES if t in base_q or t in tuned_q]
                                 + sorted(set(base_q) | set(tuned_q))))
     exp = r["flow"]["experiment"]
     flow = {k: exp[k] for k in ("settings", "summary", "w2_vs_steps", "reference", "figures") if k in exp}
-    from .figures_extra import extra_specs
-
+    ab = r["ablation"]
+    runs = [{"rank": x["rank"], "quantization": x["quantization"], "em": x["exact_match"],
+             "em_ci": x["exact_match_ci"], "rougeL": x["rougeL"]["f"], "trainable": x["trainable_params"],
+             "loss": x["loss"]} for x in ab["runs"]]
     return {
-        **extra_specs(r),
+        **({"ablation": FigureSpec("ablation_rank.svg", ablation_figure, (runs, ab["settings"]["quantization"]))}
+           if ab["enabled"] and runs else {}),
         "loss": FigureSpec(LOSS_FIGURE, loss_figure, (r["finetune"]["loss"], window,
                                                       r["finetune"].get("heldout", []))),
         "per_qtype": FigureSpec("per_qtype.svg", per_qtype_figure,
@@ -394,3 +424,32 @@ def figure_specs(r: dict[str, Any], window: int) -> dict[str, FigureSpec]:
         "flow_traj": FigureSpec("flow_trajectories.png", flow_trajectories_figure, (flow,)),
         "flow_w2": FigureSpec("flow_w2.svg", flow_w2_figure, (flow,)),
     }
+
+
+CACHE_FILE = ".figures-cache.json"
+
+
+def draw_stale(specs: list[FigureSpec], out: Path) -> dict[str, bool]:
+    """Draw the figures whose file is missing or whose key changed; returns {file: redrawn}. The cache file is
+    written after each figure, so an interrupted run redraws only what it did not finish."""
+    from importlib import metadata
+
+    code = hash_files([Path(__file__)]) + metadata.version("matplotlib")
+    try:
+        cache = json.loads((out / CACHE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        cache = {}
+    redrawn = {}
+    for spec in specs:
+        data = json.dumps([spec.file, spec.draw.__name__, spec.args], sort_keys=True, default=str)
+        key = hashlib.sha256((code + data).encode()).hexdigest()
+        path = out / spec.file
+        redrawn[spec.file] = not (cache.get(spec.file) == key and path.is_file())
+        if not redrawn[spec.file]:
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        drawn = spec.draw(*spec.args, path.with_name(f".drawing-{path.name}"))  # same suffix: same format
+        os.replace(drawn, path)
+        cache[spec.file] = key
+        write_text(out / CACHE_FILE, json.dumps(cache, indent=1, sort_keys=True))
+    return redrawn

@@ -1,11 +1,8 @@
-"""A small scanner that tells which characters of a Typst source are *markup* (prose) and which are code,
-math, raw text, strings, comments, labels or references.
-
-The report's lint uses it to find numbers typed into prose (digits in markup), references (`@name`) and
-labels (`<name>`). It follows Typst's syntax closely enough for templates: `#` starts one embedded code
-expression (an identifier with `.field`, `(args)` and `[content]` suffixes; `let`/`set`/`show`/`if`/`for`/…
-statements run to the end of the line outside brackets); `[...]` inside code is markup again; `$...$` is
-math; backticks are raw; `//` and `/* */` are comments; `\\x` is an escape.
+"""Which characters of a Typst source are *markup* (prose) and which are code, math, raw text, strings, comments,
+labels or references, close enough to Typst's syntax for the templates: `#` starts one embedded code expression
+(an identifier with `.field`, `(args)` and `[content]` suffixes; `let`/`set`/`show`/`if`/`for`/… statements run to
+the end of the line outside brackets); `[...]` inside code is markup again; `$...$` is math; backticks are raw;
+`//` and `/* */` are comments; `\\x` is an escape.
 """
 from __future__ import annotations
 
@@ -17,6 +14,8 @@ _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 _PLAIN = re.compile(r"[^\\/`$#<@\[\]]+")
 _LABEL = re.compile(r"<([A-Za-z_][A-Za-z0-9_:.-]*)>")
 _REF = re.compile(r"@([A-Za-z_][A-Za-z0-9_:.-]*[A-Za-z0-9_])")
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
+_MATH = re.compile(r'\$(?:[^$"\\]|\\.|"(?:[^"\\]|\\.)*")*\$', re.S)
 _NON_MARKUP = re.compile(rb"\x00+")
 _ISOLATE_MARK = re.compile("[\u2066\u2069]")
 _NOT_NEWLINE = re.compile(r"[^\n]")
@@ -38,16 +37,13 @@ class _Scanner:
         self.escaped = bytearray(self.n)  # 1 on both characters of a markup escape such as `\-`
         self.isolates: list[tuple[int, int]] = []  # (start, end) of the content of each `en[…]`
 
-    # --- shared pieces -------------------------------------------------------------------------
     def skip_comment(self, i: int) -> int:
-        s = self.s
-        if s.startswith("//", i):
-            j = s.find("\n", i)
+        """The end of the `//` or `/* */` comment at i."""
+        if self.s.startswith("//", i):
+            j = self.s.find("\n", i)
             return self.n if j < 0 else j
-        if s.startswith("/*", i):
-            j = s.find("*/", i + 2)
-            return self.n if j < 0 else j + 2
-        return i
+        j = self.s.find("*/", i + 2)
+        return self.n if j < 0 else j + 2
 
     def skip_raw(self, i: int) -> int:
         s = self.s
@@ -63,35 +59,15 @@ class _Scanner:
         return end
 
     def skip_math(self, i: int) -> int:
-        j = i + 1
-        while j < self.n:
-            c = self.s[j]
-            if c == "\\":
-                j += 2
-                continue
-            if c == '"':
-                j = self.skip_string(j)
-                continue
-            if c == "$":
-                self.maths.append((i, j + 1))
-                return j + 1
-            j += 1
-        self.maths.append((i, self.n))
-        return self.n
+        m = _MATH.match(self.s, i)
+        end = m.end() if m else self.n  # an unclosed formula (or string inside it) runs to the end
+        self.maths.append((i, end))
+        return end
 
     def skip_string(self, i: int) -> int:
-        j = i + 1
-        while j < self.n:
-            c = self.s[j]
-            if c == "\\":
-                j += 2
-                continue
-            if c == '"':
-                return j + 1
-            j += 1
-        return self.n
+        m = _STRING.match(self.s, i)
+        return m.end() if m else self.n
 
-    # --- markup ---------------------------------------------------------------------------------
     def markup_until(self, i: int, close: str | None) -> int:
         """Scan markup from i until an unmatched `close` (']' for a content block, None for the file)."""
         s = self.s
@@ -126,18 +102,11 @@ class _Scanner:
             if c == "#" and i + 1 < self.n and (s[i + 1].isalpha() or s[i + 1] in "_([{\""):
                 i = self.code_expression(i + 1)
                 continue
-            if c == "<":
-                m = _LABEL.match(s, i)
-                if m:
-                    self.labels.append((i, m.group(1)))
-                    i = m.end()
-                    continue
-            if c == "@":
-                m = _REF.match(s, i)
-                if m:
-                    self.refs.append((i, m.group(1)))
-                    i = m.end()
-                    continue
+            m = (_LABEL if c == "<" else _REF).match(s, i) if c in "<@" else None
+            if m:
+                (self.labels if c == "<" else self.refs).append((i, m.group(1)))
+                i = m.end()
+                continue
             if close is not None:
                 if c == "[":
                     depth += 1
@@ -150,7 +119,7 @@ class _Scanner:
         return i
 
     def markup_text(self) -> str:
-        """The source with every non-markup character a space (newlines kept): see `markup_text`."""
+        """The source with every non-markup character a space (newlines kept, so offsets and line numbers stay)."""
         out, s, i = [], self.s, 0
         for m in _NON_MARKUP.finditer(self.markup):
             out.append(s[i:m.start()])
@@ -159,7 +128,6 @@ class _Scanner:
         out.append(s[i:])
         return "".join(out)
 
-    # --- code -----------------------------------------------------------------------------------
     def code_until(self, i: int, close: str) -> int:
         """Scan code from i until the unmatched `close` (')' or '}'); returns the index after it."""
         s = self.s
@@ -249,14 +217,3 @@ def scan(src: str) -> _Scanner:
             sc.isolates.append((opened.pop(), m.start()))
     return sc
 
-
-def markup_text(src: str) -> str:
-    """`src` with every non-markup character replaced by a space (newlines kept, so offsets and line
-    numbers stay the same)."""
-    return scan(src).markup_text()
-
-
-def labels_and_refs(src: str) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
-    """(labels, references) found in markup and code, as (offset, name)."""
-    sc = scan(src)
-    return sc.labels, sc.refs
