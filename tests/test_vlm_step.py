@@ -11,7 +11,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))
-from vlm_support import DATA, load_tiny, one_thread, train_cfg  # noqa: E402
+from vlm_support import DATA, load_tiny, lora_cfg, one_thread, train_cfg  # noqa: E402
 
 from tamrin.errors import TamrinError  # noqa: E402
 from tamrin.vlm import batches, step  # noqa: E402
@@ -54,8 +54,8 @@ def _tiny_lora(dtype: torch.dtype = torch.float32, device: str = "cpu"):
 
     processor, base = load_tiny(quantization="none", dtype=dtype)
     torch.manual_seed(0)
-    model, _ = attach_lora(base.to(device), rank=4, alpha=8, dropout=0.0, targets=["q_proj", "v_proj"],
-                           scope="language_model", quantized=False, ckpt_every=None)
+    lora = lora_cfg(rank=4, alpha=8, dropout=0.0, targets=["q_proj", "v_proj"])
+    model, _ = attach_lora(base.to(device), lora, quantized=False, ckpt_every=None)
     model.train()
     return processor, model
 

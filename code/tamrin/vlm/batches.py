@@ -269,11 +269,12 @@ class Plan:
         return step / self.steps_per_epoch
 
 
-def make_plan(n_examples: int, *, batch_size: int, grad_accum: int, world: int, epochs: float,
-              max_steps: int | None, seed: int) -> Plan:
-    micro = math.ceil(n_examples / (batch_size * world))
-    steps_per_epoch = math.ceil(micro / grad_accum)
-    total = max_steps if max_steps is not None else math.ceil(epochs * steps_per_epoch)
+def make_plan(n_examples: int, train_cfg, *, world: int) -> Plan:
+    """The plan of the [train] section `train_cfg` for `n_examples` over `world` processes."""
+    t = train_cfg
+    micro = math.ceil(n_examples / (t.batch_size * world))
+    steps_per_epoch = math.ceil(micro / t.grad_accum)
+    total = t.max_steps if t.max_steps is not None else math.ceil(t.epochs * steps_per_epoch)
     if total < 1:
         raise TamrinError("train.epochs = 0 and no train.max_steps: nothing to train; set either")
-    return Plan(n_examples, batch_size, grad_accum, world, seed, micro, steps_per_epoch, total)
+    return Plan(n_examples, t.batch_size, t.grad_accum, world, t.seed, micro, steps_per_epoch, total)

@@ -1,12 +1,8 @@
-"""`finetune` stage: QLoRA fine-tuning of PaliGemma on the CLEVR train split → results/finetune/ (loss.jsonl,
-heldout.jsonl, adapter/, summary.json, and for the demo's tiny model base_model/, the exact base `eval` compares).
-
-A plain loop on 🤗 Accelerate (`accelerate launch --multi_gpu build.py finetune` runs it with DDP unchanged):
-seeded, gradient checkpointing as `train.grad_ckpt` decides (footprint), a resumable checkpoint every
-`train.save_every` steps, `train.max_minutes` for time-limited sessions; the optimizer step is `step.TrainStep`.
-At the speed of the benchmark of the same step (bench/bench_vlm.py, "loop vs bench"): questions tokenised once,
-pixel values computed once per process in the DataLoader workers, batches pinned, and one wait for the GPU per
-step — for the step loss, which the non-finite guard needs before the update.
+"""`finetune` stage: QLoRA fine-tuning of PaliGemma on the CLEVR train split → results/finetune/ (for the demo's tiny
+model also base_model/, the exact base `eval` compares). A plain loop on 🤗 Accelerate (`accelerate launch --multi_gpu
+build.py finetune` runs it with DDP unchanged); the optimizer step is `step.TrainStep`. At the benchmark's speed
+(bench/bench_vlm.py, "loop vs bench"): questions tokenised once, pixel values computed once per process in the
+DataLoader workers, batches pinned, and one wait for the GPU per step (for the loss the non-finite guard needs).
 """
 from __future__ import annotations
 
@@ -29,7 +25,7 @@ from ..errors import TamrinError
 from . import batches, checkpoint
 from .batches import IGNORE
 from .footprint import Choice, Dims, candidates, checkpointed_layers, choose, estimate_peak, settings
-from .model import DTYPE_NAMES, LoraInfo, attach_lora, load_base_model, load_model_config, load_processor, \
+from .model import DTYPE_NAMES, attach_lora, load_base_model, load_model_config, load_processor, \
     resolve_compute_dtype, resolve_quantization, threads_for
 from .step import TrainStep, make_accelerator, suffix_logits, token_ce_sum
 
@@ -63,7 +59,7 @@ def base_source(model_cfg, work_dir: Path, train_rows: list[dict]) -> Path | str
 class TrainingModel:
     model: torch.nn.Module  # peft model (LoRA on the frozen, possibly 4-bit, base)
     processor: object
-    lora: LoraInfo
+    lora: dict  # the summary's `lora` block
     quantization: str  # "nf4" | "none"
     compute_dtype: torch.dtype
     grad_ckpt: Choice
@@ -79,10 +75,8 @@ def checkpointing_choice(source, model_cfg, lora_cfg, train_cfg, device: torch.d
     found, layers = settings(config), config.text_config.num_hidden_layers
     if str(train_cfg.grad_ckpt).lower() != "auto" or not cuda:
         return choose(train_cfg.grad_ckpt, cuda=cuda, found=found, layers=layers)
-    estimates = {p.decoder: estimate_peak(Dims.of(config), quantized=quant == "nf4",
-                                          double_quant=model_cfg.double_quant, rank=lora_cfg.rank,
-                                          targets=list(lora_cfg.targets), scope=lora_cfg.scope,
-                                          dropout=lora_cfg.dropout, seq_len=seq_len or train_cfg.max_length,
+    estimates = {p.decoder: estimate_peak(Dims.of(config), lora_cfg, quantized=quant == "nf4",
+                                          double_quant=model_cfg.double_quant, seq_len=seq_len or train_cfg.max_length,
                                           batch=train_cfg.batch_size, suffix_len=suffix_len, loss=train_cfg.loss,
                                           ckpt_layers=p.decoder, vision_ckpt_layers=p.vision)
                  for p in candidates(found)}
@@ -101,10 +95,8 @@ def build_training_model(source, model_cfg, lora_cfg, train_cfg, device: torch.d
                                 suffix_len=suffix_len)
     base = load_base_model(source, quantization=quant, compute_dtype=dtype, device=device,
                            double_quant=model_cfg.double_quant)
-    model, info = attach_lora(base, rank=lora_cfg.rank, alpha=lora_cfg.alpha, dropout=lora_cfg.dropout,
-                              targets=lora_cfg.targets, scope=lora_cfg.scope, quantized=quant == "nf4",
-                              ckpt_every=ckpt.every_n)
-    done = checkpointed_layers(model)
+    model, info = attach_lora(base, lora_cfg, quantized=quant == "nf4", ckpt_every=ckpt.every_n)
+    done = checkpointed_layers(model)[0]
     if done != ckpt.pattern.decoder:  # the library did not do what the choice counted on
         raise AssertionError(f"{done} decoder layers checkpointed, {ckpt.pattern.decoder} expected for "
                              f"every_n = {ckpt.every_n}")
@@ -113,19 +105,13 @@ def build_training_model(source, model_cfg, lora_cfg, train_cfg, device: torch.d
 
 # ---------------------------------------------------------------- data
 
-def _fitting(rows: list[dict], examples: list[batches.Example], max_length: int
-             ) -> tuple[list[dict], list[batches.Example]]:
-    """The rows (and their tokenised examples) whose full sequence fits `max_length` tokens."""
-    kept = [(r, e) for r, e in zip(rows, examples) if len(e) <= max_length]
-    return [r for r, _ in kept], [e for _, e in kept]
-
-
 @dataclass
 class TrainingData:
     """The train split as training uses it: the rows trained on (the held-out slice carved out, the ones longer
     than `train.max_length` dropped) tokenised once, the held-out slice's examples, the processor and pixel cache."""
     processor: object
     pixels: batches.PixelCache
+    pad_id: int
     rows: list[dict]
     examples: list[batches.Example]
     skipped: int  # longer than train.max_length
@@ -142,40 +128,26 @@ class TrainingData:
             raise TamrinError(f"the installed transformers' PaliGemmaProcessor builds other training inputs than "
                               f"Tamrin's tokeniser ({mismatch}); install the tested versions "
                               "(pip install -e . -c constraints/tested.txt) and rerun")
-        kept, examples = _fitting(rows, batches.tokenize(processor, rows, prefix, with_answers=True),
-                                  train_cfg.max_length)
+        kept = [(r, e) for r, e in zip(rows, batches.tokenize(processor, rows, prefix, with_answers=True))
+                if len(e) <= train_cfg.max_length]
         if len(kept) < len(rows):
             log.warning(f"skipped {len(rows) - len(kept)} training examples longer than train.max_length = "
                         f"{train_cfg.max_length}")
-        if not examples:
+        if not kept:
             raise TamrinError("no training examples left (all were longer than train.max_length?); "
                               "raise train.max_length or check results/data/train.jsonl")
-        _, held_examples = _fitting(held, batches.tokenize(processor, held, prefix, with_answers=True),
-                                    train_cfg.max_length) if held else ([], [])
-        return cls(processor, batches.PixelCache(processor.image_processor, images), kept, examples,
-                   len(rows) - len(kept), held_examples)
-
-    @property
-    def pad_id(self) -> int:
-        return self.processor.tokenizer.pad_token_id
-
-    @property
-    def longest(self) -> int:
-        return max(map(len, self.examples))
-
-    @property
-    def longest_suffix(self) -> int:
-        return max(sum(e.token_type_ids) for e in self.examples)
+        held_examples = [e for e in batches.tokenize(processor, held, prefix, with_answers=True)
+                         if len(e) <= train_cfg.max_length] if held else []
+        return cls(processor, batches.PixelCache(processor.image_processor, images), processor.tokenizer.pad_token_id,
+                   [r for r, _ in kept], [e for _, e in kept], len(rows) - len(kept), held_examples)
 
 
 # ---------------------------------------------------------------- the held-out curve
-# Loss and exact match on a fixed slice of the TRAIN split that training never sees, every `train.heldout_every`
-# steps — what shows overfitting; the test split stays untouched until `eval`. The slice is whole images (CLEVR asks
-# several questions about one scene: a question held out beside a trained one about the same image would not be held
-# out), chosen by a seeded permutation of the image names, so the same rows on every process and after a resume.
-# Exact match here is teacher-forced: the most likely token is right at every answer position, <eos> included —
-# exactly when greedy decoding would reproduce the answer, read off the loss's forward pass (`eval` compares
-# generated answers after normalisation, so it can only match more often).
+# Loss and exact match every `train.heldout_every` steps on a fixed slice of the TRAIN split that training never sees
+# (what shows overfitting; the test split stays untouched until `eval`). The slice is whole images (CLEVR asks several
+# questions about one scene), chosen by a seeded permutation of the image names: the same rows on every process and
+# after a resume. Exact match is teacher-forced: the argmax is right at every answer position, <eos> included — exactly
+# when greedy decoding reproduces the answer (`eval` compares normalised generated answers: it can only match more).
 
 def carve_heldout(rows: list[dict], size: int, seed: int) -> tuple[list[dict], list[dict]]:
     """(rows to train on, held-out rows): whole images in a seeded order until at least `size` questions are held
@@ -304,13 +276,12 @@ def train(*, data_dir: Path, out_dir: Path, work_dir: Path, model_cfg, lora_cfg,
         source = base_source(model_cfg, work_dir, rows)
     data = TrainingData.load(source, data_dir, rows, model_cfg.prompt_prefix, train_cfg, log)
     tm = build_training_model(source, model_cfg, lora_cfg, train_cfg, device, processor=data.processor,
-                              seq_len=data.longest, suffix_len=data.longest_suffix)
-    plan = batches.make_plan(len(data.rows), batch_size=train_cfg.batch_size, grad_accum=train_cfg.grad_accum,
-                             world=accelerator.num_processes, epochs=train_cfg.epochs, max_steps=train_cfg.max_steps,
-                             seed=train_cfg.seed)
+                              seq_len=max(map(len, data.examples)),
+                              suffix_len=max(sum(e.token_type_ids) for e in data.examples))
+    plan = batches.make_plan(len(data.rows), train_cfg, world=accelerator.num_processes)
     step = TrainStep.for_training(tm.model, train_cfg, total_steps=plan.total_steps, accelerator=accelerator)
     start, meta = _resume(work_dir, rank, step, log)
-    _log_start(log, tm, plan, lora_cfg, train_cfg, len(data.rows))
+    _log_start(log, tm, plan, train_cfg, len(data.rows))
     losses = _JsonlLog(out_dir, "finetune/loss.jsonl", meta.get("history", []), main)
     held = data.heldout if main else []  # evaluated by the main process only
     monitor = HeldOutMonitor(held, data.pixels, data.pad_id, train_cfg.batch_size, every=train_cfg.heldout_every,
@@ -360,7 +331,7 @@ def train(*, data_dir: Path, out_dir: Path, work_dir: Path, model_cfg, lora_cfg,
 
     # ---- save: the summary, the adapter (and the demo's base model)
     accelerator.wait_for_everyone()
-    summary = _summary(model_cfg, lora_cfg, train_cfg, tm, step, plan, losses.rows, data, start=start, done=done,
+    summary = _summary(model_cfg, train_cfg, tm, step, plan, losses.rows, data, start=start, done=done,
                        stopped=stopped, clock=clock, t_start=t_start, heldout_block=monitor.summary(clock.seconds()))
     if main:
         _save_results(out_dir, step.unwrapped, source if model_cfg.kind == "tiny" else None, summary)
@@ -459,11 +430,11 @@ def _oom_message(train_cfg) -> str:
             f"(same effective batch), e.g. --set train.batch_size={max(1, b // 2)} --set train.grad_accum={a * 2}")
 
 
-def _log_start(log, tm: TrainingModel, plan: batches.Plan, lora_cfg, train_cfg, n_train: int) -> None:
+def _log_start(log, tm: TrainingModel, plan: batches.Plan, train_cfg, n_train: int) -> None:
     log.info(f"gradient checkpointing {tm.grad_ckpt.reason}")
     log.info(f"training: {n_train} examples, {plan.total_steps} steps of {train_cfg.batch_size}×"
-             f"{train_cfg.grad_accum}×{plan.world} examples; LoRA r={lora_cfg.rank} on {len(tm.lora.matched)} "
-             f"modules ({tm.lora.scope}); weights {tm.quantization}, compute {DTYPE_NAMES[tm.compute_dtype]}")
+             f"{train_cfg.grad_accum}×{plan.world} examples; LoRA r={tm.lora['rank']} on {tm.lora['matched_modules']} "
+             f"modules ({tm.lora['scope']}); weights {tm.quantization}, compute {DTYPE_NAMES[tm.compute_dtype]}")
 
 
 def _log_end(log, summary: dict) -> None:
@@ -477,7 +448,7 @@ def _log_end(log, summary: dict) -> None:
                     "train.heldout_size or raise train.heldout_every")
 
 
-def _summary(model_cfg, lora_cfg, train_cfg, tm: TrainingModel, step: TrainStep, plan: batches.Plan,
+def _summary(model_cfg, train_cfg, tm: TrainingModel, step: TrainStep, plan: batches.Plan,
              history: list[dict], data: TrainingData, *, start: int, done: int, stopped: str | None,
              clock: _StepClock, t_start: float, heldout_block: dict | None) -> dict:
     """summary.json's contents (see contract FinetuneSummary)."""
@@ -489,7 +460,7 @@ def _summary(model_cfg, lora_cfg, train_cfg, tm: TrainingModel, step: TrainStep,
     return {
         "model": "tiny" if tiny else str(model_cfg.id), "base_model": BASE_DIR if tiny else str(model_cfg.id),
         "base_model_in_results": tiny, "trainable_params": int(trainable), "total_params": int(total),
-        "lora": {**tm.lora.as_dict(), "rank": lora_cfg.rank, "alpha": lora_cfg.alpha, "dropout": lora_cfg.dropout},
+        "lora": tm.lora,
         "quantization": tm.quantization, "double_quant": model_cfg.double_quant if tm.quantization == "nf4" else None,
         "compute_dtype": DTYPE_NAMES[tm.compute_dtype], "loss": train_cfg.loss, **tm.grad_ckpt.as_dict(),
         "n_train": len(data.rows), "skipped_too_long": data.skipped,

@@ -7,9 +7,8 @@ import contextlib
 import logging
 import re
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 
@@ -213,18 +212,6 @@ def lora_target_pattern(targets: list[str], scope: str) -> str | list[str]:
     return rf".*\blanguage_model\b.*\.({names})"
 
 
-@dataclass
-class LoraInfo:
-    scope: str
-    targets: list[str]
-    matched: list[str]  # names of the modules that received an adapter
-
-    def as_dict(self) -> dict:
-        vision = sum("vision_tower" in n for n in self.matched)
-        return {"scope": self.scope, "targets": self.targets, "matched_modules": len(self.matched),
-                "matched_in_vision_tower": vision, "matched_in_language_model": len(self.matched) - vision}
-
-
 def enable_checkpointing(model, every_n: int = 1) -> None:
     """Gradient checkpointing (non-reentrant: works with DDP and frozen inputs) on every `every_n`-th layer, through
     transformers' own switch (`every_n_layers`, see footprint); the KV cache off, as checkpointing needs."""
@@ -240,25 +227,27 @@ def enable_checkpointing(model, every_n: int = 1) -> None:
     model.config.use_cache = False  # a KV cache is useless while training and conflicts with checkpointing
 
 
-def attach_lora(model, *, rank: int, alpha: float, dropout: float, targets: list[str], scope: str,
-                quantized: bool, ckpt_every: int | None):
-    """Wrap `model` with LoRA adapters (peft), with gradient checkpointing on every `ckpt_every`-th layer (None =
-    off). Quantized models are first prepared for k-bit training (frozen base, norms/embeddings upcast to fp32).
-    Returns (peft_model, LoraInfo)."""
+def attach_lora(model, lora, *, quantized: bool, ckpt_every: int | None) -> tuple[Any, dict]:
+    """Wrap `model` with the LoRA adapters (peft) of `lora` (the [lora] section), with gradient checkpointing on every
+    `ckpt_every`-th layer (None = off); a quantized model is first prepared for k-bit training (`prepare_quantized`).
+    Returns (peft model, finetune summary's `lora` block)."""
     from peft import LoraConfig, get_peft_model
 
     if quantized:
         model = prepare_quantized(model)
     if ckpt_every is not None:
         enable_checkpointing(model, ckpt_every)
-    cfg = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, bias="none",
-                     target_modules=lora_target_pattern(targets, scope), task_type="CAUSAL_LM")
+    cfg = LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias="none",
+                     target_modules=lora_target_pattern(lora.targets, lora.scope), task_type="CAUSAL_LM")
     try:
         peft_model = get_peft_model(model, cfg)
     except ValueError as e:
         if "not found in the base model" in str(e) or "Target modules" in str(e):
-            raise TamrinError(f"lora.targets {targets} match no module with lora.scope = {scope}; use names such "
-                              "as q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj") from None
+            raise TamrinError(f"lora.targets {lora.targets} match no module with lora.scope = {lora.scope}; use names "
+                              "such as q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj") from None
         raise
-    return peft_model, LoraInfo(scope=scope, targets=list(targets), matched=list(peft_model.targeted_module_names))
-
+    matched = peft_model.targeted_module_names
+    vision = sum("vision_tower" in n for n in matched)
+    return peft_model, {"scope": lora.scope, "targets": list(lora.targets), "matched_modules": len(matched),
+                        "matched_in_vision_tower": vision, "matched_in_language_model": len(matched) - vision,
+                        "rank": lora.rank, "alpha": lora.alpha, "dropout": lora.dropout}
