@@ -16,7 +16,7 @@ from vlm_support import lora_cfg, model_cfg, tiny_base, train_cfg  # noqa: E402
 from tamrin.vlm import footprint as fp  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-D = fp.Dims.from_dict(fp.load_config_dict())  # google/paligemma-3b-pt-224
+D = fp.Dims.of(fp.load_config())  # google/paligemma-3b-pt-224
 TARGETS = list(D.gemma_linear_shapes())  # the seven Gemma linears
 
 
@@ -94,9 +94,7 @@ def test_estimate_terms_behave():
 def test_settings_are_what_transformers_sets():
     """Each every_n of the real 3B architecture: the counts read off a meta model, and on a model built for real
     (the tiny one) the same N really leaves those layers checkpointed after attach_lora."""
-    from transformers import PaliGemmaConfig
-
-    found = fp.settings(PaliGemmaConfig.from_dict(fp.load_config_dict()))
+    found = fp.settings(fp.load_config())
     assert found[None] == fp.Pattern(None, 0, 0)
     assert found[1] == fp.Pattern(1, 18, 27)  # every layer: Gemma's 18 and SigLIP's 27
     assert max(k for k in found if k) == 45  # one setting per checkpointable layer count

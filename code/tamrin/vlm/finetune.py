@@ -26,7 +26,7 @@ from . import batches, checkpoint
 from .batches import IGNORE
 from .footprint import Choice, Dims, candidates, checkpointed_layers, choose, estimate_peak, settings
 from .model import DTYPE_NAMES, attach_lora, load_base_model, load_model_config, load_processor, \
-    resolve_compute_dtype, resolve_quantization, threads_for
+    on_device, resolve_compute_dtype, resolve_quantization
 from .step import TrainStep, make_accelerator, suffix_logits, token_ce_sum
 
 BASE_DIR = "base_model"
@@ -170,11 +170,10 @@ def carve_heldout(rows: list[dict], size: int, seed: int) -> tuple[list[dict], l
 
 @contextlib.contextmanager
 def dropout_off(model) -> Iterator[None]:
-    """Dropout modules in eval mode, everything else as it is (train mode). Not `model.eval()`: bitsandbytes
-    0.50 repacks a Linear4bit's weight for a CPU inference kernel without a backward the first time the layer runs
-    in eval mode on an input without grad (bitsandbytes/nn/modules.py, Linear4bit.forward, on CPUs with
-    AVX512-BF16), which would cut the training's gradient path. With dropout off no random number is drawn, so
-    evaluating leaves the training run exactly as it would be without it."""
+    """Dropout modules in eval mode, everything else in train mode. Not `model.eval()`: bitsandbytes 0.50 repacks a
+    Linear4bit's weight for a CPU kernel without a backward the first time the layer runs in eval mode on an input
+    without grad (bitsandbytes/nn/modules.py, Linear4bit.forward, on CPUs with AVX512-BF16), cutting the training's
+    gradient path. With dropout off no random number is drawn: evaluating leaves the training run unchanged."""
     dropouts = [m for m in model.modules() if isinstance(m, torch.nn.Dropout) and m.training]
     for m in dropouts:
         m.train(False)
@@ -186,10 +185,9 @@ def dropout_off(model) -> Iterator[None]:
 
 
 class HeldOutMonitor:
-    """The finetune loop's held-out curve. The slice's `examples` are collated once, on the host, in micro-batches of
-    `batch_size`; `monitor(model, step, device)` evaluates them before the first step, every `every` steps and after
-    the last (a step evaluated before a resume is not evaluated again), appends the heldout.jsonl row to `log` and
-    returns the seconds it took — 0 when it did nothing, as on every process but the main one, which has no slice."""
+    """The held-out curve: the slice's `examples` collated once, on the host; `monitor(model, step, device)` evaluates
+    them before the first step, every `every` steps and after the last (not again after a resume), appends the
+    heldout.jsonl row to `log` and returns the seconds it took (0 when it did nothing: every process but the main)."""
 
     def __init__(self, examples: Sequence[batches.Example], pixels: batches.PixelCache, pad_id: int, batch_size: int,
                  *, every: int, total_steps: int, log, seconds_before: float = 0.0) -> None:
@@ -202,8 +200,7 @@ class HeldOutMonitor:
     def evaluate(self, model, step: int, device: torch.device) -> dict:
         """{step, loss (mean over the answer tokens), exact_match, n} of `model` now."""
         loss_sum = torch.zeros((), device=device)
-        tokens = torch.zeros((), device=device, dtype=torch.long)
-        exact = torch.zeros((), device=device, dtype=torch.long)
+        tokens, exact = (torch.zeros((), device=device, dtype=torch.long) for _ in range(2))
         with dropout_off(model):
             for b in self.batches:
                 logits, labels = suffix_logits(model, batches.to_device(b, device))
@@ -228,8 +225,7 @@ class HeldOutMonitor:
         return spent
 
     def summary(self, step_seconds: float) -> dict | None:
-        """summary.json's `heldout` block: the slice, how often it was evaluated, and what that cost next to the
-        optimizer steps (`share`: held-out seconds / seconds of the training steps, checkpoint saving excluded)."""
+        """summary.json's `heldout` block (contract HeldoutSummary); `share` excludes checkpoint saving."""
         if not self.n:
             return None
         return {"n": self.n, "every": self.every, "evaluations": len(self.log.rows),
@@ -239,19 +235,16 @@ class HeldOutMonitor:
 
 # ---------------------------------------------------------------- the loop
 
-def run(ctx) -> None:
-    """Stage entry point."""
-    model_cfg = ctx.section("model")
-    with threads_for(model_cfg.kind, torch.device("cuda" if torch.cuda.is_available() else "cpu")):
-        summary = train(data_dir=ctx.inputs["data"], out_dir=ctx.out_dir, work_dir=ctx.work_dir,
-                        model_cfg=model_cfg, lora_cfg=ctx.section("lora"), train_cfg=ctx.section("train"),
-                        log=ctx.log)
+@on_device
+def run(ctx, device: torch.device) -> None:
+    summary = train(data_dir=ctx.inputs["data"], out_dir=ctx.out_dir, work_dir=ctx.work_dir,
+                    model_cfg=ctx.section("model"), lora_cfg=ctx.section("lora"), train_cfg=ctx.section("train"),
+                    log=ctx.log)
     from accelerate import PartialState
 
     if not PartialState().is_main_process:
-        # Under `accelerate launch` every process runs the stage runner; only the main process's output
-        # folder is the result. The others leave here (exit status 0) so the runner never swaps their
-        # empty staging folder in, and they do not go on to run later stages a second time.
+        # Under `accelerate launch` every process runs the stage runner; only the main process's output is the result.
+        # The others leave here (status 0): the runner never swaps their empty staging folder in, nor runs on.
         raise SystemExit(0)
     ctx.extra["stopped_early"] = summary["stopped_early"]
 
@@ -298,8 +291,7 @@ def train(*, data_dir: Path, out_dir: Path, work_dir: Path, model_cfg, lora_cfg,
 
     # ---- the loop: one optimizer step per group of micro-batches
     try:
-        for step_idx, host_batches in _step_batches(plan, start, rank, data, train_cfg.num_workers, cuda,
-                                                    train_cfg.seed):
+        for step_idx, host_batches in _step_batches(plan, start, rank, data, train_cfg, cuda):
             micro = [batches.to_device(b, device) for b in host_batches]
             r = step(micro)
             done = step_idx + 1
@@ -342,12 +334,13 @@ def train(*, data_dir: Path, out_dir: Path, work_dir: Path, model_cfg, lora_cfg,
 
 # ---------------------------------------------------------------- helpers of the loop
 
-def _step_batches(plan: batches.Plan, start: int, rank: int, data: TrainingData, workers: int, cuda: bool,
-                  seed: int) -> Iterator[tuple[int, list[dict]]]:
-    """(step, its micro-batches on the host) for the steps from `start` on, built in `workers` worker processes."""
+def _step_batches(plan: batches.Plan, start: int, rank: int, data: TrainingData, train_cfg, cuda: bool
+                  ) -> Iterator[tuple[int, list[dict]]]:
+    """(step, its micro-batches on the host) for the steps from `start` on, built in `train.num_workers` workers."""
     items = [(s, idx) for s in range(start, plan.total_steps) for idx in plan.step_batches(s, rank)]
     collated = batches.Collated([idx for _, idx in items], data.examples, data.pixels, data.pad_id, with_answers=True)
-    steps_and_batches = zip((s for s, _ in items), batches.loader(collated, workers=workers, pin=cuda, seed=seed))
+    loader = batches.loader(collated, workers=train_cfg.num_workers, pin=cuda, seed=train_cfg.seed)
+    steps_and_batches = zip((s for s, _ in items), loader)
     for s, group in itertools.groupby(steps_and_batches, key=lambda item: item[0]):
         yield s, [b for _, b in group]
 
@@ -366,8 +359,8 @@ def _resume(work_dir: Path, rank: int, step: TrainStep, log) -> tuple[int, dict]
 
 
 class _JsonlLog:
-    """A .jsonl results file (loss.jsonl, heldout.jsonl), one validated line per row, appended as rows come
-    (main process only): a killed run leaves the rows so far."""
+    """A .jsonl results file, one validated line per row appended as it comes (main process only): a killed run
+    leaves the rows so far."""
 
     def __init__(self, out_dir: Path, rel: str, rows: list[dict], write: bool) -> None:
         self.path, self.rel, self.rows, self.write = out_dir / rel.split("/", 1)[1], rel, [], write
@@ -386,8 +379,8 @@ class _JsonlLog:
 
 class _StepClock:
     """Seconds of training steps without checkpoint saving and held-out evaluations (`pause`), and the throughput
-    after this process's first step (CUDA/allocator/autotuning warm-up). A step's reading follows its wait for the
-    loss; the update queued after it ends inside the next step's reading, so the steps' times add up to the GPU's."""
+    after this process's first (warm-up) step. A step's reading follows its wait for the loss; the update queued after
+    it ends inside the next step's reading, so the steps' times add up to the GPU's."""
 
     def __init__(self, before: float) -> None:
         self.t0, self.before, self.paused = time.perf_counter(), before, {"checkpoint": 0.0, "heldout": 0.0}
@@ -495,12 +488,10 @@ def _loss_ends(history: list[dict]) -> dict:
 
 def _time_is_up(accelerator, max_minutes: float | None, t_start: float) -> bool:
     """Every process stops at the same step: time is up when it is up on any process."""
-    if max_minutes is None:
-        return False
-    if accelerator.num_processes == 1:  # no collective needed: decide on the host, no device round trip
-        return time.perf_counter() - t_start > 60 * max_minutes
-    flag = torch.tensor(float(time.perf_counter() - t_start > 60 * max_minutes), device=accelerator.device)
-    return bool(accelerator.reduce(flag, "max") > 0)
+    up = max_minutes is not None and time.perf_counter() - t_start > 60 * max_minutes
+    if max_minutes is None or accelerator.num_processes == 1:  # no collective needed: no device round trip
+        return up
+    return bool(accelerator.reduce(torch.tensor(float(up), device=accelerator.device), "max") > 0)
 
 
 def _save_checkpoint(accelerator, work_dir: Path, step_no: int, step: TrainStep, meta: dict) -> None:

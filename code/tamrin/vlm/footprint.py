@@ -31,10 +31,6 @@ BITS_NF4_DQ = 4 + 8 / NF4_BLOCK + 32 / (NF4_BLOCK * DQ_BLOCK)
 
 # ---------------------------------------------------------------- the architecture
 
-def load_config_dict() -> dict[str, Any]:
-    return json.loads(CONFIG_FILE.read_text(encoding="utf-8"))
-
-
 def load_config():
     """The PaliGemmaConfig of google/paligemma-3b-pt-224, from the shipped config.json."""
     from transformers import PaliGemmaConfig
@@ -53,8 +49,7 @@ def meta_model(config=None):
 
 @dataclass(frozen=True)
 class Dims:
-    """The dimensions the closed forms need, read straight from the config dict (no transformers involved)."""
-
+    """The dimensions the closed forms need."""
     v_layers: int
     v_hidden: int
     v_inter: int
@@ -77,22 +72,14 @@ class Dims:
         return (self.image_size // self.patch) ** 2
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Dims":
-        v, t = d["vision_config"], d["text_config"]
-        return cls(v_layers=v["num_hidden_layers"], v_hidden=v["hidden_size"], v_inter=v["intermediate_size"],
-                   v_heads=v["num_attention_heads"], patch=v["patch_size"], image_size=v["image_size"],
-                   channels=v["num_channels"], t_layers=t["num_hidden_layers"], t_hidden=t["hidden_size"],
-                   t_inter=t["intermediate_size"], t_heads=t["num_attention_heads"],
-                   kv_heads=t["num_key_value_heads"], head_dim=t["head_dim"], vocab=t["vocab_size"],
-                   proj=d["projection_dim"], tied=bool(t.get("tie_word_embeddings", True)))
-
-    @classmethod
     def of(cls, config) -> "Dims":
-        """The dimensions of a loaded `PaliGemmaConfig` (the real 3B one or the demo's tiny one)."""
-        raw = config.to_dict()
-        raw["text_config"].setdefault("head_dim", config.text_config.head_dim)
-        raw["vision_config"].setdefault("num_channels", getattr(config.vision_config, "num_channels", 3))
-        return cls.from_dict(raw)
+        """The dimensions of a `PaliGemmaConfig` (the real 3B one, `load_config()`, or the demo's tiny one)."""
+        v, t = config.vision_config, config.text_config
+        return cls(v_layers=v.num_hidden_layers, v_hidden=v.hidden_size, v_inter=v.intermediate_size,
+                   v_heads=v.num_attention_heads, patch=v.patch_size, image_size=v.image_size, channels=v.num_channels,
+                   t_layers=t.num_hidden_layers, t_hidden=t.hidden_size, t_inter=t.intermediate_size,
+                   t_heads=t.num_attention_heads, kv_heads=t.num_key_value_heads, head_dim=t.head_dim,
+                   vocab=t.vocab_size, proj=config.projection_dim, tied=bool(getattr(t, "tie_word_embeddings", True)))
 
     def gemma_linear_shapes(self) -> dict[str, tuple[int, int]]:
         """(d_in, d_out) of each linear of one Gemma decoder layer."""
@@ -161,11 +148,10 @@ def nf4_bytes(n: int, double_quant: bool) -> float:
 
 
 # IMPLEMENTATION: the bytes Tamrin's training code really stores, unlike the textbook budgets: peft's
-# prepare_model_for_kbit_training casts every non-quantized fp16/bf16 parameter (embeddings, norms, biases,
-# patch/position embeddings) to fp32 for QLoRA (peft/utils/other.py: "cast all non INT8 parameters to fp32"); LoRA
-# adapters are fp32 (step.TrainStep upcasts them; peft's autocast_adapter_dtype does so on bf16 bases), and so their
-# gradients and AdamW states; torch.optim.AdamW keeps its states in the parameter's dtype (bf16 for full fine-tuning of
-# a bf16 model). The GPU measurement's weights after loading agree with these bytes to < 0.1 % (measured_vs_computed).
+# prepare_model_for_kbit_training casts every non-quantized fp16/bf16 parameter to fp32 for QLoRA (peft/utils/other.py:
+# "cast all non INT8 parameters to fp32"); LoRA adapters are fp32 (step.TrainStep upcasts them; peft's
+# autocast_adapter_dtype on bf16 bases), and so their gradients and AdamW states; torch.optim.AdamW keeps its states in
+# the parameter's dtype. The GPU measurement's weights agree with these bytes to < 0.1 % (measured_vs_computed).
 
 def as_implemented(total: int, lora_trainable: int, quantized: int, double_quant: bool = True
                    ) -> dict[str, dict[str, int]]:
@@ -184,13 +170,13 @@ def as_implemented(total: int, lora_trainable: int, quantized: int, double_quant
     }
 
 
-# ACTIVATIONS (an estimate, kept apart from the exact budgets above), bf16, per token and layer. Gemma: RMSNorm in/out
-# before attention (2h), q/k/v after RoPE (a·d + 2·kv·d: SDPA keeps them), attention output = o_proj input (a·d),
-# RMSNorm in/out before the MLP (2h), gate, GELU(gate), up and their product (4i). SigLIP, only when gradients reach
-# it (LoRA scope all): LayerNorm in/out ×2 (4h), q/k/v (3h), attention output (h), fc1 and GELU outputs (2i). With
-# checkpointing each layer keeps its input (h), plus one layer's full set while it is recomputed. Logits: bf16 + fp32
-# upcast + fp32 log-softmax ≈ 10 B each, at every position (full loss) or the answer positions only (suffix loss).
-# Not counted: LoRA dropout copies, attention softmax statistics, the CUDA context, allocator slack.
+# ACTIVATIONS (an estimate, apart from the exact budgets), bf16, per token and layer. Gemma: RMSNorm in/out before
+# attention (2h), q/k/v after RoPE (a·d + 2·kv·d: SDPA keeps them), attention output = o_proj input (a·d), RMSNorm
+# in/out before the MLP (2h), gate, GELU(gate), up and their product (4i). SigLIP, only when gradients reach it (scope
+# all): LayerNorm in/out ×2 (4h), q/k/v (3h), attention output (h), fc1 and GELU outputs (2i). Checkpointing keeps each
+# layer's input (h) plus one layer's full set while recomputed. Logits: bf16 + fp32 upcast + fp32 log-softmax ≈ 10 B
+# each, at every position (full loss) or the answer positions (suffix loss). Not counted: LoRA dropout copies,
+# attention softmax statistics, the CUDA context, allocator slack.
 
 def _kept(layers: int, checkpointed: int, checkpoint: int, saved: int) -> int:
     """Bytes per token kept by `layers` layers of which `checkpointed` keep only their input (+ one recompute)."""
@@ -219,16 +205,15 @@ def activation_estimate(d: Dims, seq_len: int, batch: int, suffix_len: int, visi
 
 
 # ---------------------------------------------------------------- the peak of a training step
-# The estimate behind `train.grad_ckpt = auto`: the training state as stored (`as_implemented`), the logits and
-# vision terms of `activation_estimate`, and what one Gemma layer keeps for the backward pass with the dtypes Tamrin's
-# QLoRA stack really has, read from the tensors autograd saves (torch.autograd.graph.saved_tensors_hooks) for one layer
-# of the real width on CPU: peft's `prepare_model_for_kbit_training` keeps the embeddings in fp32, so the residual
-# stream is fp32, and bitsandbytes' `Linear4bit.forward` returns its input's dtype (`.to(inp_dtype)`): the MLP's
-# intermediates are fp32 under QLoRA; the RMSNorm keeps an fp32 copy of its input; every LoRA layer keeps the bf16
-# (autocast) copy of its input for lora_A's gradient and its dropout mask (one byte per element on CUDA); attention
-# keeps q, k and v repeated to all heads (transformers' `repeat_kv` ahead of SDPA when a mask is given) and its
-# output; one layer's backward holds the gradients of its four MLP intermediates. Checked against every peak measured
-# on the H200 (bench/results/*.json, tests/test_vlm_ckpt_choice.py: within ESTIMATE_TOLERANCE).
+# The estimate behind `train.grad_ckpt = auto`: the training state as stored (`as_implemented`), the logits and vision
+# terms of `activation_estimate`, and what one Gemma layer keeps for the backward pass with the dtypes Tamrin's QLoRA
+# stack really has, read from the tensors autograd saves (torch.autograd.graph.saved_tensors_hooks) on CPU: peft's
+# `prepare_model_for_kbit_training` keeps the embeddings, so the residual stream, in fp32 and bitsandbytes'
+# `Linear4bit.forward` returns its input's dtype (`.to(inp_dtype)`): fp32 MLP intermediates; the RMSNorm keeps an
+# fp32 copy of its input; every LoRA layer its bf16 (autocast) input for lora_A's gradient and its dropout mask (a
+# byte per element on CUDA); attention q, k and v repeated to all heads (`repeat_kv` ahead of SDPA when a mask is
+# given) and its output; one layer's backward the gradients of its four MLP intermediates. Checked against every
+# peak measured on the H200 (bench/results/*.json, tests/test_vlm_ckpt_choice.py: within ESTIMATE_TOLERANCE).
 
 FREE_SHARE = 0.85  # of the free GPU memory the estimated peak may take
 ESTIMATE_TOLERANCE = 0.15  # |estimate / measured - 1| on the committed GPU measurements (tested)
@@ -275,11 +260,10 @@ def estimate_peak(d: Dims, lora, *, quantized: bool, double_quant: bool, seq_len
 
 
 # ---------------------------------------------------------------- which layers a setting checkpoints
-# Partial checkpointing is transformers' own `activation_checkpointing_enable(every_n_layers=N)` (transformers PR
-# #48200; modeling_utils.py `_set_gradient_checkpointing` sets `gradient_checkpointing` on every N-th
-# `GradientCheckpointingLayer`, counted over the whole model: SigLIP's 27 encoder layers first, then Gemma's 18).
-# Which layers a given N checkpoints is read off the library itself on a meta-device model (`settings`), so nothing
-# here re-implements its counting; a transformers without `every_n_layers` leaves `auto` with all or nothing.
+# Partial checkpointing is transformers' own `activation_checkpointing_enable(every_n_layers=N)` (PR #48200;
+# modeling_utils.py `_set_gradient_checkpointing` sets every N-th `GradientCheckpointingLayer`, counted over the whole
+# model: SigLIP's 27 encoder layers first, then Gemma's 18), read off the library on a meta-device model (`settings`),
+# not re-implemented here; a transformers without `every_n_layers` leaves `auto` with all or nothing.
 
 @dataclass(frozen=True)
 class Pattern:
@@ -341,10 +325,9 @@ def candidates(found: dict[int | None, Pattern]) -> list[Pattern]:
 
 
 # ---------------------------------------------------------------- the decision
-# `auto` is the fewest checkpointed decoder layers whose estimated peak for the configured batch fits in
-# `FREE_SHARE` of the GPU's free memory (none when everything fits, every layer when even that does not). On a CPU
-# `auto` means off: there is no GPU memory to save, and recomputing every layer doubled the demo's step time (38.6 →
-# 80.8 ms for the tiny model at batch 8, measured in one run on this project's 2-core machine).
+# `auto` is the fewest checkpointed decoder layers whose estimated peak fits in `FREE_SHARE` of the GPU's free memory
+# (none when everything fits, every layer when even that does not). On a CPU it means off: no GPU memory to save, and
+# recomputing every layer doubled the demo's step time (38.6 → 80.8 ms, tiny model, batch 8, this 2-core machine).
 
 @dataclass(frozen=True)
 class Choice:
@@ -367,9 +350,8 @@ class Choice:
 
 
 def requested_mode(value: Any) -> str:
-    """"auto" | "true" | "false" | "N" (every N-th layer, N ≥ 2) from a config value (the string, or a bool/int
-    set in code); ConfigError for anything else. The one rule for the value: the config check and `choose` both
-    call it."""
+    """"auto" | "true" | "false" | "N" (every N-th layer, N ≥ 2) from a config value (a string, or a bool/int set in
+    code); ConfigError for anything else. The one rule: the config check and `choose` both call it."""
     text = str(value).strip().lower()
     text = {"1": "true", "yes": "true", "on": "true", "0": "false", "no": "false", "off": "false"}.get(text, text)
     if text in ("auto", "true", "false") or (text.isdigit() and int(text) >= 2):

@@ -21,7 +21,7 @@ from typing import Any
 
 from .footprint import (BF16, BITS_NF4, BITS_NF4_DQ, CONFIG_FILE, FP32, GIB, MODEL_ID, Dims, activation_estimate,
                         as_implemented, closed_form_lora, closed_form_params, closed_form_quantized, load_config,
-                        load_config_dict, meta_model, nf4_bytes)
+                        meta_model, nf4_bytes)
 
 WARMUP_STEPS = 1  # untimed: the first step pays CUDA/cuBLAS initialisation, autotuning and allocator growth
 MODE_KEYS = ("ok", "error", "weights_allocated", "trainable_params", "peak_allocated", "peak_reserved",
@@ -54,12 +54,10 @@ def peft_lora_count(rank: int, alpha: float, targets: list[str], scope: str, con
 
     from .model import lora_target_pattern  # the pattern finetune uses: the count is of what it trains
 
-    model = meta_model(config)
-    peft_model = get_peft_model(model, LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, bias="none",
-                                                  target_modules=lora_target_pattern(targets, scope)))
-    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
-    adapted = sum(1 for n, _ in peft_model.named_modules() if n.endswith(".lora_A"))
-    return {"peft": trainable, "adapted_modules": adapted}
+    peft_model = get_peft_model(meta_model(config), LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, bias="none",
+                                                               target_modules=lora_target_pattern(targets, scope)))
+    return {"peft": sum(p.numel() for p in peft_model.parameters() if p.requires_grad),
+            "adapted_modules": sum(1 for n, _ in peft_model.named_modules() if n.endswith(".lora_A"))}
 
 
 def bnb_quantized_count(config=None) -> dict[str, Any]:
@@ -80,31 +78,23 @@ def bnb_quantized_count(config=None) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- byte budgets (exact, given the dtype assumptions)
-# ASSUMPTIONS of the textbook budgets (the report states them in Persian beside the table):
-# - bf16 (2 B) for weights and for the gradients of trainable tensors; frozen tensors have no gradient.
-# - AdamW keeps two states per trainable parameter (first and second moment): 8 B in fp32 or 4 B in bf16.
-#   PyTorch's AdamW stores its states in the parameter's dtype, so bf16 parameters give bf16 states unless a
-#   mixed-precision wrapper keeps fp32 copies.
-# - Classic mixed precision (Micikevicius et al. 2018; ZeRO's 16 B/param) adds an fp32 master copy of every
-#   trainable weight (4 B) on top of bf16 weights, bf16 gradients and fp32 Adam states: 2 + 2 + 4 + 8 = 16 B/param.
-# - LoRA and QLoRA adapters are counted in bf16 like the rest (the textbook view); what the code really stores is
-#   footprint's `as_implemented`.
-# - QLoRA: the weights of `closed_form_quantized` in NF4 at BITS_NF4_DQ bits each (double quantization); the rest
-#   (embeddings, norms, biases, patch and position embeddings) stays bf16.
-# - Budgets cover model state only; activations, the CUDA context (~0.5 GiB) and allocator slack come on top.
+# ASSUMPTIONS of the textbook budgets (the report states them in Persian beside the table): bf16 (2 B) weights and
+# gradients of trainable tensors (frozen ones have none); AdamW's two states per trainable parameter, 8 B in fp32 or
+# 4 B in bf16 (PyTorch's AdamW keeps them in the parameter's dtype unless a mixed-precision wrapper keeps fp32
+# copies); classic mixed precision (Micikevicius et al. 2018; ZeRO's 16 B/param) adds an fp32 master copy (4 B):
+# 2 + 2 + 4 + 8 = 16 B/param; LoRA and QLoRA adapters in bf16 like the rest (what the code really stores is
+# footprint's `as_implemented`); QLoRA's `closed_form_quantized` weights in NF4 at BITS_NF4_DQ bits (double
+# quantization), the rest (embeddings, norms, biases, patch and position embeddings) bf16. Model state only:
+# activations, the CUDA context (~0.5 GiB) and allocator slack come on top.
 
 
 def _budget(trainable: int, weights: float, grads: float, params_for_ratio: int, master: float = 0.0,
             adam_bf16: bool = True) -> dict[str, Any]:
-    opt32 = 2 * FP32 * trainable
-    opt16 = 2 * BF16 * trainable if adam_bf16 else None
-    tot32 = weights + grads + master + opt32
-    tot16 = (weights + grads + master + opt16) if adam_bf16 else None
-    out = {"trainable_params": trainable, "weights": round(weights), "grads": round(grads),
-           "optimizer": {"adam_fp32": opt32, "adam_bf16": opt16},
-           "total": {"adam_fp32": round(tot32), "adam_bf16": None if tot16 is None else round(tot16)},
-           "bytes_per_param_total": {"adam_fp32": tot32 / params_for_ratio,
-                                     "adam_bf16": None if tot16 is None else tot16 / params_for_ratio}}
+    opt = {"adam_fp32": 2 * FP32 * trainable, "adam_bf16": 2 * BF16 * trainable if adam_bf16 else None}
+    tot = {k: None if o is None else weights + grads + master + o for k, o in opt.items()}
+    out = {"trainable_params": trainable, "weights": round(weights), "grads": round(grads), "optimizer": opt,
+           "total": {k: None if t is None else round(t) for k, t in tot.items()},
+           "bytes_per_param_total": {k: None if t is None else t / params_for_ratio for k, t in tot.items()}}
     if master:
         out["master_weights"] = round(master)
     return out
@@ -137,8 +127,8 @@ def analyse(lora, mem) -> dict[str, Any]:
     """Everything in memory.json except `measured`, for the [lora] and [memory] sections (QLoRA with double
     quantization). Raises AssertionError if a count disagrees with its formula."""
     targets = list(lora.targets)
-    d = Dims.from_dict(load_config_dict())
     config = load_config()
+    d = Dims.of(config)
     counted = counted_params(meta_model(config))
     closed = closed_form_params(d)
     if counted != closed:
@@ -243,9 +233,8 @@ def save_random_checkpoint(folder: Path, device: str = "cuda") -> Path:
 
 
 def synthetic_batch(config, batch: int, seq_len: int, suffix_len: int, device) -> dict:
-    """A training batch (batches.collate) of random content: image tokens, <bos>, a random prompt, then
-    `suffix_len` answer tokens (the last one <eos>) that carry the labels. Every row is exactly `seq_len` long, so
-    no padding; fp32 pixels, as the processor gives them to finetune."""
+    """A training batch (batches.collate) of random content, every row `seq_len` long (no padding): image tokens,
+    <bos>, a random prompt, then `suffix_len` labelled answer tokens (the last <eos>); fp32 pixels, as finetune's."""
     import torch
 
     from .batches import Example, collate, to_device
@@ -301,8 +290,8 @@ def timed_steps(steps, batch: dict, n: int, warmup: int, sync) -> dict[str, Any]
 
 
 def measure_mode(mode: str, source, lora, mem, log=None) -> dict[str, Any]:
-    """Peak GPU memory over the warm-up and `mem.measure_steps` timed optimizer steps in `mode` (bytes above what
-    was allocated before the model was built: the CUDA context and the allocator's reserve are not in it)."""
+    """Peak GPU memory over the warm-up and `mem.measure_steps` timed optimizer steps in `mode` (above what was
+    allocated before the model was built)."""
     import gc
 
     import torch
@@ -364,30 +353,23 @@ def measure(mem, lora, work_dir: Path, log=None) -> dict[str, Any]:
 
 def committed_block(raw: dict[str, Any], source: str) -> dict[str, Any]:
     """A committed measurement file (`memory.measured_from`) as the `measured` block: only the known fields (a host
-    name or a local checkpoint path in an older file stays out of results/). A file measured before the warm-up
-    step was split off has one `seconds_per_step` that includes the first step; it is dropped, not relabelled,
-    so `seconds_per_step_steady` is null there and the report prints no per-step time until the file is
-    re-measured (bench/gpu_run.sh memory)."""
-    block = {k: raw.get(k) for k in BLOCK_KEYS}
-    block["weights"] = "random" if raw.get("weights") in (None, "random") or "random" in str(raw.get("weights")) \
-        else "checkpoint"
-    block["source"] = source
-    block["modes"] = {mode: {k: m.get(k) for k in MODE_KEYS} for mode, m in (raw.get("modes") or {}).items()}
-    return block
+    name or a local path in an older file stays out of results/). An older file's `seconds_per_step` includes the
+    warm-up step: it is dropped, not relabelled (`seconds_per_step_steady` null until re-measured)."""
+    weights = raw.get("weights")
+    return {**{k: raw.get(k) for k in BLOCK_KEYS},
+            "weights": "random" if weights is None or "random" in str(weights) else "checkpoint", "source": source,
+            "modes": {mode: {k: m.get(k) for k in MODE_KEYS} for mode, m in (raw.get("modes") or {}).items()}}
 
 
 def run(ctx) -> None:
     """The `memory` stage: analysis on the meta device; a GPU measurement when `memory.measure` is on."""
-    from .. import contract
+    from .. import ROOT, contract
     from ..atomic import read_json
     from ..errors import TamrinError
 
-    mem = ctx.section("memory")
-    lora = ctx.section("lora")
+    mem, lora = ctx.section("memory"), ctx.section("lora")
     measured_file = None
     if not mem.measure and mem.measured_from:  # checked first: a bad path fails before minutes of work
-        from .. import ROOT
-
         measured_file = ROOT / mem.measured_from  # an absolute path stays itself
         if not measured_file.exists():
             raise TamrinError(f"memory.measured_from points to {measured_file}, which does not exist; run the GPU "
