@@ -90,8 +90,7 @@ def _estimate_gib(model_config, lora_cfg, *, quantized: bool, batch: int, seq_le
                   ckpt_layers: int, vision_ckpt_layers: int) -> float:
     from tamrin.vlm.footprint import Dims, estimate_peak
 
-    e = estimate_peak(Dims.of(model_config), quantized=quantized, double_quant=True, rank=lora_cfg.rank,
-                      targets=list(lora_cfg.targets), scope=lora_cfg.scope, dropout=lora_cfg.dropout, seq_len=seq_len,
+    e = estimate_peak(Dims.of(model_config), lora_cfg, quantized=quantized, double_quant=True, seq_len=seq_len,
                       batch=batch, suffix_len=suffix_len, loss=loss, ckpt_layers=ckpt_layers,
                       vision_ckpt_layers=vision_ckpt_layers)
     return round(e["total"] / GIB, 3)

@@ -34,7 +34,7 @@ def memory_json(tmp_path_factory):
 
 
 def _dims() -> M.Dims:
-    return M.Dims.from_dict(json.loads(M.CONFIG_FILE.read_text()))
+    return M.Dims.of(M.load_config())
 
 
 def test_shipped_config_is_paligemma_3b_pt_224():

@@ -9,6 +9,7 @@ import pytest
 
 from tamrin.doctor.timing import (Reference, Workload, estimate_extrapolated, estimate_measured, gpu_key, hms,
                                   load_reference, reference_from_bench)
+from tamrin.config import TrainConfig
 from tamrin.vlm.batches import make_plan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,7 +42,7 @@ def test_rate_between_and_beyond_the_measured_batches():
 @pytest.mark.parametrize("n, b, a, world, epochs, max_steps", [(6640, 4, 4, 1, 1.0, None), (1100, 8, 1, 1, 1.0, 160),
                                                               (1000, 8, 2, 2, 2.5, None), (7, 8, 3, 1, 1.0, None)])
 def test_step_count_is_the_training_schedule(n, b, a, world, epochs, max_steps):
-    plan = make_plan(n, batch_size=b, grad_accum=a, world=world, epochs=epochs, max_steps=max_steps, seed=0)
+    plan = make_plan(n, TrainConfig(batch_size=b, grad_accum=a, epochs=epochs, max_steps=max_steps), world=world)
     assert Workload(n, 100, b, a, epochs, max_steps, world).total_steps == plan.total_steps
 
 

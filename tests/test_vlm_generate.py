@@ -9,7 +9,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))
-from vlm_support import DATA, load_tiny, one_thread  # noqa: E402
+from vlm_support import DATA, load_tiny, lora_cfg, one_thread  # noqa: E402
 
 from tamrin.vlm import batches  # noqa: E402
 from tamrin.vlm.evaluate import answer, decode_new, greedy  # noqa: E402
@@ -25,8 +25,8 @@ def tiny():
     with one_thread():
         processor, base = load_tiny(quantization="nf4")
         torch.manual_seed(0)  # LoRA A's init: the same model whatever ran before in this session
-        model, _ = attach_lora(base, rank=8, alpha=16, dropout=0.0, targets=["q_proj", "o_proj", "up_proj", "down_proj"],
-                               scope="language_model", quantized=True, ckpt_every=None)
+        lora = lora_cfg(rank=8, alpha=16, dropout=0.0, targets=["q_proj", "o_proj", "up_proj", "down_proj"])
+        model, _ = attach_lora(base, lora, quantized=True, ckpt_every=None)
         torch.manual_seed(2)
         with torch.no_grad():
             for n, p in model.named_parameters():

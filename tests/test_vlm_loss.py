@@ -9,7 +9,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))
-from vlm_support import DATA, load_tiny, one_thread  # noqa: E402
+from vlm_support import DATA, load_tiny, lora_cfg, one_thread  # noqa: E402
 
 from tamrin.vlm import batches  # noqa: E402
 from tamrin.vlm.batches import logits_needed  # noqa: E402
@@ -24,8 +24,8 @@ def lora_model():
     """NF4 tiny PaliGemma with LoRA, B matrices randomised so the adapter actually changes the output."""
     with one_thread():
         processor, base = load_tiny(quantization="nf4")
-        model, _ = attach_lora(base, rank=8, alpha=16, dropout=0.0, targets=["q_proj", "v_proj", "down_proj"],
-                               scope="language_model", quantized=True, ckpt_every=None)
+        lora = lora_cfg(rank=8, alpha=16, dropout=0.0, targets=["q_proj", "v_proj", "down_proj"])
+        model, _ = attach_lora(base, lora, quantized=True, ckpt_every=None)
         torch.manual_seed(1)
         with torch.no_grad():
             for n, p in model.named_parameters():

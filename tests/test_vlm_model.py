@@ -9,7 +9,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))
-from vlm_support import load_tiny, one_thread, tiny_base  # noqa: E402
+from vlm_support import load_tiny, lora_cfg, one_thread, tiny_base  # noqa: E402
 
 from tamrin.config import load_config  # noqa: E402
 from tamrin.errors import ConfigError, TamrinError  # noqa: E402
@@ -25,12 +25,10 @@ def test_lora_scope(scope, vision):
     with one_thread():
         _, base = load_tiny(quantization="nf4")
         layers = base.config.text_config.num_hidden_layers
-        model, info = attach_lora(base, rank=4, alpha=8, dropout=0.0, targets=ASSIGNMENT_TARGETS, scope=scope,
-                                  quantized=True, ckpt_every=1)
-    d = info.as_dict()
+        model, d = attach_lora(base, lora_cfg(rank=4, alpha=8, dropout=0.0, scope=scope), quantized=True, ckpt_every=1)
     assert d["matched_in_language_model"] == 7 * layers
     assert d["matched_in_vision_tower"] == vision
-    assert all("language_model" in n for n in info.matched) == (scope == "language_model")
+    assert all("language_model" in n for n in model.targeted_module_names) == (scope == "language_model")
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)
     # k-bit preparation: the base is frozen 4-bit, norms upcast to fp32, checkpointing switched on
@@ -42,8 +40,7 @@ def test_lora_targets_that_match_nothing_is_one_line():
     with one_thread():
         _, base = load_tiny(quantization="none")
         with pytest.raises(TamrinError, match="match no module"):
-            attach_lora(base, rank=4, alpha=8, dropout=0.0, targets=["no_such_proj"], scope="language_model",
-                        quantized=False, ckpt_every=None)
+            attach_lora(base, lora_cfg(targets=["no_such_proj"]), quantized=False, ckpt_every=None)
 
 
 def test_quantization_and_dtype_choices(monkeypatch):
@@ -98,8 +95,7 @@ def test_unquantized_lora_with_checkpointing_trains():
 
     with one_thread():
         processor, base = load_tiny(quantization="none")
-        model, info = attach_lora(base, rank=4, alpha=8, dropout=0.0, targets=ASSIGNMENT_TARGETS,
-                                  scope="language_model", quantized=False, ckpt_every=1)
+        model, _ = attach_lora(base, lora_cfg(rank=4, alpha=8, dropout=0.0), quantized=False, ckpt_every=1)
         assert model.get_base_model().is_gradient_checkpointing and not any(
             type(m).__name__ == "Linear4bit" for m in model.modules())
         model.train()

@@ -11,10 +11,11 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "fixtures"))
-from vlm_support import DATA, load_tiny, one_thread, train_cfg  # noqa: E402
+from vlm_support import DATA, load_tiny, lora_cfg, one_thread, train_cfg  # noqa: E402
 
 from tamrin.errors import TamrinError  # noqa: E402
 from tamrin.vlm import batches, step  # noqa: E402
+from tamrin.vlm.model import resolve_compute_dtype  # noqa: E402
 
 
 def test_guard_limits_bf16_and_fp16():
@@ -54,8 +55,8 @@ def _tiny_lora(dtype: torch.dtype = torch.float32, device: str = "cpu"):
 
     processor, base = load_tiny(quantization="none", dtype=dtype)
     torch.manual_seed(0)
-    model, _ = attach_lora(base.to(device), rank=4, alpha=8, dropout=0.0, targets=["q_proj", "v_proj"],
-                           scope="language_model", quantized=False, ckpt_every=None)
+    lora = lora_cfg(rank=4, alpha=8, dropout=0.0, targets=["q_proj", "v_proj"])
+    model, _ = attach_lora(base.to(device), lora, quantized=False, ckpt_every=None)
     model.train()
     return processor, model
 
@@ -131,10 +132,11 @@ def test_capability_7_5_trains_in_fp16_with_fp32_lora_weights(monkeypatch, fresh
     """A T4 (capability 7.5): fp16 autocast (Accelerate's "fp16", which brings the grad scaler on a GPU), the
     LoRA weights fp32 even when the adapter was made in fp16, the guard's fp16 patience; an A100 gets bf16."""
     fake_gpu(monkeypatch, (8, 0))
-    assert step.precision_for(torch.device("cuda", 0)) == (torch.bfloat16, "bf16")
+    assert resolve_compute_dtype("auto", torch.device("cuda", 0)) == torch.bfloat16
+    assert step.MIXED_PRECISION[torch.bfloat16] == "bf16"
     fake_gpu(monkeypatch, (7, 5))
-    dtype, mixed = step.precision_for(torch.device("cuda", 0))
-    assert (dtype, mixed) == (torch.float16, "fp16")
+    dtype = resolve_compute_dtype("auto", torch.device("cuda", 0))
+    assert (dtype, step.MIXED_PRECISION[dtype]) == (torch.float16, "fp16")
     with one_thread():
         _, model = _tiny_lora()
         for p in model.parameters():

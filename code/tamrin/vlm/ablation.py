@@ -1,12 +1,9 @@
 """`ablation` stage: the measured effect of the LoRA rank → results/ablation/ablation.json (contract/ablation.py).
-
 For each rank of `ablation.ranks` (plus `large_gpu_ranks` on a large GPU; with `ablation.compare_quantization` also
-the main rank on an unquantized base) one adapter is trained by finetune's own loop on the main run's rows, steps,
-seed and base, reloaded from its saved files (`evaluate.load_for_eval`: fresh objects, so no 4-bit weight is
-evaluated between trainings in one model object — bitsandbytes 0.50 repacks a Linear4bit weight for its
-gradient-less CPU kernel on the first eval-mode no-grad forward) and scored on the test questions as `eval` scores
-them. Disabled (the paper profile's default: it costs GPU time), the stage only records how long it would take
-here, from the main run's steady seconds per step and eval's generation speed.
+the main rank on an unquantized base) finetune's own loop trains one adapter on the main run's rows, steps, seed and
+base; it is reloaded from its saved files (fresh objects: bitsandbytes 0.50 repacks a Linear4bit weight for its
+gradient-less CPU kernel on the first eval-mode no-grad forward) and scored as `eval` scores. Disabled (the paper
+profile's default), the stage records how long it would take here, from the main run's and eval's speeds.
 """
 from __future__ import annotations
 
@@ -16,6 +13,7 @@ from typing import Any
 
 from .. import contract
 from ..atomic import read_json, read_jsonl
+from .model import on_device
 
 ADAPTER_STATE_BYTES = 16  # fp32 adapter weight + fp32 gradient + two fp32 AdamW moments, per trainable parameter
 
@@ -23,16 +21,14 @@ ADAPTER_STATE_BYTES = 16  # fp32 adapter weight + fp32 gradient + two fp32 AdamW
 def plan_runs(ab, lora_rank: int, lora_alpha: float, quantization: str, gpu_gib: float | None
               ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(runs to train, skipped ranks): one run {rank, alpha, quantization} per rank, the large-GPU ranks only when
-    `gpu_gib` reaches `ab.large_gpu_gib`; plus the main rank unquantized with `compare_quantization` (when the main
-    run is quantized). alpha keeps the main run's alpha / r (`ratio`) or stays lora.alpha (`fixed`)."""
+    `gpu_gib` reaches `ab.large_gpu_gib`; plus the main rank unquantized with `compare_quantization` (main run
+    quantized). alpha keeps the main run's alpha / r (`ratio`) or stays lora.alpha (`fixed`)."""
     large = gpu_gib is not None and gpu_gib >= ab.large_gpu_gib
     ranks = list(dict.fromkeys(ab.ranks + (ab.large_gpu_ranks if large else [])))
     skipped = [] if large else [{"rank": r, "reason": "needs_large_gpu"} for r in ab.large_gpu_ranks
                                 if r not in ab.ranks]
 
-    def alpha(rank: int) -> float:
-        return lora_alpha / lora_rank * rank if ab.alpha == "ratio" else lora_alpha
-
+    alpha = lambda rank: lora_alpha / lora_rank * rank if ab.alpha == "ratio" else lora_alpha  # noqa: E731
     runs = [{"rank": r, "alpha": alpha(r), "quantization": quantization} for r in ranks]
     if ab.compare_quantization and quantization == "nf4":
         runs.append({"rank": lora_rank, "alpha": alpha(lora_rank), "quantization": "none"})
@@ -82,18 +78,8 @@ def _done(run_dir: Path, steps: int) -> bool:
             and read_json(summary).get("steps_done") == steps)
 
 
-def run(ctx) -> None:
-    """Stage entry point."""
-    import torch
-
-    from .model import threads_for
-
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    with threads_for(ctx.section("model").kind, device):
-        _run(ctx, device)
-
-
-def _run(ctx, device) -> None:
+@on_device
+def run(ctx, device) -> None:
     import torch
 
     from . import batches
@@ -124,17 +110,15 @@ def _run(ctx, device) -> None:
                 "device": torch.cuda.get_device_name(device) if cuda else "cpu", "gpu_gib": gpu_gib}
     minutes = "?" if est["total_seconds"] is None else f"{est['total_seconds'] / 60:.1f}"
     plan_text = f"{len(runs)} runs (ranks {', '.join(str(r['rank']) for r in runs)}) × {steps} steps"
+    out = {"enabled": ab.enabled, "settings": settings, "skipped": skipped, "estimate": est, "runs": []}
     if not ab.enabled:
         ctx.log.info(f"ablation off in this profile: {plan_text} would take ≈ {minutes} min here (the main run's "
                      "steady seconds per step; turn it on with --set ablation.enabled=true)")
-        contract.write(ctx.out_dir, "ablation/ablation.json", {"enabled": False, "settings": settings,
-                                                               "skipped": skipped, "estimate": est, "runs": []})
+        contract.write(ctx.out_dir, "ablation/ablation.json", out)
         return
     ctx.log.info(f"ablation: {plan_text}, estimated ≈ {minutes} min")
-    # The base the main run fine-tuned (the demo's tiny random model is a folder inside results/finetune/).
     source = base_source_of(finetune_dir, main, model_cfg)
     images = batches.ImageStore(data_dir)
-    records = []
     for i, r in enumerate(runs, 1):
         mc = model_cfg.model_copy(update={"kind": "pretrained", "id": str(source), "quantization":
                                           "none" if r["quantization"] == "none" else model_cfg.quantization})
@@ -159,10 +143,9 @@ def _run(ctx, device) -> None:
         if cuda:
             torch.cuda.empty_cache()
         metrics = compute_metrics(prediction_rows(rows, preds), resamples=eval_cfg.bootstrap, seed=eval_cfg.seed)
-        records.append(run_record(r, summary, loss_rows, metrics, seconds))
+        out["runs"].append(run_record(r, summary, loss_rows, metrics, seconds))
         ctx.log.info(f"r = {r['rank']} ({r['quantization']}): exact match {metrics['exact_match']:.3f}, "
                      f"ROUGE-L {metrics['rougeL']['f']:.3f}, {summary['trainable_params']:,} trainable")
-    contract.write(ctx.out_dir, "ablation/ablation.json", {"enabled": True, "settings": settings, "skipped": skipped,
-                                                           "estimate": est, "runs": records})
+    contract.write(ctx.out_dir, "ablation/ablation.json", out)
     if ctx.profile == "demo":
         ctx.extra["note"] = "offline demo: a tiny random-weight PaliGemma, not PaliGemma results"

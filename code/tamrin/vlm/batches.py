@@ -1,19 +1,18 @@
 """Reading the data stage's files and turning question rows into model batches exactly as transformers'
-`PaliGemmaProcessor` does for `google/paligemma-3b-pt-224` — but tokenised once per example instead of once per
-batch, each image's pixel values computed once — and which examples each optimizer step sees (`Plan`).
+`PaliGemmaProcessor` does for `google/paligemma-3b-pt-224`, but tokenised once per example and each image's pixel
+values computed once; and which examples each optimizer step sees (`Plan`).
 
 For a prompt without an `<image>` placeholder the processor builds (transformers 5.24, processing_paligemma.py:
 `prepare_inputs_layout`, `__call__`, `replace_image_token`; the same string in 4.4x's `build_string_from_input`)
 `image_seq_length` × "<image>", <bos>, the prompt, "\n"; with `suffix=` the answer + <eos> is the pair's second
 segment (nothing merges across the "\n"), `token_type_ids` is 1 on it, and labels are -100 wherever token_type is
 0. (With an "<image>" in the text, 4.4x skipped the <bos> and the <eos>: one more reason to build the string here.)
-`processor_mismatch` compares `encode` with a real `processor(...)` call, which finetune runs at start so another
-transformers version cannot silently build other inputs.
+finetune checks at start that `encode` equals a real `processor(...)` call (`processor_mismatch`).
 
 Batches are left-padded in training and generation alike, so the suffix (and the next generated token) sits at the
-right end: the suffix-only loss needs logits for the last few positions only, a count computed here on the host
-(`logits_to_keep`) so the step never waits on the device for it. Position ids are passed explicitly (1-based, over
-real tokens), equal to what `generate` computes from the attention mask.
+right end: the suffix-only loss needs logits for the last few positions only, counted here on the host
+(`logits_to_keep`) so the step never waits on the device for it. Position ids are explicit (1-based over real
+tokens), as `generate` computes them from the attention mask.
 """
 from __future__ import annotations
 
@@ -76,7 +75,6 @@ class ImageStore:
 @dataclass(frozen=True)
 class Example:
     """One question tokenised: image tokens + <bos> + prompt + "\n" (+ answer + <eos>) and their token types."""
-
     image: str  # path relative to the data folder
     input_ids: tuple[int, ...]
     token_type_ids: tuple[int, ...]
@@ -181,18 +179,14 @@ class Collated(torch.utils.data.Dataset):
         return collate(chosen, self.pixels([e.image for e in chosen]), self.pad_id, with_answers=self.with_answers)
 
 
-def _identity(item):
-    return item
-
-
 def loader(dataset: Collated, *, workers: int, pin: bool, seed: int = 0) -> torch.utils.data.DataLoader:
     """The items of `dataset` in order, built in `workers` worker processes (none: in this one), pinned for CUDA."""
     if workers:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # forked workers + a threaded tokenizer can hang
     # Its own generator: creating the iterator draws a worker seed, which must not shift the global RNG that
     # dropout uses (a resumed run would otherwise diverge from an uninterrupted one).
-    return torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers, collate_fn=_identity,
-                                       pin_memory=pin, generator=torch.Generator().manual_seed(seed),
+    return torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers, pin_memory=pin,
+                                       generator=torch.Generator().manual_seed(seed),
                                        prefetch_factor=4 if workers else None)
 
 
@@ -237,13 +231,11 @@ def to_device(batch: dict, device: torch.device) -> dict:
 
 @dataclass(frozen=True)
 class Plan:
-    """A deterministic function of (seed, epoch, step, rank): recomputed rather than carried in a DataLoader's
-    state, so a resumed run continues with exactly the micro-batches the killed run would have seen next.
-
-    Per epoch the train indices are permuted (seeded by seed and epoch) and cut into global micro-batches of
-    `batch_size × world` examples (the last one wraps around to the epoch's start so every process gets a full
-    batch — DDP needs equal work on every rank). Each optimizer step takes `grad_accum` consecutive micro-batches
-    (the epoch's last step may take fewer); process `rank` takes its own `batch_size` slice of each."""
+    """A deterministic function of (seed, epoch, step, rank), not a DataLoader's state, so a resumed run continues
+    with exactly the micro-batches the killed run would have seen next. Per epoch the train indices are permuted
+    (seeded by seed and epoch) and cut into global micro-batches of `batch_size × world` examples (the last wraps
+    around to the epoch's start: DDP needs equal work on every rank). Each optimizer step takes `grad_accum`
+    consecutive micro-batches (the epoch's last step may take fewer); process `rank` takes its `batch_size` slice."""
     n_examples: int
     batch_size: int  # per process
     grad_accum: int
@@ -269,11 +261,12 @@ class Plan:
         return step / self.steps_per_epoch
 
 
-def make_plan(n_examples: int, *, batch_size: int, grad_accum: int, world: int, epochs: float,
-              max_steps: int | None, seed: int) -> Plan:
-    micro = math.ceil(n_examples / (batch_size * world))
-    steps_per_epoch = math.ceil(micro / grad_accum)
-    total = max_steps if max_steps is not None else math.ceil(epochs * steps_per_epoch)
+def make_plan(n_examples: int, train_cfg, *, world: int) -> Plan:
+    """The plan of the [train] section `train_cfg` for `n_examples` over `world` processes."""
+    t = train_cfg
+    micro = math.ceil(n_examples / (t.batch_size * world))
+    steps_per_epoch = math.ceil(micro / t.grad_accum)
+    total = t.max_steps if t.max_steps is not None else math.ceil(t.epochs * steps_per_epoch)
     if total < 1:
         raise TamrinError("train.epochs = 0 and no train.max_steps: nothing to train; set either")
-    return Plan(n_examples, batch_size, grad_accum, world, seed, micro, steps_per_epoch, total)
+    return Plan(n_examples, t.batch_size, t.grad_accum, world, t.seed, micro, steps_per_epoch, total)

@@ -1,8 +1,8 @@
-"""Resumable training state in the stage's work folder: a folder `ckpt-<step>` with the trainable (LoRA) weights,
-optimizer, scheduler and grad-scaler states, every process's RNG state and the logs so far — tensors and plain
-data only, loaded with `torch.load(weights_only=True)` (a checkpoint file cannot run code). `complete.json` is
-written last, so a kill mid-save leaves a folder that is ignored; the two newest complete ones are kept, so a newest
-one that fails to load resumes from the one before. The quantized base is never saved: it is reloaded from source.
+"""Resumable training state: a folder `ckpt-<step>` in the work folder with the trainable (LoRA) weights, optimizer,
+scheduler and grad-scaler states, every process's RNG state and the logs so far — tensors and plain data only, loaded
+with `torch.load(weights_only=True)` (a checkpoint cannot run code). `complete.json` is written last (a kill mid-save
+leaves a folder that is ignored); the two newest complete ones are kept, so one that fails to load resumes from the
+one before. The quantized base is never saved: it is reloaded from source.
 """
 from __future__ import annotations
 
@@ -95,9 +95,8 @@ def load(folder: Path, rank: int, *, model, optimizer, scheduler, scaler=None) -
 
 
 def resume(work_dir: Path, rank: int, log, **states) -> tuple[Path, dict] | None:
-    """Load the newest complete checkpoint that loads, reporting (and setting aside) any that does not; None when
-    there is none. `states`: model, optimizer, scheduler, scaler as for `load`. A broken checkpoint is renamed
-    `broken-ckpt-*` (kept for inspection, never tried again)."""
+    """Load the newest complete checkpoint that loads (`states` as for `load`); None when there is none. One that does
+    not load is reported and renamed `broken-ckpt-*` (kept for inspection, never tried again)."""
     for folder in complete(work_dir):
         try:
             return folder, load(folder, rank, **states)

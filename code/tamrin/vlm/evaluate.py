@@ -1,11 +1,6 @@
-"""`eval` stage: the base and the fine-tuned model on the same test questions → results/eval/, and the batched greedy
-answering that eval, the ablation and doctor use.
-
-The base is exactly the model that was fine-tuned: the same source, quantization, compute dtype and (4-bit) the same
-preparation as training (`model.prepare_quantized`: fp32 outside the 4-bit matmuls), its answers taken from the
-same object under `disable_adapter()`. Besides the two models' predictions and metrics: baseline/ (the majority
-answer per question type of the train split), analysis.json, samples.json (`eval.n_samples` questions drawn with
-`eval.seed`, for the report) and summary.json.
+"""`eval` stage: the base and the fine-tuned model (and the majority baseline) on the same test questions →
+results/eval/, and the batched greedy answering that eval, the ablation and doctor use. The base is exactly the
+model that was fine-tuned (same source, quantization, compute dtype and 4-bit preparation) under `disable_adapter()`.
 
 Answering (issue 15; H200 numbers in bench/results/): questions are tokenised once and generated in order of prompt
 length (little padding; answers put back in input order), their images preprocessed ahead by DataLoader workers
@@ -33,7 +28,7 @@ from ..errors import MissingResultError, TamrinError
 from . import batches
 from .metrics import analyse, compute_metrics, majority_baseline, prediction_rows
 from .model import DTYPE_NAMES, load_base_model, load_processor, prepare_quantized, resolve_compute_dtype, \
-    resolve_quantization, threads_for
+    on_device, resolve_quantization
 
 
 # ---------------------------------------------------------------- batched greedy answering
@@ -99,9 +94,8 @@ class _NonFiniteLogits:
 
 
 def hit_limit(new_tokens: torch.Tensor, eos_token_id: int, max_new_tokens: int) -> list[bool]:
-    """Per row of a batch's generated tokens: stopped at `max_new_tokens` rather than at EOS. The greedy loop ends a
-    batch once every row has emitted EOS, so a row was cut short exactly when the batch ran the full budget and the
-    row holds no EOS."""
+    """Per row of a batch's generated tokens: stopped at `max_new_tokens` rather than at EOS (the greedy loop ends a
+    batch once every row has emitted EOS: a row was cut short when the batch ran the full budget without its EOS)."""
     if new_tokens.shape[1] < max_new_tokens:
         return [False] * new_tokens.shape[0]
     return (~(new_tokens[:, :max_new_tokens] == eos_token_id).any(dim=1)).tolist()
@@ -128,7 +122,7 @@ def answer(model, processor, rows: Sequence[dict], images, prefix: str, *, batch
            truncated: list[bool] | None = None) -> list[str]:
     """Greedy answers for `rows`, in their order, `batch_size` questions per `generate` call. `pixels`: a cache to
     share between calls (base and fine-tuned); `stats` gets `fp32_fallback_batches` and `nonfinite_batches`
-    (non-finite even in fp32) added; `truncated`, when given, is filled with one `hit_limit` flag per row."""
+    (non-finite even in fp32); `truncated`, when given, is filled with one `hit_limit` flag per row."""
     from tqdm.auto import tqdm
 
     model.eval()
@@ -164,8 +158,7 @@ def answer(model, processor, rows: Sequence[dict], images, prefix: str, *, batch
         watch.handle.remove()
         bar.close()
     if stats is not None:
-        for k, v in counts.items():
-            stats[k] = stats.get(k, 0) + v
+        stats.update(counts)
     if truncated is not None:
         truncated[:] = cut
     return out  # type: ignore[return-value]
@@ -221,14 +214,8 @@ def draw_samples(ids: list[str], n: int, seed: int) -> list[str]:
     return random.Random(seed).sample(list(ids), min(n, len(ids)))
 
 
-def run(ctx) -> None:
-    """Stage entry point."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    with threads_for(ctx.section("model").kind, device):
-        _run(ctx, device)
-
-
-def _run(ctx, device: torch.device) -> None:
+@on_device
+def run(ctx, device: torch.device) -> None:
     eval_cfg, model_cfg = ctx.section("eval"), ctx.section("model")
     data_dir, finetune_dir, out = Path(ctx.inputs["data"]), Path(ctx.inputs["finetune"]), Path(ctx.out_dir)
     rows = batches.read_split(data_dir, "test")[:eval_cfg.max_examples]  # None: all
@@ -265,27 +252,24 @@ def _run(ctx, device: torch.device) -> None:
     predictions["baseline"] = majority_baseline(batches.read_split(data_dir, "train"), rows)
     metrics = {}
     for name, preds in predictions.items():
-        metrics[name] = compute_metrics(preds, resamples=eval_cfg.bootstrap, seed=eval_cfg.seed)
+        m = metrics[name] = compute_metrics(preds, resamples=eval_cfg.bootstrap, seed=eval_cfg.seed)
         contract.write(out, f"eval/{name}/predictions.jsonl", preds)
-        contract.write(out, f"eval/{name}/metrics.json", metrics[name])
-        ctx.log.info(f"{name}: exact match {metrics[name]['exact_match']:.3f}, "
-                     f"ROUGE-L F1 {metrics[name]['rougeL']['f']:.3f} "
-                     f"[{metrics[name]['rougeL']['ci_low']:.3f}, {metrics[name]['rougeL']['ci_high']:.3f}]")
+        contract.write(out, f"eval/{name}/metrics.json", m)
+        ctx.log.info(f"{name}: exact match {m['exact_match']:.3f}, ROUGE-L F1 {m['rougeL']['f']:.3f} "
+                     f"[{m['rougeL']['ci_low']:.3f}, {m['rougeL']['ci_high']:.3f}]")
 
     contract.write(out, "eval/analysis.json", analyse(predictions, truncated, eval_cfg.max_new_tokens,
                                                       resamples=eval_cfg.bootstrap, seed=eval_cfg.seed))
     ids = draw_samples([r["id"] for r in rows], eval_cfg.n_samples, eval_cfg.seed)
-    at = {r["id"]: k for k, r in enumerate(rows)}
-    contract.write(out, "eval/samples.json", {"seed": eval_cfg.seed, "ids": ids, "samples": [
-        {"id": i, "image": rows[at[i]]["image"], "question": rows[at[i]]["question"], "answer": rows[at[i]]["answer"],
-         "qtype": rows[at[i]].get("qtype"), "base": predictions["base"][at[i]]["prediction"],
-         "finetuned": predictions["finetuned"][at[i]]["prediction"]} for i in ids]})
+    samples = [{**{k: rows[j].get(k) for k in ("id", "image", "question", "answer", "qtype")},
+                "base": predictions["base"][j]["prediction"], "finetuned": predictions["finetuned"][j]["prediction"]}
+               for j in map({r["id"]: k for k, r in enumerate(rows)}.get, ids)]
+    contract.write(out, "eval/samples.json", {"seed": eval_cfg.seed, "ids": ids, "samples": samples})
     contract.write(out, "eval/summary.json", {
         **info, "n": len(rows), "batch_size": eval_cfg.batch_size, "max_new_tokens": eval_cfg.max_new_tokens,
         "seconds": {k: round(v, 2) for k, v in timings.items()},
         "questions_per_s": {k: round(len(rows) / v, 2) for k, v in timings.items() if v > 0},
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "exact_match": {k: m["exact_match"] for k, m in metrics.items()},
-        "fp32_fallback_batches": {k: v["fp32_fallback_batches"] for k, v in guard.items()},
-        "nonfinite_batches": {k: v["nonfinite_batches"] for k, v in guard.items()},
+        **{key: {k: v[key] for k, v in guard.items()} for key in ("fp32_fallback_batches", "nonfinite_batches")},
     })

@@ -1,12 +1,8 @@
-"""`finetune` stage: QLoRA fine-tuning of PaliGemma on the CLEVR train split → results/finetune/ (loss.jsonl,
-heldout.jsonl, adapter/, summary.json, and for the demo's tiny model base_model/, the exact base `eval` compares).
-
-A plain loop on 🤗 Accelerate (`accelerate launch --multi_gpu build.py finetune` runs it with DDP unchanged):
-seeded, gradient checkpointing as `train.grad_ckpt` decides (footprint), a resumable checkpoint every
-`train.save_every` steps, `train.max_minutes` for time-limited sessions; the optimizer step is `step.TrainStep`.
-At the speed of the benchmark of the same step (bench/bench_vlm.py, "loop vs bench"): questions tokenised once,
-pixel values computed once per process in the DataLoader workers, batches pinned, and one wait for the GPU per
-step — for the step loss, which the non-finite guard needs before the update.
+"""`finetune` stage: QLoRA fine-tuning of PaliGemma on the CLEVR train split → results/finetune/ (for the demo's tiny
+model also base_model/, the exact base `eval` compares). A plain loop on 🤗 Accelerate (`accelerate launch --multi_gpu
+build.py finetune` runs it with DDP unchanged); the optimizer step is `step.TrainStep`. At the benchmark's speed
+(bench/bench_vlm.py, "loop vs bench"): questions tokenised once, pixel values computed once per process in the
+DataLoader workers, batches pinned, and one wait for the GPU per step (for the loss the non-finite guard needs).
 """
 from __future__ import annotations
 
@@ -29,8 +25,8 @@ from ..errors import TamrinError
 from . import batches, checkpoint
 from .batches import IGNORE
 from .footprint import Choice, Dims, candidates, checkpointed_layers, choose, estimate_peak, settings
-from .model import DTYPE_NAMES, LoraInfo, attach_lora, load_base_model, load_model_config, load_processor, \
-    resolve_compute_dtype, resolve_quantization, threads_for
+from .model import DTYPE_NAMES, attach_lora, load_base_model, load_model_config, load_processor, \
+    on_device, resolve_compute_dtype, resolve_quantization
 from .step import TrainStep, make_accelerator, suffix_logits, token_ce_sum
 
 BASE_DIR = "base_model"
@@ -63,7 +59,7 @@ def base_source(model_cfg, work_dir: Path, train_rows: list[dict]) -> Path | str
 class TrainingModel:
     model: torch.nn.Module  # peft model (LoRA on the frozen, possibly 4-bit, base)
     processor: object
-    lora: LoraInfo
+    lora: dict  # the summary's `lora` block
     quantization: str  # "nf4" | "none"
     compute_dtype: torch.dtype
     grad_ckpt: Choice
@@ -79,10 +75,8 @@ def checkpointing_choice(source, model_cfg, lora_cfg, train_cfg, device: torch.d
     found, layers = settings(config), config.text_config.num_hidden_layers
     if str(train_cfg.grad_ckpt).lower() != "auto" or not cuda:
         return choose(train_cfg.grad_ckpt, cuda=cuda, found=found, layers=layers)
-    estimates = {p.decoder: estimate_peak(Dims.of(config), quantized=quant == "nf4",
-                                          double_quant=model_cfg.double_quant, rank=lora_cfg.rank,
-                                          targets=list(lora_cfg.targets), scope=lora_cfg.scope,
-                                          dropout=lora_cfg.dropout, seq_len=seq_len or train_cfg.max_length,
+    estimates = {p.decoder: estimate_peak(Dims.of(config), lora_cfg, quantized=quant == "nf4",
+                                          double_quant=model_cfg.double_quant, seq_len=seq_len or train_cfg.max_length,
                                           batch=train_cfg.batch_size, suffix_len=suffix_len, loss=train_cfg.loss,
                                           ckpt_layers=p.decoder, vision_ckpt_layers=p.vision)
                  for p in candidates(found)}
@@ -101,10 +95,8 @@ def build_training_model(source, model_cfg, lora_cfg, train_cfg, device: torch.d
                                 suffix_len=suffix_len)
     base = load_base_model(source, quantization=quant, compute_dtype=dtype, device=device,
                            double_quant=model_cfg.double_quant)
-    model, info = attach_lora(base, rank=lora_cfg.rank, alpha=lora_cfg.alpha, dropout=lora_cfg.dropout,
-                              targets=lora_cfg.targets, scope=lora_cfg.scope, quantized=quant == "nf4",
-                              ckpt_every=ckpt.every_n)
-    done = checkpointed_layers(model)
+    model, info = attach_lora(base, lora_cfg, quantized=quant == "nf4", ckpt_every=ckpt.every_n)
+    done = checkpointed_layers(model)[0]
     if done != ckpt.pattern.decoder:  # the library did not do what the choice counted on
         raise AssertionError(f"{done} decoder layers checkpointed, {ckpt.pattern.decoder} expected for "
                              f"every_n = {ckpt.every_n}")
@@ -113,19 +105,13 @@ def build_training_model(source, model_cfg, lora_cfg, train_cfg, device: torch.d
 
 # ---------------------------------------------------------------- data
 
-def _fitting(rows: list[dict], examples: list[batches.Example], max_length: int
-             ) -> tuple[list[dict], list[batches.Example]]:
-    """The rows (and their tokenised examples) whose full sequence fits `max_length` tokens."""
-    kept = [(r, e) for r, e in zip(rows, examples) if len(e) <= max_length]
-    return [r for r, _ in kept], [e for _, e in kept]
-
-
 @dataclass
 class TrainingData:
     """The train split as training uses it: the rows trained on (the held-out slice carved out, the ones longer
     than `train.max_length` dropped) tokenised once, the held-out slice's examples, the processor and pixel cache."""
     processor: object
     pixels: batches.PixelCache
+    pad_id: int
     rows: list[dict]
     examples: list[batches.Example]
     skipped: int  # longer than train.max_length
@@ -142,40 +128,26 @@ class TrainingData:
             raise TamrinError(f"the installed transformers' PaliGemmaProcessor builds other training inputs than "
                               f"Tamrin's tokeniser ({mismatch}); install the tested versions "
                               "(pip install -e . -c constraints/tested.txt) and rerun")
-        kept, examples = _fitting(rows, batches.tokenize(processor, rows, prefix, with_answers=True),
-                                  train_cfg.max_length)
+        kept = [(r, e) for r, e in zip(rows, batches.tokenize(processor, rows, prefix, with_answers=True))
+                if len(e) <= train_cfg.max_length]
         if len(kept) < len(rows):
             log.warning(f"skipped {len(rows) - len(kept)} training examples longer than train.max_length = "
                         f"{train_cfg.max_length}")
-        if not examples:
+        if not kept:
             raise TamrinError("no training examples left (all were longer than train.max_length?); "
                               "raise train.max_length or check results/data/train.jsonl")
-        _, held_examples = _fitting(held, batches.tokenize(processor, held, prefix, with_answers=True),
-                                    train_cfg.max_length) if held else ([], [])
-        return cls(processor, batches.PixelCache(processor.image_processor, images), kept, examples,
-                   len(rows) - len(kept), held_examples)
-
-    @property
-    def pad_id(self) -> int:
-        return self.processor.tokenizer.pad_token_id
-
-    @property
-    def longest(self) -> int:
-        return max(map(len, self.examples))
-
-    @property
-    def longest_suffix(self) -> int:
-        return max(sum(e.token_type_ids) for e in self.examples)
+        held_examples = [e for e in batches.tokenize(processor, held, prefix, with_answers=True)
+                         if len(e) <= train_cfg.max_length] if held else []
+        return cls(processor, batches.PixelCache(processor.image_processor, images), processor.tokenizer.pad_token_id,
+                   [r for r, _ in kept], [e for _, e in kept], len(rows) - len(kept), held_examples)
 
 
 # ---------------------------------------------------------------- the held-out curve
-# Loss and exact match on a fixed slice of the TRAIN split that training never sees, every `train.heldout_every`
-# steps — what shows overfitting; the test split stays untouched until `eval`. The slice is whole images (CLEVR asks
-# several questions about one scene: a question held out beside a trained one about the same image would not be held
-# out), chosen by a seeded permutation of the image names, so the same rows on every process and after a resume.
-# Exact match here is teacher-forced: the most likely token is right at every answer position, <eos> included —
-# exactly when greedy decoding would reproduce the answer, read off the loss's forward pass (`eval` compares
-# generated answers after normalisation, so it can only match more often).
+# Loss and exact match every `train.heldout_every` steps on a fixed slice of the TRAIN split that training never sees
+# (what shows overfitting; the test split stays untouched until `eval`). The slice is whole images (CLEVR asks several
+# questions about one scene), chosen by a seeded permutation of the image names: the same rows on every process and
+# after a resume. Exact match is teacher-forced: the argmax is right at every answer position, <eos> included — exactly
+# when greedy decoding reproduces the answer (`eval` compares normalised generated answers: it can only match more).
 
 def carve_heldout(rows: list[dict], size: int, seed: int) -> tuple[list[dict], list[dict]]:
     """(rows to train on, held-out rows): whole images in a seeded order until at least `size` questions are held
@@ -198,11 +170,10 @@ def carve_heldout(rows: list[dict], size: int, seed: int) -> tuple[list[dict], l
 
 @contextlib.contextmanager
 def dropout_off(model) -> Iterator[None]:
-    """Dropout modules in eval mode, everything else as it is (train mode). Not `model.eval()`: bitsandbytes
-    0.50 repacks a Linear4bit's weight for a CPU inference kernel without a backward the first time the layer runs
-    in eval mode on an input without grad (bitsandbytes/nn/modules.py, Linear4bit.forward, on CPUs with
-    AVX512-BF16), which would cut the training's gradient path. With dropout off no random number is drawn, so
-    evaluating leaves the training run exactly as it would be without it."""
+    """Dropout modules in eval mode, everything else in train mode. Not `model.eval()`: bitsandbytes 0.50 repacks a
+    Linear4bit's weight for a CPU kernel without a backward the first time the layer runs in eval mode on an input
+    without grad (bitsandbytes/nn/modules.py, Linear4bit.forward, on CPUs with AVX512-BF16), cutting the training's
+    gradient path. With dropout off no random number is drawn: evaluating leaves the training run unchanged."""
     dropouts = [m for m in model.modules() if isinstance(m, torch.nn.Dropout) and m.training]
     for m in dropouts:
         m.train(False)
@@ -214,10 +185,9 @@ def dropout_off(model) -> Iterator[None]:
 
 
 class HeldOutMonitor:
-    """The finetune loop's held-out curve. The slice's `examples` are collated once, on the host, in micro-batches of
-    `batch_size`; `monitor(model, step, device)` evaluates them before the first step, every `every` steps and after
-    the last (a step evaluated before a resume is not evaluated again), appends the heldout.jsonl row to `log` and
-    returns the seconds it took — 0 when it did nothing, as on every process but the main one, which has no slice."""
+    """The held-out curve: the slice's `examples` collated once, on the host; `monitor(model, step, device)` evaluates
+    them before the first step, every `every` steps and after the last (not again after a resume), appends the
+    heldout.jsonl row to `log` and returns the seconds it took (0 when it did nothing: every process but the main)."""
 
     def __init__(self, examples: Sequence[batches.Example], pixels: batches.PixelCache, pad_id: int, batch_size: int,
                  *, every: int, total_steps: int, log, seconds_before: float = 0.0) -> None:
@@ -230,8 +200,7 @@ class HeldOutMonitor:
     def evaluate(self, model, step: int, device: torch.device) -> dict:
         """{step, loss (mean over the answer tokens), exact_match, n} of `model` now."""
         loss_sum = torch.zeros((), device=device)
-        tokens = torch.zeros((), device=device, dtype=torch.long)
-        exact = torch.zeros((), device=device, dtype=torch.long)
+        tokens, exact = (torch.zeros((), device=device, dtype=torch.long) for _ in range(2))
         with dropout_off(model):
             for b in self.batches:
                 logits, labels = suffix_logits(model, batches.to_device(b, device))
@@ -256,8 +225,7 @@ class HeldOutMonitor:
         return spent
 
     def summary(self, step_seconds: float) -> dict | None:
-        """summary.json's `heldout` block: the slice, how often it was evaluated, and what that cost next to the
-        optimizer steps (`share`: held-out seconds / seconds of the training steps, checkpoint saving excluded)."""
+        """summary.json's `heldout` block (contract HeldoutSummary); `share` excludes checkpoint saving."""
         if not self.n:
             return None
         return {"n": self.n, "every": self.every, "evaluations": len(self.log.rows),
@@ -267,19 +235,16 @@ class HeldOutMonitor:
 
 # ---------------------------------------------------------------- the loop
 
-def run(ctx) -> None:
-    """Stage entry point."""
-    model_cfg = ctx.section("model")
-    with threads_for(model_cfg.kind, torch.device("cuda" if torch.cuda.is_available() else "cpu")):
-        summary = train(data_dir=ctx.inputs["data"], out_dir=ctx.out_dir, work_dir=ctx.work_dir,
-                        model_cfg=model_cfg, lora_cfg=ctx.section("lora"), train_cfg=ctx.section("train"),
-                        log=ctx.log)
+@on_device
+def run(ctx, device: torch.device) -> None:
+    summary = train(data_dir=ctx.inputs["data"], out_dir=ctx.out_dir, work_dir=ctx.work_dir,
+                    model_cfg=ctx.section("model"), lora_cfg=ctx.section("lora"), train_cfg=ctx.section("train"),
+                    log=ctx.log)
     from accelerate import PartialState
 
     if not PartialState().is_main_process:
-        # Under `accelerate launch` every process runs the stage runner; only the main process's output
-        # folder is the result. The others leave here (exit status 0) so the runner never swaps their
-        # empty staging folder in, and they do not go on to run later stages a second time.
+        # Under `accelerate launch` every process runs the stage runner; only the main process's output is the result.
+        # The others leave here (status 0): the runner never swaps their empty staging folder in, nor runs on.
         raise SystemExit(0)
     ctx.extra["stopped_early"] = summary["stopped_early"]
 
@@ -304,13 +269,12 @@ def train(*, data_dir: Path, out_dir: Path, work_dir: Path, model_cfg, lora_cfg,
         source = base_source(model_cfg, work_dir, rows)
     data = TrainingData.load(source, data_dir, rows, model_cfg.prompt_prefix, train_cfg, log)
     tm = build_training_model(source, model_cfg, lora_cfg, train_cfg, device, processor=data.processor,
-                              seq_len=data.longest, suffix_len=data.longest_suffix)
-    plan = batches.make_plan(len(data.rows), batch_size=train_cfg.batch_size, grad_accum=train_cfg.grad_accum,
-                             world=accelerator.num_processes, epochs=train_cfg.epochs, max_steps=train_cfg.max_steps,
-                             seed=train_cfg.seed)
+                              seq_len=max(map(len, data.examples)),
+                              suffix_len=max(sum(e.token_type_ids) for e in data.examples))
+    plan = batches.make_plan(len(data.rows), train_cfg, world=accelerator.num_processes)
     step = TrainStep.for_training(tm.model, train_cfg, total_steps=plan.total_steps, accelerator=accelerator)
     start, meta = _resume(work_dir, rank, step, log)
-    _log_start(log, tm, plan, lora_cfg, train_cfg, len(data.rows))
+    _log_start(log, tm, plan, train_cfg, len(data.rows))
     losses = _JsonlLog(out_dir, "finetune/loss.jsonl", meta.get("history", []), main)
     held = data.heldout if main else []  # evaluated by the main process only
     monitor = HeldOutMonitor(held, data.pixels, data.pad_id, train_cfg.batch_size, every=train_cfg.heldout_every,
@@ -327,8 +291,7 @@ def train(*, data_dir: Path, out_dir: Path, work_dir: Path, model_cfg, lora_cfg,
 
     # ---- the loop: one optimizer step per group of micro-batches
     try:
-        for step_idx, host_batches in _step_batches(plan, start, rank, data, train_cfg.num_workers, cuda,
-                                                    train_cfg.seed):
+        for step_idx, host_batches in _step_batches(plan, start, rank, data, train_cfg, cuda):
             micro = [batches.to_device(b, device) for b in host_batches]
             r = step(micro)
             done = step_idx + 1
@@ -360,7 +323,7 @@ def train(*, data_dir: Path, out_dir: Path, work_dir: Path, model_cfg, lora_cfg,
 
     # ---- save: the summary, the adapter (and the demo's base model)
     accelerator.wait_for_everyone()
-    summary = _summary(model_cfg, lora_cfg, train_cfg, tm, step, plan, losses.rows, data, start=start, done=done,
+    summary = _summary(model_cfg, train_cfg, tm, step, plan, losses.rows, data, start=start, done=done,
                        stopped=stopped, clock=clock, t_start=t_start, heldout_block=monitor.summary(clock.seconds()))
     if main:
         _save_results(out_dir, step.unwrapped, source if model_cfg.kind == "tiny" else None, summary)
@@ -371,12 +334,13 @@ def train(*, data_dir: Path, out_dir: Path, work_dir: Path, model_cfg, lora_cfg,
 
 # ---------------------------------------------------------------- helpers of the loop
 
-def _step_batches(plan: batches.Plan, start: int, rank: int, data: TrainingData, workers: int, cuda: bool,
-                  seed: int) -> Iterator[tuple[int, list[dict]]]:
-    """(step, its micro-batches on the host) for the steps from `start` on, built in `workers` worker processes."""
+def _step_batches(plan: batches.Plan, start: int, rank: int, data: TrainingData, train_cfg, cuda: bool
+                  ) -> Iterator[tuple[int, list[dict]]]:
+    """(step, its micro-batches on the host) for the steps from `start` on, built in `train.num_workers` workers."""
     items = [(s, idx) for s in range(start, plan.total_steps) for idx in plan.step_batches(s, rank)]
     collated = batches.Collated([idx for _, idx in items], data.examples, data.pixels, data.pad_id, with_answers=True)
-    steps_and_batches = zip((s for s, _ in items), batches.loader(collated, workers=workers, pin=cuda, seed=seed))
+    loader = batches.loader(collated, workers=train_cfg.num_workers, pin=cuda, seed=train_cfg.seed)
+    steps_and_batches = zip((s for s, _ in items), loader)
     for s, group in itertools.groupby(steps_and_batches, key=lambda item: item[0]):
         yield s, [b for _, b in group]
 
@@ -395,8 +359,8 @@ def _resume(work_dir: Path, rank: int, step: TrainStep, log) -> tuple[int, dict]
 
 
 class _JsonlLog:
-    """A .jsonl results file (loss.jsonl, heldout.jsonl), one validated line per row, appended as rows come
-    (main process only): a killed run leaves the rows so far."""
+    """A .jsonl results file, one validated line per row appended as it comes (main process only): a killed run
+    leaves the rows so far."""
 
     def __init__(self, out_dir: Path, rel: str, rows: list[dict], write: bool) -> None:
         self.path, self.rel, self.rows, self.write = out_dir / rel.split("/", 1)[1], rel, [], write
@@ -415,8 +379,8 @@ class _JsonlLog:
 
 class _StepClock:
     """Seconds of training steps without checkpoint saving and held-out evaluations (`pause`), and the throughput
-    after this process's first step (CUDA/allocator/autotuning warm-up). A step's reading follows its wait for the
-    loss; the update queued after it ends inside the next step's reading, so the steps' times add up to the GPU's."""
+    after this process's first (warm-up) step. A step's reading follows its wait for the loss; the update queued after
+    it ends inside the next step's reading, so the steps' times add up to the GPU's."""
 
     def __init__(self, before: float) -> None:
         self.t0, self.before, self.paused = time.perf_counter(), before, {"checkpoint": 0.0, "heldout": 0.0}
@@ -459,11 +423,11 @@ def _oom_message(train_cfg) -> str:
             f"(same effective batch), e.g. --set train.batch_size={max(1, b // 2)} --set train.grad_accum={a * 2}")
 
 
-def _log_start(log, tm: TrainingModel, plan: batches.Plan, lora_cfg, train_cfg, n_train: int) -> None:
+def _log_start(log, tm: TrainingModel, plan: batches.Plan, train_cfg, n_train: int) -> None:
     log.info(f"gradient checkpointing {tm.grad_ckpt.reason}")
     log.info(f"training: {n_train} examples, {plan.total_steps} steps of {train_cfg.batch_size}×"
-             f"{train_cfg.grad_accum}×{plan.world} examples; LoRA r={lora_cfg.rank} on {len(tm.lora.matched)} "
-             f"modules ({tm.lora.scope}); weights {tm.quantization}, compute {DTYPE_NAMES[tm.compute_dtype]}")
+             f"{train_cfg.grad_accum}×{plan.world} examples; LoRA r={tm.lora['rank']} on {tm.lora['matched_modules']} "
+             f"modules ({tm.lora['scope']}); weights {tm.quantization}, compute {DTYPE_NAMES[tm.compute_dtype]}")
 
 
 def _log_end(log, summary: dict) -> None:
@@ -477,7 +441,7 @@ def _log_end(log, summary: dict) -> None:
                     "train.heldout_size or raise train.heldout_every")
 
 
-def _summary(model_cfg, lora_cfg, train_cfg, tm: TrainingModel, step: TrainStep, plan: batches.Plan,
+def _summary(model_cfg, train_cfg, tm: TrainingModel, step: TrainStep, plan: batches.Plan,
              history: list[dict], data: TrainingData, *, start: int, done: int, stopped: str | None,
              clock: _StepClock, t_start: float, heldout_block: dict | None) -> dict:
     """summary.json's contents (see contract FinetuneSummary)."""
@@ -489,7 +453,7 @@ def _summary(model_cfg, lora_cfg, train_cfg, tm: TrainingModel, step: TrainStep,
     return {
         "model": "tiny" if tiny else str(model_cfg.id), "base_model": BASE_DIR if tiny else str(model_cfg.id),
         "base_model_in_results": tiny, "trainable_params": int(trainable), "total_params": int(total),
-        "lora": {**tm.lora.as_dict(), "rank": lora_cfg.rank, "alpha": lora_cfg.alpha, "dropout": lora_cfg.dropout},
+        "lora": tm.lora,
         "quantization": tm.quantization, "double_quant": model_cfg.double_quant if tm.quantization == "nf4" else None,
         "compute_dtype": DTYPE_NAMES[tm.compute_dtype], "loss": train_cfg.loss, **tm.grad_ckpt.as_dict(),
         "n_train": len(data.rows), "skipped_too_long": data.skipped,
@@ -524,12 +488,10 @@ def _loss_ends(history: list[dict]) -> dict:
 
 def _time_is_up(accelerator, max_minutes: float | None, t_start: float) -> bool:
     """Every process stops at the same step: time is up when it is up on any process."""
-    if max_minutes is None:
-        return False
-    if accelerator.num_processes == 1:  # no collective needed: decide on the host, no device round trip
-        return time.perf_counter() - t_start > 60 * max_minutes
-    flag = torch.tensor(float(time.perf_counter() - t_start > 60 * max_minutes), device=accelerator.device)
-    return bool(accelerator.reduce(flag, "max") > 0)
+    up = max_minutes is not None and time.perf_counter() - t_start > 60 * max_minutes
+    if max_minutes is None or accelerator.num_processes == 1:  # no collective needed: no device round trip
+        return up
+    return bool(accelerator.reduce(torch.tensor(float(up), device=accelerator.device), "max") > 0)
 
 
 def _save_checkpoint(accelerator, work_dir: Path, step_no: int, step: TrainStep, meta: dict) -> None:

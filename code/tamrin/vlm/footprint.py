@@ -1,12 +1,8 @@
-"""PaliGemma-3B's dimensions and the closed-form bytes of training it — parameter, LoRA and NF4 counts, the training
-state as the code stores it, the activations kept for the backward pass — and `train.grad_ckpt`, the choice of
-gradient checkpointing made from that estimate.
-
-Shared by the memory stage (`memory_analysis`, which checks every closed form against the instantiated meta model,
-peft and bitsandbytes) and by finetune's checkpointing choice, so finetune's cache key holds this arithmetic and not
-the memory stage's report of it. The real `google/paligemma-3b-pt-224` architecture's config.json values are shipped
-beside this file (`paligemma_3b_config.json`; sources in `memory_analysis`) and the model is instantiated on the
-`meta` device, so no download and no memory is needed.
+"""PaliGemma-3B's dimensions, the closed-form bytes of training it (parameter, LoRA and NF4 counts, the training state
+as the code stores it, the activations kept for the backward pass) and `train.grad_ckpt`'s choice made from them.
+Shared by the memory stage (`memory_analysis` checks every closed form against the meta model, peft and bitsandbytes)
+and finetune, so finetune's cache key holds this arithmetic, not the memory stage's report of it. The real
+architecture's config.json is shipped beside this file (`paligemma_3b_config.json`; sources in `memory_analysis`).
 """
 from __future__ import annotations
 
@@ -35,10 +31,6 @@ BITS_NF4_DQ = 4 + 8 / NF4_BLOCK + 32 / (NF4_BLOCK * DQ_BLOCK)
 
 # ---------------------------------------------------------------- the architecture
 
-def load_config_dict() -> dict[str, Any]:
-    return json.loads(CONFIG_FILE.read_text(encoding="utf-8"))
-
-
 def load_config():
     """The PaliGemmaConfig of google/paligemma-3b-pt-224, from the shipped config.json."""
     from transformers import PaliGemmaConfig
@@ -57,8 +49,7 @@ def meta_model(config=None):
 
 @dataclass(frozen=True)
 class Dims:
-    """The dimensions the closed forms need, read straight from the config dict (no transformers involved)."""
-
+    """The dimensions the closed forms need."""
     v_layers: int
     v_hidden: int
     v_inter: int
@@ -81,22 +72,14 @@ class Dims:
         return (self.image_size // self.patch) ** 2
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Dims":
-        v, t = d["vision_config"], d["text_config"]
-        return cls(v_layers=v["num_hidden_layers"], v_hidden=v["hidden_size"], v_inter=v["intermediate_size"],
-                   v_heads=v["num_attention_heads"], patch=v["patch_size"], image_size=v["image_size"],
-                   channels=v["num_channels"], t_layers=t["num_hidden_layers"], t_hidden=t["hidden_size"],
-                   t_inter=t["intermediate_size"], t_heads=t["num_attention_heads"],
-                   kv_heads=t["num_key_value_heads"], head_dim=t["head_dim"], vocab=t["vocab_size"],
-                   proj=d["projection_dim"], tied=bool(t.get("tie_word_embeddings", True)))
-
-    @classmethod
     def of(cls, config) -> "Dims":
-        """The dimensions of a loaded `PaliGemmaConfig` (the real 3B one or the demo's tiny one)."""
-        raw = config.to_dict()
-        raw["text_config"].setdefault("head_dim", config.text_config.head_dim)
-        raw["vision_config"].setdefault("num_channels", getattr(config.vision_config, "num_channels", 3))
-        return cls.from_dict(raw)
+        """The dimensions of a `PaliGemmaConfig` (the real 3B one, `load_config()`, or the demo's tiny one)."""
+        v, t = config.vision_config, config.text_config
+        return cls(v_layers=v.num_hidden_layers, v_hidden=v.hidden_size, v_inter=v.intermediate_size,
+                   v_heads=v.num_attention_heads, patch=v.patch_size, image_size=v.image_size, channels=v.num_channels,
+                   t_layers=t.num_hidden_layers, t_hidden=t.hidden_size, t_inter=t.intermediate_size,
+                   t_heads=t.num_attention_heads, kv_heads=t.num_key_value_heads, head_dim=t.head_dim,
+                   vocab=t.vocab_size, proj=config.projection_dim, tied=bool(getattr(t, "tie_word_embeddings", True)))
 
     def gemma_linear_shapes(self) -> dict[str, tuple[int, int]]:
         """(d_in, d_out) of each linear of one Gemma decoder layer."""
@@ -165,11 +148,10 @@ def nf4_bytes(n: int, double_quant: bool) -> float:
 
 
 # IMPLEMENTATION: the bytes Tamrin's training code really stores, unlike the textbook budgets: peft's
-# prepare_model_for_kbit_training casts every non-quantized fp16/bf16 parameter (embeddings, norms, biases,
-# patch/position embeddings) to fp32 for QLoRA (peft/utils/other.py: "cast all non INT8 parameters to fp32"); LoRA
-# adapters are fp32 (step.TrainStep upcasts them; peft's autocast_adapter_dtype does so on bf16 bases), and so their
-# gradients and AdamW states; torch.optim.AdamW keeps its states in the parameter's dtype (bf16 for full fine-tuning of
-# a bf16 model). The GPU measurement's weights after loading agree with these bytes to < 0.1 % (measured_vs_computed).
+# prepare_model_for_kbit_training casts every non-quantized fp16/bf16 parameter to fp32 for QLoRA (peft/utils/other.py:
+# "cast all non INT8 parameters to fp32"); LoRA adapters are fp32 (step.TrainStep upcasts them; peft's
+# autocast_adapter_dtype on bf16 bases), and so their gradients and AdamW states; torch.optim.AdamW keeps its states in
+# the parameter's dtype. The GPU measurement's weights agree with these bytes to < 0.1 % (measured_vs_computed).
 
 def as_implemented(total: int, lora_trainable: int, quantized: int, double_quant: bool = True
                    ) -> dict[str, dict[str, int]]:
@@ -188,52 +170,50 @@ def as_implemented(total: int, lora_trainable: int, quantized: int, double_quant
     }
 
 
-# ACTIVATIONS (an estimate, kept apart from the exact budgets above), bf16, per token and layer. Gemma: RMSNorm in/out
-# before attention (2h), q/k/v after RoPE (a·d + 2·kv·d: SDPA keeps them), attention output = o_proj input (a·d),
-# RMSNorm in/out before the MLP (2h), gate, GELU(gate), up and their product (4i). SigLIP, only when gradients reach
-# it (LoRA scope all): LayerNorm in/out ×2 (4h), q/k/v (3h), attention output (h), fc1 and GELU outputs (2i). With
-# checkpointing each layer keeps its input (h), plus one layer's full set while it is recomputed. Logits: bf16 + fp32
-# upcast + fp32 log-softmax ≈ 10 B each, at every position (full loss) or the answer positions only (suffix loss).
-# Not counted: LoRA dropout copies, attention softmax statistics, the CUDA context, allocator slack.
+# ACTIVATIONS (an estimate, apart from the exact budgets), bf16, per token and layer. Gemma: RMSNorm in/out before
+# attention (2h), q/k/v after RoPE (a·d + 2·kv·d: SDPA keeps them), attention output = o_proj input (a·d), RMSNorm
+# in/out before the MLP (2h), gate, GELU(gate), up and their product (4i). SigLIP, only when gradients reach it (scope
+# all): LayerNorm in/out ×2 (4h), q/k/v (3h), attention output (h), fc1 and GELU outputs (2i). Checkpointing keeps each
+# layer's input (h) plus one layer's full set while recomputed. Logits: bf16 + fp32 upcast + fp32 log-softmax ≈ 10 B
+# each, at every position (full loss) or the answer positions (suffix loss). Not counted: LoRA dropout copies,
+# attention softmax statistics, the CUDA context, allocator slack.
+
+def _kept(layers: int, checkpointed: int, checkpoint: int, saved: int) -> int:
+    """Bytes per token kept by `layers` layers of which `checkpointed` keep only their input (+ one recompute)."""
+    return checkpointed * checkpoint + (layers - checkpointed) * saved + (saved if checkpointed else 0)
+
 
 def activation_estimate(d: Dims, seq_len: int, batch: int, suffix_len: int, vision_trainable: bool) -> dict[str, Any]:
     """Bytes of activations kept for the backward pass, counted tensor by tensor (see ACTIVATIONS above)."""
     h, i, a, kv, hd = d.t_hidden, d.t_inter, d.t_heads, d.kv_heads, d.head_dim
     dec_tok = BF16 * (2 * h + a * hd + 2 * kv * hd + a * hd + 2 * h + 4 * i)
-    hv, iv = d.v_hidden, d.v_inter
-    vis_tok = BF16 * (4 * hv + 3 * hv + hv + 2 * iv)
-    tokens, vtokens = batch * seq_len, batch * d.image_tokens
-    logit_bytes = 2 + 4 + 4
-    logits_full = batch * seq_len * d.vocab * logit_bytes
-    logits_suffix = batch * suffix_len * d.vocab * logit_bytes
+    vis_tok = BF16 * (4 * d.v_hidden + 3 * d.v_hidden + d.v_hidden + 2 * d.v_inter)
+    logits_full = batch * seq_len * d.vocab * (2 + 4 + 4)
+    logits_suffix = batch * suffix_len * d.vocab * (2 + 4 + 4)
 
-    def total(decoder: int, vision: int) -> dict[str, int]:
+    def total(ckpt: bool) -> dict[str, int]:
+        decoder = batch * seq_len * _kept(d.t_layers, d.t_layers if ckpt else 0, BF16 * h, dec_tok)
+        vision = batch * d.image_tokens * _kept(d.v_layers, d.v_layers if ckpt else 0, BF16 * d.v_hidden, vis_tok) \
+            if vision_trainable else 0
         return {"decoder": decoder, "vision": vision, "logits_suffix": logits_suffix, "logits_full": logits_full,
                 "total_suffix_loss": decoder + vision + logits_suffix,
                 "total_full_loss": decoder + vision + logits_full}
 
-    vis_layers = d.v_layers if vision_trainable else 0
-    no_ckpt = total(d.t_layers * tokens * dec_tok, vis_layers * vtokens * vis_tok)
-    ckpt = total(d.t_layers * tokens * BF16 * h + tokens * dec_tok,
-                 (vis_layers * vtokens * BF16 * hv + vtokens * vis_tok) if vision_trainable else 0)
     return {"seq_len": seq_len, "batch": batch, "suffix_len": suffix_len, "vision_trainable": vision_trainable,
             "per_token_layer_bytes": {"decoder": dec_tok, "vision": vis_tok},
-            "with_grad_ckpt": ckpt, "without_grad_ckpt": no_ckpt}
+            "with_grad_ckpt": total(True), "without_grad_ckpt": total(False)}
 
 
 # ---------------------------------------------------------------- the peak of a training step
-# The estimate behind `train.grad_ckpt = auto`: the training state as stored (`as_implemented`), the logits and
-# vision terms of `activation_estimate`, and what one Gemma layer keeps for the backward pass with the dtypes Tamrin's
-# QLoRA stack really has (not the textbook's bf16 everywhere), read from the tensors autograd saves
-# (torch.autograd.graph.saved_tensors_hooks) for one layer of the real width on CPU:
-# - peft's `prepare_model_for_kbit_training` keeps the embeddings in fp32, so the residual stream is fp32, and
-#   bitsandbytes' `Linear4bit.forward` returns its input's dtype (`.to(inp_dtype)`): the MLP's intermediates (gate,
-#   GELU, up, their product) are fp32 under QLoRA; the RMSNorm keeps an fp32 copy of its input;
-# - every LoRA layer keeps the bf16 (autocast) copy of its input for lora_A's gradient, and its dropout mask (one byte
-#   per element on CUDA); attention keeps q, k and v repeated to all heads (transformers' `repeat_kv` ahead of SDPA
-#   when a mask is given) and its output; one layer's backward holds the gradients of its four MLP intermediates.
-# A checkpointed layer keeps its input only (its whole set once more while recomputed). The sum is checked against
-# every peak measured on the H200 (bench/results/*.json, tests/test_vlm_ckpt_choice.py: within ESTIMATE_TOLERANCE).
+# The estimate behind `train.grad_ckpt = auto`: the training state as stored (`as_implemented`), the logits and vision
+# terms of `activation_estimate`, and what one Gemma layer keeps for the backward pass with the dtypes Tamrin's QLoRA
+# stack really has, read from the tensors autograd saves (torch.autograd.graph.saved_tensors_hooks) on CPU: peft's
+# `prepare_model_for_kbit_training` keeps the embeddings, so the residual stream, in fp32 and bitsandbytes'
+# `Linear4bit.forward` returns its input's dtype (`.to(inp_dtype)`): fp32 MLP intermediates; the RMSNorm keeps an
+# fp32 copy of its input; every LoRA layer its bf16 (autocast) input for lora_A's gradient and its dropout mask (a
+# byte per element on CUDA); attention q, k and v repeated to all heads (`repeat_kv` ahead of SDPA when a mask is
+# given) and its output; one layer's backward the gradients of its four MLP intermediates. Checked against every
+# peak measured on the H200 (bench/results/*.json, tests/test_vlm_ckpt_choice.py: within ESTIMATE_TOLERANCE).
 
 FREE_SHARE = 0.85  # of the free GPU memory the estimated peak may take
 ESTIMATE_TOLERANCE = 0.15  # |estimate / measured - 1| on the committed GPU measurements (tested)
@@ -254,43 +234,36 @@ def layer_bytes_per_token(d: Dims, *, stream: int, targets: list[str], dropout: 
     return {"checkpoint": stream * h, "saved": saved, "backward": 4 * stream * i}
 
 
-def _kept(layers: int, checkpointed: int, checkpoint: int, saved: int) -> int:
-    """Bytes per token kept by `layers` layers of which `checkpointed` keep only their input (+ one recompute)."""
-    return checkpointed * checkpoint + (layers - checkpointed) * saved + (saved if checkpointed else 0)
-
-
-def estimate_peak(d: Dims, *, quantized: bool, double_quant: bool, rank: int, targets: list[str], scope: str,
-                  dropout: float, seq_len: int, batch: int, suffix_len: int, loss: str, ckpt_layers: int,
-                  vision_ckpt_layers: int | None = None) -> dict:
-    """Estimated peak GPU memory (bytes) of one training step, by term, with `ckpt_layers` of the decoder's layers
-    checkpointed (0 = off, d.t_layers = all) and `vision_ckpt_layers` of SigLIP's (counted only when gradients
-    reach the vision tower, lora.scope = all; default: all of them when every decoder layer is, else none)."""
+def estimate_peak(d: Dims, lora, *, quantized: bool, double_quant: bool, seq_len: int, batch: int, suffix_len: int,
+                  loss: str, ckpt_layers: int, vision_ckpt_layers: int | None = None) -> dict:
+    """Estimated peak GPU memory (bytes) of one training step under `lora` (the [lora] section), by term, with
+    `ckpt_layers` of the decoder's layers checkpointed (0 = off, d.t_layers = all) and `vision_ckpt_layers` of SigLIP's
+    (counted only when gradients reach the vision tower, lora.scope = all; default: all of them when every decoder
+    layer is, else none)."""
     if not 0 <= ckpt_layers <= d.t_layers:
         raise ValueError(f"ckpt_layers = {ckpt_layers} is not within 0..{d.t_layers}")
     if vision_ckpt_layers is None:
         vision_ckpt_layers = d.v_layers if ckpt_layers == d.t_layers else 0
-    lora_trainable = closed_form_lora(d, rank, targets, scope)["formula"]
+    targets = list(lora.targets)
+    lora_trainable = closed_form_lora(d, lora.rank, targets, lora.scope)["formula"]
     state = as_implemented(closed_form_params(d)["total"], lora_trainable, closed_form_quantized(d), double_quant)
-    per = layer_bytes_per_token(d, stream=FP32 if quantized else BF16, targets=targets, dropout=dropout > 0)
-    act = activation_estimate(d, seq_len, batch, suffix_len, vision_trainable=scope == "all")
-    vision = 0
-    if scope == "all":
-        vis_tok = act["per_token_layer_bytes"]["vision"]
-        vision = batch * d.image_tokens * _kept(d.v_layers, vision_ckpt_layers, BF16 * d.v_hidden, vis_tok)
+    per = layer_bytes_per_token(d, stream=FP32 if quantized else BF16, targets=targets, dropout=lora.dropout > 0)
+    act = activation_estimate(d, seq_len, batch, suffix_len, vision_trainable=lora.scope == "all")
+    vis_tok = act["per_token_layer_bytes"]["vision"]
     terms = {"state": round(state["qlora_nf4" if quantized else "lora_bf16"]["total"]),
              "decoder": batch * seq_len * (_kept(d.t_layers, ckpt_layers, per["checkpoint"], per["saved"])
                                            + per["backward"]),
              "logits": act["without_grad_ckpt"]["logits_suffix" if loss == "suffix" else "logits_full"],
-             "vision": vision}
+             "vision": batch * d.image_tokens * _kept(d.v_layers, vision_ckpt_layers, BF16 * d.v_hidden, vis_tok)
+             if lora.scope == "all" else 0}
     return {**terms, "total": sum(terms.values())}
 
 
 # ---------------------------------------------------------------- which layers a setting checkpoints
-# Partial checkpointing is transformers' own `activation_checkpointing_enable(every_n_layers=N)` (transformers PR
-# #48200; modeling_utils.py `_set_gradient_checkpointing` sets `gradient_checkpointing` on every N-th
-# `GradientCheckpointingLayer`, counted over the whole model: SigLIP's 27 encoder layers first, then Gemma's 18).
-# Which layers a given N checkpoints is read off the library itself on a meta-device model (`settings`), so nothing
-# here re-implements its counting; a transformers without `every_n_layers` leaves `auto` with all or nothing.
+# Partial checkpointing is transformers' own `activation_checkpointing_enable(every_n_layers=N)` (PR #48200;
+# modeling_utils.py `_set_gradient_checkpointing` sets every N-th `GradientCheckpointingLayer`, counted over the whole
+# model: SigLIP's 27 encoder layers first, then Gemma's 18), read off the library on a meta-device model (`settings`),
+# not re-implemented here; a transformers without `every_n_layers` leaves `auto` with all or nothing.
 
 @dataclass(frozen=True)
 class Pattern:
@@ -301,7 +274,7 @@ class Pattern:
     vision: int
 
 
-def _flags(model) -> tuple[int, int]:
+def checkpointed_layers(model) -> tuple[int, int]:
     """(decoder, vision) layers with gradient checkpointing set, read off a (peft-wrapped) PaliGemma model."""
     from transformers.modeling_layers import GradientCheckpointingLayer
 
@@ -310,11 +283,6 @@ def _flags(model) -> tuple[int, int]:
     vis = sum(bool(m.gradient_checkpointing) for m in base.model.vision_tower.modules()
               if isinstance(m, GradientCheckpointingLayer))
     return dec, vis
-
-
-def checkpointed_layers(model) -> int:
-    """Decoder layers of a (peft-wrapped) PaliGemma model that recompute in the backward pass."""
-    return _flags(model)[0]
 
 
 @functools.lru_cache(maxsize=8)
@@ -330,7 +298,7 @@ def _settings(config_json: str) -> tuple[Pattern, ...]:
     for n in range(1, total + 1) if partial else ():
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False},
                                               every_n_layers=n)
-        out.append(Pattern(n, *_flags(model)))
+        out.append(Pattern(n, *checkpointed_layers(model)))
     if len(out) == 1:  # no every_n_layers: gradient_checkpointing_enable sets every layer
         out.append(Pattern(1, model.config.text_config.num_hidden_layers,
                            sum(isinstance(m, GradientCheckpointingLayer) for m in model.model.vision_tower.modules())))
@@ -357,10 +325,9 @@ def candidates(found: dict[int | None, Pattern]) -> list[Pattern]:
 
 
 # ---------------------------------------------------------------- the decision
-# `auto` is the fewest checkpointed decoder layers whose estimated peak for the configured batch fits in
-# `FREE_SHARE` of the GPU's free memory (none when everything fits, every layer when even that does not). On a CPU
-# `auto` means off: there is no GPU memory to save, and recomputing every layer doubled the demo's step time (38.6 →
-# 80.8 ms for the tiny model at batch 8, measured in one run on this project's 2-core machine).
+# `auto` is the fewest checkpointed decoder layers whose estimated peak fits in `FREE_SHARE` of the GPU's free memory
+# (none when everything fits, every layer when even that does not). On a CPU it means off: no GPU memory to save, and
+# recomputing every layer doubled the demo's step time (38.6 → 80.8 ms, tiny model, batch 8, this 2-core machine).
 
 @dataclass(frozen=True)
 class Choice:
@@ -368,8 +335,6 @@ class Choice:
     layers: int  # decoder layers of the model
     reason: str
     peak_gib: float | None = None  # estimated peak with the chosen setting (auto on CUDA)
-    peak_off_gib: float | None = None  # estimated peak without checkpointing (auto on CUDA)
-    free_gib: float | None = None
 
     @property
     def on(self) -> bool:
@@ -385,9 +350,8 @@ class Choice:
 
 
 def requested_mode(value: Any) -> str:
-    """"auto" | "true" | "false" | "N" (every N-th layer, N ≥ 2) from a config value (the string, or a bool/int
-    set in code); ConfigError for anything else. The one rule for the value: the config check and `choose` both
-    call it."""
+    """"auto" | "true" | "false" | "N" (every N-th layer, N ≥ 2) from a config value (a string, or a bool/int set in
+    code); ConfigError for anything else. The one rule: the config check and `choose` both call it."""
     text = str(value).strip().lower()
     text = {"1": "true", "yes": "true", "on": "true", "0": "false", "no": "false", "off": "false"}.get(text, text)
     if text in ("auto", "true", "false") or (text.isdigit() and int(text) >= 2):
@@ -396,49 +360,40 @@ def requested_mode(value: Any) -> str:
                       "N ≥ 2 (checkpoint every N-th layer)")
 
 
-def _fixed(mode: str, found: dict[int | None, Pattern], layers: int) -> Choice:
-    if mode == "true":
-        return Choice(found[1], layers, "on: train.grad_ckpt = true")
-    if mode == "false":
-        return Choice(found[None], layers, "off: train.grad_ckpt = false")
-    n = int(mode)
-    if n not in found:
-        top = max(k for k in found if k)
-        allowed = f"a layer interval of 2 to {top}" if top > 1 else "no layer interval (no every_n_layers here)"
-        raise ConfigError(f"bad value for 'train.grad_ckpt': {n}: this model and transformers take {allowed}; "
-                          "use auto, true or false otherwise")
-    p = found[n]
-    return Choice(p, layers, f"on for every {n}th layer: train.grad_ckpt = {n} ({p.decoder} of {layers} decoder "
-                             "layers)")
-
-
 def choose(requested: Any, *, cuda: bool, found: dict[int | None, Pattern], layers: int,
            estimates: dict[int, dict] | None = None, free_bytes: int | None = None) -> Choice:
     """The decision and its reason. `found`: `settings(config)`; `estimates` (checkpointed decoder layers →
     estimate_peak, for every count in `candidates(found)`) and `free_bytes` are needed for `auto` on CUDA only."""
     mode = requested_mode(requested)
+    if mode in ("true", "false"):
+        return Choice(found[1 if mode == "true" else None], layers,
+                      f"{'on' if mode == 'true' else 'off'}: train.grad_ckpt = {mode}")
     if mode != "auto":
-        return _fixed(mode, found, layers)
+        n = int(mode)
+        if n not in found:
+            top = max(k for k in found if k)
+            allowed = f"a layer interval of 2 to {top}" if top > 1 else "no layer interval (no every_n_layers here)"
+            raise ConfigError(f"bad value for 'train.grad_ckpt': {n}: this model and transformers take {allowed}; "
+                              "use auto, true or false otherwise")
+        return Choice(found[n], layers, f"on for every {n}th layer: train.grad_ckpt = {n} ({found[n].decoder} of "
+                                        f"{layers} decoder layers)")
     if not cuda:
         return Choice(found[None], layers, "off (auto): training on the CPU, no GPU memory to save")
-    budget, free = FREE_SHARE * free_bytes, free_bytes / GIB
-    off = estimates[0]["total"] / GIB
+    free, off = free_bytes / GIB, estimates[0]["total"] / GIB
     room = f"in {FREE_SHARE:.0%} of the {free:.1f} GiB free on the GPU"
     order = candidates(found)
-    for p in order:
-        peak = estimates[p.decoder]["total"] / GIB
-        if estimates[p.decoder]["total"] <= budget:
-            if p.every_n is None:
-                reason = f"off (auto): the estimated peak without it, {off:.1f} GiB, fits {room}"
-            elif p.decoder == layers:
-                reason = (f"on (auto): only with every layer checkpointed does the estimated peak, {peak:.1f} GiB, "
-                          f"fit {room} ({off:.1f} GiB without)")
-            else:
-                reason = (f"{p.decoder} of {layers} decoder layers (auto): the fewest whose estimated peak, "
-                          f"{peak:.1f} GiB, fits {room} ({off:.1f} GiB without checkpointing)")
-            return Choice(p, layers, reason, round(peak, 2), round(off, 2), round(free, 2))
-    peak = estimates[order[-1].decoder]["total"] / GIB
-    return Choice(order[-1], layers, f"on (auto): even with every layer checkpointed the estimated peak, {peak:.1f} "
-                                     f"GiB, exceeds {FREE_SHARE:.0%} of the {free:.1f} GiB free on the GPU; lower "
-                                     "train.batch_size if it runs out of memory",
-                  round(peak, 2), round(off, 2), round(free, 2))
+    p = next((p for p in order if estimates[p.decoder]["total"] <= FREE_SHARE * free_bytes), None)
+    peak = estimates[(p or order[-1]).decoder]["total"] / GIB
+    if p is None:
+        p, reason = order[-1], (f"on (auto): even with every layer checkpointed the estimated peak, {peak:.1f} GiB, "
+                                f"exceeds {FREE_SHARE:.0%} of the {free:.1f} GiB free on the GPU; lower "
+                                "train.batch_size if it runs out of memory")
+    elif p.every_n is None:
+        reason = f"off (auto): the estimated peak without it, {off:.1f} GiB, fits {room}"
+    elif p.decoder == layers:
+        reason = (f"on (auto): only with every layer checkpointed does the estimated peak, {peak:.1f} GiB, fit {room} "
+                  f"({off:.1f} GiB without)")
+    else:
+        reason = (f"{p.decoder} of {layers} decoder layers (auto): the fewest whose estimated peak, {peak:.1f} GiB, "
+                  f"fits {room} ({off:.1f} GiB without checkpointing)")
+    return Choice(p, layers, reason, round(peak, 2))

@@ -1,9 +1,9 @@
 """`memory` stage (assignment part 4, question 2): parameter counts and byte budgets of fine-tuning the real
-`google/paligemma-3b-pt-224` architecture, in every profile. Everything is counted twice — on the module tree
-instantiated on the meta device (peft's LoRA and transformers' bitsandbytes replacement applied) and by footprint's
-closed forms over the config's dimensions — and the stage fails if the two disagree. With `memory.measure` on, a GPU
-measurement (`measure`: the peak memory of a few real optimizer steps of each mode on a random-weight 3B, or on
-`memory.checkpoint`); else a committed one named by `memory.measured_from`.
+`google/paligemma-3b-pt-224` architecture, in every profile, counted twice — on the module tree instantiated on the
+meta device (peft's LoRA and transformers' bitsandbytes replacement applied) and by footprint's closed forms — and the
+stage fails if the two disagree. With `memory.measure` on, the peak memory of a few real optimizer steps of each mode
+on a random-weight 3B (or `memory.checkpoint`); else a committed measurement named by `memory.measured_from`.
+memory.json's layout: contract/memory.py.
 
 Sources for the shipped config (the hub is out of reach here): the `text_config`/`vision_config` values of the
 PaliGemma-3B checkpoints as quoted in transformers' ColPali conversion script (vidore/colpali-v1.2-merged, a
@@ -11,21 +11,8 @@ PaliGemma-3B-448 derivative: same dims, 1024 image tokens instead of 256), the G
 paligemma-3b-mix-224 (token_embd 2048×257216, attn_k 2048×256, ffn 2048×16384), and keras-hub's preset parameter
 count 2,923,335,408 for `pali_gemma_3b_224` (Keras drops 64 unused vocabulary rows: +64·2048 = 2,923,466,480, our
 total). Keys that config.json leaves to transformers' defaults (`head_dim` 256, `hidden_activation`,
-`tie_word_embeddings`, `image_size` 224, `num_channels` 3) are pinned explicitly so a change of defaults cannot
-silently change the architecture.
-
-memory.json holds numbers only (the Persian prose lives in the report templates, the English rationale in these
-comments; byte values are integer bytes, GiB = 2**30 B): `architecture`; `params` counted on the meta model and
-`params_closed_form` (must be equal); `lora` (`trainable`: the configured scope as peft counts it; `by_scope`: peft
-beside the formula for both scopes); `siglip_scope` (what scope "all" adds: peft's suffix match also adapts SigLIP's
-q/k/v); `quantization` (NF4 bits per parameter, quantized and unquantized counts, Linear4bit modules); `budgets`
-(textbook, see ASSUMPTIONS; per mode fp32 and bf16 Adam states); `as_implemented` (the bytes the code stores per
-measured mode, see footprint); `activations_estimate` (an ESTIMATE, kept apart from the exact budgets); `measured`
-(null, or the GPU measurement per mode: ok (an OOM is ok=false), weights_allocated, peak_allocated =
-torch.cuda.max_memory_allocated above what was allocated before the model was built — no CUDA context, no allocator
-slack, which peak_reserved shows —, seconds_per_step_steady over the `steps` steps after `warmup_steps` untimed ones
-(null in a measurement from before that split), losses); `measured_vs_computed` (null, or per mode the expected bytes
-from `as_implemented` beside the measured ones).
+`tie_word_embeddings`, `image_size` 224, `num_channels` 3) are pinned so a change of defaults cannot change the
+architecture.
 """
 from __future__ import annotations
 
@@ -34,7 +21,7 @@ from typing import Any
 
 from .footprint import (BF16, BITS_NF4, BITS_NF4_DQ, CONFIG_FILE, FP32, GIB, MODEL_ID, Dims, activation_estimate,
                         as_implemented, closed_form_lora, closed_form_params, closed_form_quantized, load_config,
-                        load_config_dict, meta_model, nf4_bytes)
+                        meta_model, nf4_bytes)
 
 WARMUP_STEPS = 1  # untimed: the first step pays CUDA/cuBLAS initialisation, autotuning and allocator growth
 MODE_KEYS = ("ok", "error", "weights_allocated", "trainable_params", "peak_allocated", "peak_reserved",
@@ -67,12 +54,10 @@ def peft_lora_count(rank: int, alpha: float, targets: list[str], scope: str, con
 
     from .model import lora_target_pattern  # the pattern finetune uses: the count is of what it trains
 
-    model = meta_model(config)
-    peft_model = get_peft_model(model, LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, bias="none",
-                                                  target_modules=lora_target_pattern(targets, scope)))
-    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
-    adapted = sum(1 for n, _ in peft_model.named_modules() if n.endswith(".lora_A"))
-    return {"peft": trainable, "adapted_modules": adapted}
+    peft_model = get_peft_model(meta_model(config), LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, bias="none",
+                                                               target_modules=lora_target_pattern(targets, scope)))
+    return {"peft": sum(p.numel() for p in peft_model.parameters() if p.requires_grad),
+            "adapted_modules": sum(1 for n, _ in peft_model.named_modules() if n.endswith(".lora_A"))}
 
 
 def bnb_quantized_count(config=None) -> dict[str, Any]:
@@ -93,31 +78,23 @@ def bnb_quantized_count(config=None) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- byte budgets (exact, given the dtype assumptions)
-# ASSUMPTIONS of the textbook budgets (the report states them in Persian beside the table):
-# - bf16 (2 B) for weights and for the gradients of trainable tensors; frozen tensors have no gradient.
-# - AdamW keeps two states per trainable parameter (first and second moment): 8 B in fp32 or 4 B in bf16.
-#   PyTorch's AdamW stores its states in the parameter's dtype, so bf16 parameters give bf16 states unless a
-#   mixed-precision wrapper keeps fp32 copies.
-# - Classic mixed precision (Micikevicius et al. 2018; ZeRO's 16 B/param) adds an fp32 master copy of every
-#   trainable weight (4 B) on top of bf16 weights, bf16 gradients and fp32 Adam states: 2 + 2 + 4 + 8 = 16 B/param.
-# - LoRA and QLoRA adapters are counted in bf16 like the rest (the textbook view); what the code really stores is
-#   `as_implemented` below.
-# - QLoRA: the weights of `closed_form_quantized` in NF4 at BITS_NF4_DQ bits each (double quantization); the rest
-#   (embeddings, norms, biases, patch and position embeddings) stays bf16.
-# - Budgets cover model state only; activations, the CUDA context (~0.5 GiB) and allocator slack come on top.
+# ASSUMPTIONS of the textbook budgets (the report states them in Persian beside the table): bf16 (2 B) weights and
+# gradients of trainable tensors (frozen ones have none); AdamW's two states per trainable parameter, 8 B in fp32 or
+# 4 B in bf16 (PyTorch's AdamW keeps them in the parameter's dtype unless a mixed-precision wrapper keeps fp32
+# copies); classic mixed precision (Micikevicius et al. 2018; ZeRO's 16 B/param) adds an fp32 master copy (4 B):
+# 2 + 2 + 4 + 8 = 16 B/param; LoRA and QLoRA adapters in bf16 like the rest (what the code really stores is
+# footprint's `as_implemented`); QLoRA's `closed_form_quantized` weights in NF4 at BITS_NF4_DQ bits (double
+# quantization), the rest (embeddings, norms, biases, patch and position embeddings) bf16. Model state only:
+# activations, the CUDA context (~0.5 GiB) and allocator slack come on top.
 
 
 def _budget(trainable: int, weights: float, grads: float, params_for_ratio: int, master: float = 0.0,
             adam_bf16: bool = True) -> dict[str, Any]:
-    opt32 = 2 * FP32 * trainable
-    opt16 = 2 * BF16 * trainable if adam_bf16 else None
-    tot32 = weights + grads + master + opt32
-    tot16 = (weights + grads + master + opt16) if adam_bf16 else None
-    out = {"trainable_params": trainable, "weights": round(weights), "grads": round(grads),
-           "optimizer": {"adam_fp32": opt32, "adam_bf16": opt16},
-           "total": {"adam_fp32": round(tot32), "adam_bf16": None if tot16 is None else round(tot16)},
-           "bytes_per_param_total": {"adam_fp32": tot32 / params_for_ratio,
-                                     "adam_bf16": None if tot16 is None else tot16 / params_for_ratio}}
+    opt = {"adam_fp32": 2 * FP32 * trainable, "adam_bf16": 2 * BF16 * trainable if adam_bf16 else None}
+    tot = {k: None if o is None else weights + grads + master + o for k, o in opt.items()}
+    out = {"trainable_params": trainable, "weights": round(weights), "grads": round(grads), "optimizer": opt,
+           "total": {k: None if t is None else round(t) for k, t in tot.items()},
+           "bytes_per_param_total": {k: None if t is None else t / params_for_ratio for k, t in tot.items()}}
     if master:
         out["master_weights"] = round(master)
     return out
@@ -146,11 +123,12 @@ def budgets(total: int, lora_trainable: int, quantized: int, double_quant: bool 
 
 # ---------------------------------------------------------------- the whole analysis (CPU, meta device)
 
-def analyse(rank: int, alpha: float, targets: list[str], scope: str, seq_len: int, batch: int,
-            suffix_len: int, double_quant: bool = True) -> dict[str, Any]:
-    """Everything in memory.json except `measured`. Raises AssertionError if a count disagrees with its formula."""
-    d = Dims.from_dict(load_config_dict())
+def analyse(lora, mem) -> dict[str, Any]:
+    """Everything in memory.json except `measured`, for the [lora] and [memory] sections (QLoRA with double
+    quantization). Raises AssertionError if a count disagrees with its formula."""
+    targets = list(lora.targets)
     config = load_config()
+    d = Dims.of(config)
     counted = counted_params(meta_model(config))
     closed = closed_form_params(d)
     if counted != closed:
@@ -158,12 +136,12 @@ def analyse(rank: int, alpha: float, targets: list[str], scope: str, seq_len: in
 
     by_scope = {}
     for sc in ("language_model", "all"):
-        formula = closed_form_lora(d, rank, targets, sc)
-        counted_lora = peft_lora_count(rank, alpha, targets, sc, config)
+        formula = closed_form_lora(d, lora.rank, targets, sc)
+        counted_lora = peft_lora_count(lora.rank, lora.alpha, targets, sc, config)
         if counted_lora["peft"] != formula["formula"] or counted_lora["adapted_modules"] != formula["adapted_modules"]:
             raise AssertionError(f"LoRA count for scope {sc}: peft {counted_lora} != formula {formula}")
         by_scope[sc] = {**counted_lora, **formula}
-    trainable = by_scope[scope]["peft"]
+    trainable = by_scope[lora.scope]["peft"]
 
     quant = bnb_quantized_count(config)
     if quant["quantized_params"] != closed_form_quantized(d):
@@ -180,26 +158,27 @@ def analyse(rank: int, alpha: float, targets: list[str], scope: str, seq_len: in
             "projection_dim": d.proj},
         "params": counted,
         "params_closed_form": closed,
-        "lora": {"rank": rank, "alpha": alpha, "targets": list(targets), "scope": scope, "trainable": trainable,
-                 "trainable_fraction": trainable / total, "by_scope": by_scope},
-        "siglip_scope": siglip_scope(d, by_scope, seq_len, batch, suffix_len),
+        "lora": {"rank": lora.rank, "alpha": lora.alpha, "targets": targets, "scope": lora.scope,
+                 "trainable": trainable, "trainable_fraction": trainable / total, "by_scope": by_scope},
+        "siglip_scope": siglip_scope(d, by_scope, mem),
         "quantization": {
-            "quant_type": "nf4", "double_quant": double_quant, "bits_per_param_nf4": BITS_NF4,
+            "quant_type": "nf4", "double_quant": True, "bits_per_param_nf4": BITS_NF4,
             "bits_per_param_nf4_dq": BITS_NF4_DQ, "quantized_params": quant["quantized_params"],
             "quantized_modules": quant["quantized_modules"], "unquantized_params": total - quant["quantized_params"]},
-        "budgets": budgets(total, trainable, quant["quantized_params"], double_quant),
-        "as_implemented": as_implemented(total, trainable, quant["quantized_params"], double_quant),
-        "activations_estimate": activation_estimate(d, seq_len, batch, suffix_len, vision_trainable=(scope == "all")),
+        "budgets": budgets(total, trainable, quant["quantized_params"]),
+        "as_implemented": as_implemented(total, trainable, quant["quantized_params"]),
+        "activations_estimate": activation_estimate(d, mem.seq_len, mem.batch_size, mem.suffix_len,
+                                                    vision_trainable=lora.scope == "all"),
         "measured": None,
     }
 
 
-def siglip_scope(d: Dims, by_scope: dict[str, dict], seq_len: int, batch: int, suffix_len: int) -> dict[str, Any]:
+def siglip_scope(d: Dims, by_scope: dict[str, dict], mem) -> dict[str, Any]:
     """What LoRA scope "all" (peft's suffix match also hits SigLIP's q_proj/k_proj/v_proj) adds over the Gemma-only
     scope: adapter parameters, their training state (textbook bf16 adapters: 2 + 2 + 8 B; as implemented, fp32
     adapters: 4 + 4 + 8 B per parameter) and the activations the backward pass then keeps inside SigLIP."""
     extra = by_scope["all"]["peft"] - by_scope["language_model"]["peft"]
-    vision = activation_estimate(d, seq_len, batch, suffix_len, vision_trainable=True)
+    vision = activation_estimate(d, mem.seq_len, mem.batch_size, mem.suffix_len, vision_trainable=True)
     return {"params": extra,
             "state_bytes": {"textbook": (BF16 + BF16 + 2 * FP32) * extra, "as_implemented": (3 * FP32 + FP32) * extra},
             "activations": {k: vision[k]["vision"] for k in ("with_grad_ckpt", "without_grad_ckpt")}}
@@ -254,9 +233,8 @@ def save_random_checkpoint(folder: Path, device: str = "cuda") -> Path:
 
 
 def synthetic_batch(config, batch: int, seq_len: int, suffix_len: int, device) -> dict:
-    """A training batch (batches.collate) of random content: image tokens, <bos>, a random prompt, then
-    `suffix_len` answer tokens (the last one <eos>) that carry the labels. Every row is exactly `seq_len` long, so
-    no padding; fp32 pixels, as the processor gives them to finetune."""
+    """A training batch (batches.collate) of random content, every row `seq_len` long (no padding): image tokens,
+    <bos>, a random prompt, then `suffix_len` labelled answer tokens (the last <eos>); fp32 pixels, as finetune's."""
     import torch
 
     from .batches import Example, collate, to_device
@@ -290,8 +268,7 @@ def build_mode(mode: str, source: str | Path, lora, device, compute_dtype=None):
         enable_checkpointing(model)
         model.requires_grad_(True)
     else:
-        model, _ = attach_lora(model, rank=lora.rank, alpha=lora.alpha, dropout=lora.dropout,
-                               targets=list(lora.targets), scope=lora.scope, quantized=quantized, ckpt_every=1)
+        model, _ = attach_lora(model, lora, quantized=quantized, ckpt_every=1)
     model.train()
     return model
 
@@ -313,8 +290,8 @@ def timed_steps(steps, batch: dict, n: int, warmup: int, sync) -> dict[str, Any]
 
 
 def measure_mode(mode: str, source, lora, mem, log=None) -> dict[str, Any]:
-    """Peak GPU memory over the warm-up and `mem.measure_steps` timed optimizer steps in `mode` (bytes above what
-    was allocated before the model was built: the CUDA context and the allocator's reserve are not in it)."""
+    """Peak GPU memory over the warm-up and `mem.measure_steps` timed optimizer steps in `mode` (above what was
+    allocated before the model was built)."""
     import gc
 
     import torch
@@ -354,6 +331,7 @@ def measure_mode(mode: str, source, lora, mem, log=None) -> dict[str, Any]:
 
 def measure(mem, lora, work_dir: Path, log=None) -> dict[str, Any]:
     """The `measured` block of memory.json (CUDA only)."""
+    import bitsandbytes
     import torch
     import transformers
 
@@ -363,16 +341,11 @@ def measure(mem, lora, work_dir: Path, log=None) -> dict[str, Any]:
         raise TamrinError("memory.measure = true needs a CUDA GPU and none is visible; run it on a GPU machine "
                           "or set memory.measure = false")
     source = mem.checkpoint or save_random_checkpoint(Path(work_dir) / "paligemma-3b-random")
-    try:
-        import bitsandbytes
-        bnb_version = bitsandbytes.__version__
-    except ImportError:
-        bnb_version = None
     props = torch.cuda.get_device_properties(torch.cuda.current_device())
     # No host name and no local path: the block goes into results/, the report and the zip. The optimizer is
     # torch.optim.AdamW: states in the parameter dtype (bf16 for full fine-tuning, fp32 for the fp32 adapters).
     return {"device": props.name, "gpu_mem": props.total_memory, "torch": torch.__version__,
-            "transformers": transformers.__version__, "bitsandbytes": bnb_version, "seq_len": mem.seq_len,
+            "transformers": transformers.__version__, "bitsandbytes": bitsandbytes.__version__, "seq_len": mem.seq_len,
             "batch": mem.batch_size, "steps": mem.measure_steps, "warmup_steps": WARMUP_STEPS, "loss": "suffix",
             "grad_ckpt": True, "lora_scope": lora.scope, "weights": "checkpoint" if mem.checkpoint else "random",
             "modes": {mode: measure_mode(mode, source, lora, mem, log) for mode in mem.measure_modes}}
@@ -380,37 +353,29 @@ def measure(mem, lora, work_dir: Path, log=None) -> dict[str, Any]:
 
 def committed_block(raw: dict[str, Any], source: str) -> dict[str, Any]:
     """A committed measurement file (`memory.measured_from`) as the `measured` block: only the known fields (a host
-    name or a local checkpoint path in an older file stays out of results/). A file measured before the warm-up
-    step was split off has one `seconds_per_step` that includes the first step; it is dropped, not relabelled,
-    so `seconds_per_step_steady` is null there and the report prints no per-step time until the file is
-    re-measured (bench/gpu_run.sh memory)."""
-    block = {k: raw.get(k) for k in BLOCK_KEYS}
-    block["weights"] = "random" if raw.get("weights") in (None, "random") or "random" in str(raw.get("weights")) \
-        else "checkpoint"
-    block["source"] = source
-    block["modes"] = {mode: {k: m.get(k) for k in MODE_KEYS} for mode, m in (raw.get("modes") or {}).items()}
-    return block
+    name or a local path in an older file stays out of results/). An older file's `seconds_per_step` includes the
+    warm-up step: it is dropped, not relabelled (`seconds_per_step_steady` null until re-measured)."""
+    weights = raw.get("weights")
+    return {**{k: raw.get(k) for k in BLOCK_KEYS},
+            "weights": "random" if weights is None or "random" in str(weights) else "checkpoint", "source": source,
+            "modes": {mode: {k: m.get(k) for k in MODE_KEYS} for mode, m in (raw.get("modes") or {}).items()}}
 
 
 def run(ctx) -> None:
     """The `memory` stage: analysis on the meta device; a GPU measurement when `memory.measure` is on."""
-    from .. import contract
+    from .. import ROOT, contract
     from ..atomic import read_json
     from ..errors import TamrinError
 
-    mem = ctx.section("memory")
-    lora = ctx.section("lora")
+    mem, lora = ctx.section("memory"), ctx.section("lora")
     measured_file = None
     if not mem.measure and mem.measured_from:  # checked first: a bad path fails before minutes of work
-        from .. import ROOT
-
         measured_file = ROOT / mem.measured_from  # an absolute path stays itself
         if not measured_file.exists():
             raise TamrinError(f"memory.measured_from points to {measured_file}, which does not exist; run the GPU "
                               "measurement (bench/gpu_run.sh) or unset memory.measured_from")
     ctx.log.info("counting parameters of %s on the meta device (shipped config, no download)", MODEL_ID)
-    result = analyse(lora.rank, lora.alpha, list(lora.targets), lora.scope, mem.seq_len, mem.batch_size,
-                     mem.suffix_len)
+    result = analyse(lora, mem)
     p = result["params"]
     ctx.log.info("params: total %s, vision %s, projector %s, language model %s; LoRA r=%d (%s) trainable %s",
                  f"{p['total']:,}", f"{p['vision_tower']:,}", f"{p['projector']:,}", f"{p['language_model']:,}",

@@ -1,10 +1,9 @@
 """Scoring answers, without torch (the eval stage, the ablation and the report fixture call it on prediction rows).
-
-Every score is computed on normalised strings (lower case, punctuation removed, number words → digits), so "Two."
-and "2" are the same answer. `compute_metrics`: ROUGE-1/2/L (rouge-score, Porter stemming), exact match and
-per-question-type scores; a point estimate is the mean of the per-question scores, its interval the 2.5–97.5
-percentile of the means of `resamples` bootstrap resamples of the questions (numpy generator seeded with `seed`).
-`majority_baseline`: the floor a model that looks at the image has to clear. `analyse`: analysis.json.
+Every score is on normalised strings (lower case, no punctuation, number words → digits: "Two." and "2" are the same
+answer). `compute_metrics`: ROUGE-1/2/L (rouge-score, Porter stemming), exact match and per-question-type scores; a
+point estimate is the mean of the per-question scores, its interval the 2.5–97.5 percentile of the means of
+`resamples` bootstrap resamples of the questions (numpy, seeded). `majority_baseline`: the floor a model that looks
+at the image has to clear. `analyse`: analysis.json.
 """
 from __future__ import annotations
 
@@ -70,23 +69,17 @@ def compute_metrics(rows: list[dict], *, resamples: int = 1000, seed: int = 0) -
 
     scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
     refs = [normalize(r["answer"]) for r in rows]
-    scores: dict[str, list[float]] = defaultdict(list)
-    for ref, r in zip(refs, rows):
-        got = scorer.score(ref, normalize(r["prediction"]))
-        for t in ROUGE_TYPES:
-            scores[f"{t}_p"].append(got[t].precision)
-            scores[f"{t}_r"].append(got[t].recall)
-            scores[f"{t}_f"].append(got[t].fmeasure)
-    s = {k: np.asarray(v, dtype=float) for k, v in scores.items()}
+    got = [scorer.score(ref, normalize(r["prediction"])) for ref, r in zip(refs, rows)]
+    s = {(t, k): np.asarray([getattr(g[t], name) for g in got], dtype=float) for t in ROUGE_TYPES
+         for k, name in (("p", "precision"), ("r", "recall"), ("f", "fmeasure"))}
     hits = exact(rows)
     out: dict = {"n": len(rows)}
     for t in ROUGE_TYPES:
-        lo, hi = bootstrap_ci(s[f"{t}_f"], resamples=resamples, seed=seed)
-        out[t] = {"f": _mean(s[f"{t}_f"]), "p": _mean(s[f"{t}_p"]), "r": _mean(s[f"{t}_r"]), "ci_low": lo,
-                  "ci_high": hi}
+        lo, hi = bootstrap_ci(s[t, "f"], resamples=resamples, seed=seed)
+        out[t] = {"f": _mean(s[t, "f"]), "p": _mean(s[t, "p"]), "r": _mean(s[t, "r"]), "ci_low": lo, "ci_high": hi}
     out["exact_match"] = _mean(hits)
     out["exact_match_ci"] = list(bootstrap_ci(hits, resamples=resamples, seed=seed))
-    out["per_qtype"] = {q: {"n": len(ix), "exact_match": _mean(hits[ix]), "rougeL": _mean(s["rougeL_f"][ix])}
+    out["per_qtype"] = {q: {"n": len(ix), "exact_match": _mean(hits[ix]), "rougeL": _mean(s["rougeL", "f"][ix])}
                         for q, ix in _by_qtype(rows)}
     out["one_word_answers"] = _mean(np.asarray([float(len(r.split()) == 1) for r in refs]))
     out["bootstrap"], out["seed"] = resamples, seed

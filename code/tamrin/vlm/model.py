@@ -4,12 +4,12 @@ saved checkpoint)."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import re
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -52,12 +52,9 @@ def resolve_quantization(requested: str, device: torch.device) -> str:
 
 
 def resolve_compute_dtype(requested: str, device: torch.device) -> torch.dtype:
-    """Compute dtype: `auto` = bf16 on GPUs with native bf16, fp16 on older GPUs (T4), fp32 on CPU.
-
-    Native bf16 is compute capability ≥ 8 (Ampere and newer), not `torch.cuda.is_bf16_supported()`: its default
-    `including_emulation=True` answers True on a T4 (capability 7.5) because a bf16 tensor can be created there,
-    though every bf16 matmul is emulated without tensor cores (torch/cuda/__init__.py, `is_bf16_supported`). The
-    T4 must take the fp16 path."""
+    """Compute dtype: `auto` = bf16 on GPUs with native bf16 (compute capability ≥ 8), fp16 on older GPUs (T4), fp32
+    on CPU. Not `torch.cuda.is_bf16_supported()`: its default `including_emulation=True` answers True on a T4, where
+    every bf16 matmul is emulated without tensor cores (torch/cuda/__init__.py, `is_bf16_supported`)."""
     if device.type == "cuda":
         bf16_ok = torch.cuda.get_device_capability(device)[0] >= 8
         if requested == "auto":
@@ -75,11 +72,8 @@ def resolve_compute_dtype(requested: str, device: torch.device) -> torch.dtype:
 
 @contextlib.contextmanager
 def threads_for(model_kind: str, device: torch.device) -> Iterator[None]:
-    """One CPU thread for the tiny demo model on CPU, torch's default otherwise.
-
-    Its matrices are 128 wide: splitting them across threads costs more than it saves, and on shared cores
-    OpenMP's spinning threads made a step 5–8× slower (measured: 20 steps in 9 s with 1 thread, 49–78 s
-    with 2, on 2 busy cores)."""
+    """One CPU thread for the tiny demo model on CPU, torch's default otherwise: its matrices are 128 wide, and on
+    shared cores OpenMP's spinning threads made a step 5–8× slower (20 steps in 9 s with 1 thread, 49–78 s with 2)."""
     before = torch.get_num_threads()
     if model_kind == "tiny" and device.type == "cpu":
         torch.set_num_threads(1)
@@ -87,6 +81,17 @@ def threads_for(model_kind: str, device: torch.device) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def on_device(stage: Callable) -> Callable:
+    """The entry point `run(ctx)` of a stage body `stage(ctx, device)`: on the GPU when there is one, `threads_for`."""
+    @functools.wraps(stage)
+    def run(ctx):
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        with threads_for(ctx.section("model").kind, device):
+            return stage(ctx, device)
+
+    return run
 
 
 def _is_local(source: str | Path) -> bool:
@@ -131,26 +136,23 @@ def load_model_config(source: str | Path):
         return PaliGemmaConfig.from_pretrained(str(source), token=_token(source))
 
 
-# The hub revision that holds the weights in each half precision. google/paligemma-3b-pt-224's main branch stores
-# float32 safetensors (three shards: 4.95 + 5.0 + 1.74 GB ≈ 11.7 GB); its "bfloat16" and "float16" revisions hold the
-# same weights at half the size. The names: transformers' own PaliGemma integration tests load pt-224 with
-# `revision="bfloat16"` and `revision="float16"` (huggingface/transformers, tests/models/paligemma/
-# test_modeling_paligemma.py: test_small_model_integration_test_paligemma_batched_bf16 / _f16), and the model card
-# lists the weights in float32, bfloat16 and float16 (seen through a mirror of the card; the hub is out of reach here).
+# The hub revision holding the weights in each half precision: google/paligemma-3b-pt-224's main branch stores float32
+# safetensors (4.95 + 5.0 + 1.74 GB ≈ 11.7 GB), its "bfloat16" and "float16" revisions the same weights at half the
+# size. The names: transformers' PaliGemma integration tests load pt-224 with `revision="bfloat16"` / `"float16"`
+# (tests/models/paligemma/test_modeling_paligemma.py: test_small_model_integration_test_paligemma_batched_bf16 /
+# _f16), and the model card lists float32, bfloat16 and float16 weights (seen through a mirror of the card).
 HALF_REVISIONS = {torch.bfloat16: "bfloat16", torch.float16: "float16"}
 MAIN_DOWNLOAD_GB = 11.7  # main's float32 safetensors (above)
 
 
 def weights_revision(source: str | Path, compute_dtype: torch.dtype) -> str | None:
-    """The hub revision to load for `compute_dtype`: the half-precision one that matches it (half the first
-    download; the weights are cast to `compute_dtype` on loading anyway), or None (main) for fp32 compute and for a
-    local folder, which has no revisions."""
+    """The hub revision to load for `compute_dtype`: the matching half-precision one (half the first download; the
+    weights are cast to `compute_dtype` anyway), or None (main) for fp32 compute and for a local folder."""
     return None if _is_local(source) else HALF_REVISIONS.get(compute_dtype)
 
 
 def download_gb(source: str | Path, compute_dtype: torch.dtype) -> float:
-    """About how many GB the first load of google/paligemma-3b-pt-224 downloads (half for a half revision; it
-    is main's size when the revision turns out to be missing)."""
+    """About how many GB the first load of google/paligemma-3b-pt-224 downloads (half for a half revision)."""
     return 0.0 if _is_local(source) else MAIN_DOWNLOAD_GB / (2 if weights_revision(source, compute_dtype) else 1)
 
 
@@ -191,38 +193,23 @@ def load_base_model(source: str | Path, *, quantization: str, compute_dtype: tor
 
 
 def prepare_quantized(model):
-    """What training does to a 4-bit base before LoRA: peft's `prepare_model_for_kbit_training` without its
-    checkpointing switch — the base frozen and every parameter that is not a 4-bit weight (norms, embeddings, the
-    vision tower's patch embedding, the lm head) upcast to fp32, so the residual stream runs in fp32 and only the
-    4-bit matmuls compute in the compute dtype (fp16 on a T4, where Gemma is known to overflow: gemma_pytorch#10).
-    Evaluation calls it too, so it computes as training did (peft/utils/other.py, peft 0.21.2)."""
+    """What training (and evaluation, to compute as training did) does to a 4-bit base before LoRA: peft's
+    `prepare_model_for_kbit_training` — the base frozen and every parameter that is not a 4-bit weight upcast to fp32,
+    so only the 4-bit matmuls compute in the compute dtype (fp16 on a T4, where Gemma is known to overflow:
+    gemma_pytorch#10; peft/utils/other.py, peft 0.21.2). Without its checkpointing switch, which would enable every
+    layer (with use_reentrant=False it does nothing else): `attach_lora` enables checkpointing itself."""
     from peft import prepare_model_for_kbit_training
 
-    # peft's own checkpointing switch would enable every layer; with use_reentrant=False it does nothing else,
-    # so training enables checkpointing itself (attach_lora)
     return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
 
 
 def lora_target_pattern(targets: list[str], scope: str) -> str | list[str]:
-    """peft `target_modules`: the short names everywhere (`all`), or a regex limited to the Gemma decoder — the
-    short names also name SigLIP's q/k/v projections, so it anchors them under `language_model` (peft full-matches a
-    string pattern)."""
+    """peft `target_modules`: the short names everywhere (`all`), or a regex anchoring them under `language_model`
+    (they also name SigLIP's q/k/v projections; peft full-matches a string pattern)."""
     if scope == "all":
         return list(targets)
     names = "|".join(re.escape(t) for t in targets)
     return rf".*\blanguage_model\b.*\.({names})"
-
-
-@dataclass
-class LoraInfo:
-    scope: str
-    targets: list[str]
-    matched: list[str]  # names of the modules that received an adapter
-
-    def as_dict(self) -> dict:
-        vision = sum("vision_tower" in n for n in self.matched)
-        return {"scope": self.scope, "targets": self.targets, "matched_modules": len(self.matched),
-                "matched_in_vision_tower": vision, "matched_in_language_model": len(self.matched) - vision}
 
 
 def enable_checkpointing(model, every_n: int = 1) -> None:
@@ -232,33 +219,32 @@ def enable_checkpointing(model, every_n: int = 1) -> None:
     if hasattr(model, "activation_checkpointing_enable"):  # transformers ≥ 5.2x
         extra = {"every_n_layers": every_n} if every_n != 1 else {}
         model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs, **extra)
-    elif every_n == 1:
+    else:  # every_n is 1: footprint.settings offers N ≥ 2 only where transformers takes every_n_layers
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-    else:
-        raise TamrinError(f"checkpointing every {every_n}th layer needs transformers with every_n_layers; use "
-                          "train.grad_ckpt = auto, true or false")
     model.config.use_cache = False  # a KV cache is useless while training and conflicts with checkpointing
 
 
-def attach_lora(model, *, rank: int, alpha: float, dropout: float, targets: list[str], scope: str,
-                quantized: bool, ckpt_every: int | None):
-    """Wrap `model` with LoRA adapters (peft), with gradient checkpointing on every `ckpt_every`-th layer (None =
-    off). Quantized models are first prepared for k-bit training (frozen base, norms/embeddings upcast to fp32).
-    Returns (peft_model, LoraInfo)."""
+def attach_lora(model, lora, *, quantized: bool, ckpt_every: int | None) -> tuple[Any, dict]:
+    """Wrap `model` with the LoRA adapters (peft) of `lora` (the [lora] section), with gradient checkpointing on every
+    `ckpt_every`-th layer (None = off); a quantized model is first prepared for k-bit training (`prepare_quantized`).
+    Returns (peft model, finetune summary's `lora` block)."""
     from peft import LoraConfig, get_peft_model
 
     if quantized:
         model = prepare_quantized(model)
     if ckpt_every is not None:
         enable_checkpointing(model, ckpt_every)
-    cfg = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, bias="none",
-                     target_modules=lora_target_pattern(targets, scope), task_type="CAUSAL_LM")
+    cfg = LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias="none",
+                     target_modules=lora_target_pattern(lora.targets, lora.scope), task_type="CAUSAL_LM")
     try:
         peft_model = get_peft_model(model, cfg)
     except ValueError as e:
         if "not found in the base model" in str(e) or "Target modules" in str(e):
-            raise TamrinError(f"lora.targets {targets} match no module with lora.scope = {scope}; use names such "
-                              "as q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj") from None
+            raise TamrinError(f"lora.targets {lora.targets} match no module with lora.scope = {lora.scope}; use names "
+                              "such as q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj") from None
         raise
-    return peft_model, LoraInfo(scope=scope, targets=list(targets), matched=list(peft_model.targeted_module_names))
-
+    matched = peft_model.targeted_module_names
+    vision = sum("vision_tower" in n for n in matched)
+    return peft_model, {"scope": lora.scope, "targets": list(lora.targets), "matched_modules": len(matched),
+                        "matched_in_vision_tower": vision, "matched_in_language_model": len(matched) - vision,
+                        "rank": lora.rank, "alpha": lora.alpha, "dropout": lora.dropout}

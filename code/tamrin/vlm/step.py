@@ -1,16 +1,13 @@
-"""The optimizer step of LoRA fine-tuning — the only one, used by the finetune stage, `doctor`'s timed steps, the
-memory measurement and bench/bench_vlm.py, so each of them runs exactly the step `build.py finetune` takes — and
-its loss. `TrainStep(micro_batches)` does: forward/backward over the micro-batches (accumulation), normalised by
-the step's label-token count; bf16 autocast where the GPU's compute capability is ≥ 8.0, else fp16 autocast with a
-grad scaler, fp32 on a CPU (`model.resolve_compute_dtype`), the trained (LoRA) weights kept in fp32; the
-non-finite-loss guard; clipping, AdamW, and the learning-rate schedule, stepped only when the update was applied.
+"""The one optimizer step of LoRA fine-tuning (`TrainStep`) and its loss: finetune, `doctor`'s timed steps, the memory
+measurement and bench/bench_vlm.py all run exactly the step `build.py finetune` takes: forward and backward over the
+micro-batches, normalised by the step's label-token count; bf16 autocast where the GPU's compute capability is ≥ 8.0,
+else fp16 autocast with a grad scaler, fp32 on a CPU; the trained (LoRA) weights in fp32; the non-finite-loss guard;
+clipping, AdamW and the learning-rate schedule, stepped only when the update was applied.
 
-The loss is next-token cross-entropy on the answer (suffix) tokens only. `suffix_loss` (the default) asks the model
-for logits at just the last K positions through `logits_to_keep`: with left padding the suffix is flush right, so K
-is the longest suffix + 1 (counted on the host when the batch is built) and [batch, K, vocab] logits replace the
-[batch, seq, 257k] of the plain loss (for the 3B model at seq 280 the full fp32 logits alone are ~0.3 GB per
-example). Going through the model's own forward keeps DDP's hooks, peft, the lm_head and any logit soft-capping
-exactly as in `full_loss`. Both return (sum of token losses, number of label tokens).
+The loss is next-token cross-entropy on the answer (suffix) tokens. `suffix_loss` (the default) asks for logits at
+just the last K positions (`logits_to_keep`: left padding puts the suffix flush right; K is counted on the host), so
+[batch, K, vocab] logits replace `full_loss`'s [batch, seq, 257k] (~0.3 GB of fp32 logits per example for the 3B at
+seq 280), through the model's own forward: DDP's hooks, peft, the lm_head and any soft-capping stay as they are.
 """
 from __future__ import annotations
 
@@ -72,9 +69,8 @@ LOSSES = {"suffix": suffix_loss, "full": full_loss}
 
 def step_loss(model, micro_batches: list[dict], loss_fn: Callable, accelerator) -> torch.Tensor:
     """Forward/backward every micro-batch of one optimizer step; the step's mean token loss, a 0-d tensor on the
-    device (the caller decides when to wait for it). Each micro-batch's loss sum is divided by the step's global
-    label-token count (times the process count: DDP averages gradients), so the gradient is that of the mean over
-    all of the step's answer tokens whatever the batch split."""
+    device. Each loss sum is divided by the step's global label-token count (times the process count: DDP averages
+    gradients): the gradient of the mean over all of the step's answer tokens whatever the batch split."""
     n_local = sum((b["labels"][:, 1:] != IGNORE).sum() for b in micro_batches)
     n_global = accelerator.reduce(n_local.to(accelerator.device).float(), "sum")
     total = torch.zeros((), device=accelerator.device)
@@ -117,16 +113,6 @@ class NonFiniteGuard:
         return True
 
 
-# ---------------------------------------------------------------- precision
-
-def precision_for(device: torch.device, requested: str = "auto") -> tuple[torch.dtype, str]:
-    """(compute dtype, Accelerate's mixed precision) of training on `device`."""
-    from .model import resolve_compute_dtype
-
-    dtype = resolve_compute_dtype(requested, device)
-    return dtype, MIXED_PRECISION.get(dtype, "no")
-
-
 def make_accelerator(compute_dtype: torch.dtype, cuda: bool):
     """The Accelerator a training step runs under (under `accelerate launch`, the DDP process group's)."""
     from accelerate import Accelerator
@@ -145,9 +131,8 @@ class StepResult:
 
 
 class TrainStep:
-    """One optimizer step at a time: `step(micro_batches) -> StepResult`. Holds the accelerator, the (prepared)
-    model and optimizer, the scheduler and the non-finite guard; `steps_done` counts the steps taken (set it when
-    a run resumes)."""
+    """One optimizer step at a time: `step(micro_batches) -> StepResult`, with the accelerator, the (prepared) model
+    and optimizer, the scheduler and the non-finite guard; `steps_done` counts the steps taken (set on resume)."""
 
     def __init__(self, model, accelerator, *, lr: float, weight_decay: float = 0.0,
                  max_grad_norm: float | None = 1.0, loss: str = "suffix", scheduler: str = "constant",
@@ -237,5 +222,7 @@ class TrainStep:
 
 
 def _accelerator_for(model, requested: str):
+    from .model import resolve_compute_dtype
+
     device = next(model.parameters()).device
-    return make_accelerator(precision_for(device, requested)[0], device.type == "cuda")
+    return make_accelerator(resolve_compute_dtype(requested, device), device.type == "cuda")

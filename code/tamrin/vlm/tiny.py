@@ -17,11 +17,9 @@ PATCH = 16  # tiny SigLIP patch side (the real model uses 14 px patches on 224 p
 
 
 def train_bpe(texts: Iterable[str]) -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """(vocab, merges) of a Gemma-style BPE trained on `texts`.
-
-    Gemma tokenizes without pre-splitting (spaces become "▁" and BPE runs over the whole string). Training here
-    splits at "▁" so no merge crosses a word boundary; applying the learned merges to unsplit text then yields the
-    same word pieces ("▁red", "red"). Byte-fallback pieces keep unseen characters representable."""
+    """(vocab, merges) of a Gemma-style BPE trained on `texts`. Gemma tokenizes without pre-splitting (spaces become
+    "▁"); training splits at "▁" so no merge crosses a word boundary, and the learned merges on unsplit text then yield
+    the same word pieces ("▁red", "red"). Byte-fallback pieces keep unseen characters representable."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
     texts = list(texts)
@@ -49,15 +47,6 @@ def image_processor(image_size: int, patch_size: int):
     return ip
 
 
-def build_processor(texts: Iterable[str], image_size: int):
-    """The tiny model's `PaliGemmaProcessor` (SigLIP image processor + a BPE trained on `texts`)."""
-    from transformers import GemmaTokenizer, PaliGemmaProcessor
-
-    vocab, merges = train_bpe(texts)
-    return PaliGemmaProcessor(image_processor=image_processor(image_size, PATCH),
-                              tokenizer=GemmaTokenizer(vocab=vocab, merges=merges))
-
-
 def tiny_config(processor, width: int, layers: int, image_size: int):
     """A `PaliGemmaConfig` with PaliGemma's structure at toy size, matching `processor`'s vocabulary."""
     from transformers import PaliGemmaConfig
@@ -83,11 +72,14 @@ def tiny_config(processor, width: int, layers: int, image_size: int):
 
 def save_tiny_base(folder: Path, texts: Iterable[str], *, width: int = 128, layers: int = 2, image_size: int = 64,
                    seed: int = 0) -> Path:
-    """Build the tiny random PaliGemma and its processor from `texts` and save both to `folder` (fp32)."""
+    """Build the tiny random PaliGemma and its processor (SigLIP's image processor + a BPE trained on `texts`) and
+    save both to `folder` (fp32)."""
     import torch
-    from transformers import PaliGemmaForConditionalGeneration
+    from transformers import GemmaTokenizer, PaliGemmaForConditionalGeneration, PaliGemmaProcessor
 
-    processor = build_processor(texts, image_size)
+    vocab, merges = train_bpe(texts)
+    processor = PaliGemmaProcessor(image_processor=image_processor(image_size, PATCH),
+                                   tokenizer=GemmaTokenizer(vocab=vocab, merges=merges))
     config = tiny_config(processor, width, layers, image_size)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
