@@ -8,14 +8,14 @@ Q = "Are there more big green things than large purple shiny cubes?"
 
 @pytest.mark.parametrize("user", [
     Q,
-    f"{Q}\nAnswer the question using a single word or phrase.",                 # Q3, LLaVA-style suffix line
-    f"{Q}\nGive a very brief answer.",                                          # Q3, Idefics2-style
+    f"{Q}\nAnswer the question using a single word or phrase.",                 # LLaVA-style instruction line
+    f"{Q}\nGive a very brief answer.",                                          # Idefics2-style
     f"{Q}\nAnswer briefly.",
-    f"Answer the following question briefly with a word or phrase.\n{Q}",     # Q3, instruction before
-    f"<image>\n{Q}\nShort answer required.",                                    # Q1 + Q3
-    f"Question: {Q}\nAnswer:",                                                  # Q5 label + Q3 stub
-    f"{Q} Answer with a single word.",                                          # Q4, same line after "?"
-    f"  {Q}  \n\n  Be concise.  ",                                              # Q2 whitespace
+    f"Answer the following question briefly with a word or phrase.\n{Q}",     # instruction before
+    f"<image>\n{Q}\nShort answer required.",                                    # placeholder + instruction
+    f"Question: {Q}\nAnswer:",                                                  # label + answer stub
+    f"{Q} Answer with a single word.",                                          # instruction tail after "?"
+    f"  {Q}  \n\n  Be concise.  ",                                              # whitespace
     f"User: {Q}\nPlease answer yes or no.",
     f"{Q}\nReply in lowercase, one token.",                                    # an unknown instruction line
     f"Look at the image carefully.\n{Q}",
@@ -29,7 +29,7 @@ def test_question_boilerplate_is_stripped(user):
     f"{Q} Give a very brief answer.",
     f"{Q} Be concise. Give a short answer.",                                    # two instruction sentences
     f"{Q}  Answer briefly!  Answer:",
-    f"Look at the image carefully.\n{Q} Answer briefly.",                       # a preamble line, then Q4's line
+    f"Look at the image carefully.\n{Q} Answer briefly.",                       # a preamble line, then a tail
     f"Question: {Q} Short answer required.\nAnswer:",
 ])
 def test_instruction_sentences_after_the_question_mark_on_its_line_are_stripped(user):

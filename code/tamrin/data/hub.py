@@ -208,6 +208,7 @@ def _rows(stream: Any, cfg: Any, counts: HubCounts, what: str = "streaming") -> 
 def _checked_rows(ds: Any, cfg: Any, n_rows: int, counts: HubCounts, what: str) -> Iterator[dict]:
     """The first `n_rows` rows in stored order, undecoded, the configured columns checked on the card and on the
     first row."""
+    check_columns(getattr(ds, "column_names", None), cfg)
     for i, row in enumerate(_rows(ds.decode(False).take(n_rows), cfg, counts, what)):
         if i == 0:
             check_columns(list(row), cfg)
@@ -222,7 +223,6 @@ def iter_images(ds: Any, cfg: Any, counts: HubCounts) -> Iterator[tuple[str, Opt
     datasets 5.2 iterable_dataset.py), so its first rows already cost a whole row group from each of 10 shards;
     the stored order reads only the row groups that hold the judged rows. A stream that passes costs those rows
     once more (the shuffled stream reads its own)."""
-    check_columns(getattr(ds, "column_names", None), cfg)
     counts.total_rows = split_size(ds, cfg.hub_split)  # recorded in stats.json when the card declares it
     check = RowFormatCheck(cfg, _where(cfg))
     for row in _checked_rows(ds, cfg, EARLY_ROWS, counts, "streaming"):
@@ -245,33 +245,28 @@ class Triple:
 
 
 @dataclass
-class Preview:
+class Preview(HubCounts):
     """The first rows of the stream as read and as cleaned (what `build.py doctor` shows)."""
-    rows: int = 0
-    pairs: int = 0
-    skipped: int = 0  # pairs the cleaning could not turn into a CLEVR (question, answer)
     raw: list[tuple[str, str]] = field(default_factory=list)  # (user, assistant) as stored, in order
     cleaned: list[Triple] = field(default_factory=list)
     images: list[bytes] = field(default_factory=list)  # the rows' image bytes (for a tokenized example)
 
     @property
     def unparsed_share(self) -> float:
-        return self.skipped / self.pairs if self.pairs else 0.0
+        """The share of pairs the cleaning could not turn into a CLEVR (question, answer)."""
+        return (self.unparsed + self.off_vocabulary) / self.pairs if self.pairs else 0.0
 
 
 def preview(cfg: Any, n_rows: int = 20) -> Preview:
     """Read the first `n_rows` rows through the stage's own loader and cleaning (no shuffle: the first rows of
     the first shard), keeping the raw text beside the cleaned triples."""
-    ds = load_stream(cfg)
-    check_columns(getattr(ds, "column_names", None), cfg)
-    out, counts = Preview(), HubCounts()
-    for row in _checked_rows(ds, cfg, n_rows, counts, "reading the first rows of"):
-        counts.rows += 1
+    out = Preview()
+    for row in _checked_rows(load_stream(cfg), cfg, n_rows, out, "reading the first rows of"):
+        out.rows += 1
         pairs = row_pairs(row, cfg)
         out.raw.extend((u, a) for u, a, _ in pairs)
         data = image_bytes(row.get(cfg.image_column))
         if data:
             out.images.append(data)
-        out.cleaned.extend(Triple(**qa, image=len(out.images) - 1 if data else -1) for qa in clean_pairs(pairs, counts))
-    out.rows, out.pairs, out.skipped = counts.rows, counts.pairs, counts.unparsed + counts.off_vocabulary
+        out.cleaned.extend(Triple(**qa, image=len(out.images) - 1 if data else -1) for qa in clean_pairs(pairs, out))
     return out

@@ -36,10 +36,9 @@ def test_target(n_questions: int, test_fraction: float, max_test: int) -> int:
     return min(int(round(n_questions * test_fraction)), max_test)
 
 
-def planned_counts(data_cfg) -> tuple[int, int]:
-    """(train, test) questions the data stage will produce with this [data] config (before any skip; the
+def planned_counts(d) -> tuple[int, int]:
+    """(train, test) questions the data stage will produce with this [data] config `d` (before any skip; the
     official folder's count is taken as `data.source_questions` until its files are read)."""
-    d = data_cfg
     total = (d.n_scenes * d.questions_per_scene if d.source == "synthetic"
              else question_target(d.fraction, d.source_questions, d.margin, d.max_questions))
     n_test = test_target(total, d.test_fraction, d.max_test)

@@ -172,7 +172,6 @@ class RunTraining:
 @dataclass
 class BatchedTraining:
     model: StackedMLP
-    runs: list[Run]
     losses: np.ndarray  # (steps, R): every run's loss at every step
     pair_cost: np.ndarray  # (R,): mean ‖x1 − x0‖² of the run's training pairs
     loop_seconds: float  # wall time of the whole batched loop
@@ -184,7 +183,7 @@ class BatchedTraining:
         run is charged 1/R of it (its share of the batched step); an OT-CFM run is charged its own solves on top,
         as the CPU time of those solves (they run in other threads beside the loop, so their wall time would
         measure the neighbours). Drawing the batches (in the data thread, overlapped) is charged to no run."""
-        shared = (self.loop_seconds - self.data_wait_seconds) / len(self.runs)
+        shared = (self.loop_seconds - self.data_wait_seconds) / self.losses.shape[1]
         ot = float(self.ot_cpu_seconds[r])
         return RunTraining(losses=self.losses[:, r].tolist(), pair_cost=float(self.pair_cost[r]),
                            seconds=shared + ot, ot_seconds=ot)
@@ -336,6 +335,6 @@ def train_batched(runs: list[Run], *, steps: int, batch_size: int, lr: float, hi
     model.eval()
     ot_cpu = np.array([pipeline.ot_cpu[pipeline.ot_run[r]] if r in pipeline.ot_run else 0.0
                        for r in range(len(runs))])
-    return BatchedTraining(model=model, runs=list(runs), losses=losses_np.astype(np.float64),
+    return BatchedTraining(model=model, losses=losses_np.astype(np.float64),
                            pair_cost=cost_sum / steps, loop_seconds=seconds, data_wait_seconds=wait,
                            ot_cpu_seconds=ot_cpu)

@@ -130,8 +130,7 @@ def evaluate_stacked(model: Any, x0: np.ndarray, x1_heldout: np.ndarray, euler_s
     for n in steps:
         gen, energy, straight = euler(model, x0, n)
         w2 |= {(r, str(n)): pool.submit(w2_squared, gen[r], x1_heldout[r]) for r in range(runs)}
-    paths = [{"path_energy": float(energy[r]), "straightness": float(straight[r]), "from_euler_steps": steps[-1]}
-             for r in range(runs)]
+    paths = [{"path_energy": float(energy[r]), "straightness": float(straight[r])} for r in range(runs)]  # finest
     nfes = []
     for r in range(runs):
         gen, nfe = dopri5(model.run_model(r), x0[r], tol)
@@ -143,7 +142,7 @@ def evaluate_stacked(model: Any, x0: np.ndarray, x1_heldout: np.ndarray, euler_s
         return {"w2": float(np.sqrt(w2sq)), "w2_squared": w2sq}
 
     return lambda: [{"euler": {str(n): entry(r, str(n)) for n in steps}, "path": paths[r],
-                     "dopri5": {**entry(r, "dopri5"), "nfe": nfe, "tol": tol}} for r, nfe in enumerate(nfes)]
+                     "dopri5": {**entry(r, "dopri5"), "nfe": nfe}} for r, nfe in enumerate(nfes)]
 
 
 # --- metrics, summary, figures ---------------------------------------------------------------------------------------

@@ -57,7 +57,6 @@ def _factor_rank(f: sp.Basic) -> int:
 class TypstPrinter(Printer):
     """Print a sympy expression as a Typst math string (without the surrounding `$`)."""
 
-    printmethod = "_typst"
     _default_settings: dict[str, Any] = {
         "order": None,
         "time": None,  # the time Symbol for the paper's subscript notation
@@ -65,14 +64,12 @@ class TypstPrinter(Printer):
         "names": {},  # Symbol or function name -> Typst text override
     }
 
-    # --- atoms -------------------------------------------------------------------------------------------
     def _print_Symbol(self, expr: sp.Symbol) -> str:
         return self._settings["names"].get(expr.name) or symbol_name(expr.name)
 
     def _print_Integer(self, expr: sp.Integer) -> str:  # also Zero, One, NegativeOne (their base class)
         return str(int(expr))
 
-    # --- helpers ---------------------------------------------------------------------------------------------
     def parens(self, expr: sp.Basic, level: int, strict: bool = False) -> str:
         """Print `expr`, in parentheses when it binds weaker than `level`."""
         prec = precedence(expr)
@@ -93,7 +90,6 @@ class TypstPrinter(Printer):
         suffix = self._settings["time_functions"][func.__name__] if arg == self._settings["time"] else ""
         return f"{self._fname(func)}{chr(39) * order}_{self._time_arg(arg)}{suffix}"
 
-    # --- arithmetic -------------------------------------------------------------------------------------------
     def _print_Add(self, expr: sp.Add) -> str:
         terms = list(self._as_ordered_terms(expr, order=self._settings["order"]))
         # Lead with a positive term when there is one: `x_1 - a x`, not `-a x + x_1`.
@@ -102,13 +98,10 @@ class TypstPrinter(Printer):
             if first_pos is not None:
                 terms.insert(0, terms.pop(first_pos))
         out = ""
-        for i, term in enumerate(terms):
+        for term in terms:
             negative = term.could_extract_minus_sign()
-            body = self.parens(-term if negative else term, PRECEDENCE["Add"], strict=False)
-            if i == 0:
-                out = f"-{body}" if negative else body
-            else:
-                out += f" - {body}" if negative else f" + {body}"
+            sign = (" - " if negative else " + ") if out else ("-" if negative else "")
+            out += sign + self.parens(-term if negative else term, PRECEDENCE["Add"])
         return out
 
     def _print_Mul(self, expr: sp.Mul) -> str:
@@ -143,7 +136,6 @@ class TypstPrinter(Printer):
             e = f"({e})"
         return f"{b}^{e}"
 
-    # --- functions -----------------------------------------------------------------------------------------
     def _print_exp(self, expr: sp.exp) -> str:
         return f"e^({self._print(expr.args[0])})"
 
