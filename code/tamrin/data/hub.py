@@ -12,8 +12,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
 
-from ..errors import TamrinError
-from ..errors import explain
+from ..errors import TamrinError, explain
 from .cleaning import classify, clean_answer, clean_question
 
 EARLY_ROWS = 300  # rows read from the source before the stage judges whether it reads their format
@@ -139,7 +138,6 @@ class RowFormatCheck:
     and a stop, so a layout the cleaning does not read costs a few hundred rows instead of the whole stream
     (the_cauldron's clevr config: 24 shards, about 13 GB)."""
     cfg: Any
-    where: str
     after_rows: int = EARLY_ROWS
     rows: int = 0
     pairs: int = 0
@@ -165,7 +163,7 @@ class RowFormatCheck:
         share = self.kept / self.pairs if self.pairs else 0.0
         shown = "; ".join(f"raw row {i + 1}: {one_line(u, 80)!r} → {one_line(a, 30)!r}"
                           for i, (u, a) in enumerate(self.not_kept)) or "no QA pairs at all"
-        return redact(f"{self.where}: the cleaning kept {self.kept} of the {self.pairs} QA pairs in the first "
+        return redact(f"{_where(self.cfg)}: the cleaning kept {self.kept} of the {self.pairs} QA pairs in the first "
                       f"{self.rows} rows ({share:.0%}, below {EARLY_MIN_KEPT:.0%}), so the rows are probably in a "
                       f"format it does not read ({shown}); stopped before streaming the rest: run `python build.py "
                       "doctor` (with the same --profile/--set options) to see more rows raw and cleaned, then set "
@@ -224,7 +222,7 @@ def iter_images(ds: Any, cfg: Any, counts: HubCounts) -> Iterator[tuple[str, Opt
     the stored order reads only the row groups that hold the judged rows. A stream that passes costs those rows
     once more (the shuffled stream reads its own)."""
     counts.total_rows = split_size(ds, cfg.hub_split)  # recorded in stats.json when the card declares it
-    check = RowFormatCheck(cfg, _where(cfg))
+    check = RowFormatCheck(cfg)
     for row in _checked_rows(ds, cfg, EARLY_ROWS, counts, "streaming"):
         check.observe(row)
     for row in _rows(ds.decode(False).shuffle(seed=cfg.seed, buffer_size=cfg.shuffle_buffer), cfg, counts):

@@ -149,14 +149,6 @@ class SceneQuestions:
                 return j, desc_words(self.rng.choice(descs), self.rng)
         return None
 
-    def _relation_set(self, desc: Desc, rel: str, anchor: int) -> Optional[int]:
-        """Mask of objects matching `desc` that are `rel` the anchor; None when any candidate is ambiguous."""
-        candidates = self._mask(desc) & ~(1 << anchor)
-        true, ambiguous = self._rel[(anchor, rel)]
-        if candidates & ambiguous:
-            return None
-        return candidates & true
-
     def _refer_by_relation(self, i: int, forbid: tuple[str, ...]) -> Optional[str]:
         picked = self._anchor(i)
         if picked is None:
@@ -187,10 +179,11 @@ class SceneQuestions:
             anchor, anchor_words = picked
             rel = self.rng.choice(RELATIONS)
             desc = self._random_desc(0, 2)
-            hit = self._relation_set(desc, rel, anchor)
-            if hit is None:
+            candidates = self._mask(desc) & ~(1 << anchor)
+            true, ambiguous = self._rel[(anchor, rel)]
+            if candidates & ambiguous:  # a candidate too close to the anchor to tell
                 return None
-            return desc, hit.bit_count(), f"{REL_WORDS[rel]} the {anchor_words}"
+            return desc, (candidates & true).bit_count(), f"{REL_WORDS[rel]} the {anchor_words}"
         desc = self._random_desc(0 if allow_empty else 1, 3)
         return desc, self._count_of(desc), ""
 

@@ -1,9 +1,6 @@
-"""The `data` stage: questions from the configured source → results/data/ (DESIGN.md, "Results contract").
-
-Writes `images/<image_id>.png` (each image once), `train.jsonl` and `test.jsonl` with records
-`{id, image, question, answer, qtype, image_id, source}` (`image` relative to results/data/), and `stats.json`
-(counts per split and question type, answers, skipped images and questions). A corrupt or missing image is skipped
-and counted, never fatal; a source that yields no usable question is a one-line error.
+"""The `data` stage: questions from the configured source → results/data/: each image once as
+images/<image_id>.png, train.jsonl, test.jsonl and stats.json (their layout: contract/data.py). A corrupt or missing
+image is skipped and counted, never fatal; a source that yields no usable question is a one-line error.
 """
 from __future__ import annotations
 

@@ -144,16 +144,10 @@ def _floor(size: int) -> tuple[Image.Image, Image.Image]:
     return Image.fromarray(lit), Image.fromarray(dark)
 
 
-@functools.lru_cache(maxsize=8)
-def _unit_ring(n: int) -> tuple[np.ndarray, np.ndarray]:
-    t = np.linspace(0, 2 * math.pi, n, endpoint=False)
-    return np.cos(t), np.sin(t)
-
-
 def _circle(cx: float, cy: float, r: float, z: float = 0.0, n: int = 20) -> np.ndarray:
     """n points (n, 3) on the horizontal circle of radius r around (cx, cy) at height z."""
-    cos, sin = _unit_ring(n)
-    return np.stack([cx + r * cos, cy + r * sin, np.full(n, z)], 1)
+    t = np.linspace(0, 2 * math.pi, n, endpoint=False)
+    return np.stack([cx + r * np.cos(t), cy + r * np.sin(t), np.full(n, z)], 1)
 
 
 _SHADOW_RES = 4  # the shadow mask is drawn at 1/4 of the render size and blurred there

@@ -93,27 +93,22 @@ def euler(model: torch.nn.Module, x0: np.ndarray, steps: int) -> tuple[np.ndarra
     return (x.cpu().numpy(), *(a.mean(-1).cpu().numpy().astype(np.float64) for a in (energy, straight)))
 
 
-class _Counted(torch.nn.Module):
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model, self.nfe = model, 0
-
-    def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        self.nfe += 1
-        return velocity(self.model, x, t)
-
-
 @torch.no_grad()
 def dopri5(model: torch.nn.Module, x0: np.ndarray, tol: float, times: np.ndarray | None = None
            ) -> tuple[np.ndarray, int]:
     """Adaptive Dormand–Prince (torchdiffeq) with atol = rtol = tol; returns the states at `times`
     (default [0, 1] → only the end point) and the number of function evaluations."""
-    device = _device(model)
-    f = _Counted(model)
+    device, nfe = _device(model), 0
+
+    def field(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        nonlocal nfe
+        nfe += 1
+        return velocity(model, x, t)
+
     ts = torch.tensor([0.0, 1.0] if times is None else list(times), dtype=torch.float32, device=device)
     y0 = torch.from_numpy(np.asarray(x0, dtype=np.float32)).to(device)
-    states = odeint(f, y0, ts, method="dopri5", atol=tol, rtol=tol).cpu().numpy()
-    return (states[-1] if times is None else states), f.nfe
+    states = odeint(field, y0, ts, method="dopri5", atol=tol, rtol=tol).cpu().numpy()
+    return (states[-1] if times is None else states), nfe
 
 
 def evaluate_stacked(model: Any, x0: np.ndarray, x1_heldout: np.ndarray, euler_steps: list[int], tol: float,
@@ -378,9 +373,7 @@ def run(cfg: Any, profile: str, work_dir: Path, log: logging.Logger) -> dict[str
             timing |= _train_and_evaluate(todo, cfg, device, ot_threads, pool, refs, log, finished)
         references = [{"pair": p, "seed": s, **refs[f"{p}/{s}"].result()} for p in cfg.pairs for s in cfg.seeds]
     runs = [done[k] for k in order]
-
     summary = summarise(runs)
-    figures = assemble_figures(runs, cfg, cfg.seeds[0])
     settings = {
         "pairs": list(cfg.pairs), "methods": list(cfg.methods), "seeds": list(cfg.seeds), "steps": cfg.steps,
         "batch_size": cfg.batch_size, "lr": cfg.lr, "lr_schedule": cfg.lr_schedule, "optimizer": "Adam",
@@ -388,16 +381,9 @@ def run(cfg: Any, profile: str, work_dir: Path, log: logging.Logger) -> dict[str
         "euler_steps": sorted(cfg.euler_steps), "dopri_tol": cfg.dopri_tol, "threads": cfg.threads, "device": device,
         "ot_threads": ot_threads,
     }
+    figures = assemble_figures(runs, cfg, cfg.seeds[0])
     timing["experiment_seconds"] = time.perf_counter() - started
-    return {
-        "schema_version": 1,
-        "profile": profile,
-        "settings": settings,
-        "runs": [{k: v for k, v in r.items() if k not in ("figures", "loss_curve")} for r in runs],
-        "reference": references,
-        "summary": summary,
-        "w2_vs_steps": w2_vs_steps(summary, list(cfg.euler_steps)),
-        "anchor": anchor(summary, references, settings),
-        "figures": figures,
-        "timing": timing,
-    }
+    return {"schema_version": 1, "profile": profile, "settings": settings,
+            "runs": [{k: v for k, v in r.items() if k not in ("figures", "loss_curve")} for r in runs],
+            "reference": references, "summary": summary, "w2_vs_steps": w2_vs_steps(summary, list(cfg.euler_steps)),
+            "anchor": anchor(summary, references, settings), "figures": figures, "timing": timing}

@@ -114,9 +114,7 @@ def assignment(cost: np.ndarray, potential: ColumnPotential | None, columns: np.
 
 def ot_pairing(x0: np.ndarray, x1: np.ndarray, potential: ColumnPotential | None = None
                ) -> tuple[np.ndarray, np.ndarray]:
-    """(row, col) of the exact assignment: pair x0[row] with x1[col] (minibatch OT-CFM)."""
-    if len(x0) != len(x1):
-        raise ValueError(f"ot_pairing needs equal batch sizes, got {len(x0)} and {len(x1)}")
+    """(row, col) of the exact assignment of two equal-size batches: pair x0[row] with x1[col] (minibatch OT-CFM)."""
     return assignment(sq_cost(x0, x1), potential, x1)
 
 
