@@ -100,7 +100,7 @@ def test_both_forms_through_the_real_datasets_loader(tmp_path, monkeypatch):
                        {"user": "Describe the scene.", "assistant": "Lovely.", "source": "clevr"}])]
     copy = write_cauldron_copy(tmp_path / "the_cauldron", rows=rows)
     p = preview(DataConfig(hub_id=str(copy)), n_rows=20)
-    assert p.rows == 1 and p.pairs == 3 and p.skipped == 1
+    assert p.rows == 1 and p.pairs == 3 and p.unparsed + p.off_vocabulary == 1
     assert [(t.question, t.answer, t.qtype) for t in p.cleaned] == [
         ("How many cubes are there?", "2", "count"), ("Is there a red ball?", "yes", "exist")]
     assert p.raw[1] == ("Is there a red ball?\nAnswer the question using a single word or phrase.", "Answer: Yes.")

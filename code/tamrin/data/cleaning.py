@@ -79,17 +79,14 @@ _PROGRAM_LAST: dict[str, str] = {
 }
 
 
-def _function_name(node: Any) -> str:
-    """A program node's function: CLEVR v1.0 uses `function`, older dumps `type`; `f[value]` forms are cut."""
-    name = node if isinstance(node, str) else node.get("function") or node.get("type") if isinstance(node, dict) else ""
-    return str(name or "").split("[", 1)[0].strip()
-
-
 def qtype_from_program(program: Any) -> Optional[str]:
-    """The type named by the program's final node, or None when the program is empty or unknown."""
+    """The type named by the program's final node, or None when the program is empty or unknown. A node's function
+    is `function` in CLEVR v1.0, `type` in older dumps; `f[value]` forms are cut."""
     if not program or not isinstance(program, (list, tuple)):
         return None
-    return _PROGRAM_LAST.get(_function_name(program[-1]))
+    node = program[-1]
+    name = node if isinstance(node, str) else node.get("function") or node.get("type") if isinstance(node, dict) else ""
+    return _PROGRAM_LAST.get(str(name or "").split("[", 1)[0].strip())
 
 
 # compare_integer: "more/fewer/less/greater … than", "same/equal number", "the number of … (the same as …)",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from ..errors import TamrinError, explain
@@ -103,14 +104,12 @@ def image_bytes(value: Any) -> Optional[bytes]:
     if isinstance(value, (list, tuple)):
         return image_bytes(value[0]) if value else None
     if isinstance(value, dict):
-        data = value.get("bytes")
-        if data is None and value.get("path"):
+        if value.get("bytes") is None and value.get("path"):
             try:
-                with open(value["path"], "rb") as f:
-                    return f.read()
+                return Path(value["path"]).read_bytes()
             except OSError:
                 return None
-        return data
+        return value.get("bytes")
     if isinstance(value, (bytes, bytearray)):
         return bytes(value)
     return None

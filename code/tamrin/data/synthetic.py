@@ -330,25 +330,19 @@ def scene_rng(seed: int, index: int) -> random.Random:
     return random.Random(f"tamrin-synthetic:{seed}:{index}")
 
 
-def scene_questions(scene: list[SceneObject], rng: random.Random, n: int, start: int) -> list[Question]:
-    """n distinct questions; types rotate from QTYPES[start]; a type that fails in this scene is replaced by the next."""
-    gen = SceneQuestions(scene, rng)
-    out: list[Question] = []
-    seen: set[str] = set()
-    for attempt in range(n * 4):
-        if len(out) == n:
-            break
-        q = gen.ask(QTYPES[(start + attempt) % len(QTYPES)], avoid=seen)
-        if q is not None:
-            out.append(q)
-            seen.add(q.question)
-    return out
-
-
 def make_scene(seed: int, index: int, *, image_size: int, questions_per_scene: int, min_objects: int,
                max_objects: int) -> SyntheticScene:
+    """Scene `index` of `seed` with distinct questions whose types rotate across scenes (from QTYPES[index ·
+    questions_per_scene]); a type that fails in this scene is replaced by the next."""
     rng = scene_rng(seed, index)
     scene = sample_scene(rng, min_objects, max_objects)
-    questions = scene_questions(scene, rng, questions_per_scene, start=index * questions_per_scene)
+    gen, questions = SceneQuestions(scene, rng), []
+    for attempt in range(questions_per_scene * 4):
+        if len(questions) == questions_per_scene:
+            break
+        qtype = QTYPES[(index * questions_per_scene + attempt) % len(QTYPES)]
+        q = gen.ask(qtype, avoid={asked.question for asked in questions})
+        if q is not None:
+            questions.append(q)
     return SyntheticScene(image_id=f"synth_s{seed}_{index:06d}", scene=scene,
                           png=png_bytes(render(scene, image_size)), questions=questions)

@@ -185,15 +185,11 @@ def figure_data(model: torch.nn.Module, sets: dict[str, np.ndarray], cfg: Any) -
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
     """summary[pair][method][metric] = {mean, std (ddof 0, as numpy), n} over seeds."""
-    rows: dict[tuple[str, str], list[dict[str, float]]] = {}
+    rows: dict[str, dict[str, list[dict[str, float]]]] = {}
     for r in runs:
-        rows.setdefault((r["pair"], r["method"]), []).append(r["metrics"])
-    summary: dict[str, Any] = {}
-    for (pair, method), ms in rows.items():
-        summary.setdefault(pair, {})[method] = {
-            k: {"mean": float(np.mean([m[k] for m in ms])), "std": float(np.std([m[k] for m in ms])), "n": len(ms)}
-            for k in ms[0]}
-    return summary
+        rows.setdefault(r["pair"], {}).setdefault(r["method"], []).append(r["metrics"])
+    return {pair: {method: {k: {"mean": float(np.mean([m[k] for m in ms])), "std": float(np.std([m[k] for m in ms])),
+                                "n": len(ms)} for k in ms[0]} for method, ms in by.items()} for pair, by in rows.items()}
 
 
 def w2_vs_steps(summary: dict[str, Any], euler_steps: list[int]) -> dict[str, Any]:
