@@ -19,7 +19,6 @@ from ..errors import TamrinError
 from ..contract.facts import QTYPES
 from .subset import question_target, split_by_image, subset_stats, test_target
 
-_WARN_EXAMPLES = 5
 MAX_PIXELS = 40_000_000  # a CLEVR image is 480×320; anything far larger is not one
 
 
@@ -77,7 +76,7 @@ class Collector:
                 kind = "missing_image" if data is None else "corrupt_image"
                 self.skipped[kind] += 1
                 self.skipped["questions_of_skipped_images"] += len(qas)
-                if self.skipped[kind] <= _WARN_EXAMPLES:
+                if self.skipped[kind] <= 5:  # a few examples in the log, the rest only counted
                     self.log.warning(f"skipped {kind.replace('_', ' ')} {image_id} ({e}); its {len(qas)} questions dropped")
                 return
             (self.images_dir / f"{image_id}.png").write_bytes(png)

@@ -141,13 +141,10 @@ class StackedMLP(torch.nn.Module):
         """(R, N, 3) rows (x, t) → (R, N, 2) velocities."""
         return _layers(self.weights, self.biases, inp)
 
-    def run_model(self, r: int) -> "OneRun":
-        """Run r alone, as a module taking (N, 3) like the reference MLP (for the per-run solvers)."""
-        return OneRun(self, r)
-
 
 class OneRun(torch.nn.Module):
-    """One run of a StackedMLP seen as a per-run model: (N, 3) → (N, 2), sharing the stacked weights."""
+    """Run r of a StackedMLP alone, as a module taking (N, 3) like the reference MLP (for the per-run solvers),
+    sharing the stacked weights."""
 
     def __init__(self, stacked: StackedMLP, r: int) -> None:
         super().__init__()

@@ -26,7 +26,7 @@ from torchdiffeq import odeint
 
 from ..atomic import write_json
 from ..errors import TamrinError
-from .batched import PAIRS, sample, split_pair, train_batched, velocity
+from .batched import PAIRS, OneRun, sample, split_pair, train_batched, velocity
 from .ot import w2_squared
 
 
@@ -128,7 +128,7 @@ def evaluate_stacked(model: Any, x0: np.ndarray, x1_heldout: np.ndarray, euler_s
     paths = [{"path_energy": float(energy[r]), "straightness": float(straight[r])} for r in range(runs)]  # finest
     nfes = []
     for r in range(runs):
-        gen, nfe = dopri5(model.run_model(r), x0[r], tol)
+        gen, nfe = dopri5(OneRun(model, r), x0[r], tol)
         nfes.append(nfe)
         w2[(r, "dopri5")] = pool.submit(w2_squared, gen, x1_heldout[r])
 
@@ -188,8 +188,9 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, dict[
     rows: dict[str, dict[str, list[dict[str, float]]]] = {}
     for r in runs:
         rows.setdefault(r["pair"], {}).setdefault(r["method"], []).append(r["metrics"])
-    return {pair: {method: {k: {"mean": float(np.mean([m[k] for m in ms])), "std": float(np.std([m[k] for m in ms])),
-                                "n": len(ms)} for k in ms[0]} for method, ms in by.items()} for pair, by in rows.items()}
+    return {pair: {method: {k: {"mean": float(np.mean([m[k] for m in ms])),
+                                "std": float(np.std([m[k] for m in ms])), "n": len(ms)} for k in ms[0]}
+                   for method, ms in by.items()} for pair, by in rows.items()}
 
 
 def w2_vs_steps(summary: dict[str, Any], euler_steps: list[int]) -> dict[str, Any]:
@@ -248,7 +249,8 @@ def assemble_figures(runs: list[dict[str, Any]], cfg: Any, seed: int) -> dict[st
     def curve(pair: str, method: str) -> dict[str, list]:
         curves = [r["loss_curve"] for r in runs if r["pair"] == pair and r["method"] == method]
         losses = np.array([c["loss"] for c in curves])
-        return {"step": curves[0]["step"], "loss_mean": _round(losses.mean(0), 4), "loss_std": _round(losses.std(0), 4)}
+        return {"step": curves[0]["step"], "loss_mean": _round(losses.mean(0), 4),
+                "loss_std": _round(losses.std(0), 4)}
 
     samples = {}
     for pair in cfg.pairs:
@@ -325,7 +327,7 @@ def _train_and_evaluate(todo: list[tuple[str, str, int]], cfg: Any, device: str,
                                np.stack([sets[(p, s)]["x1"] for p, _, s in todo]), list(cfg.euler_steps),
                                cfg.dopri_tol, pool)
     # The figures' solver runs go on while the pool finishes the W2 solves.
-    figures = [figure_data(tr.model.run_model(r), sets[(p, s)], cfg) for r, (p, _, s) in enumerate(todo)]
+    figures = [figure_data(OneRun(tr.model, r), sets[(p, s)], cfg) for r, (p, _, s) in enumerate(todo)]
     for r, ((pair, method, seed), ev) in enumerate(zip(todo, results())):
         steps_at, curve = loss_curve(tr.run(r).losses)
         finished({"pair": pair, "method": method, "seed": seed,
