@@ -92,7 +92,7 @@ def evaluate(model: torch.nn.Module, x0: np.ndarray, x1_heldout: np.ndarray, eul
         if n == finest:
             out["path"] = {"path_energy": float(energy), "straightness": float(straight), "from_euler_steps": n}
     gen, nfe = dopri5(model, x0, tol)
-    out["dopri5"] = {**_w2_entry(w2_squared(gen, x1_heldout, warm_start)), "nfe": nfe, "tol": tol}
+    out["dopri5"] = {**_w2_entry(w2_squared(gen, x1_heldout, warm_start)), "nfe": nfe}
     return out
 
 

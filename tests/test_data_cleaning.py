@@ -8,14 +8,14 @@ Q = "Are there more big green things than large purple shiny cubes?"
 
 @pytest.mark.parametrize("user", [
     Q,
-    f"{Q}\nAnswer the question using a single word or phrase.",                 # Q3, LLaVA-style suffix line
-    f"{Q}\nGive a very brief answer.",                                          # Q3, Idefics2-style
+    f"{Q}\nAnswer the question using a single word or phrase.",                 # LLaVA-style instruction line
+    f"{Q}\nGive a very brief answer.",                                          # Idefics2-style
     f"{Q}\nAnswer briefly.",
-    f"Answer the following question briefly with a word or phrase.\n{Q}",     # Q3, instruction before
-    f"<image>\n{Q}\nShort answer required.",                                    # Q1 + Q3
-    f"Question: {Q}\nAnswer:",                                                  # Q5 label + Q3 stub
-    f"{Q} Answer with a single word.",                                          # Q4, same line after "?"
-    f"  {Q}  \n\n  Be concise.  ",                                              # Q2 whitespace
+    f"Answer the following question briefly with a word or phrase.\n{Q}",     # instruction before
+    f"<image>\n{Q}\nShort answer required.",                                    # placeholder + instruction
+    f"Question: {Q}\nAnswer:",                                                  # label + answer stub
+    f"{Q} Answer with a single word.",                                          # instruction tail after "?"
+    f"  {Q}  \n\n  Be concise.  ",                                              # whitespace
     f"User: {Q}\nPlease answer yes or no.",
     f"{Q}\nReply in lowercase, one token.",                                    # an unknown instruction line
     f"Look at the image carefully.\n{Q}",
@@ -29,7 +29,7 @@ def test_question_boilerplate_is_stripped(user):
     f"{Q} Give a very brief answer.",
     f"{Q} Be concise. Give a short answer.",                                    # two instruction sentences
     f"{Q}  Answer briefly!  Answer:",
-    f"Look at the image carefully.\n{Q} Answer briefly.",                       # a preamble line, then Q4's line
+    f"Look at the image carefully.\n{Q} Answer briefly.",                       # a preamble line, then a tail
     f"Question: {Q} Short answer required.\nAnswer:",
 ])
 def test_instruction_sentences_after_the_question_mark_on_its_line_are_stripped(user):
@@ -100,7 +100,7 @@ def test_both_forms_through_the_real_datasets_loader(tmp_path, monkeypatch):
                        {"user": "Describe the scene.", "assistant": "Lovely.", "source": "clevr"}])]
     copy = write_cauldron_copy(tmp_path / "the_cauldron", rows=rows)
     p = preview(DataConfig(hub_id=str(copy)), n_rows=20)
-    assert p.rows == 1 and p.pairs == 3 and p.skipped == 1
+    assert p.rows == 1 and p.pairs == 3 and p.unparsed + p.off_vocabulary == 1
     assert [(t.question, t.answer, t.qtype) for t in p.cleaned] == [
         ("How many cubes are there?", "2", "count"), ("Is there a red ball?", "yes", "exist")]
     assert p.raw[1] == ("Is there a red ball?\nAnswer the question using a single word or phrase.", "Answer: Yes.")

@@ -441,7 +441,7 @@ def test_the_early_check_judges_once_on_the_rows_it_was_given():
     from tamrin.config import DataConfig
     from tamrin.data.hub import RowFormatCheck
 
-    check = RowFormatCheck(DataConfig(), "copy", after_rows=4)
+    check = RowFormatCheck(DataConfig(), after_rows=4)
     good = {"images": [], "texts": [turn("How many cubes are there?", "3")]}
     bad = {"images": [], "texts": [not_clevr(1)]}
     for row in (good, good, bad, bad):  # the 4th row: 2 of 4 pairs kept = 50%, not below half, so no error
@@ -449,7 +449,7 @@ def test_the_early_check_judges_once_on_the_rows_it_was_given():
     assert (check.rows, check.pairs, check.kept) == (4, 4, 2)
     check.observe(bad)  # rows after the judged ones are not counted again
     assert check.rows == 4
-    empty = RowFormatCheck(DataConfig(), "copy", after_rows=2)
+    empty = RowFormatCheck(DataConfig(), after_rows=2)
     empty.observe({"images": [], "texts": []})
     with pytest.raises(TamrinError, match="no QA pairs at all"):
         empty.observe({"images": [], "texts": []})

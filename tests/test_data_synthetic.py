@@ -134,7 +134,7 @@ def scenes():
 def test_every_answer_rederived_from_the_scene_graph(scenes):
     checked = Counter()
     for s in scenes:
-        objs = [vars(o) for o in s.scene.objects]
+        objs = [vars(o) for o in s.scene]
         for q in s.questions:
             qtype, answer = answer_of(objs, q.question)
             assert (qtype, answer) == (q.qtype, q.answer), q
@@ -146,7 +146,7 @@ def test_every_answer_rederived_from_the_scene_graph(scenes):
 def test_the_independent_reader_catches_wrong_answers(scenes):
     """The check above can fail: flip one answer and the reader disagrees."""
     s = scenes[0]
-    objs = [vars(o) for o in s.scene.objects]
+    objs = [vars(o) for o in s.scene]
     q = s.questions[0]
     wrong = next(a for a in ANSWERS if a != q.answer)
     assert answer_of(objs, q.question) != (q.qtype, wrong)
@@ -180,7 +180,7 @@ def test_answers_are_roughly_balanced(scenes):
 def test_scenes_follow_clevr_rules(scenes):
     n_objects = Counter()
     for s in scenes:
-        objs = s.scene.objects
+        objs = s.scene
         assert 3 <= len(objs) <= 10
         n_objects[len(objs)] += 1
         for i, a in enumerate(objs):
@@ -188,7 +188,7 @@ def test_scenes_follow_clevr_rules(scenes):
             for b in objs[i + 1:]:
                 assert math.hypot(a.x - b.x, a.y - b.y) >= a.radius + b.radius, "objects overlap"
     assert len(n_objects) >= 7, n_objects  # counts from 3 to 10 all occur
-    attrs = Counter((o.shape, o.size, o.material) for s in scenes for o in s.scene.objects)
+    attrs = Counter((o.shape, o.size, o.material) for s in scenes for o in s.scene)
     assert len(attrs) == 12  # every shape × size × material
     assert set(SIZE_RADIUS) == {"large", "small"}
 
@@ -200,7 +200,7 @@ def test_deterministic_per_seed_and_index():
     assert a.png == b.png and a.questions == b.questions and a.scene == b.scene
     assert a.png != c.png and a.scene != c.scene
     # a scene does not depend on the scenes generated before it
-    assert sample_scene(scene_rng(5, 17), 17) == a.scene
+    assert sample_scene(scene_rng(5, 17)) == a.scene
 
 
 def test_png_size_and_clevr_look():
@@ -218,21 +218,21 @@ def test_png_size_and_clevr_look():
 
 
 def test_metal_has_a_highlight_rubber_does_not():
-    from tamrin.data.synthetic import Scene, SceneObject
+    from tamrin.data.synthetic import SceneObject
 
-    floor = np.asarray(render(Scene(0, []), 128)).astype(int)
+    floor = np.asarray(render([], 128)).astype(int)
 
     def highlight(material, shape):
         """How far the whitest pixel (its smallest channel) rises above the floor's: highlights are near white,
         while a blue surface, its shadow and its edges stay below the grey floor."""
-        img = np.asarray(render(Scene(0, [SceneObject(shape, "blue", "large", material, 0.0, 0.0, 0.0)]), 128))
+        img = np.asarray(render([SceneObject(shape, "blue", "large", material, 0.0, 0.0, 0.0)], 128))
         return img.astype(int).min(axis=2).max() - floor.min(axis=2).max()
 
     for shape in ("sphere", "cylinder"):
         assert highlight("metal", shape) > 40 and highlight("rubber", shape) <= 0, shape
 
     def brightest_face(material):
-        img = np.asarray(render(Scene(0, [SceneObject("cube", "blue", "large", material, 0.0, 0.0, 0.0)]), 128))
+        img = np.asarray(render([SceneObject("cube", "blue", "large", material, 0.0, 0.0, 0.0)], 128))
         img = img.astype(int)
         blue = img[..., 2] - img[..., :2].max(axis=2) > 40  # the cube's own pixels
         return img.sum(axis=2)[blue].max()
@@ -241,10 +241,10 @@ def test_metal_has_a_highlight_rubber_does_not():
 
 
 def test_shadows_darken_the_floor_next_to_objects():
-    from tamrin.data.synthetic import Scene, SceneObject
+    from tamrin.data.synthetic import SceneObject
 
-    empty = np.asarray(render(Scene(0, []), 128)).astype(int)
-    one = np.asarray(render(Scene(0, [SceneObject("cube", "red", "large", "rubber", 0.0, 0.0, 0.0)]), 128)).astype(int)
+    empty = np.asarray(render([], 128)).astype(int)
+    one = np.asarray(render([SceneObject("cube", "red", "large", "rubber", 0.0, 0.0, 0.0)], 128)).astype(int)
     grey = np.abs(one - one.mean(axis=2, keepdims=True)).max(axis=2) < 4  # floor pixels only (not the red cube)
     darker = (empty.mean(axis=2) - one.mean(axis=2) > 15) & grey
     assert darker.sum() > 30  # a visible shadow

@@ -39,7 +39,7 @@ def _failed_record() -> Derivation:
 
 
 def test_a_failed_derivation_fails_the_stage_naming_it(tmp_path, monkeypatch):
-    monkeypatch.setattr(derive_stage, "build", lambda n, log=None: [_failed_record()])
+    monkeypatch.setattr(derive_stage, "build", lambda n, log: [_failed_record()])
     paths = Paths(tmp_path)
     with pytest.raises(TamrinError, match="thm_broken"):
         run_stage("derive", load_config("demo"), paths)

@@ -11,7 +11,7 @@ from scipy.optimize import linprog
 
 import flow_reference
 from tamrin.flow import batched, experiment, ot
-from tamrin.flow.ot import ot_pairing, sq_cost, w2, w2_squared
+from tamrin.flow.ot import ot_pairing, sq_cost, w2_squared
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # fixture in conftest.py
@@ -52,19 +52,18 @@ def test_w2_squared_equals_the_linear_program():
     lp = linprog(cost.reshape(-1), A_eq=A_eq, b_eq=np.full(2 * n, 1.0 / n), bounds=(0, None), method="highs")
     assert lp.status == 0
     assert w2_squared(a, b) == pytest.approx(lp.fun, rel=1e-9)
-    assert w2(a, b) == pytest.approx(np.sqrt(lp.fun), rel=1e-9)
     assert w2_squared(a, b) == pytest.approx(brute_force(a, b)[0], rel=1e-12)
 
 
 def test_w2_known_values():
     rng = np.random.default_rng(1)
     a = rng.standard_normal((50, 2))
-    assert w2(a, a) == 0.0
-    assert w2(a, a[rng.permutation(50)]) == pytest.approx(0.0, abs=1e-12)  # order does not matter
+    assert w2_squared(a, a) == 0.0
+    assert w2_squared(a, a[rng.permutation(50)]) == pytest.approx(0.0, abs=1e-12)  # order does not matter
     shift = np.array([3.0, -4.0])
-    assert w2(a, a + shift) == pytest.approx(5.0, rel=1e-9)  # a translation costs exactly its length
+    assert w2_squared(a, a + shift) == pytest.approx(25.0, rel=1e-9)  # a translation costs exactly its length²
     with pytest.raises(ValueError):
-        w2(a, a[:10])
+        w2_squared(a, a[:10])
 
 
 def test_ot_pairing_never_costs_more_than_the_independent_pairing():

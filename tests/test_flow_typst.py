@@ -22,7 +22,6 @@ def test_symbol_names(name, expected):
 
 
 @pytest.mark.parametrize("expr, expected", [
-    (sp.Rational(3, 4), "frac(3, 4)"),
     (sp.Rational(-1, 2) * x, "-frac(x, 2)"),
     (x ** 2 + 2 * x - 1, "x^2 + 2 x - 1"),
     (1 - t, "1 - t"),
@@ -33,9 +32,6 @@ def test_symbol_names(name, expected):
     (sp.exp(-x ** 2 / 2), "e^(-frac(x^2, 2))"),
     ((x - 1) ** 2 * (x + 2), "(x - 1)^2 (x + 2)"),
     (2 * 3 * sp.Symbol("a", commutative=True) * sp.Integer(1), "6 a"),
-    (sp.Integral(sp.Function("beta")(sp.Symbol("s")), (sp.Symbol("s"), 0, t)), "integral_(0)^(t) beta (s) dif s"),
-    (sp.Sum(sp.Indexed("w", sp.Symbol("k")), (sp.Symbol("k"), 1, sp.Symbol("K"))), "sum_(k = 1)^(K) w_k"),
-    (sp.Eq(x, 2), "x = 2"),
 ])
 def test_plain_expressions(expr, expected):
     assert to_typst(expr) == expected
@@ -58,16 +54,22 @@ def test_name_overrides():
     assert to_typst(2 * sp.Symbol("Dv") * sp.Symbol("v"), names={"Dv": "(nabla_theta v)"}) == "2 (nabla_theta v) v"
 
 
-def test_unsupported_expression_raises_instead_of_printing_garbage():
-    with pytest.raises(TypeError):
-        to_typst(sp.Piecewise((x, x > 0), (0, True)))
+@pytest.mark.parametrize("expr", [
+    sp.Piecewise((x, x > 0), (0, True)), sp.pi, sp.E, sp.I, sp.oo, -sp.oo, sp.Rational(3, 4), sp.Float(0.5),
+    sp.log(x), sp.Abs(x), sp.sin(x), sp.Eq(x, 2), sp.Integral(x, (x, 0, t)), sp.Sum(x, (x, 1, t)),
+    sp.Indexed("w", x), sp.Matrix([x, t]), x + sp.Rational(1, 2),
+])
+def test_unsupported_expression_raises_instead_of_printing_garbage(expr):
+    """The derivations need no rule for these: a new derivation that does fails loudly, not printed wrong."""
+    with pytest.raises(TypeError, match="no Typst rule"):
+        to_typst(expr)
 
 
 def test_output_compiles_and_bad_math_is_caught():
     exprs = [
         sp.diff(sigma(t), t) / sigma(t) * (x - mu(t)) + sp.diff(mu(t), t),
         sp.diff(alpha(1 - t), t) / (1 - alpha(1 - t) ** 2) * (alpha(1 - t) * x - x1),
-        sp.exp(-(x - mu(t)) ** 2 / (2 * sigma(t) ** 2)) / sp.sqrt(2 * sp.pi),
+        sp.exp(-(x - mu(t)) ** 2 / (2 * sigma(t) ** 2)) / sp.sqrt(2 * sp.Symbol("pi")),
         (x1 - (1 - sp.Symbol("sigma_min")) * x) / (1 - (1 - sp.Symbol("sigma_min")) * t),
         sp.Rational(-7, 3) * x * sp.Symbol("theta") ** 3,
     ]

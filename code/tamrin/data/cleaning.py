@@ -5,18 +5,6 @@ The_cauldron's `clevr` config is parquet shards (`tree/main/clevr` on huggingfac
 pytorch/torchtune `torchtune/datasets/multimodal/_the_cauldron.py`). Not confirmed offline: the wording inside the
 turns. The Cauldron appends answer-format instructions to many questions and writes many answers as a reply, so
 both forms are handled; `build.py doctor` prints raw and cleaned rows, and stats.json counts unparsed pairs.
-
-Question, in order: Q1 drop image placeholders; Q2 split into non-empty lines; Q4 (first, so such a line counts as
-a question line in Q3) cut the instruction sentences after a line's last "?"; Q3 drop instruction lines
-(`INSTRUCTION_PATTERNS`) and answer stubs, then keep only the last line ending in "?" (a CLEVR question is one
-sentence: an instruction the patterns miss cannot leak in); Q5 strip a speaker label; Q6 join ("" = no question).
-Answer: A1 strip a label and "The answer is …"; A2 `normalize_answer` (case, punctuation, grey→gray, two→2); A3 one
-of the 28 CLEVR answers, else None.
-
-Question type (`classify`): CLEVR names a question by the last function of its program (`exist`, `count`,
-`equal_integer`/`less_than`/`greater_than`, `query_<attr>`, `equal_<attr>`). Without a program the answer family
-narrows the type (a number → count, a colour → query_color, …) and, for yes/no answers, the wording separates
-exist, compare_integer and compare_attribute.
 """
 from __future__ import annotations
 
@@ -27,7 +15,7 @@ from ..contract.facts import ANSWERS, answer_kind, normalize_answer
 
 _IMAGE_TOKENS = re.compile(r"<image>|<img>|<\|image\|>|<\|image_pad\|>", re.IGNORECASE)
 
-# Q3: a whole line that only tells the model how to answer.
+# A whole line that only tells the model how to answer.
 INSTRUCTION_PATTERNS: tuple[str, ...] = (
     r"(please\s+)?(answer|respond|reply)\b.*\b(word|words|phrase|briefly|short|number|yes or no|concise|directly)\b.*",
     r"(please\s+)?(answer|respond|reply)( briefly| shortly| concisely)?[.!:]?",
@@ -50,7 +38,7 @@ def _is_instruction(line: str) -> bool:
 
 
 def _cut_instruction_tail(line: str) -> str:
-    """Q4: "…cube? Answer with one word. Be brief." → "…cube?" when every sentence after the last "?" is an
+    """"…cube? Answer with one word. Be brief." → "…cube?" when every sentence after the last "?" is an
     instruction (a tail that is not, e.g. a second clause of the question, is kept)."""
     if "?" not in line:
         return line
@@ -62,10 +50,12 @@ def _cut_instruction_tail(line: str) -> str:
 
 
 def clean_question(user_text: str) -> str:
-    """The bare question inside an instruction-formatted user turn ("" when none is left)."""
+    """The bare question inside an instruction-formatted user turn ("" when none is left): image placeholders,
+    instruction lines and sentences and speaker labels dropped, and of the lines ending in "?" only the last kept
+    (a CLEVR question is one sentence: an instruction the patterns miss cannot leak in)."""
     text = _IMAGE_TOKENS.sub(" ", user_text or "")
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    # Q4 before Q3: a question line with an instruction glued on must end in "?" when the question lines are chosen
+    # Tails first: a question line with an instruction glued on must end in "?" when the question lines are chosen
     lines = [_cut_instruction_tail(ln) for ln in lines]
     lines = [ln for ln in lines if not _is_instruction(ln)]
     asked = [ln for ln in lines if ln.endswith("?")]
@@ -75,7 +65,8 @@ def clean_question(user_text: str) -> str:
 
 
 def clean_answer(assistant_text: str) -> Optional[str]:
-    """The canonical CLEVR answer inside an assistant reply, or None when it is not one of the 28 answers."""
+    """The canonical CLEVR answer inside an assistant reply (label and "The answer is …" stripped, then
+    `normalize_answer`: case, punctuation, grey→gray, two→2), or None when it is not one of the 28 answers."""
     answer = normalize_answer(_ANSWER_FRAME.sub("", _ANSWER_LABEL.sub("", (assistant_text or "").strip())))
     return answer if answer in ANSWERS else None
 
@@ -88,17 +79,14 @@ _PROGRAM_LAST: dict[str, str] = {
 }
 
 
-def _function_name(node: Any) -> str:
-    """A program node's function: CLEVR v1.0 uses `function`, older dumps `type`; `f[value]` forms are cut."""
-    name = node if isinstance(node, str) else node.get("function") or node.get("type") if isinstance(node, dict) else ""
-    return str(name or "").split("[", 1)[0].strip()
-
-
 def qtype_from_program(program: Any) -> Optional[str]:
-    """The type named by the program's final node, or None when the program is empty or unknown."""
+    """The type named by the program's final node, or None when the program is empty or unknown. A node's function
+    is `function` in CLEVR v1.0, `type` in older dumps; `f[value]` forms are cut."""
     if not program or not isinstance(program, (list, tuple)):
         return None
-    return _PROGRAM_LAST.get(_function_name(program[-1]))
+    node = program[-1]
+    name = node if isinstance(node, str) else node.get("function") or node.get("type") if isinstance(node, dict) else ""
+    return _PROGRAM_LAST.get(str(name or "").split("[", 1)[0].strip())
 
 
 # compare_integer: "more/fewer/less/greater … than", "same/equal number", "the number of … (the same as …)",
@@ -151,5 +139,6 @@ def qtype_from_wording(question: str, answer: Optional[str] = None) -> Optional[
 
 
 def classify(question: str, answer: Optional[str] = None, program: Any = None) -> Optional[str]:
-    """Program first (exact), else wording + answer vocabulary."""
+    """CLEVR names a question by the last function of its program (exact); without one, the answer's family
+    narrows the type and, for yes/no answers, the wording separates exist, compare_integer and compare_attribute."""
     return qtype_from_program(program) or qtype_from_wording(question, answer)

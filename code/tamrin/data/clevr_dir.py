@@ -66,18 +66,6 @@ def image_id_of(q: dict, split: str) -> tuple[str, str]:
     return Path(filename).stem, filename
 
 
-def _files(root: Path, splits: list[str]) -> list[tuple[str, Path]]:
-    out = []
-    for split in splits:
-        qfile = root / "questions" / f"CLEVR_{split}_questions.json"
-        if not qfile.is_file():
-            found = sorted(p.name for p in (root / "questions").glob("*.json")) if (root / "questions").is_dir() else []
-            raise TamrinError(f"missing {qfile}: data.path must be the CLEVR_v1.0 folder "
-                              f"(questions files found: {', '.join(found) or 'none'})")
-        out.append((split, qfile))
-    return out
-
-
 def select(root: Path, splits: list[str], seed: int, target_of: Callable[[int], int],
            progress: Any = None) -> ClevrSelection:
     """Count (pass 1), choose the smallest-hash images covering `target_of(questions read)` questions plus a
@@ -86,7 +74,12 @@ def select(root: Path, splits: list[str], seed: int, target_of: Callable[[int], 
     if not root.is_dir():
         raise TamrinError(f"data.path {str(root)!r} is not a folder: point it at the official CLEVR_v1.0 folder "
                           "(the one holding questions/ and images/)")
-    files = _files(root, splits)
+    files = [(split, root / "questions" / f"CLEVR_{split}_questions.json") for split in splits]
+    for _, qfile in files:
+        if not qfile.is_file():
+            found = sorted(p.name for p in (root / "questions").glob("*.json")) if (root / "questions").is_dir() else []
+            raise TamrinError(f"missing {qfile}: data.path must be the CLEVR_v1.0 folder "
+                              f"(questions files found: {', '.join(found) or 'none'})")
     usable: dict[str, int] = {}
     read = off_vocab = 0
     for split, qfile in files:

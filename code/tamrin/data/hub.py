@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from ..errors import TamrinError
-from ..errors import explain
+from ..errors import TamrinError, explain
 from .cleaning import classify, clean_answer, clean_question
 
 EARLY_ROWS = 300  # rows read from the source before the stage judges whether it reads their format
@@ -104,14 +104,12 @@ def image_bytes(value: Any) -> Optional[bytes]:
     if isinstance(value, (list, tuple)):
         return image_bytes(value[0]) if value else None
     if isinstance(value, dict):
-        data = value.get("bytes")
-        if data is None and value.get("path"):
+        if value.get("bytes") is None and value.get("path"):
             try:
-                with open(value["path"], "rb") as f:
-                    return f.read()
+                return Path(value["path"]).read_bytes()
             except OSError:
                 return None
-        return data
+        return value.get("bytes")
     if isinstance(value, (bytes, bytearray)):
         return bytes(value)
     return None
@@ -139,7 +137,6 @@ class RowFormatCheck:
     and a stop, so a layout the cleaning does not read costs a few hundred rows instead of the whole stream
     (the_cauldron's clevr config: 24 shards, about 13 GB)."""
     cfg: Any
-    where: str
     after_rows: int = EARLY_ROWS
     rows: int = 0
     pairs: int = 0
@@ -165,7 +162,7 @@ class RowFormatCheck:
         share = self.kept / self.pairs if self.pairs else 0.0
         shown = "; ".join(f"raw row {i + 1}: {one_line(u, 80)!r} → {one_line(a, 30)!r}"
                           for i, (u, a) in enumerate(self.not_kept)) or "no QA pairs at all"
-        return redact(f"{self.where}: the cleaning kept {self.kept} of the {self.pairs} QA pairs in the first "
+        return redact(f"{_where(self.cfg)}: the cleaning kept {self.kept} of the {self.pairs} QA pairs in the first "
                       f"{self.rows} rows ({share:.0%}, below {EARLY_MIN_KEPT:.0%}), so the rows are probably in a "
                       f"format it does not read ({shown}); stopped before streaming the rest: run `python build.py "
                       "doctor` (with the same --profile/--set options) to see more rows raw and cleaned, then set "
@@ -208,6 +205,7 @@ def _rows(stream: Any, cfg: Any, counts: HubCounts, what: str = "streaming") -> 
 def _checked_rows(ds: Any, cfg: Any, n_rows: int, counts: HubCounts, what: str) -> Iterator[dict]:
     """The first `n_rows` rows in stored order, undecoded, the configured columns checked on the card and on the
     first row."""
+    check_columns(getattr(ds, "column_names", None), cfg)
     for i, row in enumerate(_rows(ds.decode(False).take(n_rows), cfg, counts, what)):
         if i == 0:
             check_columns(list(row), cfg)
@@ -222,9 +220,8 @@ def iter_images(ds: Any, cfg: Any, counts: HubCounts) -> Iterator[tuple[str, Opt
     datasets 5.2 iterable_dataset.py), so its first rows already cost a whole row group from each of 10 shards;
     the stored order reads only the row groups that hold the judged rows. A stream that passes costs those rows
     once more (the shuffled stream reads its own)."""
-    check_columns(getattr(ds, "column_names", None), cfg)
     counts.total_rows = split_size(ds, cfg.hub_split)  # recorded in stats.json when the card declares it
-    check = RowFormatCheck(cfg, _where(cfg))
+    check = RowFormatCheck(cfg)
     for row in _checked_rows(ds, cfg, EARLY_ROWS, counts, "streaming"):
         check.observe(row)
     for row in _rows(ds.decode(False).shuffle(seed=cfg.seed, buffer_size=cfg.shuffle_buffer), cfg, counts):
@@ -245,33 +242,28 @@ class Triple:
 
 
 @dataclass
-class Preview:
+class Preview(HubCounts):
     """The first rows of the stream as read and as cleaned (what `build.py doctor` shows)."""
-    rows: int = 0
-    pairs: int = 0
-    skipped: int = 0  # pairs the cleaning could not turn into a CLEVR (question, answer)
     raw: list[tuple[str, str]] = field(default_factory=list)  # (user, assistant) as stored, in order
     cleaned: list[Triple] = field(default_factory=list)
     images: list[bytes] = field(default_factory=list)  # the rows' image bytes (for a tokenized example)
 
     @property
     def unparsed_share(self) -> float:
-        return self.skipped / self.pairs if self.pairs else 0.0
+        """The share of pairs the cleaning could not turn into a CLEVR (question, answer)."""
+        return (self.unparsed + self.off_vocabulary) / self.pairs if self.pairs else 0.0
 
 
 def preview(cfg: Any, n_rows: int = 20) -> Preview:
     """Read the first `n_rows` rows through the stage's own loader and cleaning (no shuffle: the first rows of
     the first shard), keeping the raw text beside the cleaned triples."""
-    ds = load_stream(cfg)
-    check_columns(getattr(ds, "column_names", None), cfg)
-    out, counts = Preview(), HubCounts()
-    for row in _checked_rows(ds, cfg, n_rows, counts, "reading the first rows of"):
-        counts.rows += 1
+    out = Preview()
+    for row in _checked_rows(load_stream(cfg), cfg, n_rows, out, "reading the first rows of"):
+        out.rows += 1
         pairs = row_pairs(row, cfg)
         out.raw.extend((u, a) for u, a, _ in pairs)
         data = image_bytes(row.get(cfg.image_column))
         if data:
             out.images.append(data)
-        out.cleaned.extend(Triple(**qa, image=len(out.images) - 1 if data else -1) for qa in clean_pairs(pairs, counts))
-    out.rows, out.pairs, out.skipped = counts.rows, counts.pairs, counts.unparsed + counts.off_vocabulary
+        out.cleaned.extend(Triple(**qa, image=len(out.images) - 1 if data else -1) for qa in clean_pairs(pairs, out))
     return out

@@ -58,13 +58,6 @@ def relation_holds(a: Any, b: Any, rel: str) -> bool | None:
 
 
 @dataclass(frozen=True)
-class CountedSet:
-    desc: Desc
-    count: int
-    relation: str  # "" or e.g. "left of the red cube"
-
-
-@dataclass(frozen=True)
 class Question:
     question: str
     answer: str
@@ -83,14 +76,6 @@ def _bits(flags) -> int:
     return sum(1 << i for i, flag in enumerate(flags) if flag)
 
 
-def _article(phrase: str) -> str:
-    return ("an " if phrase[0] in "aeiou" else "a ") + phrase
-
-
-def _cap(text: str) -> str:
-    return text[0].upper() + text[1:]
-
-
 class SceneQuestions:
     """Well-posed, answer-balanced questions about the objects of one scene."""
 
@@ -101,11 +86,11 @@ class SceneQuestions:
         self._value_mask: dict[tuple[str, str], int] = {}
         for i, o in enumerate(self.objects):
             for a in ATTRS:
-                self._value_mask[(a, o.attr(a))] = self._value_mask.get((a, o.attr(a)), 0) | (1 << i)
+                self._value_mask[(a, getattr(o, a))] = self._value_mask.get((a, getattr(o, a)), 0) | (1 << i)
         self._all = (1 << len(self.objects)) - 1
         self._masks: dict[tuple, int] = {}
         # For each object: every subset of its attributes (0–3 of them, shortest first) and the mask it selects.
-        self._subsets = [[(attrs, self._mask({a: o.attr(a) for a in attrs}))
+        self._subsets = [[(attrs, self._mask({a: getattr(o, a) for a in attrs}))
                           for k in range(4) for attrs in itertools.combinations(ATTRS, k)] for o in self.objects]
         self._unique: dict[tuple[int, tuple[str, ...]], list[Desc]] = {}
         # (anchor, relation) -> (objects for which it holds, objects too close to tell), excluding the anchor
@@ -131,7 +116,7 @@ class SceneQuestions:
         attrs = self.rng.sample(ATTRS, k)
         if self.rng.random() < 0.5:
             o = self.rng.choice(self.objects)
-            return {a: o.attr(a) for a in attrs}
+            return {a: getattr(o, a) for a in attrs}
         return {a: self.rng.choice(ATTRIBUTE_VALUES[a]) for a in attrs}
 
     def _unique_descs(self, i: int, forbid: tuple[str, ...] = ()) -> list[Desc]:
@@ -139,7 +124,7 @@ class SceneQuestions:
         key = (i, forbid)
         if key not in self._unique:
             o, bit = self.objects[i], 1 << i
-            self._unique[key] = [{a: o.attr(a) for a in attrs} for attrs, m in self._subsets[i]
+            self._unique[key] = [{a: getattr(o, a) for a in attrs} for attrs, m in self._subsets[i]
                                  if attrs and m == bit and not any(a in forbid for a in attrs)]
         return self._unique[key]
 
@@ -164,14 +149,6 @@ class SceneQuestions:
                 return j, desc_words(self.rng.choice(descs), self.rng)
         return None
 
-    def _relation_set(self, desc: Desc, rel: str, anchor: int) -> Optional[int]:
-        """Mask of objects matching `desc` that are `rel` the anchor; None when any candidate is ambiguous."""
-        candidates = self._mask(desc) & ~(1 << anchor)
-        true, ambiguous = self._rel[(anchor, rel)]
-        if candidates & ambiguous:
-            return None
-        return candidates & true
-
     def _refer_by_relation(self, i: int, forbid: tuple[str, ...]) -> Optional[str]:
         picked = self._anchor(i)
         if picked is None:
@@ -187,13 +164,14 @@ class SceneQuestions:
                     continue  # too long, or the relation would be redundant, or it names the asked attribute
                 candidates = m & ~(1 << anchor)
                 if not candidates & ambiguous and candidates & true == bit:
-                    desc = {a: o.attr(a) for a in attrs}
+                    desc = {a: getattr(o, a) for a in attrs}
                     return f"{desc_words(desc, self.rng)} that is {REL_WORDS[rel]} the {anchor_words}"
         return None
 
     # --- one candidate per question type ---------------------------------------------------------------------
-    def _counted_set(self, allow_empty: bool) -> Optional["CountedSet"]:
-        """A random set of objects, maybe restricted by a relation to an anchor, and its size."""
+    def _counted_set(self, allow_empty: bool) -> Optional[tuple[Desc, int, str]]:
+        """A random set of objects, maybe restricted by a relation to an anchor: (its description, its size, the
+        relation's words or "")."""
         if self.rng.random() < RELATION_PROB and len(self.objects) > 1:
             picked = self._anchor(avoid=None)
             if picked is None:
@@ -201,31 +179,35 @@ class SceneQuestions:
             anchor, anchor_words = picked
             rel = self.rng.choice(RELATIONS)
             desc = self._random_desc(0, 2)
-            hit = self._relation_set(desc, rel, anchor)
-            if hit is None:
+            candidates = self._mask(desc) & ~(1 << anchor)
+            true, ambiguous = self._rel[(anchor, rel)]
+            if candidates & ambiguous:  # a candidate too close to the anchor to tell
                 return None
-            return CountedSet(desc, hit.bit_count(), f"{REL_WORDS[rel]} the {anchor_words}")
+            return desc, (candidates & true).bit_count(), f"{REL_WORDS[rel]} the {anchor_words}"
         desc = self._random_desc(0 if allow_empty else 1, 3)
-        return CountedSet(desc, self._count_of(desc), "")
+        return desc, self._count_of(desc), ""
 
     def _exist(self) -> Optional[Question]:
         got = self._counted_set(allow_empty=False)
         if got is None:
             return None
-        tail = f" {got.relation}" if got.relation else ""
+        desc, count, relation = got
+        tail = f" {relation}" if relation else ""
         if self.rng.random() < 0.5:
-            text = f"Is there {_article(desc_words(got.desc, self.rng))}{tail}?"
+            words = desc_words(desc, self.rng)
+            text = f"Is there {'an' if words[0] in 'aeiou' else 'a'} {words}{tail}?"
         else:
-            text = f"Are there any {desc_words(got.desc, self.rng, plural=True)}{tail}?"
-        return Question(text, "yes" if got.count > 0 else "no", "exist")
+            text = f"Are there any {desc_words(desc, self.rng, plural=True)}{tail}?"
+        return Question(text, "yes" if count > 0 else "no", "exist")
 
     def _count(self) -> Optional[Question]:
         got = self._counted_set(allow_empty=True)
         if got is None:
             return None
+        desc, count, relation = got
         lead = self.rng.choice(("How many", "What number of"))
-        tail = got.relation or "there"
-        return Question(f"{lead} {desc_words(got.desc, self.rng, plural=True)} are {tail}?", str(got.count), "count")
+        return Question(f"{lead} {desc_words(desc, self.rng, plural=True)} are {relation or 'there'}?", str(count),
+                        "count")
 
     def _compare_integer(self) -> Optional[Question]:
         d1, d2 = self._random_desc(1, 2), self._random_desc(1, 2)
@@ -239,16 +221,16 @@ class SceneQuestions:
     def _query(self, attr: str) -> Optional[Question]:
         """Balanced by construction: the answer value is drawn uniformly among the values present, then an
         object that has it (and can be referred to)."""
-        values = sorted({o.attr(attr) for o in self.objects})
+        values = sorted({getattr(o, attr) for o in self.objects})
         self.rng.shuffle(values)
         for value in values:
-            holders = [i for i, o in enumerate(self.objects) if o.attr(attr) == value]
+            holders = [i for i, o in enumerate(self.objects) if getattr(o, attr) == value]
             self.rng.shuffle(holders)
             for i in holders:
                 ref = self.refer(i, forbid=(attr,))
                 if ref is not None:
                     text = self.rng.choice(QUERY_TEMPLATES[attr]).format(R=ref)
-                    return Question(_cap(text), value, f"query_{attr}")
+                    return Question(text, value, f"query_{attr}")
         return None
 
     def _compare_attribute(self) -> Optional[Question]:
@@ -260,7 +242,7 @@ class SceneQuestions:
         want_same = self.rng.random() < 0.5
         for attr in attrs:
             pairs = [(i, j) for i in range(len(self.objects)) for j in range(len(self.objects)) if i != j
-                     and (self.objects[i].attr(attr) == self.objects[j].attr(attr)) == want_same]
+                     and (getattr(self.objects[i], attr) == getattr(self.objects[j], attr)) == want_same]
             self.rng.shuffle(pairs)
             for i, j in pairs[:4]:
                 r1, r2 = self.refer(i, forbid=(attr,)), self.refer(j, forbid=(attr,))

@@ -1,9 +1,6 @@
-"""The `data` stage: questions from the configured source → results/data/ (DESIGN.md, "Results contract").
-
-Writes `images/<image_id>.png` (each image once), `train.jsonl` and `test.jsonl` with records
-`{id, image, question, answer, qtype, image_id, source}` (`image` relative to results/data/), and `stats.json`
-(counts per split and question type, answers, skipped images and questions). A corrupt or missing image is skipped
-and counted, never fatal; a source that yields no usable question is a one-line error.
+"""The `data` stage: questions from the configured source → results/data/: each image once as
+images/<image_id>.png, train.jsonl, test.jsonl and stats.json (their layout: contract/data.py). A corrupt or missing
+image is skipped and counted, never fatal; a source that yields no usable question is a one-line error.
 """
 from __future__ import annotations
 
@@ -22,7 +19,6 @@ from ..errors import TamrinError
 from ..contract.facts import QTYPES
 from .subset import question_target, split_by_image, subset_stats, test_target
 
-_WARN_EXAMPLES = 5
 MAX_PIXELS = 40_000_000  # a CLEVR image is 480×320; anything far larger is not one
 
 
@@ -49,8 +45,6 @@ def to_png(data: bytes | None) -> bytes:
                 buf = io.BytesIO()
                 img.convert("RGB").save(buf, format="PNG", compress_level=3)
                 return buf.getvalue()
-    except BadImage:
-        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombWarning,
             Image.DecompressionBombError) as e:
         raise BadImage(f"{type(e).__name__}: {e}") from None
@@ -67,8 +61,6 @@ class Collector:
         self.records: list[dict] = []
         self.skipped: Counter = Counter()
         self._questions: dict[str, set[str]] = {}  # image id -> its questions kept (saved images only)
-        self.source_questions: Optional[int] = None  # the denominator of data.fraction (None: synthetic)
-        self.counted = False  # True when counted from the source's files, False when declared in the config
 
     @property
     def full(self) -> bool:
@@ -84,7 +76,7 @@ class Collector:
                 kind = "missing_image" if data is None else "corrupt_image"
                 self.skipped[kind] += 1
                 self.skipped["questions_of_skipped_images"] += len(qas)
-                if self.skipped[kind] <= _WARN_EXAMPLES:
+                if self.skipped[kind] <= 5:  # a few examples in the log, the rest only counted
                     self.log.warning(f"skipped {kind.replace('_', ' ')} {image_id} ({e}); its {len(qas)} questions dropped")
                 return
             (self.images_dir / f"{image_id}.png").write_bytes(png)
@@ -109,7 +101,9 @@ def _bar(items: Any, desc: str, unit: str, total: Optional[int] = None) -> tqdm:
     return tqdm(items, total=total, desc=desc, unit=unit, mininterval=0.5, dynamic_ncols=True, leave=False)
 
 
-def collect_synthetic(cfg: Any, col: Collector) -> dict:
+# A collector returns the stats.json block on its source and the source's question count that data.fraction is a
+# share of (None for synthetic scenes): counted in the official folder, declared in the config for the hub.
+def collect_synthetic(cfg: Any, col: Collector) -> tuple[dict, Optional[int]]:
     from .synthetic import make_scene
 
     for i in _bar(range(cfg.n_scenes), "synthetic scenes", "scene"):
@@ -117,10 +111,10 @@ def collect_synthetic(cfg: Any, col: Collector) -> dict:
                        min_objects=cfg.min_objects, max_objects=cfg.max_objects)
         col.add(s.image_id, s.png, [asdict(q) for q in s.questions], "synthetic", trusted_png=True)
     return {"kind": "synthetic", "scenes": cfg.n_scenes, "image_size": cfg.image_size,
-            "objects_per_scene": [cfg.min_objects, cfg.max_objects]}
+            "objects_per_scene": [cfg.min_objects, cfg.max_objects]}, None
 
 
-def collect_clevr_dir(cfg: Any, col: Collector) -> dict:
+def collect_clevr_dir(cfg: Any, col: Collector) -> tuple[dict, Optional[int]]:
     from .clevr_dir import select
 
     with _bar(None, "reading CLEVR questions (2 passes)", "q") as bar:
@@ -136,19 +130,17 @@ def collect_clevr_dir(cfg: Any, col: Collector) -> dict:
         except OSError:
             data = None
         col.add(im.image_id, data, im.qas, f"CLEVR_v1.0:{im.path.parent.name}")
-    col.source_questions, col.counted = sel.questions_read, True
     return {"kind": "clevr_dir", "path": str(cfg.path), "splits": list(cfg.clevr_splits),
-            "questions_read": sel.questions_read, "images_selected": len(sel.images)}
+            "questions_read": sel.questions_read, "images_selected": len(sel.images)}, sel.questions_read
 
 
-def collect_hub(cfg: Any, col: Collector) -> dict:
+def collect_hub(cfg: Any, col: Collector) -> tuple[dict, Optional[int]]:
     from .hub import HubCounts, iter_images, load_stream
 
     ds = load_stream(cfg)
     counts = HubCounts()
     label = f"{cfg.hub_id}:{cfg.hub_config}" if cfg.hub_config else cfg.hub_id
     col.limit = question_target(cfg.fraction, cfg.source_questions, cfg.margin, cfg.max_questions)
-    col.source_questions, col.counted = cfg.source_questions, False
     with _bar(None, f"streaming {label}", "q", total=col.limit) as bar:
         for image_id, data, qas in iter_images(ds, cfg, counts):
             before = len(col.records)
@@ -166,7 +158,7 @@ def collect_hub(cfg: Any, col: Collector) -> dict:
                         "wanted; the subset is the whole stream")
     return {"kind": "hub", "id": cfg.hub_id, "config": cfg.hub_config, "split": cfg.hub_split,
             "layout": cfg.hub_layout, "rows_read": counts.rows, "rows_in_split": counts.total_rows,
-            "qa_pairs_read": counts.pairs}
+            "qa_pairs_read": counts.pairs}, cfg.source_questions
 
 
 def split_stats(records: list[dict]) -> dict:
@@ -180,7 +172,7 @@ def run(ctx: Any) -> None:
     cfg = ctx.section("data")
     col = Collector(ctx.out_dir, ctx.log)  # the hub and official-folder collectors set the question target
     collect = {"synthetic": collect_synthetic, "clevr_dir": collect_clevr_dir, "hub": collect_hub}[cfg.source]
-    source_info = collect(cfg, col)
+    source_info, source_questions = collect(cfg, col)
     records = col.records
     if not records:
         skipped = ", ".join(f"{k}: {v}" for k, v in sorted(col.skipped.items())) or "nothing skipped"
@@ -207,8 +199,8 @@ def run(ctx: Any) -> None:
         "skipped": {k: col.skipped.get(k, 0) for k in ("corrupt_image", "missing_image", "questions_of_skipped_images",
                                                        "off_vocabulary", "unparsed", "duplicate_question",
                                                        "unknown_qtype")},
-        "subset": None if col.source_questions is None else subset_stats(
-            kept=len(records), source_questions=col.source_questions, counted=col.counted, target=col.limit,
+        "subset": None if source_questions is None else subset_stats(
+            kept=len(records), source_questions=source_questions, counted=cfg.source == "clevr_dir", target=col.limit,
             fraction=cfg.fraction, margin=cfg.margin, cap=cfg.max_questions),
         "split": {"by": "image", "test_fraction": cfg.test_fraction, "max_test": cfg.max_test,
                   "test_target": n_test},
@@ -217,6 +209,6 @@ def run(ctx: Any) -> None:
     skipped = {k: v for k, v in stats["skipped"].items() if v}
     share = stats["subset"]["share"] if stats["subset"] else None
     ctx.log.info(f"{len(train)} train / {len(test)} test questions on {len(used)} images"
-                 + (f" ({share:.3%} of the source's {col.source_questions:,} questions)" if share is not None else "")
+                 + (f" ({share:.3%} of the source's {source_questions:,} questions)" if share is not None else "")
                  + (f"; skipped {skipped}" if skipped else ""))
     ctx.extra["data"] = {"train": len(train), "test": len(test), "images": len(used), "source": cfg.source}

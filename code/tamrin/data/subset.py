@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections import defaultdict
+from collections import Counter
 from typing import Optional
 
 # CLEVR v1.0: the train split has 70,000 images and 699,989 questions (https://cs.stanford.edu/people/jcjohns/clevr/).
@@ -36,10 +36,9 @@ def test_target(n_questions: int, test_fraction: float, max_test: int) -> int:
     return min(int(round(n_questions * test_fraction)), max_test)
 
 
-def planned_counts(data_cfg) -> tuple[int, int]:
-    """(train, test) questions the data stage will produce with this [data] config (before any skip; the
+def planned_counts(d) -> tuple[int, int]:
+    """(train, test) questions the data stage will produce with this [data] config `d` (before any skip; the
     official folder's count is taken as `data.source_questions` until its files are read)."""
-    d = data_cfg
     total = (d.n_scenes * d.questions_per_scene if d.source == "synthetic"
              else question_target(d.fraction, d.source_questions, d.margin, d.max_questions))
     n_test = test_target(total, d.test_fraction, d.max_test)
@@ -49,9 +48,7 @@ def planned_counts(data_cfg) -> tuple[int, int]:
 def split_by_image(records: list[dict], test_fraction: float, max_test: int, seed: int) -> tuple[list[dict], list[dict]]:
     """All questions about one image land in one split. The images are shuffled (seeded) and moved whole into
     test until the target is reached without overshooting it; record order inside each split is the input's."""
-    by_image: dict[str, int] = defaultdict(int)
-    for r in records:
-        by_image[r["image_id"]] += 1
+    by_image = Counter(r["image_id"] for r in records)
     images = sorted(by_image)
     random.Random(f"tamrin-split:{seed}").shuffle(images)
     target = test_target(len(records), test_fraction, max_test)

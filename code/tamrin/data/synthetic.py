@@ -12,7 +12,7 @@ import functools
 import io
 import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -29,17 +29,13 @@ _EXTENT = {"cube": 1.3, "cylinder": 1.1, "sphere": 1.0}  # projected half-width 
 FOV_DEG = 33.0
 
 
-def _camera() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Eye, right, up and forward of the pinhole camera at (0, -10.5, 8) looking at (0, 0.2, 0), no roll or yaw."""
-    eye = np.array([0.0, -10.5, 8.0])
-    fwd = np.array([0.0, 0.2, 0.0]) - eye
-    fwd /= np.linalg.norm(fwd)
-    right = np.cross(fwd, [0.0, 0.0, 1.0])
-    right /= np.linalg.norm(right)
-    return eye, right, np.cross(right, fwd), fwd
-
-
-EYE, RIGHT, UP, FWD = _camera()
+# The pinhole camera: at EYE, looking at (0, 0.2, 0), no roll or yaw.
+EYE = np.array([0.0, -10.5, 8.0])
+FWD = np.array([0.0, 0.2, 0.0]) - EYE
+FWD /= np.linalg.norm(FWD)
+RIGHT = np.cross(FWD, [0.0, 0.0, 1.0])
+RIGHT /= np.linalg.norm(RIGHT)
+UP = np.cross(RIGHT, FWD)
 _CAMERA_LISTS = tuple(v.tolist() for v in (EYE, RIGHT, UP, FWD))  # for the scalar math of scene placement
 
 
@@ -65,15 +61,6 @@ class SceneObject:
     def radius(self) -> float:
         return SIZE_RADIUS[self.size]
 
-    def attr(self, name: str) -> str:
-        return getattr(self, name)
-
-
-@dataclass
-class Scene:
-    index: int
-    objects: list[SceneObject] = field(default_factory=list)
-
 
 def _screen_circle(x: float, y: float, r: float, shape: str) -> tuple[float, float, float]:
     """Projected centre (at mid-height) and half-width (u, v, radius), in units of the image side (scalar math:
@@ -87,7 +74,7 @@ def _screen_circle(x: float, y: float, r: float, shape: str) -> tuple[float, flo
     return u, v, focal * r * _EXTENT[shape] / zc
 
 
-def sample_scene(rng: random.Random, index: int, min_objects: int = 3, max_objects: int = 10) -> Scene:
+def sample_scene(rng: random.Random, min_objects: int = 3, max_objects: int = 10) -> list[SceneObject]:
     """A random scene of min..max objects with uniformly drawn attributes, placed by rejection sampling:
     objects keep `MIN_GAP` of free ground between them and barely occlude each other on screen."""
     n = rng.randint(min_objects, max_objects)
@@ -115,7 +102,7 @@ def sample_scene(rng: random.Random, index: int, min_objects: int = 3, max_objec
             else:
                 break
         if len(placed) == n:
-            return Scene(index=index, objects=[p[0] for p in placed])
+            return [p[0] for p in placed]
 
 
 # CLEVR's colours (its properties.json), RGB 0–255.
@@ -157,22 +144,16 @@ def _floor(size: int) -> tuple[Image.Image, Image.Image]:
     return Image.fromarray(lit), Image.fromarray(dark)
 
 
-@functools.lru_cache(maxsize=8)
-def _unit_ring(n: int) -> tuple[np.ndarray, np.ndarray]:
-    t = np.linspace(0, 2 * math.pi, n, endpoint=False)
-    return np.cos(t), np.sin(t)
-
-
 def _circle(cx: float, cy: float, r: float, z: float = 0.0, n: int = 20) -> np.ndarray:
     """n points (n, 3) on the horizontal circle of radius r around (cx, cy) at height z."""
-    cos, sin = _unit_ring(n)
-    return np.stack([cx + r * cos, cy + r * sin, np.full(n, z)], 1)
+    t = np.linspace(0, 2 * math.pi, n, endpoint=False)
+    return np.stack([cx + r * np.cos(t), cy + r * np.sin(t), np.full(n, z)], 1)
 
 
 _SHADOW_RES = 4  # the shadow mask is drawn at 1/4 of the render size and blurred there
 
 
-def _floor_with_shadows(scene: Scene, big: int) -> Image.Image:
+def _floor_with_shadows(scene: list[SceneObject], big: int) -> Image.Image:
     """The floor with soft shadows, at the render size `big`.
 
     Shadows are each object's footprint swept away from the light, drawn on a small mask and blurred. The floor
@@ -185,7 +166,7 @@ def _floor_with_shadows(scene: Scene, big: int) -> Image.Image:
     draw = ImageDraw.Draw(mask)
     sweep = -_LIGHT[:2] / _LIGHT[2]
     rings = []
-    for o in scene.objects:
+    for o in scene:
         r = o.radius
         height = r if o.shape == "sphere" else 1.6 * r
         start = np.array([o.x, o.y])
@@ -314,12 +295,12 @@ def _paste_sphere(img: Image.Image, o: SceneObject, size: int) -> None:
     img.paste(Image.fromarray(rgb), (x0, y0), Image.fromarray((alpha * 255).astype(np.uint8)))
 
 
-def render(scene: Scene, size: int) -> Image.Image:
+def render(scene: list[SceneObject], size: int) -> Image.Image:
     """The scene as a `size`² RGB image."""
     big = size * SUPERSAMPLE
     img = _floor_with_shadows(scene, big)
     draw = ImageDraw.Draw(img)
-    for o in sorted(scene.objects, key=lambda o: -math.hypot(o.x - EYE[0], o.y - EYE[1])):
+    for o in sorted(scene, key=lambda o: -math.hypot(o.x - EYE[0], o.y - EYE[1])):
         if o.shape == "sphere":
             _paste_sphere(img, o, big)
         elif o.shape == "cube":
@@ -340,7 +321,7 @@ def png_bytes(img: Image.Image) -> bytes:
 @dataclass
 class SyntheticScene:
     image_id: str
-    scene: Scene
+    scene: list[SceneObject]
     png: bytes
     questions: list[Question]
 
@@ -349,25 +330,19 @@ def scene_rng(seed: int, index: int) -> random.Random:
     return random.Random(f"tamrin-synthetic:{seed}:{index}")
 
 
-def scene_questions(scene: Scene, rng: random.Random, n: int, start: int) -> list[Question]:
-    """n distinct questions; types rotate from QTYPES[start]; a type that fails in this scene is replaced by the next."""
-    gen = SceneQuestions(scene.objects, rng)
-    out: list[Question] = []
-    seen: set[str] = set()
-    for attempt in range(n * 4):
-        if len(out) == n:
-            break
-        q = gen.ask(QTYPES[(start + attempt) % len(QTYPES)], avoid=seen)
-        if q is not None:
-            out.append(q)
-            seen.add(q.question)
-    return out
-
-
 def make_scene(seed: int, index: int, *, image_size: int, questions_per_scene: int, min_objects: int,
                max_objects: int) -> SyntheticScene:
+    """Scene `index` of `seed` with distinct questions whose types rotate across scenes (from QTYPES[index ·
+    questions_per_scene]); a type that fails in this scene is replaced by the next."""
     rng = scene_rng(seed, index)
-    scene = sample_scene(rng, index, min_objects, max_objects)
-    questions = scene_questions(scene, rng, questions_per_scene, start=index * questions_per_scene)
+    scene = sample_scene(rng, min_objects, max_objects)
+    gen, questions = SceneQuestions(scene, rng), []
+    for attempt in range(questions_per_scene * 4):
+        if len(questions) == questions_per_scene:
+            break
+        qtype = QTYPES[(index * questions_per_scene + attempt) % len(QTYPES)]
+        q = gen.ask(qtype, avoid={asked.question for asked in questions})
+        if q is not None:
+            questions.append(q)
     return SyntheticScene(image_id=f"synth_s{seed}_{index:06d}", scene=scene,
                           png=png_bytes(render(scene, image_size)), questions=questions)

@@ -35,7 +35,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..contract.facts import FLOW_METHOD_LABELS
 from .ot import ColumnPotential, fit_potential, ot_pairing
 
 Run = tuple[str, str, int]  # (pair, method, seed)
@@ -74,9 +73,8 @@ def sample(name: str, n: int, rng: np.random.Generator) -> np.ndarray:
     return SAMPLERS[name](n, rng).astype(np.float32)
 
 
-def split_pair(pair: str) -> tuple[str, str]:
-    source, target = pair.split("-", 1)
-    return source, target
+def split_pair(pair: str) -> list[str]:
+    return pair.split("-", 1)  # (source, target)
 
 
 def init_model(seed: int, hidden: int) -> torch.nn.Module:
@@ -97,11 +95,7 @@ def velocity(model: torch.nn.Module, x: torch.Tensor, t: float | torch.Tensor) -
 
 def learning_rate(step: int, steps: int, lr: float, schedule: str) -> float:
     """The learning rate of optimizer step `step` (0-based): constant, or cosine decay from `lr` to 0."""
-    if schedule == "constant":
-        return lr
-    if schedule == "cosine":
-        return 0.5 * lr * (1.0 + math.cos(math.pi * step / steps))
-    raise ValueError(f"unknown learning-rate schedule {schedule!r}")
+    return 0.5 * lr * (1.0 + math.cos(math.pi * step / steps)) if schedule == "cosine" else lr
 
 
 def data_rng(pair: str, seed: int) -> np.random.Generator:
@@ -147,13 +141,10 @@ class StackedMLP(torch.nn.Module):
         """(R, N, 3) rows (x, t) → (R, N, 2) velocities."""
         return _layers(self.weights, self.biases, inp)
 
-    def run_model(self, r: int) -> "OneRun":
-        """Run r alone, as a module taking (N, 3) like the reference MLP (for the per-run solvers)."""
-        return OneRun(self, r)
-
 
 class OneRun(torch.nn.Module):
-    """One run of a StackedMLP seen as a per-run model: (N, 3) → (N, 2), sharing the stacked weights."""
+    """Run r of a StackedMLP alone, as a module taking (N, 3) like the reference MLP (for the per-run solvers),
+    sharing the stacked weights."""
 
     def __init__(self, stacked: StackedMLP, r: int) -> None:
         super().__init__()
@@ -178,7 +169,6 @@ class RunTraining:
 @dataclass
 class BatchedTraining:
     model: StackedMLP
-    runs: list[Run]
     losses: np.ndarray  # (steps, R): every run's loss at every step
     pair_cost: np.ndarray  # (R,): mean ‖x1 − x0‖² of the run's training pairs
     loop_seconds: float  # wall time of the whole batched loop
@@ -190,7 +180,7 @@ class BatchedTraining:
         run is charged 1/R of it (its share of the batched step); an OT-CFM run is charged its own solves on top,
         as the CPU time of those solves (they run in other threads beside the loop, so their wall time would
         measure the neighbours). Drawing the batches (in the data thread, overlapped) is charged to no run."""
-        shared = (self.loop_seconds - self.data_wait_seconds) / len(self.runs)
+        shared = (self.loop_seconds - self.data_wait_seconds) / self.losses.shape[1]
         ot = float(self.ot_cpu_seconds[r])
         return RunTraining(losses=self.losses[:, r].tolist(), pair_cost=float(self.pair_cost[r]),
                            seconds=shared + ot, ot_seconds=ot)
@@ -213,13 +203,13 @@ def _ot_task(x0: np.ndarray, x1: np.ndarray, potential: ColumnPotential | None
     return x0[row], x1[col], time.thread_time() - start
 
 
-def coefficients(runs: list[Run], sigma: float, sigma_min: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-run (k, c, s), each (R, 1, 1) float32, such that x_t = t x1 + (1 − k t) x0 + s ε and the target is
-    x1 − c x0: (1, 1, σ) for icfm/otcfm, (1 − σ_min, 1 − σ_min, 0) for lipman — flow_reference's
-    `conditional_batch`, with float32 factors that reproduce its float32 arithmetic."""
+def coefficients(runs: list[Run], sigma: float, sigma_min: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-run (k, s), each (R, 1, 1) float32, such that x_t = t x1 + (1 − k t) x0 + s ε and the target is
+    x1 − k x0: (1, σ) for icfm/otcfm, (1 − σ_min, 0) for lipman — flow_reference's `conditional_batch`, with
+    float32 factors that reproduce its float32 arithmetic."""
     k = np.array([1 - sigma_min if m == "lipman" else 1.0 for _, m, _ in runs], dtype=np.float32)
     s = np.array([0.0 if m == "lipman" else sigma for _, m, _ in runs], dtype=np.float32)
-    return k[:, None, None], k[:, None, None].copy(), s[:, None, None]
+    return k[:, None, None], s[:, None, None]
 
 
 class _Immediate:
@@ -242,12 +232,11 @@ class _DataPipeline:
                  pool: Executor | None, lookahead: int) -> None:
         self.groups = list(dict.fromkeys((pair, seed) for pair, _, seed in runs))
         self.rngs = {g: data_rng(*g) for g in self.groups}
-        self.splits = {g: split_pair(g[0]) for g in self.groups}
         self.ot_groups = list(dict.fromkeys((p, s) for p, m, s in runs if m == "otcfm"))
         self.potentials = {p: calibrate_potential(p, batch_size) for p in dict.fromkeys(p for p, _ in self.ot_groups)}
         self.group_index = np.array([self.groups.index((pair, seed)) for pair, _, seed in runs])
         self.ot_run = {r: (pair, seed) for r, (pair, method, seed) in enumerate(runs) if method == "otcfm"}
-        self.k, self.c, self.s = coefficients(runs, sigma, sigma_min)
+        self.k, self.s = coefficients(runs, sigma, sigma_min)
         self.steps, self.batch_size, self.lookahead = steps, batch_size, max(1, lookahead)
         self.executor = pool if pool is not None else _Immediate()
         self.ot_cpu = {g: 0.0 for g in self.ot_groups}
@@ -256,7 +245,7 @@ class _DataPipeline:
         self.thread = threading.Thread(target=self._produce, name="flow-data", daemon=True)
 
     def _draw(self) -> tuple[dict, dict]:
-        draws = {g: draw_batch(*self.splits[g], self.batch_size, self.rngs[g]) for g in self.groups}
+        draws = {g: draw_batch(*split_pair(g[0]), self.batch_size, self.rngs[g]) for g in self.groups}
         ot = {g: self.executor.submit(_ot_task, draws[g][0], draws[g][1], self.potentials[g[0]])
               for g in self.ot_groups}
         return draws, ot
@@ -270,7 +259,7 @@ class _DataPipeline:
             self.ot_cpu[g] += cpu
         cost = ((x1 - x0) ** 2).sum(2).mean(1)
         xt = t * x1 + (1 - self.k * t) * x0 + self.s * eps
-        return np.concatenate([xt, t], 2), x1 - self.c * x0, cost
+        return np.concatenate([xt, t], 2), x1 - self.k * x0, cost
 
     def _put(self, item) -> bool:
         while not self.stop.is_set():
@@ -288,9 +277,8 @@ class _DataPipeline:
                 ahead.append(self._draw())
                 if len(ahead) > self.lookahead and not self._put(self._build(*ahead.popleft())):
                     return
-            while ahead:
-                if not self._put(self._build(*ahead.popleft())):
-                    return
+            while ahead and self._put(self._build(*ahead.popleft())):
+                pass
         except BaseException as err:  # handed to the training loop, which raises it
             self._put(err)
 
@@ -314,9 +302,6 @@ def train_batched(runs: list[Run], *, steps: int, batch_size: int, lr: float, hi
                   pool: Executor | None = None, lookahead: int = 4, progress=None) -> BatchedTraining:
     """Train every run in `runs` together (see the module docstring); OT solves go to `pool` (None: in the
     data thread)."""
-    for _, method, _ in runs:
-        if method not in FLOW_METHOD_LABELS:
-            raise ValueError(f"unknown method {method!r}")
     inits = {seed: init_model(seed, hidden) for seed in dict.fromkeys(s for _, _, s in runs)}
     model = StackedMLP([inits[seed] for _, _, seed in runs]).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr, fused=True)  # fused: elementwise, one kernel per tensor
@@ -347,6 +332,6 @@ def train_batched(runs: list[Run], *, steps: int, batch_size: int, lr: float, hi
     model.eval()
     ot_cpu = np.array([pipeline.ot_cpu[pipeline.ot_run[r]] if r in pipeline.ot_run else 0.0
                        for r in range(len(runs))])
-    return BatchedTraining(model=model, runs=list(runs), losses=losses_np.astype(np.float64),
+    return BatchedTraining(model=model, losses=losses_np.astype(np.float64),
                            pair_cost=cost_sum / steps, loop_seconds=seconds, data_wait_seconds=wait,
                            ot_cpu_seconds=ot_cpu)

@@ -347,10 +347,10 @@ def derive_continuity() -> Derivation:
 
 @dataclass(frozen=True)
 class SpecialPath:
-    """A named Gaussian path: its mean, std, the paper's field, and concrete schedules for the numeric check."""
+    """A Gaussian path of the paper — "ot" (optimal transport), "ve" / "vp" (the variance-exploding / -preserving
+    diffusion paths, time reversed): mean, std, the paper's field."""
 
     name: str
-    title: str
     mu_t: sp.Expr
     sigma_t: sp.Expr
     paper_u: sp.Expr
@@ -365,16 +365,12 @@ def special_paths() -> list[SpecialPath]:
     sv = sigma(one_minus_t)
     dsv = sp.Subs(sp.Derivative(sigma(s), s), s, one_minus_t)
     return [
-        SpecialPath("ot", "optimal-transport path",
-                    t * x1, 1 - (1 - sigma_min) * t,
-                    (x1 - (1 - sigma_min) * x) / (1 - (1 - sigma_min) * t), "eq. 20–21",
-                    "μ_t = t x1 and σ_t = 1 − (1 − σ_min) t are linear in t"),
-        SpecialPath("ve", "variance-exploding diffusion path (reversed)", x1, sv,
-                    -dsv / sv * (x - x1), "eq. 16–17",
+        SpecialPath("ot", t * x1, 1 - (1 - sigma_min) * t, (x1 - (1 - sigma_min) * x) / (1 - (1 - sigma_min) * t),
+                    "eq. 20–21", "μ_t = t x1 and σ_t = 1 − (1 − σ_min) t are linear in t"),
+        SpecialPath("ve", x1, sv, -dsv / sv * (x - x1), "eq. 16–17",
                     "σ_s increasing with σ_0 = 0 (data) and σ_1 ≫ 1 (noise); time reversed: "
                     "σ_t(x1) = σ_{1−t}"),
-        SpecialPath("vp", "variance-preserving diffusion path (reversed)", a * x1,
-                    sp.sqrt(1 - a ** 2), da / (1 - a ** 2) * (a * x - x1), "eq. 18–19",
+        SpecialPath("vp", a * x1, sp.sqrt(1 - a ** 2), da / (1 - a ** 2) * (a * x - x1), "eq. 18–19",
                     "α_s = e^{−T(s)/2}, T(s) = ∫_0^s β(r) dr; time reversed: μ_t = α_{1−t} x1, "
                     "σ_t = sqrt(1 − α_{1−t}²)"),
     ]

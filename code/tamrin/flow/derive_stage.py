@@ -18,20 +18,16 @@ from .derivations import Derivation, theorem2, theorem3
 from .typst_math import compile_check
 
 
-def build(numeric_samples: int, log: logging.Logger | None = None) -> list[Derivation]:
+def build(numeric_samples: int, log: logging.Logger) -> list[Derivation]:
     """Part 2.1 (symbolic + Monte Carlo), then part 2.2 (symbolic + ODE)."""
-    steps = [
-        ("Theorem 2 (sympy)", theorem2),
-        ("Theorem 2 (Monte Carlo)", lambda: [numeric_checks.check_gradients(numeric_samples)]),
-        ("Theorem 3 (sympy)", theorem3),
-        ("Theorem 3 (ODE)", lambda: [numeric_checks.check_paths(max(1000, numeric_samples // 5))]),
-    ]
     records: list[Derivation] = []
-    for label, make in steps:
+    for label, make in (("Theorem 2 (sympy)", theorem2),
+                        ("Theorem 2 (Monte Carlo)", lambda: [numeric_checks.check_gradients(numeric_samples)]),
+                        ("Theorem 3 (sympy)", theorem3),
+                        ("Theorem 3 (ODE)", lambda: [numeric_checks.check_paths(max(1000, numeric_samples // 5))])):
         made = make()
-        if log is not None:
-            log.info(f"{label}: " + ", ".join(f"{r.name} {'passed' if r.passed else 'FAILED'}" for r in made))
-        records.extend(made)
+        log.info(f"{label}: " + ", ".join(f"{r.name} {'passed' if r.passed else 'FAILED'}" for r in made))
+        records += made
     return records
 
 

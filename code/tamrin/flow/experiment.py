@@ -26,7 +26,7 @@ from torchdiffeq import odeint
 
 from ..atomic import write_json
 from ..errors import TamrinError
-from .batched import PAIRS, sample, split_pair, train_batched, velocity
+from .batched import PAIRS, OneRun, sample, split_pair, train_batched, velocity
 from .ot import w2_squared
 
 
@@ -69,10 +69,8 @@ def reference(sets: dict[str, np.ndarray], warm_start: bool = True) -> dict[str,
 
 # --- sampling a trained field, and its W2 ---------------------------------------------------------------------
 def _device(model: torch.nn.Module) -> torch.device:
-    """Where the model's weights live (CPU for parameter-free test fields)."""
-    if hasattr(model, "device"):
-        return torch.device(model.device)
-    return next((p.device for p in model.parameters()), torch.device("cpu"))
+    """Where the model's weights live (a OneRun says; CPU for parameter-free test fields)."""
+    return torch.device(getattr(model, "device", None) or next((p.device for p in model.parameters()), "cpu"))
 
 
 @torch.no_grad()
@@ -95,27 +93,22 @@ def euler(model: torch.nn.Module, x0: np.ndarray, steps: int) -> tuple[np.ndarra
     return (x.cpu().numpy(), *(a.mean(-1).cpu().numpy().astype(np.float64) for a in (energy, straight)))
 
 
-class _Counted(torch.nn.Module):
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model, self.nfe = model, 0
-
-    def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        self.nfe += 1
-        return velocity(self.model, x, t)
-
-
 @torch.no_grad()
 def dopri5(model: torch.nn.Module, x0: np.ndarray, tol: float, times: np.ndarray | None = None
            ) -> tuple[np.ndarray, int]:
     """Adaptive Dormand–Prince (torchdiffeq) with atol = rtol = tol; returns the states at `times`
     (default [0, 1] → only the end point) and the number of function evaluations."""
-    device = _device(model)
-    f = _Counted(model)
+    device, nfe = _device(model), 0
+
+    def field(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        nonlocal nfe
+        nfe += 1
+        return velocity(model, x, t)
+
     ts = torch.tensor([0.0, 1.0] if times is None else list(times), dtype=torch.float32, device=device)
     y0 = torch.from_numpy(np.asarray(x0, dtype=np.float32)).to(device)
-    states = odeint(f, y0, ts, method="dopri5", atol=tol, rtol=tol).cpu().numpy()
-    return (states[-1] if times is None else states), f.nfe
+    states = odeint(field, y0, ts, method="dopri5", atol=tol, rtol=tol).cpu().numpy()
+    return (states[-1] if times is None else states), nfe
 
 
 def evaluate_stacked(model: Any, x0: np.ndarray, x1_heldout: np.ndarray, euler_steps: list[int], tol: float,
@@ -132,11 +125,10 @@ def evaluate_stacked(model: Any, x0: np.ndarray, x1_heldout: np.ndarray, euler_s
     for n in steps:
         gen, energy, straight = euler(model, x0, n)
         w2 |= {(r, str(n)): pool.submit(w2_squared, gen[r], x1_heldout[r]) for r in range(runs)}
-    paths = [{"path_energy": float(energy[r]), "straightness": float(straight[r]), "from_euler_steps": steps[-1]}
-             for r in range(runs)]
+    paths = [{"path_energy": float(energy[r]), "straightness": float(straight[r])} for r in range(runs)]  # finest
     nfes = []
     for r in range(runs):
-        gen, nfe = dopri5(model.run_model(r), x0[r], tol)
+        gen, nfe = dopri5(OneRun(model, r), x0[r], tol)
         nfes.append(nfe)
         w2[(r, "dopri5")] = pool.submit(w2_squared, gen, x1_heldout[r])
 
@@ -145,7 +137,7 @@ def evaluate_stacked(model: Any, x0: np.ndarray, x1_heldout: np.ndarray, euler_s
         return {"w2": float(np.sqrt(w2sq)), "w2_squared": w2sq}
 
     return lambda: [{"euler": {str(n): entry(r, str(n)) for n in steps}, "path": paths[r],
-                     "dopri5": {**entry(r, "dopri5"), "nfe": nfe, "tol": tol}} for r, nfe in enumerate(nfes)]
+                     "dopri5": {**entry(r, "dopri5"), "nfe": nfe}} for r, nfe in enumerate(nfes)]
 
 
 # --- metrics, summary, figures ---------------------------------------------------------------------------------------
@@ -175,8 +167,6 @@ def loss_curve(losses: list[float], points: int = 100) -> tuple[list[int], list[
 def plot_subset(points: np.ndarray, n: int, seed: int) -> np.ndarray:
     """`n` of `points` drawn without replacement (seeded): the moons sampler returns its points ordered along
     the two half circles, so a prefix would show only part of the upper moon."""
-    if n >= len(points):
-        return points
     idx = np.random.default_rng([seed, 2]).choice(len(points), size=n, replace=False)
     return points[np.sort(idx)]
 
@@ -195,15 +185,12 @@ def figure_data(model: torch.nn.Module, sets: dict[str, np.ndarray], cfg: Any) -
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
     """summary[pair][method][metric] = {mean, std (ddof 0, as numpy), n} over seeds."""
-    rows: dict[tuple[str, str], list[dict[str, float]]] = {}
+    rows: dict[str, dict[str, list[dict[str, float]]]] = {}
     for r in runs:
-        rows.setdefault((r["pair"], r["method"]), []).append(r["metrics"])
-    summary: dict[str, Any] = {}
-    for (pair, method), ms in rows.items():
-        summary.setdefault(pair, {})[method] = {
-            k: {"mean": float(np.mean([m[k] for m in ms])), "std": float(np.std([m[k] for m in ms])), "n": len(ms)}
-            for k in ms[0]}
-    return summary
+        rows.setdefault(r["pair"], {}).setdefault(r["method"], []).append(r["metrics"])
+    return {pair: {method: {k: {"mean": float(np.mean([m[k] for m in ms])),
+                                "std": float(np.std([m[k] for m in ms])), "n": len(ms)} for k in ms[0]}
+                   for method, ms in by.items()} for pair, by in rows.items()}
 
 
 def w2_vs_steps(summary: dict[str, Any], euler_steps: list[int]) -> dict[str, Any]:
@@ -219,8 +206,6 @@ def w2_vs_steps(summary: dict[str, Any], euler_steps: list[int]) -> dict[str, An
 def anchor(summary: dict[str, Any], refs: list[dict[str, Any]], settings: dict[str, Any]) -> dict[str, Any]:
     """Our 8gaussians → moons numbers next to the literature's, in the literature's quantity (W2²)."""
     pair = "8gaussians-moons"
-    limits = [r["w2sq_collapse_to_mean"] for r in refs if r["pair"] == pair]
-    limit_w2sq = float(np.mean(limits)) if limits else None
     reported = {k: {m: {"mean": v[0], "std": v[1]} for m, v in d.items()} for k, d in ANCHOR_REPORTED.items()}
     out: dict[str, Any] = {"pair": pair, "reported_w2_squared": reported, "runs": 10}
     if pair in summary:
@@ -231,7 +216,9 @@ def anchor(summary: dict[str, Any], refs: list[dict[str, Any]], settings: dict[s
         out["ours_w2_squared"] = ours
         out["ours_settings"] = {k: settings[k]
                                 for k in ("steps", "batch_size", "lr", "lr_schedule", "n_eval", "seeds", "hidden")}
-        out["icfm_euler_1_limit_w2_squared"] = limit_w2sq  # see `reference`'s w2sq_collapse_to_mean
+        # see `reference`'s w2sq_collapse_to_mean
+        out["icfm_euler_1_limit_w2_squared"] = float(np.mean([r["w2sq_collapse_to_mean"] for r in refs
+                                                              if r["pair"] == pair]))
         # OT-CFM's pairs make v nearly constant along straight paths, so one Euler step is almost exact; its residual
         # W2² falls with training steps and with the OT batch size.
         if {"icfm", "otcfm"} <= ours.keys():
@@ -257,22 +244,23 @@ def _read_run(path: Path) -> dict[str, Any] | None:
 def assemble_figures(runs: list[dict[str, Any]], cfg: Any, seed: int) -> dict[str, Any]:
     """figures of experiment.json: for every pair and every method run, the samples and trajectories of the run
     with `seed`, and the loss curves averaged over seeds."""
-    figures: dict[str, Any] = {"seed": seed, "samples": {}, "trajectories": {}, "loss_curves": {}}
+    shown = {(r["pair"], r["method"]): r["figures"] for r in runs if r["seed"] == seed}
+
+    def curve(pair: str, method: str) -> dict[str, list]:
+        curves = [r["loss_curve"] for r in runs if r["pair"] == pair and r["method"] == method]
+        losses = np.array([c["loss"] for c in curves])
+        return {"step": curves[0]["step"], "loss_mean": _round(losses.mean(0), 4),
+                "loss_std": _round(losses.std(0), 4)}
+
+    samples = {}
     for pair in cfg.pairs:
         sets = eval_sets(pair, seed, cfg.n_eval)
-        figures["samples"][pair] = {"source": _round(sets["x0"][: cfg.n_plot]),
-                                    "target": _round(plot_subset(sets["x1"], cfg.n_plot, seed)), "generated": {}}
-        figures["trajectories"][pair] = {}
-        figures["loss_curves"][pair] = {}
-        for method in cfg.methods:
-            fig_run = next(r for r in runs if r["pair"] == pair and r["method"] == method and r["seed"] == seed)
-            figures["samples"][pair]["generated"][method] = fig_run["figures"]["generated"]
-            figures["trajectories"][pair][method] = fig_run["figures"]["trajectories"]
-            curves = [r["loss_curve"] for r in runs if r["pair"] == pair and r["method"] == method]
-            losses = np.array([c["loss"] for c in curves])
-            figures["loss_curves"][pair][method] = {"step": curves[0]["step"], "loss_mean": _round(losses.mean(0), 4),
-                                                    "loss_std": _round(losses.std(0), 4)}
-    return figures
+        samples[pair] = {"source": _round(sets["x0"][: cfg.n_plot]),
+                         "target": _round(plot_subset(sets["x1"], cfg.n_plot, seed)),
+                         "generated": {m: shown[(pair, m)]["generated"] for m in cfg.methods}}
+    return {"seed": seed, "samples": samples,
+            "trajectories": {p: {m: shown[(p, m)]["trajectories"] for m in cfg.methods} for p in cfg.pairs},
+            "loss_curves": {p: {m: curve(p, m) for m in cfg.methods} for p in cfg.pairs}}
 
 
 def resolve_device(choice: str) -> str:
@@ -285,11 +273,8 @@ def resolve_device(choice: str) -> str:
 
 
 def usable_cpus() -> int:
-    """The CPUs this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+    """The CPUs this process may run on (sched_getaffinity is Linux only)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 # How much lower the pool threads' priority is (nice +5: about a third of a normal thread's CPU share under
@@ -342,7 +327,7 @@ def _train_and_evaluate(todo: list[tuple[str, str, int]], cfg: Any, device: str,
                                np.stack([sets[(p, s)]["x1"] for p, _, s in todo]), list(cfg.euler_steps),
                                cfg.dopri_tol, pool)
     # The figures' solver runs go on while the pool finishes the W2 solves.
-    figures = [figure_data(tr.model.run_model(r), sets[(p, s)], cfg) for r, (p, _, s) in enumerate(todo)]
+    figures = [figure_data(OneRun(tr.model, r), sets[(p, s)], cfg) for r, (p, _, s) in enumerate(todo)]
     for r, ((pair, method, seed), ev) in enumerate(zip(todo, results())):
         steps_at, curve = loss_curve(tr.run(r).losses)
         finished({"pair": pair, "method": method, "seed": seed,
@@ -361,20 +346,17 @@ def run(cfg: Any, profile: str, work_dir: Path, log: logging.Logger) -> dict[str
     cpus = usable_cpus()
     ot_threads = resolve_ot_threads(cfg.ot_threads, cpus)
     order = [(p, m, s) for p in cfg.pairs for s in cfg.seeds for m in cfg.methods]
-    done: dict[tuple[str, str, int], dict[str, Any]] = {}
-    todo = []
-    for pair, method, seed in order:
-        cached = _read_run(runs_dir / f"{pair}_{method}_{seed}.json")
-        if cached is not None:
-            done[(pair, method, seed)] = cached
-            log.info(f"resumed {pair} {method} seed {seed} from the work folder")
-        else:
-            todo.append((pair, method, seed))
+    file = {k: runs_dir / "{}_{}_{}.json".format(*k) for k in order}
+    done = {k: cached for k in order if (cached := _read_run(file[k])) is not None}
+    todo = [k for k in order if k not in done]
+    if done:
+        log.info(f"resumed {len(done)} of {len(order)} runs from the work folder")
 
     def finished(out: dict[str, Any]) -> None:
         # Every run keeps its figure data (a few hundred points), so the figures can never lack a method.
-        write_json(runs_dir / f"{out['pair']}_{out['method']}_{out['seed']}.json", out)
-        done[(out["pair"], out["method"], out["seed"])] = out
+        key = (out["pair"], out["method"], out["seed"])
+        write_json(file[key], out)
+        done[key] = out
         m = out["metrics"]
         log.info(f"{out['pair']} {out['method']} seed {out['seed']}: W2 Euler-1 {m['w2_euler_1']:.3f}, "
                  f"dopri5 {m['w2_dopri5']:.3f} (NFE {m['nfe_dopri5']:.0f}), {m['ms_per_step']:.2f} ms/step")
@@ -389,26 +371,17 @@ def run(cfg: Any, profile: str, work_dir: Path, log: logging.Logger) -> dict[str
             timing |= _train_and_evaluate(todo, cfg, device, ot_threads, pool, refs, log, finished)
         references = [{"pair": p, "seed": s, **refs[f"{p}/{s}"].result()} for p in cfg.pairs for s in cfg.seeds]
     runs = [done[k] for k in order]
-
     summary = summarise(runs)
-    figures = assemble_figures(runs, cfg, cfg.seeds[0])
     settings = {
         "pairs": list(cfg.pairs), "methods": list(cfg.methods), "seeds": list(cfg.seeds), "steps": cfg.steps,
         "batch_size": cfg.batch_size, "lr": cfg.lr, "lr_schedule": cfg.lr_schedule, "optimizer": "Adam",
-        "hidden": cfg.hidden,
-        "sigma": cfg.sigma, "sigma_min": cfg.sigma_min, "n_eval": cfg.n_eval, "euler_steps": sorted(cfg.euler_steps),
-        "dopri_tol": cfg.dopri_tol, "threads": cfg.threads, "device": device, "ot_threads": ot_threads,
+        "hidden": cfg.hidden, "sigma": cfg.sigma, "sigma_min": cfg.sigma_min, "n_eval": cfg.n_eval,
+        "euler_steps": sorted(cfg.euler_steps), "dopri_tol": cfg.dopri_tol, "threads": cfg.threads, "device": device,
+        "ot_threads": ot_threads,
     }
+    figures = assemble_figures(runs, cfg, cfg.seeds[0])
     timing["experiment_seconds"] = time.perf_counter() - started
-    return {
-        "schema_version": 1,
-        "profile": profile,
-        "settings": settings,
-        "runs": [{k: v for k, v in r.items() if k not in ("figures", "loss_curve")} for r in runs],
-        "reference": references,
-        "summary": summary,
-        "w2_vs_steps": w2_vs_steps(summary, list(cfg.euler_steps)),
-        "anchor": anchor(summary, references, settings),
-        "figures": figures,
-        "timing": timing,
-    }
+    return {"schema_version": 1, "profile": profile, "settings": settings,
+            "runs": [{k: v for k, v in r.items() if k not in ("figures", "loss_curve")} for r in runs],
+            "reference": references, "summary": summary, "w2_vs_steps": w2_vs_steps(summary, list(cfg.euler_steps)),
+            "anchor": anchor(summary, references, settings), "figures": figures, "timing": timing}

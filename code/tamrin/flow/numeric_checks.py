@@ -102,8 +102,7 @@ def gradient_statistics(n: int, seed: int, batches: int = 100, wrong_posterior: 
     gap_z = float(gap_minus_var.mean() / (gap_minus_var.std(ddof=1) / math.sqrt(batches)))
     gap_crit = float(stats.t.ppf(1 - ALPHA / 2, batches - 1))
     mean_fm, mean_cfm = g_fm.mean(0), g_cfm.mean(0)
-    se_fm = g_fm.std(0, ddof=1) / math.sqrt(batches)
-    se_cfm = g_cfm.std(0, ddof=1) / math.sqrt(batches)
+    se_fm, se_cfm = (g.std(0, ddof=1) / math.sqrt(batches) for g in (g_fm, g_cfm))
     top = np.argsort(-np.abs(mean_fm))[:5]
     return {
         "samples": size * batches, "batches": batches, "parameters": P,

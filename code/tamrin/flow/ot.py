@@ -105,18 +105,17 @@ def fit_potential(problems: list[tuple[np.ndarray, np.ndarray]], degree: int = 4
     return ColumnPotential(centre=centre, scale=scale, degree=degree, coef=coef, r2=r2)
 
 
-def assignment(cost: np.ndarray, column_shift: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(row, col) of the exact minimum-cost assignment of `cost`, solved on cost − column_shift[j] when a shift
-    is given (the same optimal assignment, found faster when the shift is close to the column duals)."""
-    return linear_sum_assignment(cost if column_shift is None else cost - column_shift[None, :])
+def assignment(cost: np.ndarray, potential: ColumnPotential | None, columns: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """(row, col) of the exact minimum-cost assignment of `cost`, solved on cost − ψ̂(columns[j]) when a potential
+    is given (the same optimal assignment, found faster when ψ̂ is close to the column duals)."""
+    return linear_sum_assignment(cost if potential is None else cost - potential(columns)[None, :])
 
 
 def ot_pairing(x0: np.ndarray, x1: np.ndarray, potential: ColumnPotential | None = None
                ) -> tuple[np.ndarray, np.ndarray]:
-    """(row, col) of the exact assignment: pair x0[row] with x1[col] (minibatch OT-CFM)."""
-    if len(x0) != len(x1):
-        raise ValueError(f"ot_pairing needs equal batch sizes, got {len(x0)} and {len(x1)}")
-    return assignment(sq_cost(x0, x1), None if potential is None else potential(x1))
+    """(row, col) of the exact assignment of two equal-size batches: pair x0[row] with x1[col] (minibatch OT-CFM)."""
+    return assignment(sq_cost(x0, x1), potential, x1)
 
 
 def self_potential(a: np.ndarray, b: np.ndarray, points: int = 256, problems: int = 2) -> ColumnPotential | None:
@@ -139,10 +138,6 @@ def w2_squared(a: np.ndarray, b: np.ndarray, warm_start: bool = True) -> float:
     cost = sq_cost(a, b)
     far = len(np.unique(cost.argmin(1))) < FAR_MAX_DISTINCT * len(a)
     potential = self_potential(a, b) if warm_start and len(a) >= WARM_MIN_POINTS and far else None
-    row, col = assignment(cost, None if potential is None else potential(b))
+    row, col = assignment(cost, potential, b)
     return float(cost[row, col].mean())
 
-
-def w2(a: np.ndarray, b: np.ndarray) -> float:
-    """Exact W2 = sqrt(W2²) between equal-size point sets."""
-    return float(np.sqrt(w2_squared(a, b)))

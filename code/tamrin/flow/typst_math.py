@@ -57,7 +57,6 @@ def _factor_rank(f: sp.Basic) -> int:
 class TypstPrinter(Printer):
     """Print a sympy expression as a Typst math string (without the surrounding `$`)."""
 
-    printmethod = "_typst"
     _default_settings: dict[str, Any] = {
         "order": None,
         "time": None,  # the time Symbol for the paper's subscript notation
@@ -65,41 +64,12 @@ class TypstPrinter(Printer):
         "names": {},  # Symbol or function name -> Typst text override
     }
 
-    # --- atoms -------------------------------------------------------------------------------------------
     def _print_Symbol(self, expr: sp.Symbol) -> str:
-        names = self._settings["names"]
-        if expr.name in names:
-            return names[expr.name]
-        return symbol_name(expr.name)
+        return self._settings["names"].get(expr.name) or symbol_name(expr.name)
 
     def _print_Integer(self, expr: sp.Integer) -> str:  # also Zero, One, NegativeOne (their base class)
         return str(int(expr))
 
-    def _print_Rational(self, expr: sp.Rational) -> str:  # also Half
-        if expr.q == 1:
-            return str(expr.p)
-        sign = "-" if expr.p < 0 else ""
-        return f"{sign}frac({abs(expr.p)}, {expr.q})"
-
-    def _print_Float(self, expr: sp.Float) -> str:
-        return f"{float(expr):.6g}"
-
-    def _print_Pi(self, expr: Any) -> str:
-        return "pi"
-
-    def _print_Exp1(self, expr: Any) -> str:
-        return "e"
-
-    def _print_Infinity(self, expr: Any) -> str:
-        return "infinity"
-
-    def _print_NegativeInfinity(self, expr: Any) -> str:
-        return "-infinity"
-
-    def _print_ImaginaryUnit(self, expr: Any) -> str:
-        return "i"
-
-    # --- helpers ---------------------------------------------------------------------------------------------
     def parens(self, expr: sp.Basic, level: int, strict: bool = False) -> str:
         """Print `expr`, in parentheses when it binds weaker than `level`."""
         prec = precedence(expr)
@@ -120,7 +90,6 @@ class TypstPrinter(Printer):
         suffix = self._settings["time_functions"][func.__name__] if arg == self._settings["time"] else ""
         return f"{self._fname(func)}{chr(39) * order}_{self._time_arg(arg)}{suffix}"
 
-    # --- arithmetic -------------------------------------------------------------------------------------------
     def _print_Add(self, expr: sp.Add) -> str:
         terms = list(self._as_ordered_terms(expr, order=self._settings["order"]))
         # Lead with a positive term when there is one: `x_1 - a x`, not `-a x + x_1`.
@@ -129,13 +98,10 @@ class TypstPrinter(Printer):
             if first_pos is not None:
                 terms.insert(0, terms.pop(first_pos))
         out = ""
-        for i, term in enumerate(terms):
+        for term in terms:
             negative = term.could_extract_minus_sign()
-            body = self.parens(-term if negative else term, PRECEDENCE["Add"], strict=False)
-            if i == 0:
-                out = f"-{body}" if negative else body
-            else:
-                out += f" - {body}" if negative else f" + {body}"
+            sign = (" - " if negative else " + ") if out else ("-" if negative else "")
+            out += sign + self.parens(-term if negative else term, PRECEDENCE["Add"])
         return out
 
     def _print_Mul(self, expr: sp.Mul) -> str:
@@ -147,10 +113,8 @@ class TypstPrinter(Printer):
         if den != 1:
             return f"frac({self._print(num)}, {self._print(den)})"
         coeff, rest = expr.as_coeff_mul()
-        factors = sorted(rest, key=_factor_rank) if self._settings["order"] != "none" else list(rest)
         parts = [] if coeff == 1 else [self._print(coeff)]
-        for f in factors:
-            parts.append(self.parens(f, PRECEDENCE["Mul"]))
+        parts += [self.parens(f, PRECEDENCE["Mul"]) for f in sorted(rest, key=_factor_rank)]
         # Juxtaposition needs a space in Typst; two numbers side by side need an explicit dot.
         out = parts[0]
         for prev, nxt in zip(parts, parts[1:]):
@@ -162,12 +126,8 @@ class TypstPrinter(Printer):
         base, exp = expr.as_base_exp()
         if exp == sp.Rational(1, 2):
             return f"sqrt({self._print(base)})"
-        if exp == -sp.Rational(1, 2):
-            return f"frac(1, sqrt({self._print(base)}))"
         if exp.is_Number and exp < 0:
             return f"frac(1, {self._print(sp.Pow(base, -exp, evaluate=False))})"
-        if base == sp.E:
-            return self._print(sp.exp(exp))
         b = self.parens(base, PRECEDENCE["Pow"], strict=True)
         if isinstance(base, (sp.Function, sp.Derivative, sp.Subs)) and not isinstance(base, AppliedUndef):
             b = f"({self._print(base)})"
@@ -176,22 +136,8 @@ class TypstPrinter(Printer):
             e = f"({e})"
         return f"{b}^{e}"
 
-    # --- functions -----------------------------------------------------------------------------------------
     def _print_exp(self, expr: sp.exp) -> str:
         return f"e^({self._print(expr.args[0])})"
-
-    def _print_log(self, expr: sp.log) -> str:
-        return f"ln({self._print(expr.args[0])})"
-
-    def _print_Abs(self, expr: sp.Abs) -> str:
-        return f"abs({self._print(expr.args[0])})"
-
-    def _print_Function(self, expr: Any) -> str:
-        # Known sympy functions (sin, cos, ...) that Typst has as operators.
-        name = expr.func.__name__
-        if name in {"sin", "cos", "tan", "sinh", "cosh", "tanh", "ln", "log", "exp"}:
-            return f"{name}({', '.join(self._print(a) for a in expr.args)})"
-        raise TypeError(f"no Typst rule for function {name}")
 
     def _print_AppliedUndef(self, expr: Any) -> str:
         if expr.func.__name__ in self._settings["time_functions"] and len(expr.args) == 1:
@@ -222,50 +168,7 @@ class TypstPrinter(Printer):
         at = ", ".join(f"{self._print(o)} = {self._print(n)}" for o, n in zip(old, new))
         return f"lr({self._print(inner)} |)_({at})"
 
-    # --- relations, sums, integrals -------------------------------------------------------------------------
-    def _print_Relational(self, expr: Any) -> str:  # =, !=, <, >, <=, >= (Typst reads the same shorthands)
-        op = "=" if expr.rel_op == "==" else expr.rel_op
-        return f"{self._print(expr.lhs)} {op} {self._print(expr.rhs)}"
-
-    def _limits(self, limits: Any, op: str) -> str:
-        (var, lo, hi) = limits
-        return f"{op}_({self._print(var)} = {self._print(lo)})^({self._print(hi)})" if op == "sum" else \
-            f"{op}_({self._print(lo)})^({self._print(hi)})"
-
-    def _print_Sum(self, expr: sp.Sum) -> str:
-        out = self.parens(expr.function, PRECEDENCE["Mul"])
-        for lim in reversed(expr.limits):
-            out = f"{self._limits(lim, 'sum')} {out}"
-        return out
-
-    def _print_Integral(self, expr: sp.Integral) -> str:
-        body = self.parens(expr.function, PRECEDENCE["Mul"])
-        out = body
-        for lim in reversed(expr.limits):
-            var = lim[0]
-            if len(lim) == 3:
-                out = f"{self._limits(lim, 'integral')} {out} dif {self._print(var)}"
-            else:
-                out = f"integral {out} dif {self._print(var)}"
-        return out
-
-    def _print_Indexed(self, expr: Any) -> str:
-        base = self._print(expr.base.label)
-        idx = ", ".join(self._print(i) for i in expr.indices)
-        return f"{base}_{idx}" if len(idx) == 1 else f"{base}_({idx})"
-
-    def _print_IndexedBase(self, expr: Any) -> str:
-        return self._print(expr.label)
-
-    def _print_MatrixBase(self, expr: sp.Matrix) -> str:
-        if expr.shape[1] == 1:
-            return f"vec({', '.join(self._print(e) for e in expr)})"
-        rows = "; ".join(", ".join(self._print(e) for e in expr.row(i)) for i in range(expr.shape[0]))
-        return f"mat({rows})"
-
     def emptyPrinter(self, expr: Any) -> str:  # noqa: N802 - sympy's hook name
-        if isinstance(expr, str):
-            return expr
         raise TypeError(f"no Typst rule for {type(expr).__name__}: {expr!r}")
 
 
