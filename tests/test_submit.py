@@ -16,7 +16,7 @@ from tamrin import ROOT
 from tamrin.cli import main
 from tamrin.config import load_config
 from tamrin.errors import TamrinError
-from tamrin.runner import Paths, product_context
+from tamrin.runner import Paths, stage_context
 from tamrin.submit import notebook, pack
 from tamrin.submit.pack import zip_name
 
@@ -166,7 +166,7 @@ def tree(tmp_path: Path, template: Path, profile: str = "paper", student: dict |
 
 def zip_ctx(root: Path, *, allow_demo: bool = False, skip_demo: bool = False, overrides: tuple = (),
             profile: str = "paper"):
-    ctx = product_context("zip", load_config(profile, overrides=list(overrides), root=root), Paths(root))
+    ctx = stage_context("zip", load_config(profile, overrides=list(overrides), root=root), Paths(root))
     ctx.extra.update(allow_demo=allow_demo, skip_demo=skip_demo)
     return ctx
 

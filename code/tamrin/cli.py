@@ -12,7 +12,7 @@ from .config import Config, load_config
 from .errors import TamrinError
 from .log import setup_console, stage_logger
 from .provenance import redact
-from .runner import Paths, load_entry, plan, product_context, read_manifest, run_stage, upstream_keys
+from .runner import Paths, load_entry, plan, read_manifest, run_stage, stage_context, upstream_keys
 from .stages import COMPUTE_STAGES, STAGES, ancestors
 
 COMMANDS = {
@@ -82,7 +82,7 @@ def warn_later_refusals(cfg: Config, allow_demo: bool) -> None:
 def run_product(name: str, cfg: Config, paths: Paths, **extra) -> None:
     upstream_keys(STAGES[name], paths)  # a missing upstream result is one clear line
     entry = load_entry(STAGES[name])
-    ctx = product_context(name, cfg, paths)
+    ctx = stage_context(name, cfg, paths)
     ctx.extra.update(extra)
     entry(ctx)
 
@@ -121,7 +121,7 @@ def dispatch(args: argparse.Namespace, paths: Paths) -> int:
     elif cmd == "notebook":
         from .submit.notebook import run as write_notebook
 
-        write_notebook(product_context("notebook", cfg, paths))
+        write_notebook(stage_context("notebook", cfg, paths))
     elif cmd in COMPUTE_STAGES:
         for name in ancestors(cmd) + [cmd]:
             run_stage(name, cfg, paths, force=name in args.force)

@@ -54,22 +54,18 @@ class Entry:
     arc: str  # its name inside the zip (POSIX)
 
 
-def _is_junk_part(name: str) -> bool:
-    """A junk folder's name, trainer checkpoint folders included (checkpoint, checkpoints, checkpoint-120, …)."""
+def _is_junk_dir(path: Path) -> bool:
+    """A junk folder, trainer checkpoint folders (checkpoint, checkpoints, checkpoint-120, …) and a venv under any
+    name included."""
+    name = path.name
     return name in JUNK_DIRS or name.endswith(".egg-info") or name in ("checkpoint", "checkpoints") \
-        or name.startswith(("checkpoint-", "checkpoint_"))
-
-
-def _is_junk_dir(name: str, path: Path) -> bool:
-    return _is_junk_part(name) or (path / "pyvenv.cfg").exists()  # a venv under any name
+        or name.startswith(("checkpoint-", "checkpoint_")) or (path / "pyvenv.cfg").exists()
 
 
 def is_excluded(rel: str, *, allow_weights: bool = False) -> bool:
-    """True for a root-relative POSIX path that must never be packed."""
+    """True for a file (its root-relative POSIX path; `walk` found it, so no junk folder holds it) never packed."""
     p = PurePosixPath(rel)
     if rel in PRIVATE or p.name in JUNK_NAMES or p.name.startswith(".env") or p.suffix in JUNK_SUFFIXES:
-        return True
-    if any(_is_junk_part(part) for part in p.parts[:-1]):
         return True
     return p.suffix in WEIGHT_SUFFIXES and not allow_weights
 
@@ -79,7 +75,7 @@ def walk(folder: Path) -> list[Path]:
     out: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(folder):
         here = Path(dirpath)
-        dirnames[:] = sorted(d for d in dirnames if not _is_junk_dir(d, here / d) and not (here / d).is_symlink())
+        dirnames[:] = sorted(d for d in dirnames if not _is_junk_dir(here / d) and not (here / d).is_symlink())
         out += [here / f for f in filenames if (here / f).is_file() and not (here / f).is_symlink()]
     return sorted(out)
 
@@ -127,18 +123,8 @@ def zip_entries(paths: Paths, include_adapter: bool) -> list[Entry]:
     """Every file of the zip: report.pdf, supplement.pdf and the notebook at the top, then code, results, figures."""
     top = [Entry(paths.report / name, name) for name in PDFS]
     top += [Entry(paths.dist / n, n) for n in NOTEBOOK_FILES if (paths.dist / n).is_file()]
-    unique: dict[str, Entry] = {}
-    for e in (top + code_entries(paths.root) + result_entries(paths.results, include_adapter)
-              + figure_entries(paths.figures)):
-        unique.setdefault(e.arc, e)
-    return list(unique.values())
-
-
-@dataclass(frozen=True)
-class Item:
-    arc: str
-    size: int  # bytes before compression
-    packed: int  # bytes inside the zip
+    return (top + code_entries(paths.root) + result_entries(paths.results, include_adapter)
+            + figure_entries(paths.figures))
 
 
 def zip_name(pattern: str, student: object) -> str:
@@ -171,25 +157,25 @@ def readable_text(path: Path) -> str:
 
 
 def human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
+    for unit in ("B", "KB", "MB"):
+        if n < 1000:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000
-    raise AssertionError
+    return f"{n:.1f} GB"
 
 
-def largest(items: list[Item], k: int = 8) -> list[str]:
+def largest(items: list[zipfile.ZipInfo], k: int = 8) -> list[str]:
     """The k largest files and top-level folders by packed size, for a "too large" message."""
     folders: dict[str, int] = defaultdict(int)
     for it in items:
-        parts = PurePosixPath(it.arc).parts
+        parts = PurePosixPath(it.filename).parts
         if len(parts) > 1:
-            folders["/".join(parts[:min(2, len(parts) - 1)]) + "/"] += it.packed
-    rows = [(it.packed, it.arc) for it in items] + [(n, f) for f, n in folders.items()]
+            folders["/".join(parts[:min(2, len(parts) - 1)]) + "/"] += it.compress_size
+    rows = [(it.compress_size, it.filename) for it in items] + [(n, f) for f, n in folders.items()]
     return [f"{arc} ({human(n)})" for n, arc in sorted(rows, reverse=True)[:k]]
 
 
-def _write(entries: list[Entry], dest: Path) -> list[Item]:
+def _write(entries: list[Entry], dest: Path) -> list[zipfile.ZipInfo]:
     with zipfile.ZipFile(dest, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
         for e in entries:
             info = zipfile.ZipInfo.from_file(e.src, e.arc)
@@ -198,7 +184,7 @@ def _write(entries: list[Entry], dest: Path) -> list[Item]:
             info.external_attr = (0o100000 | (0o755 if os.access(e.src, os.X_OK) else 0o644)) << 16
             with open(e.src, "rb") as src, zf.open(info, "w") as out:
                 shutil.copyfileobj(src, out, 1 << 20)
-        return [Item(i.filename, i.file_size, i.compress_size) for i in zf.infolist()]
+        return zf.infolist()
 
 
 def validate(path: Path, expected: list[str], pdf_names: tuple[str, ...]) -> None:
@@ -227,7 +213,7 @@ def validate(path: Path, expected: list[str], pdf_names: tuple[str, ...]) -> Non
             raise TamrinError(f"{name} inside the zip has no pages; rebuild it with `python build.py report`")
 
 
-def write_zip(entries: list[Entry], dest: Path, max_mb: float) -> list[Item]:
+def write_zip(entries: list[Entry], dest: Path, max_mb: float) -> list[zipfile.ZipInfo]:
     """Write `entries` to a temporary file beside `dest`; only a zip that fits the size limit and passes validation
     replaces `dest`."""
     for stale in dest.parent.glob(f".{dest.name}.*.tmp"):  # left by a zip run that was killed mid-write
@@ -242,19 +228,19 @@ def write_zip(entries: list[Entry], dest: Path, max_mb: float) -> list[Item]:
     return items
 
 
-def summary(items: list[Item]) -> list[str]:
+def summary(items: list[zipfile.ZipInfo]) -> list[str]:
     """Manifest lines: one per top-level file or folder (files, unpacked size, packed size), then totals."""
-    groups: dict[str, list[Item]] = defaultdict(list)
+    groups: dict[str, list[zipfile.ZipInfo]] = defaultdict(list)
     for it in items:
-        parts = PurePosixPath(it.arc).parts
+        parts = PurePosixPath(it.filename).parts
         groups[parts[0] + "/" if len(parts) > 1 else parts[0]].append(it)
     width = max(len(g) for g in groups)
     lines = []
     for g, its in sorted(groups.items(), key=lambda kv: (kv[0].endswith("/"), kv[0])):
         n = f"{len(its)} file{'s' if len(its) != 1 else ''}"
-        lines.append(f"  {g:<{width}}  {n:>10}  {human(sum(i.size for i in its)):>9}  "
-                     f"(packed {human(sum(i.packed for i in its))})")
-    total, packed = sum(i.size for i in items), sum(i.packed for i in items)
+        lines.append(f"  {g:<{width}}  {n:>10}  {human(sum(i.file_size for i in its)):>9}  "
+                     f"(packed {human(sum(i.compress_size for i in its))})")
+    total, packed = sum(i.file_size for i in items), sum(i.compress_size for i in items)
     lines.append(f"  {len(items)} files, {human(total)} unpacked, {human(packed)} packed")
     return lines
 
@@ -303,4 +289,4 @@ def run(ctx: StageContext) -> None:
     for line in summary(items):
         ctx.log.info(line)
     for it in items:
-        ctx.log.debug(f"    {it.arc}  {human(it.size)}")
+        ctx.log.debug(f"    {it.filename}  {human(it.file_size)}")
