@@ -65,7 +65,11 @@ def _parsed(path: Path, mtime_ns: int, size: int) -> tuple[tuple[str, ...], froz
             names += _resolve_from(name, is_package, node)
         elif isinstance(node, ast.Constant) and isinstance(node.value, str) and len(node.value) < 200:
             literals.add(node.value)
-    _strip_docstrings(tree)
+    for node in ast.walk(tree):  # drop the docstring of the module and of every class and function
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body \
+                and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant) \
+                and isinstance(node.body[0].value.value, str):
+            node.body = node.body[1:] or [ast.Pass()]
     if path.is_relative_to(PACKAGE_DIR) and path.relative_to(PACKAGE_DIR).as_posix() in MESSAGE_MODULES:
         for node in ast.walk(tree):
             if isinstance(node, ast.Constant) and isinstance(node.value, str):
@@ -119,18 +123,6 @@ def stage_sources(entry_module: str) -> list[Path]:
             data.update(named)
             todo += modules
     return sorted(seen | data)
-
-
-def _strip_docstrings(node: ast.AST) -> None:
-    """Remove the docstring (a body's first statement) of the module and of every class and function, in place."""
-    if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
-        first = node.body[0]
-        if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
-            node.body = node.body[1:] or [ast.Pass()]
-    for field in ("body", "orelse", "finalbody", "handlers", "cases"):
-        for child in getattr(node, field, None) or ():
-            if isinstance(child, ast.AST):
-                _strip_docstrings(child)
 
 
 def normalised_hash(path: Path) -> str:

@@ -28,15 +28,9 @@ def cuda_available(light: bool = False) -> tuple[bool, str]:
 
 def hf_token() -> str | None:
     """The HF token from the environment or the `hf auth login` cache (never logged)."""
-    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
-        if os.environ.get(var):
-            return os.environ[var]
-    try:
-        from huggingface_hub import get_token
+    from .provenance import TOKEN_VARS, stored_token
 
-        return get_token()
-    except Exception:  # noqa: BLE001 - any failure here just means "no token"
-        return None
+    return next((os.environ[v] for v in TOKEN_VARS if os.environ.get(v)), None) or stored_token()
 
 
 def _auth_check(model: str, token: str | bool, timeout: float) -> tuple[bool, BaseException | None]:

@@ -36,7 +36,8 @@ GENERIC_NAMES = frozenset({"root", "user", "users", "admin", "ubuntu", "debian",
 REDACTED = {"token": "hf_***", "home": "~", "project": "<project>", "user": "<user>", "host": "<host>"}
 
 
-def _stored_token() -> str | None:
+def stored_token() -> str | None:
+    """The token `hf auth login` stored (huggingface_hub's own lookup, which reads HF_TOKEN first)."""
     try:
         from huggingface_hub import get_token
 
@@ -57,7 +58,7 @@ class Identity:
 
     @classmethod
     def current(cls, project: Path | str = "") -> "Identity":
-        tokens = [os.environ.get(v, "").strip() for v in TOKEN_VARS] + [(_stored_token() or "").strip()]
+        tokens = [os.environ.get(v, "").strip() for v in TOKEN_VARS] + [(stored_token() or "").strip()]
         try:
             user = getpass.getuser()
         except Exception:  # noqa: BLE001 - no user name in this environment

@@ -32,7 +32,6 @@ from .provenance import code_version, hardware, packages, project_path, redact
 from .stages import COMPUTE_STAGES, STAGES, Stage
 
 MANIFEST = contract.MANIFEST
-RESULTS_DIR_ENV = "TAMRIN_RESULTS_DIR"
 
 
 @dataclass
@@ -50,7 +49,7 @@ class Paths:
     @classmethod
     def from_env(cls, root: Path = ROOT, results_dir: str | Path | None = None) -> "Paths":
         """`results_dir` (the --results-dir option), else $TAMRIN_RESULTS_DIR, else <root>/results."""
-        chosen = results_dir or os.environ.get(RESULTS_DIR_ENV) or None
+        chosen = results_dir or os.environ.get("TAMRIN_RESULTS_DIR") or None
         return cls(root, Path(chosen).expanduser().resolve() if chosen else None)
 
     def rel(self, path: Path) -> str:
@@ -92,11 +91,9 @@ class StageContext:
 def read_manifest(paths: Paths, name: str) -> dict | None:
     """The stage's manifest as plain data, or None when it is missing, unreadable or does not fit the contract
     (a result written by another version of Tamrin is not trusted: the stage runs again)."""
-    path = paths.stage_dir(name) / MANIFEST
-    if not path.exists():
-        return None
+    rel = f"{name}/{MANIFEST}"
     try:
-        return contract.validate(f"{name}/{MANIFEST}", read_json(path)).model_dump(mode="json")
+        return contract.validate(rel, read_json(paths.results / rel)).model_dump(mode="json")
     except (OSError, json.JSONDecodeError, TamrinError):
         return None
 
@@ -289,7 +286,6 @@ def _run_locked(stage: Stage, cfg: Config, paths: Paths, force: bool) -> Outcome
         return Outcome("kept")
     if previous is not None and not force:
         log.info(f"re-running {name}: {state.why}")
-    entry = load_entry(stage)
     staging_root, trash_root = paths.results / ".staging", paths.results / ".trash"
     for d in [*staging_root.glob(f"{name}-*"), *trash_root.glob(f"{name}-*")]:  # left by a killed earlier run
         shutil.rmtree(d, ignore_errors=True)
@@ -300,7 +296,7 @@ def _run_locked(stage: Stage, cfg: Config, paths: Paths, force: bool) -> Outcome
     log.info(f"running: {name} (profile {cfg.profile}, key {parts.key[:4]}…)")
     try:
         with log_to_file(name, staging / "log.txt"):
-            entry(ctx)
+            load_entry(stage)(ctx)
         seconds = time.perf_counter() - t0
         manifest = {
             "stage": name, "profile": cfg.profile, "cache_key": parts.key,

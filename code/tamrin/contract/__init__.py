@@ -52,11 +52,7 @@ def validate(rel: str, data: Any) -> Any:
     """`data` (plain JSON) as the model of `rel`; a list for list/jsonl files. Raises MissingResultError."""
     model = model_of(rel)
     try:
-        if rel.endswith(".jsonl"):
-            return [model.model_validate(row) for row in data]
-        if getattr(model, "__origin__", None) is list:
-            return TypeAdapter(model).validate_python(data)
-        return model.model_validate(data)
+        return TypeAdapter(list[model] if rel.endswith(".jsonl") else model).validate_python(data)
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(x) for x in first["loc"]) or "(top level)"
