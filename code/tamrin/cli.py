@@ -81,10 +81,9 @@ def warn_later_refusals(cfg: Config, allow_demo: bool) -> None:
 
 def run_product(name: str, cfg: Config, paths: Paths, **extra) -> None:
     upstream_keys(STAGES[name], paths)  # a missing upstream result is one clear line
-    entry = load_entry(STAGES[name])
     ctx = stage_context(name, cfg, paths)
     ctx.extra.update(extra)
-    entry(ctx)
+    load_entry(STAGES[name])(ctx)
 
 
 def cmd_status(cfg: Config, paths: Paths) -> None:

@@ -378,11 +378,10 @@ class ZipConfig(Section):
     def check(self) -> None:
         allowed = list(StudentConfig.model_fields)
         try:
-            keys = self.pattern_keys()
+            unknown = [k for k in self.pattern_keys() if k not in allowed]
         except ValueError as e:
             raise ConfigError(f"bad value for 'zip.name_pattern': {self.name_pattern!r} ({e}); "
                               "write e.g. HW1_{last_name_en}_{student_number}.zip") from None
-        unknown = [k for k in keys if k not in allowed]
         if unknown:
             raise ConfigError(f"bad value for 'zip.name_pattern': {{{unknown[0]}}} is not a student key; "
                               f"allowed: {', '.join(allowed)}")

@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
@@ -82,18 +83,16 @@ class Identity:
         return dict(sorted(found.items(), key=lambda kv: -len(kv[1])))
 
 
-_IDENTITY: dict[tuple, Identity] = {}
-
-
 def identity() -> Identity:
     """This machine's identity, recomputed when the environment that defines it changes (a token set after start-up
     is still hidden)."""
-    key = tuple(os.environ.get(v, "") for v in (*TOKEN_VARS, "HOME", "USER", "LOGNAME", "HF_HOME", "HF_TOKEN_PATH"))
-    key += (socket.gethostname(),)
-    if key not in _IDENTITY:
-        _IDENTITY.clear()
-        _IDENTITY[key] = Identity.current(ROOT)
-    return _IDENTITY[key]
+    env = tuple(os.environ.get(v, "") for v in (*TOKEN_VARS, "HOME", "USER", "LOGNAME", "HF_HOME", "HF_TOKEN_PATH"))
+    return _identity(env + (socket.gethostname(),))
+
+
+@lru_cache(maxsize=1)
+def _identity(environment: tuple[str, ...]) -> Identity:
+    return Identity.current(ROOT)
 
 
 def _path_pattern(path: str) -> re.Pattern:

@@ -47,7 +47,6 @@ class Facts:
     processor: Any = None
     work_dir: Any = None
     timing: Any = None  # the timed steps' StepTiming
-    estimate: Any = None
 
 
 def render(checks: list[Check]) -> str:
@@ -236,9 +235,6 @@ def check_bitsandbytes(facts: Facts) -> Check:
                  "reinstall bitsandbytes for this CUDA (pip install --force-reinstall bitsandbytes)")
 
 
-IGNORE = -100  # the label of positions without a loss (transformers' convention)
-
-
 def example_rows(facts: Facts, folder: Path, n: int) -> list[dict]:
     """The first `n` dataset examples as data-stage rows, their images saved as PNG under `folder`/images."""
     from ..data.stage import to_png
@@ -288,7 +284,7 @@ def check_processor(facts: Facts, cfg) -> Check:
     if "labels" not in b:
         return Check("processor", FAIL, line + "; no labels returned", "this transformers version's processor "
                      "builds no labels from suffix=: install the tested set (constraints/tested.txt)", details)
-    labelled = [i for i, lab in enumerate(b["labels"][0].tolist()) if lab != IGNORE]
+    labelled = [i for i, lab in enumerate(b["labels"][0].tolist()) if lab != -100]  # -100: transformers' no-loss label
     on_suffix = [i for i, k in enumerate(types) if k == 1]
     if labelled != on_suffix:
         return Check("processor", FAIL, line + f"; labels on {len(labelled)} positions, not the {suffix} suffix ones",

@@ -22,7 +22,7 @@ import numpy as np
 
 from .. import ROOT
 from ..atomic import read_json, write_json
-from .checks import FAIL, OK, SKIP, Check, Facts
+from .checks import FAIL, OK, SKIP, Check, Facts, example_rows
 
 REFERENCE = ROOT / "bench" / "results" / "nvidia-h200.json"
 FLOW_PROBE_STEPS = 100
@@ -64,7 +64,6 @@ def timed_steps(facts: Facts, cfg, n_steps: int) -> StepTiming:
     from ..vlm.finetune import build_training_model
     from ..vlm.model import DTYPE_NAMES, threads_for
     from ..vlm.step import TrainStep
-    from .checks import example_rows
 
     device = torch.device("cuda", 0) if facts.gpu else torch.device("cpu")
     t_cfg = cfg.train
@@ -326,7 +325,6 @@ def check_estimate(facts: Facts, cfg, paths) -> Check:
         rows += cfg.data.shuffle_buffer if cfg.data.source == "hub" else 0  # the buffer fills before the first row
         e.seconds["data"] = rows * facts.data_seconds_per_row
     e.seconds.update(dict.fromkeys(stays, 0.0))
-    facts.estimate = e
     details = [f"{name:<9} {hms(e.seconds.get(name)):>10}" + (f"  ({stays[name]})" if name in stays else "")
                for name in ESTIMATED]
     details += [f"total     {hms(e.total):>10}  ({n_train} train / {n_test} test questions {how}; "
