@@ -48,10 +48,7 @@ def fa(value: float | int | str, decimals: int | None = None, grouping: bool = F
         raise TypeError(f"fa() needs a number, got {value!r}")
     if isinstance(value, float) and not math.isfinite(value):
         return "—" if math.isnan(value) else ("∞" if value > 0 else "−∞")
-    text = latin_number(value, decimals, grouping)
-    if text.startswith("-"):
-        text = "\u2212" + text[1:]
-    return to_persian_digits(text)
+    return to_persian_digits(latin_number(value, decimals, grouping).replace("-", "\u2212"))  # only a leading sign
 
 
 # U+2067 RIGHT-TO-LEFT ISOLATE + U+061C ARABIC LETTER MARK … U+2069: a Persian number with its percent sign reads
