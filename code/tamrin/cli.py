@@ -118,7 +118,7 @@ def dispatch(args: argparse.Namespace, paths: Paths) -> int:
 
         return run_doctor(cfg, paths, steps=args.steps)
     elif cmd == "notebook":
-        from .submit.notebook import run as write_notebook
+        from .submit import write_notebook
 
         write_notebook(stage_context("notebook", cfg, paths))
     elif cmd in COMPUTE_STAGES:

@@ -43,7 +43,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("report", ("report", "student"), ("data", "finetune", "eval", "ablation", "memory", "derive", "flow"),
           "tamrin.report.build:run",
           "render figures and the Persian Typst report from cached results → report/report.pdf", cached=False),
-    Stage("zip", ("zip", "student"), ("report",), "tamrin.submit.pack:run",
+    Stage("zip", ("zip", "student"), ("report",), "tamrin.submit:run",
           "pack the submission zip → dist/<name>.zip", cached=False),
 )}
 
