@@ -121,20 +121,15 @@ def dispatch(args: argparse.Namespace, paths: Paths) -> int:
         from .submit import write_notebook
 
         write_notebook(stage_context("notebook", cfg, paths))
-    elif cmd in COMPUTE_STAGES:
-        for name in ancestors(cmd) + [cmd]:
-            run_stage(name, cfg, paths, force=name in args.force)
-    elif cmd == "report":
-        run_product("report", cfg, paths)
-    elif cmd == "zip":
-        run_product("zip", cfg, paths, allow_demo=args.allow_demo, skip_demo=False)
-    else:  # all, report-only
+    else:  # a compute stage (after its upstream stages), report, zip, all, report-only
         if cmd == "all":
             warn_later_refusals(cfg, args.allow_demo)
-            for name in COMPUTE_STAGES:
-                run_stage(name, cfg, paths, force=name in args.force)
-        run_product("report", cfg, paths)
-        run_product("zip", cfg, paths, allow_demo=args.allow_demo, skip_demo=True)
+        for name in COMPUTE_STAGES if cmd == "all" else [*ancestors(cmd), cmd] if cmd in COMPUTE_STAGES else []:
+            run_stage(name, cfg, paths, force=name in args.force)
+        if cmd in ("report", "all", "report-only"):
+            run_product("report", cfg, paths)
+        if cmd in ("zip", "all", "report-only"):  # all and report-only skip a demo run's zip with a notice
+            run_product("zip", cfg, paths, allow_demo=args.allow_demo, skip_demo=cmd != "zip")
     return 0
 
 

@@ -1,12 +1,9 @@
-"""Configuration: one pydantic model per section, each field with a type (a Literal for a choice), a one-line help
-and pydantic bounds, filled from the TOML profile file, an optional --config file, configs/student.toml and --set.
-
-Precedence (later wins): schema defaults < configs/<profile>.toml < --config FILE < configs/student.toml
+"""Configuration: one pydantic model per section, each field with a type (a Literal for a choice), pydantic bounds
+and a one-line help. Later wins: schema defaults < configs/<profile>.toml < --config FILE < configs/student.toml
 < --set section.key=value. Pydantic checks the types (lax: "2e-4" is a number, 3.0 an integer, 5 a string), choices
 and bounds; before it, a `--set` list may be written "a,b" and an optional value left empty ("", none, null); after
-it, the section's own cross-field `check`. Every problem is one ConfigError line naming the key, the value and what is
-allowed.
-"""
+it, the section's own cross-field `check`. Every problem is one ConfigError line naming the key, value and what is
+allowed."""
 from __future__ import annotations
 
 import string

@@ -102,8 +102,7 @@ def code_files(stage: Stage, cfg: Config) -> dict[str, str]:
     """Per-file hashes of what the stage runs and reads: the sources its entry module imports, its own results models
     (`contract.<stage>`), and the repository files its config names as inputs (e.g. `memory.measured_from`)."""
     named = [f for section in stage.sections for f in input_files(cfg.sections[section], ROOT)]
-    models = [f for f in [module_file(f"tamrin.contract.{stage.name}")] if f]
-    return file_hashes(sorted(set(stage_sources(stage.module) + models + named)))
+    return file_hashes(sorted({*stage_sources(stage.module), module_file(f"tamrin.contract.{stage.name}"), *named}))
 
 
 def config_of(stage: Stage, cfg: Config) -> dict[str, Any]:

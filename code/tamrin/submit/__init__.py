@@ -35,7 +35,6 @@ from ..provenance import git, scan
 from ..runner import MANIFEST, Paths, StageContext
 from ..stages import COMPUTE_STAGES
 
-MB = 1_000_000
 _UNSAFE = re.compile(r"[^\w.\-]+")  # \w keeps letters of any script, digits and "_"
 
 # Top-level code folders and files a grader needs to re-run the work.
@@ -231,7 +230,7 @@ def write_zip(entries: list[Entry], dest: Path, max_mb: float) -> list[zipfile.Z
     with replacing(dest) as tmp:
         items = _write(entries, tmp)
         size = tmp.stat().st_size
-        if size > max_mb * MB:
+        if size > max_mb * 10**6:  # zip.max_mb counts MB of 10^6 bytes
             raise TamrinError(f"the zip would be {human(size)}, over zip.max_mb = {max_mb:g} MB; largest items: "
                               f"{', '.join(largest(items))} — drop them or raise the limit (--set zip.max_mb=…)")
         validate(tmp, [e.arc for e in entries], PDFS)
