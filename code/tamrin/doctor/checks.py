@@ -4,10 +4,8 @@ table, and `run`, which runs them and timing.py's in order, each within a time b
 from __future__ import annotations
 
 import platform
-import re
 import shutil
 import tempfile
-import threading
 import time
 import tomllib
 from dataclasses import dataclass, field
@@ -18,6 +16,7 @@ from typing import Any, Callable, Optional
 from .. import ROOT
 from ..data.hub import one_line as _short
 from ..errors import TamrinError
+from ..profiles import within
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "FAIL", "skip"
 
@@ -199,7 +198,7 @@ def check_python_and_packages(facts: Facts) -> Check:
             bad.append(f"{req.name} missing")
             continue
         versions[req.name] = have
-        if not req.specifier.contains(re.sub(r"\+.*$", "", have), prereleases=True):
+        if not req.specifier.contains(have, prereleases=True):  # a local label (+cu124) is ignored (PEP 440)
             bad.append(f"{req.name} {have} (needs {req.specifier})")
     shown = ", ".join(f"{n} {versions[n]}" for n in ("torch", "transformers", "peft", "bitsandbytes", "datasets")
                       if n in versions)
@@ -399,27 +398,19 @@ BUDGET = {"python + packages": 20, "gpu": 20, "bitsandbytes": 30, "hf token + ac
 
 
 def guarded(name: str, fn: Callable[[], Check], budget: float | None) -> Check:
-    """`fn()` in a worker thread: its TamrinError is the check's one-line failure, any other exception a one-line
-    'unexpected' failure, and running past `budget` seconds a failure too (the thread is left to die with the
-    process)."""
-    box: dict[str, Check] = {}
-
-    def work() -> None:
-        try:
-            box["check"] = fn()
-        except TamrinError as e:
-            cause, _, fix = str(e).partition(": ")
-            box["check"] = Check(name, FAIL, cause, fix)
-        except Exception as e:  # noqa: BLE001 - one line, never a traceback
-            first = str(e).splitlines()[0] if str(e) else ""
-            box["check"] = Check(name, FAIL, f"unexpected {type(e).__name__}: {first[:200]}",
-                                 "rerun with -v; report it if it persists")
-
-    worker = threading.Thread(target=work, name=f"doctor-{name}", daemon=True)
-    worker.start()
-    worker.join(budget)
-    return box.get("check") or Check(name, FAIL, f"did not finish within {budget:g} s",
-                                     "check the network (or the disk) and rerun")
+    """`fn()` within `budget` seconds: its TamrinError is the check's one-line failure, any other exception a one-line
+    'unexpected' failure (never a traceback), and running past the budget a failure too."""
+    finished, check, error = within(fn, budget)
+    if not finished:
+        return Check(name, FAIL, f"did not finish within {budget:g} s", "check the network (or the disk) and rerun")
+    if isinstance(error, TamrinError):
+        cause, _, fix = str(error).partition(": ")
+        return Check(name, FAIL, cause, fix)
+    if error is not None:
+        first = str(error).splitlines()[0] if str(error) else ""
+        return Check(name, FAIL, f"unexpected {type(error).__name__}: {first[:200]}",
+                     "rerun with -v; report it if it persists")
+    return check
 
 
 def run(cfg, paths, steps: int = 3) -> int:
