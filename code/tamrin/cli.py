@@ -8,6 +8,7 @@ import traceback
 from pathlib import Path
 
 from . import ROOT
+from .atomic import write_text
 from .config import Config, load_config
 from .errors import TamrinError
 from .log import setup_console, stage_logger
@@ -57,8 +58,7 @@ def choose_profile(requested: str, command: str, paths: Paths) -> str:
     computes = command in COMPUTE_STAGES or command in ("all", "doctor")
     if requested == "auto" and not computes:
         manifests = (read_manifest(paths, n) for n in COMPUTE_STAGES)
-        cached = next((m["profile"] for m in manifests if m), None)
-        if cached:
+        if cached := next((m["profile"] for m in manifests if m), None):
             return cached
     from .profiles import resolve_profile
 
@@ -148,8 +148,7 @@ def main(argv: list[str] | None = None, paths: Paths | None = None) -> int:
         return 130
     except Exception as e:  # noqa: BLE001 - a bug: one line on screen, the traceback in a file
         trace = paths.results / "last-error.txt"
-        trace.parent.mkdir(parents=True, exist_ok=True)
-        trace.write_text(redact(traceback.format_exc()), encoding="utf-8")
+        write_text(trace, redact(traceback.format_exc()))
         print(redact(f"error: unexpected {type(e).__name__}: {e} (full traceback in {paths.rel(trace)})"),
               file=sys.stderr)
         return 1

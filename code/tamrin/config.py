@@ -415,16 +415,6 @@ class Config:
         raise AttributeError(name)
 
 
-def read_toml(path: Path) -> dict[str, Any]:
-    try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path} — check the path given to --config") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
-
-
 def parse_set(item: str) -> tuple[str, str, Any]:
     """`section.key=value` -> (section, key, value); the value is read as a TOML literal when it is one."""
     if "=" not in item or "." not in item.split("=", 1)[0]:
@@ -447,7 +437,14 @@ def load_config(profile: str, config_file: Path | None = None, overrides: list[s
     layers += [p for p in [root / "configs" / "student.toml"] if p.exists()]
     raw: dict[str, dict[str, Any]] = {}
     for path in layers:
-        for section, values in read_toml(path).items():
+        try:
+            with open(path, "rb") as f:
+                table = tomllib.load(f)
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path} — check the path given to --config") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+        for section, values in table.items():
             if section not in SECTIONS:
                 raise ConfigError(f"unknown config section [{section}] in {path}; sections are: {', '.join(SECTIONS)}")
             if not isinstance(values, dict):

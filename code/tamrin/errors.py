@@ -20,10 +20,6 @@ class TamrinError(Exception):
 
     exit_code = 2
 
-    def __init__(self, message: str, exit_code: int = 2) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
 
 class ConfigError(TamrinError):
     """A bad key, type or value in the configuration."""

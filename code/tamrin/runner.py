@@ -172,9 +172,8 @@ def judge(stage: Stage, cfg: Config, paths: Paths, upstream: dict[str, str]) -> 
         return StageState("kept", ", ".join(changed), parts, manifest)
     why = [w for w, differs in (("config changed", manifest["config_hash"] != parts.config_hash),
                                 ("code changed", manifest["code_hash"] != parts.code_hash)) if differs]
-    upstream = [d for d, k in parts.inputs.items() if manifest["inputs"].get(d) != k]
-    if upstream:
-        why.append("upstream changed: " + ", ".join(upstream))
+    if moved := [d for d, k in parts.inputs.items() if manifest["inputs"].get(d) != k]:
+        why.append("upstream changed: " + ", ".join(moved))
     return StageState("stale", "; ".join(why) or "key differs", parts, manifest)
 
 
@@ -273,8 +272,7 @@ def run_stage(name: str, cfg: Config, paths: Paths, *, force: bool = False) -> O
 
 def _run_locked(stage: Stage, cfg: Config, paths: Paths, force: bool) -> Outcome:
     name, log = stage.name, stage_logger(stage.name)
-    upstream = upstream_keys(stage, paths)
-    state = judge(stage, cfg, paths, upstream)
+    state = judge(stage, cfg, paths, upstream_keys(stage, paths))
     parts, previous = state.parts, state.manifest
     if not force and state.state == "cached":
         log.info(f"cached: {name} (key {parts.key[:4]}…, {previous['seconds']:.0f} s saved)")
@@ -299,7 +297,7 @@ def _run_locked(stage: Stage, cfg: Config, paths: Paths, force: bool) -> Outcome
         seconds = time.perf_counter() - t0
         manifest = {
             "stage": name, "profile": cfg.profile, "cache_key": parts.key,
-            "config": config_of(stage, cfg), "inputs": upstream,
+            "config": config_of(stage, cfg), "inputs": parts.inputs,
             "config_hash": parts.config_hash, "code_hash": parts.code_hash, "code_files": parts.code_files,
             "code_version": code_version(), "started": started, "finished": _now(),
             "seconds": round(seconds, 2), "hardware": hardware(), "packages": packages(),

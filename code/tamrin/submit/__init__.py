@@ -270,8 +270,7 @@ def run(ctx: StageContext) -> None:
             return
         raise TamrinError(f"refusing to pack demo results ({', '.join(demo)} ran with the offline demo profile, "
                           "not PaliGemma): run with --profile paper, or pass --allow-demo to pack them anyway")
-    missing = ctx.cfg.student.missing_for_zip(cfg.pattern_keys())
-    if missing:
+    if missing := ctx.cfg.student.missing_for_zip(cfg.pattern_keys()):
         raise TamrinError(f"the zip needs your details: set {', '.join(missing)} in configs/student.toml "
                           "(copy configs/student.example.toml) or with --set student.KEY=VALUE")
     for name in PDFS:
@@ -281,8 +280,7 @@ def run(ctx: StageContext) -> None:
 
     ensure_notebook(ctx)
     entries = zip_entries(paths, cfg.include_adapter)
-    hits = scan([(e.arc, readable_text(e.src)) for e in entries])
-    if hits:
+    if hits := scan([(e.arc, readable_text(e.src)) for e in entries]):
         more = f" (and {len(hits) - 1} more: {'; '.join(hits[1:4])})" if len(hits) > 1 else ""
         raise TamrinError(f"refusing to pack the zip: {hits[0]}{more}; remove it from the file (and revoke a "
                           "leaked token at huggingface.co/settings/tokens), then run the zip again")
@@ -344,8 +342,7 @@ def build_notebook(values: dict[str, object]) -> Any:
 
     nb = nbformat.read(TEMPLATE, as_version=4)
     cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
-    unknown = set(values) - {line.split(" =")[0] for line in cell.source.splitlines() if " = " in line}
-    if unknown:
+    if unknown := set(values) - {line.split(" =")[0] for line in cell.source.splitlines() if " = " in line}:
         raise ValueError(f"the notebook's parameters cell has no {', '.join(sorted(unknown))}")
     head = cell.source.splitlines()[0]
     cell.source = "\n".join([head, *(f"{name} = {value!r}" for name, value in values.items())]) + "\n"
