@@ -29,10 +29,7 @@ def module_file(name: str) -> Path | None:
     if parts[0] != PACKAGE:
         return None
     base = PACKAGE_DIR.joinpath(*parts[1:])
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
+    return next((f for f in (base.with_suffix(".py"), base / "__init__.py") if f.is_file()), None)
 
 
 def _module_name(path: Path) -> str:
@@ -86,12 +83,8 @@ def _parse(path: Path) -> tuple[tuple[str, ...], frozenset[str], str]:
 def _direct(path: Path) -> tuple[tuple[Path, ...], tuple[Path, ...]]:
     """(modules imported by `path`, data files beside it that it names)."""
     names, literals, _ = _parse(path)
-    modules = []
-    for n in names:
-        for prefix in _prefixes(n):  # importing a.b.c runs a/__init__ and a/b/__init__ too
-            f = module_file(prefix)
-            if f is not None and f != path:
-                modules.append(f)
+    files = (module_file(prefix) for n in names for prefix in _prefixes(n))  # importing a.b.c runs a/__init__ too
+    modules = [f for f in files if f is not None and f != path]
     data = [f for f in sorted(path.parent.iterdir()) if f.is_file() and f.suffix not in (".py", ".pyc")
             and f.name in literals]
     return tuple(dict.fromkeys(modules)), tuple(data)

@@ -29,7 +29,7 @@ class _Console(logging.Handler):
         tqdm.write(f"[{stage}] {level}{record.getMessage()}", file=sys.stderr)
 
 
-def setup_console(verbose: bool = False) -> logging.Logger:
+def setup_console(verbose: bool = False) -> None:
     log = logging.getLogger(LOGGER)
     if not any(isinstance(h, _Console) for h in log.handlers):
         console = _Console()
@@ -37,7 +37,6 @@ def setup_console(verbose: bool = False) -> logging.Logger:
         log.addHandler(console)
     log.setLevel(logging.DEBUG if verbose else logging.INFO)
     log.propagate = False
-    return log
 
 
 def stage_logger(stage: str) -> logging.Logger:

@@ -52,7 +52,5 @@ COMPUTE_STAGES = tuple(n for n, s in STAGES.items() if s.cached)
 
 def ancestors(name: str) -> list[str]:
     """`name`'s upstream stages in run order (not including `name`)."""
-    seen = set(STAGES[name].deps)
-    for dep in STAGES[name].deps:
-        seen.update(ancestors(dep))
+    seen = {n for dep in STAGES[name].deps for n in [dep, *ancestors(dep)]}
     return [n for n in STAGES if n in seen]
