@@ -283,7 +283,7 @@ def check_processor(facts: Facts, cfg) -> Check:
     if "labels" not in b:
         return Check("processor", FAIL, line + "; no labels returned", "this transformers version's processor "
                      "builds no labels from suffix=: install the tested set (constraints/tested.txt)", details)
-    labelled = [i for i, lab in enumerate(b["labels"][0].tolist()) if lab != -100]  # -100: transformers' no-loss label
+    labelled = [i for i, lab in enumerate(b["labels"][0].tolist()) if lab != batches.IGNORE]
     on_suffix = [i for i, k in enumerate(types) if k == 1]
     if labelled != on_suffix:
         return Check("processor", FAIL, line + f"; labels on {len(labelled)} positions, not the {suffix} suffix ones",
