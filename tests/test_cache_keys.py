@@ -4,6 +4,7 @@ only their code changed (saying which files and how to force them), unless [buil
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import shutil
 import sys
@@ -190,13 +191,15 @@ def test_doctor_estimates_a_kept_result_as_staying(tmp_path, fake_graph, monkeyp
     _change_code(monkeypatch, {"finetune"})
     facts = Facts("demo", timing=StepTiming(load_seconds=1.0, seconds_per_step=0.5, warmup_seconds=0.6, losses=[1.0],
                                             skipped_updates=0, dtype="fp32", quantization="none"))
+    estimate = Paths(root).work_dir("doctor") / "estimate.json"
     check = check_estimate(facts, load_config("demo", root=root), Paths(root))
-    assert facts.estimate.seconds["finetune"] == 0.0 and facts.estimate.seconds["eval"] == 0.0
+    seconds = json.loads(estimate.read_text())["seconds"]
+    assert seconds["finetune"] == 0.0 and seconds["eval"] == 0.0
     assert any(line.startswith("finetune") and line.endswith("(kept)") for line in check.details), check.details
 
     # under [build] strict finetune reruns, so it is estimated
     check_estimate(facts, load_config("demo", overrides=["build.strict=true"], root=root), Paths(root))
-    assert facts.estimate.seconds["finetune"] > 0
+    assert json.loads(estimate.read_text())["seconds"]["finetune"] > 0
 
 
 def test_build_section_enters_no_key(tmp_path):

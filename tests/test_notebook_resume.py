@@ -59,7 +59,7 @@ def checkout_copy(dest: Path) -> None:
 
 def notebook_script(values: dict) -> str:
     """The notebook's code cells with its parameters set, less the cells tagged install and hub-login."""
-    from tamrin.submit.notebook import build_notebook
+    from tamrin.submit import build_notebook
 
     cells = [c for c in build_notebook(values).cells if c.cell_type == "code"]
     kept = [c.source for c in cells if not {"install", "hub-login"} & set(c.metadata.get("tags", []))]

@@ -79,7 +79,7 @@ def test_a_demo_zip_built_under_a_home_holds_nothing_private(home, capsys):
     assert code == 0, err
     (zpath,) = (root / "dist").glob("*.zip")
     private = [TOKEN, str(home), str(root), USER, HOST]
-    from tamrin.submit.pack import readable_text
+    from tamrin.submit import readable_text
 
     with zipfile.ZipFile(zpath) as zf:
         out = root / "unpacked"

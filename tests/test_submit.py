@@ -16,9 +16,9 @@ from tamrin import ROOT
 from tamrin.cli import main
 from tamrin.config import load_config
 from tamrin.errors import TamrinError
-from tamrin.runner import Paths, product_context
-from tamrin.submit import notebook, pack
-from tamrin.submit.pack import zip_name
+from tamrin.runner import Paths, stage_context
+from tamrin import submit
+from tamrin.submit import zip_name
 
 ZIP = "HW1_Mohammadi_810100000.zip"
 FIXTURE = ROOT / "tests" / "fixtures" / "results"
@@ -30,7 +30,7 @@ STUDENT = {"first_name_fa": "علی", "last_name_fa": "محمدی", "first_name_
 EXPECTED = {
     "report.pdf", "supplement.pdf", "notebook.ipynb", "notebook.html",
     "build.py", "README.md", "pyproject.toml", "Makefile",
-    "code/tamrin/__init__.py", "code/tamrin/submit/pack.py",
+    "code/tamrin/__init__.py", "code/tamrin/submit/__init__.py",
     "templates/report.typ.j2", "templates/style.typ",
     "configs/paper.toml", "configs/demo.toml", "configs/student.example.toml",
     "scripts/install.sh", "bench/bench_train.py",
@@ -81,11 +81,11 @@ def make_tree(root: Path, profile: str = "paper", student: dict | None = STUDENT
         _w(root / "configs/student.toml", "[student]\n" + "".join(f'{k} = "{v}"\n' for k, v in student.items()))
     # code
     for rel in ("build.py", "README.md", "pyproject.toml", "Makefile", "code/tamrin/__init__.py",
-                "code/tamrin/submit/pack.py", "templates/report.typ.j2", "templates/style.typ",
+                "code/tamrin/submit/__init__.py", "templates/report.typ.j2", "templates/style.typ",
                 "scripts/install.sh", "bench/bench_train.py"):
         _w(root / rel, f"# {rel}\n")
     # never packed: caches, venvs, secrets files, git internals, stray weights
-    _w(root / "code/tamrin/__pycache__/pack.cpython-311.pyc", b"\0pyc")
+    _w(root / "code/tamrin/__pycache__/submit.cpython-311.pyc", b"\0pyc")
     _w(root / "code/tamrin/submit/old.pyc", b"\0pyc")
     _w(root / ".env", f"HF_TOKEN={FAKE_TOKEN}\n")  # holds a token, but is never packed (so never refused)
     _w(root / ".venv/pyvenv.cfg", "home = /usr\n")
@@ -146,7 +146,7 @@ def make_tree(root: Path, profile: str = "paper", student: dict | None = STUDENT
 def template(tmp_path_factory) -> Path:
     """One fixture tree with its notebook already in dist/, copied by each test (building it is the slow part)."""
     root = make_tree(tmp_path_factory.mktemp("template"))
-    notebook.run(zip_ctx(root))
+    submit.write_notebook(zip_ctx(root))
     return root
 
 
@@ -166,7 +166,7 @@ def tree(tmp_path: Path, template: Path, profile: str = "paper", student: dict |
 
 def zip_ctx(root: Path, *, allow_demo: bool = False, skip_demo: bool = False, overrides: tuple = (),
             profile: str = "paper"):
-    ctx = product_context("zip", load_config(profile, overrides=list(overrides), root=root), Paths(root))
+    ctx = stage_context("zip", load_config(profile, overrides=list(overrides), root=root), Paths(root))
     ctx.extra.update(allow_demo=allow_demo, skip_demo=skip_demo)
     return ctx
 
@@ -184,7 +184,7 @@ def no_zip(root: Path) -> bool:
 
 def test_zip_holds_exactly_the_expected_files(tmp_path, template):
     root = tree(tmp_path, template, notebook=False)  # the zip builds the notebook itself
-    pack.run(zip_ctx(root))
+    submit.run(zip_ctx(root))
     out = root / "dist" / ZIP
     assert names(out) == EXPECTED
     with zipfile.ZipFile(out) as zf:
@@ -205,29 +205,29 @@ def test_git_checkout_chooses_code_with_git_ls_files(tmp_path, template):
     subprocess.run([*git, "init", "-q"], check=True)
     subprocess.run([*git, "add", "build.py", "code/tamrin/__init__.py", "configs/paper.toml"], check=True)
     (root / "Makefile").unlink()  # neither tracked nor present any more
-    pack.run(zip_ctx(root))
+    submit.run(zip_ctx(root))
     # tracked and untracked-but-not-ignored code both go in; the git-ignored file does not
     assert names(root / "dist" / ZIP) == EXPECTED - {"Makefile"}
 
     (root / ".git").rename(root / "git-off")  # no checkout: the walk packs the same code plus notes.local
     (root / "dist" / ZIP).unlink()
-    pack.run(zip_ctx(root))
+    submit.run(zip_ctx(root))
     assert names(root / "dist" / ZIP) == (EXPECTED - {"Makefile"}) | {"code/tamrin/notes.local"}
 
 
 def test_adapter_only_when_asked(tmp_path, template):
     root = tree(tmp_path, template)
-    pack.run(zip_ctx(root, overrides=("zip.include_adapter=true",)))
+    submit.run(zip_ctx(root, overrides=("zip.include_adapter=true",)))
     assert names(root / "dist" / ZIP) == EXPECTED | ADAPTER
 
 
-@pytest.mark.parametrize("where", ["results/eval/base/predictions.jsonl", "code/tamrin/submit/pack.py"])
+@pytest.mark.parametrize("where", ["results/eval/base/predictions.jsonl", "code/tamrin/submit/__init__.py"])
 def test_planted_token_is_refused_naming_the_file(tmp_path, template, where):
     root = tree(tmp_path, template)
     with open(root / where, "a", encoding="utf-8") as f:
         f.write(f"token = {FAKE_TOKEN}\n")
     with pytest.raises(TamrinError) as e:
-        pack.run(zip_ctx(root))
+        submit.run(zip_ctx(root))
     assert where in str(e.value) and FAKE_TOKEN not in str(e.value)
     assert no_zip(root)
 
@@ -237,7 +237,7 @@ def test_value_of_hf_token_is_refused(tmp_path, template, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", "my-secret-value-42")
     _w(root / "results/flow/experiment.json", {"note": "my-secret-value-42"})
     with pytest.raises(TamrinError, match="results/flow/experiment.json"):
-        pack.run(zip_ctx(root))
+        submit.run(zip_ctx(root))
     assert no_zip(root)
 
 
@@ -253,16 +253,16 @@ class _Collect(logging.Handler):
 def test_demo_results_refused_skipped_or_allowed(tmp_path, template):
     root = tree(tmp_path, template, profile="demo")
     with pytest.raises(TamrinError, match="--allow-demo"):
-        pack.run(zip_ctx(root, profile="demo"))
+        submit.run(zip_ctx(root, profile="demo"))
     assert no_zip(root)
     ctx = zip_ctx(root, profile="demo", skip_demo=True)  # `all` / `report-only`: a notice, no error
     ctx.log = logging.getLogger("test_submit.skip")
     ctx.log.setLevel(logging.INFO)
     ctx.log.addHandler(collect := _Collect())
-    pack.run(ctx)
+    submit.run(ctx)
     assert no_zip(root)
     assert len(collect.lines) == 1 and collect.lines[0].startswith("zip skipped")
-    pack.run(zip_ctx(root, profile="demo", allow_demo=True))
+    submit.run(zip_ctx(root, profile="demo", allow_demo=True))
     assert names(root / "dist" / ZIP) == EXPECTED
 
 
@@ -271,14 +271,14 @@ def test_one_demo_stage_is_enough_to_refuse(tmp_path, template):
     m = root / "results/eval/manifest.json"
     _w(m, {**json.loads(m.read_text()), "profile": "demo"})
     with pytest.raises(TamrinError, match=r"eval ran with the offline demo profile"):
-        pack.run(zip_ctx(root))
+        submit.run(zip_ctx(root))
 
 
 def test_a_manifest_that_does_not_fit_the_contract_is_one_line(tmp_path, template):
     root = tree(tmp_path, template)
     _w(root / "results/eval/manifest.json", {"stage": "eval", "profile": "demo"})
     with pytest.raises(TamrinError, match=r"results/eval/manifest.json does not fit the results contract"):
-        pack.run(zip_ctx(root))
+        submit.run(zip_ctx(root))
 
 
 def test_cli_exit_codes(tmp_path, template, capsys):
@@ -293,14 +293,14 @@ def test_cli_exit_codes(tmp_path, template, capsys):
 def test_missing_student_info_names_the_keys(tmp_path, template):
     root = tree(tmp_path, template, student={k: v for k, v in STUDENT.items() if k not in ("student_number", "last_name_fa")})
     with pytest.raises(TamrinError) as e:
-        pack.run(zip_ctx(root))
+        submit.run(zip_ctx(root))
     assert "student.student_number" in str(e.value) and "student.last_name_fa" in str(e.value)
     assert "student.last_name_en" not in str(e.value)
     assert no_zip(root)
     # a key used only by the name pattern becomes required too
     root2 = tree(tmp_path / "b", template, student={k: v for k, v in STUDENT.items() if k != "first_name_en"})
     with pytest.raises(TamrinError, match=r"student\.first_name_en"):
-        pack.run(zip_ctx(root2, overrides=("zip.name_pattern=HW4_{first_name_en}_{student_number}.zip",)))
+        submit.run(zip_ctx(root2, overrides=("zip.name_pattern=HW4_{first_name_en}_{student_number}.zip",)))
 
 
 def test_size_limit_lists_the_largest_items(tmp_path, template):
@@ -309,7 +309,7 @@ def test_size_limit_lists_the_largest_items(tmp_path, template):
     root = tree(tmp_path, template)
     _w(root / "figures/big.png", os.urandom(300_000))  # incompressible
     with pytest.raises(TamrinError) as e:
-        pack.run(zip_ctx(root, overrides=("zip.max_mb=0.1",)))
+        submit.run(zip_ctx(root, overrides=("zip.max_mb=0.1",)))
     msg = str(e.value)
     assert "zip.max_mb" in msg and msg.index("figures/big.png") < 200
     assert no_zip(root)
@@ -319,11 +319,11 @@ def test_invalid_or_missing_report_pdf_is_refused(tmp_path, template):
     root = tree(tmp_path, template)
     (root / "report/report.pdf").write_bytes(b"%PDF-1.7 truncated nonsense")
     with pytest.raises(TamrinError, match="not a valid PDF"):
-        pack.run(zip_ctx(root))
+        submit.run(zip_ctx(root))
     assert no_zip(root)
     (root / "report/report.pdf").unlink()
     with pytest.raises(TamrinError, match="build.py report"):
-        pack.run(zip_ctx(root))
+        submit.run(zip_ctx(root))
 
 
 def test_zip_name_from_pattern():
@@ -362,7 +362,7 @@ def test_zip_keeps_a_notebook_already_in_dist(tmp_path, template):
     nb.cells[1].outputs = [nbformat.v4.new_output("stream", name="stdout", text="platform: Colab\n")]
     nbformat.write(nb, root / "dist/notebook.ipynb")
     (root / "dist/notebook.html").unlink()
-    pack.run(zip_ctx(root))
+    submit.run(zip_ctx(root))
     with zipfile.ZipFile(root / "dist" / ZIP) as zf:
         assert "platform: Colab" in zf.read("notebook.ipynb").decode()
         assert "platform: Colab" in zf.read("notebook.html").decode()
@@ -371,10 +371,10 @@ def test_zip_keeps_a_notebook_already_in_dist(tmp_path, template):
 def test_inline_views_read_the_results(tmp_path, template):
     root = tree(tmp_path, template)
     results = root / "results"
-    rows = notebook.rouge_rows(results)
+    rows = submit.rouge_rows(results)
     assert [r["model"] for r in rows] == ["base PaliGemma", "fine-tuned (QLoRA)"]
     assert rows[1]["rougeL"] == "0.900 [0.850, 0.950]" and rows[0]["exact match"] == "0.200"
-    html = notebook.samples_html(results)
+    html = submit.samples_html(results)
     assert html.count("<img src=\"data:image/png;base64,") == 3 and "What color is object 2?" in html
     # the notebook shows the file the report stage draws, under the name figure_specs gives it
     from tamrin.report.context import load_results
@@ -382,7 +382,7 @@ def test_inline_views_read_the_results(tmp_path, template):
 
     produced = figure_specs(load_results(FIXTURE), 5)["loss"].file
     (root / "figures" / produced).write_text("<svg xmlns='http://www.w3.org/2000/svg'/>", encoding="utf-8")
-    assert notebook.loss_figure(root / "figures") == root / "figures" / produced
+    assert submit.loss_figure(root / "figures") == root / "figures" / produced
     (root / "figures" / produced).unlink()
     with pytest.raises(FileNotFoundError, match="run the build cell first"):
-        notebook.loss_figure(root / "figures")
+        submit.loss_figure(root / "figures")

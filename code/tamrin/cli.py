@@ -8,11 +8,12 @@ import traceback
 from pathlib import Path
 
 from . import ROOT
+from .atomic import write_text
 from .config import Config, load_config
 from .errors import TamrinError
 from .log import setup_console, stage_logger
 from .provenance import redact
-from .runner import Paths, load_entry, plan, product_context, read_manifest, run_stage, upstream_keys
+from .runner import Paths, load_entry, plan, read_manifest, run_stage, stage_context, upstream_keys
 from .stages import COMPUTE_STAGES, STAGES, ancestors
 
 COMMANDS = {
@@ -57,8 +58,7 @@ def choose_profile(requested: str, command: str, paths: Paths) -> str:
     computes = command in COMPUTE_STAGES or command in ("all", "doctor")
     if requested == "auto" and not computes:
         manifests = (read_manifest(paths, n) for n in COMPUTE_STAGES)
-        cached = next((m["profile"] for m in manifests if m), None)
-        if cached:
+        if cached := next((m["profile"] for m in manifests if m), None):
             return cached
     from .profiles import resolve_profile
 
@@ -81,10 +81,9 @@ def warn_later_refusals(cfg: Config, allow_demo: bool) -> None:
 
 def run_product(name: str, cfg: Config, paths: Paths, **extra) -> None:
     upstream_keys(STAGES[name], paths)  # a missing upstream result is one clear line
-    entry = load_entry(STAGES[name])
-    ctx = product_context(name, cfg, paths)
+    ctx = stage_context(name, cfg, paths)
     ctx.extra.update(extra)
-    entry(ctx)
+    load_entry(STAGES[name])(ctx)
 
 
 def cmd_status(cfg: Config, paths: Paths) -> None:
@@ -115,27 +114,22 @@ def dispatch(args: argparse.Namespace, paths: Paths) -> int:
     if cmd == "status":
         cmd_status(cfg, paths)
     elif cmd == "doctor":
-        from .doctor import run as run_doctor
+        from .doctor.checks import run as run_doctor
 
         return run_doctor(cfg, paths, steps=args.steps)
     elif cmd == "notebook":
-        from .submit.notebook import run as write_notebook
+        from .submit import write_notebook
 
-        write_notebook(product_context("notebook", cfg, paths))
-    elif cmd in COMPUTE_STAGES:
-        for name in ancestors(cmd) + [cmd]:
-            run_stage(name, cfg, paths, force=name in args.force)
-    elif cmd == "report":
-        run_product("report", cfg, paths)
-    elif cmd == "zip":
-        run_product("zip", cfg, paths, allow_demo=args.allow_demo, skip_demo=False)
-    else:  # all, report-only
+        write_notebook(stage_context("notebook", cfg, paths))
+    else:  # a compute stage (after its upstream stages), report, zip, all, report-only
         if cmd == "all":
             warn_later_refusals(cfg, args.allow_demo)
-            for name in COMPUTE_STAGES:
-                run_stage(name, cfg, paths, force=name in args.force)
-        run_product("report", cfg, paths)
-        run_product("zip", cfg, paths, allow_demo=args.allow_demo, skip_demo=True)
+        for name in COMPUTE_STAGES if cmd == "all" else [*ancestors(cmd), cmd] if cmd in COMPUTE_STAGES else []:
+            run_stage(name, cfg, paths, force=name in args.force)
+        if cmd in ("report", "all", "report-only"):
+            run_product("report", cfg, paths)
+        if cmd in ("zip", "all", "report-only"):  # all and report-only skip a demo run's zip with a notice
+            run_product("zip", cfg, paths, allow_demo=args.allow_demo, skip_demo=cmd != "zip")
     return 0
 
 
@@ -154,8 +148,7 @@ def main(argv: list[str] | None = None, paths: Paths | None = None) -> int:
         return 130
     except Exception as e:  # noqa: BLE001 - a bug: one line on screen, the traceback in a file
         trace = paths.results / "last-error.txt"
-        trace.parent.mkdir(parents=True, exist_ok=True)
-        trace.write_text(redact(traceback.format_exc()), encoding="utf-8")
+        write_text(trace, redact(traceback.format_exc()))
         print(redact(f"error: unexpected {type(e).__name__}: {e} (full traceback in {paths.rel(trace)})"),
               file=sys.stderr)
         return 1

@@ -29,10 +29,7 @@ def module_file(name: str) -> Path | None:
     if parts[0] != PACKAGE:
         return None
     base = PACKAGE_DIR.joinpath(*parts[1:])
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
+    return next((f for f in (base.with_suffix(".py"), base / "__init__.py") if f.is_file()), None)
 
 
 def _module_name(path: Path) -> str:
@@ -65,7 +62,11 @@ def _parsed(path: Path, mtime_ns: int, size: int) -> tuple[tuple[str, ...], froz
             names += _resolve_from(name, is_package, node)
         elif isinstance(node, ast.Constant) and isinstance(node.value, str) and len(node.value) < 200:
             literals.add(node.value)
-    _strip_docstrings(tree)
+    for node in ast.walk(tree):  # drop the docstring of the module and of every class and function
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body \
+                and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant) \
+                and isinstance(node.body[0].value.value, str):
+            node.body = node.body[1:] or [ast.Pass()]
     if path.is_relative_to(PACKAGE_DIR) and path.relative_to(PACKAGE_DIR).as_posix() in MESSAGE_MODULES:
         for node in ast.walk(tree):
             if isinstance(node, ast.Constant) and isinstance(node.value, str):
@@ -82,12 +83,8 @@ def _parse(path: Path) -> tuple[tuple[str, ...], frozenset[str], str]:
 def _direct(path: Path) -> tuple[tuple[Path, ...], tuple[Path, ...]]:
     """(modules imported by `path`, data files beside it that it names)."""
     names, literals, _ = _parse(path)
-    modules = []
-    for n in names:
-        for prefix in _prefixes(n):  # importing a.b.c runs a/__init__ and a/b/__init__ too
-            f = module_file(prefix)
-            if f is not None and f != path:
-                modules.append(f)
+    files = (module_file(prefix) for n in names for prefix in _prefixes(n))  # importing a.b.c runs a/__init__ too
+    modules = [f for f in files if f is not None and f != path]
     data = [f for f in sorted(path.parent.iterdir()) if f.is_file() and f.suffix not in (".py", ".pyc")
             and f.name in literals]
     return tuple(dict.fromkeys(modules)), tuple(data)
@@ -119,18 +116,6 @@ def stage_sources(entry_module: str) -> list[Path]:
             data.update(named)
             todo += modules
     return sorted(seen | data)
-
-
-def _strip_docstrings(node: ast.AST) -> None:
-    """Remove the docstring (a body's first statement) of the module and of every class and function, in place."""
-    if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
-        first = node.body[0]
-        if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
-            node.body = node.body[1:] or [ast.Pass()]
-    for field in ("body", "orelse", "finalbody", "handlers", "cases"):
-        for child in getattr(node, field, None) or ():
-            if isinstance(child, ast.AST):
-                _strip_docstrings(child)
 
 
 def normalised_hash(path: Path) -> str:

@@ -20,10 +20,6 @@ class TamrinError(Exception):
 
     exit_code = 2
 
-    def __init__(self, message: str, exit_code: int = 2) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
 
 class ConfigError(TamrinError):
     """A bad key, type or value in the configuration."""
@@ -71,45 +67,39 @@ def explain(exc: BaseException, repo_id: str, *, repo_type: str = "model", has_t
     login = "set HF_TOKEN (or run `hf auth login`)"
     chain = list(cause_chain(exc))
     text = " ".join(str(x) for x in chain).lower()
-    for x in chain:
-        # datasets turns GatedRepoError into DatasetNotFoundError("... is a gated dataset on the Hub ...")
-        if isinstance(x, GatedRepoError) or "is a gated dataset" in str(x).lower():
-            if not has_token:
-                return (f"{what} is gated and no Hugging Face token was found: accept its license at {page} while "
-                        f"logged in, then {login} and rerun")
-            return (f"{what} is gated and this token's account has not been granted access: open {page} while "
-                    "logged in with that account, accept the license, then rerun")
-    for x in chain:
-        if isinstance(x, HfHubHTTPError) and not isinstance(x, RepositoryNotFoundError) and _status(x) == 401:
-            return (f"the Hugging Face hub refused the token (HTTP 401: invalid or revoked): create a new read "
-                    f"token at {TOKENS_PAGE}, then {login} with it and rerun")
-    for x in chain:
-        if isinstance(x, RepositoryNotFoundError) or "doesn't exist on the hub" in str(x).lower():
-            hint = "" if has_token else f"; if it is private or gated, {login}"
-            return (f"{what} was not found on the Hugging Face hub (or this token cannot see it): check the id"
-                    f"{hint}")
-    for x in chain:
-        code = _status(x)
-        if isinstance(x, HfHubHTTPError) and code == 403:
+    http = [(x, _status(x)) for x in chain if isinstance(x, HfHubHTTPError)]
+    # datasets turns GatedRepoError into DatasetNotFoundError("... is a gated dataset on the Hub ...")
+    if any(isinstance(x, GatedRepoError) or "is a gated dataset" in str(x).lower() for x in chain):
+        if not has_token:
+            return (f"{what} is gated and no Hugging Face token was found: accept its license at {page} while "
+                    f"logged in, then {login} and rerun")
+        return (f"{what} is gated and this token's account has not been granted access: open {page} while "
+                "logged in with that account, accept the license, then rerun")
+    if any(code == 401 and not isinstance(x, RepositoryNotFoundError) for x, code in http):
+        return (f"the Hugging Face hub refused the token (HTTP 401: invalid or revoked): create a new read "
+                f"token at {TOKENS_PAGE}, then {login} with it and rerun")
+    if any(isinstance(x, RepositoryNotFoundError) or "doesn't exist on the hub" in str(x).lower() for x in chain):
+        hint = "" if has_token else f"; if it is private or gated, {login}"
+        return f"{what} was not found on the Hugging Face hub (or this token cannot see it): check the id{hint}"
+    for x, code in http:
+        if code == 403:
             return (f"the token lacks a permission needed to read {what} (HTTP 403): a fine-grained token needs "
                     f"'Read access to contents of all public gated repos you can access' — edit it at {TOKENS_PAGE} "
                     "or use a classic read token")
-        if isinstance(x, HfHubHTTPError) and code == 429:
+        if code == 429:
             return (f"the Hugging Face hub rate-limited this machine (HTTP 429) while reading {what}: wait a few "
                     f"minutes and rerun{'' if has_token else f' ({login}: logged-in users get a higher limit)'}")
-        if isinstance(x, HfHubHTTPError) and code is not None and code >= 500:
+        if code is not None and code >= 500:
             return f"the Hugging Face hub had a server error (HTTP {code}) while reading {what}: rerun in a few minutes"
-    for x in chain:
-        if isinstance(x, OfflineModeIsEnabled) or "offlinemodeisenabled" in text or "offline mode is enabled" in text:
-            return (f"cannot read {what}: offline mode is on (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE): unset it and "
-                    "rerun, or point the configuration at a local copy")
-    for x in chain:
-        if isinstance(x, OSError) and x.errno == errno.ENOSPC:
-            return (f"the disk filled up while downloading {what} (no space left in {hub_cache_dir()}): free space "
-                    "there or set HF_HOME to a folder on a larger disk, then rerun (the download resumes)")
-    for x in chain:
-        if {c.__name__ for c in type(x).__mro__} & _NETWORK_CLASSES or isinstance(x, (ConnectionError, TimeoutError)) \
-                or "couldn't connect" in text or "couldn't reach" in text:
-            return (f"cannot reach the Hugging Face hub to read {what} (no network answer): connect this machine "
-                    "to the internet (on Kaggle: Settings → Internet → on), or point the configuration at a local copy")
+    if any(isinstance(x, OfflineModeIsEnabled) for x in chain) or "offlinemodeisenabled" in text \
+            or "offline mode is enabled" in text:
+        return (f"cannot read {what}: offline mode is on (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE): unset it and "
+                "rerun, or point the configuration at a local copy")
+    if any(isinstance(x, OSError) and x.errno == errno.ENOSPC for x in chain):
+        return (f"the disk filled up while downloading {what} (no space left in {hub_cache_dir()}): free space "
+                "there or set HF_HOME to a folder on a larger disk, then rerun (the download resumes)")
+    if any({c.__name__ for c in type(x).__mro__} & _NETWORK_CLASSES or isinstance(x, (ConnectionError, TimeoutError))
+           for x in chain) or "couldn't connect" in text or "couldn't reach" in text:
+        return (f"cannot reach the Hugging Face hub to read {what} (no network answer): connect this machine "
+                "to the internet (on Kaggle: Settings → Internet → on), or point the configuration at a local copy")
     return None

@@ -12,11 +12,10 @@ from .provenance import redact
 LOGGER = "tamrin"
 
 
-class _Redact(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = redact(record.getMessage())
-        record.args = ()
-        return True
+def _redact(record: logging.LogRecord) -> bool:
+    """A handler filter (any callable is one): the record's message, redacted."""
+    record.msg, record.args = redact(record.getMessage()), ()
+    return True
 
 
 class _Console(logging.Handler):
@@ -30,15 +29,14 @@ class _Console(logging.Handler):
         tqdm.write(f"[{stage}] {level}{record.getMessage()}", file=sys.stderr)
 
 
-def setup_console(verbose: bool = False) -> logging.Logger:
+def setup_console(verbose: bool = False) -> None:
     log = logging.getLogger(LOGGER)
     if not any(isinstance(h, _Console) for h in log.handlers):
         console = _Console()
-        console.addFilter(_Redact())
+        console.addFilter(_redact)
         log.addHandler(console)
     log.setLevel(logging.DEBUG if verbose else logging.INFO)
     log.propagate = False
-    return log
 
 
 def stage_logger(stage: str) -> logging.Logger:
@@ -52,7 +50,7 @@ def log_to_file(stage: str, path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     h = logging.FileHandler(path, encoding="utf-8")
     h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
-    h.addFilter(_Redact())
+    h.addFilter(_redact)
     stage_logger(stage).addHandler(h)
     try:
         yield

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import threading
+from typing import Any, Callable
 
 PAPER_MODEL = "google/paligemma-3b-pt-224"
 
@@ -28,20 +29,31 @@ def cuda_available(light: bool = False) -> tuple[bool, str]:
 
 def hf_token() -> str | None:
     """The HF token from the environment or the `hf auth login` cache (never logged)."""
-    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
-        if os.environ.get(var):
-            return os.environ[var]
-    try:
-        from huggingface_hub import get_token
+    from .provenance import TOKEN_VARS, stored_token
 
-        return get_token()
-    except Exception:  # noqa: BLE001 - any failure here just means "no token"
-        return None
+    return next((os.environ[v] for v in TOKEN_VARS if os.environ.get(v)), None) or stored_token()
+
+
+def within(fn: Callable[[], Any], seconds: float | None) -> tuple[bool, Any, BaseException | None]:
+    """(finished, result, error) of `fn()` in a daemon thread given `seconds`: a call that hangs (a network that never
+    answers) costs `seconds`, not forever; its thread is left to die with the process."""
+    box: dict[str, Any] = {}
+
+    def call() -> None:
+        try:
+            box["result"] = fn()
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            box["error"] = e
+
+    worker = threading.Thread(target=call, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    return bool(box), box.get("result"), box.get("error")
 
 
 def _auth_check(model: str, token: str | bool, timeout: float) -> tuple[bool, BaseException | None]:
-    """(finished, error) of `huggingface_hub.auth_check` run in a daemon thread: a network that never answers costs
-    `timeout` seconds, not forever (the hub client sets no timeout of its own for this call).
+    """(finished, error) of `huggingface_hub.auth_check` within `timeout` seconds (the hub client sets no timeout of
+    its own for this call).
 
     It asks the hub's `/api/models/<id>/auth-check` endpoint, which (unlike `GET /api/models/<id>`, 200 for a gated
     repo whatever the license state) raises `GatedRepoError` when the license is not accepted and
@@ -49,19 +61,8 @@ def _auth_check(model: str, token: str | bool, timeout: float) -> tuple[bool, Ba
     retry, so a failure costs one request)."""
     from huggingface_hub import auth_check
 
-    outcome: dict[str, BaseException | None] = {}
-
-    def call() -> None:
-        try:
-            auth_check(model, token=token)
-            outcome["error"] = None
-        except BaseException as e:  # noqa: BLE001 - handed to the caller
-            outcome["error"] = e
-
-    worker = threading.Thread(target=call, name="tamrin-hub-probe", daemon=True)
-    worker.start()
-    worker.join(timeout)
-    return ("error" in outcome), outcome.get("error")
+    finished, _, error = within(lambda: auth_check(model, token=token), timeout)
+    return finished, error
 
 
 def hub_access(model: str = PAPER_MODEL, timeout: float = 15.0) -> tuple[bool, str]:

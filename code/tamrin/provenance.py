@@ -18,7 +18,9 @@ import re
 import socket
 import subprocess
 import sys
+from contextlib import suppress
 from dataclasses import dataclass, field
+from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
@@ -36,7 +38,8 @@ GENERIC_NAMES = frozenset({"root", "user", "users", "admin", "ubuntu", "debian",
 REDACTED = {"token": "hf_***", "home": "~", "project": "<project>", "user": "<user>", "host": "<host>"}
 
 
-def _stored_token() -> str | None:
+def stored_token() -> str | None:
+    """The token `hf auth login` stored (huggingface_hub's own lookup, which reads HF_TOKEN first)."""
     try:
         from huggingface_hub import get_token
 
@@ -57,7 +60,7 @@ class Identity:
 
     @classmethod
     def current(cls, project: Path | str = "") -> "Identity":
-        tokens = [os.environ.get(v, "").strip() for v in TOKEN_VARS] + [(_stored_token() or "").strip()]
+        tokens = [os.environ.get(v, "").strip() for v in TOKEN_VARS] + [(stored_token() or "").strip()]
         try:
             user = getpass.getuser()
         except Exception:  # noqa: BLE001 - no user name in this environment
@@ -81,31 +84,25 @@ class Identity:
         return dict(sorted(found.items(), key=lambda kv: -len(kv[1])))
 
 
-_IDENTITY: dict[tuple, Identity] = {}
-
-
 def identity() -> Identity:
     """This machine's identity, recomputed when the environment that defines it changes (a token set after start-up
     is still hidden)."""
-    key = tuple(os.environ.get(v, "") for v in (*TOKEN_VARS, "HOME", "USER", "LOGNAME", "HF_HOME", "HF_TOKEN_PATH"))
-    key += (socket.gethostname(),)
-    if key not in _IDENTITY:
-        _IDENTITY.clear()
-        _IDENTITY[key] = Identity.current(ROOT)
-    return _IDENTITY[key]
+    env = tuple(os.environ.get(v, "") for v in (*TOKEN_VARS, "HOME", "USER", "LOGNAME", "HF_HOME", "HF_TOKEN_PATH"))
+    return _identity(env + (socket.gethostname(),))
 
 
-def _path_pattern(path: str) -> re.Pattern:
-    """`path` as a whole path component run: /home/al matches in /home/al/x but not in /home/alice."""
-    return re.compile(re.escape(path) + r"(?![A-Za-z0-9_.-])")
+@lru_cache(maxsize=1)
+def _identity(environment: tuple[str, ...]) -> Identity:
+    return Identity.current(ROOT)
 
 
 def _private(ident: Identity) -> list[tuple[str, str, re.Pattern]]:
-    """(kind, what it is, pattern) of every private string, in the order `redact` replaces them."""
+    """(kind, what it is, pattern) of every private string, in the order `redact` replaces them. A path matches as a
+    whole path component run: /home/al in /home/al/x, not in /home/alice."""
     return ([("token", "the value of the Hugging Face token", re.compile(re.escape(t))) for t in ident.tokens]
             + [("token", "a Hugging Face token", HF_TOKEN_PATTERN)]
-            + [(k, f"the absolute path of the {'project' if k == 'project' else 'home directory'}", _path_pattern(p))
-               for k, p in ident.paths().items()]
+            + [(k, f"the absolute path of the {'project' if k == 'project' else 'home directory'}",
+                re.compile(re.escape(p) + r"(?![A-Za-z0-9_.-])")) for k, p in ident.paths().items()]
             + [(k, f"the {k} name", re.compile(rf"\b{re.escape(n)}\b")) for k, n in ident.names()])
 
 
@@ -154,8 +151,7 @@ def git(root: Path, *args: str, timeout: float = 20) -> str | None:
 
 def code_version() -> str:
     """The git commit (with -dirty when the tree has changes), else a hash of the package sources."""
-    commit = (git(ROOT, "rev-parse", "HEAD", timeout=5) or "").strip()
-    if commit:
+    if commit := (git(ROOT, "rev-parse", "HEAD", timeout=5) or "").strip():
         dirty = (git(ROOT, "status", "--porcelain", "--untracked-files=no", timeout=5) or "").strip()
         return commit + ("-dirty" if dirty else "")
     sources = [f for f in PACKAGE_DIR.rglob("*") if f.is_file() and "__pycache__" not in f.parts
@@ -190,8 +186,6 @@ def hardware() -> dict:
 def packages() -> dict[str, str]:
     out = {}
     for name in PACKAGES:
-        try:
+        with suppress(metadata.PackageNotFoundError):
             out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
     return out

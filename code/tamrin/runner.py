@@ -32,7 +32,6 @@ from .provenance import code_version, hardware, packages, project_path, redact
 from .stages import COMPUTE_STAGES, STAGES, Stage
 
 MANIFEST = contract.MANIFEST
-RESULTS_DIR_ENV = "TAMRIN_RESULTS_DIR"
 
 
 @dataclass
@@ -50,7 +49,7 @@ class Paths:
     @classmethod
     def from_env(cls, root: Path = ROOT, results_dir: str | Path | None = None) -> "Paths":
         """`results_dir` (the --results-dir option), else $TAMRIN_RESULTS_DIR, else <root>/results."""
-        chosen = results_dir or os.environ.get(RESULTS_DIR_ENV) or None
+        chosen = results_dir or os.environ.get("TAMRIN_RESULTS_DIR") or None
         return cls(root, Path(chosen).expanduser().resolve() if chosen else None)
 
     def rel(self, path: Path) -> str:
@@ -92,11 +91,9 @@ class StageContext:
 def read_manifest(paths: Paths, name: str) -> dict | None:
     """The stage's manifest as plain data, or None when it is missing, unreadable or does not fit the contract
     (a result written by another version of Tamrin is not trusted: the stage runs again)."""
-    path = paths.stage_dir(name) / MANIFEST
-    if not path.exists():
-        return None
+    rel = f"{name}/{MANIFEST}"
     try:
-        return contract.validate(f"{name}/{MANIFEST}", read_json(path)).model_dump(mode="json")
+        return contract.validate(rel, read_json(paths.results / rel)).model_dump(mode="json")
     except (OSError, json.JSONDecodeError, TamrinError):
         return None
 
@@ -105,8 +102,7 @@ def code_files(stage: Stage, cfg: Config) -> dict[str, str]:
     """Per-file hashes of what the stage runs and reads: the sources its entry module imports, its own results models
     (`contract.<stage>`), and the repository files its config names as inputs (e.g. `memory.measured_from`)."""
     named = [f for section in stage.sections for f in input_files(cfg.sections[section], ROOT)]
-    models = [f for f in [module_file(f"tamrin.contract.{stage.name}")] if f]
-    return file_hashes(sorted(set(stage_sources(stage.module) + models + named)))
+    return file_hashes(sorted({*stage_sources(stage.module), module_file(f"tamrin.contract.{stage.name}"), *named}))
 
 
 def config_of(stage: Stage, cfg: Config) -> dict[str, Any]:
@@ -135,17 +131,6 @@ def cache_key(stage: Stage, cfg: Config, upstream_keys: dict[str, str]) -> KeyPa
     return KeyParts(key, cfg_hash, src_hash, dict(upstream_keys), files)
 
 
-def output_files(folder: Path) -> dict[str, int]:
-    """relative path -> size of every file a stage wrote (recorded in its manifest)."""
-    return {str(f.relative_to(folder)): f.stat().st_size for f in sorted(folder.rglob("*")) if f.is_file()}
-
-
-def missing_outputs(folder: Path, manifest: dict) -> list[str]:
-    """Files the manifest records that are gone or changed size (e.g. results unpacked from a zip without images)."""
-    return [rel for rel, size in manifest["files"].items()
-            if not (folder / rel).is_file() or (folder / rel).stat().st_size != size]
-
-
 @dataclass
 class StageState:
     """What `all` would do with one compute stage now."""
@@ -164,14 +149,18 @@ class StageState:
         return {"kept": f"code changed (kept): {self.why}", "stale": f"stale ({self.why})"}.get(self.state, self.state)
 
 
-def judge(stage: Stage, cfg: Config, manifest: dict | None, parts: KeyParts, folder: Path) -> StageState:
+def judge(stage: Stage, cfg: Config, paths: Paths, upstream: dict[str, str]) -> StageState:
     """cached: the recorded key matches and the files are intact. kept: an expensive stage (hours on a GPU) whose
     code alone changed — same config, same upstream results, outputs intact — while [build] strict is off: its
     results stay and `why` names the changed files (Snakemake's --rerun-triggers without "code"). Else stale (`why`
     says what changed) or missing."""
+    parts, manifest = cache_key(stage, cfg, upstream), read_manifest(paths, stage.name)
+    folder = paths.stage_dir(stage.name)
     if manifest is None:
         return StageState("missing", "missing", parts, None)
-    gone = missing_outputs(folder, manifest)
+    # files the manifest records that are gone or changed size (e.g. results unpacked from a zip without images)
+    gone = [rel for rel, size in manifest["files"].items()
+            if not (folder / rel).is_file() or (folder / rel).stat().st_size != size]
     if manifest["cache_key"] == parts.key:
         if not gone:
             return StageState("cached", None, parts, manifest)
@@ -183,9 +172,8 @@ def judge(stage: Stage, cfg: Config, manifest: dict | None, parts: KeyParts, fol
         return StageState("kept", ", ".join(changed), parts, manifest)
     why = [w for w, differs in (("config changed", manifest["config_hash"] != parts.config_hash),
                                 ("code changed", manifest["code_hash"] != parts.code_hash)) if differs]
-    upstream = [d for d, k in parts.inputs.items() if manifest["inputs"].get(d) != k]
-    if upstream:
-        why.append("upstream changed: " + ", ".join(upstream))
+    if moved := [d for d, k in parts.inputs.items() if manifest["inputs"].get(d) != k]:
+        why.append("upstream changed: " + ", ".join(moved))
     return StageState("stale", "; ".join(why) or "key differs", parts, manifest)
 
 
@@ -194,9 +182,7 @@ def plan(cfg: Config, paths: Paths) -> dict[str, StageState]:
     again is stale too; one downstream of a kept result reads that result's recorded key."""
     out: dict[str, StageState] = {}
     for name in COMPUTE_STAGES:
-        stage = STAGES[name]
-        parts = cache_key(stage, cfg, {d: out[d].key for d in stage.deps})
-        out[name] = judge(stage, cfg, read_manifest(paths, name), parts, paths.stage_dir(name))
+        out[name] = judge(STAGES[name], cfg, paths, {d: out[d].key for d in STAGES[name].deps})
     return out
 
 
@@ -230,17 +216,6 @@ def stage_lock(paths: Paths, name: str):
         yield
 
 
-def _swap_in(staging: Path, final: Path, trash_root: Path) -> None:
-    """Replace `final` with `staging`; the manifest inside `staging` is already complete."""
-    trash = trash_root / f"{final.name}-{os.getpid()}-{time.time_ns()}"
-    if final.exists():
-        trash_root.mkdir(parents=True, exist_ok=True)
-        os.replace(final, trash)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(staging, final)
-    shutil.rmtree(trash, ignore_errors=True)
-
-
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -263,46 +238,42 @@ def upstream_keys(stage: Stage, paths: Paths, required: bool = True) -> dict[str
     return keys
 
 
-def _stage_context(stage: Stage, cfg: Config, paths: Paths, out_dir: Path, key: str) -> StageContext:
-    """The context of one run: outputs to `out_dir`, checkpoints to the key's persistent work folder."""
-    work = paths.work_dir(stage.name) / key[:16]
-    work.mkdir(parents=True, exist_ok=True)
-    return StageContext(stage=stage.name, cfg=cfg, out_dir=out_dir, work_dir=work,
-                        inputs={d: paths.stage_dir(d) for d in stage.deps}, paths=paths,
-                        cache_key=key, log=stage_logger(stage.name))
+def stage_context(name: str, cfg: Config, paths: Paths, out_dir: Path | None = None, key: str = "") -> StageContext:
+    """What a stage's entry function receives: a compute stage writes to `out_dir` (its staging folder) and keeps
+    checkpoints in its key's persistent work folder; a product stage (report, zip, notebook; no key) writes straight
+    to its own folder."""
+    work = paths.work_dir(name) / key[:16]
+    if key:
+        work.mkdir(parents=True, exist_ok=True)
+    return StageContext(stage=name, cfg=cfg, out_dir=out_dir or paths.root / name, work_dir=work,
+                        inputs={d: paths.stage_dir(d) for d in (STAGES[name].deps if name in STAGES else ())},
+                        paths=paths, cache_key=key, log=stage_logger(name))
 
 
 def run_stage(name: str, cfg: Config, paths: Paths, *, force: bool = False) -> Outcome:
-    """Run one compute stage unless its recorded result stays (cached or kept). Upstream results must be current."""
-    rank = int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0  # torchrun's
-    if rank > 0:
-        return _run_secondary(name, cfg, paths, force, rank)
-    with stage_lock(paths, name):
-        return _run_locked(name, cfg, paths, force)
+    """Run one compute stage unless its recorded result stays (cached or kept). Upstream results must be current.
 
-
-def _run_secondary(name: str, cfg: Config, paths: Paths, force: bool, rank: int) -> Outcome:
-    """A non-main process of a distributed launch (multi-GPU fine-tuning) runs the stage's code beside the
-    main process, so collective training works, but in a private scratch folder: it never takes the lock,
+    A non-main process of a distributed launch (torchrun's RANK > 0: multi-GPU fine-tuning) runs the stage's code
+    beside the main process, so collective training works, but in a private scratch folder: it never takes the lock,
     writes a manifest or replaces results — the main process (rank 0) does that."""
-    stage = STAGES[name]
+    rank = int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
+    if rank == 0:
+        with stage_lock(paths, name):
+            return _run_locked(STAGES[name], cfg, paths, force)
     # rank 0 may still be writing an upstream result; the stage's own rendezvous (finetune) waits for it
-    parts = cache_key(stage, cfg, upstream_keys(stage, paths, required=False))
-    state = judge(stage, cfg, read_manifest(paths, name), parts, paths.stage_dir(name))
+    state = judge(STAGES[name], cfg, paths, upstream_keys(STAGES[name], paths, required=False))
     if not force and state.state in ("cached", "kept"):
         return Outcome(state.state)
     logging.getLogger("tamrin").setLevel(logging.WARNING)  # rank 0 reports progress; the others only problems
     with tempfile.TemporaryDirectory(prefix=f"tamrin-{name}-rank{rank}-", ignore_cleanup_errors=True) as scratch:
-        load_entry(stage)(_stage_context(stage, cfg, paths, Path(scratch), parts.key))
+        load_entry(STAGES[name])(stage_context(name, cfg, paths, Path(scratch), state.parts.key))
     return Outcome("ran")
 
 
-def _run_locked(name: str, cfg: Config, paths: Paths, force: bool) -> Outcome:
-    stage, log = STAGES[name], stage_logger(name)
-    upstream = upstream_keys(stage, paths)
-    parts = cache_key(stage, cfg, upstream)
-    previous = read_manifest(paths, name)
-    state = judge(stage, cfg, previous, parts, paths.stage_dir(name))
+def _run_locked(stage: Stage, cfg: Config, paths: Paths, force: bool) -> Outcome:
+    name, log = stage.name, stage_logger(stage.name)
+    state = judge(stage, cfg, paths, upstream_keys(stage, paths))
+    parts, previous = state.parts, state.manifest
     if not force and state.state == "cached":
         log.info(f"cached: {name} (key {parts.key[:4]}…, {previous['seconds']:.0f} s saved)")
         return Outcome("cached")
@@ -312,42 +283,41 @@ def _run_locked(name: str, cfg: Config, paths: Paths, force: bool) -> Outcome:
         return Outcome("kept")
     if previous is not None and not force:
         log.info(f"re-running {name}: {state.why}")
-    entry = load_entry(stage)
     staging_root, trash_root = paths.results / ".staging", paths.results / ".trash"
     for d in [*staging_root.glob(f"{name}-*"), *trash_root.glob(f"{name}-*")]:  # left by a killed earlier run
         shutil.rmtree(d, ignore_errors=True)
     staging = staging_root / f"{name}-{os.getpid()}"
     staging.mkdir(parents=True)
-    ctx = _stage_context(stage, cfg, paths, staging, parts.key)
+    ctx = stage_context(name, cfg, paths, staging, parts.key)
     started, t0 = _now(), time.perf_counter()
     log.info(f"running: {name} (profile {cfg.profile}, key {parts.key[:4]}…)")
     try:
         with log_to_file(name, staging / "log.txt"):
-            entry(ctx)
+            load_entry(stage)(ctx)
         seconds = time.perf_counter() - t0
         manifest = {
             "stage": name, "profile": cfg.profile, "cache_key": parts.key,
-            "config": config_of(stage, cfg), "inputs": upstream,
+            "config": config_of(stage, cfg), "inputs": parts.inputs,
             "config_hash": parts.config_hash, "code_hash": parts.code_hash, "code_files": parts.code_files,
             "code_version": code_version(), "started": started, "finished": _now(),
             "seconds": round(seconds, 2), "hardware": hardware(), "packages": packages(),
             "sources": [s if s.startswith("--set ") else project_path(s, paths.root) for s in cfg.sources],
-            "summary": ctx.extra, "files": output_files(staging),
+            "summary": ctx.extra,
+            "files": {str(f.relative_to(staging)): f.stat().st_size for f in sorted(staging.rglob("*")) if f.is_file()},
         }
-        # The manifest is written last (validated against the contract, redacted), then the folder is swapped in.
+        # The manifest is written last (validated against the contract, redacted), then the folder is swapped in
+        # (the previous result moved to the trash first: a rename cannot replace a non-empty folder).
         contract.write(staging, f"{name}/{MANIFEST}", json.loads(redact(json.dumps(manifest, default=str))))
-        _swap_in(staging, paths.stage_dir(name), trash_root)
+        final, trash = paths.stage_dir(name), trash_root / f"{name}-{os.getpid()}-{time.time_ns()}"
+        if final.exists():
+            trash_root.mkdir(parents=True, exist_ok=True)
+            os.replace(final, trash)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging, final)
+        shutil.rmtree(trash, ignore_errors=True)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)  # the previous complete result stays untouched
         raise
     log.info(f"done: {name} in {seconds:.1f} s")
     shutil.rmtree(ctx.work_dir, ignore_errors=True)  # the key's scratch is not needed once its result is complete
     return Outcome("ran")
-
-
-def product_context(name: str, cfg: Config, paths: Paths) -> StageContext:
-    """Context for the uncached product stages (report, zip): they write straight to their own folders."""
-    deps = STAGES[name].deps if name in STAGES else ()
-    return StageContext(stage=name, cfg=cfg, out_dir=paths.root / name, work_dir=paths.work_dir(name),
-                        inputs={d: paths.stage_dir(d) for d in deps}, paths=paths,
-                        cache_key="", log=stage_logger(name))

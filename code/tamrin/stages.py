@@ -43,7 +43,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("report", ("report", "student"), ("data", "finetune", "eval", "ablation", "memory", "derive", "flow"),
           "tamrin.report.build:run",
           "render figures and the Persian Typst report from cached results → report/report.pdf", cached=False),
-    Stage("zip", ("zip", "student"), ("report",), "tamrin.submit.pack:run",
+    Stage("zip", ("zip", "student"), ("report",), "tamrin.submit:run",
           "pack the submission zip → dist/<name>.zip", cached=False),
 )}
 
@@ -52,7 +52,5 @@ COMPUTE_STAGES = tuple(n for n, s in STAGES.items() if s.cached)
 
 def ancestors(name: str) -> list[str]:
     """`name`'s upstream stages in run order (not including `name`)."""
-    seen = set(STAGES[name].deps)
-    for dep in STAGES[name].deps:
-        seen.update(ancestors(dep))
+    seen = {n for dep in STAGES[name].deps for n in [dep, *ancestors(dep)]}
     return [n for n in STAGES if n in seen]

@@ -1,10 +1,10 @@
 """The results contract: one typed model per results file, in one module per stage (`contract.data`, …, each with its
-`FILES`: path under results/ → model; `contract.manifest` for every manifest.json), the facts stages share (`facts`:
-CLEVR's question types, answers and normalisation; `persian`: digits and numbers), and the functions stages write and
-the report and the zip read through. Every model forbids unknown fields, so a writer that adds, renames or drops one
-fails until the contract says so, and tests/test_contract.py fails when the committed fixture (a real demo run) drifts
-from it. Writing validates before anything touches the disk; a file that does not fit is one line naming the file, the
-field and the stage to rerun. Files hold numbers, identifiers and Typst math; the words live in the templates.
+`FILES`: path under results/ → model; `contract.manifest` for every manifest.json), the facts stages share (`facts`,
+`persian`), and the functions stages write and the report and the zip read through. Every model forbids unknown
+fields, so a writer that adds, renames or drops one fails until the contract says so (and tests/test_contract.py, when
+the committed fixture, a real demo run, drifts). Writing validates before touching the disk; a file that does not fit
+is one line naming the file, the field and the stage to rerun. Files hold numbers, identifiers and Typst math; the
+words live in the templates.
 
 A stage's models are looked up by name (`model_of`), not imported here: importing this package must not bring every
 stage's models into every stage's cache key. The runner adds a stage's own module (`contract.<stage>`) to its key.
@@ -52,11 +52,7 @@ def validate(rel: str, data: Any) -> Any:
     """`data` (plain JSON) as the model of `rel`; a list for list/jsonl files. Raises MissingResultError."""
     model = model_of(rel)
     try:
-        if rel.endswith(".jsonl"):
-            return [model.model_validate(row) for row in data]
-        if getattr(model, "__origin__", None) is list:
-            return TypeAdapter(model).validate_python(data)
-        return model.model_validate(data)
+        return TypeAdapter(list[model] if rel.endswith(".jsonl") else model).validate_python(data)
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(x) for x in first["loc"]) or "(top level)"

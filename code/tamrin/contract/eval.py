@@ -133,7 +133,7 @@ FILES = {
     "eval/finetuned/predictions.jsonl": Prediction,
     "eval/samples.json": Samples,
     "eval/summary.json": EvalSummary,
-    "eval/baseline/metrics.json": EvalMetrics,  # the majority answer per question type (vlm/metrics.py: majority_baseline)
+    "eval/baseline/metrics.json": EvalMetrics,  # the majority answer per question type (vlm.metrics.majority_baseline)
     "eval/baseline/predictions.jsonl": Prediction,
     "eval/analysis.json": EvalAnalysis,
 }

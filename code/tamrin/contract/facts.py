@@ -37,11 +37,14 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
 }
 
 # Answer spellings seen in CLEVR copies and VLM outputs → the canonical vocabulary word.
+# Number words an answer may spell out (the scoring normalisation turns them into digits).
+NUMBER_WORDS: dict[str, str] = {w: str(i) for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen twenty".split())}
 _ANSWER_ALIASES: dict[str, str] = {
     "grey": "gray", "metallic": "metal", "shiny": "metal", "matte": "rubber", "big": "large", "tiny": "small",
-    "ball": "sphere", "block": "cube", "true": "yes", "false": "no",
-    "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6", "seven": "7",
-    "eight": "8", "nine": "9", "ten": "10", "none": "0",
+    "ball": "sphere", "block": "cube", "true": "yes", "false": "no", "none": "0",
+    **{w: d for w, d in NUMBER_WORDS.items() if d in NUMBERS},  # zero … ten
 }
 
 
@@ -53,20 +56,8 @@ def normalize_answer(text: str) -> str:
 
 def answer_kind(answer: str) -> str | None:
     """Which family a canonical answer belongs to: yes_no, number, color, shape, material, size (or None)."""
-    if answer in YES_NO:
-        return "yes_no"
-    if answer in NUMBERS:
-        return "number"
-    for attr, values in ATTRIBUTE_VALUES.items():
-        if answer in values:
-            return attr
-    return None
-
-
-# Number words an answer may spell out (the scoring normalisation turns them into digits).
-NUMBER_WORDS: dict[str, str] = {w: str(i) for i, w in enumerate(
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
-    "seventeen eighteen nineteen twenty".split())}
+    families = {"yes_no": YES_NO, "number": NUMBERS, **ATTRIBUTE_VALUES}
+    return next((family for family, values in families.items() if answer in values), None)
 
 
 def normalize_for_scoring(text: str) -> str:

@@ -5,19 +5,13 @@ from __future__ import annotations
 import math
 from datetime import date, datetime
 
-PERSIAN_DIGITS = "۰۱۲۳۴۵۶۷۸۹"
-DECIMAL_SEP = "\u066b"  # ٫
-THOUSANDS_SEP = "\u066c"  # ٬
-PERCENT = "\u066a"  # ٪
-_TO_PERSIAN = str.maketrans("0123456789", PERSIAN_DIGITS)
-MONTHS_FA = ("فروردین", "اردیبهشت", "خرداد", "تیر", "مرداد", "شهریور",
-             "مهر", "آبان", "آذر", "دی", "بهمن", "اسفند")
+_TO_PERSIAN = str.maketrans("0123456789", "۰۱۲۳۴۵۶۷۸۹")
+_SEPARATORS = {".": "\u066b", ",": "\u066c"}  # ٫ ٬
 
 
 def to_persian_digits(text: str) -> str:
     """Replace ASCII digits by Persian ones, '.' between digits by «٫» and ',' by «٬»."""
-    separators = {".": DECIMAL_SEP, ",": THOUSANDS_SEP}
-    return "".join(separators[ch] if ch in separators and 0 < i < len(text) - 1 and text[i - 1].isdigit()
+    return "".join(_SEPARATORS[ch] if ch in _SEPARATORS and 0 < i < len(text) - 1 and text[i - 1].isdigit()
                    and text[i + 1].isdigit() else ch for i, ch in enumerate(text)).translate(_TO_PERSIAN)
 
 
@@ -54,10 +48,7 @@ def fa(value: float | int | str, decimals: int | None = None, grouping: bool = F
         raise TypeError(f"fa() needs a number, got {value!r}")
     if isinstance(value, float) and not math.isfinite(value):
         return "—" if math.isnan(value) else ("∞" if value > 0 else "−∞")
-    text = latin_number(value, decimals, grouping)
-    if text.startswith("-"):
-        text = "\u2212" + text[1:]
-    return to_persian_digits(text)
+    return to_persian_digits(latin_number(value, decimals, grouping).replace("-", "\u2212"))  # only a leading sign
 
 
 # U+2067 RIGHT-TO-LEFT ISOLATE + U+061C ARABIC LETTER MARK … U+2069: a Persian number with its percent sign reads
@@ -69,7 +60,7 @@ _RTL_NUMBER = ("\u2067\u061c", "\u2069")
 def percent(value: float, decimals: int = 1) -> str:
     """A number that already is a percentage: `percent(84.5)` → «۸۴٫۵٪», «٪» on the left of the digits in every
     context (a right-to-left isolate)."""
-    return _RTL_NUMBER[0] + fa(value, decimals) + PERCENT + _RTL_NUMBER[1]
+    return _RTL_NUMBER[0] + fa(value, decimals) + "\u066a" + _RTL_NUMBER[1]  # ٪
 
 
 def pct(value: float, decimals: int = 1) -> str:
@@ -84,8 +75,8 @@ def plus_minus(mean: float, std: float, decimals: int = 3) -> str:
 
 
 def jalali_date(day: date | datetime) -> str:
-    """«۶ آذر ۱۴۰۴» for a Gregorian date (jdatetime does the calendar arithmetic)."""
+    """«۶ آذر ۱۴۰۴» for a Gregorian date (jdatetime does the calendar arithmetic and names the month)."""
     import jdatetime
 
     j = jdatetime.date.fromgregorian(date=day if not isinstance(day, datetime) else day.date())
-    return f"{fa(j.day)} {MONTHS_FA[j.month - 1]} {fa(j.year)}"
+    return f"{fa(j.day)} {j.j_months_fa[j.month - 1]} {fa(j.year)}"

@@ -10,7 +10,6 @@ these small batches far from its peak, so this is a pessimistic, order-of-magnit
 """
 from __future__ import annotations
 
-import json
 import math
 import re
 import statistics
@@ -22,7 +21,8 @@ from typing import Optional, Sequence
 import numpy as np
 
 from .. import ROOT
-from .checks import FAIL, OK, SKIP, Check, Facts
+from ..atomic import read_json, write_json
+from .checks import FAIL, OK, SKIP, Check, Facts, example_rows
 
 REFERENCE = ROOT / "bench" / "results" / "nvidia-h200.json"
 FLOW_PROBE_STEPS = 100
@@ -60,10 +60,10 @@ def timed_steps(facts: Facts, cfg, n_steps: int) -> StepTiming:
     import torch
 
     from ..vlm import batches
+    from ..vlm.evaluate import answer
     from ..vlm.finetune import build_training_model
     from ..vlm.model import DTYPE_NAMES, threads_for
     from ..vlm.step import TrainStep
-    from .checks import example_rows
 
     device = torch.device("cuda", 0) if facts.gpu else torch.device("cpu")
     t_cfg = cfg.train
@@ -100,21 +100,14 @@ def timed_steps(facts: Facts, cfg, n_steps: int) -> StepTiming:
             if r.stop is not None:
                 break
         step.close()
-        answers = sample_answers(tm.model, tm.processor, rows, store, cfg, device)
+        # three answers, greedy, in one batch, of the model as the steps left it (its adapter has barely moved:
+        # about the base's answers)
+        chosen = rows[:3]
+        got = answer(tm.model, tm.processor, chosen, store, cfg.model.prompt_prefix, batch_size=max(1, len(chosen)),
+                     max_new_tokens=cfg.eval.max_new_tokens, device=device, progress=False)
     timed = times[1:] or times  # the first step pays CUDA/allocator warm-up
     return StepTiming(load, statistics.median(timed), times[0], losses, skipped, DTYPE_NAMES[tm.compute_dtype],
-                      tm.quantization, answers)
-
-
-def sample_answers(model, processor, rows: Sequence[dict], images, cfg, device) -> list[tuple[str, str, str]]:
-    """(question, reference answer, generated answer) for the first three rows, greedy, in one batch: the model as
-    the steps left it (its adapter has barely moved: about the base's answers)."""
-    from ..vlm.evaluate import answer
-
-    chosen = list(rows[:3])
-    got = answer(model, processor, chosen, images, cfg.model.prompt_prefix, batch_size=max(1, len(chosen)),
-                 max_new_tokens=cfg.eval.max_new_tokens, device=device, progress=False)
-    return [(r["question"], str(r["answer"]), g) for r, g in zip(chosen, got)]
+                      tm.quantization, [(r["question"], str(r["answer"]), g) for r, g in zip(chosen, got)])
 
 
 def answer_lines(answers: Sequence[tuple[str, str, str]]) -> list[str]:
@@ -145,10 +138,8 @@ def check_steps(facts: Facts, cfg, n_steps: int) -> Check:
             f"(load {timing.load_seconds:.0f} s; {timing.quantization}, compute {timing.dtype}); losses "
             f"{', '.join(f'{x:.3f}' for x in timing.losses)}: first steps {first}"
             + (f"; grad scaler skipped {timing.skipped_updates} update(s)" if timing.skipped_updates else ""))
-    if not timing.finite:
-        return Check("timed steps", FAIL, line, "lower train.lr, or use train.compute_dtype = fp32/bf16",
-                     answer_lines(timing.answers))
-    return Check("timed steps", OK, line, details=answer_lines(timing.answers))
+    fix = "" if timing.finite else "lower train.lr, or use train.compute_dtype = fp32/bf16"
+    return Check("timed steps", OK if timing.finite else FAIL, line, fix, answer_lines(timing.answers))
 
 
 # ------------------------------------------------------------------------------------- the throughput model
@@ -189,7 +180,7 @@ def reference_from_bench(bench: dict) -> Reference:
 
 
 def load_reference(path: Path) -> Reference:
-    return reference_from_bench(json.loads(Path(path).read_text(encoding="utf-8")))
+    return reference_from_bench(read_json(path))
 
 
 @dataclass(frozen=True)
@@ -299,8 +290,7 @@ def flow_ms_per_step(cfg) -> float:
 
 
 def check_estimate(facts: Facts, cfg, paths) -> Check:
-    """The estimate row; results/.work/doctor/estimate.json keeps its numbers (bench/check_estimate.py reads it)."""
-    from ..atomic import read_json, write_json
+    """The estimate row; results/.work/doctor/estimate.json keeps its numbers (bench/estimate_vs_run.py reads it)."""
     from ..data.subset import planned_counts
     from ..runner import plan
 
@@ -335,7 +325,6 @@ def check_estimate(facts: Facts, cfg, paths) -> Check:
         rows += cfg.data.shuffle_buffer if cfg.data.source == "hub" else 0  # the buffer fills before the first row
         e.seconds["data"] = rows * facts.data_seconds_per_row
     e.seconds.update(dict.fromkeys(stays, 0.0))
-    facts.estimate = e
     details = [f"{name:<9} {hms(e.seconds.get(name)):>10}" + (f"  ({stays[name]})" if name in stays else "")
                for name in ESTIMATED]
     details += [f"total     {hms(e.total):>10}  ({n_train} train / {n_test} test questions {how}; "
@@ -343,8 +332,7 @@ def check_estimate(facts: Facts, cfg, paths) -> Check:
     write_json(paths.work_dir("doctor") / "estimate.json", {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "seconds": e.seconds, "basis": e.basis,
         "notes": e.notes, "total_steps": w.total_steps, "n_train": w.n_train, "n_test": w.n_test,
-        "timing": None if timing is None else {"seconds_per_step": timing.seconds_per_step,
-                                               "warmup_seconds": timing.warmup_seconds,
-                                               "load_seconds": timing.load_seconds, "losses": timing.losses}})
+        "timing": None if timing is None else {k: getattr(timing, k) for k in ("seconds_per_step", "warmup_seconds",
+                                                                                "load_seconds", "losses")}})
     return Check("estimate of `all`", OK, f"about {hms(e.total)} (finetune {hms(e.seconds['finetune'])})",
                  details=details)
