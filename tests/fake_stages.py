@@ -6,9 +6,14 @@ from tamrin.atomic import write_json
 
 
 def write_config(ctx) -> None:
-    """Write the stage's own config and upstream keys, so tests can see what ran with what."""
-    stage = ctx.stage
-    write_json(ctx.out_dir / "out.json", {"stage": stage, "inputs": {k: str(v) for k, v in ctx.inputs.items()}})
+    """Write the stage's own config and the upstream results it read, so tests can see what ran with what (and a
+    config change changes the output, as it would in a real stage)."""
+    from tamrin.runner import config_of
+    from tamrin.stages import STAGES
+
+    upstream = {k: (v / "out.json").read_text() for k, v in ctx.inputs.items() if (v / "out.json").is_file()}
+    write_json(ctx.out_dir / "out.json", {"stage": ctx.stage, "config": config_of(STAGES[ctx.stage], ctx.cfg),
+                                          "inputs": upstream, "salt": os.environ.get("TAMRIN_FAKE_SALT", "")})
 
 
 def slow_writer(ctx) -> None:

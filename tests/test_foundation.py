@@ -166,7 +166,7 @@ def test_cache_hit_skips_and_config_change_invalidates_downstream_only(tmp_path,
                 "seconds", "hardware", "packages"):
         assert key in m, key
     assert m["profile"] == "demo" and m["config"]["eval"]["batch_size"] == 3
-    assert m["inputs"]["data"] == read_manifest(Paths(root), "data")["cache_key"]
+    assert m["inputs"]["data"] == read_manifest(Paths(root), "data")["results_id"]
     assert first["memory"]["cache_key"] == read_manifest(Paths(root), "memory")["cache_key"]
 
 
@@ -177,7 +177,7 @@ def test_status_explains_staleness(tmp_path, fake_graph):
     why = {n: s.why for n, s in plan(cfg, Paths(root)).items()}
     assert why["data"] is None and why["memory"] is None and why["flow"] is None
     assert why["finetune"] == "config changed"
-    assert why["eval"] == "upstream changed: finetune"
+    assert why["eval"] == "upstream runs first: finetune"
 
 
 def test_missing_upstream_is_a_clear_error(tmp_path, fake_graph):

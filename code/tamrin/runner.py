@@ -123,7 +123,7 @@ class KeyParts:
 
 
 def cache_key(stage: Stage, cfg: Config, upstream_keys: dict[str, str]) -> KeyParts:
-    """Hash of the stage's config sections, profile, its code, and the upstream stages' keys."""
+    """Hash of the stage's config sections, profile, its code, and the identity of the upstream results it reads."""
     cfg_hash = _digest({"profile": cfg.profile, "config": config_of(stage, cfg)})
     files = code_files(stage, cfg)
     src_hash = combine(files)
@@ -142,8 +142,9 @@ class StageState:
 
     @property
     def key(self) -> str:
-        """The key downstream stages will read: the recorded one for a result that stays, else the new one."""
-        return self.manifest["cache_key"] if self.state in ("cached", "kept") else self.parts.key
+        """What downstream stages will read: the recorded result's identity when it stays, else a mark that this
+        stage runs first (its new identity is known only once it has: unchanged results keep the old one)."""
+        return results_identity(self.manifest) if self.state in ("cached", "kept") else PENDING
 
     def describe(self) -> str:
         return {"kept": f"code changed (kept): {self.why}", "stale": f"stale ({self.why})"}.get(self.state, self.state)
@@ -172,14 +173,17 @@ def judge(stage: Stage, cfg: Config, paths: Paths, upstream: dict[str, str]) -> 
         return StageState("kept", ", ".join(changed), parts, manifest)
     why = [w for w, differs in (("config changed", manifest["config_hash"] != parts.config_hash),
                                 ("code changed", manifest["code_hash"] != parts.code_hash)) if differs]
-    if moved := [d for d, k in parts.inputs.items() if manifest["inputs"].get(d) != k]:
+    if pending := [d for d, k in parts.inputs.items() if k == PENDING]:
+        why.append("upstream runs first: " + ", ".join(pending))
+    if moved := [d for d, k in parts.inputs.items() if k != PENDING and manifest["inputs"].get(d) != k]:
         why.append("upstream changed: " + ", ".join(moved))
     return StageState("stale", "; ".join(why) or "key differs", parts, manifest)
 
 
 def plan(cfg: Config, paths: Paths) -> dict[str, StageState]:
     """Each compute stage's state, upstream first, as `all` would find it: a stage downstream of one that will run
-    again is stale too; one downstream of a kept result reads that result's recorded key."""
+    again counts as stale (it stays only if that run's results come out unchanged); one downstream of a kept result
+    reads that result's recorded identity."""
     out: dict[str, StageState] = {}
     for name in COMPUTE_STAGES:
         out[name] = judge(STAGES[name], cfg, paths, {d: out[d].key for d in STAGES[name].deps})
@@ -225,16 +229,38 @@ class Outcome:
     status: str  # "cached" | "kept" | "ran"
 
 
+PENDING = "(runs first)"
+LOG = "log.txt"
+
+
+def results_identity(manifest: dict) -> str:
+    """What a downstream stage records of this result: `results_id`, which changes only when the files the stage
+    wrote change (a manifest from before it existed: the cache key). Upstream code that changed without changing its
+    output therefore leaves downstream results — the fine-tuned model above all — as they are."""
+    return manifest.get("results_id") or manifest["cache_key"]
+
+
+def results_digest(folder: Path) -> str:
+    """Digest of every file a stage wrote but its log (timings) and manifest: what downstream stages read."""
+    h = hashlib.sha256()
+    for f in sorted(folder.rglob("*")):
+        rel = f.relative_to(folder).as_posix()
+        if f.is_file() and rel not in (MANIFEST, LOG):
+            with open(f, "rb") as fh:
+                h.update(rel.encode() + b"\0" + hashlib.file_digest(fh, "sha256").digest())
+    return h.hexdigest()
+
+
 def upstream_keys(stage: Stage, paths: Paths, required: bool = True) -> dict[str, str]:
-    """The cache keys of the stage's completed (cached) upstream results; a missing one is a clear error when
-    `required`, else an empty key."""
+    """The identities of the stage's completed upstream results (`results_identity`); a missing one is a clear
+    error when `required`, else an empty string."""
     keys = {}
     for dep in (d for d in stage.deps if STAGES[d].cached):
         m = read_manifest(paths, dep)
         if m is None and required:
             raise MissingResultError(f"missing {paths.rel(paths.stage_dir(dep) / MANIFEST)}: "
                                      f"run `python build.py {dep}` first (or `python build.py all`)")
-        keys[dep] = m["cache_key"] if m else ""
+        keys[dep] = results_identity(m) if m else ""
     return keys
 
 
@@ -292,9 +318,12 @@ def _run_locked(stage: Stage, cfg: Config, paths: Paths, force: bool) -> Outcome
     started, t0 = _now(), time.perf_counter()
     log.info(f"running: {name} (profile {cfg.profile}, key {parts.key[:4]}…)")
     try:
-        with log_to_file(name, staging / "log.txt"):
+        with log_to_file(name, staging / LOG):
             load_entry(stage)(ctx)
         seconds = time.perf_counter() - t0
+        final = paths.stage_dir(name)
+        digest = results_digest(staging)
+        unchanged = previous is not None and final.is_dir() and results_digest(final) == digest
         manifest = {
             "stage": name, "profile": cfg.profile, "cache_key": parts.key,
             "config": config_of(stage, cfg), "inputs": parts.inputs,
@@ -302,13 +331,13 @@ def _run_locked(stage: Stage, cfg: Config, paths: Paths, force: bool) -> Outcome
             "code_version": code_version(), "started": started, "finished": _now(),
             "seconds": round(seconds, 2), "hardware": hardware(), "packages": packages(),
             "sources": [s if s.startswith("--set ") else project_path(s, paths.root) for s in cfg.sources],
-            "summary": ctx.extra,
+            "summary": ctx.extra, "results_id": results_identity(previous) if unchanged else digest,
             "files": {str(f.relative_to(staging)): f.stat().st_size for f in sorted(staging.rglob("*")) if f.is_file()},
         }
         # The manifest is written last (validated against the contract, redacted), then the folder is swapped in
         # (the previous result moved to the trash first: a rename cannot replace a non-empty folder).
         contract.write(staging, f"{name}/{MANIFEST}", json.loads(redact(json.dumps(manifest, default=str))))
-        final, trash = paths.stage_dir(name), trash_root / f"{name}-{os.getpid()}-{time.time_ns()}"
+        trash = trash_root / f"{name}-{os.getpid()}-{time.time_ns()}"
         if final.exists():
             trash_root.mkdir(parents=True, exist_ok=True)
             os.replace(final, trash)

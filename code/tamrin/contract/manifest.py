@@ -23,7 +23,7 @@ class Manifest(Strict):
     profile: Profile
     cache_key: str
     config: dict[str, dict[str, Any]]  # the config sections the stage read, {section: {key: value}}
-    inputs: dict[str, str]  # upstream stage -> its cache key
+    inputs: dict[str, str]  # upstream stage -> the identity of the result read (runner.results_identity)
     config_hash: str
     code_hash: str
     code_files: dict[str, str] = Field(default_factory=dict)  # each source and input file -> its hash (to name changes)
@@ -35,4 +35,5 @@ class Manifest(Strict):
     packages: dict[str, str]
     sources: list[str]  # config layers, relative to the project root ("configs/demo.toml", "--set a.b")
     summary: dict[str, Any] = Field(default_factory=dict)  # a few headline numbers of the stage
+    results_id: str = ""  # changes only when the stage's files (but its log) change; "" in older manifests
     files: dict[str, int]  # every file of the stage folder -> its size in bytes
