@@ -266,8 +266,8 @@ class EvalConfig(Section):
 
 class MemoryConfig(Section):
     measure: bool = field_(False, "measure peak GPU memory of each mode on the random-weight 3B model (needs CUDA)")
-    seq_len: int = field_(280, "tokens per example for the activation estimate and the measurement",
-                          ge=257)  # the 256 image tokens + BOS, at least
+    seq_len: int = field_(280, "tokens per example for the activation estimate and the measurement (at least the "
+                          "256 image tokens + BOS)", ge=257)
     batch_size: int = field_(8, "batch for the activation estimate and the measurement", ge=1)
     measure_steps: int = field_(3, "optimizer steps per measured mode", ge=1)
     measure_modes: list[Literal["qlora_nf4", "lora_bf16", "full_ft_bf16"]] = field_(
