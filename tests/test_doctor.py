@@ -14,7 +14,8 @@ import torch
 
 from hub_mock import mock_hub
 from tamrin.config import load_config
-from tamrin.doctor.checks import FAIL, OK, SKIP, WARN, Check, Facts, can_start, guarded, render
+from tamrin.doctor import guarded
+from tamrin.doctor.checks import FAIL, OK, SKIP, WARN, Check, Facts, can_start, render
 from tamrin.errors import TamrinError
 
 ROOT = Path(__file__).resolve().parents[1]

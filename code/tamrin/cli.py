@@ -114,7 +114,7 @@ def dispatch(args: argparse.Namespace, paths: Paths) -> int:
     if cmd == "status":
         cmd_status(cfg, paths)
     elif cmd == "doctor":
-        from .doctor.checks import run as run_doctor
+        from .doctor import run as run_doctor
 
         return run_doctor(cfg, paths, steps=args.steps)
     elif cmd == "notebook":
