@@ -273,3 +273,12 @@ def test_docstrings_comments_and_layout_do_not_enter_a_files_hash(tmp_path):
         path.write_text(text, encoding="utf-8")
         hashes.append(codehash.normalised_hash(path))
     assert hashes[0] == hashes[1] != hashes[2]
+
+
+def test_status_names_a_few_kept_files_and_counts_the_rest():
+    five = ", ".join(f"code/tamrin/vlm/m{i}.py" for i in range(5))
+    cell = runner.StageState("kept", five, None, None).describe()
+    assert cell == ("code changed (kept): code/tamrin/vlm/m0.py, code/tamrin/vlm/m1.py, code/tamrin/vlm/m2.py "
+                    "and 2 more")
+    assert runner.StageState("kept", "code/tamrin/vlm/step.py", None, None).describe() == \
+        "code changed (kept): code/tamrin/vlm/step.py"

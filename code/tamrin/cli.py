@@ -13,7 +13,7 @@ from .config import Config, load_config
 from .errors import TamrinError
 from .log import setup_console, stage_logger
 from .provenance import redact
-from .runner import Paths, load_entry, plan, read_manifest, run_stage, stage_context, upstream_keys
+from .runner import Paths, load_entry, plan, read_manifest, run_stage, stage_context, upstream_results
 from .stages import COMPUTE_STAGES, STAGES, ancestors
 
 COMMANDS = {
@@ -80,7 +80,7 @@ def warn_later_refusals(cfg: Config, allow_demo: bool) -> None:
 
 
 def run_product(name: str, cfg: Config, paths: Paths, **extra) -> None:
-    upstream_keys(STAGES[name], paths)  # a missing upstream result is one clear line
+    upstream_results(STAGES[name], paths)  # a missing upstream result is one clear line
     ctx = stage_context(name, cfg, paths)
     ctx.extra.update(extra)
     load_entry(STAGES[name])(ctx)

@@ -122,13 +122,16 @@ class KeyParts:
     code_files: dict[str, str]
 
 
-def cache_key(stage: Stage, cfg: Config, upstream_keys: dict[str, str]) -> KeyParts:
+def cache_key(stage: Stage, cfg: Config, upstream_results: dict[str, str]) -> KeyParts:
     """Hash of the stage's config sections, profile, its code, and the identity of the upstream results it reads."""
     cfg_hash = _digest({"profile": cfg.profile, "config": config_of(stage, cfg)})
     files = code_files(stage, cfg)
     src_hash = combine(files)
-    key = _digest({"stage": stage.name, "config": cfg_hash, "code": src_hash, "inputs": upstream_keys})
-    return KeyParts(key, cfg_hash, src_hash, dict(upstream_keys), files)
+    key = _digest({"stage": stage.name, "config": cfg_hash, "code": src_hash, "inputs": upstream_results})
+    return KeyParts(key, cfg_hash, src_hash, dict(upstream_results), files)
+
+
+SHOWN_FILES = 3
 
 
 @dataclass
@@ -147,7 +150,11 @@ class StageState:
         return results_identity(self.manifest) if self.state in ("cached", "kept") else PENDING
 
     def describe(self) -> str:
-        return {"kept": f"code changed (kept): {self.why}", "stale": f"stale ({self.why})"}.get(self.state, self.state)
+        if self.state == "kept":  # the status table's cell: a few of the changed files (the run's log names them all)
+            files = self.why.split(", ")
+            more = f" and {len(files) - SHOWN_FILES} more" if len(files) > SHOWN_FILES else ""
+            return f"code changed (kept): {', '.join(files[:SHOWN_FILES])}{more}"
+        return f"stale ({self.why})" if self.state == "stale" else self.state
 
 
 def judge(stage: Stage, cfg: Config, paths: Paths, upstream: dict[str, str]) -> StageState:
@@ -242,16 +249,16 @@ def results_identity(manifest: dict) -> str:
 
 def results_digest(folder: Path) -> str:
     """Digest of every file a stage wrote but its log (timings) and manifest: what downstream stages read."""
-    h = hashlib.sha256()
+    hashes = {}
     for f in sorted(folder.rglob("*")):
         rel = f.relative_to(folder).as_posix()
         if f.is_file() and rel not in (MANIFEST, LOG):
             with open(f, "rb") as fh:
-                h.update(rel.encode() + b"\0" + hashlib.file_digest(fh, "sha256").digest())
-    return h.hexdigest()
+                hashes[rel] = hashlib.file_digest(fh, "sha256").hexdigest()
+    return combine(hashes)
 
 
-def upstream_keys(stage: Stage, paths: Paths, required: bool = True) -> dict[str, str]:
+def upstream_results(stage: Stage, paths: Paths, required: bool = True) -> dict[str, str]:
     """The identities of the stage's completed upstream results (`results_identity`); a missing one is a clear
     error when `required`, else an empty string."""
     keys = {}
@@ -287,7 +294,7 @@ def run_stage(name: str, cfg: Config, paths: Paths, *, force: bool = False) -> O
         with stage_lock(paths, name):
             return _run_locked(STAGES[name], cfg, paths, force)
     # rank 0 may still be writing an upstream result; the stage's own rendezvous (finetune) waits for it
-    state = judge(STAGES[name], cfg, paths, upstream_keys(STAGES[name], paths, required=False))
+    state = judge(STAGES[name], cfg, paths, upstream_results(STAGES[name], paths, required=False))
     if not force and state.state in ("cached", "kept"):
         return Outcome(state.state)
     logging.getLogger("tamrin").setLevel(logging.WARNING)  # rank 0 reports progress; the others only problems
@@ -298,7 +305,7 @@ def run_stage(name: str, cfg: Config, paths: Paths, *, force: bool = False) -> O
 
 def _run_locked(stage: Stage, cfg: Config, paths: Paths, force: bool) -> Outcome:
     name, log = stage.name, stage_logger(stage.name)
-    state = judge(stage, cfg, paths, upstream_keys(stage, paths))
+    state = judge(stage, cfg, paths, upstream_results(stage, paths))
     parts, previous = state.parts, state.manifest
     if not force and state.state == "cached":
         log.info(f"cached: {name} (key {parts.key[:4]}…, {previous['seconds']:.0f} s saved)")
